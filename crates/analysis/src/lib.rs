@@ -1,0 +1,1 @@
+//! branch targets, CFG, subprograms, liveness

@@ -1,0 +1,6 @@
+pub fn main(_args: Vec<String>) -> anyhow::Result<u8> {
+    anyhow::bail!("not built yet")
+}
+pub fn plugin_main(_args: Vec<String>) -> anyhow::Result<u8> {
+    anyhow::bail!("not built yet")
+}

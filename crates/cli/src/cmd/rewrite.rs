@@ -1,0 +1,3 @@
+pub fn main(_args: Vec<String>) -> anyhow::Result<u8> {
+    anyhow::bail!("not built yet")
+}

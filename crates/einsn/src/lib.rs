@@ -1,0 +1,1 @@
+//! the EInsn operation set

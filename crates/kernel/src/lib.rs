@@ -1,0 +1,1 @@
+//! bpf(2) layer: maps, load, test-run, info

@@ -1,0 +1,1 @@
+//! kinsn extension interface, transport, lowering

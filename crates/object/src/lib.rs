@@ -1,0 +1,176 @@
+//! Loader for clang/libbpf-style `.bpf.o` objects.
+//!
+//! A loaded [`Object`] is self-contained: every program carries its instructions with
+//! bpf-to-bpf calls already resolved (the `.text` subprograms it calls are appended after
+//! its own code, as libbpf does), and every map reference is an `ld_imm64` in fd_array
+//! form, so the same instruction array can go to the kernel (with an fd_array) or to our
+//! own runtimes:
+//!
+//! - `src_reg = PSEUDO_MAP_IDX` (5), `imm = index into Object::maps`: a map pointer;
+//! - `src_reg = PSEUDO_MAP_IDX_VALUE` (6), `imm = map index`, second slot's `imm = offset`:
+//!   a pointer into the value of a global-data map (`.data`, `.rodata`, `.bss`, ...).
+
+use kops_isa::Insn;
+
+/// Linux `enum bpf_prog_type` values for the program types we know by section name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProgType {
+    SocketFilter,
+    Kprobe,
+    SchedCls,
+    SchedAct,
+    Tracepoint,
+    Xdp,
+    PerfEvent,
+    CgroupSkb,
+    RawTracepoint,
+    Tracing,
+    Lsm,
+    Syscall,
+    /// A section name libbpf would not map to a type we know.
+    Unspec,
+}
+
+impl ProgType {
+    /// The kernel's `enum bpf_prog_type` number.
+    pub fn kernel_id(self) -> u32 {
+        match self {
+            ProgType::Unspec => 0,
+            ProgType::SocketFilter => 1,
+            ProgType::Kprobe => 2,
+            ProgType::SchedCls => 3,
+            ProgType::SchedAct => 4,
+            ProgType::Tracepoint => 5,
+            ProgType::Xdp => 6,
+            ProgType::PerfEvent => 7,
+            ProgType::CgroupSkb => 8,
+            ProgType::RawTracepoint => 17,
+            ProgType::Tracing => 26,
+            ProgType::Lsm => 29,
+            ProgType::Syscall => 31,
+        }
+    }
+}
+
+/// Linux `enum bpf_map_type` numbers used by the runtimes.
+pub mod map_type {
+    pub const HASH: u32 = 1;
+    pub const ARRAY: u32 = 2;
+    pub const PROG_ARRAY: u32 = 3;
+    pub const PERF_EVENT_ARRAY: u32 = 4;
+    pub const PERCPU_HASH: u32 = 5;
+    pub const PERCPU_ARRAY: u32 = 6;
+    pub const LRU_HASH: u32 = 9;
+    pub const LRU_PERCPU_HASH: u32 = 10;
+    pub const DEVMAP: u32 = 14;
+    pub const XSKMAP: u32 = 17;
+    pub const RINGBUF: u32 = 27;
+}
+
+/// Where a map definition came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MapOrigin {
+    /// BTF-defined map in `.maps`.
+    Btf,
+    /// Legacy `struct bpf_map_def` in `maps`.
+    Legacy,
+    /// Global data section turned into a single-element array map.
+    GlobalData,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapDef {
+    /// Symbol name, or the section name for global data (`.rodata`, `.data.foo`, ...).
+    pub name: String,
+    pub map_type: u32,
+    pub key_size: u32,
+    pub value_size: u32,
+    pub max_entries: u32,
+    pub flags: u32,
+    pub origin: MapOrigin,
+    /// Initial contents of element 0 for global data (`.bss`: zeros).
+    pub initial: Option<Vec<u8>>,
+    /// `.rodata`: frozen after creation.
+    pub readonly: bool,
+    /// libbpf `pinning` attribute, if any.
+    pub pinning: u32,
+    /// BTF type ids of key and value, when the object has BTF for them.
+    pub btf_key_type_id: u32,
+    pub btf_value_type_id: u32,
+    /// BTF-defined map-in-map / prog-array initial slots: (index, program or map name).
+    pub init_slots: Vec<(u32, String)>,
+}
+
+/// `struct bpf_func_info`: a function starts at `insn_off` (slot index in the program).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FuncInfo {
+    pub insn_off: u32,
+    pub type_id: u32,
+}
+
+/// `struct bpf_line_info` plus the resolved strings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineInfo {
+    pub insn_off: u32,
+    pub file_name_off: u32,
+    pub line_off: u32,
+    /// `line << 10 | column`, as in the kernel.
+    pub line_col: u32,
+    pub file: String,
+    pub source_line: String,
+}
+
+impl LineInfo {
+    pub fn line(&self) -> u32 {
+        self.line_col >> 10
+    }
+    pub fn column(&self) -> u32 {
+        self.line_col & 0x3ff
+    }
+}
+
+/// A subprogram inside a program's instruction array.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subprog {
+    pub name: String,
+    /// First slot.
+    pub start: usize,
+    /// Number of slots.
+    pub len: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Program {
+    /// Function symbol name of the entry point.
+    pub name: String,
+    /// ELF section name (`xdp`, `tc`, `kprobe/sys_open`, ...).
+    pub section: String,
+    pub prog_type: ProgType,
+    /// libbpf's expected attach type, when the section implies one.
+    pub expected_attach_type: u32,
+    /// Entry function first, then every `.text` subprogram it reaches.
+    pub insns: Vec<Insn>,
+    /// Entry function first (start 0), in layout order.
+    pub subprogs: Vec<Subprog>,
+    /// Empty when the object has no `.BTF.ext`.
+    pub func_info: Vec<FuncInfo>,
+    pub line_info: Vec<LineInfo>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Object {
+    /// Path as given, for messages.
+    pub path: String,
+    pub programs: Vec<Program>,
+    pub maps: Vec<MapDef>,
+    pub license: String,
+    pub kernel_version: u32,
+    /// Raw `.BTF` section, for the kernel (BTF_LOAD) and for func_info/line_info.
+    pub btf: Option<Vec<u8>>,
+}
+
+impl Object {
+    pub fn program(&self, name: &str) -> Option<&Program> {
+        self.programs.iter().find(|p| p.name == name)
+    }
+}

@@ -1,0 +1,1 @@
+//! SMT equivalence of native emits against proof sequences

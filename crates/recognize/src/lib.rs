@@ -1,0 +1,1 @@
+//! idiom recognizer passes

@@ -1,0 +1,1 @@
+//! interpreter, runtime maps, helpers, contexts
