@@ -5,6 +5,8 @@
 //! second slot is kept as its own [`Insn`] (opcode 0) so that instruction indices are
 //! slot indices, as they are for jump offsets, line_info and the kernel's verifier log.
 
+pub mod asm;
+pub mod conformance;
 pub mod op;
 
 use std::fmt;
