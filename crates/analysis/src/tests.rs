@@ -109,7 +109,9 @@ fn bpf_to_bpf_call() {
     assert_eq!(a.subprog_range(1), (5, 7));
     assert_eq!(a.check_region(4, 6), Err(RegionIssue::SubprogBoundary { at: 5 }));
     assert_eq!(a.check_region(5, 7), Err(RegionIssue::SubprogBoundary { at: 5 }));
-    assert_eq!(a.check_region(0, 2), Ok(()));
+    // A site may not start a subprogram, the entry included (DESIGN.md section 3).
+    assert_eq!(a.check_region(0, 2), Err(RegionIssue::SubprogBoundary { at: 0 }));
+    assert_eq!(a.check_region(1, 3), Ok(()));
 }
 
 #[test]
