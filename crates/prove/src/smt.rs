@@ -1,0 +1,336 @@
+//! SMT-LIB2 terms over bit-vectors and byte arrays, and a Z3 process to decide them.
+//!
+//! Every non-trivial term is bound to a fresh name with `define-fun`, so shared
+//! subterms stay shared and the script grows linearly with the code it describes.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+use std::rc::Rc;
+
+/// A bit-vector term of width `w`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bv {
+    pub w: u32,
+    pub s: Rc<str>,
+}
+
+/// A boolean term.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bool(pub Rc<str>);
+
+/// A memory: an array from 64-bit addresses to bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mem(pub Rc<str>);
+
+#[derive(Default)]
+pub struct Smt {
+    script: String,
+    fresh: usize,
+    /// Declared inputs, for model read-back: (name, width).
+    pub inputs: Vec<(String, u32)>,
+}
+
+fn lit_str(w: u32, v: u64) -> String {
+    let v = if w >= 64 { v } else { v & ((1u64 << w) - 1) };
+    format!("(_ bv{v} {w})")
+}
+
+impl Smt {
+    pub fn new() -> Smt {
+        Smt::default()
+    }
+
+    fn name(&mut self, prefix: &str) -> String {
+        self.fresh += 1;
+        format!("{prefix}{}", self.fresh)
+    }
+
+    /// An unconstrained input, reported in counterexamples.
+    pub fn input(&mut self, name: &str, w: u32) -> Bv {
+        writeln!(self.script, "(declare-const {name} (_ BitVec {w}))").unwrap();
+        self.inputs.push((name.to_string(), w));
+        Bv { w, s: name.into() }
+    }
+
+    /// An unconstrained value that is not an input (an undefined result, e.g. a flag).
+    pub fn havoc(&mut self, w: u32) -> Bv {
+        let n = self.name("h");
+        writeln!(self.script, "(declare-const {n} (_ BitVec {w}))").unwrap();
+        Bv { w, s: n.into() }
+    }
+
+    pub fn input_mem(&mut self, name: &str) -> Mem {
+        writeln!(self.script, "(declare-const {name} (Array (_ BitVec 64) (_ BitVec 8)))").unwrap();
+        Mem(name.into())
+    }
+
+    pub fn lit(&self, w: u32, v: u64) -> Bv {
+        Bv { w, s: lit_str(w, v).into() }
+    }
+
+    fn def_bv(&mut self, w: u32, e: String) -> Bv {
+        let n = self.name("t");
+        writeln!(self.script, "(define-fun {n} () (_ BitVec {w}) {e})").unwrap();
+        Bv { w, s: n.into() }
+    }
+
+    fn def_bool(&mut self, e: String) -> Bool {
+        let n = self.name("b");
+        writeln!(self.script, "(define-fun {n} () Bool {e})").unwrap();
+        Bool(n.into())
+    }
+
+    fn def_mem(&mut self, e: String) -> Mem {
+        let n = self.name("m");
+        writeln!(self.script, "(define-fun {n} () (Array (_ BitVec 64) (_ BitVec 8)) {e})")
+            .unwrap();
+        Mem(n.into())
+    }
+
+    pub fn bin(&mut self, op: &str, a: &Bv, b: &Bv) -> Bv {
+        assert_eq!(a.w, b.w, "width mismatch in {op}");
+        self.def_bv(a.w, format!("({op} {} {})", a.s, b.s))
+    }
+    pub fn add(&mut self, a: &Bv, b: &Bv) -> Bv {
+        self.bin("bvadd", a, b)
+    }
+    pub fn sub(&mut self, a: &Bv, b: &Bv) -> Bv {
+        self.bin("bvsub", a, b)
+    }
+    pub fn mul(&mut self, a: &Bv, b: &Bv) -> Bv {
+        self.bin("bvmul", a, b)
+    }
+    pub fn and(&mut self, a: &Bv, b: &Bv) -> Bv {
+        self.bin("bvand", a, b)
+    }
+    pub fn or(&mut self, a: &Bv, b: &Bv) -> Bv {
+        self.bin("bvor", a, b)
+    }
+    pub fn xor(&mut self, a: &Bv, b: &Bv) -> Bv {
+        self.bin("bvxor", a, b)
+    }
+    pub fn shl(&mut self, a: &Bv, b: &Bv) -> Bv {
+        self.bin("bvshl", a, b)
+    }
+    pub fn lshr(&mut self, a: &Bv, b: &Bv) -> Bv {
+        self.bin("bvlshr", a, b)
+    }
+    pub fn ashr(&mut self, a: &Bv, b: &Bv) -> Bv {
+        self.bin("bvashr", a, b)
+    }
+    pub fn not(&mut self, a: &Bv) -> Bv {
+        self.def_bv(a.w, format!("(bvnot {})", a.s))
+    }
+    pub fn neg(&mut self, a: &Bv) -> Bv {
+        self.def_bv(a.w, format!("(bvneg {})", a.s))
+    }
+    /// Bits `hi..=lo`.
+    pub fn extract(&mut self, a: &Bv, hi: u32, lo: u32) -> Bv {
+        assert!(hi < a.w && lo <= hi);
+        if lo == 0 && hi + 1 == a.w {
+            return a.clone();
+        }
+        self.def_bv(hi - lo + 1, format!("((_ extract {hi} {lo}) {})", a.s))
+    }
+    pub fn zext(&mut self, a: &Bv, w: u32) -> Bv {
+        if w == a.w {
+            return a.clone();
+        }
+        self.def_bv(w, format!("((_ zero_extend {}) {})", w - a.w, a.s))
+    }
+    pub fn sext(&mut self, a: &Bv, w: u32) -> Bv {
+        if w == a.w {
+            return a.clone();
+        }
+        self.def_bv(w, format!("((_ sign_extend {}) {})", w - a.w, a.s))
+    }
+    /// `hi` becomes the high bits.
+    pub fn concat(&mut self, hi: &Bv, lo: &Bv) -> Bv {
+        self.def_bv(hi.w + lo.w, format!("(concat {} {})", hi.s, lo.s))
+    }
+    pub fn rotl(&mut self, a: &Bv, k: u32) -> Bv {
+        self.def_bv(a.w, format!("((_ rotate_left {}) {})", k % a.w, a.s))
+    }
+    pub fn ite(&mut self, c: &Bool, a: &Bv, b: &Bv) -> Bv {
+        assert_eq!(a.w, b.w);
+        if a == b {
+            return a.clone();
+        }
+        self.def_bv(a.w, format!("(ite {} {} {})", c.0, a.s, b.s))
+    }
+    pub fn ite_bool(&mut self, c: &Bool, a: &Bool, b: &Bool) -> Bool {
+        if a == b {
+            return a.clone();
+        }
+        self.def_bool(format!("(ite {} {} {})", c.0, a.0, b.0))
+    }
+    pub fn ite_mem(&mut self, c: &Bool, a: &Mem, b: &Mem) -> Mem {
+        if a == b {
+            return a.clone();
+        }
+        self.def_mem(format!("(ite {} {} {})", c.0, a.0, b.0))
+    }
+    pub fn eq(&mut self, a: &Bv, b: &Bv) -> Bool {
+        assert_eq!(a.w, b.w);
+        self.def_bool(format!("(= {} {})", a.s, b.s))
+    }
+    pub fn cmp(&mut self, op: &str, a: &Bv, b: &Bv) -> Bool {
+        assert_eq!(a.w, b.w);
+        self.def_bool(format!("({op} {} {})", a.s, b.s))
+    }
+    pub fn t(&self) -> Bool {
+        Bool("true".into())
+    }
+    pub fn f(&self) -> Bool {
+        Bool("false".into())
+    }
+    pub fn bnot(&mut self, a: &Bool) -> Bool {
+        self.def_bool(format!("(not {})", a.0))
+    }
+    pub fn band(&mut self, a: &Bool, b: &Bool) -> Bool {
+        self.def_bool(format!("(and {} {})", a.0, b.0))
+    }
+    pub fn bor(&mut self, a: &Bool, b: &Bool) -> Bool {
+        self.def_bool(format!("(or {} {})", a.0, b.0))
+    }
+    pub fn bxor(&mut self, a: &Bool, b: &Bool) -> Bool {
+        self.def_bool(format!("(xor {} {})", a.0, b.0))
+    }
+    pub fn bool_to_bv(&mut self, c: &Bool, w: u32) -> Bv {
+        let one = self.lit(w, 1);
+        let zero = self.lit(w, 0);
+        self.def_bv(w, format!("(ite {} {} {})", c.0, one.s, zero.s))
+    }
+    pub fn mem_eq(&mut self, a: &Mem, b: &Mem) -> Bool {
+        self.def_bool(format!("(= {} {})", a.0, b.0))
+    }
+
+    /// Little-endian load of `n` bytes.
+    pub fn load(&mut self, m: &Mem, addr: &Bv, n: u32) -> Bv {
+        let mut v: Option<Bv> = None;
+        for i in 0..n {
+            let off = self.lit(64, i as u64);
+            let a = self.add(addr, &off);
+            let byte = self.def_bv(8, format!("(select {} {})", m.0, a.s));
+            v = Some(match v {
+                None => byte,
+                Some(lo) => self.concat(&byte, &lo),
+            });
+        }
+        v.expect("load of zero bytes")
+    }
+
+    /// Little-endian store of the low `n` bytes of `v`.
+    pub fn store(&mut self, m: &Mem, addr: &Bv, v: &Bv, n: u32) -> Mem {
+        let mut m = m.clone();
+        for i in 0..n {
+            let off = self.lit(64, i as u64);
+            let a = self.add(addr, &off);
+            let byte = self.extract(v, 8 * i + 7, 8 * i);
+            m = self.def_mem(format!("(store {} {} {})", m.0, a.s, byte.s));
+        }
+        m
+    }
+
+    /// Decide whether `claim` holds for every input. `Ok(None)`: proven; `Ok(Some(model))`:
+    /// a counterexample as (input name, value) pairs.
+    pub fn prove(&self, claim: &Bool) -> Result<Option<Vec<(String, u64)>>, SolverError> {
+        let mut s = String::from("(set-option :produce-models true)\n");
+        s.push_str(&self.script);
+        writeln!(s, "(assert (not {}))\n(check-sat)", claim.0).unwrap();
+        let names: Vec<&str> = self.inputs.iter().map(|(n, _)| n.as_str()).collect();
+        if !names.is_empty() {
+            writeln!(s, "(get-value ({}))", names.join(" ")).unwrap();
+        }
+        let out = run_z3(&s)?;
+        let mut lines = out.lines();
+        match lines.next().map(str::trim) {
+            Some("unsat") => Ok(None),
+            Some("sat") => Ok(Some(parse_model(&out))),
+            other => Err(SolverError::Unexpected(format!("{other:?}: {out}"))),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SolverError {
+    #[error("cannot run z3 (install the `z3` package): {0}")]
+    Spawn(std::io::Error),
+    #[error("z3 answered unexpectedly: {0}")]
+    Unexpected(String),
+}
+
+fn run_z3(script: &str) -> Result<String, SolverError> {
+    let mut child = Command::new("z3")
+        .args(["-in", "-smt2"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(SolverError::Spawn)?;
+    child.stdin.take().unwrap().write_all(script.as_bytes()).map_err(SolverError::Spawn)?;
+    let out = child.wait_with_output().map_err(SolverError::Spawn)?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Parse `((name #x..) (name #b..))` pairs from z3's get-value answer.
+fn parse_model(out: &str) -> Vec<(String, u64)> {
+    let mut res = Vec::new();
+    let toks: Vec<String> = out
+        .replace(['(', ')'], " ")
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    let mut i = 0;
+    while i + 1 < toks.len() {
+        let (n, v) = (&toks[i], &toks[i + 1]);
+        let val = if let Some(h) = v.strip_prefix("#x") {
+            u64::from_str_radix(h, 16).ok()
+        } else if let Some(b) = v.strip_prefix("#b") {
+            u64::from_str_radix(b, 2).ok()
+        } else {
+            None
+        };
+        match val {
+            Some(x) if !n.starts_with('#') => {
+                res.push((n.clone(), x));
+                i += 2;
+            }
+            _ => i += 1,
+        }
+    }
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proves_and_refutes() {
+        let mut s = Smt::new();
+        let x = s.input("x", 64);
+        let a = s.add(&x, &x);
+        let one = s.lit(64, 1);
+        let b = s.shl(&x, &one);
+        let c = s.eq(&a, &b);
+        assert_eq!(s.prove(&c).unwrap(), None);
+        let d = s.eq(&a, &x);
+        let cex = s.prove(&d).unwrap().expect("x+x == x is false for x != 0");
+        let xv = cex.iter().find(|(n, _)| n == "x").unwrap().1;
+        assert_ne!(xv.wrapping_add(xv), xv);
+    }
+
+    #[test]
+    fn memory_round_trip() {
+        let mut s = Smt::new();
+        let m = s.input_mem("m0");
+        let a = s.input("a", 64);
+        let v = s.input("v", 32);
+        let m1 = s.store(&m, &a, &v, 4);
+        let r = s.load(&m1, &a, 4);
+        let c = s.eq(&r, &v);
+        assert_eq!(s.prove(&c).unwrap(), None);
+    }
+}
