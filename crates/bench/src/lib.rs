@@ -1,1 +1,250 @@
-//! benchmark harness
+//! Benchmark harness: runtimes measured side by side, interleaved, in one run.
+//!
+//! A [`Runner`] measures one program on one runtime: `measure(repeat)` runs the program
+//! `repeat` times on the same input and returns the mean ns per run of that batch. The
+//! harness calibrates `repeat` per runner so a batch lasts long enough to be far above
+//! timer resolution, then takes samples in rounds: in every round each runner gets one
+//! batch, in a fresh random order, so drift and noise hit all runtimes alike. Ratios are
+//! computed from medians and, for the spread, from the per-round pairs.
+
+pub mod report;
+
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde::Serialize;
+use std::time::Duration;
+
+pub trait Runner {
+    /// Mean ns per run over `repeat` runs of one batch.
+    fn measure(&mut self, repeat: u32) -> Result<f64, String>;
+}
+
+/// One (program, runtime) pair to measure.
+pub struct Case {
+    pub program: String,
+    pub runtime: String,
+    pub runner: Box<dyn Runner>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CaseResult {
+    pub program: String,
+    pub runtime: String,
+    pub median_ns: f64,
+    pub min_ns: f64,
+    pub max_ns: f64,
+    pub repeat: u32,
+    pub samples_ns: Vec<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Ratio {
+    pub program: String,
+    pub numerator: String,
+    pub denominator: String,
+    /// median(numerator) / median(denominator).
+    pub ratio: f64,
+    /// Spread of the per-round ratios.
+    pub min: f64,
+    pub max: f64,
+    pub identity: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub results: Vec<CaseResult>,
+    pub ratios: Vec<Ratio>,
+    /// Cases that could not be measured, with the reason (never silently dropped).
+    pub skipped: Vec<(String, String, String)>,
+}
+
+pub struct Settings {
+    pub samples: usize,
+    /// Wall time one batch should take at least.
+    pub batch_target: Duration,
+    pub seed: u64,
+    pub progress: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings { samples: 11, batch_target: Duration::from_millis(20), seed: 1, progress: true }
+    }
+}
+
+pub fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let n = s.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    }
+}
+
+/// Find a repeat count so that one batch takes about `target`.
+fn calibrate(r: &mut dyn Runner, target: Duration) -> Result<u32, String> {
+    let mut repeat = 1u32;
+    loop {
+        let ns = r.measure(repeat)?;
+        let total = ns * repeat as f64;
+        if total >= target.as_nanos() as f64 / 4.0 || repeat >= 1 << 24 {
+            let want = (target.as_nanos() as f64 / ns.max(0.1)).ceil();
+            return Ok(want.clamp(1.0, (1u64 << 26) as f64) as u32);
+        }
+        repeat = repeat.saturating_mul(4);
+    }
+}
+
+/// Measure every case; `ratio_pairs` lists (numerator runtime, denominator runtime, identity)
+/// to compute per program when both are present.
+pub fn run(mut cases: Vec<Case>, ratio_pairs: &[(&str, &str, bool)], st: &Settings) -> Report {
+    let mut skipped = Vec::new();
+    let mut repeats = Vec::new();
+    let bar = if st.progress {
+        indicatif::ProgressBar::new((cases.len() * (st.samples + 1)) as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}").unwrap(),
+    );
+    let mut alive = vec![true; cases.len()];
+    for (i, c) in cases.iter_mut().enumerate() {
+        bar.set_message(format!("calibrating {} on {}", c.program, c.runtime));
+        match calibrate(c.runner.as_mut(), st.batch_target) {
+            Ok(r) => repeats.push(r),
+            Err(e) => {
+                skipped.push((c.program.clone(), c.runtime.clone(), e));
+                alive[i] = false;
+                repeats.push(0);
+            }
+        }
+        bar.inc(1);
+    }
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+    let mut rng = rand::rngs::StdRng::seed_from_u64(st.seed);
+    let mut order: Vec<usize> = (0..cases.len()).filter(|&i| alive[i]).collect();
+    for round in 0..st.samples {
+        order.shuffle(&mut rng);
+        bar.set_message(format!("round {}/{}", round + 1, st.samples));
+        for &i in &order {
+            if !alive[i] {
+                continue;
+            }
+            match cases[i].runner.measure(repeats[i]) {
+                Ok(ns) => samples[i].push(ns),
+                Err(e) => {
+                    skipped.push((cases[i].program.clone(), cases[i].runtime.clone(), e));
+                    alive[i] = false;
+                }
+            }
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+    let results: Vec<CaseResult> = cases
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| alive[*i])
+        .map(|(i, c)| {
+            let s = &samples[i];
+            CaseResult {
+                program: c.program.clone(),
+                runtime: c.runtime.clone(),
+                median_ns: median(s),
+                min_ns: s.iter().cloned().fold(f64::INFINITY, f64::min),
+                max_ns: s.iter().cloned().fold(0.0, f64::max),
+                repeat: repeats[i],
+                samples_ns: s.clone(),
+            }
+        })
+        .collect();
+    let ratios = ratios(&results, ratio_pairs);
+    Report { results, ratios, skipped }
+}
+
+/// Ratios per program for each requested pair of runtimes that were both measured.
+pub fn ratios(results: &[CaseResult], pairs: &[(&str, &str, bool)]) -> Vec<Ratio> {
+    let mut out = Vec::new();
+    let mut programs: Vec<&str> = results.iter().map(|r| r.program.as_str()).collect();
+    programs.dedup();
+    for p in programs {
+        let find = |rt: &str| results.iter().find(|r| r.program == p && r.runtime == rt);
+        for &(num, den, identity) in pairs {
+            let (Some(a), Some(b)) = (find(num), find(den)) else { continue };
+            let per_round: Vec<f64> =
+                a.samples_ns.iter().zip(&b.samples_ns).map(|(x, y)| x / y).collect();
+            out.push(Ratio {
+                program: p.to_string(),
+                numerator: num.to_string(),
+                denominator: den.to_string(),
+                ratio: a.median_ns / b.median_ns,
+                min: per_round.iter().cloned().fold(f64::INFINITY, f64::min),
+                max: per_round.iter().cloned().fold(0.0, f64::max),
+                identity,
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A runner whose cost per run is known exactly (busy work, measured with a clock).
+    struct Spin(u64);
+    impl Runner for Spin {
+        fn measure(&mut self, repeat: u32) -> Result<f64, String> {
+            let t = std::time::Instant::now();
+            let mut x = 0u64;
+            for _ in 0..repeat {
+                for i in 0..self.0 {
+                    x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+                }
+            }
+            std::hint::black_box(x);
+            Ok(t.elapsed().as_nanos() as f64 / repeat as f64)
+        }
+    }
+
+    struct Broken;
+    impl Runner for Broken {
+        fn measure(&mut self, _: u32) -> Result<f64, String> {
+            Err("cannot load".into())
+        }
+    }
+
+    #[test]
+    fn median_of_odd_and_even() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+    }
+
+    #[test]
+    fn twice_the_work_shows_as_a_ratio_near_two_and_failures_are_reported() {
+        let cases = vec![
+            Case { program: "p".into(), runtime: "a".into(), runner: Box::new(Spin(2000)) },
+            Case { program: "p".into(), runtime: "b".into(), runner: Box::new(Spin(4000)) },
+            Case { program: "p".into(), runtime: "c".into(), runner: Box::new(Broken) },
+        ];
+        let st = Settings {
+            samples: 5,
+            batch_target: Duration::from_millis(5),
+            seed: 7,
+            progress: false,
+        };
+        let rep = run(cases, &[("b", "a", false), ("c", "a", false)], &st);
+        assert_eq!(rep.results.len(), 2);
+        assert_eq!(rep.ratios.len(), 1, "no ratio for a runtime that failed");
+        let r = rep.ratios[0].ratio;
+        assert!((1.5..2.6).contains(&r), "ratio {r}");
+        assert_eq!(rep.skipped.len(), 1);
+        assert_eq!(rep.skipped[0].2, "cannot load");
+    }
+}
