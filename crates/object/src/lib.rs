@@ -12,6 +12,14 @@
 
 use kops_isa::Insn;
 
+mod btf;
+mod load;
+mod secdef;
+pub mod write;
+
+pub use load::{LoadError, LoadErrorKind};
+pub use secdef::{attach_type, prog_type_from_section};
+
 /// Linux `enum bpf_prog_type` values for the program types we know by section name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ProgType {
@@ -137,6 +145,11 @@ pub struct Subprog {
     pub start: usize,
     /// Number of slots.
     pub len: usize,
+    /// ELF section the function came from (`.text` for appended subprograms).
+    pub section: String,
+    /// First slot of the function inside that ELF section (what `write` needs to put an
+    /// edited body back).
+    pub sec_start: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -146,6 +159,9 @@ pub struct Program {
     /// ELF section name (`xdp`, `tc`, `kprobe/sys_open`, ...).
     pub section: String,
     pub prog_type: ProgType,
+    /// The kernel's `enum bpf_prog_type` number; also set for section kinds that
+    /// [`ProgType`] has no variant for (then `prog_type` is `Unspec`).
+    pub prog_type_id: u32,
     /// libbpf's expected attach type, when the section implies one.
     pub expected_attach_type: u32,
     /// Entry function first, then every `.text` subprogram it reaches.
@@ -167,10 +183,43 @@ pub struct Object {
     pub kernel_version: u32,
     /// Raw `.BTF` section, for the kernel (BTF_LOAD) and for func_info/line_info.
     pub btf: Option<Vec<u8>>,
+    /// Whether the object has a `.BTF.ext` section (func_info/line_info/CO-RE).
+    pub has_btf_ext: bool,
 }
 
 impl Object {
     pub fn program(&self, name: &str) -> Option<&Program> {
         self.programs.iter().find(|p| p.name == name)
+    }
+
+    /// Reads and loads a file (see [`Object::parse`]).
+    pub fn load(path: impl AsRef<std::path::Path>) -> Result<Object, LoadError> {
+        let path = path.as_ref();
+        let shown = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|e| LoadError {
+            file: shown.clone(),
+            section: None,
+            program: None,
+            insn: None,
+            kind: LoadErrorKind::Io(e.to_string()),
+        })?;
+        Object::parse(&bytes, &shown)
+    }
+
+    /// Loads an object from its bytes; `path` is only used in messages.
+    pub fn parse(bytes: &[u8], path: &str) -> Result<Object, LoadError> {
+        load::parse(bytes, path)
+    }
+
+    /// Index of the map called `name`.
+    pub fn map_index(&self, name: &str) -> Option<usize> {
+        self.maps.iter().position(|m| m.name == name)
+    }
+}
+
+impl Program {
+    /// The subprogram that contains slot `pc`.
+    pub fn subprog_at(&self, pc: usize) -> Option<&Subprog> {
+        self.subprogs.iter().find(|s| pc >= s.start && pc < s.start + s.len)
     }
 }
