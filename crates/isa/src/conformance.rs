@@ -192,6 +192,8 @@ mod tests {
             let text = std::fs::read_to_string(&p).unwrap();
             let t = TestFile::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
             assert!(!t.insns.is_empty(), "{}", p.display());
+            // The suite's programs are valid eBPF (callx included).
+            crate::validate(&t.insns).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
             assert!(t.result.is_some() || t.error.is_some(), "{}", p.display());
             if let (Some(_), Some(raw)) = (&t.asm, &t.raw) {
                 assert_eq!(&t.insns, raw, "{}: asm and raw differ", p.display());

@@ -7,7 +7,10 @@
 
 pub mod asm;
 pub mod conformance;
+pub mod decode;
 pub mod op;
+
+pub use decode::{decode, validate, DecodeError, DecodeErrorKind, Kind};
 
 use std::fmt;
 
