@@ -1,0 +1,426 @@
+//! Maps: creation from `kops_object::MapDef`, initial contents, read-back, reset.
+
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+use kops_object::{map_type, MapDef, MapOrigin};
+
+use crate::sys;
+use crate::{available, possible_cpus, KernelError};
+
+const ARRAY_OF_MAPS: u32 = 12;
+const HASH_OF_MAPS: u32 = 13;
+
+/// A map created in the kernel from a definition.
+#[derive(Debug)]
+pub struct Map {
+    pub fd: OwnedFd,
+    pub def: MapDef,
+    /// max_entries as created (PERF_EVENT_ARRAY with 0 becomes the CPU count, as libbpf does).
+    pub max_entries: u32,
+}
+
+/// Contents of a map: `(key, values)` in key order, where `values` has one entry per
+/// possible CPU for per-CPU maps and exactly one otherwise (each `value_size` bytes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapDump {
+    pub name: String,
+    pub per_cpu: bool,
+    pub entries: Vec<(Vec<u8>, Vec<Vec<u8>>)>,
+}
+
+pub fn is_per_cpu(map_type: u32) -> bool {
+    matches!(
+        map_type,
+        map_type::PERCPU_ARRAY | map_type::PERCPU_HASH | map_type::LRU_PERCPU_HASH
+    )
+}
+
+fn is_array(map_type: u32) -> bool {
+    matches!(map_type, map_type::ARRAY | map_type::PERCPU_ARRAY)
+}
+
+fn is_hash(map_type: u32) -> bool {
+    matches!(
+        map_type,
+        map_type::HASH | map_type::PERCPU_HASH | map_type::LRU_HASH | map_type::LRU_PERCPU_HASH
+    )
+}
+
+impl Map {
+    /// Creates the map, writes its initial contents (global data) and freezes `.rodata`.
+    pub fn create(def: &MapDef) -> Result<Map, KernelError> {
+        available()?;
+        let err = |msg: String| KernelError::Map { name: def.name.clone(), msg };
+        if matches!(def.map_type, ARRAY_OF_MAPS | HASH_OF_MAPS) {
+            return Err(err(format!(
+                "map-in-map type {} needs an inner map template, which the object model does not carry",
+                def.map_type
+            )));
+        }
+        let mut max_entries = def.max_entries;
+        if def.map_type == map_type::PERF_EVENT_ARRAY && max_entries == 0 {
+            max_entries = possible_cpus() as u32;
+        }
+        let mut flags = def.flags;
+        if def.origin == MapOrigin::GlobalData && def.readonly {
+            // As libbpf: the program may not write .rodata, and once frozen the verifier
+            // treats its contents as constants (loop bounds, feature switches).
+            flags |= libbpf_sys::BPF_F_RDONLY_PROG;
+        }
+        let opts = libbpf_sys::bpf_map_create_opts {
+            sz: std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as _,
+            map_flags: flags,
+            ..Default::default()
+        };
+        let name = sys::kernel_name(&def.name);
+        let ret = unsafe {
+            libbpf_sys::bpf_map_create(
+                def.map_type,
+                name.as_ptr(),
+                def.key_size,
+                def.value_size,
+                max_entries,
+                &opts,
+            )
+        };
+        let fd = sys::fd_or_errno(ret).map_err(|e| {
+            err(format!(
+                "BPF_MAP_CREATE (type {}, key {}, value {}, max_entries {}, flags {:#x}) failed: {}",
+                def.map_type,
+                def.key_size,
+                def.value_size,
+                max_entries,
+                flags,
+                sys::errno_text(e)
+            ))
+        })?;
+        let map = Map { fd, def: def.clone(), max_entries };
+        if let Some(init) = &def.initial {
+            if init.len() != def.value_size as usize {
+                return Err(err(format!(
+                    "initial contents are {} bytes, value size is {}",
+                    init.len(),
+                    def.value_size
+                )));
+            }
+            map.update(&0u32.to_ne_bytes(), &map.expand_value(init), 0)
+                .map_err(|e| err(format!("writing initial contents: {e}")))?;
+        }
+        if def.readonly {
+            let r = unsafe { libbpf_sys::bpf_map_freeze(map.fd.as_raw_fd()) };
+            sys::check(r).map_err(|e| err(format!("BPF_MAP_FREEZE failed: {}", sys::errno_text(e))))?;
+        }
+        Ok(map)
+    }
+
+    pub fn per_cpu(&self) -> bool {
+        is_per_cpu(self.def.map_type)
+    }
+
+    /// Bytes of one value as the syscalls see it (all CPUs for per-CPU maps).
+    fn syscall_value_size(&self) -> usize {
+        if self.per_cpu() {
+            self.stride() * possible_cpus()
+        } else {
+            self.def.value_size as usize
+        }
+    }
+
+    fn stride(&self) -> usize {
+        (self.def.value_size as usize + 7) & !7
+    }
+
+    /// The same value for every CPU (for per-CPU maps), else `v` itself.
+    fn expand_value(&self, v: &[u8]) -> Vec<u8> {
+        if !self.per_cpu() {
+            return v.to_vec();
+        }
+        let mut out = vec![0u8; self.syscall_value_size()];
+        for c in 0..possible_cpus() {
+            out[c * self.stride()..c * self.stride() + v.len()].copy_from_slice(v);
+        }
+        out
+    }
+
+    fn split_values(&self, raw: &[u8]) -> Vec<Vec<u8>> {
+        let vs = self.def.value_size as usize;
+        if self.per_cpu() {
+            (0..possible_cpus()).map(|c| raw[c * self.stride()..c * self.stride() + vs].to_vec()).collect()
+        } else {
+            vec![raw[..vs].to_vec()]
+        }
+    }
+
+    fn check_key(&self, key: &[u8]) -> Result<(), KernelError> {
+        if key.len() != self.def.key_size as usize {
+            return Err(KernelError::Map {
+                name: self.def.name.clone(),
+                msg: format!("key of {} bytes, the map's key size is {}", key.len(), self.def.key_size),
+            });
+        }
+        Ok(())
+    }
+
+    /// Raw value of `key` (all CPUs concatenated at 8-byte stride for per-CPU maps).
+    pub fn lookup_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>, KernelError> {
+        self.check_key(key)?;
+        let mut v = vec![0u8; self.syscall_value_size()];
+        let r = unsafe {
+            libbpf_sys::bpf_map_lookup_elem(
+                self.fd.as_raw_fd(),
+                key.as_ptr() as *const _,
+                v.as_mut_ptr() as *mut _,
+            )
+        };
+        match sys::check(r) {
+            Ok(()) => Ok(Some(v)),
+            Err(libc::ENOENT) => Ok(None),
+            Err(e) => Err(self.sys_err("lookup", e)),
+        }
+    }
+
+    /// Value(s) of `key`: one per CPU for per-CPU maps.
+    pub fn lookup(&self, key: &[u8]) -> Result<Option<Vec<Vec<u8>>>, KernelError> {
+        Ok(self.lookup_raw(key)?.map(|v| self.split_values(&v)))
+    }
+
+    /// Writes `value` (one value; per-CPU maps get it on every CPU, or pass all CPUs'
+    /// values concatenated at 8-byte stride).
+    pub fn update(&self, key: &[u8], value: &[u8], flags: u64) -> Result<(), KernelError> {
+        self.check_key(key)?;
+        let v = if value.len() == self.syscall_value_size() {
+            value.to_vec()
+        } else if value.len() == self.def.value_size as usize {
+            self.expand_value(value)
+        } else {
+            return Err(KernelError::Map {
+                name: self.def.name.clone(),
+                msg: format!("value of {} bytes, the map's value size is {}", value.len(), self.def.value_size),
+            });
+        };
+        let r = unsafe {
+            libbpf_sys::bpf_map_update_elem(
+                self.fd.as_raw_fd(),
+                key.as_ptr() as *const _,
+                v.as_ptr() as *const _,
+                flags,
+            )
+        };
+        sys::check(r).map_err(|e| self.sys_err("update", e))
+    }
+
+    pub fn delete(&self, key: &[u8]) -> Result<(), KernelError> {
+        self.check_key(key)?;
+        let r = unsafe { libbpf_sys::bpf_map_delete_elem(self.fd.as_raw_fd(), key.as_ptr() as *const _) };
+        sys::check(r).map_err(|e| self.sys_err("delete", e))
+    }
+
+    /// All keys, by BPF_MAP_GET_NEXT_KEY.
+    pub fn keys(&self) -> Result<Vec<Vec<u8>>, KernelError> {
+        let ks = self.def.key_size as usize;
+        let mut out: Vec<Vec<u8>> = Vec::new();
+        let mut next = vec![0u8; ks];
+        loop {
+            let prev = out.last().map(|k| k.as_ptr()).unwrap_or(std::ptr::null());
+            let r = unsafe {
+                libbpf_sys::bpf_map_get_next_key(self.fd.as_raw_fd(), prev as *const _, next.as_mut_ptr() as *mut _)
+            };
+            match sys::check(r) {
+                Ok(()) => out.push(next.clone()),
+                Err(libc::ENOENT) => return Ok(out),
+                Err(e) => return Err(self.sys_err("get_next_key", e)),
+            }
+            if out.len() > self.max_entries as usize + 1 {
+                return Err(self.sys_err("get_next_key (more keys than max_entries)", libc::E2BIG));
+            }
+        }
+    }
+
+    /// Why the map's contents cannot be read back by syscalls, if they cannot.
+    pub fn undumpable(&self) -> Option<&'static str> {
+        if is_array(self.def.map_type) || is_hash(self.def.map_type) {
+            None
+        } else {
+            Some(match self.def.map_type {
+                map_type::RINGBUF => "ring buffer (records are consumed, not looked up)",
+                map_type::PERF_EVENT_ARRAY => "perf event array",
+                map_type::PROG_ARRAY => "program array (holds programs)",
+                map_type::DEVMAP | map_type::XSKMAP => "device/socket map",
+                _ => "map type without syscall lookup support in kops",
+            })
+        }
+    }
+
+    /// Contents (arrays: every index; hashes: every present key), sorted by key bytes.
+    pub fn dump(&self) -> Result<MapDump, KernelError> {
+        if let Some(why) = self.undumpable() {
+            return Err(KernelError::Map { name: self.def.name.clone(), msg: format!("cannot be read back: {why}") });
+        }
+        let mut entries = Vec::new();
+        if is_array(self.def.map_type) {
+            entries = self.dump_array_batch()?;
+        } else {
+            for k in self.keys()? {
+                // A key can vanish between next_key and lookup only under concurrency.
+                if let Some(v) = self.lookup(&k)? {
+                    entries.push((k, v));
+                }
+            }
+            entries.sort();
+        }
+        Ok(MapDump { name: self.def.name.clone(), per_cpu: self.per_cpu(), entries })
+    }
+
+    /// Arrays: one BPF_MAP_LOOKUP_BATCH call per chunk instead of a syscall per index
+    /// (xdp-filter's port array has 65536 entries and is read after every run).
+    fn dump_array_batch(&self) -> Result<Vec<(Vec<u8>, Vec<Vec<u8>>)>, KernelError> {
+        let n = self.max_entries as usize;
+        let vsz = self.syscall_value_size();
+        let chunk = n.clamp(1, 8192);
+        let mut keys = vec![0u8; 4 * chunk];
+        let mut vals = vec![0u8; vsz * chunk];
+        let mut out = Vec::with_capacity(n);
+        let mut in_batch = 0u32;
+        let mut out_batch = 0u32;
+        let mut first = true;
+        loop {
+            let mut count = chunk as u32;
+            let opts = libbpf_sys::bpf_map_batch_opts {
+                sz: std::mem::size_of::<libbpf_sys::bpf_map_batch_opts>() as _,
+                ..Default::default()
+            };
+            let r = unsafe {
+                libbpf_sys::bpf_map_lookup_batch(
+                    self.fd.as_raw_fd(),
+                    if first { std::ptr::null_mut() } else { &mut in_batch as *mut u32 as *mut _ },
+                    &mut out_batch as *mut u32 as *mut _,
+                    keys.as_mut_ptr() as *mut _,
+                    vals.as_mut_ptr() as *mut _,
+                    &mut count,
+                    &opts,
+                )
+            };
+            let done = match sys::check(r) {
+                Ok(()) => false,
+                Err(libc::ENOENT) => true,
+                Err(libc::EINVAL) | Err(libc::ENOTSUP) | Err(524) if first => return self.dump_array_slow(),
+                Err(e) => return Err(self.sys_err("lookup_batch", e)),
+            };
+            for i in 0..count as usize {
+                let k = keys[4 * i..4 * i + 4].to_vec();
+                out.push((k, self.split_values(&vals[vsz * i..vsz * (i + 1)])));
+            }
+            if done || out.len() >= n {
+                break;
+            }
+            first = false;
+            in_batch = out_batch;
+        }
+        out.sort_by_key(|(k, _)| u32::from_ne_bytes(k[..4].try_into().unwrap()));
+        Ok(out)
+    }
+
+    fn dump_array_slow(&self) -> Result<Vec<(Vec<u8>, Vec<Vec<u8>>)>, KernelError> {
+        let mut out = Vec::new();
+        for i in 0..self.max_entries {
+            let k = i.to_ne_bytes().to_vec();
+            if let Some(v) = self.lookup(&k)? {
+                out.push((k, v));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Back to the state right after [`Map::create`]: arrays to their initial contents
+    /// (zeros, or the global data), hashes emptied. Frozen and undumpable maps are left as
+    /// they are (the program cannot change the former; the latter are not compared).
+    pub fn reset(&self) -> Result<(), KernelError> {
+        if self.def.readonly || self.undumpable().is_some() {
+            return Ok(());
+        }
+        if is_array(self.def.map_type) {
+            let zero = vec![0u8; self.def.value_size as usize];
+            let init = self.def.initial.as_deref().unwrap_or(&zero);
+            let one = self.expand_value(&zero);
+            let first = self.expand_value(init);
+            let n = self.max_entries as usize;
+            let chunk = n.clamp(1, 8192);
+            let mut start = 0usize;
+            while start < n {
+                let m = chunk.min(n - start);
+                let keys: Vec<u8> = (start..start + m).flat_map(|i| (i as u32).to_ne_bytes()).collect();
+                let mut vals = Vec::with_capacity(m * one.len());
+                for i in start..start + m {
+                    vals.extend_from_slice(if i == 0 { &first } else { &one });
+                }
+                let mut count = m as u32;
+                let opts = libbpf_sys::bpf_map_batch_opts {
+                    sz: std::mem::size_of::<libbpf_sys::bpf_map_batch_opts>() as _,
+                    ..Default::default()
+                };
+                let r = unsafe {
+                    libbpf_sys::bpf_map_update_batch(
+                        self.fd.as_raw_fd(),
+                        keys.as_ptr() as *const _,
+                        vals.as_ptr() as *const _,
+                        &mut count,
+                        &opts,
+                    )
+                };
+                if let Err(e) = sys::check(r) {
+                    if matches!(e, libc::EINVAL | libc::ENOTSUP | 524) {
+                        for i in start..start + m {
+                            self.update(&(i as u32).to_ne_bytes(), if i == 0 { &first } else { &one }, 0)?;
+                        }
+                    } else {
+                        return Err(self.sys_err("update_batch", e));
+                    }
+                }
+                start += m;
+            }
+        } else {
+            for k in self.keys()? {
+                match self.delete(&k) {
+                    Ok(()) => {}
+                    Err(KernelError::Sys { err, .. }) if err.raw_os_error() == Some(libc::ENOENT) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn sys_err(&self, op: &str, errno: i32) -> KernelError {
+        KernelError::Map { name: self.def.name.clone(), msg: format!("{op} failed: {}", sys::errno_text(errno)) }
+    }
+}
+
+/// The maps of one object, in `Object::maps` order (so `fd_array[i]` is map `i`).
+#[derive(Debug, Default)]
+pub struct MapSet {
+    pub maps: Vec<Map>,
+}
+
+impl MapSet {
+    pub fn create(defs: &[MapDef]) -> Result<MapSet, KernelError> {
+        let mut maps = Vec::with_capacity(defs.len());
+        for d in defs {
+            maps.push(Map::create(d)?);
+        }
+        Ok(MapSet { maps })
+    }
+
+    /// The fd_array for `BPF_PROG_LOAD`: `ld_imm64 src=PSEUDO_MAP_IDX(_VALUE), imm=i`
+    /// refers to `maps[i]`.
+    pub fn fd_array(&self) -> Vec<RawFd> {
+        self.maps.iter().map(|m| m.fd.as_raw_fd()).collect()
+    }
+
+    pub fn reset(&self) -> Result<(), KernelError> {
+        self.maps.iter().try_for_each(|m| m.reset())
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Map> {
+        self.maps.iter().find(|m| m.def.name == name)
+    }
+}
