@@ -205,7 +205,7 @@ pub fn load_object_program(
 ) -> Result<LoadedProg, KernelError> {
     let mut opts = LoadOptions {
         name: prog.name.clone(),
-        prog_type: prog.prog_type.kernel_id(),
+        prog_type: prog.prog_type_id,
         expected_attach_type: prog.expected_attach_type,
         license: obj.license.clone(),
         kern_version: obj.kernel_version,

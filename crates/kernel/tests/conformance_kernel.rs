@@ -1,0 +1,64 @@
+//! The conformance suite in the kernel: every file must be accounted for as passed (the
+//! kernel's r0 equals the file's `-- result`), failed (it differs), or rejected by the
+//! verifier with a reason. The lists are printed (run with `--nocapture` to see them).
+
+use std::path::PathBuf;
+
+use kops_isa::conformance::TestFile;
+use kops_kernel::conformance::{run, KernelConformance};
+use kops_kernel::require_kernel;
+
+fn suite_dir() -> PathBuf {
+    if let Ok(d) = std::env::var("KOPS_CONFORMANCE_DIR") {
+        return PathBuf::from(d);
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance/tests")
+}
+
+#[test]
+fn all_suite_files_accounted_for_in_the_kernel() {
+    require_kernel!();
+    let dir = suite_dir();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().map(|x| x == "data").unwrap_or(false))
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 313, "the suite in {} has 313 files", dir.display());
+    let (mut passed, mut failed, mut rejected, mut errors) = (vec![], vec![], vec![], vec![]);
+    for f in &files {
+        let name = f.file_name().unwrap().to_string_lossy().to_string();
+        let text = std::fs::read_to_string(f).unwrap();
+        let t = match TestFile::parse(&text) {
+            Ok(t) => t,
+            Err(e) => {
+                errors.push(format!("{name}: parse: {e}"));
+                continue;
+            }
+        };
+        match run(&t.insns, &t.mem) {
+            Ok(KernelConformance::Ran { r0 }) => match t.result {
+                Some(want) if want == r0 => passed.push(name),
+                Some(want) => failed.push(format!("{name}: r0 {r0:#x}, expected {want:#x}")),
+                None => failed.push(format!("{name}: r0 {r0:#x}, the file expects an error")),
+            },
+            Ok(KernelConformance::Rejected { reason, insn, .. }) => {
+                assert!(!reason.trim().is_empty(), "{name}: rejection without a reason");
+                let at = insn.map(|i| format!(" (insn {i})")).unwrap_or_default();
+                rejected.push(format!("{name}{at}: {}", reason.lines().next().unwrap_or("")));
+            }
+            Err(e) => errors.push(format!("{name}: {e}")),
+        }
+    }
+    println!("kernel conformance: passed {}:", passed.len());
+    println!("  {}", passed.join(" "));
+    println!("failed {}:", failed.len());
+    failed.iter().for_each(|l| println!("  {l}"));
+    println!("rejected by the verifier {}:", rejected.len());
+    rejected.iter().for_each(|l| println!("  {l}"));
+    println!("errors {}:", errors.len());
+    errors.iter().for_each(|l| println!("  {l}"));
+    assert!(errors.is_empty(), "files not accounted for: {errors:#?}");
+    assert_eq!(passed.len() + failed.len() + rejected.len(), 313);
+}
