@@ -605,7 +605,7 @@ impl Asm {
         self.byte((op as u8) << 3 | 1);
         self.modrm_rr(src.low(), dst);
     }
-    /// `<op> dst, imm` choosing the encoding as the kernel's `emit_alu`/`emit_cmp_imm`:
+    /// `<op> dst, imm` choosing the encoding as the kernel's ALU-immediate lowering:
     /// imm8 (`83 /op ib`) when it fits, else the short `rax` form (`op*8+5 id`), else
     /// `81 /op id`. 64-bit forms sign-extend the immediate.
     pub fn alu_ri(&mut self, op: Alu, w: Width, dst: Reg, imm: i32) {
@@ -637,9 +637,14 @@ impl Asm {
     pub fn cmp_rr(&mut self, w: Width, dst: Reg, src: Reg) {
         self.alu_rr(Alu::Cmp, w, dst, src);
     }
-    /// `cmp dst, imm` (kernel encoding choice, see [`Asm::alu_ri`]).
+    /// `cmp dst, imm`: `83 /7 ib` when the immediate fits, else `81 /7 id` (the kernel's
+    /// conditional-jump lowering never uses the short `rax` form `3D`).
     pub fn cmp_ri(&mut self, w: Width, dst: Reg, imm: i32) {
-        self.alu_ri(Alu::Cmp, w, dst, imm);
+        if is_imm8(imm as i64) {
+            self.alu_ri8(Alu::Cmp, w, dst, imm as i8);
+        } else {
+            self.alu_ri32(Alu::Cmp, w, dst, imm);
+        }
     }
     /// `test a, b` (`85 /r`, `a` in ModRM.rm).
     pub fn test_rr(&mut self, w: Width, a: Reg, b: Reg) {
@@ -647,15 +652,11 @@ impl Asm {
         self.byte(0x85);
         self.modrm_rr(b.low(), a);
     }
-    /// `test dst, imm32` (`A9 id` for rax, else `F7 /0 id`).
+    /// `test dst, imm32` (`F7 /0 id`, also for rax, as the kernel's JSET lowering).
     pub fn test_ri(&mut self, w: Width, dst: Reg, imm: i32) {
         self.rex(w.is64(), false, false, dst.is_ext(), false);
-        if dst == Reg::Rax {
-            self.byte(0xA9);
-        } else {
-            self.byte(0xF7);
-            self.modrm_rr(0, dst);
-        }
+        self.byte(0xF7);
+        self.modrm_rr(0, dst);
         self.imm32(imm);
     }
     fn f7(&mut self, digit: u8, w: Width, r: Reg) {
@@ -740,13 +741,18 @@ impl Asm {
         self.byte(0xD3);
         self.modrm_rr(op as u8, dst);
     }
-    /// `rol dst16, imm` (`66 [REX] C1 /0 ib`): the kernel's 16-bit byte swap (`rol r16, 8`).
-    pub fn rol16_ri(&mut self, dst: Reg, imm: u8) {
+    /// `<shift> dst16, imm` (`66 [REX] C1 /op ib`); the kernel swaps 16 bits with
+    /// `ror r16, 8`.
+    pub fn shift16_ri(&mut self, op: Shift, dst: Reg, imm: u8) {
         self.byte(0x66);
         self.rex(false, false, false, dst.is_ext(), false);
         self.byte(0xC1);
-        self.modrm_rr(0, dst);
+        self.modrm_rr(op as u8, dst);
         self.byte(imm);
+    }
+    /// `rol dst16, imm` (`66 [REX] C1 /0 ib`).
+    pub fn rol16_ri(&mut self, dst: Reg, imm: u8) {
+        self.shift16_ri(Shift::Rol, dst, imm)
     }
     /// `shlx dst, src, count` (BMI2, `VEX.66.0F38 F7`): dst = src << (count & mask).
     pub fn shlx(&mut self, w: Width, dst: Reg, src: Reg, count: Reg) {

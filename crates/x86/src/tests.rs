@@ -223,6 +223,11 @@ fn kernel_encoding_choices() {
     check_bytes(|a| a.alu_ri(Alu::Sub, W64, Rsp, 0x10), "sub rsp, 0x10", &[0x48, 0x83, 0xec, 0x10]);
     check_bytes(|a| a.alu_ri32(Alu::Sub, W64, Rsp, 0x10), "sub rsp, 0x10", &[0x48, 0x81, 0xec, 0x10, 0, 0, 0]);
     check_bytes(|a| a.alu_ri(Alu::Cmp, W32, Rax, 1000), "cmp eax, 0x3e8", &[0x3d, 0xe8, 0x03, 0, 0]);
+    // cmp_ri / test_ri never use the rax short forms (as the kernel's jump lowering).
+    check_bytes(|a| a.cmp_ri(W32, Rax, 1000), "cmp eax, 0x3e8", &[0x81, 0xf8, 0xe8, 0x03, 0, 0]);
+    check_bytes(|a| a.cmp_ri(W64, R8, -1), "cmp r8, 0xffffffffffffffff", &[0x49, 0x83, 0xf8, 0xff]);
+    check_bytes(|a| a.test_ri(W64, Rax, 2), "test rax, 2", &[0x48, 0xf7, 0xc0, 2, 0, 0, 0]);
+    check_bytes(|a| a.shift16_ri(Shift::Ror, Rdx, 8), "ror dx, 8", &[0x66, 0xc1, 0xca, 0x08]);
     // Immediates.
     check_bytes(|a| a.mov_imm32(true, Rax, 0), "xor eax, eax", &[0x31, 0xc0]);
     check_bytes(|a| a.mov_imm32(true, R8, 5), "mov r8d, 5", &[0x41, 0xb8, 5, 0, 0, 0]);
