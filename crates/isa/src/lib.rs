@@ -8,6 +8,7 @@
 pub mod asm;
 pub mod conformance;
 pub mod decode;
+pub mod disasm;
 pub mod op;
 
 pub use decode::{decode, validate, DecodeError, DecodeErrorKind, Kind};
