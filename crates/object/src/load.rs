@@ -483,12 +483,13 @@ impl<'a> Ctx<'a> {
                 .iter()
                 .flatten()
                 .find(|y| y.sec == Some(si) && y.typ != elf::STT_SECTION && y.name == name)
-                .map(|y| y.value);
-            let Some(map_off) = sym_off else {
+                .map(|y| (y.value, y.size));
+            let Some((map_off, sym_size)) = sym_off else {
                 return Err(bad(format!("map '{name}' has no symbol in .maps")));
             };
+            // A `values` initializer makes the symbol longer than the struct type.
             let var_size = match btf.size_of(tid) {
-                Ok(s) => s,
+                Ok(s) => s.max(sym_size),
                 Err(e) => return Err(bad(format!("map '{name}': {e}"))),
             };
             let (_, st) = btf.skip_mods(tid).map_err(|e| bad(format!("map '{name}': {e}")))?;
@@ -607,7 +608,12 @@ impl<'a> Ctx<'a> {
             if !(s.sh_type == elf::SHT_PROGBITS || s.sh_type == elf::SHT_NOBITS) || !is_global_data(&s.name) || s.size == 0 {
                 continue;
             }
-            let size = u32::try_from(s.size).map_err(|_| E::from(K::Map(format!("section size {} too large", s.size))).sec(&s.name))?;
+            // The kernel caps values far below this; the cap keeps a corrupted .bss size
+            // from turning into a multi-gigabyte allocation.
+            if s.size > 1 << 28 {
+                return Err(E::from(K::Map(format!("global data section of {} bytes is too large", s.size))).sec(&s.name));
+            }
+            let size = s.size as u32;
             let initial = if s.sh_type == elf::SHT_NOBITS { vec![0u8; size as usize] } else { s.data.to_vec() };
             let readonly = s.name == ".rodata" || s.name.starts_with(".rodata.");
             let value_tid = self.btf.as_ref().and_then(|b| b.datasec(&s.name)).map(|d| d.0).unwrap_or(0);
@@ -687,12 +693,13 @@ impl<'a> Ctx<'a> {
             let f = self.funcs[layout[k]].clone();
             let mut i = f.start;
             while i < f.start + f.len {
-                let at = |e: E| e.sec(&self.secs[f.sec].name).at(i);
-                if let Some((ts, t)) = self.code_target(f.sec, i).map_err(at)? {
-                    let tf = self.func_at(ts, t).map_err(at)?;
-                    if let std::collections::hash_map::Entry::Vacant(v) = pos_of.entry(tf) {
-                        v.insert(layout.len());
-                        layout.push(tf);
+                // Errors are reported by pass 2, which knows the program slot.
+                if let Ok(Some((ts, t))) = self.code_target(f.sec, i) {
+                    if let Ok(tf) = self.func_at(ts, t) {
+                        if let std::collections::hash_map::Entry::Vacant(v) = pos_of.entry(tf) {
+                            v.insert(layout.len());
+                            layout.push(tf);
+                        }
                     }
                 }
                 i += if self.slots[&f.sec][i].is_ld_imm64() { 2 } else { 1 };
