@@ -1,1 +1,578 @@
-//! interpreter, runtime maps, helpers, contexts
+//! Runtime for eBPF programs: the reference interpreter, maps, helpers and program
+//! contexts, shared by every execution engine.
+//!
+//! # Model
+//!
+//! Pointers are **real host addresses** in every engine. A map pointer (`ld_imm64` src=5
+//! after loading) is the address of a [`Map`]; a map value pointer is the address of the
+//! value in stable storage; the context pointer is the address of our context structure
+//! (see [`ctx`]). So the interpreter, a JIT and the helpers share the same maps and the same
+//! helper implementations ([`helpers`], `extern "C" fn(u64, u64, u64, u64, u64) -> u64`).
+//! The interpreter additionally checks every memory access against the regions the program
+//! may touch (its stack frames, the context, the packet, map values, ring buffer
+//! reservations); a stray access ends the run with [`VmError::BadAccess`] naming the pc and
+//! address.
+//!
+//! # Use
+//!
+//! ```no_run
+//! # fn main() -> Result<(), kops_vm::VmError> {
+//! # let object: kops_object::Object = unimplemented!();
+//! let vm = kops_vm::Vm::new(&object)?;                // maps created, interpreter engine
+//! let prog = vm.load("xdp_prog")?;                    // relocated, ctx accesses rewritten
+//! let out = vm.run(prog, &kops_vm::ProgInput::packet(&[0u8; 64]))?;
+//! println!("r0 = {}, packet = {:02x?}", out.r0, out.data_out);
+//! for m in vm.maps() { println!("{} {:?}", m.def.name, m.dump()); }
+//! # Ok(()) }
+//! ```
+//!
+//! For the conformance suite's convention (r1 = memory, r2 = length, helper 5 = unwind):
+//! [`run_conformance`].
+//!
+//! # Engines
+//!
+//! An [`Engine`] turns a loaded program ([`ProgImage`]: final instructions, helper table,
+//! context kind) into a [`Compiled`] program that [`Vm::run`] calls with the context
+//! pointer. The interpreter is [`interp::Interp`]. A JIT implements the same two traits:
+//!
+//! - `ProgImage::insns` are final: `ld_imm64` map references already hold real addresses
+//!   (src_reg 0), context field loads are already rewritten to our structures, helper calls
+//!   keep their id in `imm` and [`ProgImage::helpers`] gives the address to call for each id;
+//!   bpf-to-bpf calls are `call` with src_reg 1 (`pc + 1 + imm`), subprogram boundaries in
+//!   [`ProgImage::subprogs`].
+//! - Tail calls (`call 12`): r2 is a program-array [`Map`]; [`Map::prog_array_table`] is the
+//!   address of `max_entries` u64 slots, each the [`Compiled::entry_address`] of the target
+//!   (0 = empty), written when the slot is set; [`Map::def`]`.max_entries` bounds the index.
+//!   The limit is 33 tail calls per run ([`MAX_TAIL_CALLS`]).
+//! - With [`ProgImage::conformance`], helper 5 is "unwind": it returns r1, and when that is 0
+//!   the whole program must end at once with r0 = 0; `call %rN` (`JMP|CALL|X`, register in
+//!   dst) calls the helper whose id is in rN.
+//! - [`Compiled::run`] gets r1 (context address) and r2 (length for the plain memory
+//!   context, else 0) and returns r0. The run state helpers need is installed by
+//!   [`Vm::run`] around the call. After the run, a helper fault (a helper given a pointer
+//!   that is not a map, ...) turns the result into [`VmError::HelperFault`].
+
+pub mod ctx;
+pub mod helpers;
+pub mod interp;
+pub mod maps;
+pub mod mem;
+
+pub use ctx::{CtxKind, ProgInput};
+pub use helpers::{HelperDef, HelperFn, HelperTable, Redirect};
+pub use maps::{Map, MapError};
+
+use helpers::{RunGuard, RunState};
+use kops_isa::{op, Insn};
+use kops_object::{map_type, Object, ProgType, Subprog};
+use mem::Registry;
+use std::cell::{Cell, RefCell};
+
+/// Most tail calls one run may make (the kernel's `MAX_TAIL_CALL_CNT`).
+pub const MAX_TAIL_CALLS: u32 = 33;
+/// Stack bytes per frame.
+pub const STACK_SIZE: usize = 512;
+/// Most nested bpf-to-bpf frames (the kernel's `MAX_CALL_FRAMES`).
+pub const MAX_CALL_FRAMES: usize = 8;
+
+/// Errors of loading and running programs. Each names where it happened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VmError {
+    /// The program cannot be loaded (bad instruction, unknown helper, unsupported feature).
+    #[error("program `{prog}`, insn {pc}: {msg}")]
+    Load { prog: String, pc: usize, msg: String },
+    /// Maps or programs of the object cannot be set up.
+    #[error("{0}")]
+    Setup(String),
+    /// A memory access outside every region the program may touch.
+    #[error("program `{prog}`, insn {pc}: invalid {} of {len} bytes at {addr:#x}{}", if *.write { "write" } else { "read" }, if .detail.is_empty() { String::new() } else { format!(" ({})", .detail) })]
+    BadAccess { prog: String, pc: usize, addr: u64, len: u64, write: bool, detail: String },
+    /// The instruction budget ran out (likely an endless loop).
+    #[error("program `{prog}`, insn {pc}: instruction budget of {limit} exhausted")]
+    Budget { prog: String, pc: usize, limit: u64 },
+    /// Any other failure while executing (invalid opcode, call depth, falling off the end).
+    #[error("program `{prog}`, insn {pc}: {msg}")]
+    Exec { prog: String, pc: usize, msg: String },
+    /// A helper was called with arguments it cannot use.
+    #[error("program `{prog}`: helper fault: {msg}")]
+    HelperFault { prog: String, msg: String },
+    /// The input does not fit the program's context.
+    #[error("input: {0}")]
+    Input(String),
+}
+
+/// Handle of a loaded program inside its [`Vm`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ProgId(pub usize);
+
+/// What an engine compiles: a program as the runtime has prepared it.
+#[derive(Debug)]
+pub struct ProgImage<'a> {
+    pub name: &'a str,
+    pub prog_type: ProgType,
+    pub ctx: CtxKind,
+    /// Final instructions (see the crate doc).
+    pub insns: &'a [Insn],
+    pub subprogs: &'a [Subprog],
+    pub helpers: &'a HelperTable,
+    /// Conformance-suite conventions (helper 5 = unwind, callx).
+    pub conformance: bool,
+}
+
+/// An execution engine: the interpreter, or a JIT.
+pub trait Engine {
+    fn name(&self) -> &'static str;
+    fn compile(&self, prog: &ProgImage<'_>) -> Result<Box<dyn Compiled>, VmError>;
+}
+
+/// A program ready to run on its engine.
+pub trait Compiled {
+    /// Runs with r1 = `r1`, r2 = `r2`; returns r0.
+    fn run(&self, r1: u64, r2: u64, env: &RunEnv<'_>) -> Result<u64, VmError>;
+    /// Native entry point used for tail calls from native code (0 if none).
+    fn entry_address(&self) -> u64 {
+        0
+    }
+}
+
+/// What an engine may consult during a run.
+pub struct RunEnv<'a> {
+    pub(crate) vm: &'a Vm,
+    pub(crate) ctx: &'a ctx::RunCtx,
+    /// The program being run.
+    pub prog: ProgId,
+    /// Instruction budget for engines that count (the interpreter).
+    pub budget: u64,
+    /// Instructions executed, for engines that count.
+    pub executed: Cell<Option<u64>>,
+}
+
+impl RunEnv<'_> {
+    pub fn vm(&self) -> &Vm {
+        self.vm
+    }
+    /// `[start, end)` of the packet the program may access now.
+    pub fn packet_range(&self) -> (u64, u64) {
+        self.ctx.packet_range()
+    }
+}
+
+/// Run options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VmOptions {
+    /// Instruction budget per run (the interpreter stops with [`VmError::Budget`]).
+    pub budget: u64,
+    /// Seed of `bpf_get_prandom_u32` (reset at each run, so runs are reproducible).
+    pub seed: u64,
+    /// First value of the `bpf_ktime_get_ns` clock (advances 1 µs per call).
+    pub ktime_base: u64,
+}
+
+impl Default for VmOptions {
+    fn default() -> VmOptions {
+        VmOptions { budget: 10_000_000, seed: 0x5eed_0f_b0f5_u64, ktime_base: 1_000_000_000 }
+    }
+}
+
+/// Result of one run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunResult {
+    pub r0: u64,
+    /// Output data as BPF_PROG_TEST_RUN's `data_out` (see [`ctx`]): the packet for XDP and
+    /// skb programs, the memory for the plain memory context.
+    pub data_out: Vec<u8>,
+    /// Context out (xdp_md / __sk_buff), as BPF_PROG_TEST_RUN's `ctx_out`.
+    pub ctx_out: Option<Vec<u8>>,
+    /// `bpf_trace_printk` lines.
+    pub trace: Vec<String>,
+    pub redirect: Option<Redirect>,
+    /// Instructions executed (interpreter only).
+    pub executed: Option<u64>,
+}
+
+/// Maps and the region registry: what helpers reach through the run state.
+pub(crate) struct Shared {
+    pub maps: Vec<Box<Map>>,
+    pub registry: RefCell<Registry>,
+}
+
+/// A program loaded into a [`Vm`].
+pub struct LoadedProg {
+    pub name: String,
+    pub prog_type: ProgType,
+    pub ctx: CtxKind,
+    /// Final instructions (see the crate doc).
+    pub insns: Vec<Insn>,
+    pub subprogs: Vec<Subprog>,
+    pub helpers: HelperTable,
+    pub conformance: bool,
+    compiled: Box<dyn Compiled>,
+}
+
+impl LoadedProg {
+    pub fn image(&self) -> ProgImage<'_> {
+        ProgImage {
+            name: &self.name,
+            prog_type: self.prog_type,
+            ctx: self.ctx,
+            insns: &self.insns,
+            subprogs: &self.subprogs,
+            helpers: &self.helpers,
+            conformance: self.conformance,
+        }
+    }
+}
+
+/// An object's maps and loaded programs, on one engine.
+pub struct Vm {
+    shared: Box<Shared>,
+    object: Option<Object>,
+    progs: RefCell<Vec<std::rc::Rc<LoadedProg>>>,
+    engine: Box<dyn Engine>,
+    pub options: VmOptions,
+}
+
+impl Vm {
+    /// Maps of `object` created (global data with its initial contents), interpreter engine.
+    pub fn new(object: &Object) -> Result<Vm, VmError> {
+        Vm::with_engine(Some(object), Box::new(interp::Interp))
+    }
+
+    /// Like [`Vm::new`] with another engine; `object` None gives a Vm without maps (for
+    /// [`Vm::load_insns`]).
+    pub fn with_engine(object: Option<&Object>, engine: Box<dyn Engine>) -> Result<Vm, VmError> {
+        let mut registry = Registry::default();
+        let mut maps = Vec::new();
+        if let Some(o) = object {
+            for (i, d) in o.maps.iter().enumerate() {
+                let m = Map::new(d, i, &mut registry)
+                    .map_err(|e| VmError::Setup(format!("{}: {e}", o.path)))?;
+                maps.push(Box::new(m));
+            }
+        }
+        let vm = Vm {
+            shared: Box::new(Shared { maps, registry: RefCell::new(registry) }),
+            object: object.cloned(),
+            progs: RefCell::new(Vec::new()),
+            engine,
+            options: VmOptions::default(),
+        };
+        // Program arrays declared with initial slots (BTF `values = { [i] = &prog }`).
+        if let Some(o) = object {
+            for (mi, d) in o.maps.iter().enumerate() {
+                if d.map_type != map_type::PROG_ARRAY {
+                    continue;
+                }
+                for (slot, name) in &d.init_slots {
+                    let p = vm.load(name)?;
+                    vm.set_prog_array(mi, *slot, Some(p))?;
+                }
+            }
+        }
+        Ok(vm)
+    }
+
+    /// A Vm without maps on the interpreter.
+    pub fn empty() -> Vm {
+        Vm::with_engine(None, Box::new(interp::Interp)).expect("a Vm without an object cannot fail")
+    }
+
+    pub fn engine_name(&self) -> &'static str {
+        self.engine.name()
+    }
+
+    pub fn object(&self) -> Option<&Object> {
+        self.object.as_ref()
+    }
+
+    /// Loads program `name` of the object (by function name, or by section name when no
+    /// function has that name). Loading twice gives the same id.
+    pub fn load(&self, name: &str) -> Result<ProgId, VmError> {
+        if let Some(i) = self.progs.borrow().iter().position(|p| p.name == name) {
+            return Ok(ProgId(i));
+        }
+        let obj = self.object.as_ref().ok_or_else(|| VmError::Setup("no object loaded".into()))?;
+        let p = obj
+            .program(name)
+            .or_else(|| obj.programs.iter().find(|p| p.section == name))
+            .ok_or_else(|| {
+                let names: Vec<&str> = obj.programs.iter().map(|p| p.name.as_str()).collect();
+                VmError::Setup(format!("{}: no program `{name}` (programs: {})", obj.path, names.join(", ")))
+            })?;
+        if let Some(i) = self.progs.borrow().iter().position(|q| q.name == p.name) {
+            return Ok(ProgId(i));
+        }
+        self.load_insns(
+            &p.name,
+            p.insns.clone(),
+            p.subprogs.clone(),
+            p.prog_type,
+            CtxKind::for_prog_type(p.prog_type),
+            HelperTable::kernel(),
+            false,
+        )
+    }
+
+    /// Loads raw instructions: checks them, resolves map references (`ld_imm64` src=5/6
+    /// against this Vm's maps), rewrites context accesses for `ctx`, compiles on the engine.
+    #[allow(clippy::too_many_arguments)]
+    pub fn load_insns(
+        &self,
+        name: &str,
+        mut insns: Vec<Insn>,
+        subprogs: Vec<Subprog>,
+        prog_type: ProgType,
+        ctx: CtxKind,
+        helpers: HelperTable,
+        conformance: bool,
+    ) -> Result<ProgId, VmError> {
+        self.relocate_and_check(name, &mut insns, &helpers, conformance)?;
+        ctx::rewrite_ctx_access(name, &mut insns, &subprogs, ctx)?;
+        let mut lp = LoadedProg {
+            name: name.to_string(),
+            prog_type,
+            ctx,
+            insns,
+            subprogs,
+            helpers,
+            conformance,
+            compiled: Box::new(NotCompiled),
+        };
+        lp.compiled = self.engine.compile(&lp.image())?;
+        let mut progs = self.progs.borrow_mut();
+        progs.push(std::rc::Rc::new(lp));
+        Ok(ProgId(progs.len() - 1))
+    }
+
+    fn relocate_and_check(
+        &self,
+        name: &str,
+        insns: &mut [Insn],
+        helpers: &HelperTable,
+        conformance: bool,
+    ) -> Result<(), VmError> {
+        let err = |pc: usize, msg: String| VmError::Load { prog: name.to_string(), pc, msg };
+        let n = insns.len();
+        if n == 0 {
+            return Err(err(0, "empty program".into()));
+        }
+        // Second halves of ld_imm64, which no jump may target.
+        let mut second = vec![false; n];
+        let mut pc = 0;
+        while pc < n {
+            let i = insns[pc];
+            if i.is_ld_imm64() {
+                if pc + 1 >= n {
+                    return Err(err(pc, "ld_imm64 is missing its second half".into()));
+                }
+                let h = insns[pc + 1];
+                if h.code != 0 || h.dst != 0 || h.src != 0 || h.off != 0 {
+                    return Err(err(pc + 1, "invalid second half of ld_imm64".into()));
+                }
+                second[pc + 1] = true;
+                pc += 2;
+            } else {
+                pc += 1;
+            }
+        }
+        let mut pc = 0;
+        while pc < n {
+            let i = insns[pc];
+            interp::validate(&i, conformance).map_err(|m| err(pc, m))?;
+            if i.is_ld_imm64() {
+                let lo = |a: u64| a as u32 as i32;
+                let hi = |a: u64| (a >> 32) as u32 as i32;
+                match i.src {
+                    0 => {}
+                    op::PSEUDO_MAP_IDX | op::PSEUDO_MAP_IDX_VALUE => {
+                        let mi = i.imm as u32 as usize;
+                        let m = self.shared.maps.get(mi).ok_or_else(|| {
+                            err(pc, format!("map index {mi} out of range ({} maps)", self.shared.maps.len()))
+                        })?;
+                        let addr = if i.src == op::PSEUDO_MAP_IDX {
+                            m.addr()
+                        } else {
+                            let off = insns[pc + 1].imm as u32;
+                            if off >= m.def.value_size {
+                                return Err(err(pc, format!(
+                                    "offset {off} past the {}-byte value of map `{}`",
+                                    m.def.value_size, m.def.name
+                                )));
+                            }
+                            let base = m.prog_lookup(&0u32.to_le_bytes());
+                            if base == 0 || !matches!(m.def.map_type, map_type::ARRAY | map_type::PERCPU_ARRAY) {
+                                return Err(err(pc, format!("map `{}` has no direct value address", m.def.name)));
+                            }
+                            base + off as u64
+                        };
+                        insns[pc] = Insn::new(i.code, i.dst, 0, 0, lo(addr));
+                        insns[pc + 1] = Insn::new(0, 0, 0, 0, hi(addr));
+                    }
+                    op::PSEUDO_MAP_FD | op::PSEUDO_MAP_VALUE => {
+                        return Err(err(pc, "map file descriptor reference: load through kops_object (map indices)".into()))
+                    }
+                    op::PSEUDO_BTF_ID => return Err(err(pc, "kernel symbol (BTF id) references are not supported".into())),
+                    op::PSEUDO_FUNC => {
+                        return Err(err(pc, "function pointers (callbacks for bpf_loop etc.) are not supported".into()))
+                    }
+                    s => return Err(err(pc, format!("ld_imm64 with unknown src_reg {s}"))),
+                }
+                pc += 2;
+                continue;
+            }
+            if i.is_call() {
+                match i.src {
+                    0 => {
+                        let id = i.imm as u32;
+                        if helpers.get(id).is_none() && !(i.imm == helpers::TAIL_CALL as i32 && !conformance) {
+                            let nm = if conformance { None } else { helpers::kernel_helper_name(id) };
+                            return Err(err(pc, match nm {
+                                Some(nm) => format!("unknown helper {id} (bpf_{nm}): not implemented by the runtime"),
+                                None => format!("unknown helper {id}"),
+                            }));
+                        }
+                    }
+                    op::PSEUDO_CALL => {
+                        let t = pc as i64 + 1 + i.imm as i64;
+                        if t < 0 || t >= n as i64 || second[t as usize] {
+                            return Err(err(pc, format!("bpf-to-bpf call to invalid target {t}")));
+                        }
+                    }
+                    op::PSEUDO_KFUNC_CALL => return Err(err(pc, format!("kfunc call (BTF id {}) is not supported", i.imm))),
+                    op::PSEUDO_KINSN_CALL => {
+                        return Err(err(pc, "kinsn site: lower it to its proof sequence before running".into()))
+                    }
+                    s => return Err(err(pc, format!("call with unknown src_reg {s}"))),
+                }
+            } else if let Some(t) = i.target(pc) {
+                if t < 0 || t >= n as i64 || second[t as usize] {
+                    return Err(err(pc, format!("jump to invalid target {t}")));
+                }
+            }
+            pc += 1;
+        }
+        Ok(())
+    }
+
+    /// A loaded program.
+    pub fn program(&self, id: ProgId) -> Option<std::rc::Rc<LoadedProg>> {
+        self.progs.borrow().get(id.0).cloned()
+    }
+
+    /// Id of a loaded program by name.
+    pub fn prog_id(&self, name: &str) -> Option<ProgId> {
+        self.progs.borrow().iter().position(|p| p.name == name).map(ProgId)
+    }
+
+    pub fn maps(&self) -> impl Iterator<Item = &Map> {
+        self.shared.maps.iter().map(|m| &**m)
+    }
+
+    /// Map by index (the object's map order).
+    pub fn map_at(&self, index: usize) -> Option<&Map> {
+        self.shared.maps.get(index).map(|m| &**m)
+    }
+
+    pub fn map(&self, name: &str) -> Option<&Map> {
+        self.maps().find(|m| m.def.name == name)
+    }
+
+    /// The map at a program-visible address.
+    pub fn map_by_addr(&self, addr: u64) -> Option<&Map> {
+        self.maps().find(|m| m.addr() == addr)
+    }
+
+    /// Userspace `BPF_MAP_UPDATE_ELEM` (per-CPU maps take every CPU's value).
+    pub fn map_update(&self, name: &str, key: &[u8], value: &[u8], flags: u64) -> Result<(), MapError> {
+        let m = self.map(name).ok_or_else(|| MapError { map: name.into(), msg: "no such map".into() })?;
+        m.update(key, value, flags, &mut self.shared.registry.borrow_mut())
+    }
+
+    /// Userspace `BPF_MAP_DELETE_ELEM`.
+    pub fn map_delete(&self, name: &str, key: &[u8]) -> Result<(), MapError> {
+        let m = self.map(name).ok_or_else(|| MapError { map: name.into(), msg: "no such map".into() })?;
+        m.delete(key, &mut self.shared.registry.borrow_mut())
+    }
+
+    /// Every data map's contents, sorted by key: (map name, [(key, value)]).
+    pub fn dump_maps(&self) -> Vec<(String, Vec<(Vec<u8>, Vec<u8>)>)> {
+        self.maps().filter(|m| m.is_data_map()).map(|m| (m.def.name.clone(), m.dump())).collect()
+    }
+
+    /// Sets slot `index` of program array `map` (by map index) to a loaded program.
+    pub fn set_prog_array(&self, map: usize, index: u32, prog: Option<ProgId>) -> Result<(), VmError> {
+        let m = self.map_at(map).ok_or_else(|| VmError::Setup(format!("no map with index {map}")))?;
+        let target = match prog {
+            Some(id) => {
+                let p = self.program(id).ok_or_else(|| VmError::Setup(format!("no program {id:?}")))?;
+                Some((id.0, p.compiled.entry_address()))
+            }
+            None => None,
+        };
+        m.prog_array_set(index, target).map_err(|e| VmError::Setup(e.to_string()))
+    }
+
+    /// Runs a loaded program once on `input`.
+    pub fn run(&self, prog: ProgId, input: &ProgInput) -> Result<RunResult, VmError> {
+        let p = self.program(prog).ok_or_else(|| VmError::Setup(format!("no program {prog:?}")))?;
+        let rc = ctx::RunCtx::build(p.ctx, input)?;
+        let mut st = RunState {
+            shared: &*self.shared,
+            ctx_kind: p.ctx,
+            ctx: rc.r1,
+            trace: Vec::new(),
+            rng: self.options.seed.max(1),
+            ktime: self.options.ktime_base,
+            redirect: None,
+            fault: None,
+        };
+        let env = RunEnv { vm: self, ctx: &rc, prog, budget: self.options.budget, executed: Cell::new(None) };
+        let r = {
+            let _g = RunGuard::install(&mut st);
+            p.compiled.run(rc.r1, rc.r2, &env)
+        };
+        // Free what the run left behind: deleted hash values, unsubmitted reservations.
+        {
+            let mut reg = self.shared.registry.borrow_mut();
+            for m in self.maps() {
+                m.end_run(&mut reg);
+            }
+        }
+        let r0 = r?;
+        if let Some(msg) = st.fault.take() {
+            return Err(VmError::HelperFault { prog: p.name.clone(), msg });
+        }
+        Ok(RunResult {
+            r0,
+            data_out: rc.data_out(),
+            ctx_out: rc.ctx_out(),
+            trace: st.trace,
+            redirect: st.redirect,
+            executed: env.executed.get(),
+        })
+    }
+}
+
+/// Placeholder while a program is being compiled.
+struct NotCompiled;
+impl Compiled for NotCompiled {
+    fn run(&self, _: u64, _: u64, _: &RunEnv<'_>) -> Result<u64, VmError> {
+        Err(VmError::Setup("program not compiled".into()))
+    }
+}
+
+/// Runs one conformance-suite program (r1 = `mem` or 0, r2 = its length, helper 5 =
+/// unwind, callx) on `engine` (None: the interpreter) and returns r0.
+pub fn run_conformance(insns: &[Insn], mem: &[u8], engine: Option<Box<dyn Engine>>) -> Result<u64, VmError> {
+    let vm = Vm::with_engine(None, engine.unwrap_or_else(|| Box::new(interp::Interp)))?;
+    let id = vm.load_insns(
+        "conformance",
+        insns.to_vec(),
+        Vec::new(),
+        ProgType::Unspec,
+        CtxKind::Mem,
+        HelperTable::conformance(),
+        true,
+    )?;
+    Ok(vm.run(id, &ProgInput { data: mem.to_vec(), ctx: None })?.r0)
+}

@@ -1,0 +1,638 @@
+//! Helper functions, callable from every engine: `extern "C" fn(r1..r5) -> r0`.
+//!
+//! Helpers reach the state of the current run (maps, region registry, trace output,
+//! redirect target, random state, the context) through a thread-local pointer that
+//! [`crate::Vm::run`] sets for the duration of a run, the way the kernel keeps
+//! `bpf_redirect_info` per CPU. Every pointer argument that names a map is checked against
+//! the run's maps; a helper that cannot make sense of its arguments records a fault (the run
+//! then ends with [`crate::VmError::HelperFault`]) and returns a negative errno. Memory
+//! arguments are trusted here: the verifier guarantees them in the kernel, the interpreter
+//! checks them before the call, and a JIT runs only programs that the interpreter or the
+//! kernel accepted.
+
+use crate::ctx::{self, CtxKind};
+use crate::maps::{errno, Map};
+use crate::mem::{RegionKind, Registry};
+use crate::Shared;
+use std::cell::{Cell, RefMut};
+
+/// The helper calling convention of every engine.
+pub type HelperFn = extern "C" fn(u64, u64, u64, u64, u64) -> u64;
+
+/// One helper of a [`HelperTable`].
+#[derive(Clone, Copy)]
+pub struct HelperDef {
+    pub id: u32,
+    pub name: &'static str,
+    pub func: HelperFn,
+}
+
+impl std::fmt::Debug for HelperDef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}#{} at {:#x}", self.name, self.id, self.func as usize)
+    }
+}
+
+/// Helper id -> implementation, for one program.
+#[derive(Clone, Debug, Default)]
+pub struct HelperTable {
+    defs: Vec<HelperDef>,
+}
+
+impl HelperTable {
+    /// The helpers of a Linux program (the set the runtime implements).
+    pub fn kernel() -> HelperTable {
+        HelperTable { defs: KERNEL_HELPERS.to_vec() }
+    }
+    /// The conformance suite's helpers: only id 5 ("unwind").
+    pub fn conformance() -> HelperTable {
+        HelperTable { defs: vec![HelperDef { id: UNWIND, name: "unwind", func: h_unwind }] }
+    }
+    pub fn get(&self, id: u32) -> Option<&HelperDef> {
+        self.defs.iter().find(|d| d.id == id)
+    }
+    /// Address of helper `id`'s implementation, for native calls.
+    pub fn address(&self, id: u32) -> Option<u64> {
+        self.get(id).map(|d| d.func as usize as u64)
+    }
+    pub fn iter(&self) -> impl Iterator<Item = &HelperDef> {
+        self.defs.iter()
+    }
+}
+
+// Helper ids (include/uapi/linux/bpf.h `___BPF_FUNC_MAPPER` order).
+pub const MAP_LOOKUP_ELEM: u32 = 1;
+pub const MAP_UPDATE_ELEM: u32 = 2;
+pub const MAP_DELETE_ELEM: u32 = 3;
+pub const KTIME_GET_NS: u32 = 5;
+pub const TRACE_PRINTK: u32 = 6;
+pub const GET_PRANDOM_U32: u32 = 7;
+pub const GET_SMP_PROCESSOR_ID: u32 = 8;
+pub const SKB_STORE_BYTES: u32 = 9;
+pub const TAIL_CALL: u32 = 12;
+pub const REDIRECT: u32 = 23;
+pub const PERF_EVENT_OUTPUT: u32 = 25;
+pub const SKB_LOAD_BYTES: u32 = 26;
+pub const CSUM_DIFF: u32 = 28;
+pub const XDP_ADJUST_HEAD: u32 = 44;
+pub const REDIRECT_MAP: u32 = 51;
+pub const XDP_ADJUST_META: u32 = 54;
+pub const XDP_ADJUST_TAIL: u32 = 65;
+pub const KTIME_GET_BOOT_NS: u32 = 125;
+pub const RINGBUF_OUTPUT: u32 = 130;
+pub const RINGBUF_RESERVE: u32 = 131;
+pub const RINGBUF_SUBMIT: u32 = 132;
+pub const RINGBUF_DISCARD: u32 = 133;
+pub const XDP_GET_BUFF_LEN: u32 = 188;
+/// Conformance suite: returns r1; the engine ends the program when it is 0.
+pub const UNWIND: u32 = 5;
+
+const KERNEL_HELPERS: &[HelperDef] = &[
+    HelperDef { id: MAP_LOOKUP_ELEM, name: "map_lookup_elem", func: h_map_lookup_elem },
+    HelperDef { id: MAP_UPDATE_ELEM, name: "map_update_elem", func: h_map_update_elem },
+    HelperDef { id: MAP_DELETE_ELEM, name: "map_delete_elem", func: h_map_delete_elem },
+    HelperDef { id: KTIME_GET_NS, name: "ktime_get_ns", func: h_ktime_get_ns },
+    HelperDef { id: TRACE_PRINTK, name: "trace_printk", func: h_trace_printk },
+    HelperDef { id: GET_PRANDOM_U32, name: "get_prandom_u32", func: h_get_prandom_u32 },
+    HelperDef { id: GET_SMP_PROCESSOR_ID, name: "get_smp_processor_id", func: h_get_smp_processor_id },
+    HelperDef { id: SKB_STORE_BYTES, name: "skb_store_bytes", func: h_skb_store_bytes },
+    HelperDef { id: TAIL_CALL, name: "tail_call", func: h_tail_call },
+    HelperDef { id: REDIRECT, name: "redirect", func: h_redirect },
+    HelperDef { id: PERF_EVENT_OUTPUT, name: "perf_event_output", func: h_perf_event_output },
+    HelperDef { id: SKB_LOAD_BYTES, name: "skb_load_bytes", func: h_skb_load_bytes },
+    HelperDef { id: CSUM_DIFF, name: "csum_diff", func: h_csum_diff },
+    HelperDef { id: XDP_ADJUST_HEAD, name: "xdp_adjust_head", func: h_xdp_adjust_head },
+    HelperDef { id: REDIRECT_MAP, name: "redirect_map", func: h_redirect_map },
+    HelperDef { id: XDP_ADJUST_META, name: "xdp_adjust_meta", func: h_xdp_adjust_meta },
+    HelperDef { id: XDP_ADJUST_TAIL, name: "xdp_adjust_tail", func: h_xdp_adjust_tail },
+    HelperDef { id: KTIME_GET_BOOT_NS, name: "ktime_get_boot_ns", func: h_ktime_get_ns },
+    HelperDef { id: RINGBUF_OUTPUT, name: "ringbuf_output", func: h_ringbuf_output },
+    HelperDef { id: RINGBUF_RESERVE, name: "ringbuf_reserve", func: h_ringbuf_reserve },
+    HelperDef { id: RINGBUF_SUBMIT, name: "ringbuf_submit", func: h_ringbuf_submit },
+    HelperDef { id: RINGBUF_DISCARD, name: "ringbuf_discard", func: h_ringbuf_discard },
+    HelperDef { id: XDP_GET_BUFF_LEN, name: "xdp_get_buff_len", func: h_xdp_get_buff_len },
+];
+
+/// Kernel name of a helper id, for error messages (the ids programs commonly use).
+pub fn kernel_helper_name(id: u32) -> Option<&'static str> {
+    const NAMES: &[(u32, &str)] = &[
+        (4, "probe_read"),
+        (10, "l3_csum_replace"),
+        (11, "l4_csum_replace"),
+        (13, "clone_redirect"),
+        (14, "get_current_pid_tgid"),
+        (15, "get_current_uid_gid"),
+        (16, "get_current_comm"),
+        (17, "get_cgroup_classid"),
+        (18, "skb_vlan_push"),
+        (19, "skb_vlan_pop"),
+        (20, "skb_get_tunnel_key"),
+        (21, "skb_set_tunnel_key"),
+        (22, "perf_event_read"),
+        (24, "get_route_realm"),
+        (27, "get_stackid"),
+        (29, "skb_get_tunnel_opt"),
+        (30, "skb_set_tunnel_opt"),
+        (31, "skb_change_proto"),
+        (32, "skb_change_type"),
+        (34, "get_hash_recalc"),
+        (35, "get_current_task"),
+        (38, "skb_change_tail"),
+        (39, "skb_pull_data"),
+        (40, "csum_update"),
+        (43, "skb_change_head"),
+        (50, "skb_adjust_room"),
+        (69, "fib_lookup"),
+        (113, "probe_read_kernel"),
+        (121, "xdp_output"),
+        (181, "loop"),
+    ];
+    KERNEL_HELPERS
+        .iter()
+        .find(|d| d.id == id)
+        .map(|d| d.name)
+        .or_else(|| NAMES.iter().find(|(i, _)| *i == id).map(|(_, n)| *n))
+}
+
+/// Where an XDP or tc program asked to redirect the packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Redirect {
+    /// `bpf_redirect(ifindex, flags)`.
+    Ifindex { ifindex: u32, flags: u64 },
+    /// `bpf_redirect_map(map, key, flags)` that found its target.
+    Map { map: usize, key: u32 },
+}
+
+/// State of the run in progress on this thread.
+pub(crate) struct RunState {
+    pub shared: *const Shared,
+    pub ctx_kind: CtxKind,
+    /// Address of the context the run started with (helpers that take `ctx` check it).
+    pub ctx: u64,
+    pub trace: Vec<String>,
+    pub rng: u64,
+    pub ktime: u64,
+    pub redirect: Option<Redirect>,
+    pub fault: Option<String>,
+}
+
+thread_local! {
+    static CURRENT: Cell<*mut RunState> = const { Cell::new(std::ptr::null_mut()) };
+}
+
+/// Installs `state` as the current run until the guard drops.
+pub(crate) struct RunGuard {
+    prev: *mut RunState,
+}
+
+impl RunGuard {
+    pub fn install(state: &mut RunState) -> RunGuard {
+        let prev = CURRENT.with(|c| c.replace(state as *mut RunState));
+        RunGuard { prev }
+    }
+}
+
+impl Drop for RunGuard {
+    fn drop(&mut self) {
+        CURRENT.with(|c| c.set(self.prev));
+    }
+}
+
+/// Runs `f` with the current run state, or returns `none` when no run is in progress.
+fn with_state<R>(none: R, f: impl FnOnce(&mut RunState) -> R) -> R {
+    let p = CURRENT.with(|c| c.get());
+    if p.is_null() {
+        return none;
+    }
+    // SAFETY: the pointer is installed by RunGuard for the duration of a run on this thread,
+    // and helpers do not nest.
+    f(unsafe { &mut *p })
+}
+
+fn fault(st: &mut RunState, msg: String) -> u64 {
+    if st.fault.is_none() {
+        st.fault = Some(msg);
+    }
+    (-errno::EINVAL) as u64
+}
+
+impl RunState {
+    fn shared(&self) -> &Shared {
+        // SAFETY: `shared` outlives the run (it is owned by the Vm that runs the program).
+        unsafe { &*self.shared }
+    }
+    fn map(&self, addr: u64) -> Option<&Map> {
+        self.shared().maps.iter().find(|m| m.addr() == addr).map(|m| &**m)
+    }
+    fn registry(&self) -> RefMut<'_, Registry> {
+        self.shared().registry.borrow_mut()
+    }
+}
+
+/// Bytes at a program-supplied address (checked by the caller, see the module doc).
+unsafe fn bytes<'a>(addr: u64, len: usize) -> &'a [u8] {
+    if len == 0 {
+        return &[];
+    }
+    std::slice::from_raw_parts(addr as *const u8, len)
+}
+
+extern "C" fn h_map_lookup_elem(map: u64, key: u64, _: u64, _: u64, _: u64) -> u64 {
+    with_state(0, |st| match st.map(map) {
+        // SAFETY: see `bytes`.
+        Some(m) => m.prog_lookup(unsafe { bytes(key, m.def.key_size as usize) }),
+        None => {
+            fault(st, format!("map_lookup_elem: {map:#x} is not a map"));
+            0
+        }
+    })
+}
+
+extern "C" fn h_map_update_elem(map: u64, key: u64, value: u64, flags: u64, _: u64) -> u64 {
+    with_state((-errno::EINVAL) as u64, |st| match st.map(map) {
+        Some(m) => {
+            // SAFETY: see `bytes`.
+            let (k, v) = unsafe {
+                (bytes(key, m.def.key_size as usize), bytes(value, m.def.value_size as usize))
+            };
+            m.prog_update(k, v, flags, &mut st.registry()) as u64
+        }
+        None => fault(st, format!("map_update_elem: {map:#x} is not a map")),
+    })
+}
+
+extern "C" fn h_map_delete_elem(map: u64, key: u64, _: u64, _: u64, _: u64) -> u64 {
+    with_state((-errno::EINVAL) as u64, |st| match st.map(map) {
+        Some(m) => {
+            // SAFETY: see `bytes`.
+            let k = unsafe { bytes(key, m.def.key_size as usize) };
+            m.prog_delete(k, &mut st.registry()) as u64
+        }
+        None => fault(st, format!("map_delete_elem: {map:#x} is not a map")),
+    })
+}
+
+/// Deterministic clock: starts at the Vm's base and advances 1 µs per call, so runs are
+/// reproducible across engines.
+extern "C" fn h_ktime_get_ns(_: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+    with_state(0, |st| {
+        st.ktime += 1000;
+        st.ktime
+    })
+}
+
+extern "C" fn h_get_prandom_u32(_: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+    with_state(0, |st| {
+        // xorshift64*: deterministic for a given seed.
+        let mut x = st.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        st.rng = x;
+        (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32) as u32 as u64
+    })
+}
+
+extern "C" fn h_get_smp_processor_id(_: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+    0
+}
+
+extern "C" fn h_tail_call(_: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+    with_state((-errno::EINVAL) as u64, |st| {
+        fault(st, "tail_call reached the helper: the engine must perform tail calls itself".into())
+    })
+}
+
+extern "C" fn h_unwind(r1: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+    r1
+}
+
+/// `bpf_trace_printk(fmt, fmt_size, a1, a2, a3)`: formats like the kernel (the conversions
+/// it accepts) into the run's trace output; returns the length written.
+extern "C" fn h_trace_printk(fmt: u64, size: u64, a1: u64, a2: u64, a3: u64) -> u64 {
+    with_state((-errno::EINVAL) as u64, |st| {
+        // SAFETY: see `bytes`.
+        let raw = unsafe { bytes(fmt, size as usize) };
+        let raw = raw.split(|b| *b == 0).next().unwrap_or(&[]);
+        match format_printk(raw, [a1, a2, a3]) {
+            Some(s) => {
+                let n = s.len() as u64;
+                st.trace.push(s);
+                n
+            }
+            None => (-errno::EINVAL) as u64,
+        }
+    })
+}
+
+/// printf-style formatting of the conversions `bpf_trace_printk` accepts
+/// (`%d %i %u %x %X %c`, with `l`/`ll` length and `%p`, `%%`). `%s` is rejected: its
+/// argument would be an unchecked pointer.
+pub fn format_printk(fmt: &[u8], args: [u64; 3]) -> Option<String> {
+    let mut out = String::new();
+    let mut ai = 0;
+    let mut i = 0;
+    while i < fmt.len() {
+        let c = fmt[i];
+        i += 1;
+        if c != b'%' {
+            out.push(c as char);
+            continue;
+        }
+        if fmt.get(i) == Some(&b'%') {
+            out.push('%');
+            i += 1;
+            continue;
+        }
+        let mut longs = 0;
+        while fmt.get(i) == Some(&b'l') {
+            longs += 1;
+            i += 1;
+        }
+        let conv = *fmt.get(i)?;
+        i += 1;
+        let a = *args.get(ai)?;
+        ai += 1;
+        let wide = longs > 0;
+        match conv {
+            b'd' | b'i' => {
+                let v = if wide { a as i64 } else { a as i32 as i64 };
+                out.push_str(&v.to_string());
+            }
+            b'u' => {
+                let v = if wide { a } else { a as u32 as u64 };
+                out.push_str(&v.to_string());
+            }
+            b'x' => out.push_str(&format!("{:x}", if wide { a } else { a as u32 as u64 })),
+            b'X' => out.push_str(&format!("{:X}", if wide { a } else { a as u32 as u64 })),
+            b'p' => out.push_str(&format!("{a:016x}")),
+            b'c' => out.push(a as u8 as char),
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+// XDP actions and tc actions used by the redirect helpers.
+const XDP_ABORTED: u64 = 0;
+const XDP_REDIRECT: u64 = 4;
+const TC_ACT_SHOT: u64 = 2;
+const TC_ACT_REDIRECT: u64 = 7;
+const BPF_F_INGRESS: u64 = 1;
+
+extern "C" fn h_redirect(ifindex: u64, flags: u64, _: u64, _: u64, _: u64) -> u64 {
+    with_state(XDP_ABORTED, |st| {
+        let xdp = st.ctx_kind == CtxKind::Xdp;
+        if (xdp && flags != 0) || (!xdp && flags & !BPF_F_INGRESS != 0) {
+            return if xdp { XDP_ABORTED } else { TC_ACT_SHOT };
+        }
+        st.redirect = Some(Redirect::Ifindex { ifindex: ifindex as u32, flags });
+        if xdp {
+            XDP_REDIRECT
+        } else {
+            TC_ACT_REDIRECT
+        }
+    })
+}
+
+extern "C" fn h_redirect_map(map: u64, key: u64, flags: u64, _: u64, _: u64) -> u64 {
+    with_state(XDP_ABORTED, |st| {
+        let Some(m) = st.map(map) else {
+            return fault(st, format!("redirect_map: {map:#x} is not a map"));
+        };
+        // Low bits of flags are the action to return when the slot is empty; the kernel
+        // also accepts BPF_F_BROADCAST (8) and BPF_F_EXCLUDE_INGRESS (16) for devmaps.
+        if flags & !(3 | 8 | 16) != 0 {
+            return XDP_ABORTED;
+        }
+        let k = key as u32;
+        if m.prog_lookup(&k.to_le_bytes()) == 0 {
+            return flags & 3;
+        }
+        let index = m.index;
+        st.redirect = Some(Redirect::Map { map: index, key: k });
+        XDP_REDIRECT
+    })
+}
+
+/// One's complement sum of 32-bit little-endian words, folded to 32 bits, as x86-64's
+/// `csum_partial` computes it (end-around carry).
+pub fn csum_add32(mut acc: u64, data: &[u8]) -> u32 {
+    for w in data.chunks(4) {
+        let mut b = [0u8; 4];
+        b[..w.len()].copy_from_slice(w);
+        acc += u32::from_le_bytes(b) as u64;
+    }
+    while acc >> 32 != 0 {
+        acc = (acc & 0xffff_ffff) + (acc >> 32);
+    }
+    acc as u32
+}
+
+extern "C" fn h_csum_diff(from: u64, from_size: u64, to: u64, to_size: u64, seed: u64) -> u64 {
+    // The kernel limits the diff to its 512-byte scratch buffer and to whole 32-bit words.
+    let (fs, ts) = (from_size as u32 as usize, to_size as u32 as usize);
+    if (fs | ts) & 3 != 0 || fs + ts > 512 {
+        return (-errno::EINVAL) as u64;
+    }
+    // SAFETY: see `bytes`.
+    let (f, t) = unsafe { (bytes(from, fs), bytes(to, ts)) };
+    let inverted: Vec<u8> = f.iter().map(|b| !b).collect();
+    let acc = csum_add32(seed as u32 as u64, &inverted) as u64;
+    csum_add32(acc, t) as u64
+}
+
+fn xdp_fields(st: &mut RunState, ctx: u64, what: &str) -> Option<u64> {
+    if st.ctx_kind != CtxKind::Xdp || ctx != st.ctx {
+        fault(st, format!("{what}: {ctx:#x} is not the XDP context of this run"));
+        return None;
+    }
+    Some(ctx)
+}
+
+extern "C" fn h_xdp_adjust_head(ctx: u64, delta: u64, _: u64, _: u64, _: u64) -> u64 {
+    with_state((-errno::EINVAL) as u64, |st| match xdp_fields(st, ctx, "xdp_adjust_head") {
+        Some(c) => ctx::xdp_adjust_head(c, delta as i32 as i64) as u64,
+        None => (-errno::EINVAL) as u64,
+    })
+}
+
+extern "C" fn h_xdp_adjust_meta(ctx: u64, delta: u64, _: u64, _: u64, _: u64) -> u64 {
+    with_state((-errno::EINVAL) as u64, |st| match xdp_fields(st, ctx, "xdp_adjust_meta") {
+        Some(c) => ctx::xdp_adjust_meta(c, delta as i32 as i64) as u64,
+        None => (-errno::EINVAL) as u64,
+    })
+}
+
+extern "C" fn h_xdp_adjust_tail(ctx: u64, delta: u64, _: u64, _: u64, _: u64) -> u64 {
+    with_state((-errno::EINVAL) as u64, |st| match xdp_fields(st, ctx, "xdp_adjust_tail") {
+        Some(c) => ctx::xdp_adjust_tail(c, delta as i32 as i64) as u64,
+        None => (-errno::EINVAL) as u64,
+    })
+}
+
+extern "C" fn h_xdp_get_buff_len(ctx: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+    with_state(0, |st| match xdp_fields(st, ctx, "xdp_get_buff_len") {
+        Some(c) => {
+            let (d, e) = ctx::packet_bounds(CtxKind::Xdp, c);
+            e - d
+        }
+        None => 0,
+    })
+}
+
+fn skb_packet(st: &mut RunState, ctx: u64, what: &str) -> Option<(u64, u64)> {
+    if !matches!(st.ctx_kind, CtxKind::Skb { .. }) || ctx != st.ctx {
+        fault(st, format!("{what}: {ctx:#x} is not the skb context of this run"));
+        return None;
+    }
+    Some(ctx::packet_bounds(st.ctx_kind, ctx))
+}
+
+const EFAULT: i64 = 14;
+
+extern "C" fn h_skb_load_bytes(ctx: u64, off: u64, to: u64, len: u64, _: u64) -> u64 {
+    with_state((-errno::EINVAL) as u64, |st| {
+        let Some((d, e)) = skb_packet(st, ctx, "skb_load_bytes") else {
+            return (-errno::EINVAL) as u64;
+        };
+        let (off, len) = (off as u32 as u64, len as u32 as u64);
+        if len == 0 || off + len > e - d {
+            if len != 0 {
+                // SAFETY: the destination was checked for `len` bytes by the caller.
+                unsafe { std::ptr::write_bytes(to as *mut u8, 0, len as usize) };
+            }
+            return (-EFAULT) as u64;
+        }
+        // SAFETY: source range is inside the packet; destination checked by the caller.
+        unsafe { std::ptr::copy((d + off) as *const u8, to as *mut u8, len as usize) };
+        0
+    })
+}
+
+extern "C" fn h_skb_store_bytes(ctx: u64, off: u64, from: u64, len: u64, flags: u64) -> u64 {
+    with_state((-errno::EINVAL) as u64, |st| {
+        let Some((d, e)) = skb_packet(st, ctx, "skb_store_bytes") else {
+            return (-errno::EINVAL) as u64;
+        };
+        // BPF_F_RECOMPUTE_CSUM (1) and BPF_F_INVALIDATE_HASH (2) are the only flags.
+        if flags & !3 != 0 {
+            return (-errno::EINVAL) as u64;
+        }
+        let (off, len) = (off as u32 as u64, len as u32 as u64);
+        if off + len > e - d {
+            return (-EFAULT) as u64;
+        }
+        // SAFETY: destination inside the packet; source checked by the caller.
+        unsafe { std::ptr::copy(from as *const u8, (d + off) as *mut u8, len as usize) };
+        0
+    })
+}
+
+const BPF_F_CURRENT_CPU: u64 = 0xffff_ffff;
+
+/// `bpf_perf_event_output`: no perf event is ever attached to our arrays (as in a
+/// BPF_PROG_TEST_RUN with an empty array), so valid calls fail with -ENOENT, like the kernel.
+extern "C" fn h_perf_event_output(_ctx: u64, map: u64, flags: u64, _data: u64, _size: u64) -> u64 {
+    with_state((-errno::EINVAL) as u64, |st| {
+        let Some(m) = st.map(map) else {
+            return fault(st, format!("perf_event_output: {map:#x} is not a map"));
+        };
+        if flags & !(0xfffff_u64 << 32 | 0xffff_ffff) != 0 {
+            return (-errno::EINVAL) as u64;
+        }
+        let mut index = flags & 0xffff_ffff;
+        if index == BPF_F_CURRENT_CPU {
+            index = 0;
+        }
+        if index >= m.def.max_entries as u64 {
+            return (-errno::E2BIG) as u64;
+        }
+        (-errno::ENOENT) as u64
+    })
+}
+
+extern "C" fn h_ringbuf_output(map: u64, data: u64, size: u64, flags: u64, _: u64) -> u64 {
+    with_state((-errno::EINVAL) as u64, |st| {
+        let Some(m) = st.map(map) else {
+            return fault(st, format!("ringbuf_output: {map:#x} is not a map"));
+        };
+        // SAFETY: see `bytes`.
+        let d = unsafe { bytes(data, size as usize) };
+        m.ringbuf_output(d, flags, &mut st.registry()) as u64
+    })
+}
+
+extern "C" fn h_ringbuf_reserve(map: u64, size: u64, flags: u64, _: u64, _: u64) -> u64 {
+    with_state(0, |st| {
+        let Some(m) = st.map(map) else {
+            fault(st, format!("ringbuf_reserve: {map:#x} is not a map"));
+            return 0;
+        };
+        m.ringbuf_reserve(size, flags, &mut st.registry())
+    })
+}
+
+fn ringbuf_commit(data: u64, discard: bool) -> u64 {
+    with_state(0, |st| {
+        let owner = match st.registry().find(data, 1) {
+            Some(r) if r.start == data => match r.kind {
+                RegionKind::RingbufRecord { map } => Some(map),
+                _ => None,
+            },
+            _ => None,
+        };
+        let m = owner.and_then(|i| st.shared().maps.get(i));
+        let ok = m.is_some_and(|m| m.ringbuf_commit(data, discard, &mut st.registry()));
+        if !ok {
+            let what = if discard { "ringbuf_discard" } else { "ringbuf_submit" };
+            fault(st, format!("{what}: {data:#x} is not a pending ring buffer reservation"));
+        }
+        0
+    })
+}
+
+extern "C" fn h_ringbuf_submit(data: u64, _flags: u64, _: u64, _: u64, _: u64) -> u64 {
+    ringbuf_commit(data, false)
+}
+
+extern "C" fn h_ringbuf_discard(data: u64, _flags: u64, _: u64, _: u64, _: u64) -> u64 {
+    ringbuf_commit(data, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn printk_formats() {
+        assert_eq!(
+            format_printk(b"a=%d b=%u c=%x", [(-5i64) as u64, 7, 255]).unwrap(),
+            "a=-5 b=7 c=ff"
+        );
+        assert_eq!(format_printk(b"%lld %llx %%", [(-1i64) as u64, 0x1_0000_0000, 0]).unwrap(), "-1 100000000 %");
+        assert!(format_printk(b"%s", [0, 0, 0]).is_none());
+        assert!(format_printk(b"%d %d %d %d", [0, 0, 0]).is_none());
+    }
+
+    #[test]
+    fn csum_diff_matches_rfc1071_example() {
+        // RFC 1071 example words 0x0001 0xf203 0xf4f5 0xf6f7 sum (16-bit) to 0xddf2.
+        let data = [0x00u8, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7];
+        let s = csum_add32(0, &data);
+        let folded = {
+            let mut x = s;
+            while x >> 16 != 0 {
+                x = (x & 0xffff) + (x >> 16);
+            }
+            x as u16
+        };
+        // Words are summed in memory order, so the 16-bit fold is the byte-swapped
+        // network-order sum.
+        assert_eq!(folded.swap_bytes(), 0xddf2);
+        // csum_diff(from, to) of identical buffers with seed 0: ~x + x = 0xffffffff.
+        let r = h_csum_diff(data.as_ptr() as u64, 8, data.as_ptr() as u64, 8, 0);
+        assert_eq!(r, 0xffff_ffff);
+        assert_eq!(h_csum_diff(0, 3, 0, 0, 0), (-22i64) as u64);
+    }
+}

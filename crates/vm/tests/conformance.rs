@@ -1,0 +1,50 @@
+//! The bpf_conformance suite on the interpreter: every `.data` file must pass.
+
+use kops_isa::conformance::TestFile;
+use std::path::PathBuf;
+
+fn suite_dir() -> PathBuf {
+    if let Ok(d) = std::env::var("KOPS_CONFORMANCE_DIR") {
+        return PathBuf::from(d);
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance/tests")
+}
+
+#[test]
+fn conformance_suite_on_interpreter() {
+    let dir = suite_dir();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("conformance suite at {}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "data"))
+        .collect();
+    files.sort();
+    let mut failures = Vec::new();
+    for f in &files {
+        let name = f.file_name().unwrap().to_string_lossy().to_string();
+        let text = std::fs::read_to_string(f).unwrap();
+        let t = match TestFile::parse(&text) {
+            Ok(t) => t,
+            Err(e) => {
+                failures.push(format!("{name}: parse: {e}"));
+                continue;
+            }
+        };
+        let Some(expected) = t.result else {
+            failures.push(format!("{name}: no expected result"));
+            continue;
+        };
+        match kops_vm::run_conformance(&t.insns, &t.mem, None) {
+            Ok(r0) if r0 == expected => {}
+            Ok(r0) => failures.push(format!("{name}: r0 = {r0:#x}, expected {expected:#x}")),
+            Err(e) => failures.push(format!("{name}: {e}")),
+        }
+    }
+    let passed = files.len() - failures.len();
+    for f in &failures {
+        eprintln!("FAIL {f}");
+    }
+    eprintln!("{passed} passed, {} failed", failures.len());
+    assert!(failures.is_empty(), "{} conformance failures", failures.len());
+    assert_eq!(passed, 313, "expected the 313 files of the suite");
+}
