@@ -142,6 +142,7 @@ struct SymInfo {
     value: u64,
     size: u64,
     typ: u8,
+    global: bool,
 }
 
 #[derive(Clone)]
@@ -150,6 +151,9 @@ struct Func {
     start: usize,
     len: usize,
     name: String,
+    /// Non-local symbol: in a program section, an entry point (libbpf refuses static
+    /// programs; a static function there is only reachable as a subprogram).
+    global: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -241,7 +245,8 @@ fn parse_inner(data: &[u8]) -> Result<Object, E> {
         } else {
             name
         };
-        syms.push(Some(SymInfo { name, sec, value: s.st_value(endian), size: s.st_size(endian), typ }));
+        let global = s.st_bind() != elf::STB_LOCAL;
+        syms.push(Some(SymInfo { name, sec, value: s.st_value(endian), size: s.st_size(endian), typ, global }));
     }
 
     // Relocations (REL only: BPF objects do not use RELA).
@@ -313,7 +318,7 @@ fn parse_inner(data: &[u8]) -> Result<Object, E> {
     let mut programs = Vec::new();
     for fi in 0..cx.funcs.len() {
         let f = &cx.funcs[fi];
-        if cx.secs[f.sec].name == ".text" {
+        if cx.secs[f.sec].name == ".text" || !f.global {
             continue;
         }
         let name = f.name.clone();
@@ -355,21 +360,21 @@ impl<'a> Ctx<'a> {
             let slots = kops_isa::slots_from_bytes(s.data).map_err(|_| E::from(K::SectionSize(s.size)).sec(&s.name))?;
             let n = slots.len();
             // Function symbols of this section.
-            let mut fs: Vec<(u64, u64, String)> = self
+            let mut fs: Vec<(u64, u64, String, bool)> = self
                 .syms
                 .iter()
                 .flatten()
                 .filter(|y| y.sec == Some(si) && y.typ == elf::STT_FUNC)
-                .map(|y| (y.value, y.size, y.name.clone()))
+                .map(|y| (y.value, y.size, y.name.clone(), y.global))
                 .collect();
             fs.sort_by_key(|f| f.0);
             fs.dedup_by_key(|f| f.0);
             if fs.is_empty() && s.name != ".text" && n > 0 {
                 // Hand-written code without symbols: the whole section is one program.
-                fs.push((0, n as u64 * 8, s.name.clone()));
+                fs.push((0, n as u64 * 8, s.name.clone(), true));
             }
             for k in 0..fs.len() {
-                let (value, size, ref name) = fs[k];
+                let (value, size, ref name, global) = fs[k];
                 if value % 8 != 0 {
                     return Err(E::from(K::Elf(format!("function '{name}' starts at byte {value}, not at an instruction"))).sec(&s.name));
                 }
@@ -382,7 +387,7 @@ impl<'a> Ctx<'a> {
                 if end > n as u64 || end <= start {
                     return Err(E::from(K::FuncRange { name: name.clone(), start, end, len: n }).sec(&s.name));
                 }
-                self.funcs.push(Func { sec: si, start: start as usize, len: (end - start) as usize, name: name.clone() });
+                self.funcs.push(Func { sec: si, start: start as usize, len: (end - start) as usize, name: name.clone(), global });
             }
             // ld_imm64 halves must be complete inside each function.
             for f in self.funcs.iter().filter(|f| f.sec == si) {

@@ -13,7 +13,7 @@ fn cases(default: u32) -> u32 {
 
 fn corpus() -> Vec<Vec<u8>> {
     let mut v = Vec::new();
-    for name in ["multi", "legacy"] {
+    for name in ["multi", "legacy", "callbacks"] {
         if let Some(p) = common::compile(name) {
             v.push(std::fs::read(p).unwrap());
         }

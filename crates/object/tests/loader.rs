@@ -177,6 +177,34 @@ fn legacy_maps_version_and_custom_data() {
     assert!(check_against_llvm(&o, &path) > 20);
 }
 
+#[test]
+fn function_references_and_same_section_calls() {
+    let Some(path) = compile("callbacks") else { return };
+    let o = Object::load(&path).unwrap();
+    // local_fold is static (LOCAL FUNC in xdp): a subprogram only.
+    let names: Vec<&str> = o.programs.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["loops"]);
+    // llvm-objdump -dr: xdp slot 5 `r2 = 0x0 ll` R_BPF_64_64 .text (add_one, .text+0),
+    // slot 11 `r2 = 0x38 ll` (add_two, .text+7), slot 17 `call 0x2` -> xdp slot 20.
+    assert_eq!(
+        subprogs(&o, "loops"),
+        [
+            sp("loops", 0, 20, "xdp", 0),
+            sp("add_one", 20, 7, ".text", 0),
+            sp("add_two", 27, 6, ".text", 7),
+            sp("local_fold", 33, 5, "xdp", 20)
+        ]
+    );
+    assert_eq!(ld(&o, "loops", 5), (4, 20 - 6, 0));
+    assert_eq!(ld(&o, "loops", 11), (4, 27 - 12, 0));
+    let c = o.program("loops").unwrap().insns[17];
+    assert!(c.is_pseudo_call());
+    assert_eq!(c.imm, 33 - 18);
+    let fi: Vec<u32> = o.program("loops").unwrap().func_info.iter().map(|f| f.insn_off).collect();
+    assert_eq!(fi, [0, 20, 27, 33]);
+    check_against_llvm(&o, &path);
+}
+
 fn check_dir(dir: &Path, pattern: impl Fn(&str) -> bool) -> usize {
     let mut n = 0;
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();

@@ -52,6 +52,7 @@ pub struct RSym {
     pub value: u64,
     pub size: u64,
     pub typ: String,
+    pub bind: String,
     /// Section name, None for UND/ABS.
     pub section: Option<String>,
 }
@@ -104,7 +105,7 @@ impl Llvm {
                     None if typ == "SECTION" => section.clone().unwrap_or_default(),
                     None => String::new(),
                 };
-                l.symbols.push(RSym { name, value, size, typ, section });
+                l.symbols.push(RSym { name, value, size, typ, bind: tok[4].to_string(), section });
             }
         }
         let od = run("llvm-objdump-19", &["-dr"], file);
@@ -159,11 +160,11 @@ fn is_global_data(name: &str) -> bool {
 pub fn check_against_llvm(obj: &Object, file: &Path) -> usize {
     let l = Llvm::read(file);
     let f = file.display();
-    // Programs: one per FUNC symbol in each executable section other than .text.
+    // Programs: one per non-static FUNC symbol in each executable section but .text.
     let mut want: Vec<(String, String)> = l
         .symbols
         .iter()
-        .filter(|s| s.typ == "FUNC" && s.section.as_deref().is_some_and(|x| x != ".text" && l.is_exec(x)))
+        .filter(|s| s.typ == "FUNC" && s.bind != "LOCAL" && s.section.as_deref().is_some_and(|x| x != ".text" && l.is_exec(x)))
         .map(|s| (s.section.clone().unwrap(), s.name.clone()))
         .collect();
     want.sort();
