@@ -1,1 +1,174 @@
-//! the EInsn operation set
+//! EInsn: the Kops operation set (layer 5), each with its proof sequence and x86-64 native
+//! emit.
+//!
+//! | id | op | payload type |
+//! |---|---|---|
+//! | 1 | `rotate64` | [`Rotate64`] |
+//! | 2 | `rotate32` | [`Rotate32`] |
+//! | 3 | `select64` | [`Select`] |
+//! | 4 | `extract64` | [`Extract`] |
+//! | 5, 6, 7 | `endian_load16/32/64` | [`EndianLoad16`], [`EndianLoad32`], [`EndianLoad64`] |
+//! | 8 | `popcount64` | [`Popcount64`] |
+//! | 9 | `popcount32` | [`Popcount32`] |
+//! | 10 | `memcpy` | [`Memcpy`] |
+//! | 11 | `memset` | [`Memset`] |
+//! | 12 | `prefetch` | [`Prefetch`] |
+//! | 13 | `spec_barrier` | [`SpecBarrier`] |
+//!
+//! Each payload type implements [`EInsn`] (and the codec [`Payload`]); `p.site()` gives
+//! the two transport slots. [`registry`] returns a [`Registry`] with every op.
+//!
+//! Native emits follow the contract of [`KinsnOp::emit_x86`]: the whole register and memory
+//! effect of the proof sequence, except registers the JIT proved dead after the site; only
+//! the JIT's scratch register and the flags may be clobbered.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use kops_isa::Insn;
+use kops_kinsn::payload::Payload;
+use kops_kinsn::{Arch, EmitError, Emitted, KinsnOp, PayloadError, Registry, X86EmitCtx};
+
+mod bulk;
+mod endian;
+mod extract;
+mod misc;
+mod popcount;
+mod rotate;
+mod select;
+
+pub use bulk::{Memcpy, Memset};
+pub use endian::{EndianLoad, EndianLoad16, EndianLoad32, EndianLoad64};
+pub use extract::Extract;
+pub use misc::{Prefetch, SpecBarrier};
+pub use popcount::{Popcount32, Popcount64};
+pub use rotate::{Rotate, Rotate32, Rotate64};
+pub use select::Select;
+
+/// Stable op ids (the call `imm` of a site).
+pub mod id {
+    pub const ROTATE64: u32 = 1;
+    pub const ROTATE32: u32 = 2;
+    pub const SELECT64: u32 = 3;
+    pub const EXTRACT64: u32 = 4;
+    pub const ENDIAN_LOAD16: u32 = 5;
+    pub const ENDIAN_LOAD32: u32 = 6;
+    pub const ENDIAN_LOAD64: u32 = 7;
+    pub const POPCOUNT64: u32 = 8;
+    pub const POPCOUNT32: u32 = 9;
+    pub const MEMCPY: u32 = 10;
+    pub const MEMSET: u32 = 11;
+    pub const PREFETCH: u32 = 12;
+    pub const SPEC_BARRIER: u32 = 13;
+}
+
+/// Largest memcpy/memset size in bytes.
+pub const MAX_BULK_BYTES: usize = 128;
+
+/// An EInsn operation, described by its typed payload.
+pub trait EInsn: Payload + Clone + std::fmt::Debug + PartialEq + Send + Sync + 'static {
+    const NAME: &'static str;
+    const ID: u32;
+    /// Upper bound of `proof().len()`.
+    const MAX_PROOF: usize;
+    /// Upper bound of the x86-64 native size in bytes.
+    const MAX_X86: usize;
+
+    /// The proof sequence (call on a payload that `encode`s without error).
+    fn proof(&self) -> Vec<Insn>;
+    fn describe(&self) -> String;
+    /// Features whose absence makes the x86-64 emit fall back.
+    fn x86_features(&self) -> Vec<&'static str> {
+        Vec::new()
+    }
+    fn emit_x86(&self, ctx: &mut X86EmitCtx) -> Result<Emitted, EmitError>;
+
+    /// The two transport slots of a site for this payload.
+    fn site(&self) -> Result<[Insn; 2], PayloadError> {
+        let raw = self.encode()?;
+        Ok(kops_kinsn::encode_site(Self::ID, raw).expect("encoded payloads fit in 52 bits"))
+    }
+}
+
+/// The [`KinsnOp`] descriptor of an [`EInsn`].
+pub struct Op<P: EInsn>(PhantomData<fn() -> P>);
+
+impl<P: EInsn> Op<P> {
+    pub fn new() -> Op<P> {
+        Op(PhantomData)
+    }
+    pub fn arc() -> Arc<dyn KinsnOp> {
+        Arc::new(Op::<P>::new())
+    }
+}
+
+impl<P: EInsn> Default for Op<P> {
+    fn default() -> Self {
+        Op::new()
+    }
+}
+
+impl<P: EInsn> KinsnOp for Op<P> {
+    fn name(&self) -> &str {
+        P::NAME
+    }
+    fn id(&self) -> u32 {
+        P::ID
+    }
+    fn max_proof_len(&self) -> usize {
+        P::MAX_PROOF
+    }
+    fn max_native_size(&self, arch: Arch) -> usize {
+        match arch {
+            Arch::X86_64 => P::MAX_X86,
+            Arch::Arm64 => 0,
+        }
+    }
+    fn validate(&self, payload: u64) -> Result<(), PayloadError> {
+        P::decode(payload).map(|_| ())
+    }
+    fn describe(&self, payload: u64) -> Result<String, PayloadError> {
+        Ok(P::decode(payload)?.describe())
+    }
+    fn instantiate(&self, payload: u64) -> Result<Vec<Insn>, PayloadError> {
+        Ok(P::decode(payload)?.proof())
+    }
+    fn x86_features(&self, payload: u64) -> Vec<&'static str> {
+        P::decode(payload).map(|p| p.x86_features()).unwrap_or_default()
+    }
+    fn emit_x86(&self, payload: u64, ctx: &mut X86EmitCtx) -> Result<Emitted, EmitError> {
+        P::decode(payload)?.emit_x86(ctx)
+    }
+}
+
+/// Add every EInsn op to `r`.
+pub fn register_all(r: &mut Registry) -> Result<(), kops_kinsn::RegistryError> {
+    r.register(Op::<Rotate64>::arc())?;
+    r.register(Op::<Rotate32>::arc())?;
+    r.register(Op::<Select>::arc())?;
+    r.register(Op::<Extract>::arc())?;
+    r.register(Op::<EndianLoad16>::arc())?;
+    r.register(Op::<EndianLoad32>::arc())?;
+    r.register(Op::<EndianLoad64>::arc())?;
+    r.register(Op::<Popcount64>::arc())?;
+    r.register(Op::<Popcount32>::arc())?;
+    r.register(Op::<Memcpy>::arc())?;
+    r.register(Op::<Memset>::arc())?;
+    r.register(Op::<Prefetch>::arc())?;
+    r.register(Op::<SpecBarrier>::arc())?;
+    Ok(())
+}
+
+/// A registry holding every EInsn op.
+pub fn registry() -> Registry {
+    let mut r = Registry::new();
+    register_all(&mut r).expect("EInsn ids and names are unique");
+    r
+}
+
+pub(crate) fn w(is64: bool) -> kops_x86::Width {
+    kops_x86::Width::from_is64(is64)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,344 @@
+//! memcpy / memset: bulk copies and fills of up to [`MAX_BULK_BYTES`] bytes.
+//!
+//! memcpy payload: [3:0] dst base, [7:4] src base, [11:8] tmp, [27:12] dst off (i16),
+//! [43:28] src off (i16), [45:44] log2 width (1/2/4/8 bytes), [50:46] count - 1 (1..32
+//! chunks), [51] descending. count * width <= 128; tmp differs from both bases.
+//!
+//! Proof: `count` chunks `tmp = *(uW *)(src + src_off + i*W); *(uW *)(dst + dst_off + i*W) =
+//! tmp`, for i ascending (or descending: clang copies structs from the last field down).
+//! Because each chunk is loaded before it is stored, overlapping regions behave exactly as
+//! `rep movs` with element size W (DF = 0 ascending, DF = 1 descending), which is what the
+//! x86-64 emit uses; after the copy, tmp is reloaded from the last chunk stored when it is
+//! live (the last store wrote exactly the tmp value, whatever the overlap).
+//!
+//! memset payload: [3:0] base, [19:4] off (i16), [21:20] log2 width, [27:22] count - 1
+//! (1..64), [35:28] byte value; count * width <= 128; with 8-byte chunks the value must be
+//! 0x00 or 0xff (an `ST` immediate is 32 bits, sign-extended). Proof: `count` stores
+//! `*(uW *)(base + off + i*W) = pattern` ascending. x86-64: `rep stos`.
+//!
+//! `rep movs`/`rep stos` need rdi, rsi, rcx and rax; those are saved on the native stack and
+//! restored, and the operands are set up as a parallel move through the scratch register
+//! (a base may itself live in rdi, rsi, rcx or rax).
+
+use kops_isa::{op, Insn};
+use kops_kinsn::payload::{check_range, check_reg, field_err, Fields, Packer, Payload};
+use kops_kinsn::{EmitError, Emitted, PayloadError, X86EmitCtx};
+use kops_x86::{Mem, Reg, Size, Width};
+
+use crate::{id, EInsn, MAX_BULK_BYTES};
+
+fn check_width(op: &str, width: u8) -> Result<(), PayloadError> {
+    if !matches!(width, 1 | 2 | 4 | 8) {
+        return Err(field_err(op, "width", width as i64, "1, 2, 4 or 8 bytes"));
+    }
+    Ok(())
+}
+
+fn check_span(op: &str, field: &'static str, off: i16, width: u8, count: u8) -> Result<(), PayloadError> {
+    let last = off as i64 + (count as i64 - 1) * width as i64;
+    if last > i16::MAX as i64 {
+        return Err(field_err(op, field, off as i64, format!("offset of the last chunk ({last}) must fit in 16 bits")));
+    }
+    Ok(())
+}
+
+fn check_total(op: &str, width: u8, count: u8) -> Result<(), PayloadError> {
+    let total = width as usize * count as usize;
+    if total > MAX_BULK_BYTES {
+        return Err(field_err(op, "count", count as i64, format!("count * width ({total}) <= {MAX_BULK_BYTES}")));
+    }
+    Ok(())
+}
+
+fn log2w(width: u8) -> u64 {
+    width.trailing_zeros() as u64
+}
+
+fn size_bits(width: u8) -> u8 {
+    op::size_of_bytes(width as usize)
+}
+
+/// `rep movs` / `rep stos` with element size `width`.
+fn rep_string(ctx: &mut X86EmitCtx, width: u8, movs: bool) {
+    let opc = if movs { 0xA4 } else { 0xAA };
+    let bytes: &[u8] = match width {
+        1 => &[0xF3, opc],
+        2 => &[0xF3, 0x66, opc + 1],
+        4 => &[0xF3, opc + 1],
+        _ => &[0xF3, 0x48, opc + 1],
+    };
+    ctx.asm.raw(bytes);
+}
+
+/// Zero-extending load of one chunk.
+fn load_chunk(ctx: &mut X86EmitCtx, width: u8, dst: Reg, m: Mem) {
+    match width {
+        1 => ctx.asm.movzx_load32(Size::S8, dst, m),
+        2 => ctx.asm.movzx_load32(Size::S16, dst, m),
+        4 => ctx.asm.load(Size::S32, dst, m),
+        _ => ctx.asm.load(Size::S64, dst, m),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Memcpy {
+    pub dst: u8,
+    pub dst_off: i16,
+    pub src: u8,
+    pub src_off: i16,
+    pub tmp: u8,
+    /// Chunk size in bytes: 1, 2, 4 or 8.
+    pub width: u8,
+    /// Number of chunks, 1..=32.
+    pub count: u8,
+    pub descending: bool,
+}
+
+impl Memcpy {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(dst: u8, dst_off: i16, src: u8, src_off: i16, tmp: u8, width: u8, count: u8, descending: bool) -> Result<Memcpy, PayloadError> {
+        let p = Memcpy { dst, dst_off, src, src_off, tmp, width, count, descending };
+        p.check()?;
+        Ok(p)
+    }
+    pub fn bytes(&self) -> usize {
+        self.width as usize * self.count as usize
+    }
+    fn check(&self) -> Result<(), PayloadError> {
+        let n = Self::NAME;
+        check_reg(n, "dst", self.dst, false)?;
+        check_reg(n, "src", self.src, false)?;
+        check_reg(n, "tmp", self.tmp, true)?;
+        if self.tmp == self.dst || self.tmp == self.src {
+            return Err(field_err(n, "tmp", self.tmp as i64, "a register other than both bases"));
+        }
+        check_width(n, self.width)?;
+        check_range(n, "count", self.count as i64, 1, 32)?;
+        check_total(n, self.width, self.count)?;
+        check_span(n, "dst_off", self.dst_off, self.width, self.count)?;
+        check_span(n, "src_off", self.src_off, self.width, self.count)?;
+        Ok(())
+    }
+    fn chunks(&self) -> Vec<i16> {
+        let mut v: Vec<i16> = (0..self.count as i16).map(|i| i * self.width as i16).collect();
+        if self.descending {
+            v.reverse();
+        }
+        v
+    }
+}
+
+impl Payload for Memcpy {
+    fn encode(&self) -> Result<u64, PayloadError> {
+        self.check()?;
+        Ok(Packer::default()
+            .put(0, 4, self.dst as u64)
+            .put(4, 4, self.src as u64)
+            .put(8, 4, self.tmp as u64)
+            .put_i16(12, self.dst_off)
+            .put_i16(28, self.src_off)
+            .put(44, 2, log2w(self.width))
+            .put(46, 5, self.count as u64 - 1)
+            .put(51, 1, self.descending as u64)
+            .finish())
+    }
+    fn decode(raw: u64) -> Result<Self, PayloadError> {
+        let mut f = Fields::new(Self::NAME, raw)?;
+        let p = Memcpy {
+            dst: f.uint(0, 4) as u8,
+            src: f.uint(4, 4) as u8,
+            tmp: f.uint(8, 4) as u8,
+            dst_off: f.i16(12),
+            src_off: f.i16(28),
+            width: 1 << f.uint(44, 2),
+            count: f.uint(46, 5) as u8 + 1,
+            descending: f.uint(51, 1) != 0,
+        };
+        f.finish()?;
+        p.check()?;
+        Ok(p)
+    }
+}
+
+impl EInsn for Memcpy {
+    const NAME: &'static str = "memcpy";
+    const ID: u32 = id::MEMCPY;
+    const MAX_PROOF: usize = 64;
+    const MAX_X86: usize = 48;
+
+    fn proof(&self) -> Vec<Insn> {
+        let sz = size_bits(self.width);
+        let mut v = Vec::with_capacity(2 * self.count as usize);
+        for o in self.chunks() {
+            v.push(Insn::ldx(sz, self.tmp, self.src, self.src_off + o));
+            v.push(Insn::stx(sz, self.dst, self.tmp, self.dst_off + o));
+        }
+        v
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "memcpy(r{} {:+}, r{} {:+}, {} x {}B{}) [tmp r{}]",
+            self.dst,
+            self.dst_off,
+            self.src,
+            self.src_off,
+            self.count,
+            self.width,
+            if self.descending { ", descending" } else { "" },
+            self.tmp
+        )
+    }
+
+    fn emit_x86(&self, ctx: &mut X86EmitCtx) -> Result<Emitted, EmitError> {
+        let x = ctx.scratch;
+        if matches!(x, Reg::Rdi | Reg::Rsi | Reg::Rcx) {
+            return Ok(Emitted::Fallback("scratch register is a rep movs operand"));
+        }
+        let (d, s) = (ctx.reg(self.dst), ctx.reg(self.src));
+        let w = self.width as i32;
+        let down = self.descending && self.count > 1;
+        let first = if down { (self.count as i32 - 1) * w } else { 0 };
+        let saved = [Reg::Rdi, Reg::Rsi, Reg::Rcx];
+        for r in saved {
+            ctx.asm.push(r);
+        }
+        // Parallel move: both addresses are computed from the original bases before rdi
+        // or rsi is written.
+        ctx.asm.lea(Width::W64, x, Mem::new(s, self.src_off as i32 + first));
+        ctx.asm.lea(Width::W64, Reg::Rdi, Mem::new(d, self.dst_off as i32 + first));
+        ctx.asm.mov_rr(Width::W64, Reg::Rsi, x);
+        ctx.asm.mov_r32_imm32(Reg::Rcx, self.count as u32);
+        if down {
+            ctx.asm.byte(0xFD); // std
+        }
+        rep_string(ctx, self.width, true);
+        if down {
+            ctx.asm.byte(0xFC); // cld
+        }
+        for r in saved.iter().rev() {
+            ctx.asm.pop(*r);
+        }
+        if ctx.live(self.tmp) {
+            // The proof's last chunk ends in tmp and was stored last: read it back.
+            let last = if self.descending { 0 } else { (self.count as i32 - 1) * w };
+            let t = ctx.reg(self.tmp);
+            load_chunk(ctx, self.width, t, Mem::new(d, self.dst_off as i32 + last));
+        }
+        Ok(Emitted::Native)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Memset {
+    pub base: u8,
+    pub off: i16,
+    /// Chunk size in bytes: 1, 2, 4 or 8.
+    pub width: u8,
+    /// Number of chunks, 1..=64.
+    pub count: u8,
+    /// Fill byte (0x00 or 0xff with 8-byte chunks).
+    pub value: u8,
+}
+
+impl Memset {
+    pub fn new(base: u8, off: i16, width: u8, count: u8, value: u8) -> Result<Memset, PayloadError> {
+        let p = Memset { base, off, width, count, value };
+        p.check()?;
+        Ok(p)
+    }
+    pub fn bytes(&self) -> usize {
+        self.width as usize * self.count as usize
+    }
+    fn check(&self) -> Result<(), PayloadError> {
+        let n = Self::NAME;
+        check_reg(n, "base", self.base, false)?;
+        check_width(n, self.width)?;
+        check_range(n, "count", self.count as i64, 1, 64)?;
+        check_total(n, self.width, self.count)?;
+        check_span(n, "off", self.off, self.width, self.count)?;
+        if self.width == 8 && !matches!(self.value, 0 | 0xff) {
+            return Err(field_err(n, "value", self.value as i64, "0x00 or 0xff with 8-byte chunks"));
+        }
+        Ok(())
+    }
+    /// The `ST` immediate of one chunk.
+    fn imm(&self) -> i32 {
+        let v = self.value as u32;
+        match self.width {
+            1 => v as i32,
+            2 => (v * 0x0101) as i32,
+            4 => (v * 0x0101_0101) as i32,
+            _ => {
+                if v == 0 {
+                    0
+                } else {
+                    -1
+                }
+            }
+        }
+    }
+}
+
+impl Payload for Memset {
+    fn encode(&self) -> Result<u64, PayloadError> {
+        self.check()?;
+        Ok(Packer::default()
+            .put(0, 4, self.base as u64)
+            .put_i16(4, self.off)
+            .put(20, 2, log2w(self.width))
+            .put(22, 6, self.count as u64 - 1)
+            .put(28, 8, self.value as u64)
+            .finish())
+    }
+    fn decode(raw: u64) -> Result<Self, PayloadError> {
+        let mut f = Fields::new(Self::NAME, raw)?;
+        let p = Memset {
+            base: f.uint(0, 4) as u8,
+            off: f.i16(4),
+            width: 1 << f.uint(20, 2),
+            count: f.uint(22, 6) as u8 + 1,
+            value: f.uint(28, 8) as u8,
+        };
+        f.finish()?;
+        p.check()?;
+        Ok(p)
+    }
+}
+
+impl EInsn for Memset {
+    const NAME: &'static str = "memset";
+    const ID: u32 = id::MEMSET;
+    const MAX_PROOF: usize = 64;
+    const MAX_X86: usize = 32;
+
+    fn proof(&self) -> Vec<Insn> {
+        let sz = size_bits(self.width);
+        (0..self.count as i16).map(|i| Insn::st(sz, self.base, self.off + i * self.width as i16, self.imm())).collect()
+    }
+
+    fn describe(&self) -> String {
+        format!("memset(r{} {:+}, {:#04x}, {} x {}B)", self.base, self.off, self.value, self.count, self.width)
+    }
+
+    fn emit_x86(&self, ctx: &mut X86EmitCtx) -> Result<Emitted, EmitError> {
+        let b = ctx.reg(self.base);
+        let saved = [Reg::Rdi, Reg::Rcx, Reg::Rax];
+        for r in saved {
+            ctx.asm.push(r);
+        }
+        // The base is read before rdi, rcx or rax is written.
+        ctx.asm.lea(Width::W64, Reg::Rdi, Mem::new(b, self.off as i32));
+        ctx.asm.mov_r32_imm32(Reg::Rcx, self.count as u32);
+        if self.width == 8 {
+            ctx.asm.mov_imm32(true, Reg::Rax, self.imm());
+        } else {
+            ctx.asm.mov_imm32(false, Reg::Rax, self.imm());
+        }
+        rep_string(ctx, self.width, false);
+        for r in saved.iter().rev() {
+            ctx.asm.pop(*r);
+        }
+        Ok(Emitted::Native)
+    }
+}

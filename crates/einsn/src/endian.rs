@@ -1,0 +1,109 @@
+//! endian_load16/32/64: `dst = bswap(load(base + off))`, zero-extended.
+//!
+//! Payload: [3:0] dst, [7:4] base, [23:8] off (signed 16 bits). dst == base is allowed.
+//!
+//! Proof: `dst = *(uN *)(base + off); dst = beN dst` (`BPF_END|BPF_TO_BE`: on a
+//! little-endian machine a byte swap of the low N bits that zeroes the rest).
+//!
+//! x86-64: `movbe` where the CPU has MOVBE, else `mov` + `bswap` (16 bits: `movzx` +
+//! `rol r16, 8`). The 16-bit `movbe` writes only the low word, so it is followed by
+//! `movzx r32, r16`.
+
+use kops_isa::{op, Insn};
+use kops_kinsn::payload::{check_reg, Fields, Packer, Payload};
+use kops_kinsn::{EmitError, Emitted, PayloadError, X86EmitCtx};
+use kops_x86::{Feature, Mem, Size, Width};
+
+use crate::{id, EInsn};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EndianLoad<const BYTES: u8> {
+    pub dst: u8,
+    pub base: u8,
+    pub off: i16,
+}
+
+pub type EndianLoad16 = EndianLoad<2>;
+pub type EndianLoad32 = EndianLoad<4>;
+pub type EndianLoad64 = EndianLoad<8>;
+
+impl<const BYTES: u8> EndianLoad<BYTES> {
+    const OPNAME: &'static str = match BYTES {
+        2 => "endian_load16",
+        4 => "endian_load32",
+        _ => "endian_load64",
+    };
+
+    pub fn new(dst: u8, base: u8, off: i16) -> Result<Self, PayloadError> {
+        let p = EndianLoad { dst, base, off };
+        p.check()?;
+        Ok(p)
+    }
+    fn check(&self) -> Result<(), PayloadError> {
+        check_reg(Self::OPNAME, "dst", self.dst, true)?;
+        check_reg(Self::OPNAME, "base", self.base, false)?;
+        Ok(())
+    }
+    fn size(&self) -> Size {
+        Size::from_bytes(BYTES as usize).expect("2, 4 or 8")
+    }
+}
+
+impl<const BYTES: u8> Payload for EndianLoad<BYTES> {
+    fn encode(&self) -> Result<u64, PayloadError> {
+        self.check()?;
+        Ok(Packer::default().put(0, 4, self.dst as u64).put(4, 4, self.base as u64).put_i16(8, self.off).finish())
+    }
+    fn decode(raw: u64) -> Result<Self, PayloadError> {
+        let mut f = Fields::new(Self::OPNAME, raw)?;
+        let p = EndianLoad { dst: f.uint(0, 4) as u8, base: f.uint(4, 4) as u8, off: f.i16(8) };
+        f.finish()?;
+        p.check()?;
+        Ok(p)
+    }
+}
+
+impl<const BYTES: u8> EInsn for EndianLoad<BYTES> {
+    const NAME: &'static str = Self::OPNAME;
+    const ID: u32 = match BYTES {
+        2 => id::ENDIAN_LOAD16,
+        4 => id::ENDIAN_LOAD32,
+        _ => id::ENDIAN_LOAD64,
+    };
+    const MAX_PROOF: usize = 2;
+    const MAX_X86: usize = 16;
+
+    fn proof(&self) -> Vec<Insn> {
+        vec![
+            Insn::ldx(op::size_of_bytes(BYTES as usize), self.dst, self.base, self.off),
+            Insn::new(op::ALU | op::END | op::TO_BE, self.dst, 0, 0, BYTES as i32 * 8),
+        ]
+    }
+
+    fn describe(&self) -> String {
+        format!("r{} = be{}(*(u{} *)(r{} {:+}))", self.dst, BYTES * 8, BYTES * 8, self.base, self.off)
+    }
+
+    fn emit_x86(&self, ctx: &mut X86EmitCtx) -> Result<Emitted, EmitError> {
+        let (d, b) = (ctx.reg(self.dst), ctx.reg(self.base));
+        let m = Mem::new(b, self.off as i32);
+        let movbe = ctx.features.has(Feature::Movbe);
+        let a = &mut ctx.asm;
+        match (BYTES, movbe) {
+            (2, true) => {
+                a.movbe_load(Size::S16, d, m);
+                a.movzx_rr(Width::W32, Size::S16, d, d);
+            }
+            (2, false) => {
+                a.movzx_load32(Size::S16, d, m);
+                a.rol16_ri(d, 8);
+            }
+            (_, true) => a.movbe_load(self.size(), d, m),
+            (_, false) => {
+                a.load(self.size(), d, m);
+                a.bswap(if BYTES == 8 { Width::W64 } else { Width::W32 }, d);
+            }
+        }
+        Ok(Emitted::Native)
+    }
+}

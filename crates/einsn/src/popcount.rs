@@ -1,0 +1,239 @@
+//! popcount64 / popcount32: the branch-free shift/mask/multiply population count.
+//!
+//! popcount64 payload: [3:0] dst, [7:4] src, [11:8] t1, [15:12] t2; dst, t1, t2 distinct,
+//! src may be any of them (it is read first). Proof (clang's `__builtin_popcountll`
+//! expansion, arranged so the temporaries end as constants: t1 = 0x0f0f..0f,
+//! t2 = 0x0101..01):
+//! ```text
+//! dst = src                      if dst != src
+//! t2 = dst; t2 >>= 1; t1 = 0x5555555555555555 ll; t2 &= t1; dst -= t2
+//! t1 = 0x3333333333333333 ll; t2 = dst; t2 >>= 2; t2 &= t1; dst &= t1; dst += t2
+//! t2 = dst; t2 >>= 4; dst += t2
+//! t1 = 0x0f0f0f0f0f0f0f0f ll; dst &= t1
+//! t2 = 0x0101010101010101 ll; dst *= t2; dst >>= 56
+//! ```
+//! popcount32 payload: [3:0] dst, [7:4] src, [11:8] tmp; dst != tmp. Proof: the same with
+//! ALU32 operations and 32-bit immediates (clang's `__builtin_popcount`), tmp ending as
+//! 0x01010101.
+//!
+//! x86-64: `popcnt` (needs POPCNT, else fallback), then the temporaries' final constants
+//! for those that are live after the site.
+
+use kops_isa::{op, Insn};
+use kops_kinsn::payload::{check_reg, field_err, Fields, Packer, Payload};
+use kops_kinsn::{EmitError, Emitted, PayloadError, X86EmitCtx};
+use kops_x86::{Feature, Width};
+
+use crate::{id, EInsn};
+
+pub(crate) const M1: u64 = 0x5555_5555_5555_5555;
+pub(crate) const M2: u64 = 0x3333_3333_3333_3333;
+pub(crate) const M4: u64 = 0x0f0f_0f0f_0f0f_0f0f;
+pub(crate) const H01: u64 = 0x0101_0101_0101_0101;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Popcount64 {
+    pub dst: u8,
+    pub src: u8,
+    pub t1: u8,
+    pub t2: u8,
+}
+
+impl Popcount64 {
+    pub fn new(dst: u8, src: u8, t1: u8, t2: u8) -> Result<Popcount64, PayloadError> {
+        let p = Popcount64 { dst, src, t1, t2 };
+        p.check()?;
+        Ok(p)
+    }
+    fn check(&self) -> Result<(), PayloadError> {
+        let n = Self::NAME;
+        check_reg(n, "dst", self.dst, true)?;
+        check_reg(n, "src", self.src, false)?;
+        check_reg(n, "t1", self.t1, true)?;
+        check_reg(n, "t2", self.t2, true)?;
+        if self.t1 == self.dst {
+            return Err(field_err(n, "t1", self.t1 as i64, "a register other than dst"));
+        }
+        if self.t2 == self.dst || self.t2 == self.t1 {
+            return Err(field_err(n, "t2", self.t2 as i64, "a register other than dst and t1"));
+        }
+        Ok(())
+    }
+}
+
+impl Payload for Popcount64 {
+    fn encode(&self) -> Result<u64, PayloadError> {
+        self.check()?;
+        Ok(Packer::default()
+            .put(0, 4, self.dst as u64)
+            .put(4, 4, self.src as u64)
+            .put(8, 4, self.t1 as u64)
+            .put(12, 4, self.t2 as u64)
+            .finish())
+    }
+    fn decode(raw: u64) -> Result<Self, PayloadError> {
+        let mut f = Fields::new(Self::NAME, raw)?;
+        let p = Popcount64 { dst: f.uint(0, 4) as u8, src: f.uint(4, 4) as u8, t1: f.uint(8, 4) as u8, t2: f.uint(12, 4) as u8 };
+        f.finish()?;
+        p.check()?;
+        Ok(p)
+    }
+}
+
+impl EInsn for Popcount64 {
+    const NAME: &'static str = "popcount64";
+    const ID: u32 = id::POPCOUNT64;
+    const MAX_PROOF: usize = 24;
+    const MAX_X86: usize = 32;
+
+    fn proof(&self) -> Vec<Insn> {
+        let (d, t1, t2) = (self.dst, self.t1, self.t2);
+        let mut v = Vec::with_capacity(24);
+        let ld = |v: &mut Vec<Insn>, r: u8, imm: u64| v.extend(Insn::ld_imm64(r, 0, imm));
+        if d != self.src {
+            v.push(Insn::mov64_reg(d, self.src));
+        }
+        v.push(Insn::mov64_reg(t2, d));
+        v.push(Insn::alu64_imm(op::RSH, t2, 1));
+        ld(&mut v, t1, M1);
+        v.push(Insn::alu64_reg(op::AND, t2, t1));
+        v.push(Insn::alu64_reg(op::SUB, d, t2));
+        ld(&mut v, t1, M2);
+        v.push(Insn::mov64_reg(t2, d));
+        v.push(Insn::alu64_imm(op::RSH, t2, 2));
+        v.push(Insn::alu64_reg(op::AND, t2, t1));
+        v.push(Insn::alu64_reg(op::AND, d, t1));
+        v.push(Insn::alu64_reg(op::ADD, d, t2));
+        v.push(Insn::mov64_reg(t2, d));
+        v.push(Insn::alu64_imm(op::RSH, t2, 4));
+        v.push(Insn::alu64_reg(op::ADD, d, t2));
+        ld(&mut v, t1, M4);
+        v.push(Insn::alu64_reg(op::AND, d, t1));
+        ld(&mut v, t2, H01);
+        v.push(Insn::alu64_reg(op::MUL, d, t2));
+        v.push(Insn::alu64_imm(op::RSH, d, 56));
+        v
+    }
+
+    fn describe(&self) -> String {
+        format!("r{} = popcount64(r{}) [r{} = {M4:#x}, r{} = {H01:#x}]", self.dst, self.src, self.t1, self.t2)
+    }
+
+    fn x86_features(&self) -> Vec<&'static str> {
+        vec!["popcnt"]
+    }
+
+    fn emit_x86(&self, ctx: &mut X86EmitCtx) -> Result<Emitted, EmitError> {
+        if !ctx.features.has(Feature::Popcnt) {
+            return Ok(Emitted::Fallback("CPU lacks POPCNT"));
+        }
+        let (d, s) = (ctx.reg(self.dst), ctx.reg(self.src));
+        ctx.asm.popcnt(Width::W64, d, s);
+        // After src (which may be t1 or t2) has been read.
+        if ctx.live(self.t1) {
+            let t1 = ctx.reg(self.t1);
+            ctx.asm.movabs(t1, M4);
+        }
+        if ctx.live(self.t2) {
+            let t2 = ctx.reg(self.t2);
+            ctx.asm.movabs(t2, H01);
+        }
+        Ok(Emitted::Native)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Popcount32 {
+    pub dst: u8,
+    pub src: u8,
+    pub tmp: u8,
+}
+
+impl Popcount32 {
+    pub fn new(dst: u8, src: u8, tmp: u8) -> Result<Popcount32, PayloadError> {
+        let p = Popcount32 { dst, src, tmp };
+        p.check()?;
+        Ok(p)
+    }
+    fn check(&self) -> Result<(), PayloadError> {
+        let n = Self::NAME;
+        check_reg(n, "dst", self.dst, true)?;
+        check_reg(n, "src", self.src, false)?;
+        check_reg(n, "tmp", self.tmp, true)?;
+        if self.tmp == self.dst {
+            return Err(field_err(n, "tmp", self.tmp as i64, "a register other than dst"));
+        }
+        Ok(())
+    }
+}
+
+impl Payload for Popcount32 {
+    fn encode(&self) -> Result<u64, PayloadError> {
+        self.check()?;
+        Ok(Packer::default().put(0, 4, self.dst as u64).put(4, 4, self.src as u64).put(8, 4, self.tmp as u64).finish())
+    }
+    fn decode(raw: u64) -> Result<Self, PayloadError> {
+        let mut f = Fields::new(Self::NAME, raw)?;
+        let p = Popcount32 { dst: f.uint(0, 4) as u8, src: f.uint(4, 4) as u8, tmp: f.uint(8, 4) as u8 };
+        f.finish()?;
+        p.check()?;
+        Ok(p)
+    }
+}
+
+impl EInsn for Popcount32 {
+    const NAME: &'static str = "popcount32";
+    const ID: u32 = id::POPCOUNT32;
+    const MAX_PROOF: usize = 17;
+    const MAX_X86: usize = 16;
+
+    fn proof(&self) -> Vec<Insn> {
+        let (d, t) = (self.dst, self.tmp);
+        let i = |opc, r, imm: u32| Insn::alu32_imm(opc, r, imm as i32);
+        let r = |opc, a, b| Insn::alu32_reg(opc, a, b);
+        let mut v = Vec::with_capacity(17);
+        if d != self.src {
+            v.push(r(op::MOV, d, self.src));
+        }
+        v.extend([
+            r(op::MOV, t, d),
+            i(op::RSH, t, 1),
+            i(op::AND, t, M1 as u32),
+            r(op::SUB, d, t),
+            r(op::MOV, t, d),
+            i(op::RSH, t, 2),
+            i(op::AND, t, M2 as u32),
+            i(op::AND, d, M2 as u32),
+            r(op::ADD, d, t),
+            r(op::MOV, t, d),
+            i(op::RSH, t, 4),
+            r(op::ADD, d, t),
+            i(op::AND, d, M4 as u32),
+            i(op::MOV, t, H01 as u32),
+            r(op::MUL, d, t),
+            i(op::RSH, d, 24),
+        ]);
+        v
+    }
+
+    fn describe(&self) -> String {
+        format!("w{} = popcount32(w{}) [w{} = {:#x}]", self.dst, self.src, self.tmp, H01 as u32)
+    }
+
+    fn x86_features(&self) -> Vec<&'static str> {
+        vec!["popcnt"]
+    }
+
+    fn emit_x86(&self, ctx: &mut X86EmitCtx) -> Result<Emitted, EmitError> {
+        if !ctx.features.has(Feature::Popcnt) {
+            return Ok(Emitted::Fallback("CPU lacks POPCNT"));
+        }
+        let (d, s) = (ctx.reg(self.dst), ctx.reg(self.src));
+        ctx.asm.popcnt(Width::W32, d, s);
+        if ctx.live(self.tmp) {
+            let t = ctx.reg(self.tmp);
+            ctx.asm.mov_r32_imm32(t, H01 as u32);
+        }
+        Ok(Emitted::Native)
+    }
+}

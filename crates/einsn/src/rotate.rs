@@ -1,0 +1,146 @@
+//! rotate64 / rotate32: `dst = rol(src, k)` with a temporary.
+//!
+//! Payload: [3:0] dst, [7:4] src, [11:8] tmp, [17:12] k (1..W-1), [18] tmp_lsh.
+//!
+//! Proof (W = 64 with ALU64, W = 32 with ALU32, which zero-extends every result):
+//! ```text
+//! dst = src              if dst != src
+//! tmp = src              if tmp != src
+//! tmp <<= k ; dst >>= W-k     if tmp_lsh
+//! tmp >>= W-k ; dst <<= k     otherwise
+//! dst |= tmp
+//! ```
+//! `tmp == src` is allowed (src is then clobbered, as in clang's
+//! `r0 = r1; r1 >>= 51; r0 <<= 13; r0 |= r1`); `dst == src` too; `dst != tmp`.
+//! A right rotate by `r` is `k = W - r`.
+
+use kops_isa::{op, Insn};
+use kops_kinsn::payload::{check_range, check_reg, field_err, Fields, Packer, Payload};
+use kops_kinsn::{EmitError, Emitted, PayloadError, X86EmitCtx};
+use kops_x86::{Feature, Shift};
+
+use crate::{id, w, EInsn};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Rotate<const W: u8> {
+    pub dst: u8,
+    pub src: u8,
+    pub tmp: u8,
+    /// Left-rotate amount, 1..W-1.
+    pub k: u8,
+    /// `tmp` ends as `src << k` (true) or `src >> (W - k)` (false).
+    pub tmp_lsh: bool,
+}
+
+pub type Rotate64 = Rotate<64>;
+pub type Rotate32 = Rotate<32>;
+
+impl<const W: u8> Rotate<W> {
+    const OPNAME: &'static str = if W == 64 { "rotate64" } else { "rotate32" };
+
+    pub fn new(dst: u8, src: u8, tmp: u8, k: u8, tmp_lsh: bool) -> Result<Self, PayloadError> {
+        let p = Rotate { dst, src, tmp, k, tmp_lsh };
+        p.check()?;
+        Ok(p)
+    }
+
+    fn check(&self) -> Result<(), PayloadError> {
+        let n = Self::OPNAME;
+        check_reg(n, "dst", self.dst, true)?;
+        check_reg(n, "src", self.src, false)?;
+        check_reg(n, "tmp", self.tmp, true)?;
+        check_range(n, "k", self.k as i64, 1, W as i64 - 1)?;
+        if self.dst == self.tmp {
+            return Err(field_err(n, "tmp", self.tmp as i64, "a register other than dst"));
+        }
+        Ok(())
+    }
+}
+
+impl<const W: u8> Payload for Rotate<W> {
+    fn encode(&self) -> Result<u64, PayloadError> {
+        self.check()?;
+        Ok(Packer::default()
+            .put(0, 4, self.dst as u64)
+            .put(4, 4, self.src as u64)
+            .put(8, 4, self.tmp as u64)
+            .put(12, 6, self.k as u64)
+            .put(18, 1, self.tmp_lsh as u64)
+            .finish())
+    }
+    fn decode(raw: u64) -> Result<Self, PayloadError> {
+        let mut f = Fields::new(Self::OPNAME, raw)?;
+        let p = Rotate {
+            dst: f.uint(0, 4) as u8,
+            src: f.uint(4, 4) as u8,
+            tmp: f.uint(8, 4) as u8,
+            k: f.uint(12, 6) as u8,
+            tmp_lsh: f.uint(18, 1) != 0,
+        };
+        f.finish()?;
+        p.check()?;
+        Ok(p)
+    }
+}
+
+impl<const W: u8> EInsn for Rotate<W> {
+    const NAME: &'static str = Self::OPNAME;
+    const ID: u32 = if W == 64 { id::ROTATE64 } else { id::ROTATE32 };
+    const MAX_PROOF: usize = 5;
+    const MAX_X86: usize = 24;
+
+    fn proof(&self) -> Vec<Insn> {
+        let (alu_r, alu_i): (fn(u8, u8, u8) -> Insn, fn(u8, u8, i32) -> Insn) = if W == 64 {
+            (Insn::alu64_reg, Insn::alu64_imm)
+        } else {
+            (Insn::alu32_reg, Insn::alu32_imm)
+        };
+        let (d, s, t, k) = (self.dst, self.src, self.tmp, self.k as i32);
+        let mut v = Vec::with_capacity(5);
+        if d != s {
+            v.push(alu_r(op::MOV, d, s));
+        }
+        if t != s {
+            v.push(alu_r(op::MOV, t, s));
+        }
+        if self.tmp_lsh {
+            v.push(alu_i(op::LSH, t, k));
+            v.push(alu_i(op::RSH, d, W as i32 - k));
+        } else {
+            v.push(alu_i(op::RSH, t, W as i32 - k));
+            v.push(alu_i(op::LSH, d, k));
+        }
+        v.push(alu_r(op::OR, d, t));
+        v
+    }
+
+    fn describe(&self) -> String {
+        let part = if self.tmp_lsh { format!("r{} << {}", self.src, self.k) } else { format!("r{} >> {}", self.src, W - self.k) };
+        format!("r{} = rol{}(r{}, {}) [tmp r{} = {}]", self.dst, W, self.src, self.k, self.tmp, part)
+    }
+
+    fn emit_x86(&self, ctx: &mut X86EmitCtx) -> Result<Emitted, EmitError> {
+        let wd = w(W == 64);
+        let (d, s, t) = (ctx.reg(self.dst), ctx.reg(self.src), ctx.reg(self.tmp));
+        let (tshift, tamt) = if self.tmp_lsh { (Shift::Shl, self.k) } else { (Shift::Shr, W - self.k) };
+        let tmp_live = ctx.live(self.tmp);
+        // tmp from the original src, before dst (which may be src) changes.
+        if tmp_live && t != s {
+            ctx.asm.mov_rr(wd, t, s);
+            ctx.asm.shift_ri(tshift, wd, t, tamt);
+        }
+        if d == s {
+            ctx.asm.shift_ri(Shift::Rol, wd, d, self.k);
+        } else if ctx.features.has(Feature::Bmi2) {
+            ctx.asm.rorx(wd, d, s, W - self.k);
+        } else {
+            ctx.asm.mov_rr(wd, d, s);
+            ctx.asm.shift_ri(Shift::Rol, wd, d, self.k);
+        }
+        // tmp == src (so dst != src): src still holds its original value here.
+        if tmp_live && t == s {
+            ctx.asm.shift_ri(tshift, wd, t, tamt);
+        }
+        Ok(Emitted::Native)
+    }
+}

@@ -1,0 +1,122 @@
+//! select64: `dst = cond != 0 ? a : b`.
+//!
+//! Payload: [3:0] dst, [7:4] cond, [11:8] a, [15:12] b, [16] cond32, [17] mov32.
+//! `cond32` tests only the low 32 bits of cond (JMP32, as clang's `if w1 == 0`); `mov32`
+//! makes the moves 32-bit (dst = zero-extended low half of a or b, as clang's `w0 = w2`).
+//! Any aliasing of dst, cond, a, b is allowed.
+//!
+//! Proof:
+//! ```text
+//! if cond == 0 goto +2      (JMP or JMP32)
+//! dst = a                   (mov or mov32)
+//! goto +1
+//! dst = b
+//! ```
+
+use kops_isa::{op, Insn};
+use kops_kinsn::payload::{check_reg, Fields, Packer, Payload};
+use kops_kinsn::{EmitError, Emitted, PayloadError, X86EmitCtx};
+use kops_x86::Cond;
+
+use crate::{id, w, EInsn};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Select {
+    pub dst: u8,
+    pub cond: u8,
+    pub a: u8,
+    pub b: u8,
+    pub cond32: bool,
+    pub mov32: bool,
+}
+
+impl Select {
+    pub fn new(dst: u8, cond: u8, a: u8, b: u8, cond32: bool, mov32: bool) -> Result<Select, PayloadError> {
+        let p = Select { dst, cond, a, b, cond32, mov32 };
+        p.check()?;
+        Ok(p)
+    }
+    fn check(&self) -> Result<(), PayloadError> {
+        let n = Self::NAME;
+        check_reg(n, "dst", self.dst, true)?;
+        check_reg(n, "cond", self.cond, false)?;
+        check_reg(n, "a", self.a, false)?;
+        check_reg(n, "b", self.b, false)?;
+        Ok(())
+    }
+}
+
+impl Payload for Select {
+    fn encode(&self) -> Result<u64, PayloadError> {
+        self.check()?;
+        Ok(Packer::default()
+            .put(0, 4, self.dst as u64)
+            .put(4, 4, self.cond as u64)
+            .put(8, 4, self.a as u64)
+            .put(12, 4, self.b as u64)
+            .put(16, 1, self.cond32 as u64)
+            .put(17, 1, self.mov32 as u64)
+            .finish())
+    }
+    fn decode(raw: u64) -> Result<Self, PayloadError> {
+        let mut f = Fields::new(Self::NAME, raw)?;
+        let p = Select {
+            dst: f.uint(0, 4) as u8,
+            cond: f.uint(4, 4) as u8,
+            a: f.uint(8, 4) as u8,
+            b: f.uint(12, 4) as u8,
+            cond32: f.uint(16, 1) != 0,
+            mov32: f.uint(17, 1) != 0,
+        };
+        f.finish()?;
+        p.check()?;
+        Ok(p)
+    }
+}
+
+impl EInsn for Select {
+    const NAME: &'static str = "select64";
+    const ID: u32 = id::SELECT64;
+    const MAX_PROOF: usize = 4;
+    const MAX_X86: usize = 16;
+
+    fn proof(&self) -> Vec<Insn> {
+        let jcls = if self.cond32 { op::JMP32 } else { op::JMP };
+        let mov: fn(u8, u8, u8) -> Insn = if self.mov32 { Insn::alu32_reg } else { Insn::alu64_reg };
+        vec![
+            Insn::new(jcls | op::JEQ | op::K, self.cond, 0, 2, 0),
+            mov(op::MOV, self.dst, self.a),
+            Insn::ja(1),
+            mov(op::MOV, self.dst, self.b),
+        ]
+    }
+
+    fn describe(&self) -> String {
+        let (c, m) = (if self.cond32 { "w" } else { "r" }, if self.mov32 { "w" } else { "r" });
+        format!("{m}{} = {c}{} != 0 ? {m}{} : {m}{}", self.dst, self.cond, self.a, self.b)
+    }
+
+    fn emit_x86(&self, ctx: &mut X86EmitCtx) -> Result<Emitted, EmitError> {
+        let (d, c, a, b) = (ctx.reg(self.dst), ctx.reg(self.cond), ctx.reg(self.a), ctx.reg(self.b));
+        let mw = w(!self.mov32);
+        if a == b {
+            // Both arms move the same register; a 32-bit move still zero-extends.
+            if d != a || self.mov32 {
+                ctx.asm.mov_rr(mw, d, a);
+            }
+            return Ok(Emitted::Native);
+        }
+        // Flags first: cond may be overwritten by the moves below (dst == cond).
+        ctx.asm.test_rr(w(!self.cond32), c, c);
+        // A 32-bit cmov zero-extends its destination whether or not it moves.
+        if d == a {
+            ctx.asm.cmov(Cond::E, mw, d, b);
+        } else if d == b {
+            ctx.asm.cmov(Cond::Ne, mw, d, a);
+        } else {
+            ctx.asm.mov_rr(mw, d, b);
+            ctx.asm.cmov(Cond::Ne, mw, d, a);
+        }
+        Ok(Emitted::Native)
+    }
+}
