@@ -1,1 +1,213 @@
-//! baseline x86-64 JIT faithful to Linux, with kinsn dispatch (trusted)
+//! Baseline x86-64 JIT for eBPF, faithful to Linux's `arch/x86/net/bpf_jit_comp.c`
+//! (trusted code).
+//!
+//! With no kinsn in the program it emits what the running kernel's JIT emits for the same
+//! (xlated) instructions: the same register map ([`REGMAP`]), the same prologue (patch nops,
+//! frame, `sub rsp, depth`, pushes of the callee-saved registers the function uses), the same
+//! lowering per instruction, one native jump per eBPF jump with short forms chosen by the
+//! kernel's size-convergence loop, one epilogue per function that later exits jump to,
+//! `call rel32` for helpers and bpf-to-bpf calls (each subprogram its own function).
+//!
+//! Deliberate differences from the kernel, all at the edges:
+//! - `ret` instead of `jmp __x86_return_thunk` (we have no return thunk);
+//! - helper calls are `call rel32` only when the image lands within ±2 GB of the helper
+//!   ([`CallMode::Rel32`]); otherwise `movabs r11, addr; call r11` ([`CallMode::Absolute`]);
+//! - runtime extras the kernel does not need: the conformance suite's "unwind" helper,
+//!   `callx` through a helper table, and guards for division by an immediate 0.
+//!
+//! Module map: [`fixup`] (the verifier's divide rewrites), [`stack`] (stack depth),
+//! `x64` (the lowering and the convergence loop), [`exec`] (W^X executable memory),
+//! [`disasm`] (iced-x86 disassembly, not trusted).
+
+pub mod disasm;
+pub mod exec;
+pub mod fixup;
+pub mod stack;
+pub mod xlated;
+mod x64;
+
+use kops_isa::Insn;
+pub use kops_x86::{CpuFeatures, Feature, Reg};
+
+pub use x64::compile;
+
+/// BPF r0..r10 -> x86-64, as the kernel's `reg2hex`: r0 rax, r1 rdi, r2 rsi, r3 rdx, r4 rcx,
+/// r5 r8, r6 rbx, r7 r13, r8 r14, r9 r15, r10 rbp.
+pub const REGMAP: [Reg; 11] = [
+    Reg::Rax,
+    Reg::Rdi,
+    Reg::Rsi,
+    Reg::Rdx,
+    Reg::Rcx,
+    Reg::R8,
+    Reg::Rbx,
+    Reg::R13,
+    Reg::R14,
+    Reg::R15,
+    Reg::Rbp,
+];
+/// `BPF_REG_AX` (the verifier's hidden register 11): x86 r10.
+pub const REG_AX: Reg = Reg::R10;
+/// `AUX_REG`: the JIT's scratch register, x86 r11. Kinsn native emits may clobber it.
+pub const AUX_REG: Reg = Reg::R11;
+/// Holds the main frame's stack pointer when the program can unwind (not a BPF register;
+/// callee-saved, so helpers preserve it).
+pub const UNWIND_REG: Reg = Reg::R12;
+
+/// x86 register of BPF register `r` (0..=10, or 11 = `BPF_REG_AX`).
+pub fn x86_reg(r: u8) -> Option<Reg> {
+    match r {
+        0..=10 => Some(REGMAP[r as usize]),
+        11 => Some(REG_AX),
+        _ => None,
+    }
+}
+
+/// How helper calls reach their target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallMode {
+    /// `call rel32`, as the kernel. The image must be linked at a base within ±2 GB of
+    /// every helper ([`JitImage::link`] checks).
+    Rel32,
+    /// `movabs r11, addr; call r11`: works from anywhere, one more instruction per call.
+    Absolute,
+}
+
+/// Tail-call support: where the JIT finds a program array's fields (our runtime's layout).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TailCallLayout {
+    /// Offset of the u32 `max_entries` in the array object.
+    pub max_entries_off: i32,
+    /// Offset of the `*const Prog` slots (8 bytes each, null = empty).
+    pub ptrs_off: i32,
+    /// Offset of the entry-point address inside a program object.
+    pub func_off: i32,
+}
+
+/// The kernel's layout (struct bpf_array / struct bpf_prog on 6.x), for `jit-diff`.
+pub const KERNEL_TAIL_CALL_LAYOUT: TailCallLayout =
+    TailCallLayout { max_entries_off: 0x24, ptrs_off: 0x110, func_off: 0x30 };
+
+#[derive(Debug, Clone)]
+pub struct JitOptions {
+    /// CPU features for JIT-time choices (BMI2 shifts). Default: detected, masked by
+    /// `KOPS_DISABLE_FEATURES`.
+    pub features: CpuFeatures,
+    pub call_mode: CallMode,
+    /// Apply the verifier's divide fixups ([`fixup`]). Off for programs that already went
+    /// through the kernel verifier (xlated dumps contain them).
+    pub div_fixups: bool,
+    /// Helper id with the conformance suite's "unwind" semantics: when it returns 0, the
+    /// whole program ends with r0 = 0.
+    pub unwind_helper: Option<i32>,
+    /// `callx` support: helper table size (ids `0..n`); the JIT builds the table itself
+    /// from [`Resolver::helper`].
+    pub callx_helpers: Option<u32>,
+    /// Helper id that is `bpf_tail_call`, lowered inline as the kernel does.
+    pub tail_call_helper: Option<i32>,
+    pub tail_call_layout: TailCallLayout,
+    /// Stack depth per function: computed ([`stack::stack_depth`]) or fixed.
+    pub stack_depth: Option<u32>,
+}
+
+impl JitOptions {
+    /// Options for our runtime: features detected (errors on a bad
+    /// `KOPS_DISABLE_FEATURES`), divide fixups on, rel32 helper calls.
+    pub fn runtime() -> Result<JitOptions, kops_x86::FeatureError> {
+        Ok(JitOptions {
+            features: CpuFeatures::detect()?,
+            call_mode: CallMode::Rel32,
+            div_fixups: true,
+            unwind_helper: None,
+            callx_helpers: None,
+            tail_call_helper: Some(12),
+            tail_call_layout: KERNEL_TAIL_CALL_LAYOUT,
+            stack_depth: None,
+        })
+    }
+}
+
+/// What the JIT asks its environment.
+pub trait Resolver {
+    /// Address of helper `id`, or None if there is no such helper.
+    fn helper(&self, id: i32) -> Option<u64>;
+    /// Value of an `ld_imm64` with a pseudo `src_reg` (map pointers, map values, ...).
+    /// `pc` is the slot index in the program given to [`compile`].
+    fn ld_imm64(&self, pc: usize, lo: &Insn, hi: &Insn) -> Result<u64, String>;
+}
+
+/// A compiled program, not yet placed in memory.
+#[derive(Debug, Clone)]
+pub struct JitImage {
+    /// All functions back to back (main first), then the runtime stubs and data.
+    pub code: Vec<u8>,
+    pub funcs: Vec<FuncLayout>,
+    /// For each slot of the input program: the native bytes `[start, end)` it became
+    /// (empty for the data slot of ld_imm64 and for instructions the JIT drops, e.g. `ja +0`).
+    pub insn_ranges: Vec<(u32, u32)>,
+    /// `call rel32` fields that need the final address: (offset of the rel32, target).
+    pub relocs: Vec<(usize, u64)>,
+    /// Absolute addresses of in-image positions to fill at link time:
+    /// (offset of an 8-byte slot, image offset it must point to).
+    pub abs_slots: Vec<(usize, usize)>,
+    /// Convergence passes of the slowest function.
+    pub passes: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FuncLayout {
+    /// First slot and one past the last, in the input program.
+    pub insn_start: usize,
+    pub insn_end: usize,
+    /// Native offset and length in [`JitImage::code`].
+    pub code_start: usize,
+    pub code_len: usize,
+    pub stack_depth: u32,
+    /// Byte length of the prologue.
+    pub prologue_len: usize,
+}
+
+impl JitImage {
+    /// The bytes as they must be at address `base`: rel32 helper calls and in-image
+    /// absolute slots resolved.
+    pub fn link(&self, base: u64) -> Result<Vec<u8>, JitError> {
+        let mut code = self.code.clone();
+        for &(at, target) in &self.relocs {
+            let next = base.wrapping_add(at as u64 + 4);
+            let rel = target.wrapping_sub(next) as i64;
+            if rel < i32::MIN as i64 || rel > i32::MAX as i64 {
+                return Err(JitError::OutOfRange { target, base });
+            }
+            code[at..at + 4].copy_from_slice(&(rel as i32).to_le_bytes());
+        }
+        for &(at, off) in &self.abs_slots {
+            code[at..at + 8].copy_from_slice(&(base + off as u64).to_le_bytes());
+        }
+        Ok(code)
+    }
+    /// Every helper address the image calls with rel32.
+    pub fn call_targets(&self) -> Vec<u64> {
+        self.relocs.iter().map(|r| r.1).collect()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JitError {
+    #[error("instruction {pc}: {msg}")]
+    Insn { pc: usize, msg: String },
+    #[error("instruction {pc}: unsupported instruction {what}")]
+    Unsupported { pc: usize, what: String },
+    #[error("helper at {target:#x} is not within ±2 GB of the image at {base:#x}")]
+    OutOfRange { target: u64, base: u64 },
+    #[error("JIT did not converge after {passes} passes")]
+    NoConvergence { passes: u32 },
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Normalise `KOPS_DISABLE_FEATURES` errors etc. into `JitError`.
+impl From<kops_x86::FeatureError> for JitError {
+    fn from(e: kops_x86::FeatureError) -> Self {
+        JitError::Other(e.to_string())
+    }
+}
