@@ -1,3 +1,95 @@
-pub fn main(_args: Vec<String>) -> anyhow::Result<u8> {
-    anyhow::bail!("not built yet")
+//! `kops inspect FILE.o`: list the idiom sites the recognizer finds, per program and pass.
+
+use anyhow::Context;
+use clap::Parser;
+use kops_recognize::{rewrite_object, Mode, ObjectReport, Pass, Policy};
+
+#[derive(Parser, Debug)]
+#[command(about = "list the idiom sites the recognizer finds in an object's programs")]
+struct Args {
+    /// The .bpf.o object.
+    file: String,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Comma-separated passes to run (rotate,select,extract,endian,popcount,bulk,prefetch,wideload; or all).
+    #[arg(long, default_value = "all")]
+    passes: String,
+    /// Which sites to rewrite: auto (static cost model), all, none.
+    #[arg(long, default_value = "auto")]
+    policy: String,
+    /// Also list candidates that failed a safety check, with the reason.
+    #[arg(long)]
+    rejected: bool,
+}
+
+pub(crate) fn parse_policy(passes: &str, policy: &str) -> anyhow::Result<Policy> {
+    let passes = Pass::parse_list(passes).map_err(anyhow::Error::msg)?;
+    let mode = Mode::parse(policy).map_err(anyhow::Error::msg)?;
+    Ok(Policy { mode, passes })
+}
+
+pub(crate) fn print_report(rep: &ObjectReport, show_rejected: bool) {
+    for p in &rep.programs {
+        println!(
+            "program {} (section {}): {} sites, {} rewritten, {} -> {} slots",
+            p.name,
+            p.section,
+            p.sites.len(),
+            p.sites.iter().filter(|s| s.rewrite).count(),
+            p.insns_before,
+            p.insns_after
+        );
+        for pass in Pass::ALL {
+            let sites: Vec<_> = p.sites.iter().filter(|s| s.pass == pass.name()).collect();
+            if sites.is_empty() {
+                continue;
+            }
+            println!("  {pass}: {} sites", sites.len());
+            for s in sites {
+                println!(
+                    "    [{}, {}) {}  {}  {} native {} -> {} (saving {})  {}: {}",
+                    s.start,
+                    s.end,
+                    s.line.as_deref().unwrap_or("-"),
+                    s.op,
+                    if s.rewrite { "REWRITE" } else { "keep" },
+                    s.native_before,
+                    s.native_after,
+                    s.saving,
+                    if s.rewrite { "because" } else { "reason" },
+                    s.reason
+                );
+                if let Some(src) = &s.source {
+                    println!("        | {src}");
+                }
+            }
+        }
+        if show_rejected {
+            for r in &p.rejected {
+                println!("  rejected {} [{}, {}): {}", r.pass, r.start, r.end, r.reason);
+            }
+        }
+    }
+    println!("{} sites in {} programs", rep.total_sites(), rep.programs.len());
+}
+
+pub fn main(args: Vec<String>) -> anyhow::Result<u8> {
+    let a = match Args::try_parse_from(&args) {
+        Ok(a) => a,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return Ok(code);
+        }
+    };
+    let policy = parse_policy(&a.passes, &a.policy)?;
+    let obj = kops_object::Object::load(&a.file).with_context(|| format!("loading {}", a.file))?;
+    let (_, rep) = rewrite_object(&obj, &policy).with_context(|| a.file.clone())?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&rep)?);
+    } else {
+        print_report(&rep, a.rejected);
+    }
+    Ok(0)
 }

@@ -1,0 +1,907 @@
+//! The matchers. Data-flow idioms (rotate, popcount, extract, endian, wide load) are found
+//! by symbolic evaluation ([`crate::sym`]) and replaced by their backward slice; control
+//! and memory idioms (select, bulk copy/zeroing) by their instruction shapes.
+
+use crate::ptr::{self, Kind};
+use crate::sym::{self, Bin, Eval, Term, T, W};
+use crate::{Cond, Found, Match, Operand, Pass, Reject, SiteOp};
+use kops_analysis::{effects, Analysis, RegSet, RegionIssue};
+use kops_isa::{op, Insn};
+use std::collections::HashMap;
+
+pub struct Ctx<'a> {
+    pub insns: &'a [Insn],
+    pub an: &'a Analysis,
+    pub kinds: Vec<ptr::State>,
+    /// Jump sources per target slot.
+    pub sources: HashMap<usize, Vec<usize>>,
+}
+
+impl<'a> Ctx<'a> {
+    pub fn new(insns: &'a [Insn], an: &'a Analysis) -> Ctx<'a> {
+        let mut sources: HashMap<usize, Vec<usize>> = HashMap::new();
+        for pc in 0..insns.len() {
+            if an.insn_start[pc] && insns[pc].is_jump() {
+                let t = insns[pc].target(pc).unwrap() as usize;
+                sources.entry(t).or_default().push(pc);
+            }
+        }
+        Ctx { kinds: ptr::analyse(insns, an), insns, an, sources }
+    }
+
+    /// Region check allowing jumps that start inside the region to land inside it.
+    fn region_ok(&self, start: usize, end: usize) -> Result<(), String> {
+        match self.an.check_region(start, end) {
+            Ok(()) => Ok(()),
+            Err(RegionIssue::BranchTargetInside { .. }) => {
+                for t in start + 1..end {
+                    if let Some(srcs) = self.sources.get(&t) {
+                        if let Some(s) = srcs.iter().find(|&&s| s < start || s >= end) {
+                            return Err(format!("instruction {s} jumps into the region (to {t})"));
+                        }
+                    }
+                }
+                // Only internal targets: still reject subprogram boundaries.
+                if let Some(&s) = self.an.subprog_starts.iter().find(|&&s| s >= start && s < end) {
+                    return Err(format!("subprogram boundary at {s}"));
+                }
+                Ok(())
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+pub fn run(p: Pass, cx: &Ctx, found: &mut Found) {
+    match p {
+        Pass::Rotate | Pass::Popcount | Pass::Extract | Pass::Endian | Pass::WideLoad => dataflow(p, cx, found),
+        Pass::Select => select(cx, found),
+        Pass::Bulk => {
+            memcpy(cx, found);
+            memset(cx, found);
+        }
+        Pass::Prefetch => prefetch(cx, found),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Slices.
+
+struct Slice {
+    /// First and last slot of the idiom.
+    p: usize,
+    j: usize,
+    /// Non-idiom slots in (p, j].
+    keep: Vec<usize>,
+    /// Registers the idiom writes whose values die (free as temporaries).
+    free_tmps: RegSet,
+    idiom_slots: usize,
+}
+
+/// Check that the instructions in `mask` (window positions from `ws`), ending at `j`, can be
+/// replaced by one site at the first of them, keeping every other instruction in between.
+fn check_slice(cx: &Ctx, ev: &Eval, mask: u64, j: usize, dst: u8, memory: bool) -> Result<Slice, String> {
+    let ws = ev.start;
+    if mask == 0 || mask & (1u64 << (j - ws)) == 0 {
+        return Err("the last instruction is not part of the idiom".into());
+    }
+    let p = ws + mask.trailing_zeros() as usize;
+    cx.region_ok(p, j + 1)?;
+    let in_slice = |pc: usize| mask & (1u64 << (pc - ws)) != 0;
+    let mut slice_defs = RegSet::EMPTY; // registers whose latest writer is an idiom instruction
+    let mut keep = Vec::new();
+    let mut touched_by_keep = RegSet::EMPTY;
+    let mut pc = p;
+    let mut n = 0;
+    while pc <= j {
+        if !cx.an.insn_start[pc] {
+            pc += 1;
+            continue;
+        }
+        let i = &cx.insns[pc];
+        let e = effects(i);
+        if in_slice(pc) {
+            slice_defs = slice_defs.union(e.defs);
+            n += if i.is_ld_imm64() { 2 } else { 1 };
+        } else {
+            if i.is_jump() || i.is_exit() {
+                return Err(format!("instruction {pc} is a jump inside the idiom"));
+            }
+            if memory && (matches!(i.class(), op::ST | op::STX) || i.is_call()) {
+                return Err(format!("instruction {pc} writes memory between the idiom's loads"));
+            }
+            if let Some(r) = e.uses.intersect(slice_defs).iter().next() {
+                return Err(format!("instruction {pc} reads r{r}, an intermediate value of the idiom"));
+            }
+            if e.uses.union(e.defs).contains(dst) {
+                return Err(format!("instruction {pc} uses r{dst}, which the site writes early"));
+            }
+            slice_defs = slice_defs.minus(e.defs);
+            touched_by_keep = touched_by_keep.union(e.uses).union(e.defs);
+            keep.push(pc);
+            if i.is_ld_imm64() {
+                keep.push(pc + 1);
+            }
+        }
+        pc += if i.is_ld_imm64() { 2 } else { 1 };
+    }
+    let live = cx.an.live_out[j];
+    if let Some(r) = slice_defs.without(dst).intersect(live).iter().next() {
+        return Err(format!("temporary r{r} is live after the idiom"));
+    }
+    Ok(Slice {
+        p,
+        j,
+        keep,
+        free_tmps: slice_defs.without(dst).minus(touched_by_keep),
+        idiom_slots: n,
+    })
+}
+
+/// Register holding term `x` before slot `pc`, preferring `prefer`.
+fn reg_holding(ev: &Eval, pc: usize, x: &T, prefer: u8) -> Option<u8> {
+    let st = ev.before(pc);
+    if (prefer as usize) < 11 && st[prefer as usize].t == *x {
+        return Some(prefer);
+    }
+    (0..11u8).find(|&r| st[r as usize].t == *x)
+}
+
+fn deps_of(ev: &Eval, pc_after: usize, x: &T) -> u64 {
+    // Dependencies of the value x as held by any register at the end; if it was overwritten
+    // we find it as a subterm in some register's history: search all states.
+    for st in ev.states[..=pc_after - ev.start].iter().rev() {
+        for v in st.iter() {
+            if v.t == *x {
+                return v.deps;
+            }
+        }
+    }
+    0
+}
+
+fn width_bits(w: W) -> u64 {
+    if w == W::W64 {
+        64
+    } else {
+        32
+    }
+}
+
+fn as_const(t: &T) -> Option<u64> {
+    match **t {
+        Term::Const(c) => Some(c),
+        _ => None,
+    }
+}
+
+fn as_bin(t: &T) -> Option<(Bin, W, &T, &T)> {
+    match &**t {
+        Term::Bin(b, w, x, y) => Some((*b, *w, x, y)),
+        _ => None,
+    }
+}
+
+/// What a data-flow pass found in the value `f`: the op (with `src`/`base` placeholders
+/// filled from register search) and the input term that must be in a register.
+enum Shape {
+    Rotate { x: T, k: u8, w: W },
+    Popcount { x: T, w: W },
+    Extract { x: T, start: u8, len: u8 },
+    Endian { base: T, off: i16, size: u8, epoch: u32 },
+    Ladder { base: T, off: i16, size: u8, epoch: u32, big_endian: bool },
+}
+
+fn match_rotate(f: &T) -> Option<Shape> {
+    let (b, w, x, y) = as_bin(f)?;
+    if b != Bin::Or {
+        return None;
+    }
+    for (l, r) in [(x, y), (y, x)] {
+        let (lb, lw, lx, lk) = as_bin(l)?;
+        let (rb, rw, rx, rk) = as_bin(r)?;
+        if lb == Bin::Lsh && rb == Bin::Rsh && lw == w && rw == w && lx == rx {
+            let (k, k2) = (as_const(lk)?, as_const(rk)?);
+            if k > 0 && k < width_bits(w) && k + k2 == width_bits(w) {
+                return Some(Shape::Rotate { x: lx.clone(), k: k as u8, w });
+            }
+        }
+    }
+    None
+}
+
+fn match_popcount(f: &T) -> Option<Shape> {
+    let (b, w, _, sh) = as_bin(f)?;
+    if b != Bin::Rsh || as_const(sh)? != if w == W::W64 { 56 } else { 24 } {
+        return None;
+    }
+    let mut subs = Vec::new();
+    sym::subterms(f, &mut subs);
+    for s in subs {
+        if let Term::Bin(Bin::Sub, sw, x, _) = &*s {
+            if *sw == w && sym::popcount_term(x, w) == *f {
+                return Some(Shape::Popcount { x: x.clone(), w });
+            }
+        }
+    }
+    None
+}
+
+fn low_mask_len(m: u64) -> Option<u8> {
+    if m != 0 && m != u64::MAX && (m & (m + 1)) == 0 {
+        Some(m.count_ones() as u8)
+    } else {
+        None
+    }
+}
+
+/// `(other, constant)` of a binary term with one constant operand (either side).
+fn split_const<'t>(x: &'t T, y: &'t T) -> Option<(&'t T, u64)> {
+    match (as_const(x), as_const(y)) {
+        (None, Some(c)) => Some((x, c)),
+        (Some(c), None) => Some((y, c)),
+        _ => None,
+    }
+}
+
+fn match_extract(f: &T) -> Option<Shape> {
+    let (b, w, x, y) = as_bin(f)?;
+    let bits = width_bits(w);
+    let (start, len, src) = match b {
+        // (x >> s) & m
+        Bin::And => {
+            let (inner, m) = split_const(x, y)?;
+            let len = low_mask_len(m)? as u64;
+            let (ib, iw, ix, is) = as_bin(inner)?;
+            if ib != Bin::Rsh || iw != w {
+                return None;
+            }
+            (as_const(is)?, len, ix.clone())
+        }
+        Bin::Rsh => {
+            let s2 = as_const(y)?;
+            let (ib, iw, ix, iy) = as_bin(x)?;
+            if iw != w {
+                return None;
+            }
+            match ib {
+                // (x << a) >> b, b >= a
+                Bin::Lsh => {
+                    let a = as_const(iy)?;
+                    if s2 < a || s2 >= bits {
+                        return None;
+                    }
+                    (s2 - a, bits - s2, ix.clone())
+                }
+                // (x & (m << s)) >> s
+                Bin::And => {
+                    let (v, m) = split_const(ix, iy)?;
+                    if s2 >= bits || m >> s2 << s2 != m {
+                        return None;
+                    }
+                    let len = low_mask_len(m >> s2)? as u64;
+                    (s2, len, v.clone())
+                }
+                _ => return None,
+            }
+        }
+        _ => return None,
+    };
+    if start == 0 || start >= bits || len == 0 || start + len > bits {
+        // start 0 is a plain mask, not an extract.
+        return None;
+    }
+    Some(Shape::Extract { x: src, start: start as u8, len: len as u8 })
+}
+
+fn match_endian(f: &T) -> Option<Shape> {
+    if let Term::Swap(bits, inner) = &**f {
+        if let Term::Load { size, base, off, epoch } = &**inner {
+            if *size as u32 * 8 == *bits as u32 {
+                return Some(Shape::Endian { base: base.clone(), off: *off, size: *size, epoch: *epoch });
+            }
+        }
+    }
+    None
+}
+
+fn or_leaves(t: &T, w: W, out: &mut Vec<T>) {
+    match &**t {
+        Term::Bin(Bin::Or, tw, a, b) if *tw == w => {
+            or_leaves(a, w, out);
+            or_leaves(b, w, out);
+        }
+        _ => out.push(t.clone()),
+    }
+}
+
+fn match_ladder(f: &T) -> Option<Shape> {
+    let (b, w, _, _) = as_bin(f)?;
+    if b != Bin::Or {
+        return None;
+    }
+    let mut leaves = Vec::new();
+    or_leaves(f, w, &mut leaves);
+    // (base, off, size, epoch, shift)
+    let mut parts = Vec::new();
+    for l in &leaves {
+        let (ld, shift) = match &**l {
+            Term::Load { .. } => (l.clone(), 0u64),
+            Term::Bin(Bin::Lsh, lw, x, s) if *lw == w => (x.clone(), as_const(s)?),
+            _ => return None,
+        };
+        match &*ld {
+            Term::Load { size, base, off, epoch } => parts.push((base.clone(), *off, *size, *epoch, shift)),
+            _ => return None,
+        }
+    }
+    let (base, epoch) = (parts[0].0.clone(), parts[0].3);
+    if parts.iter().any(|p| p.0 != base || p.3 != epoch) {
+        return None;
+    }
+    let lo = parts.iter().map(|p| p.1 as i64).min()?;
+    let total: u64 = parts.iter().map(|p| p.2 as u64).sum();
+    if !matches!(total, 2 | 4 | 8) || total * 8 > width_bits(w) || parts.len() < 2 {
+        return None;
+    }
+    // Every byte covered exactly once.
+    let mut covered = 0u8;
+    for p in &parts {
+        let rel = (p.1 as i64 - lo) as u64;
+        for k in rel..rel + p.2 as u64 {
+            if k >= total || covered & (1 << k) != 0 {
+                return None;
+            }
+            covered |= 1 << k;
+        }
+    }
+    let le = parts.iter().all(|p| p.4 == 8 * (p.1 as i64 - lo) as u64);
+    let be = parts.iter().all(|p| p.2 == 1 && p.4 == 8 * (total - 1 - (p.1 as i64 - lo) as u64));
+    if !le && !be {
+        return None;
+    }
+    Some(Shape::Ladder { base, off: lo as i16, size: total as u8, epoch, big_endian: !le })
+}
+
+/// Candidate last instructions for each data-flow pass.
+fn is_candidate_end(p: Pass, i: &Insn) -> bool {
+    let alu = matches!(i.class(), op::ALU | op::ALU64);
+    match p {
+        Pass::Rotate | Pass::WideLoad => alu && i.op() == op::OR,
+        Pass::Popcount => alu && i.op() == op::RSH && i.source() == op::K,
+        Pass::Extract => alu && matches!(i.op(), op::AND | op::RSH) && i.source() == op::K,
+        Pass::Endian => alu && i.op() == op::END,
+        _ => false,
+    }
+}
+
+/// Is the value of register `r` before slot `pc` known to have its upper 32 bits zero?
+/// Looks back through the block for the last write of `r`.
+fn upper_zero_before(cx: &Ctx, pc: usize, r: u8) -> bool {
+    let blk = &cx.an.blocks[cx.an.block_of[pc]];
+    let mut q = pc;
+    while q > blk.start {
+        q -= 1;
+        if !cx.an.insn_start[q] {
+            continue;
+        }
+        let i = &cx.insns[q];
+        if effects(i).defs.contains(r) {
+            return match i.class() {
+                op::ALU => i.op() != op::END || i.imm <= 32,
+                op::LDX => i.mode() == op::MEM && i.size() != op::DW,
+                op::ALU64 => {
+                    (i.op() == op::RSH && i.source() == op::K && i.imm >= 32)
+                        || (i.op() == op::AND && i.source() == op::K && i.imm >= 0)
+                        || (i.op() == op::MOV && i.source() == op::K && i.imm >= 0)
+                }
+                _ => false,
+            };
+        }
+    }
+    false
+}
+
+fn dataflow(pass: Pass, cx: &Ctx, found: &mut Found) {
+    let an = cx.an;
+    for blk in &an.blocks {
+        for j in blk.start..blk.end {
+            if !an.insn_start[j] || !is_candidate_end(pass, &cx.insns[j]) {
+                continue;
+            }
+            let mut ws = j.saturating_sub(sym::MAX_WINDOW - 1).max(blk.start);
+            if !an.insn_start[ws] {
+                ws += 1;
+            }
+            let ev = Eval::run(cx.insns, ws, j + 1);
+            let dst = cx.insns[j].dst;
+            if dst > 9 {
+                continue;
+            }
+            let fv = &ev.before(j + 1)[dst as usize];
+            let f = &fv.t;
+            let shape = match pass {
+                Pass::Rotate => match_rotate(f),
+                Pass::Popcount => match_popcount(f),
+                Pass::Extract => match_extract(f),
+                Pass::Endian => match_endian(f),
+                Pass::WideLoad => match_ladder(f),
+                _ => None,
+            };
+            let Some(shape) = shape else { continue };
+            let reject = |found: &mut Found, start: usize, reason: String| {
+                found.rejects.push(Reject { pass, start, end: j + 1, reason });
+            };
+            // The input value must stay outside the slice (it is computed by other code).
+            let (input, memory) = match &shape {
+                Shape::Rotate { x, .. } | Shape::Popcount { x, .. } | Shape::Extract { x, .. } => (x.clone(), false),
+                Shape::Endian { base, .. } | Shape::Ladder { base, .. } => (base.clone(), true),
+            };
+            let xdeps = deps_of(&ev, j + 1, &input);
+            let mask = fv.deps & !xdeps;
+            let sl = match check_slice(cx, &ev, mask, j, dst, memory) {
+                Ok(s) => s,
+                Err(e) => {
+                    reject(found, ws + mask.trailing_zeros().min(63) as usize, e);
+                    continue;
+                }
+            };
+            let p = sl.p;
+            let Some(src) = reg_holding(&ev, p, &input, dst) else {
+                reject(found, p, "the idiom's input is not in a register at its first instruction".into());
+                continue;
+            };
+            if memory {
+                let epoch = match &shape {
+                    Shape::Endian { epoch, .. } | Shape::Ladder { epoch, .. } => *epoch,
+                    _ => 0,
+                };
+                if ev.epochs[p - ws] != epoch || ev.epochs[j + 1 - ws] != epoch {
+                    reject(found, p, "memory is written between the loads".into());
+                    continue;
+                }
+            }
+            let tmp = sl.free_tmps.without(src).iter().next();
+            let (op, prefix) = match shape {
+                Shape::Rotate { k, w, .. } => {
+                    (SiteOp::Rotate { dst, src, amount: k, width: w, tmp }, vec![])
+                }
+                Shape::Popcount { w, .. } => {
+                    let src_zext = w == W::W64 || upper_zero_before(cx, p, src);
+                    (SiteOp::Popcount { dst, src, width: w, tmp, src_zext }, vec![])
+                }
+                Shape::Extract { start, len, .. } => {
+                    // The extract site works in place: copy the source first when needed.
+                    let prefix = if src != dst { vec![Insn::mov64_reg(dst, src)] } else { vec![] };
+                    (SiteOp::Extract { dst, src: dst, start, len }, prefix)
+                }
+                Shape::Endian { off, size, .. } => (SiteOp::EndianLoad { dst, base: src, off, size }, vec![]),
+                Shape::Ladder { off, size, big_endian, .. } => {
+                    let kind = cx.kinds[p][src as usize];
+                    let abs = match kind {
+                        Kind::Stack(Some(o)) | Kind::MapValue(Some(o)) => Some(o + off as i64),
+                        _ => None,
+                    };
+                    match abs {
+                        Some(a) if a.rem_euclid(size as i64) == 0 => {}
+                        Some(_) => {
+                            reject(found, p, format!("wide load at r{src} {off:+} would be misaligned ({kind:?})"));
+                            continue;
+                        }
+                        None => {
+                            reject(
+                                found,
+                                p,
+                                format!("pointer kind/alignment of r{src} not known to allow a wide load ({kind:?})"),
+                            );
+                            continue;
+                        }
+                    }
+                    (SiteOp::WideLoad { dst, base: src, off, size, big_endian }, vec![])
+                }
+            };
+            found.matches.push(Match {
+                pass,
+                start: p,
+                end: sl.j + 1,
+                op,
+                keep: sl.keep,
+                prefix,
+                idiom_slots: sl.idiom_slots,
+            });
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Select.
+
+/// A plain register/immediate move (not movsx): (dst, value, width).
+fn plain_mov(i: &Insn) -> Option<(u8, Operand, W)> {
+    let w = match i.class() {
+        op::ALU64 => W::W64,
+        op::ALU => W::W32,
+        _ => return None,
+    };
+    if i.op() != op::MOV || i.off != 0 || i.dst > 9 {
+        return None;
+    }
+    if i.source() == op::X {
+        Some((i.dst, Operand::Reg(i.src), w))
+    } else if i.src == 0 {
+        Some((i.dst, Operand::Imm(i.imm), w))
+    } else {
+        None // the kinsn sidecar is an ALU64|MOV|K with src_reg = 3
+    }
+}
+
+fn cond_of(i: &Insn) -> Option<Cond> {
+    if !i.is_cond_jump() {
+        return None;
+    }
+    Some(Cond {
+        jmp32: i.class() == op::JMP32,
+        op: i.op(),
+        lhs: i.dst,
+        rhs: if i.source() == op::X { Operand::Reg(i.src) } else { Operand::Imm(i.imm) },
+    })
+}
+
+fn reads(o: Operand, r: u8) -> bool {
+    o == Operand::Reg(r)
+}
+
+fn select(cx: &Ctx, found: &mut Found) {
+    let ins = cx.insns;
+    let n = ins.len();
+    let push = |found: &mut Found, start: usize, end: usize, op: SiteOp, slots: usize| {
+        match cx.region_ok(start, end) {
+            Ok(()) => found.matches.push(Match {
+                pass: Pass::Select,
+                start,
+                end,
+                op,
+                keep: vec![],
+                prefix: vec![],
+                idiom_slots: slots,
+            }),
+            Err(reason) => found.rejects.push(Reject { pass: Pass::Select, start, end, reason }),
+        }
+    };
+    for i in 0..n {
+        if !cx.an.insn_start[i] {
+            continue;
+        }
+        // Diamond: if cond goto +2; mov d, F; ja +1; mov d, T
+        if i + 3 < n {
+            if let (Some(c), Some((d1, f, w1)), Some((d2, t, w2))) =
+                (cond_of(&ins[i]), plain_mov(&ins[i + 1]), plain_mov(&ins[i + 3]))
+            {
+                let ja = ins[i + 2];
+                if ins[i].jump_offset() == 2 && ja.code == op::JMP | op::JA && ja.off == 1 && d1 == d2 {
+                    if w1 != w2 {
+                        found.rejects.push(Reject { pass: Pass::Select, start: i, end: i + 4, reason: "moves of different widths".into() });
+                    } else {
+                        let opx = SiteOp::Select { dst: d1, cond: c, if_true: t, if_false: f, width: w1 };
+                        push(found, i, i + 4, opx, 4);
+                    }
+                    continue;
+                }
+            }
+        }
+        // mov d, T; if cond goto +1; mov d, F
+        if i + 2 < n {
+            if let (Some((d1, t, w1)), Some(c), Some((d2, f, w2))) =
+                (plain_mov(&ins[i]), cond_of(&ins[i + 1]), plain_mov(&ins[i + 2]))
+            {
+                if ins[i + 1].jump_offset() == 1 && d1 == d2 {
+                    let bad = if w1 != w2 {
+                        Some("moves of different widths")
+                    } else if c.lhs == d1 || reads(c.rhs, d1) {
+                        Some("the condition reads the destination after the first move")
+                    } else if reads(f, d1) && !reads(t, d1) {
+                        Some("the second move reads the destination written by the first")
+                    } else {
+                        None
+                    };
+                    match bad {
+                        Some(r) => found.rejects.push(Reject { pass: Pass::Select, start: i, end: i + 3, reason: r.into() }),
+                        None => {
+                            let f = if reads(f, d1) { t } else { f };
+                            let opx = SiteOp::Select { dst: d1, cond: c, if_true: t, if_false: f, width: w1 };
+                            push(found, i, i + 3, opx, 3);
+                        }
+                    }
+                    continue;
+                }
+            }
+        }
+        // if cond goto +1; mov d, F   (d keeps its value when the condition holds)
+        if i + 1 < n {
+            if let (Some(c), Some((d, f, w))) = (cond_of(&ins[i]), plain_mov(&ins[i + 1])) {
+                if ins[i].jump_offset() == 1 {
+                    // A preceding `mov d, T` makes it the three-instruction shape, found
+                    // above at i - 1 unless that was rejected.
+                    if i > 0 && cx.an.insn_start[i - 1] && plain_mov(&ins[i - 1]).map(|m| m.0) == Some(d) {
+                        continue;
+                    }
+                    if reads(f, d) {
+                        continue; // mov d, d: no select
+                    }
+                    // With 32-bit moves only the written path truncates: the kept value is
+                    // the full 64-bit register, a mixed-width select.
+                    let opx = SiteOp::Select { dst: d, cond: c, if_true: Operand::Reg(d), if_false: f, width: w };
+                    push(found, i, i + 2, opx, 2);
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Bulk copy and zeroing.
+
+fn mem_off_ok(v: i64) -> Option<i16> {
+    i16::try_from(v).ok()
+}
+
+/// Two byte ranges `[a, a+len)` behind `ra` and `[b, b+len)` behind `rb` cannot overlap.
+fn disjoint(cx: &Ctx, pc: usize, ra: u8, a: i64, rb: u8, b: i64, len: i64) -> bool {
+    if ra == rb {
+        return a + len <= b || b + len <= a;
+    }
+    let (ka, kb) = (cx.kinds[pc][ra as usize], cx.kinds[pc][rb as usize]);
+    if ka.disjoint_regions(kb) {
+        return true;
+    }
+    if let (Kind::Stack(Some(x)), Kind::Stack(Some(y))) = (ka, kb) {
+        let (a, b) = (a + x, b + y);
+        return a + len <= b || b + len <= a;
+    }
+    false
+}
+
+fn memcpy(cx: &Ctx, found: &mut Found) {
+    let ins = cx.insns;
+    let an = cx.an;
+    let mut i = 0;
+    while i < ins.len() {
+        let is_ld = |x: &Insn| x.class() == op::LDX && x.mode() == op::MEM;
+        let is_st = |x: &Insn| x.class() == op::STX && x.mode() == op::MEM;
+        if !an.insn_start[i] || !is_ld(&ins[i]) {
+            i += 1;
+            continue;
+        }
+        // Grow a run of loads and stores, each store writing a value loaded in the run.
+        let (s, d0) = (ins[i].src, None::<u8>);
+        let mut d = d0;
+        let mut pending: HashMap<u8, (i16, usize)> = HashMap::new(); // tmp -> (src off, size)
+        let mut pairs: Vec<(i16, i16, usize)> = Vec::new(); // (src off, dst off, size)
+        let mut tmps = RegSet::EMPTY;
+        let mut end = i; // one past the last slot where nothing is pending
+        let mut k = i;
+        while k < ins.len() {
+            let x = ins[k];
+            if k > i && (an.is_branch_target(k) || an.is_subprog_start(k)) {
+                break;
+            }
+            if is_ld(&x) && x.src == s && !pending.contains_key(&x.dst) && x.dst != s && Some(x.dst) != d && x.dst < 10 {
+                pending.insert(x.dst, (x.off, x.size_bytes()));
+                tmps = tmps.with(x.dst);
+            } else if is_st(&x) && d.map_or(true, |dd| dd == x.dst) {
+                let Some(&(so, sz)) = pending.get(&x.src) else { break };
+                if sz != x.size_bytes() || tmps.contains(x.dst) {
+                    break;
+                }
+                d = Some(x.dst);
+                pending.remove(&x.src);
+                pairs.push((so, x.off, sz));
+            } else {
+                break;
+            }
+            k += 1;
+            if pending.is_empty() {
+                end = k;
+            }
+        }
+        if pairs.len() < 2 || end == i {
+            i += 1;
+            continue;
+        }
+        // Trim pairs to those completed before `end`.
+        let mut npairs = 0;
+        let mut pend = 0i32;
+        for q in i..end {
+            if is_ld(&ins[q]) {
+                pend += 1;
+            } else {
+                pend -= 1;
+                npairs += 1;
+            }
+        }
+        debug_assert_eq!(pend, 0);
+        pairs.truncate(npairs);
+        let tmps = (i..end).filter(|&q| is_ld(&ins[q])).fold(RegSet::EMPTY, |t, q| t.with(ins[q].dst));
+        let d = d.unwrap();
+        let mut sorted = pairs.clone();
+        sorted.sort();
+        let delta = sorted[0].1 as i64 - sorted[0].0 as i64;
+        let mut next = sorted[0].0 as i64;
+        let mut ok = Ok(());
+        for &(so, dof, sz) in &sorted {
+            if so as i64 != next || dof as i64 - so as i64 != delta {
+                ok = Err("the loads and stores do not form one contiguous copy".to_string());
+                break;
+            }
+            next += sz as i64;
+        }
+        let (src_off, dst_off) = (sorted[0].0 as i64, sorted[0].1 as i64);
+        let len = next - src_off;
+        if ok.is_ok() && !disjoint(cx, i, s, src_off, d, dst_off, len) {
+            ok = Err(format!("source r{s} {src_off:+} and destination r{d} {dst_off:+} may overlap"));
+        }
+        let live = an.live_out[end - 1];
+        if ok.is_ok() {
+            if let Some(r) = tmps.intersect(live).iter().next() {
+                ok = Err(format!("temporary r{r} is live after the copy"));
+            }
+        }
+        if ok.is_ok() {
+            ok = cx.region_ok(i, end);
+        }
+        match ok {
+            Ok(()) => found.matches.push(Match {
+                pass: Pass::Bulk,
+                start: i,
+                end,
+                op: SiteOp::Memcpy {
+                    dst_base: d,
+                    dst_off: mem_off_ok(dst_off).unwrap_or(0),
+                    src_base: s,
+                    src_off: mem_off_ok(src_off).unwrap_or(0),
+                    len: len as u32,
+                    tmp: tmps.iter().next().unwrap(),
+                },
+                keep: vec![],
+                prefix: vec![],
+                idiom_slots: end - i,
+            }),
+            Err(reason) => found.rejects.push(Reject { pass: Pass::Bulk, start: i, end, reason }),
+        }
+        i = end;
+    }
+}
+
+/// Registers known to hold zero before slot `pc`, looking back through its block.
+fn zero_regs_before(cx: &Ctx, pc: usize) -> RegSet {
+    let blk = &cx.an.blocks[cx.an.block_of[pc]];
+    let mut zero = RegSet::EMPTY;
+    let mut killed = RegSet::EMPTY;
+    let mut q = pc;
+    while q > blk.start {
+        q -= 1;
+        if !cx.an.insn_start[q] {
+            continue;
+        }
+        let i = &cx.insns[q];
+        let defs = effects(i).defs;
+        for r in defs.minus(killed).iter() {
+            if matches!(i.class(), op::ALU | op::ALU64) && i.op() == op::MOV && i.source() == op::K && i.imm == 0 && i.src == 0 {
+                zero = zero.with(r);
+            }
+        }
+        killed = killed.union(defs);
+    }
+    zero
+}
+
+fn memset(cx: &Ctx, found: &mut Found) {
+    let ins = cx.insns;
+    let an = cx.an;
+    let mut i = 0;
+    while i < ins.len() {
+        let zero_store = |pc: usize, zeros: RegSet| -> Option<(u8, i16, usize)> {
+            let x = ins[pc];
+            if x.class() == op::ST && x.mode() == op::MEM && x.imm == 0 {
+                Some((x.dst, x.off, x.size_bytes()))
+            } else if x.class() == op::STX && x.mode() == op::MEM && zeros.contains(x.src) {
+                Some((x.dst, x.off, x.size_bytes()))
+            } else {
+                None
+            }
+        };
+        if !an.insn_start[i] {
+            i += 1;
+            continue;
+        }
+        let zeros = zero_regs_before(cx, i);
+        let Some((base, _, _)) = zero_store(i, zeros) else {
+            i += 1;
+            continue;
+        };
+        let mut stores = Vec::new();
+        let mut k = i;
+        while k < ins.len() {
+            if k > i && (an.is_branch_target(k) || an.is_subprog_start(k)) {
+                break;
+            }
+            match zero_store(k, zeros) {
+                Some((b, off, sz)) if b == base => stores.push((off, sz)),
+                _ => break,
+            }
+            k += 1;
+        }
+        let end = k;
+        if stores.len() < 2 {
+            i += 1;
+            continue;
+        }
+        stores.sort();
+        let mut next = stores[0].0 as i64;
+        let mut ok = Ok(());
+        for &(off, sz) in &stores {
+            if off as i64 != next {
+                ok = Err("the zero stores do not cover one contiguous range".to_string());
+                break;
+            }
+            next += sz as i64;
+        }
+        if ok.is_ok() {
+            ok = cx.region_ok(i, end);
+        }
+        let off = stores[0].0;
+        match ok {
+            Ok(()) => found.matches.push(Match {
+                pass: Pass::Bulk,
+                start: i,
+                end,
+                op: SiteOp::Memset { base, off, len: (next - off as i64) as u32, value: 0 },
+                keep: vec![],
+                prefix: vec![],
+                idiom_slots: end - i,
+            }),
+            Err(reason) => found.rejects.push(Reject { pass: Pass::Bulk, start: i, end, reason }),
+        }
+        i = end;
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Prefetch.
+
+/// clang drops `__builtin_prefetch` for BPF, so the only prefetch the compiled code carries
+/// is the one a program asks for explicitly: an empty inline asm with a `"r"(ptr)` operand
+/// leaves nothing either. What survives is a load whose result is dead (`*(volatile u8 *)p`
+/// with the value unused), the classic software-prefetch idiom for BPF. It is replaced by
+/// a prefetch site only when the loaded register is dead after it; the site cannot fault,
+/// which the verifier still checks through the proof (a plain load of the same address).
+fn prefetch(cx: &Ctx, found: &mut Found) {
+    let ins = cx.insns;
+    for pc in 0..ins.len() {
+        let x = ins[pc];
+        if !cx.an.insn_start[pc] || x.class() != op::LDX || x.mode() != op::MEM || x.size() != op::B {
+            continue;
+        }
+        if cx.an.live_out[pc].contains(x.dst) || x.dst == x.src {
+            continue;
+        }
+        // Stack memory is always hot: a dead load from it is no prefetch hint.
+        let kind = cx.kinds[pc][x.src as usize];
+        if kind.is_stack() {
+            continue;
+        }
+        match cx.region_ok(pc, pc + 1) {
+            Ok(()) => found.matches.push(Match {
+                pass: Pass::Prefetch,
+                start: pc,
+                end: pc + 1,
+                op: SiteOp::Prefetch { base: x.src, off: x.off },
+                keep: vec![],
+                prefix: vec![],
+                idiom_slots: 1,
+            }),
+            Err(reason) => found.rejects.push(Reject { pass: Pass::Prefetch, start: pc, end: pc + 1, reason }),
+        }
+    }
+}
+

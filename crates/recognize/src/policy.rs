@@ -1,0 +1,228 @@
+//! The static cost model and the per-site decision.
+//!
+//! Costs are counted in native x86-64 instructions: what the baseline (Linux-faithful)
+//! JIT emits for the idiom's eBPF instructions, against what the Kops JIT emits for the
+//! site with the CPU features it needs present. The heuristics:
+//!
+//! - rotate, popcount, wide load, endian load: rewritten when they save at least one
+//!   instruction (they replace a dependency chain by one instruction; no branch or
+//!   memory behaviour changes);
+//! - extract: kept: `shr` + `and` is already what the JIT emits for the pair, a site
+//!   cannot save anything (BEXTR needs its control word in a register);
+//! - select: rewritten only when the condition is computed from data loaded in the same
+//!   basic block (likely unpredictable) and the site saves instructions; a condition on a
+//!   loop counter, an argument or a constant-derived value is taken to be predictable,
+//!   and a predictable branch is cheaper than a `cmov` dependency;
+//! - bulk copy / zeroing: rewritten from 64 bytes up and only when the count saving is at
+//!   least 4: `rep movsb`/`rep stosb` pay a start-up cost of tens of cycles that short
+//!   unrolled runs do not;
+//! - prefetch: kept: a dead load already brings the line in; only a measured A/B can show
+//!   a gain.
+
+use crate::encode;
+use crate::passes::Ctx;
+use crate::{Match, Operand, Pass, SiteOp, Width};
+use kops_analysis::effects;
+use kops_isa::{op, Insn};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// The cost model decides.
+    Auto,
+    /// Rewrite every site that can be expressed.
+    All,
+    /// Rewrite nothing (report only).
+    None,
+}
+
+impl Mode {
+    pub fn parse(s: &str) -> Result<Mode, String> {
+        match s {
+            "auto" => Ok(Mode::Auto),
+            "all" => Ok(Mode::All),
+            "none" => Ok(Mode::None),
+            _ => Err(format!("unknown policy `{s}` (auto, all or none)")),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Policy {
+    pub mode: Mode,
+    /// Passes to run (others are not searched at all).
+    pub passes: Vec<Pass>,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy { mode: Mode::Auto, passes: Pass::ALL.to_vec() }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub rewrite: bool,
+    pub reason: String,
+    /// Native x86-64 instructions of the idiom (baseline JIT) and of the site.
+    pub native_before: u32,
+    pub native_after: u32,
+}
+
+impl Decision {
+    pub fn saving(&self) -> i32 {
+        self.native_before as i32 - self.native_after as i32
+    }
+}
+
+/// x86-64 instructions the baseline JIT emits for one eBPF instruction (Linux's choices).
+pub fn baseline_cost(i: &Insn) -> u32 {
+    match i.class() {
+        op::ALU | op::ALU64 => match i.op() {
+            op::END => {
+                if i.imm == 16 {
+                    2 // ror ax, 8; movzx eax, ax
+                } else {
+                    1
+                }
+            }
+            // div/mod: save rax/rdx, test, div, restore
+            op::DIV | op::MOD => 6,
+            op::LSH | op::RSH | op::ARSH if i.source() == op::X => 3,
+            _ => 1,
+        },
+        op::LDX | op::ST | op::STX => 1,
+        op::LD if i.is_ld_imm64() => 1,
+        op::LD if i.code == 0 => 0, // second slot of ld_imm64
+        op::JMP | op::JMP32 => match i.op() {
+            op::JA => 1,
+            op::CALL | op::EXIT => 2,
+            _ => 2, // cmp/test + jcc
+        },
+        _ => 1,
+    }
+}
+
+/// x86-64 instructions of the Kops JIT's native emit for a site (features present).
+pub fn site_cost(o: &SiteOp) -> u32 {
+    match o {
+        SiteOp::Rotate { dst, src, .. } => 1 + (dst != src) as u32,
+        SiteOp::Select { dst, if_true, if_false, .. } => {
+            // cmp/test; mov dst, if_false (unless in place); cmov dst, if_true
+            let mut n = 2;
+            if *if_false != Operand::Reg(*dst) {
+                n += 1;
+            }
+            if matches!(if_true, Operand::Imm(_)) {
+                n += 1; // immediate to the scratch register first
+            }
+            n
+        }
+        SiteOp::Extract { .. } => 2,
+        SiteOp::EndianLoad { size, .. } => {
+            if *size == 2 {
+                2
+            } else {
+                1
+            }
+        }
+        SiteOp::Popcount { .. } => 1,
+        // save rdi/rsi/rcx, two lea, mov ecx, rep movsb, three restores
+        SiteOp::Memcpy { .. } => 10,
+        // save rdi/rcx/rax, lea, mov ecx, xor eax, rep stosb, three restores
+        SiteOp::Memset { .. } => 10,
+        SiteOp::Prefetch { .. } => 1,
+        SiteOp::WideLoad { big_endian, size, .. } => {
+            1 + if *big_endian {
+                if *size == 2 {
+                    2
+                } else {
+                    1
+                }
+            } else {
+                0
+            }
+        }
+    }
+}
+
+/// Baseline cost of the idiom's own instructions in a match.
+pub fn idiom_cost(insns: &[Insn], m: &Match) -> u32 {
+    (m.start..m.end)
+        .filter(|pc| !m.keep.contains(pc))
+        .map(|pc| baseline_cost(&insns[pc]))
+        .sum()
+}
+
+/// Is register `r` before `pc` derived (within a few steps in the block) from a load?
+fn data_dependent(cx: &Ctx, pc: usize, r: u8, depth: u32) -> bool {
+    if depth > 4 {
+        return false;
+    }
+    let blk = &cx.an.blocks[cx.an.block_of[pc]];
+    let mut q = pc;
+    while q > blk.start {
+        q -= 1;
+        if !cx.an.insn_start[q] {
+            continue;
+        }
+        let i = &cx.insns[q];
+        let e = effects(i);
+        if e.defs.contains(r) {
+            if i.class() == op::LDX {
+                return true;
+            }
+            if matches!(i.class(), op::ALU | op::ALU64) {
+                return e.uses.iter().any(|u| u != 10 && data_dependent(cx, q, u, depth + 1));
+            }
+            return false;
+        }
+    }
+    false
+}
+
+pub fn decide(cx: &Ctx, m: &Match, policy: &Policy) -> Decision {
+    let before = idiom_cost(cx.insns, m);
+    let after = site_cost(&m.op) + m.prefix.len() as u32;
+    let d = |rewrite: bool, reason: String| Decision { rewrite, reason, native_before: before, native_after: after };
+    if let Err(e) = encode::site(&m.op) {
+        return d(false, format!("not expressible as a site: {e}"));
+    }
+    match policy.mode {
+        Mode::None => return d(false, "policy none".into()),
+        Mode::All => return d(true, "policy all".into()),
+        Mode::Auto => {}
+    }
+    let saving = before as i32 - after as i32;
+    match &m.op {
+        SiteOp::Rotate { .. } | SiteOp::Popcount { .. } | SiteOp::EndianLoad { .. } | SiteOp::WideLoad { .. } => {
+            if saving >= 1 {
+                d(true, format!("saves {saving} native instructions"))
+            } else {
+                d(false, format!("saves {saving} native instructions"))
+            }
+        }
+        SiteOp::Extract { .. } => d(false, "shr+and is what the JIT emits already: no saving".into()),
+        SiteOp::Select { cond, width, .. } => {
+            let mut dep = data_dependent(cx, m.start, cond.lhs, 0);
+            if let Operand::Reg(r) = cond.rhs {
+                dep |= data_dependent(cx, m.start, r, 0);
+            }
+            if saving < 1 {
+                d(false, format!("saves {saving} native instructions"))
+            } else if !dep {
+                d(false, "condition not computed from loaded data: branch assumed predictable".into())
+            } else {
+                let w = if *width == Width::W64 { 64 } else { 32 };
+                d(true, format!("data-dependent condition (likely unpredictable), cmov{w} saves {saving}"))
+            }
+        }
+        SiteOp::Memcpy { len, .. } | SiteOp::Memset { len, .. } => {
+            if *len >= 64 && saving >= 4 {
+                d(true, format!("{len} bytes, saves {saving} native instructions"))
+            } else {
+                d(false, format!("{len} bytes: below the rep-movs/stos break-even (64 bytes, saving >= 4)"))
+            }
+        }
+        SiteOp::Prefetch { .. } => d(false, "a dead load already prefetches; only a measured A/B can justify it".into()),
+    }
+}

@@ -1,0 +1,173 @@
+//! A small forward analysis of what kind of memory each register may point to.
+//!
+//! Only what the bulk-copy overlap check and the wide-load alignment check need: stack
+//! pointers with a known frame offset, map-value pointers with a known offset into the
+//! value (map values are 8-byte aligned in the kernel), and "not the stack" (the context
+//! and everything loaded through it, e.g. packet pointers). Anything else is `Unknown`,
+//! which every user treats as "could be anything".
+
+use kops_analysis::Analysis;
+use kops_isa::{op, Insn};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// `r10 + off` (off known or not).
+    Stack(Option<i64>),
+    /// Pointer into a map value at a known offset (8-byte aligned base).
+    MapValue(Option<i64>),
+    /// The context, or a value derived from memory that can never hold a stack pointer.
+    NotStack,
+    Unknown,
+}
+
+impl Kind {
+    fn join(self, o: Kind) -> Kind {
+        use Kind::*;
+        match (self, o) {
+            (a, b) if a == b => a,
+            (Stack(_), Stack(_)) => Stack(None),
+            (MapValue(_), MapValue(_)) => MapValue(None),
+            (NotStack, MapValue(_)) | (MapValue(_), NotStack) => NotStack,
+            _ => Unknown,
+        }
+    }
+    fn add(self, k: Option<i64>) -> Kind {
+        match self {
+            Kind::Stack(o) => Kind::Stack(o.zip(k).map(|(a, b)| a + b)),
+            Kind::MapValue(o) => Kind::MapValue(o.zip(k).map(|(a, b)| a + b)),
+            Kind::NotStack => Kind::NotStack,
+            Kind::Unknown => Kind::Unknown,
+        }
+    }
+    pub fn is_stack(self) -> bool {
+        matches!(self, Kind::Stack(_))
+    }
+    /// Memory behind `self` and behind `o` can never overlap (different regions).
+    pub fn disjoint_regions(self, o: Kind) -> bool {
+        use Kind::*;
+        matches!((self, o), (Stack(_), MapValue(_) | NotStack) | (MapValue(_) | NotStack, Stack(_)))
+    }
+}
+
+pub type State = [Kind; 11];
+
+/// `bpf_map_lookup_elem`.
+const HELPER_MAP_LOOKUP: i32 = 1;
+
+fn step(st: &mut State, insns: &[Insn], pc: usize) {
+    let i = insns[pc];
+    let d = i.dst as usize;
+    if d > 10 {
+        return;
+    }
+    match i.class() {
+        op::ALU64 if !kops_analysis::is_kinsn_sidecar(&i) => match (i.op(), i.source()) {
+            (op::MOV, op::X) if i.off == 0 => st[d] = st.get(i.src as usize).copied().unwrap_or(Kind::Unknown),
+            (op::ADD, op::K) => st[d] = st[d].add(Some(i.imm as i64)),
+            (op::SUB, op::K) => st[d] = st[d].add(Some(-(i.imm as i64))),
+            (op::ADD, op::X) | (op::SUB, op::X) if st[d] != Kind::Unknown => st[d] = st[d].add(None),
+            _ => st[d] = Kind::Unknown,
+        },
+        op::ALU | op::ALU64 => {
+            if !kops_analysis::is_kinsn_sidecar(&i) {
+                st[d] = Kind::Unknown;
+            }
+        }
+        op::LDX => {
+            let base = st.get(i.src as usize).copied().unwrap_or(Kind::Unknown);
+            // The stack may hold spilled stack pointers; kernel memory never does.
+            st[d] = match base {
+                Kind::NotStack | Kind::MapValue(_) => Kind::NotStack,
+                _ => Kind::Unknown,
+            };
+        }
+        op::LD => {
+            if i.is_ld_imm64() {
+                st[d] = match i.src {
+                    op::PSEUDO_MAP_VALUE | op::PSEUDO_MAP_IDX_VALUE => {
+                        let off = insns.get(pc + 1).map(|n| n.imm as u32 as i64);
+                        Kind::MapValue(off)
+                    }
+                    _ => Kind::Unknown,
+                };
+            } else if i.mode() == op::ABS || i.mode() == op::IND {
+                for k in st.iter_mut().take(6) {
+                    *k = Kind::Unknown;
+                }
+            }
+        }
+        op::STX if i.mode() == op::ATOMIC => {
+            let e = kops_analysis::effects(&i);
+            for r in e.defs.iter() {
+                st[r as usize] = Kind::Unknown;
+            }
+        }
+        op::JMP if i.op() == op::CALL => {
+            for k in st.iter_mut().take(6) {
+                *k = Kind::Unknown;
+            }
+            if i.src == 0 && i.imm == HELPER_MAP_LOOKUP {
+                st[0] = Kind::MapValue(Some(0));
+            }
+            if crate::is_kinsn_call(&i) {
+                for k in st.iter_mut().take(10) {
+                    *k = Kind::Unknown;
+                }
+            }
+        }
+        _ => {}
+    }
+    st[10] = Kind::Stack(Some(0));
+}
+
+/// Pointer kinds before every slot.
+pub fn analyse(insns: &[Insn], a: &Analysis) -> Vec<State> {
+    let nb = a.blocks.len();
+    let mut entry: Vec<Option<State>> = vec![None; nb];
+    let mut init = [Kind::Unknown; 11];
+    init[10] = Kind::Stack(Some(0));
+    for &s in &a.subprog_starts {
+        let mut st = init;
+        if s == 0 {
+            st[1] = Kind::NotStack; // the context
+        }
+        entry[a.block_of[s]] = Some(st);
+    }
+    let mut work: Vec<usize> = (0..nb).rev().collect();
+    let mut out = vec![[Kind::Unknown; 11]; insns.len()];
+    let mut iterations = 0usize;
+    while let Some(b) = work.pop() {
+        iterations += 1;
+        if iterations > 50 * nb + 1000 {
+            break; // the lattice is tiny; this only guards against a bug looping forever
+        }
+        let Some(mut st) = entry[b] else { continue };
+        let blk = &a.blocks[b];
+        for pc in blk.start..blk.end {
+            out[pc] = st;
+            if a.insn_start[pc] {
+                step(&mut st, insns, pc);
+            }
+        }
+        for &s in &blk.succs {
+            if a.is_subprog_start(a.blocks[s].start) {
+                continue;
+            }
+            let new = match entry[s] {
+                None => st,
+                Some(old) => {
+                    let mut j = old;
+                    for r in 0..11 {
+                        j[r] = old[r].join(st[r]);
+                    }
+                    j
+                }
+            };
+            if entry[s] != Some(new) {
+                entry[s] = Some(new);
+                work.push(s);
+            }
+        }
+    }
+    out
+}
