@@ -1,8 +1,44 @@
-//! Mapping of site operations to the EInsn operation set (`kops_einsn`).
+//! Mapping of site operations to the EInsn operation set (`kops_einsn`): the payload
+//! constructors validate every field, and `site()` gives the transport slots.
 
-use crate::SiteOp;
-use kops_isa::Insn;
+use crate::{Operand, SiteOp, Width};
+use kops_einsn::*;
+use kops_isa::{op, Insn};
+
+fn reg(o: Operand, what: &str) -> Result<u8, String> {
+    match o {
+        Operand::Reg(r) => Ok(r),
+        Operand::Imm(i) => Err(format!("select64 takes registers only ({what} is the immediate {i})")),
+    }
+}
 
 pub fn kinsn_site(o: &SiteOp) -> Result<Vec<Insn>, String> {
-    Err(format!("no EInsn operation for `{o}` yet"))
+    let e = |e: kops_kinsn::PayloadError| e.to_string();
+    let slots = match *o {
+        SiteOp::Rotate { dst, src, amount, width: Width::W64, tmp } => Rotate64::new(dst, src, tmp, amount, false).and_then(|p| p.site()),
+        SiteOp::Rotate { dst, src, amount, width: Width::W32, tmp } => Rotate32::new(dst, src, tmp, amount, false).and_then(|p| p.site()),
+        SiteOp::Select { dst, cond, if_true, if_false, width } => {
+            if !matches!(cond.rhs, Operand::Imm(0)) || !matches!(cond.op, op::JEQ | op::JNE) {
+                return Err("select64 tests a register against zero; this condition is a comparison".into());
+            }
+            let (t, f) = (reg(if_true, "the true value")?, reg(if_false, "the false value")?);
+            // select64: dst = cond != 0 ? a : b
+            let (a, b) = if cond.op == op::JNE { (t, f) } else { (f, t) };
+            Select::new(dst, cond.lhs, a, b, cond.jmp32, width == Width::W32).and_then(|p| p.site())
+        }
+        SiteOp::Extract { dst, src, start, len } => Extract::new(dst, src, start, len).and_then(|p| p.site()),
+        SiteOp::EndianLoad { dst, base, off, size: 2 } => EndianLoad16::new(dst, base, off).and_then(|p| p.site()),
+        SiteOp::EndianLoad { dst, base, off, size: 4 } => EndianLoad32::new(dst, base, off).and_then(|p| p.site()),
+        SiteOp::EndianLoad { dst, base, off, size: 8 } => EndianLoad64::new(dst, base, off).and_then(|p| p.site()),
+        SiteOp::EndianLoad { size, .. } => return Err(format!("no endian load of {size} bytes")),
+        SiteOp::Popcount { dst, src, width: Width::W64, tmps } => Popcount64::new(dst, src, tmps[0], tmps[1]).and_then(|p| p.site()),
+        SiteOp::Popcount { dst, src, width: Width::W32, tmps } => Popcount32::new(dst, src, tmps[0]).and_then(|p| p.site()),
+        SiteOp::Memcpy { dst_base, dst_off, src_base, src_off, width, count, descending, tmp } => {
+            Memcpy::new(dst_base, dst_off, src_base, src_off, tmp, width, count, descending).and_then(|p| p.site())
+        }
+        SiteOp::Memset { base, off, width, count, value } => Memset::new(base, off, width, count, value).and_then(|p| p.site()),
+        SiteOp::Prefetch { base, off } => Prefetch::new(base, off).and_then(|p| p.site()),
+        SiteOp::WideLoad { .. } => return Err("the wide load is not a kinsn".into()),
+    };
+    slots.map(|s| s.to_vec()).map_err(e)
 }

@@ -122,21 +122,22 @@ pub struct Cond {
 /// What a matched site computes: exactly the fields its kinsn payload needs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SiteOp {
-    /// `dst = rol(src, amount)` at `width`; `tmp` is a register that is dead after the site.
-    Rotate { dst: u8, src: u8, amount: u8, width: Width, tmp: Option<u8> },
+    /// `dst = rol(src, amount)` at `width`; `tmp` (not dst) is dead after the site.
+    Rotate { dst: u8, src: u8, amount: u8, width: Width, tmp: u8 },
     /// `dst = cond ? if_true : if_false` (`width` is the width of the moves).
     Select { dst: u8, cond: Cond, if_true: Operand, if_false: Operand, width: Width },
     /// `dst = (src >> start) & (2^len - 1)`.
     Extract { dst: u8, src: u8, start: u8, len: u8 },
     /// `dst = bswap_size(*(uN *)(base + off))`.
     EndianLoad { dst: u8, base: u8, off: i16, size: u8 },
-    /// `dst = popcount(src)`; for width 32 the source is known zero-extended when
-    /// `src_zext` is true.
-    Popcount { dst: u8, src: u8, width: Width, tmp: Option<u8>, src_zext: bool },
-    /// `memcpy(dst_base + dst_off, src_base + src_off, len)`; `tmp` is dead after the site.
-    Memcpy { dst_base: u8, dst_off: i16, src_base: u8, src_off: i16, len: u32, tmp: u8 },
-    /// `memset(base + off, value, len)`.
-    Memset { base: u8, off: i16, len: u32, value: u8 },
+    /// `dst = popcount(src)` (width 32: of the low half); `tmps` are dead after the site
+    /// (the 32-bit form uses only the first).
+    Popcount { dst: u8, src: u8, width: Width, tmps: [u8; 2] },
+    /// `count` chunks of `width` bytes from `src_base + src_off` to `dst_base + dst_off`,
+    /// in ascending or descending chunk order; `tmp` ends holding the last chunk stored.
+    Memcpy { dst_base: u8, dst_off: i16, src_base: u8, src_off: i16, width: u8, count: u8, descending: bool, tmp: u8 },
+    /// `count` chunks of `width` bytes at `base + off` filled with `value`.
+    Memset { base: u8, off: i16, width: u8, count: u8, value: u8 },
     /// Prefetch of `base + off`.
     Prefetch { base: u8, off: i16 },
     /// Plain wide load replacing a byte-load ladder (`big_endian`: followed by a swap).
@@ -148,11 +149,7 @@ impl fmt::Display for SiteOp {
         let w = |w: &Width| if *w == Width::W64 { 64 } else { 32 };
         match self {
             SiteOp::Rotate { dst, src, amount, width, tmp } => {
-                write!(f, "r{dst} = rol{}(r{src}, {amount})", w(width))?;
-                if let Some(t) = tmp {
-                    write!(f, " tmp r{t}")?;
-                }
-                Ok(())
+                write!(f, "r{dst} = rol{}(r{src}, {amount}) tmp r{tmp}", w(width))
             }
             SiteOp::Select { dst, cond, if_true, if_false, width } => write!(
                 f,
@@ -171,10 +168,14 @@ impl fmt::Display for SiteOp {
                 write!(f, "r{dst} = be{}(*(u{} *)(r{base} {off:+}))", size * 8, size * 8)
             }
             SiteOp::Popcount { dst, src, width, .. } => write!(f, "r{dst} = popcount{}(r{src})", w(width)),
-            SiteOp::Memcpy { dst_base, dst_off, src_base, src_off, len, .. } => {
-                write!(f, "memcpy(r{dst_base} {dst_off:+}, r{src_base} {src_off:+}, {len})")
+            SiteOp::Memcpy { dst_base, dst_off, src_base, src_off, width, count, descending, .. } => write!(
+                f,
+                "memcpy(r{dst_base} {dst_off:+}, r{src_base} {src_off:+}, {count} x {width} bytes{})",
+                if *descending { ", descending" } else { "" }
+            ),
+            SiteOp::Memset { base, off, width, count, value } => {
+                write!(f, "memset(r{base} {off:+}, {value:#x}, {count} x {width} bytes)")
             }
-            SiteOp::Memset { base, off, len, value } => write!(f, "memset(r{base} {off:+}, {value}, {len})"),
             SiteOp::Prefetch { base, off } => write!(f, "prefetch(r{base} {off:+})"),
             SiteOp::WideLoad { dst, base, off, size, big_endian } => write!(
                 f,

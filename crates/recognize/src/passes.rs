@@ -75,6 +75,9 @@ struct Slice {
     keep: Vec<usize>,
     /// Registers the idiom writes whose values die (free as temporaries).
     free_tmps: RegSet,
+    /// Every register the site may clobber: dead after the idiom and untouched by the
+    /// kept instructions (a superset of `free_tmps`).
+    dead: RegSet,
     idiom_slots: usize,
 }
 
@@ -134,6 +137,7 @@ fn check_slice(cx: &Ctx, ev: &Eval, mask: u64, j: usize, dst: u8, memory: bool) 
         j,
         keep,
         free_tmps: slice_defs.without(dst).minus(touched_by_keep),
+        dead: RegSet(0x3ff).without(dst).minus(live).minus(touched_by_keep),
         idiom_slots: n,
     })
 }
@@ -377,7 +381,7 @@ fn is_candidate_end(p: Pass, i: &Insn) -> bool {
 
 /// Is the value of register `r` before slot `pc` known to have its upper 32 bits zero?
 /// Looks back through the block for the last write of `r`.
-fn upper_zero_before(cx: &Ctx, pc: usize, r: u8) -> bool {
+pub(crate) fn upper_zero_before(cx: &Ctx, pc: usize, r: u8) -> bool {
     let blk = &cx.an.blocks[cx.an.block_of[pc]];
     let mut q = pc;
     while q > blk.start {
@@ -461,21 +465,27 @@ fn dataflow(pass: Pass, cx: &Ctx, found: &mut Found) {
                     continue;
                 }
             }
-            let tmp = sl.free_tmps.without(src).iter().next();
-            let (op, prefix) = match shape {
+            // Temporaries: registers the idiom itself clobbers first, then any other dead one.
+            let tmps: Vec<u8> = sl.free_tmps.iter().chain(sl.dead.minus(sl.free_tmps).iter()).collect();
+            let op = match shape {
                 Shape::Rotate { k, w, .. } => {
-                    (SiteOp::Rotate { dst, src, amount: k, width: w, tmp }, vec![])
+                    // The source may double as the temporary (clang's `r0 = r1; r1 >>= 51; ...`).
+                    let Some(&tmp) = tmps.iter().find(|&&t| t != src).or(tmps.first()) else {
+                        reject(found, p, "no dead register for the rotate's temporary".into());
+                        continue;
+                    };
+                    SiteOp::Rotate { dst, src, amount: k, width: w, tmp }
                 }
                 Shape::Popcount { w, .. } => {
-                    let src_zext = w == W::W64 || upper_zero_before(cx, p, src);
-                    (SiteOp::Popcount { dst, src, width: w, tmp, src_zext }, vec![])
+                    let need = if w == W::W64 { 2 } else { 1 };
+                    if tmps.len() < need {
+                        reject(found, p, format!("popcount needs {need} dead temporaries"));
+                        continue;
+                    }
+                    SiteOp::Popcount { dst, src, width: w, tmps: [tmps[0], *tmps.get(1).unwrap_or(&tmps[0])] }
                 }
-                Shape::Extract { start, len, .. } => {
-                    // The extract site works in place: copy the source first when needed.
-                    let prefix = if src != dst { vec![Insn::mov64_reg(dst, src)] } else { vec![] };
-                    (SiteOp::Extract { dst, src: dst, start, len }, prefix)
-                }
-                Shape::Endian { off, size, .. } => (SiteOp::EndianLoad { dst, base: src, off, size }, vec![]),
+                Shape::Extract { start, len, .. } => SiteOp::Extract { dst, src, start, len },
+                Shape::Endian { off, size, .. } => SiteOp::EndianLoad { dst, base: src, off, size },
                 Shape::Ladder { off, size, big_endian, .. } => {
                     let kind = cx.kinds[p][src as usize];
                     let abs = match kind {
@@ -497,9 +507,10 @@ fn dataflow(pass: Pass, cx: &Ctx, found: &mut Found) {
                             continue;
                         }
                     }
-                    (SiteOp::WideLoad { dst, base: src, off, size, big_endian }, vec![])
+                    SiteOp::WideLoad { dst, base: src, off, size, big_endian }
                 }
             };
+            let prefix: Vec<Insn> = vec![];
             found.matches.push(Match {
                 pass,
                 start: p,
@@ -551,22 +562,49 @@ fn reads(o: Operand, r: u8) -> bool {
     o == Operand::Reg(r)
 }
 
+/// Turn a select shape into a match: immediates go through a dead register (a `mov` before
+/// the site), as select64 takes registers only.
+fn push_select(cx: &Ctx, found: &mut Found, start: usize, end: usize, op: SiteOp, slots: usize) {
+    let rej = |found: &mut Found, reason: String| found.rejects.push(Reject { pass: Pass::Select, start, end, reason });
+    if let Err(reason) = cx.region_ok(start, end) {
+        return rej(found, reason);
+    }
+    let SiteOp::Select { dst, cond, mut if_true, mut if_false, width } = op else { unreachable!() };
+    let mut busy = RegSet::of(dst).with(cond.lhs).union(cx.an.live_out[end - 1]);
+    for o in [cond.rhs, if_true, if_false] {
+        if let Operand::Reg(r) = o {
+            busy = busy.with(r);
+        }
+    }
+    let mut prefix = Vec::new();
+    // Only worth a register when select64 can express the condition at all.
+    let expressible = matches!(cond.rhs, Operand::Imm(0)) && matches!(cond.op, op::JEQ | op::JNE);
+    for o in [&mut if_true, &mut if_false].into_iter().filter(|_| expressible) {
+        if let Operand::Imm(v) = *o {
+            let Some(t) = (0..10u8).find(|&r| !busy.contains(r)) else {
+                return rej(found, "no dead register to hold the immediate".into());
+            };
+            busy = busy.with(t);
+            prefix.push(if width == W::W64 { Insn::mov64_imm(t, v) } else { Insn::alu32_imm(op::MOV, t, v) });
+            *o = Operand::Reg(t);
+        }
+    }
+    found.matches.push(Match {
+        pass: Pass::Select,
+        start,
+        end,
+        op: SiteOp::Select { dst, cond, if_true, if_false, width },
+        keep: vec![],
+        prefix,
+        idiom_slots: slots,
+    });
+}
+
 fn select(cx: &Ctx, found: &mut Found) {
     let ins = cx.insns;
     let n = ins.len();
-    let push = |found: &mut Found, start: usize, end: usize, op: SiteOp, slots: usize| {
-        match cx.region_ok(start, end) {
-            Ok(()) => found.matches.push(Match {
-                pass: Pass::Select,
-                start,
-                end,
-                op,
-                keep: vec![],
-                prefix: vec![],
-                idiom_slots: slots,
-            }),
-            Err(reason) => found.rejects.push(Reject { pass: Pass::Select, start, end, reason }),
-        }
+    let rej = |found: &mut Found, start: usize, end: usize, r: &str| {
+        found.rejects.push(Reject { pass: Pass::Select, start, end, reason: r.into() })
     };
     for i in 0..n {
         if !cx.an.insn_start[i] {
@@ -580,10 +618,10 @@ fn select(cx: &Ctx, found: &mut Found) {
                 let ja = ins[i + 2];
                 if ins[i].jump_offset() == 2 && ja.code == op::JMP | op::JA && ja.off == 1 && d1 == d2 {
                     if w1 != w2 {
-                        found.rejects.push(Reject { pass: Pass::Select, start: i, end: i + 4, reason: "moves of different widths".into() });
+                        rej(found, i, i + 4, "moves of different widths");
                     } else {
                         let opx = SiteOp::Select { dst: d1, cond: c, if_true: t, if_false: f, width: w1 };
-                        push(found, i, i + 4, opx, 4);
+                        push_select(cx, found, i, i + 4, opx, 4);
                     }
                     continue;
                 }
@@ -595,22 +633,17 @@ fn select(cx: &Ctx, found: &mut Found) {
                 (plain_mov(&ins[i]), cond_of(&ins[i + 1]), plain_mov(&ins[i + 2]))
             {
                 if ins[i + 1].jump_offset() == 1 && d1 == d2 {
-                    let bad = if w1 != w2 {
-                        Some("moves of different widths")
+                    if w1 != w2 {
+                        rej(found, i, i + 3, "moves of different widths");
                     } else if c.lhs == d1 || reads(c.rhs, d1) {
-                        Some("the condition reads the destination after the first move")
+                        rej(found, i, i + 3, "the condition reads the destination after the first move");
                     } else if reads(f, d1) && !reads(t, d1) {
-                        Some("the second move reads the destination written by the first")
+                        rej(found, i, i + 3, "the second move reads the destination written by the first");
                     } else {
-                        None
-                    };
-                    match bad {
-                        Some(r) => found.rejects.push(Reject { pass: Pass::Select, start: i, end: i + 3, reason: r.into() }),
-                        None => {
-                            let f = if reads(f, d1) { t } else { f };
-                            let opx = SiteOp::Select { dst: d1, cond: c, if_true: t, if_false: f, width: w1 };
-                            push(found, i, i + 3, opx, 3);
-                        }
+                        // `mov d, d` as the second move keeps the first value.
+                        let f = if reads(f, d1) { t } else { f };
+                        let opx = SiteOp::Select { dst: d1, cond: c, if_true: t, if_false: f, width: w1 };
+                        push_select(cx, found, i, i + 3, opx, 3);
                     }
                     continue;
                 }
@@ -619,19 +652,20 @@ fn select(cx: &Ctx, found: &mut Found) {
         // if cond goto +1; mov d, F   (d keeps its value when the condition holds)
         if i + 1 < n {
             if let (Some(c), Some((d, f, w))) = (cond_of(&ins[i]), plain_mov(&ins[i + 1])) {
-                if ins[i].jump_offset() == 1 {
-                    // A preceding `mov d, T` makes it the three-instruction shape, found
-                    // above at i - 1 unless that was rejected.
+                if ins[i].jump_offset() == 1 && !reads(f, d) {
+                    // A preceding `mov d, T` makes it the three-instruction shape (handled,
+                    // or rejected, at i - 1).
                     if i > 0 && cx.an.insn_start[i - 1] && plain_mov(&ins[i - 1]).map(|m| m.0) == Some(d) {
                         continue;
                     }
-                    if reads(f, d) {
-                        continue; // mov d, d: no select
+                    // A 32-bit move on one path against the untouched 64-bit register on the
+                    // other is a select only when that register's upper half is zero.
+                    if w == W::W32 && !upper_zero_before(cx, i, d) {
+                        rej(found, i, i + 2, "mixed widths: 32-bit move on one path, the full 64-bit register on the other");
+                        continue;
                     }
-                    // With 32-bit moves only the written path truncates: the kept value is
-                    // the full 64-bit register, a mixed-width select.
                     let opx = SiteOp::Select { dst: d, cond: c, if_true: Operand::Reg(d), if_false: f, width: w };
-                    push(found, i, i + 2, opx, 2);
+                    push_select(cx, found, i, i + 2, opx, 2);
                 }
             }
         }
@@ -640,10 +674,6 @@ fn select(cx: &Ctx, found: &mut Found) {
 
 // ---------------------------------------------------------------------------------------
 // Bulk copy and zeroing.
-
-fn mem_off_ok(v: i64) -> Option<i16> {
-    i16::try_from(v).ok()
-}
 
 /// Two byte ranges `[a, a+len)` behind `ra` and `[b, b+len)` behind `rb` cannot overlap.
 fn disjoint(cx: &Ctx, pc: usize, ra: u8, a: i64, rb: u8, b: i64, len: i64) -> bool {
@@ -664,104 +694,108 @@ fn disjoint(cx: &Ctx, pc: usize, ra: u8, a: i64, rb: u8, b: i64, len: i64) -> bo
 fn memcpy(cx: &Ctx, found: &mut Found) {
     let ins = cx.insns;
     let an = cx.an;
+    let is_ld = |x: &Insn| x.class() == op::LDX && x.mode() == op::MEM;
+    let is_st = |x: &Insn| x.class() == op::STX && x.mode() == op::MEM;
     let mut i = 0;
     while i < ins.len() {
-        let is_ld = |x: &Insn| x.class() == op::LDX && x.mode() == op::MEM;
-        let is_st = |x: &Insn| x.class() == op::STX && x.mode() == op::MEM;
         if !an.insn_start[i] || !is_ld(&ins[i]) {
             i += 1;
             continue;
         }
-        // Grow a run of loads and stores, each store writing a value loaded in the run.
-        let (s, d0) = (ins[i].src, None::<u8>);
-        let mut d = d0;
-        let mut pending: HashMap<u8, (i16, usize)> = HashMap::new(); // tmp -> (src off, size)
-        let mut pairs: Vec<(i16, i16, usize)> = Vec::new(); // (src off, dst off, size)
-        let mut tmps = RegSet::EMPTY;
-        let mut end = i; // one past the last slot where nothing is pending
+        // Grow a run of loads from one base and stores to one base, all of one width, each
+        // store writing a value loaded earlier in the run; stop at the chunk limit.
+        let (s, width) = (ins[i].src, ins[i].size_bytes());
+        let max_chunks = (kops_einsn::MAX_BULK_BYTES / width).min(32);
+        let mut d: Option<u8> = None;
+        let mut pending: HashMap<u8, i16> = HashMap::new(); // tmp -> src off
+        let mut pairs: Vec<(i16, i16, u8)> = Vec::new(); // (src off, dst off, tmp) in store order
+        let mut end = i;
+        let mut npairs_at_end = 0;
         let mut k = i;
-        while k < ins.len() {
+        while k < ins.len() && pairs.len() < max_chunks {
             let x = ins[k];
             if k > i && (an.is_branch_target(k) || an.is_subprog_start(k)) {
                 break;
             }
-            if is_ld(&x) && x.src == s && !pending.contains_key(&x.dst) && x.dst != s && Some(x.dst) != d && x.dst < 10 {
-                pending.insert(x.dst, (x.off, x.size_bytes()));
-                tmps = tmps.with(x.dst);
-            } else if is_st(&x) && d.map_or(true, |dd| dd == x.dst) {
-                let Some(&(so, sz)) = pending.get(&x.src) else { break };
-                if sz != x.size_bytes() || tmps.contains(x.dst) {
-                    break;
+            if x.size_bytes() != width {
+                break;
+            }
+            if is_ld(&x) && x.src == s && x.dst < 10 && x.dst != s && Some(x.dst) != d && !pending.contains_key(&x.dst) {
+                pending.insert(x.dst, x.off);
+            } else if is_st(&x) && d.map_or(true, |dd| dd == x.dst) && x.dst != x.src {
+                let Some(so) = pending.remove(&x.src) else { break };
+                if pairs.iter().any(|p| p.2 == x.dst) {
+                    break; // the store base was loaded in the run
                 }
                 d = Some(x.dst);
-                pending.remove(&x.src);
-                pairs.push((so, x.off, sz));
+                pairs.push((so, x.off, x.src));
             } else {
                 break;
             }
             k += 1;
             if pending.is_empty() {
                 end = k;
+                npairs_at_end = pairs.len();
             }
         }
-        if pairs.len() < 2 || end == i {
+        pairs.truncate(npairs_at_end);
+        if pairs.len() < 2 {
             i += 1;
             continue;
         }
-        // Trim pairs to those completed before `end`.
-        let mut npairs = 0;
-        let mut pend = 0i32;
-        for q in i..end {
-            if is_ld(&ins[q]) {
-                pend += 1;
-            } else {
-                pend -= 1;
-                npairs += 1;
-            }
-        }
-        debug_assert_eq!(pend, 0);
-        pairs.truncate(npairs);
-        let tmps = (i..end).filter(|&q| is_ld(&ins[q])).fold(RegSet::EMPTY, |t, q| t.with(ins[q].dst));
         let d = d.unwrap();
+        let w = width as i64;
+        let order: Vec<i64> = pairs.iter().map(|p| p.0 as i64).collect();
+        let ascending = order.windows(2).all(|x| x[1] == x[0] + w);
+        let descending = order.windows(2).all(|x| x[1] == x[0] - w);
         let mut sorted = pairs.clone();
         sorted.sort();
-        let delta = sorted[0].1 as i64 - sorted[0].0 as i64;
-        let mut next = sorted[0].0 as i64;
-        let mut ok = Ok(());
-        for &(so, dof, sz) in &sorted {
-            if so as i64 != next || dof as i64 - so as i64 != delta {
-                ok = Err("the loads and stores do not form one contiguous copy".to_string());
-                break;
-            }
-            next += sz as i64;
-        }
         let (src_off, dst_off) = (sorted[0].0 as i64, sorted[0].1 as i64);
-        let len = next - src_off;
-        if ok.is_ok() && !disjoint(cx, i, s, src_off, d, dst_off, len) {
-            ok = Err(format!("source r{s} {src_off:+} and destination r{d} {dst_off:+} may overlap"));
-        }
-        let live = an.live_out[end - 1];
-        if ok.is_ok() {
-            if let Some(r) = tmps.intersect(live).iter().next() {
-                ok = Err(format!("temporary r{r} is live after the copy"));
+        let len = w * pairs.len() as i64;
+        let tmps: RegSet = pairs.iter().fold(RegSet::EMPTY, |t, p| t.with(p.2));
+        // Strictly load, store, load, store: exactly the proof's chunk order.
+        let sequential = (i..end).all(|q| is_ld(&ins[q]) == ((q - i) % 2 == 0));
+        let one_tmp = tmps.0.count_ones() == 1;
+        let check = || -> Result<SiteOp, String> {
+            let contiguous = sorted.iter().enumerate().all(|(n, p)| {
+                p.0 as i64 == src_off + n as i64 * w && p.1 as i64 - p.0 as i64 == dst_off - src_off
+            });
+            if !contiguous {
+                return Err("the loads and stores do not form one contiguous copy".into());
             }
-        }
-        if ok.is_ok() {
-            ok = cx.region_ok(i, end);
-        }
-        match ok {
-            Ok(()) => found.matches.push(Match {
+            let exact_order = sequential && (ascending || descending);
+            if !exact_order && !disjoint(cx, i, s, src_off, d, dst_off, len) {
+                return Err(format!(
+                    "source r{s} {src_off:+} and destination r{d} {dst_off:+} may overlap and the copy order is not one the site reproduces"
+                ));
+            }
+            // tmp ends holding the last chunk stored in the site's order: the same as the
+            // original when one register carries every chunk in that order.
+            let live = an.live_out[end - 1];
+            let tmp_final_same = exact_order && one_tmp;
+            if !tmp_final_same {
+                if let Some(r) = tmps.intersect(live).iter().next() {
+                    return Err(format!("temporary r{r} is live after the copy"));
+                }
+            }
+            cx.region_ok(i, end)?;
+            Ok(SiteOp::Memcpy {
+                dst_base: d,
+                dst_off: i16::try_from(dst_off).map_err(|_| "offset out of range")?,
+                src_base: s,
+                src_off: i16::try_from(src_off).map_err(|_| "offset out of range")?,
+                width: width as u8,
+                count: pairs.len() as u8,
+                descending: descending && !ascending,
+                tmp: pairs.last().unwrap().2,
+            })
+        };
+        match check() {
+            Ok(op) => found.matches.push(Match {
                 pass: Pass::Bulk,
                 start: i,
                 end,
-                op: SiteOp::Memcpy {
-                    dst_base: d,
-                    dst_off: mem_off_ok(dst_off).unwrap_or(0),
-                    src_base: s,
-                    src_off: mem_off_ok(src_off).unwrap_or(0),
-                    len: len as u32,
-                    tmp: tmps.iter().next().unwrap(),
-                },
+                op,
                 keep: vec![],
                 prefix: vec![],
                 idiom_slots: end - i,
@@ -815,18 +849,19 @@ fn memset(cx: &Ctx, found: &mut Found) {
             continue;
         }
         let zeros = zero_regs_before(cx, i);
-        let Some((base, _, _)) = zero_store(i, zeros) else {
+        let Some((base, _, width)) = zero_store(i, zeros) else {
             i += 1;
             continue;
         };
+        let max_chunks = (kops_einsn::MAX_BULK_BYTES / width).min(64);
         let mut stores = Vec::new();
         let mut k = i;
-        while k < ins.len() {
+        while k < ins.len() && stores.len() < max_chunks {
             if k > i && (an.is_branch_target(k) || an.is_subprog_start(k)) {
                 break;
             }
             match zero_store(k, zeros) {
-                Some((b, off, sz)) if b == base => stores.push((off, sz)),
+                Some((b, off, sz)) if b == base && sz == width => stores.push(off),
                 _ => break,
             }
             k += 1;
@@ -837,25 +872,19 @@ fn memset(cx: &Ctx, found: &mut Found) {
             continue;
         }
         stores.sort();
-        let mut next = stores[0].0 as i64;
-        let mut ok = Ok(());
-        for &(off, sz) in &stores {
-            if off as i64 != next {
-                ok = Err("the zero stores do not cover one contiguous range".to_string());
-                break;
-            }
-            next += sz as i64;
-        }
-        if ok.is_ok() {
-            ok = cx.region_ok(i, end);
-        }
-        let off = stores[0].0;
+        let off = stores[0];
+        let contiguous = stores.iter().enumerate().all(|(n, &o)| o as i64 == off as i64 + (n * width) as i64);
+        let ok = if contiguous {
+            cx.region_ok(i, end)
+        } else {
+            Err("the zero stores do not cover one contiguous range".to_string())
+        };
         match ok {
             Ok(()) => found.matches.push(Match {
                 pass: Pass::Bulk,
                 start: i,
                 end,
-                op: SiteOp::Memset { base, off, len: (next - off as i64) as u32, value: 0 },
+                op: SiteOp::Memset { base, off, width: width as u8, count: stores.len() as u8, value: 0 },
                 keep: vec![],
                 prefix: vec![],
                 idiom_slots: end - i,

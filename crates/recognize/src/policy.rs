@@ -216,8 +216,9 @@ pub fn decide(cx: &Ctx, m: &Match, policy: &Policy) -> Decision {
                 d(true, format!("data-dependent condition (likely unpredictable), cmov{w} saves {saving}"))
             }
         }
-        SiteOp::Memcpy { len, .. } | SiteOp::Memset { len, .. } => {
-            if *len >= 64 && saving >= 4 {
+        SiteOp::Memcpy { width, count, .. } | SiteOp::Memset { width, count, .. } => {
+            let len = *width as u32 * *count as u32;
+            if len >= 64 && saving >= 4 {
                 d(true, format!("{len} bytes, saves {saving} native instructions"))
             } else {
                 d(false, format!("{len} bytes: below the rep-movs/stos break-even (64 bytes, saving >= 4)"))
