@@ -5,7 +5,7 @@ fn main() {
     let obj = kops_object::Object::load(&args[1]).expect("load");
     let mode = kops_recognize::Mode::parse(args.get(2).map(|s| s.as_str()).unwrap_or("auto")).unwrap();
     let pol = kops_recognize::Policy { mode, ..Default::default() };
-    let (_, rep) = kops_recognize::rewrite_object(&obj, &pol).expect("rewrite");
+    let (_, rep, _) = kops_recognize::rewrite_object(&obj, &pol).expect("rewrite");
     for p in &rep.programs {
         println!("program {} ({} -> {} slots)", p.name, p.insns_before, p.insns_after);
         for s in &p.sites {

@@ -25,7 +25,7 @@ use kops_isa::Insn;
 use std::fmt;
 
 pub use policy::{Decision, Mode, Policy};
-pub use rewrite::{rewrite_object, run_program, ObjectReport, ProgramReport, SiteReport};
+pub use rewrite::{rewrite_object, run_program, write_object, ObjectReport, ProgramReport, Rewritten, SiteReport};
 
 /// The recognizer passes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -196,11 +196,22 @@ fn line_of(prog: &Program, pc: usize) -> Option<&LineInfo> {
     prog.line_info.iter().take_while(|l| l.insn_off as usize <= pc).last()
 }
 
-/// Match, decide and rewrite one program until no more sites are taken. Returns the
-/// rewritten program and the report; ranges in the report are in the original program.
-pub fn run_program(prog: &Program, policy: &Policy) -> Result<(Program, ProgramReport), RewriteError> {
+/// A rewritten program.
+#[derive(Clone, Debug)]
+pub struct Rewritten {
+    pub program: Program,
+    pub report: ProgramReport,
+    /// For each slot of the original program (and its end), the new slot where it is now;
+    /// a removed slot maps to the slot that follows it (what `kops_object::write` wants).
+    pub old_to_new: Vec<usize>,
+}
+
+/// Match, decide and rewrite one program until no more sites are taken. Ranges in the
+/// report are in the original program.
+pub fn run_program(prog: &Program, policy: &Policy) -> Result<Rewritten, RewriteError> {
     let mut cur = prog.clone();
     let mut origin: Vec<usize> = (0..prog.insns.len()).collect();
+    let mut old_to_new: Vec<usize> = (0..=prog.insns.len()).collect();
     let mut sites: Vec<SiteReport> = Vec::new();
     let mut rejected: Vec<RejectReport> = Vec::new();
     let mut seen: std::collections::HashSet<(Pass, usize, usize, String)> = Default::default();
@@ -269,6 +280,16 @@ pub fn run_program(prog: &Program, policy: &Policy) -> Result<(Program, ProgramR
             .map_err(|(pc, msg)| RewriteError::Fixup { prog: prog.name.clone(), pc, msg })?;
         let next = fix_program(&cur, &ap)?;
         origin = ap.origin.iter().map(|&o| origin[o]).collect();
+        // Fill removed slots with the next surviving one, then compose.
+        let mut filled = vec![0usize; ap.map.len()];
+        let mut nextv = ap.insns.len();
+        for k in (0..ap.map.len()).rev() {
+            if let Some(v) = ap.map[k] {
+                nextv = v;
+            }
+            filled[k] = nextv;
+        }
+        old_to_new = old_to_new.iter().map(|&x| filled[x]).collect();
         cur = next;
     }
     // The result must still be a well-formed program.
@@ -283,17 +304,42 @@ pub fn run_program(prog: &Program, policy: &Policy) -> Result<(Program, ProgramR
         sites,
         rejected,
     };
-    Ok((cur, report))
+    Ok(Rewritten { program: cur, report, old_to_new })
 }
 
-/// Rewrite every program of an object.
-pub fn rewrite_object(obj: &Object, policy: &Policy) -> Result<(Object, ObjectReport), RewriteError> {
+/// Rewrite every program of an object. Returns the rewritten object (in memory), the
+/// report, and each program's old-to-new slot map (same order as `obj.programs`).
+pub fn rewrite_object(obj: &Object, policy: &Policy) -> Result<(Object, ObjectReport, Vec<Vec<usize>>), RewriteError> {
     let mut out = obj.clone();
     let mut programs = Vec::new();
+    let mut maps = Vec::new();
     for (k, p) in obj.programs.iter().enumerate() {
-        let (np, rep) = run_program(p, policy)?;
-        out.programs[k] = np;
-        programs.push(rep);
+        let r = run_program(p, policy)?;
+        out.programs[k] = r.program;
+        programs.push(r.report);
+        maps.push(r.old_to_new);
     }
-    Ok((out, ObjectReport { path: obj.path.clone(), programs }))
+    Ok((out, ObjectReport { path: obj.path.clone(), programs }, maps))
+}
+
+/// Write a rewritten object as ELF: `original` is the input file's bytes, `obj` the object
+/// loaded from it, `new`/`maps` what [`rewrite_object`] returned.
+pub fn write_object(original: &[u8], obj: &Object, new: &Object, maps: &[Vec<usize>]) -> Result<Vec<u8>, String> {
+    let mut edits: Vec<kops_object::write::FunctionEdit> = Vec::new();
+    for (k, p) in obj.programs.iter().enumerate() {
+        let es = kops_object::write::edits_from_program(p, &new.programs[k].insns, &maps[k]).map_err(|e| e.to_string())?;
+        for e in es {
+            match edits.iter().find(|x| x.section == e.section && x.sec_start == e.sec_start) {
+                Some(x) if *x == e => {}
+                Some(_) => {
+                    return Err(format!(
+                        "function at {}+{} is shared by several programs and was rewritten differently",
+                        e.section, e.sec_start
+                    ))
+                }
+                None => edits.push(e),
+            }
+        }
+    }
+    kops_object::write::rewrite_functions(original, &edits).map_err(|e| e.to_string())
 }

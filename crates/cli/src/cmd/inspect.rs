@@ -85,7 +85,7 @@ pub fn main(args: Vec<String>) -> anyhow::Result<u8> {
     };
     let policy = parse_policy(&a.passes, &a.policy)?;
     let obj = kops_object::Object::load(&a.file).with_context(|| format!("loading {}", a.file))?;
-    let (_, rep) = rewrite_object(&obj, &policy).with_context(|| a.file.clone())?;
+    let (_, rep, _) = rewrite_object(&obj, &policy).with_context(|| a.file.clone())?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&rep)?);
     } else {
