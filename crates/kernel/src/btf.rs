@@ -206,3 +206,35 @@ impl KernelBtf {
         KernelBtf::load(fixed).map(Some)
     }
 }
+
+/// Builds raw BTF with one function `int NAME(struct xdp_md *ctx)` (type id 5), for a
+/// stand-in XDP program that tracing programs can attach to when their real target is
+/// chosen at run time (libxdp's xdpdump: `fentry/func`).
+pub fn xdp_func_btf(name: &str) -> Vec<u8> {
+    let mut strs = vec![0u8];
+    let mut add = |s: &str| -> u32 {
+        let off = strs.len() as u32;
+        strs.extend_from_slice(s.as_bytes());
+        strs.push(0);
+        off
+    };
+    let (s_int, s_md, s_ctx, s_fn) = (add("int"), add("xdp_md"), add("ctx"), add(name));
+    let kind = |k: u32, vlen: u32| (k << 24) | vlen;
+    let mut t: Vec<u32> = Vec::new();
+    t.extend([s_int, kind(1, 0), 4, (1 << 24) | 32]); // [1] int: signed, 32 bits
+    t.extend([s_md, kind(KIND_STRUCT, 0), 24]); // [2] struct xdp_md (members not needed)
+    t.extend([0, kind(2, 0), 2]); // [3] struct xdp_md *
+    t.extend([0, kind(13, 1), 1, s_ctx, 3]); // [4] int (*)(struct xdp_md *ctx)
+    t.extend([s_fn, kind(12, 1), 4]); // [5] global func NAME
+    let types: Vec<u8> = t.iter().flat_map(|w| w.to_le_bytes()).collect();
+    let mut b = Vec::new();
+    b.extend_from_slice(&0xeb9fu16.to_le_bytes());
+    b.push(1); // version
+    b.push(0); // flags
+    for w in [24u32, 0, types.len() as u32, types.len() as u32, strs.len() as u32] {
+        b.extend_from_slice(&w.to_le_bytes());
+    }
+    b.extend_from_slice(&types);
+    b.extend_from_slice(&strs);
+    b
+}

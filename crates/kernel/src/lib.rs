@@ -14,6 +14,7 @@
 //! entry point that needs the kernel calls it first, so a machine without BPF or without
 //! privilege gets one [`KernelError::KernelUnavailable`] line instead of a cascade of EPERMs.
 
+pub mod attach;
 pub mod btf;
 pub mod conformance;
 pub mod info;

@@ -45,6 +45,10 @@ pub struct LoadedProg {
     pub prog_type: u32,
     /// The verifier log at the requested level (empty at level 0).
     pub log: String,
+    /// How the attach target of a tracing program was chosen, when it was.
+    pub attach_note: Option<String>,
+    /// A stand-in attach target kept alive with the program.
+    pub(crate) _target: Option<Box<(LoadedProg, KernelBtf)>>,
 }
 
 pub(crate) struct RawLoadError {
@@ -138,6 +142,28 @@ pub(crate) fn load_raw(
     }
 }
 
+/// Why a kernel may refuse a program type outright, from what the machine shows.
+fn eperm_hint(prog_type: u32) -> String {
+    // tracing (26), ext (28), lsm (29), kprobe (2), tracepoint (5), raw_tp (17), perf (7)
+    if !matches!(prog_type, 2 | 5 | 7 | 17 | 26 | 28 | 29) {
+        return String::new();
+    }
+    let mut why = Vec::new();
+    match std::fs::read_to_string("/sys/kernel/security/lockdown") {
+        Ok(s) if !s.contains("[none]") => why.push(format!("kernel lockdown is {}", s.trim())),
+        Ok(_) => {}
+        Err(_) => why.push("the kernel may be locked down (lockdown state not readable)".to_string()),
+    }
+    if !std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
+        why.push("the kernel exposes no vmlinux BTF (/sys/kernel/btf/vmlinux missing)".into());
+    }
+    if why.is_empty() {
+        String::new()
+    } else {
+        format!("; tracing programs are affected here: {}", why.join(", "))
+    }
+}
+
 fn log_text(buf: &[u8]) -> String {
     let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
     String::from_utf8_lossy(&buf[..end]).into_owned()
@@ -157,15 +183,29 @@ pub fn load_program(
         return Err(KernelError::Invalid(format!("program `{}` has no instructions", opts.name)));
     }
     match load_raw(insns, opts, fd_array) {
-        Ok((fd, log)) => Ok(LoadedProg { fd, name: opts.name.clone(), prog_type: opts.prog_type, log }),
+        Ok((fd, log)) => Ok(LoadedProg {
+            fd,
+            name: opts.name.clone(),
+            prog_type: opts.prog_type,
+            log,
+            attach_note: None,
+            _target: None,
+        }),
         Err(RawLoadError { errno, mut log }) => {
             if errno == libc::EPERM && log.trim().is_empty() {
-                return Err(KernelError::KernelUnavailable(format!(
-                    "BPF_PROG_LOAD of `{}` (type {}) was refused: {}",
-                    opts.name,
-                    opts.prog_type,
-                    sys::errno_text(errno)
-                )));
+                // bpf(2) itself works (the probe passed), so this is a refusal of this
+                // program type or attach target before any verification.
+                return Err(KernelError::Rejected {
+                    name: opts.name.clone(),
+                    errno,
+                    errno_name: sys::errno_name(errno),
+                    message: format!(
+                        "the kernel refused to load this program before verifying it (EPERM, no verifier log){}",
+                        eperm_hint(opts.prog_type)
+                    ),
+                    insn: None,
+                    log,
+                });
             }
             // A level without the instruction trace (0 or stats only) explains nothing: load
             // again at level 1 so the rejection carries the verifier's reason.
@@ -222,7 +262,13 @@ pub fn load_object_program(
             opts.line_info = prog.line_info.clone();
         }
     }
-    load_program(insns, &opts, &maps.fd_array())
+    let target = crate::attach::resolve(prog, &mut opts)?;
+    let mut loaded = load_program(insns, &opts, &maps.fd_array())?;
+    if let Some((note, keep)) = target {
+        loaded.attach_note = Some(note);
+        loaded._target = keep;
+    }
+    Ok(loaded)
 }
 
 /// Input of one BPF_PROG_TEST_RUN.
