@@ -17,8 +17,8 @@
 //! `*(uW *)(base + off + i*W) = pattern` ascending. x86-64: `rep stos`.
 //!
 //! `rep movs`/`rep stos` need rdi, rsi, rcx and rax; those are saved on the native stack and
-//! restored, and the operands are set up as a parallel move through the scratch register
-//! (a base may itself live in rdi, rsi, rcx or rax).
+//! restored, and the operands are set up as a parallel move (a base may itself live in rdi,
+//! rsi, rcx or rax).
 
 use kops_isa::{op, Insn};
 use kops_kinsn::payload::{check_range, check_reg, field_err, Fields, Packer, Payload};
@@ -191,10 +191,6 @@ impl EInsn for Memcpy {
     }
 
     fn emit_x86(&self, ctx: &mut X86EmitCtx) -> Result<Emitted, EmitError> {
-        let x = ctx.scratch;
-        if matches!(x, Reg::Rdi | Reg::Rsi | Reg::Rcx) {
-            return Ok(Emitted::Fallback("scratch register is a rep movs operand"));
-        }
         let (d, s) = (ctx.reg(self.dst), ctx.reg(self.src));
         let w = self.width as i32;
         let down = self.descending && self.count > 1;
@@ -203,11 +199,20 @@ impl EInsn for Memcpy {
         for r in saved {
             ctx.asm.push(r);
         }
-        // Parallel move: both addresses are computed from the original bases before rdi
-        // or rsi is written.
-        ctx.asm.lea(Width::W64, x, Mem::new(s, self.src_off as i32 + first));
-        ctx.asm.lea(Width::W64, Reg::Rdi, Mem::new(d, self.dst_off as i32 + first));
-        ctx.asm.mov_rr(Width::W64, Reg::Rsi, x);
+        // Parallel move (src, dst) -> (rsi, rdi) through the stack: both bases are read
+        // before rdi or rsi is written, whichever registers they live in, and no scratch
+        // register is needed.
+        ctx.asm.push(s);
+        ctx.asm.push(d);
+        ctx.asm.pop(Reg::Rdi);
+        ctx.asm.pop(Reg::Rsi);
+        let (doff, soff) = (self.dst_off as i32 + first, self.src_off as i32 + first);
+        if doff != 0 {
+            ctx.asm.lea(Width::W64, Reg::Rdi, Mem::new(Reg::Rdi, doff));
+        }
+        if soff != 0 {
+            ctx.asm.lea(Width::W64, Reg::Rsi, Mem::new(Reg::Rsi, soff));
+        }
         ctx.asm.mov_r32_imm32(Reg::Rcx, self.count as u32);
         if down {
             ctx.asm.byte(0xFD); // std

@@ -41,7 +41,7 @@ impl EInsn for Prefetch {
     const NAME: &'static str = "prefetch";
     const ID: u32 = id::PREFETCH;
     const MAX_PROOF: usize = 1;
-    const MAX_X86: usize = 8;
+    const MAX_X86: usize = 10;
 
     fn proof(&self) -> Vec<Insn> {
         vec![Insn::ja(0)]

@@ -1,0 +1,639 @@
+//! Differential tests: for every EInsn op and payload class, the native x86-64 code run on
+//! random register and memory states leaves exactly the state that the interpreted proof
+//! sequence leaves (except registers declared dead after the site and the JIT scratch
+//! register); the proof sequence itself is checked against a direct Rust statement of the
+//! op's meaning. Classes are run with all CPU features and with none (other native paths,
+//! or fallback where the op needs a feature), with the Linux register map and with random
+//! register maps.
+//!
+//! `cargo test -p kops-einsn --release -- --ignored` runs the full version (>= 100,000
+//! states per op).
+
+mod harness;
+
+use harness::*;
+use kops_analysis::RegSet;
+use kops_einsn::*;
+use kops_isa::Insn;
+use kops_kinsn::emit_x86_checked;
+use kops_x86::{CpuFeatures, Reg};
+use rand::prelude::*;
+use rand::rngs::StdRng;
+
+const BUF: usize = 2048;
+
+#[derive(Default, Debug)]
+struct Stats {
+    classes: usize,
+    /// States run natively and compared with the proof.
+    states: usize,
+    /// Classes where the emit fell back (a needed feature masked): only the proof runs.
+    fallbacks: usize,
+}
+
+fn rand_val(rng: &mut StdRng) -> u64 {
+    match rng.gen_range(0..8) {
+        0 => 0,
+        1 => u64::MAX,
+        2 => 1u64 << rng.gen_range(0..64),
+        3 => rng.gen::<u32>() as u64,
+        4 => (rng.gen::<i32>() as i64) as u64,
+        _ => rng.gen(),
+    }
+}
+
+fn random_map(rng: &mut StdRng) -> ([Reg; 11], Reg) {
+    let mut regs: Vec<Reg> = Reg::ALL.iter().copied().filter(|&r| r != Reg::Rsp).collect();
+    regs.shuffle(rng);
+    let mut m = [Reg::Rax; 11];
+    m.copy_from_slice(&regs[..11]);
+    (m, regs[11])
+}
+
+/// The op-specific parts of a differential check.
+trait Oracle: EInsn {
+    /// Make pointer registers point into the test buffer at `base`.
+    fn setup(&self, _rng: &mut StdRng, _r: &mut [u64; 11], _base: u64) {}
+    /// Registers the proof may write.
+    fn writes(&self) -> Vec<u8>;
+    /// The op's meaning, stated directly: check the interpreted result.
+    fn spec(&self, before: &[u64; 11], mb: &[u8], base: u64, after: &[u64; 11], ma: &[u8]) -> Result<(), String>;
+    /// Does the emit need a feature missing from `f` (so fallback is expected)?
+    fn needs_missing(&self, _f: CpuFeatures) -> bool {
+        false
+    }
+}
+
+fn eq(what: &str, got: u64, want: u64) -> Result<(), String> {
+    if got != want {
+        return Err(format!("{what}: proof gives {got:#x}, meaning says {want:#x}"));
+    }
+    Ok(())
+}
+
+impl<const W: u8> Oracle for Rotate<W> {
+    fn writes(&self) -> Vec<u8> {
+        vec![self.dst, self.tmp]
+    }
+    fn spec(&self, b: &[u64; 11], _: &[u8], _: u64, a: &[u64; 11], _: &[u8]) -> Result<(), String> {
+        let s = b[self.src as usize];
+        let k = self.k as u32;
+        let (rot, l, r) = if W == 64 {
+            (s.rotate_left(k), s << k, s >> (64 - k))
+        } else {
+            let s = s as u32;
+            (s.rotate_left(k) as u64, (s << k) as u64, (s >> (32 - k)) as u64)
+        };
+        eq("dst", a[self.dst as usize], rot)?;
+        eq("tmp", a[self.tmp as usize], if self.tmp_lsh { l } else { r })
+    }
+}
+
+impl Oracle for Select {
+    fn writes(&self) -> Vec<u8> {
+        vec![self.dst]
+    }
+    fn spec(&self, b: &[u64; 11], _: &[u8], _: u64, a: &[u64; 11], _: &[u8]) -> Result<(), String> {
+        let c = b[self.cond as usize];
+        let t = if self.cond32 { c as u32 != 0 } else { c != 0 };
+        let v = if t { b[self.a as usize] } else { b[self.b as usize] };
+        eq("dst", a[self.dst as usize], if self.mov32 { v as u32 as u64 } else { v })
+    }
+}
+
+impl Oracle for Extract {
+    fn writes(&self) -> Vec<u8> {
+        vec![self.dst]
+    }
+    fn spec(&self, b: &[u64; 11], _: &[u8], _: u64, a: &[u64; 11], _: &[u8]) -> Result<(), String> {
+        eq("dst", a[self.dst as usize], (b[self.src as usize] >> self.start) & ((1u64 << self.len) - 1))
+    }
+}
+
+impl<const B: u8> Oracle for EndianLoad<B> {
+    fn setup(&self, rng: &mut StdRng, r: &mut [u64; 11], base: u64) {
+        let pos = rng.gen_range(0..=(BUF - B as usize)) as u64;
+        r[self.base as usize] = base.wrapping_add(pos).wrapping_sub(self.off as i64 as u64);
+    }
+    fn writes(&self) -> Vec<u8> {
+        vec![self.dst]
+    }
+    fn spec(&self, b: &[u64; 11], mb: &[u8], base: u64, a: &[u64; 11], _: &[u8]) -> Result<(), String> {
+        let o = (b[self.base as usize].wrapping_add(self.off as i64 as u64) - base) as usize;
+        let mut x = [0u8; 8];
+        x[..B as usize].copy_from_slice(&mb[o..o + B as usize]);
+        let v = u64::from_le_bytes(x);
+        let want = match B {
+            2 => (v as u16).swap_bytes() as u64,
+            4 => (v as u32).swap_bytes() as u64,
+            _ => v.swap_bytes(),
+        };
+        eq("dst", a[self.dst as usize], want)
+    }
+    fn needs_missing(&self, _: CpuFeatures) -> bool {
+        false
+    }
+}
+
+impl Oracle for Popcount64 {
+    fn writes(&self) -> Vec<u8> {
+        vec![self.dst, self.t1, self.t2]
+    }
+    fn spec(&self, b: &[u64; 11], _: &[u8], _: u64, a: &[u64; 11], _: &[u8]) -> Result<(), String> {
+        eq("dst", a[self.dst as usize], b[self.src as usize].count_ones() as u64)?;
+        eq("t1", a[self.t1 as usize], 0x0f0f_0f0f_0f0f_0f0f)?;
+        eq("t2", a[self.t2 as usize], 0x0101_0101_0101_0101)
+    }
+    fn needs_missing(&self, f: CpuFeatures) -> bool {
+        !f.has(kops_x86::Feature::Popcnt)
+    }
+}
+
+impl Oracle for Popcount32 {
+    fn writes(&self) -> Vec<u8> {
+        vec![self.dst, self.tmp]
+    }
+    fn spec(&self, b: &[u64; 11], _: &[u8], _: u64, a: &[u64; 11], _: &[u8]) -> Result<(), String> {
+        eq("dst", a[self.dst as usize], (b[self.src as usize] as u32).count_ones() as u64)?;
+        eq("tmp", a[self.tmp as usize], 0x0101_0101)
+    }
+    fn needs_missing(&self, f: CpuFeatures) -> bool {
+        !f.has(kops_x86::Feature::Popcnt)
+    }
+}
+
+impl Oracle for Memcpy {
+    fn setup(&self, rng: &mut StdRng, r: &mut [u64; 11], base: u64) {
+        let len = self.bytes() as i64;
+        let room = BUF as i64 - len;
+        let (doff, soff) = (self.dst_off as i64, self.src_off as i64);
+        if self.dst == self.src {
+            let lo = (-doff).max(-soff);
+            let hi = (room - doff).min(room - soff);
+            let x = rng.gen_range(lo..=hi);
+            r[self.dst as usize] = base.wrapping_add(x as u64);
+        } else {
+            let pd = rng.gen_range(0..=room);
+            // Overlapping regions half of the time.
+            let ps = if rng.gen_bool(0.5) { (pd + rng.gen_range(-len - 2..=len + 2)).clamp(0, room) } else { rng.gen_range(0..=room) };
+            r[self.dst as usize] = base.wrapping_add((pd - doff) as u64);
+            r[self.src as usize] = base.wrapping_add((ps - soff) as u64);
+        }
+    }
+    fn writes(&self) -> Vec<u8> {
+        vec![self.tmp]
+    }
+    fn spec(&self, b: &[u64; 11], mb: &[u8], base: u64, _: &[u64; 11], ma: &[u8]) -> Result<(), String> {
+        let len = self.bytes();
+        let d = (b[self.dst as usize].wrapping_add(self.dst_off as i64 as u64) - base) as usize;
+        let s = (b[self.src as usize].wrapping_add(self.src_off as i64 as u64) - base) as usize;
+        let mut want = mb.to_vec();
+        if d + len <= s || s + len <= d {
+            want[d..d + len].copy_from_slice(&mb[s..s + len]);
+            if want != ma {
+                return Err("memcpy of disjoint regions is not a plain copy".into());
+            }
+        } else {
+            // Overlap: only bytes outside the destination are known to stay.
+            if ma[..d] != mb[..d] || ma[d + len..] != mb[d + len..] {
+                return Err("memcpy wrote outside its destination".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Oracle for Memset {
+    fn setup(&self, rng: &mut StdRng, r: &mut [u64; 11], base: u64) {
+        let pos = rng.gen_range(0..=(BUF - self.bytes())) as u64;
+        r[self.base as usize] = base.wrapping_add(pos).wrapping_sub(self.off as i64 as u64);
+    }
+    fn writes(&self) -> Vec<u8> {
+        vec![]
+    }
+    fn spec(&self, b: &[u64; 11], mb: &[u8], base: u64, _: &[u64; 11], ma: &[u8]) -> Result<(), String> {
+        let d = (b[self.base as usize].wrapping_add(self.off as i64 as u64) - base) as usize;
+        let mut want = mb.to_vec();
+        want[d..d + self.bytes()].fill(self.value);
+        if want != ma {
+            return Err("memset result differs from a plain fill".into());
+        }
+        Ok(())
+    }
+}
+
+impl Oracle for Prefetch {
+    fn setup(&self, rng: &mut StdRng, r: &mut [u64; 11], base: u64) {
+        if rng.gen_bool(0.5) {
+            r[self.base as usize] = base.wrapping_add(rng.gen_range(0..BUF as u64));
+        }
+    }
+    fn writes(&self) -> Vec<u8> {
+        vec![]
+    }
+    fn spec(&self, _: &[u64; 11], mb: &[u8], _: u64, _: &[u64; 11], ma: &[u8]) -> Result<(), String> {
+        (mb == ma).then_some(()).ok_or_else(|| "prefetch changed memory".into())
+    }
+}
+
+impl Oracle for SpecBarrier {
+    fn writes(&self) -> Vec<u8> {
+        vec![]
+    }
+    fn spec(&self, _: &[u64; 11], mb: &[u8], _: u64, _: &[u64; 11], ma: &[u8]) -> Result<(), String> {
+        (mb == ma).then_some(()).ok_or_else(|| "barrier changed memory".into())
+    }
+}
+
+/// Run `states` random states of one class with the given native code (None: fallback).
+#[allow(clippy::too_many_arguments)]
+fn run_class<P: Oracle>(
+    p: &P,
+    code: Option<&[u8]>,
+    map: &[Reg; 11],
+    scratch: Reg,
+    dead: RegSet,
+    states: usize,
+    rng: &mut StdRng,
+    page: &mut ExecPage,
+) -> Result<usize, String> {
+    let proof: Vec<Insn> = p.proof();
+    if let Some(c) = code {
+        page.install(c);
+    }
+    let writes = p.writes();
+    for _ in 0..states {
+        let mut mem: Vec<u8> = (0..BUF).map(|_| rng.gen()).collect();
+        let base = mem.as_ptr() as u64;
+        let mut regs = [0u64; 11];
+        for r in regs.iter_mut() {
+            *r = rand_val(rng);
+        }
+        p.setup(rng, &mut regs, base);
+        let mut im = Memory { base, bytes: mem.clone() };
+        let mut ir = regs;
+        eval(&proof, &mut ir, &mut im)?;
+        p.spec(&regs, &mem, base, &ir, &im.bytes).map_err(|e| format!("proof vs meaning: {e} (regs {regs:#x?})"))?;
+        for r in 0..11u8 {
+            if !writes.contains(&r) && ir[r as usize] != regs[r as usize] {
+                return Err(format!("proof wrote r{r}, which the op does not declare"));
+            }
+        }
+        let Some(_) = code else { continue };
+        let mut st: X86State = [0; 18];
+        for v in st.iter_mut().take(16) {
+            *v = rng.gen();
+        }
+        for (i, &x) in map.iter().enumerate() {
+            st[x.num() as usize] = regs[i];
+        }
+        let before = st;
+        // SAFETY: every pointer register the op dereferences was set up to point into `mem`
+        // (checked by the evaluator above, which ran the same accesses on a copy).
+        unsafe { page.run(&mut st) };
+        let ctx = || format!("payload {:#x}, map {map:?}, dead {dead:?}, regs {regs:#x?}", p.encode().unwrap());
+        for (i, &x) in map.iter().enumerate() {
+            if !dead.contains(i as u8) && st[x.num() as usize] != ir[i] {
+                return Err(format!("r{i} ({}): native {:#x}, proof {:#x}; {}", x.name64(), st[x.num() as usize], ir[i], ctx()));
+            }
+        }
+        for x in Reg::ALL {
+            if x != Reg::Rsp && x != scratch && !map.contains(&x) && st[x.num() as usize] != before[x.num() as usize] {
+                return Err(format!("native code clobbered {}; {}", x.name64(), ctx()));
+            }
+        }
+        if st[16] != st[4] {
+            return Err(format!("rsp not restored; {}", ctx()));
+        }
+        if st[17] & (1 << 10) != 0 {
+            return Err(format!("direction flag left set; {}", ctx()));
+        }
+        if mem != im.bytes {
+            let at = mem.iter().zip(&im.bytes).position(|(a, b)| a != b).unwrap();
+            return Err(format!("memory differs at buffer offset {at}: native {:#x}, proof {:#x}; {}", mem[at], im.bytes[at], ctx()));
+        }
+        mem.clear();
+    }
+    Ok(states)
+}
+
+fn check_op<P: Oracle>(classes: &[P], states: usize, seed: u64) -> Stats {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut page = ExecPage::new(4096);
+    let op = Op::<P>::new();
+    let all = CpuFeatures::host();
+    let mut st = Stats::default();
+    for (n, p) in classes.iter().enumerate() {
+        let raw = p.encode().unwrap();
+        let features = if n % 2 == 0 { all } else { CpuFeatures::NONE };
+        let (map, scratch) = if n % 4 < 2 { (LINUX_MAP, LINUX_SCRATCH) } else { random_map(&mut rng) };
+        let dead = match rng.gen_range(0..3) {
+            0 => RegSet::EMPTY,
+            1 => RegSet(rng.gen::<u16>() & 0x3ff),
+            _ => RegSet(0x3ff),
+        };
+        let code = emit_x86_checked(&op, raw, features, dead, &map, scratch).unwrap_or_else(|e| panic!("{p:?}: {e}"));
+        // Emits are pure: a second call gives the same bytes.
+        assert_eq!(emit_x86_checked(&op, raw, features, dead, &map, scratch).unwrap(), code);
+        if code.is_none() {
+            assert!(p.needs_missing(features), "{p:?}: unexpected fallback with {features}");
+            st.fallbacks += 1;
+        } else {
+            assert!(!p.needs_missing(features), "{p:?}: native code without a needed feature");
+        }
+        let n = run_class(p, code.as_deref(), &map, scratch, dead, states, &mut rng, &mut page)
+            .unwrap_or_else(|e| panic!("{} {p:?}: {e}", P::NAME));
+        if code.is_some() {
+            st.states += n;
+        }
+        st.classes += 1;
+    }
+    st
+}
+
+// ---------------------------------------------------------------------------------------
+// Payload classes.
+
+fn reg(rng: &mut StdRng, readable: bool) -> u8 {
+    rng.gen_range(0..if readable { 11 } else { 10 })
+}
+
+fn rotate_classes<const W: u8>(rng: &mut StdRng, per: usize) -> Vec<Rotate<W>> {
+    let mut v = vec![];
+    for k in 1..W {
+        for lsh in [false, true] {
+            for pattern in 0..3 {
+                for _ in 0..per {
+                    let d = reg(rng, false);
+                    let t = loop {
+                        let t = reg(rng, false);
+                        if t != d {
+                            break t;
+                        }
+                    };
+                    let s = match pattern {
+                        0 => d,
+                        1 => t,
+                        _ => reg(rng, true),
+                    };
+                    v.push(Rotate::new(d, s, t, k, lsh).unwrap());
+                }
+            }
+        }
+    }
+    // Every register triple once.
+    for d in 0..10 {
+        for s in 0..11 {
+            for t in (0..10).filter(|&t| t != d) {
+                if rng.gen_range(0..(per.max(1) * 4)) == 0 || per > 4 {
+                    v.push(Rotate::new(d, s, t, rng.gen_range(1..W), rng.gen()).unwrap());
+                }
+            }
+        }
+    }
+    v
+}
+
+fn select_classes(rng: &mut StdRng, per: usize) -> Vec<Select> {
+    let mut v = vec![];
+    // Every aliasing pattern of (dst, cond, a, b): a set partition of the four roles.
+    for d in 0..10u8 {
+        for c in 0..11u8 {
+            for a in 0..11u8 {
+                for b in 0..11u8 {
+                    // Keep all patterns on registers 0..3 plus a random sample elsewhere.
+                    if (d < 4 && c < 4 && a < 4 && b < 4) || rng.gen_range(0..100) < per {
+                        v.push(Select::new(d, c, a, b, rng.gen(), rng.gen()).unwrap());
+                    }
+                }
+            }
+        }
+    }
+    v
+}
+
+fn extract_classes(rng: &mut StdRng, per: usize) -> Vec<Extract> {
+    let mut v = vec![];
+    for start in 0..64u8 {
+        for len in 1..=32u8 {
+            if start + len > 64 {
+                continue;
+            }
+            for _ in 0..per {
+                let d = reg(rng, false);
+                let s = if rng.gen() { d } else { reg(rng, true) };
+                v.push(Extract::new(d, s, start, len).unwrap());
+            }
+        }
+    }
+    v
+}
+
+fn endian_classes<const B: u8>(rng: &mut StdRng, per: usize) -> Vec<EndianLoad<B>> {
+    let mut v = vec![];
+    for d in 0..10 {
+        for b in 0..11 {
+            for _ in 0..per {
+                let off = match rng.gen_range(0..3) {
+                    0 => 0,
+                    1 => rng.gen_range(-128..128),
+                    _ => rng.gen_range(-1500..1500),
+                };
+                v.push(EndianLoad::new(d, b, off).unwrap());
+            }
+        }
+    }
+    v
+}
+
+fn popcount64_classes(rng: &mut StdRng, per: usize) -> Vec<Popcount64> {
+    let mut v = vec![];
+    for d in 0..10 {
+        for s in 0..11 {
+            for _ in 0..per {
+                let mut others: Vec<u8> = (0..10).filter(|&r| r != d).collect();
+                others.shuffle(rng);
+                let (mut t1, mut t2) = (others[0], others[1]);
+                // src aliasing each temporary.
+                if s != d && s < 10 && rng.gen() {
+                    if rng.gen() {
+                        t1 = s;
+                        if t2 == s {
+                            t2 = others[2];
+                        }
+                    } else {
+                        t2 = s;
+                        if t1 == s {
+                            t1 = others[2];
+                        }
+                    }
+                }
+                v.push(Popcount64::new(d, s, t1, t2).unwrap());
+            }
+        }
+    }
+    v
+}
+
+fn popcount32_classes(rng: &mut StdRng, per: usize) -> Vec<Popcount32> {
+    let mut v = vec![];
+    for d in 0..10 {
+        for s in 0..11 {
+            for t in (0..10).filter(|&t| t != d) {
+                if rng.gen_range(0..9) < per {
+                    v.push(Popcount32::new(d, s, t).unwrap());
+                }
+            }
+        }
+    }
+    v
+}
+
+fn memcpy_classes(rng: &mut StdRng, per: usize) -> Vec<Memcpy> {
+    let mut v = vec![];
+    for w in [1u8, 2, 4, 8] {
+        for count in 1..=(128 / w as usize).min(32) as u8 {
+            for desc in [false, true] {
+                for _ in 0..per {
+                    let d = reg(rng, true);
+                    let s = if rng.gen_bool(0.3) { d } else { reg(rng, true) };
+                    let t = loop {
+                        let t = reg(rng, false);
+                        if t != d && t != s {
+                            break t;
+                        }
+                    };
+                    let doff = rng.gen_range(-300i16..300);
+                    let soff = if d == s { doff + rng.gen_range(-200i16..200) } else { rng.gen_range(-300i16..300) };
+                    v.push(Memcpy::new(d, doff, s, soff, t, w, count, desc).unwrap());
+                }
+            }
+        }
+    }
+    v
+}
+
+fn memset_classes(rng: &mut StdRng, per: usize) -> Vec<Memset> {
+    let mut v = vec![];
+    for w in [1u8, 2, 4, 8] {
+        for count in 1..=(128 / w as usize).min(64) as u8 {
+            for _ in 0..per {
+                let value = if w == 8 { [0, 0xff][rng.gen_range(0..2)] } else { rng.gen() };
+                v.push(Memset::new(reg(rng, true), rng.gen_range(-500..500), w, count, value).unwrap());
+            }
+        }
+    }
+    v
+}
+
+fn misc_classes(rng: &mut StdRng) -> (Vec<Prefetch>, Vec<SpecBarrier>) {
+    ((0..11).map(|b| Prefetch::new(b, rng.gen()).unwrap()).collect(), vec![SpecBarrier; 4])
+}
+
+/// Run every op with at least `states` states per class and at least `min_states` native
+/// states per op in total.
+fn run_all(per: usize, states: usize, min_states: usize) {
+    let mut rng = StdRng::seed_from_u64(0x4b0b5);
+    let mut report = vec![];
+    macro_rules! op {
+        // `native_share`: 2 when half of the classes (features masked) fall back.
+        ($name:expr, $classes:expr, $native_share:expr) => {{
+            let c = $classes;
+            let per_class = states.max((min_states * $native_share).div_ceil(c.len()));
+            let s = check_op(&c, per_class, rng.gen());
+            report.push(format!("{:14} {:6} classes {:8} native states {:4} fallback classes", $name, s.classes, s.states, s.fallbacks));
+            assert!(s.states >= min_states, "{}: only {} states", $name, s.states);
+        }};
+    }
+    op!("rotate64", rotate_classes::<64>(&mut rng, per), 1);
+    op!("rotate32", rotate_classes::<32>(&mut rng, per), 1);
+    op!("select64", select_classes(&mut rng, per), 1);
+    op!("extract64", extract_classes(&mut rng, per), 1);
+    op!("endian_load16", endian_classes::<2>(&mut rng, per), 1);
+    op!("endian_load32", endian_classes::<4>(&mut rng, per), 1);
+    op!("endian_load64", endian_classes::<8>(&mut rng, per), 1);
+    op!("popcount64", popcount64_classes(&mut rng, per), 2);
+    op!("popcount32", popcount32_classes(&mut rng, per), 2);
+    op!("memcpy", memcpy_classes(&mut rng, per), 1);
+    op!("memset", memset_classes(&mut rng, per), 1);
+    let (pf, sb) = misc_classes(&mut rng);
+    op!("prefetch", pf, 1);
+    op!("spec_barrier", sb, 1);
+    for l in report {
+        eprintln!("{l}");
+    }
+}
+
+#[test]
+fn native_matches_proof_quick() {
+    run_all(1, 4, 2_000);
+}
+
+#[test]
+#[ignore = "long: run with --release -- --ignored"]
+fn native_matches_proof_full() {
+    run_all(3, 120, 100_000);
+}
+
+/// The harness must catch wrong emits: run each planted bug's bytes against the right
+/// proof and require a mismatch.
+#[test]
+fn harness_detects_planted_bugs() {
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut page = ExecPage::new(4096);
+    let all = CpuFeatures::host();
+    let none = RegSet::EMPTY;
+    fn code<P: EInsn>(p: &P, f: CpuFeatures, dead: RegSet) -> Vec<u8> {
+        emit_x86_checked(&Op::<P>::new(), p.encode().unwrap(), f, dead, &LINUX_MAP, LINUX_SCRATCH).unwrap().unwrap()
+    }
+    let mut expect_fail = |what: &str, r: Result<usize, String>| {
+        let e = r.expect_err(what);
+        eprintln!("{what}: caught: {}", e.lines().next().unwrap());
+    };
+    // rotate by k + 1.
+    let p = Rotate64::new(0, 1, 1, 13, false).unwrap();
+    let bad = code(&Rotate64::new(0, 1, 1, 14, false).unwrap(), all, none);
+    expect_fail("rotate k+1", run_class(&p, Some(&bad), &LINUX_MAP, LINUX_SCRATCH, none, 50, &mut rng, &mut page));
+    // The rotate temporary not reproduced although live (emitted as if dead).
+    let bad = code(&p, all, RegSet::of(1));
+    expect_fail("rotate tmp", run_class(&p, Some(&bad), &LINUX_MAP, LINUX_SCRATCH, none, 50, &mut rng, &mut page));
+    // cmov with the condition inverted.
+    let p = Select::new(0, 1, 2, 3, false, false).unwrap();
+    let bad = code(&Select::new(0, 1, 3, 2, false, false).unwrap(), all, none);
+    expect_fail("select inverted", run_class(&p, Some(&bad), &LINUX_MAP, LINUX_SCRATCH, none, 50, &mut rng, &mut page));
+    // 64-bit test where the proof tests 32 bits.
+    let p = Select::new(0, 1, 2, 3, true, false).unwrap();
+    let bad = code(&Select::new(0, 1, 2, 3, false, false).unwrap(), all, none);
+    expect_fail("select width", run_class(&p, Some(&bad), &LINUX_MAP, LINUX_SCRATCH, none, 200, &mut rng, &mut page));
+    // extract mask off by one.
+    let p = Extract::new(0, 1, 5, 7).unwrap();
+    let bad = code(&Extract::new(0, 1, 5, 8).unwrap(), all, none);
+    expect_fail("extract mask", run_class(&p, Some(&bad), &LINUX_MAP, LINUX_SCRATCH, none, 50, &mut rng, &mut page));
+    // endian load with the bswap missing.
+    let p = EndianLoad32::new(0, 1, 4).unwrap();
+    let mut a = kops_x86::Asm::new();
+    a.load(kops_x86::Size::S32, kops_x86::Reg::Rax, kops_x86::Mem::new(kops_x86::Reg::Rdi, 4));
+    expect_fail("bswap missing", run_class(&p, Some(a.bytes()), &LINUX_MAP, LINUX_SCRATCH, none, 50, &mut rng, &mut page));
+    // popcount with the temporaries left alone although live.
+    let p = Popcount64::new(0, 1, 2, 3).unwrap();
+    let bad = code(&p, all, RegSet::from_regs(&[2, 3]));
+    expect_fail("popcount temps", run_class(&p, Some(&bad), &LINUX_MAP, LINUX_SCRATCH, none, 50, &mut rng, &mut page));
+    // memcpy one chunk short, and with the tmp reload missing.
+    let p = Memcpy::new(1, 0, 2, 0, 3, 8, 4, false).unwrap();
+    let bad = code(&Memcpy::new(1, 0, 2, 0, 3, 8, 3, false).unwrap(), all, none);
+    expect_fail("memcpy short", run_class(&p, Some(&bad), &LINUX_MAP, LINUX_SCRATCH, none, 50, &mut rng, &mut page));
+    let bad = code(&p, all, RegSet::of(3));
+    expect_fail("memcpy tmp", run_class(&p, Some(&bad), &LINUX_MAP, LINUX_SCRATCH, none, 50, &mut rng, &mut page));
+    // Ascending native copy for a descending proof: differs only when regions overlap.
+    let p = Memcpy::new(1, 0, 1, 1, 3, 1, 16, true).unwrap();
+    let bad = code(&Memcpy::new(1, 0, 1, 1, 3, 1, 16, false).unwrap(), all, none);
+    expect_fail("memcpy direction", run_class(&p, Some(&bad), &LINUX_MAP, LINUX_SCRATCH, none, 50, &mut rng, &mut page));
+    // memset without restoring rcx (r4).
+    let p = Memset::new(10, -64, 8, 4, 0).unwrap();
+    let good = code(&p, all, none);
+    // The code ends with pop rax; pop rcx; pop rdi: replace `pop rcx` by `add rsp, 8`.
+    assert_eq!(&good[good.len() - 3..], &[0x58, 0x59, 0x5F]);
+    let mut bad = good[..good.len() - 2].to_vec();
+    bad.extend([0x48, 0x83, 0xC4, 0x08, 0x5F]);
+    expect_fail("memset rcx", run_class(&p, Some(&bad), &LINUX_MAP, LINUX_SCRATCH, none, 20, &mut rng, &mut page));
+}
