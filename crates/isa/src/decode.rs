@@ -451,8 +451,21 @@ pub fn target_of(kind: Kind, insn: &Insn, pc: usize) -> Option<i64> {
 /// Full validation: every slot is a valid instruction, `ld_imm64` pairs are complete, and
 /// every jump, bpf-to-bpf call and function reference lands on an instruction start.
 pub fn validate(insns: &[Insn]) -> Result<(), DecodeError> {
-    let kinds = kinds(insns)?;
-    for (pc, (insn, &kind)) in insns.iter().zip(&kinds).enumerate() {
+    check_targets(insns, &kinds(insns)?, true)
+}
+
+/// Validation for relocatable code (an ELF section before relocation): like [`validate`],
+/// but bpf-to-bpf calls and `ld_imm64` function references are not checked, since their
+/// immediates are filled in by relocations. Jumps never are relocated, so they are checked.
+pub fn validate_relocatable(insns: &[Insn]) -> Result<(), DecodeError> {
+    check_targets(insns, &kinds(insns)?, false)
+}
+
+fn check_targets(insns: &[Insn], kinds: &[Kind], calls: bool) -> Result<(), DecodeError> {
+    for (pc, (insn, &kind)) in insns.iter().zip(kinds).enumerate() {
+        if !calls && matches!(kind, Kind::CallPseudo | Kind::LdImm64) {
+            continue;
+        }
         if let Some(t) = target_of(kind, insn, pc) {
             let err = |kind| Err(DecodeError { index: pc, kind });
             if t < 0 || t >= insns.len() as i64 {
@@ -473,11 +486,10 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<Insn>, DecodeError> {
     Ok(insns)
 }
 
-/// Bytes of relocatable code (an ELF section before call relocation) to instructions:
-/// like [`decode`] but without target checks.
+/// Bytes of relocatable code to instructions (see [`validate_relocatable`]).
 pub fn decode_relocatable(bytes: &[u8]) -> Result<Vec<Insn>, DecodeError> {
     let insns = crate::slots_from_bytes(bytes)?;
-    kinds(&insns)?;
+    validate_relocatable(&insns)?;
     Ok(insns)
 }
 
@@ -592,6 +604,7 @@ mod tests {
         let call = Insn::new(0x85, 0, 1, 0, 5);
         assert!(validate(&[call, Insn::exit()]).is_err());
         assert!(decode_relocatable(&crate::to_bytes(&[call, Insn::exit()])).is_ok());
+        assert!(decode_relocatable(&crate::to_bytes(&[Insn::ja(1), Insn::exit()])).is_err());
         let gotol = Insn::new(0x06, 0, 0, 0, 0);
         assert!(validate(&[gotol, Insn::exit()]).is_ok());
         let func = Insn::ld_imm64(2, op::PSEUDO_FUNC, 7);
