@@ -7,6 +7,9 @@
 //! JIT lowers them the same way the kernel's JIT lowers the kernel's xlated program. The
 //! patches use `BPF_REG_AX` (register 11, x86 r10), which no program can name.
 //!
+//! A 32-bit `cmpxchg` is followed by a zero-extension of r0 (the verifier adds it when the
+//! upper half is read later; we always do).
+//!
 //! Division by an immediate 0 is rejected by the kernel verifier; our runtimes run
 //! unverified programs too, so it gets the same treatment as a register that is 0.
 
@@ -34,6 +37,11 @@ fn alu(is64: bool, opc: u8, dst: u8, src_bit: u8, src: u8, imm: i32) -> Insn {
 /// The patch for one instruction, or `None` to keep it.
 fn patch(i: &Insn) -> Option<Vec<Insn>> {
     let cls = i.class();
+    // x86 `cmpxchg r/m32` leaves rax's upper half alone when it succeeds; the verifier
+    // zero-extends r0 after a 32-bit cmpxchg (`BPF_ZEXT_REG`, imm 1 marks it).
+    if i.code == op::STX | op::ATOMIC | op::W && i.imm == op::CMPXCHG {
+        return Some(vec![*i, Insn::new(op::ALU | op::MOV | op::X, 0, 0, 0, 1)]);
+    }
     if cls != op::ALU && cls != op::ALU64 {
         return None;
     }

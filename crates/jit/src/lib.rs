@@ -66,11 +66,28 @@ pub fn x86_reg(r: u8) -> Option<Reg> {
 /// How helper calls reach their target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CallMode {
-    /// `call rel32`, as the kernel. The image must be linked at a base within ±2 GB of
-    /// every helper ([`JitImage::link`] checks).
+    /// `call rel32` straight to the helper, as the kernel. The image must be linked at a
+    /// base within ±2 GB of every helper ([`JitImage::link`] checks). The kernel's helpers
+    /// need no stack alignment; userspace (SysV) functions may, so this is for images that
+    /// are compared, not run, unless the helpers are known not to care.
     Rel32,
-    /// `movabs r11, addr; call r11`: works from anywhere, one more instruction per call.
+    /// `call rel32` to a per-helper trampoline at the end of the image that aligns the
+    /// stack to 16 bytes (SysV) and calls the helper through r11. Same instruction count
+    /// and size at the call site as the kernel; what the runtime uses.
+    Trampoline,
+    /// `movabs r11, addr; call r11`: one more instruction per call, no stack alignment.
     Absolute,
+}
+
+/// How `bpf_tail_call` is lowered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TailCallMode {
+    /// The kernel's inline sequence reading the program array at fixed offsets.
+    Kernel(TailCallLayout),
+    /// Our runtime: `extern "C" fn(map: u64, index: u64) -> u64` at this address returns
+    /// the target's entry address (0: no program there / index out of range); the rest
+    /// (counter, frame teardown, jump past the target's prologue head) as the kernel.
+    Lookup(u64),
 }
 
 /// Tail-call support: where the JIT finds a program array's fields (our runtime's layout).
@@ -103,9 +120,8 @@ pub struct JitOptions {
     /// `callx` support: helper table size (ids `0..n`); the JIT builds the table itself
     /// from [`Resolver::helper`].
     pub callx_helpers: Option<u32>,
-    /// Helper id that is `bpf_tail_call`, lowered inline as the kernel does.
-    pub tail_call_helper: Option<i32>,
-    pub tail_call_layout: TailCallLayout,
+    /// Helper id that is `bpf_tail_call` and how to lower it.
+    pub tail_call: Option<(i32, TailCallMode)>,
     /// Stack depth per function: computed ([`stack::stack_depth`]) or fixed.
     pub stack_depth: Option<u32>,
 }
@@ -116,14 +132,25 @@ impl JitOptions {
     pub fn runtime() -> Result<JitOptions, kops_x86::FeatureError> {
         Ok(JitOptions {
             features: CpuFeatures::detect()?,
-            call_mode: CallMode::Rel32,
+            call_mode: CallMode::Trampoline,
             div_fixups: true,
             unwind_helper: None,
             callx_helpers: None,
-            tail_call_helper: Some(12),
-            tail_call_layout: KERNEL_TAIL_CALL_LAYOUT,
+            tail_call: None,
             stack_depth: None,
         })
+    }
+    /// Options for JITing a kernel xlated dump for comparison ([`xlated`]).
+    pub fn kernel_xlated(features: CpuFeatures) -> JitOptions {
+        JitOptions {
+            features,
+            call_mode: CallMode::Rel32,
+            div_fixups: false,
+            unwind_helper: None,
+            callx_helpers: None,
+            tail_call: Some((12, TailCallMode::Kernel(KERNEL_TAIL_CALL_LAYOUT))),
+            stack_depth: None,
+        }
     }
 }
 
@@ -203,6 +230,45 @@ pub enum JitError {
     NoConvergence { passes: u32 },
     #[error("{0}")]
     Other(String),
+}
+
+/// A compiled program in executable memory.
+pub struct JitProgram {
+    pub image: JitImage,
+    mem: exec::ExecMem,
+}
+
+impl JitProgram {
+    /// Compile, place, link and protect (read+execute).
+    pub fn new(insns: &[Insn], opts: &JitOptions, res: &dyn Resolver) -> Result<JitProgram, JitError> {
+        let image = compile(insns, opts, res)?;
+        let mem = if opts.call_mode == CallMode::Rel32 && !image.relocs.is_empty() {
+            exec::ExecMem::reserve_near(image.code.len(), &image.call_targets())
+                .ok_or_else(|| JitError::Other("no free memory within ±2 GB of the helpers".into()))?
+        } else {
+            exec::ExecMem::reserve(image.code.len(), None, false).map_err(|e| JitError::Other(format!("mmap: {e}")))?
+        };
+        let code = image.link(mem.addr())?;
+        let mem = mem.finish(&code).map_err(|e| JitError::Other(format!("mprotect: {e}")))?;
+        Ok(JitProgram { image, mem })
+    }
+    /// Address of the main function (what tail calls jump into).
+    pub fn entry(&self) -> u64 {
+        self.mem.addr()
+    }
+    /// The code as it is in memory.
+    pub fn code(&self) -> &[u8] {
+        &self.mem.bytes()[..self.image.code.len()]
+    }
+    /// Run with r1, r2 set; returns r0.
+    ///
+    /// # Safety
+    /// The program must have been checked (by a verifier or by construction) to access only
+    /// memory it may, and its helpers must accept the arguments it passes.
+    pub unsafe fn call(&self, r1: u64, r2: u64) -> u64 {
+        let f: extern "C" fn(u64, u64) -> u64 = std::mem::transmute(self.mem.addr() as usize);
+        f(r1, r2)
+    }
 }
 
 /// Normalise `KOPS_DISABLE_FEATURES` errors etc. into `JitError`.

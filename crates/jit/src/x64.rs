@@ -96,6 +96,7 @@ struct Layout {
     unwind_stub: usize,
     abort_stub: usize,
     callx_table: usize,
+    tramps: std::collections::BTreeMap<u64, usize>,
 }
 
 struct Program<'a> {
@@ -608,8 +609,10 @@ impl Program<'_> {
         insn_start: i64,
         out: &mut Out,
     ) -> Result<(), JitError> {
-        if Some(i.imm) == self.opts.tail_call_helper {
-            return self.emit_tail_call(f, a);
+        if let Some((id, mode)) = self.opts.tail_call {
+            if id == i.imm {
+                return self.emit_tail_call(f, a, mode, lay, insn_start);
+            }
         }
         let addr = self.res.helper(i.imm).ok_or_else(|| self.err(pc, format!("unknown helper {}", i.imm)))?;
         match self.opts.call_mode {
@@ -618,6 +621,15 @@ impl Program<'_> {
                 if lay.final_pass {
                     out.relocs.push((lay.func_base + insn_start as usize + a.len() - 4, addr));
                 }
+            }
+            CallMode::Trampoline => {
+                let rel = if lay.final_pass {
+                    let to = *lay.tramps.get(&addr).ok_or_else(|| self.err(pc, "no trampoline"))?;
+                    to as i64 - (lay.func_base as i64 + insn_start + a.len() as i64 + 5)
+                } else {
+                    0
+                };
+                a.call_rel32(rel as i32);
             }
             CallMode::Absolute => {
                 a.movabs(AUX_REG, addr);
@@ -667,39 +679,73 @@ impl Program<'_> {
         a.imm32(off);
     }
 
-    /// `emit_bpf_tail_call_indirect`, with the array/program layout of the options.
-    fn emit_tail_call(&self, f: &mut Func, a: &mut Asm) -> Result<(), JitError> {
-        let l = self.opts.tail_call_layout;
+    /// `emit_bpf_tail_call_indirect`: with the kernel's array layout, or through our
+    /// runtime's lookup function (see [`crate::TailCallMode`]).
+    fn emit_tail_call(&self, f: &mut Func, a: &mut Asm, mode: crate::TailCallMode, lay: &Layout, insn_start: i64) -> Result<(), JitError> {
         let start = a.len() as i64;
         let label = f.tail_call_label;
         let jrel = |a: &Asm| (label - (a.len() as i64 - start + 2)) as i8;
         a.mov_rr(Width::W32, Reg::Rdx, Reg::Rdx);
-        // cmp dword ptr [rsi + max_entries], edx
-        a.byte(0x39);
-        if is_imm8(l.max_entries_off as i64) {
-            a.raw(&[0x56, l.max_entries_off as u8]);
-        } else {
-            a.byte(0x96);
-            a.imm32(l.max_entries_off);
+        match mode {
+            crate::TailCallMode::Kernel(l) => {
+                // cmp dword ptr [rsi + max_entries], edx
+                a.byte(0x39);
+                if is_imm8(l.max_entries_off as i64) {
+                    a.raw(&[0x56, l.max_entries_off as u8]);
+                } else {
+                    a.byte(0x96);
+                    a.imm32(l.max_entries_off);
+                }
+                let j = jrel(a);
+                a.jcc_rel8(Cond::Be, j);
+                self.load_tcc_ptr(f, a);
+                a.raw(&[0x48, 0x83, 0x38, MAX_TAIL_CALL_CNT as u8]); // cmp qword ptr [rax], MAX
+                let j = jrel(a);
+                a.jcc_rel8(Cond::Ae, j);
+                a.load(Size::S64, Reg::Rcx, Mem { base: Reg::Rsi, index: Some((Reg::Rdx, 8)), disp: l.ptrs_off });
+                a.test_rr(Width::W64, Reg::Rcx, Reg::Rcx);
+                let j = jrel(a);
+                a.jcc_rel8(Cond::E, j);
+                a.raw(&[0x48, 0x83, 0x00, 0x01]); // add qword ptr [rax], 1
+                Self::pop_callee(&f.callee_used, a);
+                a.pop(Reg::Rax);
+                a.pop(Reg::Rax);
+                if f.depth > 0 {
+                    a.alu_ri32(Alu::Add, Width::W64, Reg::Rsp, (f.depth.div_ceil(8) * 8) as i32);
+                }
+                a.load(Size::S64, Reg::Rcx, Mem::new(Reg::Rcx, l.func_off));
+            }
+            crate::TailCallMode::Lookup(func) => {
+                // rcx = lookup(map, index), through the aligning trampoline; ctx survives
+                // in rdi across it.
+                a.push(Reg::Rdi);
+                a.mov_rr(Width::W64, Reg::Rdi, Reg::Rsi);
+                a.mov_rr(Width::W64, Reg::Rsi, Reg::Rdx);
+                let rel = if lay.final_pass {
+                    let to = *lay.tramps.get(&func).ok_or_else(|| JitError::Other("no tail-call trampoline".into()))?;
+                    to as i64 - (lay.func_base as i64 + insn_start + a.len() as i64 + 5)
+                } else {
+                    0
+                };
+                a.call_rel32(rel as i32);
+                a.pop(Reg::Rdi);
+                a.mov_rr(Width::W64, Reg::Rcx, Reg::Rax);
+                a.test_rr(Width::W64, Reg::Rcx, Reg::Rcx);
+                let j = jrel(a);
+                a.jcc_rel8(Cond::E, j);
+                self.load_tcc_ptr(f, a);
+                a.raw(&[0x48, 0x83, 0x38, MAX_TAIL_CALL_CNT as u8]); // cmp qword ptr [rax], MAX
+                let j = jrel(a);
+                a.jcc_rel8(Cond::Ae, j);
+                a.raw(&[0x48, 0x83, 0x00, 0x01]); // add qword ptr [rax], 1
+                Self::pop_callee(&f.callee_used, a);
+                a.pop(Reg::Rax);
+                a.pop(Reg::Rax);
+                if f.depth > 0 {
+                    a.alu_ri32(Alu::Add, Width::W64, Reg::Rsp, (f.depth.div_ceil(8) * 8) as i32);
+                }
+            }
         }
-        let j = jrel(a);
-        a.jcc_rel8(Cond::Be, j);
-        self.load_tcc_ptr(f, a);
-        a.raw(&[0x48, 0x83, 0x38, MAX_TAIL_CALL_CNT as u8]); // cmp qword ptr [rax], MAX
-        let j = jrel(a);
-        a.jcc_rel8(Cond::Ae, j);
-        a.load(Size::S64, Reg::Rcx, Mem { base: Reg::Rsi, index: Some((Reg::Rdx, 8)), disp: l.ptrs_off });
-        a.test_rr(Width::W64, Reg::Rcx, Reg::Rcx);
-        let j = jrel(a);
-        a.jcc_rel8(Cond::E, j);
-        a.raw(&[0x48, 0x83, 0x00, 0x01]); // add qword ptr [rax], 1
-        Self::pop_callee(&f.callee_used, a);
-        a.pop(Reg::Rax);
-        a.pop(Reg::Rax);
-        if f.depth > 0 {
-            a.alu_ri32(Alu::Add, Width::W64, Reg::Rsp, (f.depth.div_ceil(8) * 8) as i32);
-        }
-        a.load(Size::S64, Reg::Rcx, Mem::new(Reg::Rcx, l.func_off));
         a.alu_ri8(Alu::Add, Width::W64, Reg::Rcx, TAIL_CALL_OFFSET);
         a.jmp_r(Reg::Rcx);
         f.tail_call_label = a.len() as i64 - start;
@@ -707,10 +753,10 @@ impl Program<'_> {
     }
 
     /// Runtime stubs after the last function: unwind (end the program from any depth),
-    /// abort (r0 = 0, then unwind), and the callx table.
-    fn stubs(&self, image_len: usize) -> (Vec<u8>, usize, usize, usize) {
+    /// abort (r0 = 0, then unwind), helper trampolines, the callx table.
+    fn stubs(&self, image_len: usize, tramp_targets: &[u64], callx: Option<u32>) -> Result<Stubs, JitError> {
         let mut a = Asm::new();
-        let unwind = a.len();
+        let unwind = image_len + a.len();
         if self.needs_unwind {
             // Back to the main frame from any depth: r12 holds its rsp after the pushes.
             // rbp may belong to a subprogram, so no `leave`: skip the main frame's stack
@@ -725,18 +771,68 @@ impl Program<'_> {
             a.pop(Reg::Rbp);
             a.ret();
         }
-        let abort = a.len();
+        let abort = image_len + a.len();
         if self.needs_unwind {
             a.alu_rr(Alu::Xor, Width::W32, Reg::Rax, Reg::Rax);
-            a.jmp_rel32(unwind as i32 - (a.len() as i32 + 5));
+            let rel = unwind as i64 - (image_len + a.len() + 5) as i64;
+            a.jmp_rel32(rel as i32);
         }
-        // Align the table to 8 bytes.
-        while (image_len + a.len()) % 8 != 0 {
-            a.int3();
+        // Trampolines: align the stack for SysV code, call through r11.
+        let mut tramps = std::collections::BTreeMap::new();
+        let tramp = |a: &mut Asm, addr: u64, unwind_check: bool| -> usize {
+            let at = image_len + a.len();
+            a.push(Reg::Rbp);
+            a.mov_rr(Width::W64, Reg::Rbp, Reg::Rsp);
+            a.alu_ri8(Alu::And, Width::W64, Reg::Rsp, -16);
+            a.movabs(AUX_REG, addr);
+            a.call_r(AUX_REG);
+            a.leave();
+            if unwind_check {
+                a.test_rr(Width::W64, Reg::Rax, Reg::Rax);
+                let rel = unwind as i64 - (image_len + a.len() + 6) as i64;
+                a.jcc_rel32(Cond::E, rel as i32);
+            }
+            a.ret();
+            at
+        };
+        for &t in tramp_targets {
+            let at = tramp(&mut a, t, false);
+            tramps.insert(t, at);
         }
-        let table = a.len();
-        (a.code, image_len + unwind, image_len + abort, image_len + table)
+        let mut abs_slots = Vec::new();
+        let mut table = 0;
+        if let Some(n) = callx {
+            let mut entries = Vec::new();
+            for id in 0..n {
+                let e = match self.res.helper(id as i32) {
+                    None => abort,
+                    Some(addr) => {
+                        let uw = Some(id as i32) == self.opts.unwind_helper;
+                        tramp(&mut a, addr, uw)
+                    }
+                };
+                entries.push(e);
+            }
+            while (image_len + a.len()) % 8 != 0 {
+                a.int3();
+            }
+            table = image_len + a.len();
+            for e in entries {
+                abs_slots.push((image_len + a.len(), e));
+                a.imm64(0);
+            }
+        }
+        Ok(Stubs { code: a.code, unwind, abort, table, tramps, abs_slots })
     }
+}
+
+struct Stubs {
+    code: Vec<u8>,
+    unwind: usize,
+    abort: usize,
+    table: usize,
+    tramps: std::collections::BTreeMap<u64, usize>,
+    abs_slots: Vec<(usize, usize)>,
 }
 
 fn src_as_dst(i: &Insn, pc: usize) -> Result<Reg, JitError> {
@@ -772,10 +868,30 @@ pub fn compile(insns: &[Insn], opts: &JitOptions, res: &dyn Resolver) -> Result<
     }
     starts.sort();
     starts.dedup();
-    let uses_tail_call = opts.tail_call_helper.is_some()
-        && prog_insns.iter().enumerate().any(|(pc, i)| !second[pc] && i.is_helper_call() && Some(i.imm) == opts.tail_call_helper);
+    let tail_id = opts.tail_call.map(|t| t.0);
+    let uses_tail_call = tail_id.is_some()
+        && prog_insns.iter().enumerate().any(|(pc, i)| !second[pc] && i.is_helper_call() && Some(i.imm) == tail_id);
+    // Helpers the program calls (resolved now, so an unknown one is reported up front).
+    let mut tramp_targets = std::collections::BTreeSet::new();
+    for (pc, i) in prog_insns.iter().enumerate() {
+        if second[pc] || !i.is_helper_call() || Some(i.imm) == tail_id {
+            continue;
+        }
+        let addr = res.helper(i.imm).ok_or(JitError::Insn { pc: orig[pc], msg: format!("unknown helper {}", i.imm) })?;
+        tramp_targets.insert(addr);
+    }
+    if opts.call_mode != CallMode::Trampoline {
+        tramp_targets.clear();
+    }
+    if let Some((_, crate::TailCallMode::Lookup(f))) = opts.tail_call {
+        if uses_tail_call {
+            tramp_targets.insert(f);
+        }
+    }
+    let uses_callx = prog_insns.iter().enumerate().any(|(pc, i)| !second[pc] && i.code == op::JMP | op::CALL | op::X);
+    let is_callx = |i: &Insn| i.code == op::JMP | op::CALL | op::X;
     let needs_unwind = prog_insns.iter().enumerate().any(|(pc, i)| {
-        !second[pc] && i.is_call() && ((i.src == 0 && Some(i.imm) == opts.unwind_helper) || i.source() == op::X)
+        !second[pc] && ((i.is_helper_call() && Some(i.imm) == opts.unwind_helper) || is_callx(i))
     });
     let mut funcs: Vec<Func> = Vec::new();
     for (fi, &s) in starts.iter().enumerate() {
@@ -816,7 +932,15 @@ pub fn compile(insns: &[Insn], opts: &JitOptions, res: &dyn Resolver) -> Result<
         main_tcr: funcs[0].tail_call_reachable,
     };
     let mut out = Out { relocs: Vec::new() };
-    let sizing = Layout { final_pass: false, func_base: 0, func_at: vec![], unwind_stub: 0, abort_stub: 0, callx_table: 0 };
+    let sizing = Layout {
+        final_pass: false,
+        func_base: 0,
+        func_at: vec![],
+        unwind_stub: 0,
+        abort_stub: 0,
+        callx_table: 0,
+        tramps: Default::default(),
+    };
     let mut max_passes = 0;
     for f in funcs.iter_mut() {
         let mut old = usize::MAX;
@@ -848,16 +972,18 @@ pub fn compile(insns: &[Insn], opts: &JitOptions, res: &dyn Resolver) -> Result<
         bases.push(off);
         off += f.proglen;
     }
-    let (stub_code, unwind_stub, abort_stub, callx_table) = p.stubs(off);
+    let tt: Vec<u64> = tramp_targets.into_iter().collect();
+    let st = p.stubs(off, &tt, if uses_callx { opts.callx_helpers } else { None })?;
     let mut code = Vec::new();
     for (fi, f) in funcs.iter_mut().enumerate() {
         let lay = Layout {
             final_pass: true,
             func_base: bases[fi],
             func_at: func_at.clone(),
-            unwind_stub,
-            abort_stub,
-            callx_table,
+            unwind_stub: st.unwind,
+            abort_stub: st.abort,
+            callx_table: st.table,
+            tramps: st.tramps.clone(),
         };
         let c = p.do_jit(f, &lay, true, &mut out)?;
         if c.len() != f.proglen {
@@ -865,49 +991,8 @@ pub fn compile(insns: &[Insn], opts: &JitOptions, res: &dyn Resolver) -> Result<
         }
         code.extend_from_slice(&c);
     }
-    code.extend_from_slice(&stub_code);
-    // The callx table: one absolute address per helper id (abort stub for missing ones).
-    let mut abs_slots = Vec::new();
-    if let Some(n) = opts.callx_helpers {
-        if prog_insns.iter().any(|i| i.is_call() && i.source() == op::X) {
-            for id in 0..n {
-                let at = code.len();
-                match res.helper(id as i32) {
-                    Some(addr) if Some(id as i32) != opts.unwind_helper => code.extend_from_slice(&addr.to_le_bytes()),
-                    Some(_) | None => {
-                        code.extend_from_slice(&0u64.to_le_bytes());
-                        if res.helper(id as i32).is_some() {
-                            // Unwind helper through callx: a trampoline keeps its semantics.
-                            abs_slots.push((at, usize::MAX));
-                        } else {
-                            abs_slots.push((at, abort_stub));
-                        }
-                    }
-                }
-            }
-            // Trampolines for the unwind helper reached through callx.
-            let mut fixed = Vec::new();
-            for (at, target) in abs_slots.drain(..) {
-                if target == usize::MAX {
-                    let id = ((at - callx_table) / 8) as i32;
-                    let addr = res.helper(id).unwrap();
-                    let tramp = code.len();
-                    let mut a = Asm::new();
-                    a.movabs(AUX_REG, addr);
-                    a.call_r(AUX_REG);
-                    a.test_rr(Width::W64, Reg::Rax, Reg::Rax);
-                    let rel = unwind_stub as i64 - (tramp as i64 + a.len() as i64 + 6);
-                    a.jcc_rel32(Cond::E, rel as i32);
-                    a.ret();
-                    code.extend_from_slice(&a.code);
-                    fixed.push((at, tramp));
-                } else {
-                    fixed.push((at, target));
-                }
-            }
-            abs_slots = fixed;
-        }
-    }
+    code.extend_from_slice(&st.code);
+    let abs_slots = st.abs_slots;
     // Per original slot: native range (empty, at the previous end, for data slots).
     let mut ranges: Vec<Option<(u32, u32)>> = vec![None; insns.len()];
     for (fi, f) in funcs.iter().enumerate() {

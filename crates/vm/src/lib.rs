@@ -55,6 +55,7 @@
 pub mod ctx;
 pub mod helpers;
 pub mod interp;
+pub mod jit_engine;
 pub mod maps;
 pub mod mem;
 
