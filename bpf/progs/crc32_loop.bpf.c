@@ -1,0 +1,35 @@
+// stresses: bounded loop (nested constant-bound for loops, bitwise CRC-32)
+/* xdp wrapper of bpf/kernels/crc32_loop.h. One run = KOPS_ROUNDS_CRC32_LOOP passes
+ * of the kernel, folded with kops_fold (the native build does the same).
+ * Each pass is a BPF global function: the verifier checks it once, not once
+ * per pass. The folded result goes to the .bss global kops_result; the
+ * action is constant so the verifier never branches on the result (which
+ * would mark it precise and defeat state pruning). */
+#include "kops_bench.h"
+#include "../kernels/crc32_loop.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+__u64 kops_result; /* .bss: last folded result (compare with the native build) */
+__u64 kops_passes; /* .bss: written by every pass, so clang cannot hoist a pass */
+
+__attribute__((noinline)) __u64 kops_pass(struct xdp_md *ctx)
+{
+	const __u8 *data = (const __u8 *)(long)ctx->data;
+	const __u8 *data_end = (const __u8 *)(long)ctx->data_end;
+
+	kops_passes++;
+	return crc32_loop_kernel(data, data_end);
+}
+
+SEC("xdp")
+int crc32_loop(struct xdp_md *ctx)
+{
+	__u64 r = 0;
+
+	KOPS_NO_UNROLL
+	for (__u32 i = 0; i < KOPS_ROUNDS_CRC32_LOOP; i++)
+		r = kops_fold(r, kops_pass(ctx));
+	kops_result = r;
+	return XDP_PASS;
+}
