@@ -226,11 +226,9 @@ fn encode_line(
         ("bswap", op::ALU64 | op::END | op::TO_LE),
         ("swap", op::ALU64 | op::END | op::TO_LE),
     ] {
-        if let Some(bits) = m.strip_prefix(prefix) {
-            if let w @ ("16" | "32" | "64") = bits {
-                want(ops, 1, m)?;
-                return one(Insn::new(code, reg(ops[0])?, 0, 0, w.parse().unwrap()));
-            }
+        if let Some(w @ ("16" | "32" | "64")) = m.strip_prefix(prefix) {
+            want(ops, 1, m)?;
+            return one(Insn::new(code, reg(ops[0])?, 0, 0, w.parse().unwrap()));
         }
     }
 

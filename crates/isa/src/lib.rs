@@ -191,7 +191,7 @@ impl Insn {
 /// Raw slots from bytes, without validation. Errors only on a length that is not a
 /// multiple of 8.
 pub fn slots_from_bytes(bytes: &[u8]) -> Result<Vec<Insn>, LengthError> {
-    if bytes.len() % 8 != 0 {
+    if !bytes.len().is_multiple_of(8) {
         return Err(LengthError { len: bytes.len() });
     }
     Ok(bytes
