@@ -321,3 +321,22 @@ mod tests {
         assert_eq!(p, vec![(0, "r1 = 0x5 ll".to_string()), (2, "exit".to_string())]);
     }
 }
+
+#[cfg(test)]
+mod prop {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any slot sequence formats without panicking, in both dialects.
+        #[test]
+        fn format_never_panics(words in proptest::collection::vec(any::<u64>(), 0..64), alu32 in any::<bool>()) {
+            let insns: Vec<Insn> = words.iter().map(|w| Insn::from_bytes(w.to_le_bytes())).collect();
+            let lines = format_program(&insns, Options { alu32, kinsn: alu32 });
+            prop_assert!(lines.len() <= insns.len());
+            for pc in 0..insns.len() + 1 {
+                let _ = format(&insns, pc);
+            }
+        }
+    }
+}

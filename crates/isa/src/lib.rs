@@ -4,6 +4,12 @@
 //! registers, a 16-bit offset and a 32-bit immediate. `ld_imm64` takes two slots; the
 //! second slot is kept as its own [`Insn`] (opcode 0) so that instruction indices are
 //! slot indices, as they are for jump offsets, line_info and the kernel's verifier log.
+//!
+//! - [`mod@decode`]: the table of valid forms ([`decode::forms`]), [`decode()`]/[`validate`]
+//!   (and `_relocatable` variants for unlinked ELF sections), [`DecodeError`] naming the slot.
+//! - [`disasm`]: llvm-objdump-19 text ([`disasm::format()`]), both LLVM dialects.
+//! - [`asm`]: the bpf_conformance assembler; [`conformance`]: its `.data` test files.
+//! - Encoding is [`Insn::to_bytes`] / [`to_bytes`].
 
 pub mod asm;
 pub mod conformance;
