@@ -1,6 +1,6 @@
 //! Disassembler producing llvm-objdump-19's BPF syntax.
 //!
-//! [`format`] prints what `llvm-objdump-19 -d` prints for the instruction (without the
+//! [`format()`] prints what `llvm-objdump-19 -d` prints for the instruction (without the
 //! address, raw bytes and the `<sym+off>` annotation objdump adds after jump targets).
 //! LLVM has two dialects, chosen by `--mcpu`: without it (the default, [`Options::default`])
 //! 32-bit loads and stores name 64-bit registers (`r0 = *(u32 *)(r1 + 0x4)`); with
