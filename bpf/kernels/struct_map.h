@@ -9,7 +9,7 @@
 
 /* One benchmark run = this many passes of the kernel over the packet
  * (see kops_fold in kops_bench.h). */
-#define KOPS_ROUNDS_STRUCT_MAP 1
+#define KOPS_ROUNDS_STRUCT_MAP 12
 
 struct kops_flow_rec {
 	__u64 key[2];   /* 16 */
