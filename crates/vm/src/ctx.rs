@@ -172,7 +172,8 @@ pub(crate) fn xdp_adjust_meta(ctx: u64, delta: i64) -> i64 {
         return -22;
     }
     let metalen = data - meta;
-    if metalen & 3 != 0 || metalen > 32 {
+    // Linux >= 6.x: up to 255 bytes (skb_shared_info.meta_len is a u8), 4-byte aligned.
+    if metalen & 3 != 0 || metalen > 255 {
         return -13; // -EACCES
     }
     wr64(ctx + XDP_DATA_META as u64, meta);
@@ -281,7 +282,7 @@ impl RunCtx {
                     if end != 0 && end != input.data.len() || metalen > input.data.len() {
                         return Err(bad("xdp_md ctx: data/data_end do not match the packet".into()));
                     }
-                    if metalen > 32 || metalen & 3 != 0 {
+                    if metalen > 255 || metalen & 3 != 0 {
                         return Err(bad(format!("xdp_md ctx: metadata length {metalen} invalid")));
                     }
                     if get_u32(&full, 12) != 0 {
