@@ -42,3 +42,43 @@ pub fn kinsn_site(o: &SiteOp) -> Result<Vec<Insn>, String> {
     };
     slots.map(|s| s.to_vec()).map_err(e)
 }
+
+/// Register effect of a kinsn site, derived from its proof sequence (what the verifier and
+/// the interpreter execute): `uses` = registers read before any write on some path,
+/// `defs` = registers written on every path and not read first. None for unknown ops or
+/// invalid payloads (the analysis then stays conservative).
+pub fn site_effects(registry: &kops_kinsn::Registry, sidecar: &Insn, call: &Insn) -> Option<kops_analysis::Effects> {
+    use kops_analysis::{effects, RegSet};
+    let op = registry.get(call.imm as u32)?;
+    let proof = op.instantiate(kops_kinsn::transport::sidecar_payload(sidecar)).ok()?;
+    let n = proof.len();
+    // Backward liveness over the proof (forward jumps only, "one past the end" allowed),
+    // once with nothing live after it and once with everything live.
+    let live_in = |after: RegSet| -> Option<RegSet> {
+        let mut live = vec![after; n + 1];
+        for pc in (0..n).rev() {
+            let i = &proof[pc];
+            if i.is_call() || i.is_exit() {
+                return None;
+            }
+            let mut out = RegSet::EMPTY;
+            if !(i.is_jump() && i.op() == kops_isa::op::JA) {
+                out = out.union(live[pc + 1]);
+            }
+            if i.is_jump() {
+                let t = i.target(pc)?;
+                if t <= pc as i64 || t > n as i64 {
+                    return None;
+                }
+                out = out.union(live[t as usize]);
+            }
+            let e = effects(i);
+            live[pc] = out.minus(e.defs).union(e.uses);
+        }
+        Some(live[0])
+    };
+    let uses = live_in(RegSet::EMPTY)?;
+    let all = RegSet(0x7ff);
+    let defs = all.minus(live_in(all)?);
+    Some(kops_analysis::Effects { uses: uses.without(10), defs })
+}

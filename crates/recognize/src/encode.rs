@@ -18,10 +18,22 @@ pub fn site(o: &SiteOp) -> Result<Vec<Insn>, String> {
     }
 }
 
-/// Full replacement of the match's region: prefix, site, then the kept instructions.
-pub fn replacement(insns: &[Insn], m: &Match) -> Result<Vec<Insn>, String> {
-    let mut v = m.prefix.clone();
-    v.extend(site(&m.op)?);
-    v.extend(m.keep.iter().map(|&pc| insns[pc]));
-    Ok(v)
+/// Full replacement of the match's region: prefix and site before or after the kept
+/// instructions. Also returns, for each kept instruction, its index in the replacement.
+pub fn replacement(insns: &[Insn], m: &Match) -> Result<(Vec<Insn>, Vec<(usize, usize)>), String> {
+    let mut head = m.prefix.clone();
+    head.extend(site(&m.op)?);
+    let mut v = Vec::new();
+    let mut kept = Vec::new();
+    if !m.site_at_end {
+        v.extend(head.iter().copied());
+    }
+    for &pc in &m.keep {
+        kept.push((v.len(), pc));
+        v.push(insns[pc]);
+    }
+    if m.site_at_end {
+        v.extend(head);
+    }
+    Ok((v, kept))
 }

@@ -216,8 +216,10 @@ pub struct Match {
     /// Slots inside the region that are not part of the idiom (interleaved by the
     /// scheduler); they are kept, in order, after the replacement.
     pub keep: Vec<usize>,
-    /// Instructions emitted before the site (e.g. the `mov` feeding an in-place extract).
+    /// Instructions emitted just before the site (e.g. an immediate moved to a register).
     pub prefix: Vec<Insn>,
+    /// The site goes after the kept instructions instead of before them.
+    pub site_at_end: bool,
     /// Slots of the idiom itself.
     pub idiom_slots: usize,
 }
@@ -245,12 +247,17 @@ pub fn is_kinsn_call(i: &Insn) -> bool {
 /// Run `passes` over `insns` (one program: entry plus appended subprograms).
 /// `extra_subprog_starts` may add boundaries known from the object (e.g. `Program::subprogs`).
 /// Matches may overlap each other; [`rewrite`] chooses among them.
-pub fn find_matches(insns: &[Insn], extra_subprog_starts: &[usize], passes: &[Pass]) -> Result<Found, AnalysisError> {
+pub fn find_matches(
+    insns: &[Insn],
+    extra_subprog_starts: &[usize],
+    prog_type: Option<kops_object::ProgType>,
+    passes: &[Pass],
+) -> Result<Found, AnalysisError> {
     let an = Analysis::with_options(
         insns,
         &kops_analysis::Options { extra_subprog_starts, ..Default::default() },
     )?;
-    let ctx = passes::Ctx::new(insns, &an);
+    let ctx = passes::Ctx::new(insns, &an, prog_type);
     let mut found = Found::default();
     for &p in Pass::ALL.iter().filter(|p| passes.contains(p)) {
         passes::run(p, &ctx, &mut found);

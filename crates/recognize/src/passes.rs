@@ -18,7 +18,9 @@ pub struct Ctx<'a> {
 }
 
 impl<'a> Ctx<'a> {
-    pub fn new(insns: &'a [Insn], an: &'a Analysis) -> Ctx<'a> {
+    /// `prog_type` tells which context fields are packet pointers (None: no packets).
+    pub fn new(insns: &'a [Insn], an: &'a Analysis, prog_type: Option<kops_object::ProgType>) -> Ctx<'a> {
+        let pkt = prog_type.map(ptr::packet_fields).unwrap_or(&[]);
         let mut sources: HashMap<usize, Vec<usize>> = HashMap::new();
         for pc in 0..insns.len() {
             if an.insn_start[pc] && insns[pc].is_jump() {
@@ -26,7 +28,7 @@ impl<'a> Ctx<'a> {
                 sources.entry(t).or_default().push(pc);
             }
         }
-        Ctx { kinds: ptr::analyse(insns, an), insns, an, sources }
+        Ctx { kinds: ptr::analyse(insns, an, pkt), insns, an, sources }
     }
 
     /// Region check allowing jumps that start inside the region to land inside it.
@@ -73,18 +75,47 @@ struct Slice {
     j: usize,
     /// Non-idiom slots in (p, j].
     keep: Vec<usize>,
-    /// Registers the idiom writes whose values die (free as temporaries).
+    /// Registers the idiom writes whose values die (preferred temporaries).
     free_tmps: RegSet,
-    /// Every register the site may clobber: dead after the idiom and untouched by the
-    /// kept instructions (a superset of `free_tmps`).
-    dead: RegSet,
+    /// Registers a site placed at `p` may clobber: not read by a kept instruction before
+    /// a kept instruction rewrites them, and dead after `j` unless so rewritten.
+    clob_start: RegSet,
+    /// Registers a site placed at `j` may clobber: dead after `j`.
+    clob_end: RegSet,
+    /// A kept instruction reads or writes the destination: the site cannot go at `p`.
+    dst_conflict: bool,
     idiom_slots: usize,
+}
+
+/// A constant materialisation (`mov K`, `ld_imm64` without pseudo source).
+fn is_const_insn(i: &Insn) -> bool {
+    (matches!(i.class(), op::ALU | op::ALU64) && i.op() == op::MOV && i.source() == op::K && i.src == 0)
+        || (i.is_ld_imm64() && i.src == 0)
 }
 
 /// Check that the instructions in `mask` (window positions from `ws`), ending at `j`, can be
 /// replaced by one site at the first of them, keeping every other instruction in between.
-fn check_slice(cx: &Ctx, ev: &Eval, mask: u64, j: usize, dst: u8, memory: bool) -> Result<Slice, String> {
+/// Constant loads of the idiom that other code also reads (clang shares the popcount masks
+/// between expansions) are kept instead of replaced.
+fn check_slice(cx: &Ctx, ev: &Eval, mut mask: u64, j: usize, dst: u8, memory: bool) -> Result<Slice, String> {
     let ws = ev.start;
+    for _ in 0..16 {
+        match check_slice_once(cx, ws, mask, j, dst, memory)? {
+            Ok(s) => return Ok(s),
+            Err(demote) => {
+                mask &= !(1u64 << (demote - ws));
+                if cx.insns[demote].is_ld_imm64() {
+                    mask &= !(1u64 << (demote + 1 - ws));
+                }
+            }
+        }
+    }
+    Err("too many shared constants".into())
+}
+
+/// `Ok(Ok(slice))`, `Ok(Err(slot))` to retry with the constant load at `slot` kept, or the
+/// reason for rejecting.
+fn check_slice_once(cx: &Ctx, ws: usize, mask: u64, j: usize, dst: u8, memory: bool) -> Result<Result<Slice, usize>, String> {
     if mask == 0 || mask & (1u64 << (j - ws)) == 0 {
         return Err("the last instruction is not part of the idiom".into());
     }
@@ -92,8 +123,10 @@ fn check_slice(cx: &Ctx, ev: &Eval, mask: u64, j: usize, dst: u8, memory: bool) 
     cx.region_ok(p, j + 1)?;
     let in_slice = |pc: usize| mask & (1u64 << (pc - ws)) != 0;
     let mut slice_defs = RegSet::EMPTY; // registers whose latest writer is an idiom instruction
+    let mut writer = [usize::MAX; 11];
     let mut keep = Vec::new();
     let mut touched_by_keep = RegSet::EMPTY;
+    let mut dst_conflict = false;
     let mut pc = p;
     let mut n = 0;
     while pc <= j {
@@ -105,6 +138,9 @@ fn check_slice(cx: &Ctx, ev: &Eval, mask: u64, j: usize, dst: u8, memory: bool) 
         let e = effects(i);
         if in_slice(pc) {
             slice_defs = slice_defs.union(e.defs);
+            for r in e.defs.iter() {
+                writer[r as usize] = pc;
+            }
             n += if i.is_ld_imm64() { 2 } else { 1 };
         } else {
             if i.is_jump() || i.is_exit() {
@@ -114,10 +150,14 @@ fn check_slice(cx: &Ctx, ev: &Eval, mask: u64, j: usize, dst: u8, memory: bool) 
                 return Err(format!("instruction {pc} writes memory between the idiom's loads"));
             }
             if let Some(r) = e.uses.intersect(slice_defs).iter().next() {
+                let w = writer[r as usize];
+                if w != j && is_const_insn(&cx.insns[w]) {
+                    return Ok(Err(w));
+                }
                 return Err(format!("instruction {pc} reads r{r}, an intermediate value of the idiom"));
             }
             if e.uses.union(e.defs).contains(dst) {
-                return Err(format!("instruction {pc} uses r{dst}, which the site writes early"));
+                dst_conflict = true;
             }
             slice_defs = slice_defs.minus(e.defs);
             touched_by_keep = touched_by_keep.union(e.uses).union(e.defs);
@@ -130,16 +170,43 @@ fn check_slice(cx: &Ctx, ev: &Eval, mask: u64, j: usize, dst: u8, memory: bool) 
     }
     let live = cx.an.live_out[j];
     if let Some(r) = slice_defs.without(dst).intersect(live).iter().next() {
+        let w = writer[r as usize];
+        if w != j && is_const_insn(&cx.insns[w]) {
+            return Ok(Err(w));
+        }
         return Err(format!("temporary r{r} is live after the idiom"));
     }
-    Ok(Slice {
+    let mut clob_start = RegSet::EMPTY;
+    for r in 0..10u8 {
+        if r == dst {
+            continue;
+        }
+        let mut verdict = None;
+        for &k in keep.iter().filter(|&&k| cx.an.insn_start[k]) {
+            let e = effects(&cx.insns[k]);
+            if e.uses.contains(r) {
+                verdict = Some(false);
+                break;
+            }
+            if e.defs.contains(r) {
+                verdict = Some(true);
+                break;
+            }
+        }
+        if verdict.unwrap_or(!live.contains(r)) {
+            clob_start = clob_start.with(r);
+        }
+    }
+    Ok(Ok(Slice {
         p,
         j,
-        keep,
         free_tmps: slice_defs.without(dst).minus(touched_by_keep),
-        dead: RegSet(0x3ff).without(dst).minus(live).minus(touched_by_keep),
+        clob_start,
+        clob_end: RegSet(0x3ff).without(dst).minus(live),
+        dst_conflict,
+        keep,
         idiom_slots: n,
-    })
+    }))
 }
 
 /// Register holding term `x` before slot `pc`, preferring `prefer`.
@@ -417,7 +484,13 @@ fn dataflow(pass: Pass, cx: &Ctx, found: &mut Found) {
             if !an.insn_start[ws] {
                 ws += 1;
             }
-            let ev = Eval::run(cx.insns, ws, j + 1);
+            // Registers holding known constants at the window start (clang hoists masks out
+            // of loops) enter the evaluation as those constants.
+            let consts: [Option<u64>; 11] = std::array::from_fn(|r| match cx.kinds[ws][r] {
+                Kind::Const(c) => Some(c),
+                _ => None,
+            });
+            let ev = Eval::run(cx.insns, ws, j + 1, &consts);
             let dst = cx.insns[j].dst;
             if dst > 9 {
                 continue;
@@ -451,10 +524,26 @@ fn dataflow(pass: Pass, cx: &Ctx, found: &mut Found) {
                 }
             };
             let p = sl.p;
-            let Some(src) = reg_holding(&ev, p, &input, dst) else {
-                reject(found, p, "the idiom's input is not in a register at its first instruction".into());
-                continue;
+            // The site goes where the idiom starts, or, when kept instructions in between
+            // use its destination, where it ends; its input must be in a register there.
+            let at_start = if sl.dst_conflict { None } else { reg_holding(&ev, p, &input, dst) };
+            let (at_end, src) = match at_start {
+                Some(r) => (false, r),
+                None => match reg_holding(&ev, j, &input, dst) {
+                    Some(r) => (true, r),
+                    None => {
+                        let why = if sl.dst_conflict {
+                            format!("instructions inside the idiom use r{dst} and its input is gone at the end")
+                        } else {
+                            "the idiom's input is not in a register at its first or last instruction".to_string()
+                        };
+                        reject(found, p, why);
+                        continue;
+                    }
+                },
             };
+            let at = if at_end { j } else { p };
+            let clobberable = if at_end { sl.clob_end } else { sl.clob_start };
             if memory {
                 let epoch = match &shape {
                     Shape::Endian { epoch, .. } | Shape::Ladder { epoch, .. } => *epoch,
@@ -466,7 +555,12 @@ fn dataflow(pass: Pass, cx: &Ctx, found: &mut Found) {
                 }
             }
             // Temporaries: registers the idiom itself clobbers first, then any other dead one.
-            let tmps: Vec<u8> = sl.free_tmps.iter().chain(sl.dead.minus(sl.free_tmps).iter()).collect();
+            let tmps: Vec<u8> = sl
+                .free_tmps
+                .intersect(clobberable)
+                .iter()
+                .chain(clobberable.minus(sl.free_tmps).iter())
+                .collect();
             let op = match shape {
                 Shape::Rotate { k, w, .. } => {
                     // The source may double as the temporary (clang's `r0 = r1; r1 >>= 51; ...`).
@@ -487,12 +581,16 @@ fn dataflow(pass: Pass, cx: &Ctx, found: &mut Found) {
                 Shape::Extract { start, len, .. } => SiteOp::Extract { dst, src, start, len },
                 Shape::Endian { off, size, .. } => SiteOp::EndianLoad { dst, base: src, off, size },
                 Shape::Ladder { off, size, big_endian, .. } => {
-                    let kind = cx.kinds[p][src as usize];
+                    let kind = cx.kinds[at][src as usize];
                     let abs = match kind {
                         Kind::Stack(Some(o)) | Kind::MapValue(Some(o)) => Some(o + off as i64),
                         _ => None,
                     };
                     match abs {
+                        // Packet: the byte loads passed the verifier's range check for the
+                        // same bytes in the same state, and x86-64/arm64 kernels accept
+                        // unaligned packet access (no BPF_F_STRICT_ALIGNMENT from our loader).
+                        _ if kind == Kind::Packet => {}
                         Some(a) if a.rem_euclid(size as i64) == 0 => {}
                         Some(_) => {
                             reject(found, p, format!("wide load at r{src} {off:+} would be misaligned ({kind:?})"));
@@ -510,14 +608,14 @@ fn dataflow(pass: Pass, cx: &Ctx, found: &mut Found) {
                     SiteOp::WideLoad { dst, base: src, off, size, big_endian }
                 }
             };
-            let prefix: Vec<Insn> = vec![];
             found.matches.push(Match {
                 pass,
                 start: p,
                 end: sl.j + 1,
                 op,
                 keep: sl.keep,
-                prefix,
+                prefix: vec![],
+                site_at_end: at_end,
                 idiom_slots: sl.idiom_slots,
             });
         }
@@ -596,6 +694,7 @@ fn push_select(cx: &Ctx, found: &mut Found, start: usize, end: usize, op: SiteOp
         op: SiteOp::Select { dst, cond, if_true, if_false, width },
         keep: vec![],
         prefix,
+        site_at_end: false,
         idiom_slots: slots,
     });
 }
@@ -711,6 +810,7 @@ fn memcpy(cx: &Ctx, found: &mut Found) {
         let mut pairs: Vec<(i16, i16, u8)> = Vec::new(); // (src off, dst off, tmp) in store order
         let mut end = i;
         let mut npairs_at_end = 0;
+        let mut clobbered_base = false;
         let mut k = i;
         while k < ins.len() && pairs.len() < max_chunks {
             let x = ins[k];
@@ -720,11 +820,17 @@ fn memcpy(cx: &Ctx, found: &mut Found) {
             if x.size_bytes() != width {
                 break;
             }
-            if is_ld(&x) && x.src == s && x.dst < 10 && x.dst != s && Some(x.dst) != d && !pending.contains_key(&x.dst) {
+            if clobbered_base && (pending.is_empty() || is_ld(&x)) {
+                break; // the source base was overwritten by the last load
+            }
+            if is_ld(&x) && x.src == s && x.dst < 10 && Some(x.dst) != d && !pending.contains_key(&x.dst) {
+                // A load into the source base itself can only be the last chunk (clang's
+                // `r1 = *(u64 *)(r1 + 0x38)`); the base is then a temporary like the others.
+                clobbered_base = x.dst == s;
                 pending.insert(x.dst, x.off);
             } else if is_st(&x) && d.map_or(true, |dd| dd == x.dst) && x.dst != x.src {
                 let Some(so) = pending.remove(&x.src) else { break };
-                if pairs.iter().any(|p| p.2 == x.dst) {
+                if pairs.iter().any(|p| p.2 == x.dst) || pending.contains_key(&x.dst) {
                     break; // the store base was loaded in the run
                 }
                 d = Some(x.dst);
@@ -787,7 +893,15 @@ fn memcpy(cx: &Ctx, found: &mut Found) {
                 width: width as u8,
                 count: pairs.len() as u8,
                 descending: descending && !ascending,
-                tmp: pairs.last().unwrap().2,
+                tmp: if tmp_final_same {
+                    pairs.last().unwrap().2
+                } else {
+                    // Any dead register but the bases (the payload wants tmp != both).
+                    tmps.iter()
+                        .chain(0..10u8)
+                        .find(|&r| r != s && r != d && !live.contains(r))
+                        .ok_or("no dead register for the copy's temporary")?
+                },
             })
         };
         match check() {
@@ -798,6 +912,7 @@ fn memcpy(cx: &Ctx, found: &mut Found) {
                 op,
                 keep: vec![],
                 prefix: vec![],
+                site_at_end: false,
                 idiom_slots: end - i,
             }),
             Err(reason) => found.rejects.push(Reject { pass: Pass::Bulk, start: i, end, reason }),
@@ -848,7 +963,9 @@ fn memset(cx: &Ctx, found: &mut Found) {
             i += 1;
             continue;
         }
-        let zeros = zero_regs_before(cx, i);
+        let zeros = (0..10u8)
+            .filter(|&r| cx.kinds[i][r as usize] == Kind::Const(0))
+            .fold(zero_regs_before(cx, i), |z, r| z.with(r));
         let Some((base, _, width)) = zero_store(i, zeros) else {
             i += 1;
             continue;
@@ -887,6 +1004,7 @@ fn memset(cx: &Ctx, found: &mut Found) {
                 op: SiteOp::Memset { base, off, width: width as u8, count: stores.len() as u8, value: 0 },
                 keep: vec![],
                 prefix: vec![],
+                site_at_end: false,
                 idiom_slots: end - i,
             }),
             Err(reason) => found.rejects.push(Reject { pass: Pass::Bulk, start: i, end, reason }),
@@ -927,6 +1045,7 @@ fn prefetch(cx: &Ctx, found: &mut Found) {
                 op: SiteOp::Prefetch { base: x.src, off: x.off },
                 keep: vec![],
                 prefix: vec![],
+                site_at_end: false,
                 idiom_slots: 1,
             }),
             Err(reason) => found.rejects.push(Reject { pass: Pass::Prefetch, start: pc, end: pc + 1, reason }),

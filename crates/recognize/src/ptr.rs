@@ -15,8 +15,14 @@ pub enum Kind {
     Stack(Option<i64>),
     /// Pointer into a map value at a known offset (8-byte aligned base).
     MapValue(Option<i64>),
-    /// The context, or a value derived from memory that can never hold a stack pointer.
+    /// The program context (r1 at entry of the main function).
+    Ctx,
+    /// A packet pointer (`data`/`data_meta` loaded from an XDP or skb context, plus offsets).
+    Packet,
+    /// A value derived from memory that can never hold a stack pointer.
     NotStack,
+    /// A known scalar constant (hoisted masks, zero registers of zero-store runs).
+    Const(u64),
     Unknown,
 }
 
@@ -27,7 +33,7 @@ impl Kind {
             (a, b) if a == b => a,
             (Stack(_), Stack(_)) => Stack(None),
             (MapValue(_), MapValue(_)) => MapValue(None),
-            (NotStack, MapValue(_)) | (MapValue(_), NotStack) => NotStack,
+            (NotStack | Ctx | Packet | MapValue(_), NotStack | Ctx | Packet | MapValue(_)) => NotStack,
             _ => Unknown,
         }
     }
@@ -35,8 +41,9 @@ impl Kind {
         match self {
             Kind::Stack(o) => Kind::Stack(o.zip(k).map(|(a, b)| a + b)),
             Kind::MapValue(o) => Kind::MapValue(o.zip(k).map(|(a, b)| a + b)),
-            Kind::NotStack => Kind::NotStack,
-            Kind::Unknown => Kind::Unknown,
+            Kind::Packet => Kind::Packet,
+            Kind::Ctx | Kind::NotStack => Kind::NotStack,
+            Kind::Const(_) | Kind::Unknown => Kind::Unknown,
         }
     }
     pub fn is_stack(self) -> bool {
@@ -45,7 +52,8 @@ impl Kind {
     /// Memory behind `self` and behind `o` can never overlap (different regions).
     pub fn disjoint_regions(self, o: Kind) -> bool {
         use Kind::*;
-        matches!((self, o), (Stack(_), MapValue(_) | NotStack) | (MapValue(_) | NotStack, Stack(_)))
+        let kernel = |k: Kind| matches!(k, MapValue(_) | NotStack | Ctx | Packet);
+        (self.is_stack() && kernel(o)) || (kernel(self) && o.is_stack())
     }
 }
 
@@ -54,7 +62,17 @@ pub type State = [Kind; 11];
 /// `bpf_map_lookup_elem`.
 const HELPER_MAP_LOOKUP: i32 = 1;
 
-fn step(st: &mut State, insns: &[Insn], pc: usize) {
+/// Context offsets that hold packet pointers (`data`, `data_meta`) for a program type.
+pub fn packet_fields(t: kops_object::ProgType) -> &'static [i16] {
+    use kops_object::ProgType::*;
+    match t {
+        Xdp => &[0, 8],                                    // struct xdp_md
+        SchedCls | SchedAct | SocketFilter | CgroupSkb => &[76, 140], // struct __sk_buff
+        _ => &[],
+    }
+}
+
+fn step(st: &mut State, insns: &[Insn], pc: usize, pkt: &[i16]) {
     let i = insns[pc];
     let d = i.dst as usize;
     if d > 10 {
@@ -66,18 +84,21 @@ fn step(st: &mut State, insns: &[Insn], pc: usize) {
             (op::ADD, op::K) => st[d] = st[d].add(Some(i.imm as i64)),
             (op::SUB, op::K) => st[d] = st[d].add(Some(-(i.imm as i64))),
             (op::ADD, op::X) | (op::SUB, op::X) if st[d] != Kind::Unknown => st[d] = st[d].add(None),
+            (op::MOV, op::K) => st[d] = Kind::Const(i.imm as i64 as u64),
             _ => st[d] = Kind::Unknown,
         },
         op::ALU | op::ALU64 => {
             if !kops_analysis::is_kinsn_sidecar(&i) {
-                st[d] = Kind::Unknown;
+                let mov_k = i.class() == op::ALU && i.op() == op::MOV && i.source() == op::K;
+                st[d] = if mov_k { Kind::Const(i.imm as u32 as u64) } else { Kind::Unknown };
             }
         }
         op::LDX => {
             let base = st.get(i.src as usize).copied().unwrap_or(Kind::Unknown);
             // The stack may hold spilled stack pointers; kernel memory never does.
             st[d] = match base {
-                Kind::NotStack | Kind::MapValue(_) => Kind::NotStack,
+                Kind::Ctx if i.size() == op::W && pkt.contains(&i.off) => Kind::Packet,
+                Kind::Ctx | Kind::Packet | Kind::NotStack | Kind::MapValue(_) => Kind::NotStack,
                 _ => Kind::Unknown,
             };
         }
@@ -87,6 +108,10 @@ fn step(st: &mut State, insns: &[Insn], pc: usize) {
                     op::PSEUDO_MAP_VALUE | op::PSEUDO_MAP_IDX_VALUE => {
                         let off = insns.get(pc + 1).map(|n| n.imm as u32 as i64);
                         Kind::MapValue(off)
+                    }
+                    0 => {
+                        let hi = insns.get(pc + 1).map(|n| n.imm as u32 as u64).unwrap_or(0);
+                        Kind::Const((i.imm as u32 as u64) | (hi << 32))
                     }
                     _ => Kind::Unknown,
                 };
@@ -120,19 +145,29 @@ fn step(st: &mut State, insns: &[Insn], pc: usize) {
     st[10] = Kind::Stack(Some(0));
 }
 
-/// Pointer kinds before every slot.
-pub fn analyse(insns: &[Insn], a: &Analysis) -> Vec<State> {
+/// Pointer kinds before every slot (`pkt`: see [`packet_fields`]). Subprograms reached by
+/// bpf-to-bpf calls start with the join of r1-r5 over their call sites (a caller's stack
+/// pointer stays "stack" but loses its offset: the callee has its own frame).
+pub fn analyse(insns: &[Insn], a: &Analysis, pkt: &[i16]) -> Vec<State> {
     let nb = a.blocks.len();
     let mut entry: Vec<Option<State>> = vec![None; nb];
     let mut init = [Kind::Unknown; 11];
     init[10] = Kind::Stack(Some(0));
     for &s in &a.subprog_starts {
-        let mut st = init;
         if s == 0 {
-            st[1] = Kind::NotStack; // the context
+            let mut st = init;
+            st[1] = Kind::Ctx;
+            entry[a.block_of[s]] = Some(st);
+        } else if !a.call_targets.contains(&s) {
+            entry[a.block_of[s]] = Some(init);
         }
-        entry[a.block_of[s]] = Some(st);
     }
+    let join = |old: Option<State>, new: State| -> State {
+        match old {
+            None => new,
+            Some(o) => std::array::from_fn(|r| o[r].join(new[r])),
+        }
+    };
     let mut work: Vec<usize> = (0..nb).rev().collect();
     let mut out = vec![[Kind::Unknown; 11]; insns.len()];
     let mut iterations = 0usize;
@@ -145,24 +180,33 @@ pub fn analyse(insns: &[Insn], a: &Analysis) -> Vec<State> {
         let blk = &a.blocks[b];
         for pc in blk.start..blk.end {
             out[pc] = st;
-            if a.insn_start[pc] {
-                step(&mut st, insns, pc);
+            if !a.insn_start[pc] {
+                continue;
             }
+            if insns[pc].is_pseudo_call() {
+                if let Some(t) = insns[pc].target(pc).filter(|&t| t >= 0 && (t as usize) < insns.len()) {
+                    let mut args = init;
+                    for r in 1..=5 {
+                        args[r] = match st[r] {
+                            Kind::Stack(_) => Kind::Stack(None),
+                            k => k,
+                        };
+                    }
+                    let cb = a.block_of[t as usize];
+                    let new = join(entry[cb], args);
+                    if entry[cb] != Some(new) {
+                        entry[cb] = Some(new);
+                        work.push(cb);
+                    }
+                }
+            }
+            step(&mut st, insns, pc, pkt);
         }
         for &s in &blk.succs {
             if a.is_subprog_start(a.blocks[s].start) {
                 continue;
             }
-            let new = match entry[s] {
-                None => st,
-                Some(old) => {
-                    let mut j = old;
-                    for r in 0..11 {
-                        j[r] = old[r].join(st[r]);
-                    }
-                    j
-                }
-            };
+            let new = join(entry[s], st);
             if entry[s] != Some(new) {
                 entry[s] = Some(new);
                 work.push(s);

@@ -80,14 +80,23 @@ pub struct Applied {
     pub origin: Vec<usize>,
 }
 
-/// Replace non-overlapping regions `(start, end, new instructions, kept old slots)` and fix
-/// every pc-relative reference outside them.
-pub fn apply(insns: &[Insn], edits: &[(usize, usize, Vec<Insn>, Vec<usize>)]) -> Result<Applied, (usize, String)> {
-    let mut edits: Vec<_> = edits.iter().collect();
-    edits.sort_by_key(|e| e.0);
+/// One region replacement: `[start, end)` becomes `new`; `kept` lists (index in `new`, old
+/// slot) for the old instructions that survive inside it (their pc-relative fields are
+/// fixed like any other's).
+pub struct Edit {
+    pub start: usize,
+    pub end: usize,
+    pub new: Vec<Insn>,
+    pub kept: Vec<(usize, usize)>,
+}
+
+/// Replace non-overlapping regions and fix every pc-relative reference outside them.
+pub fn apply(insns: &[Insn], edits: &[Edit]) -> Result<Applied, (usize, String)> {
+    let mut edits: Vec<&Edit> = edits.iter().collect();
+    edits.sort_by_key(|e| e.start);
     for w in edits.windows(2) {
-        if w[0].1 > w[1].0 {
-            return Err((w[1].0, "overlapping rewrite regions".into()));
+        if w[0].end > w[1].start {
+            return Err((w[1].start, "overlapping rewrite regions".into()));
         }
     }
     let n = insns.len();
@@ -99,22 +108,23 @@ pub fn apply(insns: &[Insn], edits: &[(usize, usize, Vec<Insn>, Vec<usize>)]) ->
     let mut pc = 0;
     let mut e = 0;
     while pc < n {
-        if e < edits.len() && edits[e].0 == pc {
-            let (start, end, new, keep) = (edits[e].0, edits[e].1, &edits[e].2, &edits[e].3);
-            map[start] = Some(out.len());
-            let kept_start = new.len() - keep.len();
-            for (k, ins) in new.iter().enumerate() {
-                if k >= kept_start {
-                    let old = keep[k - kept_start];
-                    map[old] = Some(out.len());
-                    fix.push((out.len(), old));
-                    origin.push(old);
-                } else {
-                    origin.push(start);
+        if e < edits.len() && edits[e].start == pc {
+            let ed = edits[e];
+            map[ed.start] = Some(out.len());
+            for (k, ins) in ed.new.iter().enumerate() {
+                match ed.kept.iter().find(|x| x.0 == k) {
+                    Some(&(_, old)) => {
+                        if old != ed.start {
+                            map[old] = Some(out.len());
+                        }
+                        fix.push((out.len(), old));
+                        origin.push(old);
+                    }
+                    None => origin.push(ed.start),
                 }
                 out.push(*ins);
             }
-            pc = end;
+            pc = ed.end;
             e += 1;
         } else {
             map[pc] = Some(out.len());
@@ -215,28 +225,33 @@ pub fn run_program(prog: &Program, policy: &Policy) -> Result<Rewritten, Rewrite
     let mut sites: Vec<SiteReport> = Vec::new();
     let mut rejected: Vec<RejectReport> = Vec::new();
     let mut seen: std::collections::HashSet<(Pass, usize, usize, String)> = Default::default();
+    let registry = kops_einsn::registry();
     let orig_end = |origin: &Vec<usize>, end: usize| -> usize {
         // One past the original slot of the last replaced instruction.
         origin.get(end - 1).map(|&o| o + 1 + prog.insns[o].is_ld_imm64() as usize).unwrap_or(prog.insns.len())
     };
     for _round in 0..16 {
         let starts: Vec<usize> = cur.subprogs.iter().map(|s| s.start).collect();
+        let eff = |_pc: usize, side: &Insn, call: &Insn| crate::einsn_bridge::site_effects(&registry, side, call);
         let an = Analysis::with_options(
             &cur.insns,
-            &kops_analysis::Options { extra_subprog_starts: &starts, ..Default::default() },
+            &kops_analysis::Options { extra_subprog_starts: &starts, kinsn_effects: Some(&eff) },
         )
         .map_err(|e| RewriteError::Analysis { prog: prog.name.clone(), msg: e.to_string() })?;
-        let cx = Ctx::new(&cur.insns, &an);
+        let cx = Ctx::new(&cur.insns, &an, Some(prog.prog_type));
         let mut found = crate::Found::default();
         for &p in Pass::ALL.iter().filter(|p| policy.passes.contains(p)) {
             passes::run(p, &cx, &mut found);
         }
         for r in &found.rejects {
             let (s, e) = (origin[r.start], orig_end(&origin, r.end.max(r.start + 1)));
-            if !rejected.iter().any(|x| x.pass == r.pass.name() && x.start == s && x.end == e) {
+            if !rejected.iter().any(|x| x.pass == r.pass.name() && x.start == s && x.end == e && x.reason == r.reason) {
                 rejected.push(RejectReport { pass: r.pass.name().into(), start: s, end: e, reason: r.reason.clone() });
             }
         }
+        // Larger idioms first (a ladder over 8 bytes before the 2-byte ladder inside it).
+        let order = |p: Pass| Pass::ALL.iter().position(|&q| q == p).unwrap_or(0);
+        found.matches.sort_by_key(|m| (order(m.pass), std::cmp::Reverse(m.idiom_slots), m.start));
         let mut taken: Vec<&Match> = Vec::new();
         for m in &found.matches {
             let key = (m.pass, origin[m.start], orig_end(&origin, m.end), m.op.to_string());
@@ -272,9 +287,9 @@ pub fn run_program(prog: &Program, policy: &Policy) -> Result<Rewritten, Rewrite
         }
         let mut edits = Vec::new();
         for m in &taken {
-            let new = encode::replacement(&cur.insns, m)
+            let (new, kept) = encode::replacement(&cur.insns, m)
                 .map_err(|e| RewriteError::Fixup { prog: prog.name.clone(), pc: m.start, msg: e })?;
-            edits.push((m.start, m.end, new, m.keep.clone()));
+            edits.push(Edit { start: m.start, end: m.end, new, kept });
         }
         let ap = apply(&cur.insns, &edits)
             .map_err(|(pc, msg)| RewriteError::Fixup { prog: prog.name.clone(), pc, msg })?;

@@ -122,9 +122,13 @@ pub struct Eval {
 }
 
 impl Eval {
-    pub fn run(insns: &[Insn], start: usize, end: usize) -> Eval {
+    /// `consts`: registers known to hold a constant at `start`.
+    pub fn run(insns: &[Insn], start: usize, end: usize, consts: &[Option<u64>; 11]) -> Eval {
         assert!(end - start <= MAX_WINDOW);
-        let mut regs: [Val; 11] = std::array::from_fn(|r| Val { t: Rc::new(Term::In(r as u8)), deps: 0 });
+        let mut regs: [Val; 11] = std::array::from_fn(|r| Val {
+            t: Rc::new(consts[r].map(Term::Const).unwrap_or(Term::In(r as u8))),
+            deps: 0,
+        });
         let mut states = Vec::with_capacity(end - start + 1);
         let mut epochs = Vec::with_capacity(end - start + 1);
         let mut epoch = 0u32;
@@ -279,8 +283,8 @@ mod tests {
             Insn::alu64_imm(RSH, 2, 51),
             Insn::alu64_reg(OR, 3, 2),
         ];
-        let ea = Eval::run(&a, 0, 4);
-        let eb = Eval::run(&b, 0, 4);
+        let ea = Eval::run(&a, 0, 4, &[None; 11]);
+        let eb = Eval::run(&b, 0, 4, &[None; 11]);
         assert_eq!(ea.before(4)[2].t, eb.before(4)[3].t);
         assert_eq!(ea.before(4)[2].deps, 0b1111);
         let expect = bin(
@@ -301,7 +305,7 @@ mod tests {
             Insn::alu32_imm(LSH, 2, 13),
             Insn::alu32_reg(OR, 2, 3),
         ];
-        let e = Eval::run(&a, 0, 4);
+        let e = Eval::run(&a, 0, 4, &[None; 11]);
         let x = Rc::new(Term::In(2));
         let r32 = bin(Bin::Or, W::W32, bin(Bin::Lsh, W::W32, x.clone(), cst(13)), bin(Bin::Rsh, W::W32, x, cst(19)));
         assert_ne!(e.before(4)[2].t, r32);
@@ -310,7 +314,7 @@ mod tests {
     #[test]
     fn movsx_is_opaque() {
         let a = [Insn::new(ALU64 | MOV | X, 1, 2, 8, 0)];
-        let e = Eval::run(&a, 0, 1);
+        let e = Eval::run(&a, 0, 1, &[None; 11]);
         assert_eq!(*e.before(1)[1].t, Term::Opaque(0, 1));
     }
 }
