@@ -586,7 +586,7 @@ fn harness_detects_planted_bugs() {
     fn code<P: EInsn>(p: &P, f: CpuFeatures, dead: RegSet) -> Vec<u8> {
         emit_x86_checked(&Op::<P>::new(), p.encode().unwrap(), f, dead, &LINUX_MAP, LINUX_SCRATCH).unwrap().unwrap()
     }
-    let mut expect_fail = |what: &str, r: Result<usize, String>| {
+    let expect_fail = |what: &str, r: Result<usize, String>| {
         let e = r.expect_err(what);
         eprintln!("{what}: caught: {}", e.lines().next().unwrap());
     };
