@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 struct Args {
     /// Directory with the `.data` files (e.g. ../shared/conformance/tests), or one file.
     dir: PathBuf,
-    /// Execution engine: interp. (`jit`, `kernel` plug in at `run_one`.)
+    /// Execution engine: interp or jit (`kernel` plugs in at `run_one`).
     #[arg(long, default_value = "interp")]
     runtime: String,
     /// Also print a line for every passing test.
