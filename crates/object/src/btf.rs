@@ -263,7 +263,7 @@ fn parse_info(data: &[u8], hdr_len: usize, off: usize, len: usize, min_rec: u32)
         let num = rd_u32(data, p + 4).ok_or("section header truncated")? as usize;
         p += 8;
         let bytes = num.checked_mul(rec_size as usize).ok_or("record count overflows")?;
-        if p.checked_add(bytes).map_or(true, |e| e > end) {
+        if p.checked_add(bytes).is_none_or(|e| e > end) {
             return Err(format!("{num} records of {rec_size} bytes run past the subsection end"));
         }
         let recs = (0..num)

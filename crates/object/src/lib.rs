@@ -10,6 +10,9 @@
 //! - `src_reg = PSEUDO_MAP_IDX_VALUE` (6), `imm = map index`, second slot's `imm = offset`:
 //!   a pointer into the value of a global-data map (`.data`, `.rodata`, `.bss`, ...).
 
+// LoadError carries its location inline; it is built once per failed load.
+#![allow(clippy::result_large_err)]
+
 use kops_isa::Insn;
 
 mod btf;

@@ -354,7 +354,7 @@ impl<'a> Ctx<'a> {
             if !s.is_exec() {
                 continue;
             }
-            if s.size % 8 != 0 {
+            if !s.size.is_multiple_of(8) {
                 return Err(E::from(K::SectionSize(s.size)).sec(&s.name));
             }
             let slots = kops_isa::slots_from_bytes(s.data).map_err(|_| E::from(K::SectionSize(s.size)).sec(&s.name))?;
@@ -848,7 +848,7 @@ impl<'a> Ctx<'a> {
             let inside = |rec: &[u8]| {
                 let off = ExtSec::insn_off(rec) as usize;
                 let slot = off / 8;
-                (off % 8 == 0 && slot >= f.start && slot < f.start + f.len).then(|| (starts[li] + slot - f.start) as u32)
+                (off.is_multiple_of(8) && slot >= f.start && slot < f.start + f.len).then(|| (starts[li] + slot - f.start) as u32)
             };
             for r in self.ext_records(&ext.func, f.sec) {
                 if let Some(insn_off) = inside(r) {

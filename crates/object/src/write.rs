@@ -122,6 +122,17 @@ pub fn rewrite_functions(original: &[u8], edits: &[FunctionEdit]) -> Result<Vec<
     if b.header.e_machine != elf::EM_BPF {
         return Err(WriteError::Elf(format!("machine {} is not BPF", b.header.e_machine)));
     }
+    // The writer pads to each section's alignment; a corrupted one must not become a
+    // terabyte of padding.
+    for s in &b.sections {
+        if s.sh_addralign > 4096 {
+            return Err(WriteError::Elf(format!(
+                "section '{}' has alignment {}",
+                String::from_utf8_lossy(&s.name),
+                s.sh_addralign
+            )));
+        }
+    }
 
     let sec_name = |b: &Builder, id: SectionId| String::from_utf8_lossy(&b.sections.get(id).name).into_owned();
     let mut by_name: HashMap<String, SectionId> = HashMap::new();
@@ -180,6 +191,9 @@ pub fn rewrite_functions(original: &[u8], edits: &[FunctionEdit]) -> Result<Vec<
                 let insn = old[i];
                 let r = rel.and_then(|m| m.get(&(i as u64 * 8)).copied());
                 let wide = insn.is_ld_imm64();
+                if wide && i + 1 >= to {
+                    return Err(WriteError::Elf(format!("section '{name}' slot {i}: ld_imm64 is missing its second half")));
+                }
                 if r.is_some() && !wide && !insn.is_call() {
                     return Err(WriteError::Elf(format!("section '{name}' slot {i}: relocation at a non-ld_imm64, non-call instruction")));
                 }

@@ -69,6 +69,7 @@ proptest! {
             }
             let b = apply(c[which % c.len()].clone(), &ms);
             let _ = Object::parse(&b, "fuzz.o");
+            let _ = kops_object::write::rewrite_functions(&b, &[]);
         });
     }
 }
@@ -122,7 +123,8 @@ proptest! {
         region in any::<usize>(),
         ms in proptest::collection::vec((any::<usize>(), any::<u32>(), 0u8..3), 1..6),
     ) {
-        thread_local!(static CORPUS: Vec<(Vec<u8>, Vec<(usize, usize)>)> =
+        type Corpus = Vec<(Vec<u8>, Vec<(usize, usize)>)>;
+        thread_local!(static CORPUS: Corpus =
             corpus().into_iter().map(|b| { let r = hot_ranges(&b); (b, r) }).collect());
         CORPUS.with(|c| {
             if c.is_empty() {
@@ -146,6 +148,7 @@ proptest! {
                 }
             }
             let _ = Object::parse(&b, "fuzz.o");
+            let _ = kops_object::write::rewrite_functions(&b, &[]);
         });
     }
 }

@@ -102,7 +102,7 @@ fn multi_programs_subprogs_maps_and_data() {
     // Global data.
     let ro = m(".rodata");
     assert_eq!((ro.map_type, ro.key_size, ro.value_size, ro.max_entries, ro.readonly), (map_type::ARRAY, 4, 24, 1, true));
-    let mut want = vec![0u8; 24];
+    let mut want = [0u8; 24];
     want[0] = 7; // cfg_limit
     want[8] = 0xff; // cfg_mask
     want[16..24].copy_from_slice(b"len %d\n\0"); // tc_prog.msg at .rodata+0x10

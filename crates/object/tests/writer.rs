@@ -92,27 +92,23 @@ fn grow(p: &Program) -> (Vec<Insn>, Vec<usize>) {
     }
     map[p.insns.len()] = n;
     let mut out = vec![nop; n];
+    // Second halves of ld_imm64, walking each function from its start.
+    let mut second = vec![false; p.insns.len()];
+    for sp in &p.subprogs {
+        let mut j = sp.start;
+        while j < sp.start + sp.len {
+            if p.insns[j].is_ld_imm64() {
+                second[j + 1] = true;
+                j += 2;
+            } else {
+                j += 1;
+            }
+        }
+    }
     for (pc, insn) in p.insns.iter().enumerate() {
         let mut x = *insn;
         let np = map[pc];
-        let second = pc > 0 && p.insns[pc - 1].is_ld_imm64() && p.subprog_at(pc - 1).is_some_and(|s| s.start <= pc - 1);
-        let wide_second = second && {
-            // Only a real second half: walk from the function start.
-            let sp = p.subprog_at(pc).unwrap();
-            let mut j = sp.start;
-            let mut is2 = false;
-            while j < pc {
-                if p.insns[j].is_ld_imm64() {
-                    is2 = j + 1 == pc;
-                    j += 2;
-                } else {
-                    is2 = false;
-                    j += 1;
-                }
-            }
-            is2
-        };
-        if !wide_second {
+        if !second[pc] {
             if let Some(t) = insn.target(pc) {
                 let rel = map[t as usize] as i64 - np as i64 - 1;
                 if insn.is_pseudo_call() || insn.code == 0x06 {
@@ -263,4 +259,17 @@ fn bad_edits_are_rejected() {
     assert!(matches!(rewrite_functions(&orig, &edits), Err(WriteError::BadEdit { .. })));
     // Not an object.
     assert!(matches!(rewrite_functions(b"junk", &[]), Err(WriteError::Elf(_))));
+}
+
+#[test]
+fn corrupted_alignment_is_an_error_not_an_allocation() {
+    let Some(f) = compile("multi") else { return };
+    let mut b = std::fs::read(&f).unwrap();
+    // Section header 2 (.text): sh_addralign at +48.
+    let shoff = u64::from_le_bytes(b[0x28..0x30].try_into().unwrap()) as usize;
+    let at = shoff + 2 * 64 + 48;
+    b[at..at + 8].copy_from_slice(&(1u64 << 40).to_le_bytes());
+    assert!(matches!(rewrite_functions(&b, &[]), Err(WriteError::Elf(_))));
+    // The loader does not care about alignment.
+    assert!(Object::parse(&b, "x.o").is_ok());
 }
