@@ -273,3 +273,34 @@ fn corrupted_alignment_is_an_error_not_an_allocation() {
     // The loader does not care about alignment.
     assert!(Object::parse(&b, "x.o").is_ok());
 }
+
+/// libbpf and the running kernel's verifier accept the grown object (func_info and
+/// line_info included). Needs root, bpftool and a mounted bpffs; skipped otherwise.
+#[test]
+fn grown_object_passes_libbpf_and_the_verifier() {
+    let Some(f) = compile("multi") else { return };
+    let is_root = std::process::Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false);
+    if !is_root || !tool_ok("bpftool") || !Path::new("/sys/fs/bpf").is_dir() {
+        eprintln!("SKIP: needs root, bpftool and /sys/fs/bpf");
+        return;
+    }
+    let orig = std::fs::read(&f).unwrap();
+    let a = Object::parse(&orig, "multi.o").unwrap();
+    let out = rewrite_functions(&orig, &grow_edits(&a, None)).unwrap();
+    let path = save(&out, "kernel-grow-multi.o");
+    let pin = PathBuf::from(format!("/sys/fs/bpf/kops-object-test-{}", std::process::id()));
+    // `scratch` has `pinning = LIBBPF_PIN_BY_NAME`: libbpf pins it at /sys/fs/bpf/scratch.
+    let by_name = Path::new("/sys/fs/bpf/scratch");
+    let existed = by_name.exists();
+    let o = std::process::Command::new("bpftool").arg("prog").arg("loadall").arg(&path).arg(&pin).output().unwrap();
+    let _ = std::fs::remove_dir_all(&pin);
+    if !existed {
+        let _ = std::fs::remove_file(by_name);
+    }
+    let log = String::from_utf8_lossy(&o.stderr);
+    if !o.status.success() && (log.contains("Operation not permitted") || log.contains("permission")) {
+        eprintln!("SKIP: kernel refused bpf(): {log}");
+        return;
+    }
+    assert!(o.status.success(), "bpftool prog loadall failed:\n{log}");
+}
