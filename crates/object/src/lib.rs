@@ -9,6 +9,31 @@
 //! - `src_reg = PSEUDO_MAP_IDX` (5), `imm = index into Object::maps`: a map pointer;
 //! - `src_reg = PSEUDO_MAP_IDX_VALUE` (6), `imm = map index`, second slot's `imm = offset`:
 //!   a pointer into the value of a global-data map (`.data`, `.rodata`, `.bss`, ...).
+//!
+//! What the loader does, following libbpf:
+//!
+//! - **Programs**: one per non-static `FUNC` symbol in each executable section other than
+//!   `.text` (several per section are fine), in section then address order. `.text`
+//!   functions, and static functions in program sections, are subprograms.
+//! - **Calls**: `call` with `src_reg = 1` (relocated against `.text`/function symbols, or
+//!   plain same-section calls) and `ld_imm64` function references (set to `src_reg = 4`)
+//!   are resolved; every reached function is appended once, in order of first reference
+//!   while scanning the growing program, and `imm` is re-based. [`Program::subprogs`] records
+//!   the layout and where each function came from (`section`, `sec_start`).
+//! - **Maps**: legacy `maps` (`struct bpf_map_def`, stride = symbol size), then BTF `.maps`
+//!   (`type`, `max_entries`, `map_flags`, `pinning`, `key`/`value` types or
+//!   `key_size`/`value_size`, `values` initializers of prog arrays and map-in-map), then
+//!   global data sections as single-element `ARRAY` maps (key 4 bytes, value = section,
+//!   `.rodata*` read-only with `BPF_F_RDONLY_PROG`).
+//! - **BTF**: the raw `.BTF` is kept in [`Object::btf`]; `.BTF.ext` func_info and
+//!   line_info (with file and source line strings) are remapped to each program's layout.
+//! - **Section names**: [`prog_type_from_section`] gives the program type and expected
+//!   attach type by libbpf's `SEC()` table.
+//! - **Errors**: [`LoadError`] names the file, section, program and instruction slot.
+//!   Externs (kconfig, ksyms, kfuncs) are reported as unsupported. No input panics (see
+//!   `tests/fuzz.rs`).
+//!
+//! [`mod@write`] puts edited functions back into an ELF object (for `kops rewrite`).
 
 // LoadError carries its location inline; it is built once per failed load.
 #![allow(clippy::result_large_err)]
