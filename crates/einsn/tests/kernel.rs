@@ -12,7 +12,7 @@ use kops_kinsn::lower;
 
 fn program() -> Vec<Insn> {
     let mut p = vec![Insn::mov64_reg(6, 1)];
-    let mut site = |p: &mut Vec<Insn>, s: [Insn; 2]| p.extend(s);
+    let site = |p: &mut Vec<Insn>, s: [Insn; 2]| p.extend(s);
     site(&mut p, Memset::new(10, -64, 8, 8, 0).unwrap().site().unwrap());
     p.extend(Insn::ld_imm64(1, 0, 0x0123_4567_89ab_cdef));
     p.push(Insn::stx(op::DW, 10, 1, -8));

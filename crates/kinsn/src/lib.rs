@@ -29,12 +29,12 @@ use std::sync::Arc;
 use kops_isa::Insn;
 
 pub use kops_analysis::RegSet;
-pub use live::dead_after_sites;
-pub use lower::{lower, restore, LowerError, Lowered, Region};
+pub use live::{dead_after_regions, dead_after_sites, SiteLiveness};
+pub use lower::{check_sites, lower, lower_program, restore, LowerError, Lowered, Region, Restored};
 pub use payload::PayloadError;
 pub use transport::{decode_site, encode_site, find_sites, Site, SiteError, MAX_PAYLOAD};
 pub use validate::{validate_proof, ProofError};
-pub use x86::{emit_x86_checked, EmitError, Emitted, X86EmitCtx};
+pub use x86::{emit_x86_checked, plan_x86, EmitError, Emitted, PlanError, RegionPlan, X86EmitCtx};
 
 /// Target architectures with native emitters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -105,6 +105,16 @@ impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_map().entries(self.ops.iter().map(|(id, op)| (id, op.name()))).finish()
     }
+}
+
+/// One-line description of a site for listings (`kops disasm`, `jit-diff`):
+/// `rotate64 r0 = rol64(r1, 13) [...]`, or why it is malformed.
+pub fn describe_site(registry: &Registry, site: &Site) -> Result<String, SiteError> {
+    let op = registry.get(site.op_id).ok_or(SiteError::UnknownOp { pc: site.pc + 1, id: site.op_id })?;
+    let d = op
+        .describe(site.payload)
+        .map_err(|err| SiteError::Payload { pc: site.pc, op: op.name().to_string(), err })?;
+    Ok(format!("{} {}", op.name(), d))
 }
 
 impl Registry {

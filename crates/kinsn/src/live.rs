@@ -10,7 +10,7 @@ use kops_analysis::{Analysis, Options, RegSet};
 use kops_isa::Insn;
 use kops_object::FuncInfo;
 
-use crate::lower::{lower, LowerError};
+use crate::lower::{lower, LowerError, Lowered};
 use crate::Registry;
 
 /// Liveness facts for one site.
@@ -32,6 +32,17 @@ pub fn dead_after_sites(
     registry: &Registry,
 ) -> Result<Vec<SiteLiveness>, LowerError> {
     let l = lower(insns, subprog_starts, func_info, &[], registry)?;
+    let dead = dead_after_regions(&l)?;
+    Ok(l
+        .regions
+        .iter()
+        .zip(dead)
+        .map(|(r, dead_after)| SiteLiveness { pc: r.orig_pc, op_id: r.op_id, payload: r.payload, dead_after })
+        .collect())
+}
+
+/// For every region of a lowered program (in order), the registers dead right after it.
+pub fn dead_after_regions(l: &Lowered) -> Result<Vec<RegSet>, LowerError> {
     if l.regions.is_empty() {
         return Ok(Vec::new());
     }
@@ -44,7 +55,7 @@ pub fn dead_after_sites(
             let end = r.end();
             // A site at the very end has no successor: nothing is provably dead.
             let live = if end < a.len { a.live_in[end] } else { RegSet::ALL };
-            SiteLiveness { pc: r.orig_pc, op_id: r.op_id, payload: r.payload, dead_after: RegSet::ALL.minus(live).minus(RegSet::FP) }
+            RegSet::ALL.minus(live).minus(RegSet::FP)
         })
         .collect())
 }

@@ -111,3 +111,47 @@ pub fn emit_x86_checked(
         }
     }
 }
+
+/// How the JIT compiles one region of a lowered program.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegionPlan {
+    /// Registers dead after the site (computed here from the lowered program).
+    pub dead_after: RegSet,
+    /// Native code to emit in place of the whole region, or `None`: compile the region's
+    /// proof instructions as ordinary eBPF (fallback).
+    pub native: Option<Vec<u8>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error(transparent)]
+    Lower(#[from] crate::LowerError),
+    #[error("instruction {pc}: kinsn site `{op}`: {err}")]
+    Emit { pc: usize, op: String, err: EmitError },
+}
+
+/// Everything the x86-64 JIT needs for a program with sites: the lowered program (to JIT
+/// instruction by instruction, with one address per slot as usual) and, per region (in
+/// `lowered.regions` order), either the native bytes to emit at the region's first slot
+/// instead of the region's instructions, or fallback. Jumps from outside a region only
+/// land on its first slot or after it, so skipping a region's interior is safe.
+pub fn plan_x86(
+    insns: &[kops_isa::Insn],
+    subprog_starts: &[usize],
+    func_info: &[kops_object::FuncInfo],
+    registry: &crate::Registry,
+    features: CpuFeatures,
+    regmap: &[Reg; 11],
+    scratch: Reg,
+) -> Result<(crate::Lowered, Vec<RegionPlan>), PlanError> {
+    let l = crate::lower(insns, subprog_starts, func_info, &[], registry)?;
+    let dead = crate::live::dead_after_regions(&l)?;
+    let mut plans = Vec::with_capacity(l.regions.len());
+    for (r, dead_after) in l.regions.iter().zip(dead) {
+        let op = registry.get(r.op_id).expect("lower checked the op id");
+        let native = emit_x86_checked(op.as_ref(), r.payload, features, dead_after, regmap, scratch)
+            .map_err(|err| PlanError::Emit { pc: r.orig_pc, op: op.name().to_string(), err })?;
+        plans.push(RegionPlan { dead_after, native });
+    }
+    Ok((l, plans))
+}
