@@ -29,7 +29,7 @@ use std::sync::Arc;
 use kops_isa::Insn;
 
 pub use kops_analysis::RegSet;
-pub use live::{dead_after_regions, dead_after_sites, SiteLiveness};
+pub use live::{dead_after_regions, dead_after_sites, effects_fn, proof_effects, site_effects, SiteLiveness};
 pub use lower::{check_sites, lower, lower_program, restore, LowerError, Lowered, Region, Restored};
 pub use payload::PayloadError;
 pub use transport::{decode_site, encode_site, find_sites, Site, SiteError, MAX_PAYLOAD};
