@@ -415,18 +415,41 @@ extern "C" fn h_redirect_map(map: u64, key: u64, flags: u64, _: u64, _: u64) -> 
     })
 }
 
-/// One's complement sum of 32-bit little-endian words, folded to 32 bits, as x86-64's
-/// `csum_partial` computes it (end-around carry).
-pub fn csum_add32(mut acc: u64, data: &[u8]) -> u32 {
+/// One's complement sum of 32-bit little-endian words plus `seed`, folded to 32 bits, as
+/// x86-64's `csum_partial` computes it (end-around carry).
+pub fn csum_partial(data: &[u8], seed: u32) -> u32 {
+    let mut acc = seed as u64;
     for w in data.chunks(4) {
         let mut b = [0u8; 4];
         b[..w.len()].copy_from_slice(w);
         acc += u32::from_le_bytes(b) as u64;
     }
+    fold32(acc)
+}
+
+fn fold32(mut acc: u64) -> u32 {
     while acc >> 32 != 0 {
         acc = (acc & 0xffff_ffff) + (acc >> 32);
     }
     acc as u32
+}
+
+/// `bpf_csum_diff` as Linux 6.12+ computes it: `csum_sub(sum(to, seed), sum(from))`
+/// (or the one-sided forms), folded to 16 bits so that every architecture agrees.
+/// Checked against the running kernel for all four argument shapes.
+pub fn csum_diff(from: &[u8], to: &[u8], seed: u32) -> u32 {
+    let ret = match (from.is_empty(), to.is_empty()) {
+        (false, false) => {
+            let t = csum_partial(to, seed);
+            let f = csum_partial(from, 0);
+            fold32(t as u64 + !f as u64)
+        }
+        (true, false) => csum_partial(to, seed),
+        _ => !csum_partial(from, !seed),
+    };
+    // csum_from32to16
+    let x = ret.wrapping_add(ret.rotate_right(16));
+    x >> 16
 }
 
 extern "C" fn h_csum_diff(from: u64, from_size: u64, to: u64, to_size: u64, seed: u64) -> u64 {
@@ -437,9 +460,7 @@ extern "C" fn h_csum_diff(from: u64, from_size: u64, to: u64, to_size: u64, seed
     }
     // SAFETY: see `bytes`.
     let (f, t) = unsafe { (bytes(from, fs), bytes(to, ts)) };
-    let inverted: Vec<u8> = f.iter().map(|b| !b).collect();
-    let acc = csum_add32(seed as u32 as u64, &inverted) as u64;
-    csum_add32(acc, t) as u64
+    csum_diff(f, t, seed as u32) as u64
 }
 
 fn xdp_fields(st: &mut RunState, ctx: u64, what: &str) -> Option<u64> {
@@ -616,23 +637,29 @@ mod tests {
     }
 
     #[test]
-    fn csum_diff_matches_rfc1071_example() {
+    fn csum_partial_matches_rfc1071_example() {
         // RFC 1071 example words 0x0001 0xf203 0xf4f5 0xf6f7 sum (16-bit) to 0xddf2.
         let data = [0x00u8, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7];
-        let s = csum_add32(0, &data);
-        let folded = {
-            let mut x = s;
-            while x >> 16 != 0 {
-                x = (x & 0xffff) + (x >> 16);
-            }
-            x as u16
-        };
-        // Words are summed in memory order, so the 16-bit fold is the byte-swapped
-        // network-order sum.
-        assert_eq!(folded.swap_bytes(), 0xddf2);
-        // csum_diff(from, to) of identical buffers with seed 0: ~x + x = 0xffffffff.
-        let r = h_csum_diff(data.as_ptr() as u64, 8, data.as_ptr() as u64, 8, 0);
-        assert_eq!(r, 0xffff_ffff);
+        let s = csum_partial(&data, 0);
+        let mut x = s;
+        while x >> 16 != 0 {
+            x = (x & 0xffff) + (x >> 16);
+        }
+        // Words are summed in memory order: the 16-bit fold is the byte-swapped sum.
+        assert_eq!((x as u16).swap_bytes(), 0xddf2);
+    }
+
+    #[test]
+    fn csum_diff_matches_kernel() {
+        // Values from bpf_csum_diff in Linux 6.18 (BPF_PROG_TEST_RUN).
+        let a = 0x1122_3344u32.to_le_bytes();
+        let b = 0xaabb_ccddu32.to_le_bytes();
+        let mut two = a.to_vec();
+        two.extend_from_slice(&0xffff_fff0u32.to_le_bytes());
+        assert_eq!(csum_diff(&a, &b, 0x1234), 17767);
+        assert_eq!(csum_diff(&two, &[], 0x1234), 52700);
+        assert_eq!(csum_diff(&[], &two, 0xffff_0000), 17495);
+        assert_eq!(csum_diff(&[], &[], 0x1234_5678), 26796);
         assert_eq!(h_csum_diff(0, 3, 0, 0, 0), (-22i64) as u64);
     }
 }

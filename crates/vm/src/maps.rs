@@ -173,6 +173,10 @@ impl Map {
     fn lru(&self) -> bool {
         matches!(self.def.map_type, map_type::LRU_HASH | map_type::LRU_PERCPU_HASH)
     }
+    /// Maps whose slots only userspace may change (the verifier refuses program writes).
+    fn userspace_only(&self) -> bool {
+        matches!(self.def.map_type, map_type::DEVMAP | map_type::XSKMAP | map_type::PROG_ARRAY)
+    }
     fn prog_writable(&self) -> bool {
         !(self.def.readonly || self.def.flags & BPF_F_RDONLY_PROG != 0)
     }
@@ -217,6 +221,9 @@ impl Map {
         if !self.prog_writable() {
             return -errno::EPERM;
         }
+        if self.userspace_only() {
+            return -errno::EINVAL;
+        }
         match self.update_inner(key, value, flags, reg) {
             Ok(()) => 0,
             Err(e) => -e,
@@ -227,6 +234,9 @@ impl Map {
     pub fn prog_delete(&self, key: &[u8], reg: &mut Registry) -> i64 {
         if !self.prog_writable() {
             return -errno::EPERM;
+        }
+        if self.userspace_only() {
+            return -errno::EINVAL;
         }
         match self.delete_inner(key, reg) {
             Ok(()) => 0,

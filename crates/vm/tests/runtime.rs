@@ -199,3 +199,31 @@ fn bundled_objects_run() {
     }
     assert!(n > 0 || !dir.exists());
 }
+
+#[test]
+fn redirect_helpers() {
+    let v = vm("rt_misc.bpf.o");
+    // kernel: 4 (XDP_REDIRECT).
+    let r = run(&v, "redir").unwrap();
+    assert_eq!(r.r0, 4);
+    assert_eq!(r.redirect, Some(kops_vm::Redirect::Ifindex { ifindex: 5, flags: 0 }));
+    // kernel: 2 (empty devmap slot: the fallback action XDP_PASS).
+    let r = run(&v, "redir_map").unwrap();
+    assert_eq!((r.r0, r.redirect), (2, None));
+    v.map_update("tx_port", &1u32.to_le_bytes(), &7u32.to_le_bytes(), 0).unwrap();
+    let r = run(&v, "redir_map").unwrap();
+    let devmap = v.object().unwrap().map_index("tx_port").unwrap();
+    assert_eq!((r.r0, r.redirect), (4, Some(kops_vm::Redirect::Map { map: devmap, key: 1 })));
+}
+
+#[test]
+fn trace_printk_output() {
+    let r = run(&vm("rt_misc.bpf.o"), "printk").unwrap();
+    assert_eq!(r.trace, vec!["len 64 x ff".to_string()]);
+}
+
+#[test]
+fn csum_diff_of_a_valid_ipv4_header() {
+    // kernel: 1065535 (folds to 0xffff; Linux 6.12+ returns the 16-bit fold).
+    assert_eq!(run(&vm("rt_misc.bpf.o"), "csum").unwrap().r0, 1_065_535);
+}
