@@ -45,7 +45,13 @@ typedef int64_t __s64;
 #define KOPS_BARRIER_VAR(x) __asm__ __volatile__("" : "+r"(x))
 
 /* Keep a loop rolled (the benchmark wants the loop, not a 1000-fold unroll). */
+#if defined(__clang__)
 #define KOPS_NO_UNROLL _Pragma("clang loop unroll(disable)")
+#elif defined(__GNUC__)
+#define KOPS_NO_UNROLL _Pragma("GCC unroll 1")
+#else
+#define KOPS_NO_UNROLL
+#endif
 
 /* Byte order. On BPF with -mcpu=v3 __builtin_bswapN becomes `beN`. */
 #define kops_bswap16(x) __builtin_bswap16((__u16)(x))
