@@ -30,6 +30,7 @@ use kops_kinsn::payload::Payload;
 use kops_kinsn::{Arch, EmitError, Emitted, KinsnOp, PayloadError, Registry, X86EmitCtx};
 
 mod bulk;
+pub mod classes;
 mod endian;
 mod extract;
 mod misc;
@@ -38,6 +39,7 @@ mod rotate;
 mod select;
 
 pub use bulk::{Memcpy, Memset};
+pub use classes::{payload_classes, Coverage};
 pub use endian::{EndianLoad, EndianLoad16, EndianLoad32, EndianLoad64};
 pub use extract::Extract;
 pub use misc::{Prefetch, SpecBarrier};

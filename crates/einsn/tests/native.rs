@@ -637,3 +637,29 @@ fn harness_detects_planted_bugs() {
     bad.extend([0x48, 0x83, 0xC4, 0x08, 0x5F]);
     expect_fail("memset rcx", run_class(&p, Some(&bad), &LINUX_MAP, LINUX_SCRATCH, none, 20, &mut rng, &mut page));
 }
+
+/// Every class of `payload_classes(Patterns)` (what the prover enumerates) runs natively.
+#[test]
+fn pattern_classes_run_natively() {
+    fn go<P: Oracle>(states: usize) -> usize {
+        let classes: Vec<P> = payload_classes(P::ID, Coverage::Patterns).into_iter().map(|raw| P::decode(raw).unwrap()).collect();
+        let s = check_op(&classes, states, P::ID as u64);
+        assert_eq!(s.classes, classes.len());
+        s.states
+    }
+    let mut total = 0;
+    total += go::<Rotate64>(2);
+    total += go::<Rotate32>(2);
+    total += go::<Select>(20);
+    total += go::<Extract>(2);
+    total += go::<EndianLoad16>(20);
+    total += go::<EndianLoad32>(20);
+    total += go::<EndianLoad64>(20);
+    total += go::<Popcount64>(20);
+    total += go::<Popcount32>(20);
+    total += go::<Memcpy>(1);
+    total += go::<Memset>(2);
+    total += go::<Prefetch>(20);
+    total += go::<SpecBarrier>(20);
+    eprintln!("{total} native states over the pattern classes");
+}
