@@ -117,57 +117,83 @@ pub fn main(args: Vec<String>) -> Result<u8> {
     Ok(if failed == 0 { 0 } else { 1 })
 }
 
-/// Plugin protocol options (the upstream runner passes the memory as the first positional
-/// argument and may pass `--elf`/`--debug` flags we do not need).
-#[derive(Parser, Debug)]
-#[command(name = "kops conformance-plugin")]
-struct PluginArgs {
-    /// Input memory as hex bytes (may be absent or empty).
-    memory: Option<String>,
-    /// Execution engine.
-    #[arg(long, default_value = "interp")]
-    runtime: String,
-    /// Accepted for compatibility; the program always comes as hex on stdin.
-    #[arg(long)]
-    elf: bool,
-    /// Print the program's instructions to stderr before running it.
-    #[arg(long)]
-    debug: bool,
-}
+const PLUGIN_HELP: &str = "\
+usage: kops conformance-plugin [MEMORY_HEX] [OPTIONS]
 
-/// The bpf_conformance plugin protocol: the program as hex bytes (instruction slots,
-/// little-endian) on stdin, the memory as hex in the first argument; prints r0 in hex on
-/// stdout. Exit status 1 (message on stderr) when the program cannot run.
+Speaks the bpf_conformance plugin protocol: reads the program as hex bytes (8-byte
+instruction slots, little-endian, whitespace allowed) on stdin, takes the input memory as
+hex in the first argument (may be empty or absent), runs the program with r1 = memory,
+r2 = its length, and prints r0 in hex on stdout. On failure it prints the error on stdout
+and exits 1 (the runner compares that line with a test's expected error).
+
+options (also accepted inside one argument, as the runner passes --plugin_options):
+  --runtime NAME   interp (default) or jit
+  --debug          print the instructions to stderr
+  --elf            accepted for compatibility (the program is always raw bytes)
+
+The upstream runner needs one executable; use a wrapper script:
+  #!/bin/sh
+  exec kops conformance-plugin \"$@\"
+";
+
+/// The bpf_conformance plugin protocol (see `PLUGIN_HELP`). Arguments are parsed by hand:
+/// the runner passes the memory as argv[1] (hex bytes separated by spaces, possibly empty)
+/// and its `--plugin_options` string as one more argument.
 pub fn plugin_main(args: Vec<String>) -> Result<u8> {
-    let args = match PluginArgs::try_parse_from(&args) {
-        Ok(a) => a,
-        Err(e) => {
-            let code = if e.use_stderr() { 2 } else { 0 };
-            let _ = e.print();
-            return Ok(code);
+    let mut memory: Option<String> = None;
+    let mut runtime = "interp".to_string();
+    let mut debug = false;
+    let mut words: Vec<String> = Vec::new();
+    for (i, a) in args.iter().enumerate().skip(1) {
+        let looks_like_hex = a.chars().all(|c| c.is_ascii_hexdigit() || c.is_whitespace());
+        if i == 1 && looks_like_hex {
+            memory = Some(a.clone());
+        } else {
+            words.extend(a.split_whitespace().map(str::to_string));
         }
-    };
+    }
+    let mut it = words.into_iter();
+    while let Some(w) = it.next() {
+        match w.as_str() {
+            "-h" | "--help" => {
+                print!("{PLUGIN_HELP}");
+                return Ok(0);
+            }
+            "--runtime" => runtime = it.next().context("--runtime needs a value")?,
+            "--debug" => debug = true,
+            "--elf" => {}
+            other => {
+                eprint!("kops conformance-plugin: unexpected argument `{other}`\n\n{PLUGIN_HELP}");
+                return Ok(2);
+            }
+        }
+    }
     let mut text = String::new();
     std::io::stdin().read_to_string(&mut text).context("reading the program from stdin")?;
-    let bytes = super::run::parse_hex(&text).context("program on stdin")?;
-    let insns = kops_isa::slots_from_bytes(&bytes).context("program on stdin")?;
-    let mem = match &args.memory {
-        Some(m) => super::run::parse_hex(m).context("memory argument")?,
-        None => Vec::new(),
+    let fail = |msg: String| -> Result<u8> {
+        println!("{msg}");
+        Ok(1)
     };
-    if args.debug {
+    let insns = match super::run::parse_hex(&text)
+        .and_then(|b| kops_isa::slots_from_bytes(&b).map_err(anyhow::Error::from))
+    {
+        Ok(i) => i,
+        Err(e) => return fail(format!("program on stdin: {e:#}")),
+    };
+    let mem = match memory.as_deref().map(super::run::parse_hex).transpose() {
+        Ok(m) => m.unwrap_or_default(),
+        Err(e) => return fail(format!("memory argument: {e:#}")),
+    };
+    if debug {
         for (i, x) in insns.iter().enumerate() {
             eprintln!("{i}: {x:?}");
         }
     }
-    match run_one(&args.runtime, &insns, &mem)? {
+    match run_one(&runtime, &insns, &mem)? {
         Outcome::Ok(r0) => {
             println!("{r0:x}");
             Ok(0)
         }
-        Outcome::Err(e) => {
-            eprintln!("{e}");
-            Ok(1)
-        }
+        Outcome::Err(e) => fail(e),
     }
 }
