@@ -1,5 +1,5 @@
 // stresses: legacy SEC("maps") map definition (array map lookups + increments per byte, no BTF for the map)
-/* Byte histogram of the first 128 packet bytes in an array map declared the
+/* Byte histogram of the packet (up to 1536 bytes) in an array map declared the
  * pre-BTF way: a struct bpf_map_def (written out here, newer libbpf headers
  * no longer ship it) in SEC("maps"). No native counterpart (map updates). */
 #include "kops_bench.h"
@@ -27,7 +27,7 @@ int legacy_hist(struct xdp_md *ctx)
 	const __u8 *p = (const __u8 *)(long)ctx->data;
 	const __u8 *data_end = (const __u8 *)(long)ctx->data_end;
 
-	for (__u32 i = 0; i < 128; i++) {
+	for (__u32 i = 0; i < 1536; i++) {
 		if (p + 1 > data_end)
 			break;
 		__u32 key = p[0];
