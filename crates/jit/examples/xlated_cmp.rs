@@ -6,7 +6,7 @@ fn main() {
     let x = std::fs::read(&a[1]).unwrap();
     let j = std::fs::read(&a[2]).unwrap();
     let lens: Vec<usize> = std::fs::read_to_string(&a[3]).unwrap().split_whitespace().map(|s| s.parse().unwrap()).collect();
-    let insns = xlated::prepare(&kops_isa::slots_from_bytes(&x).unwrap());
+    let insns = xlated::prepare(&kops_isa::slots_from_bytes(&x).unwrap(), false);
     let o = JitOptions::kernel_xlated(CpuFeatures::detect().unwrap());
     let img = compile(&insns, &o, &xlated::XlatedResolver).unwrap();
     let mut koff = 0;

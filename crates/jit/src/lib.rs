@@ -101,6 +101,9 @@ pub struct TailCallLayout {
     pub func_off: i32,
 }
 
+/// Stand-in for `&this_cpu_off` in xlated comparisons (any 32-bit value encodes the same).
+pub const FAKE_THIS_CPU_OFF: u32 = 0x0001_f000;
+
 /// The kernel's layout (struct bpf_array / struct bpf_prog on 6.x), for `jit-diff`.
 pub const KERNEL_TAIL_CALL_LAYOUT: TailCallLayout =
     TailCallLayout { max_entries_off: 0x24, ptrs_off: 0x110, func_off: 0x30 };
@@ -124,6 +127,13 @@ pub struct JitOptions {
     pub tail_call: Option<(i32, TailCallMode)>,
     /// Stack depth per function: computed ([`stack::stack_depth`]) or fixed.
     pub stack_depth: Option<u32>,
+    /// Return as the kernel does with retbleed mitigations: `jmp rel32` to a return thunk
+    /// (here a `ret` in the image) instead of `ret`. Same sizes as the kernel's image.
+    pub return_thunk: bool,
+    /// Lower per-CPU address moves (`mov dst, src` with `off = -1`, from the verifier's
+    /// helper inlining) as the kernel: `add dst, gs:[this_cpu_off]` with this address.
+    /// Only meaningful for xlated programs; None: such moves are rejected.
+    pub percpu_off: Option<u32>,
 }
 
 impl JitOptions {
@@ -138,6 +148,8 @@ impl JitOptions {
             callx_helpers: None,
             tail_call: None,
             stack_depth: None,
+            return_thunk: false,
+            percpu_off: None,
         })
     }
     /// Options for JITing a kernel xlated dump for comparison ([`xlated`]).
@@ -150,6 +162,8 @@ impl JitOptions {
             callx_helpers: None,
             tail_call: Some((12, TailCallMode::Kernel(KERNEL_TAIL_CALL_LAYOUT))),
             stack_depth: None,
+            return_thunk: true,
+            percpu_off: Some(FAKE_THIS_CPU_OFF),
         }
     }
 }

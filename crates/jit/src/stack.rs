@@ -16,18 +16,65 @@ pub const MAX_STACK: u32 = 512;
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum V {
     Scalar,
+    /// r10 + exactly this.
     Fp(i64),
+    /// r10 + at least this (merged pointers).
+    FpLow(i64),
     Top,
+}
+
+impl V {
+    fn is_ptr(self) -> bool {
+        matches!(self, V::Fp(_) | V::FpLow(_) | V::Top)
+    }
+    fn low(self) -> Option<i64> {
+        match self {
+            V::Fp(c) | V::FpLow(c) => Some(c),
+            _ => None,
+        }
+    }
+    fn add(self, d: i64) -> V {
+        match self {
+            V::Fp(c) => V::Fp(c + d),
+            V::FpLow(c) => V::FpLow(c + d),
+            x => x,
+        }
+    }
 }
 
 fn join(a: V, b: V) -> V {
     match (a, b) {
         (x, y) if x == y => x,
-        _ => V::Top,
+        (V::Scalar, _) | (_, V::Scalar) | (V::Top, _) | (_, V::Top) => V::Top,
+        (x, y) => V::FpLow(x.low().unwrap().min(y.low().unwrap())),
     }
 }
 
-struct Bail;
+/// Why the analysis gave up: (slot, reason).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bail(pub usize, pub &'static str);
+
+/// Registers plus stack slots (exact r10 offsets) that hold spilled stack pointers.
+#[derive(Clone, PartialEq, Eq, Debug)]
+struct State {
+    regs: [V; 11],
+    slots: std::collections::BTreeMap<i64, V>,
+}
+
+fn join_state(a: &State, b: &State) -> State {
+    let mut regs = a.regs;
+    for r in 0..11 {
+        regs[r] = join(a.regs[r], b.regs[r]);
+    }
+    let mut slots = std::collections::BTreeMap::new();
+    for (k, v) in a.slots.iter() {
+        slots.insert(*k, join(*v, b.slots.get(k).copied().unwrap_or(V::Scalar)));
+    }
+    for (k, v) in b.slots.iter() {
+        slots.entry(*k).or_insert_with(|| join(*v, V::Scalar));
+    }
+    State { regs, slots }
+}
 
 /// `insns[start..end]` is one function; `second[i]` marks the data slot of an ld_imm64.
 pub fn stack_depth(insns: &[Insn], start: usize, end: usize, second: &[bool]) -> u32 {
@@ -35,49 +82,69 @@ pub fn stack_depth(insns: &[Insn], start: usize, end: usize, second: &[bool]) ->
     if !uses_fp {
         return 0;
     }
-    match analyze(insns, start, end, second) {
-        Ok(d) => (d.min(MAX_STACK as i64) as u32).div_ceil(8) * 8,
-        Err(Bail) => MAX_STACK,
+    explain(insns, start, end, second).unwrap_or(MAX_STACK)
+}
+
+/// Like [`stack_depth`], or why the analysis fell back to the full stack.
+pub fn explain(insns: &[Insn], start: usize, end: usize, second: &[bool]) -> Result<u32, Bail> {
+    let uses_fp = (start..end).any(|i| !second[i] && (insns[i].dst == op::FP || insns[i].src == op::FP) && !is_sidecar(&insns[i]));
+    if !uses_fp {
+        return Ok(0);
     }
+    analyze(insns, start, end, second).map(|d| (d.min(MAX_STACK as i64) as u32).div_ceil(8) * 8)
 }
 
 fn is_sidecar(i: &Insn) -> bool {
     i.code == op::ALU64 | op::MOV | op::K && i.src == op::PSEUDO_KINSN_SIDECAR
 }
 
+fn touch(c: i64, depth: &mut i64) -> Result<(), Bail> {
+    if c > 0 || c < -(MAX_STACK as i64) {
+        return Err(Bail(0, "stack offset out of range"));
+    }
+    *depth = (*depth).max(-c);
+    Ok(())
+}
+
+fn val(s: &State, r: u8) -> V {
+    s.regs.get(r as usize).copied().unwrap_or(V::Scalar)
+}
+
+fn set(s: &mut State, r: u8, v: V) {
+    if (r as usize) < 10 {
+        s.regs[r as usize] = v;
+    }
+}
+
+/// A memory access through `r + off`: count it if `r` points into the stack.
+fn access(s: &State, r: u8, off: i16, depth: &mut i64) -> Result<(), Bail> {
+    match val(s, r) {
+        V::Top => Err(Bail(0, "access through a pointer of unknown kind")),
+        v => match v.low() {
+            Some(c) => touch(c + off as i64, depth),
+            None => Ok(()),
+        },
+    }
+}
+
 fn analyze(insns: &[Insn], start: usize, end: usize, second: &[bool]) -> Result<i64, Bail> {
     let n = end - start;
-    let mut state: Vec<Option<[V; 11]>> = vec![None; n];
-    let mut entry = [V::Scalar; 11];
-    entry[10] = V::Fp(0);
+    let mut state: Vec<Option<State>> = vec![None; n];
+    let mut entry = State { regs: [V::Scalar; 11], slots: Default::default() };
+    entry.regs[10] = V::Fp(0);
     state[0] = Some(entry);
     let mut work = vec![0usize];
     let mut depth = 0i64;
-    let mut touch = |c: i64, depth: &mut i64| -> Result<(), Bail> {
-        if c > 0 || c < -(MAX_STACK as i64) {
-            return Err(Bail);
-        }
-        *depth = (*depth).max(-c);
-        Ok(())
-    };
+    let mut steps = 0usize;
     while let Some(k) = work.pop() {
+        steps += 1;
+        if steps > 200_000 {
+            return Err(Bail(start, "too many steps"));
+        }
         let pc = start + k;
-        let mut s = state[k].unwrap();
+        let mut s = state[k].clone().unwrap();
         let i = insns[pc];
-        let val = |s: &[V; 11], r: u8| s.get(r as usize).copied().unwrap_or(V::Scalar);
         let mut succ: Vec<usize> = Vec::new();
-        let mem_base = |s: &[V; 11], r: u8, off: i16, depth: &mut i64, touch: &mut dyn FnMut(i64, &mut i64) -> Result<(), Bail>| -> Result<(), Bail> {
-            match val(s, r) {
-                V::Fp(c) => touch(c + off as i64, depth),
-                V::Top => Err(Bail),
-                _ => Ok(()),
-            }
-        };
-        let set = |s: &mut [V; 11], r: u8, v: V| {
-            if (r as usize) < 10 {
-                s[r as usize] = v;
-            }
-        };
         match i.class() {
             op::ALU | op::ALU64 if !is_sidecar(&i) => {
                 let is64 = i.class() == op::ALU64;
@@ -85,19 +152,13 @@ fn analyze(insns: &[Insn], start: usize, end: usize, second: &[bool]) -> Result<
                 let src = if i.source() == op::X { val(&s, i.src) } else { V::Scalar };
                 let v = match (i.op(), is64) {
                     (op::MOV, true) if i.source() == op::X && i.off == 0 => src,
-                    (op::ADD, true) if i.source() == op::K => match d {
-                        V::Fp(c) => V::Fp(c + i.imm as i64),
-                        x => x,
-                    },
-                    (op::SUB, true) if i.source() == op::K => match d {
-                        V::Fp(c) => V::Fp(c - i.imm as i64),
-                        x => x,
-                    },
+                    (op::MOV, _) if !src.is_ptr() => V::Scalar,
+                    (op::ADD, true) if i.source() == op::K => d.add(i.imm as i64),
+                    (op::SUB, true) if i.source() == op::K => d.add(-(i.imm as i64)),
                     _ => {
-                        if matches!(d, V::Fp(_) | V::Top) && i.op() != op::MOV
-                            || matches!(src, V::Fp(_) | V::Top)
-                        {
-                            // Pointer arithmetic we don't follow.
+                        if d.is_ptr() || src.is_ptr() {
+                            // Pointer arithmetic we don't follow (a 32-bit result is no
+                            // pointer, but the verifier would reject that anyway).
                             if is64 {
                                 V::Top
                             } else {
@@ -119,56 +180,84 @@ fn analyze(insns: &[Insn], start: usize, end: usize, second: &[bool]) -> Result<
                 } else {
                     // Legacy packet loads clobber r0..r5.
                     for r in 0..=5 {
-                        s[r] = V::Scalar;
+                        s.regs[r] = V::Scalar;
                     }
                     succ.push(k + 1);
                 }
             }
             op::LDX => {
-                mem_base(&s, i.src, i.off, &mut depth, &mut touch)?;
-                set(&mut s, i.dst, V::Scalar);
+                access(&s, i.src, i.off, &mut depth).map_err(|b| Bail(pc, b.1))?;
+                let v = match val(&s, i.src) {
+                    V::Fp(c) if i.size() == op::DW => s.slots.get(&(c + i.off as i64)).copied().unwrap_or(V::Scalar),
+                    V::FpLow(_) if i.size() == op::DW => {
+                        // Which slot is unknown: any spilled pointer may come back.
+                        s.slots.values().fold(V::Scalar, |a, b| if a == V::Scalar { *b } else { join(a, *b) })
+                    }
+                    _ => V::Scalar,
+                };
+                set(&mut s, i.dst, v);
                 succ.push(k + 1);
             }
             op::ST => {
-                mem_base(&s, i.dst, i.off, &mut depth, &mut touch)?;
+                access(&s, i.dst, i.off, &mut depth).map_err(|b| Bail(pc, b.1))?;
+                if let V::Fp(c) = val(&s, i.dst) {
+                    let a = c + i.off as i64;
+                    s.slots.retain(|k, _| *k + 8 <= a || *k >= a + i.size_bytes() as i64);
+                }
                 succ.push(k + 1);
             }
             op::STX => {
-                mem_base(&s, i.dst, i.off, &mut depth, &mut touch)?;
-                if matches!(val(&s, i.src), V::Fp(_) | V::Top) {
-                    return Err(Bail); // a stack pointer spilled to memory
+                access(&s, i.dst, i.off, &mut depth).map_err(|b| Bail(pc, b.1))?;
+                let v = val(&s, i.src);
+                let base = val(&s, i.dst);
+                if i.mode() == op::MEM && v.is_ptr() {
+                    // A stack pointer spilled: follow it only into an exact stack slot.
+                    match (base, v, i.size()) {
+                        (V::Fp(c), V::Fp(_) | V::FpLow(_), op::DW) => {
+                            s.slots.insert(c + i.off as i64, v);
+                        }
+                        _ => return Err(Bail(pc, "stack pointer stored outside an exact stack slot")),
+                    }
+                } else if i.mode() == op::ATOMIC && v.is_ptr() {
+                    return Err(Bail(pc, "stack pointer in an atomic"));
+                } else if let V::Fp(c) = base {
+                    let a = c + i.off as i64;
+                    s.slots.retain(|k, _| *k + 8 <= a || *k >= a + i.size_bytes() as i64);
                 }
                 if i.mode() == op::ATOMIC {
                     if i.imm & op::FETCH != 0 {
                         set(&mut s, i.src, V::Scalar);
                     }
-                    if i.imm == op::CMPXCHG || i.imm == 0x100 {
+                    if i.imm == op::CMPXCHG {
                         set(&mut s, 0, V::Scalar);
-                        if i.imm == 0x100 {
-                            set(&mut s, i.dst, V::Scalar);
-                        }
+                    }
+                    if i.imm == 0x100 {
+                        set(&mut s, i.dst, V::Scalar);
                     }
                 }
                 succ.push(k + 1);
             }
             op::JMP | op::JMP32 => {
                 if i.is_exit() {
-                } else if i.is_call() {
+                } else if i.code == op::JMP | op::CALL | op::X || i.is_call() {
                     for r in 1..=5u8 {
                         match val(&s, r) {
-                            V::Fp(c) => touch(c, &mut depth)?,
-                            V::Top => return Err(Bail),
-                            _ => {}
+                            V::Top => return Err(Bail(pc, "call argument of unknown kind")),
+                            v => {
+                                if let Some(c) = v.low() {
+                                    touch(c, &mut depth).map_err(|b| Bail(pc, b.1))?;
+                                }
+                            }
                         }
                     }
                     if i.src == op::PSEUDO_KINSN_CALL {
                         // A kinsn site may use any register as a base; be safe.
-                        if s.iter().take(10).any(|v| matches!(v, V::Fp(_) | V::Top)) {
-                            return Err(Bail);
+                        if s.regs.iter().take(10).any(|v| v.is_ptr()) {
+                            return Err(Bail(pc, "stack pointer live across a kinsn site"));
                         }
                     }
                     for r in 0..=5 {
-                        s[r] = V::Scalar;
+                        s.regs[r] = V::Scalar;
                     }
                     succ.push(k + 1);
                 } else {
@@ -187,17 +276,11 @@ fn analyze(insns: &[Insn], start: usize, end: usize, second: &[bool]) -> Result<
             if sk >= n || second[start + sk] {
                 continue;
             }
-            let merged = match state[sk] {
-                None => s,
-                Some(old) => {
-                    let mut m = old;
-                    for r in 0..11 {
-                        m[r] = join(old[r], s[r]);
-                    }
-                    m
-                }
+            let merged = match &state[sk] {
+                None => s.clone(),
+                Some(old) => join_state(old, &s),
             };
-            if state[sk] != Some(merged) {
+            if state[sk].as_ref() != Some(&merged) {
                 state[sk] = Some(merged);
                 work.push(sk);
             }
@@ -226,15 +309,39 @@ mod tests {
             depth(&[Insn::mov64_reg(2, 10), Insn::alu64_imm(op::ADD, 2, -20), Insn::call_helper(1), Insn::exit()]),
             24
         );
-        // A pointer spilled to memory: give up.
-        assert_eq!(depth(&[Insn::stx(op::DW, 10, 10, -8), Insn::exit()]), 512);
-        // Different stack offsets merged at a join: give up.
+        // A pointer spilled into a map value (not the stack): give up.
+        assert_eq!(depth(&[Insn::stx(op::DW, 1, 10, -8), Insn::exit()]), 512);
+        // Spilled to the stack and reloaded: followed. r2 = r10 - 48 spilled at -8,
+        // reloaded into r3, then *(r3 - 8) -> depth 56.
+        assert_eq!(
+            depth(&[
+                Insn::mov64_reg(2, 10),
+                Insn::alu64_imm(op::ADD, 2, -48),
+                Insn::stx(op::DW, 10, 2, -8),
+                Insn::ldx(op::DW, 3, 10, -8),
+                Insn::st(op::B, 3, -8, 0),
+                Insn::exit(),
+            ]),
+            56
+        );
+        // Different stack offsets merged at a join: the lower one counts (-16 - 8 = 24).
         assert_eq!(
             depth(&[
                 Insn::mov64_reg(2, 10),
                 Insn::jmp_imm(op::JEQ, 1, 0, 1),
                 Insn::alu64_imm(op::ADD, 2, -8),
                 Insn::ldx(op::DW, 0, 2, -8),
+                Insn::exit(),
+            ]),
+            16
+        );
+        // A pointer walked downwards in a loop leaves the stack: give up.
+        assert_eq!(
+            depth(&[
+                Insn::mov64_reg(2, 10),
+                Insn::alu64_imm(op::ADD, 2, -8),
+                Insn::st(op::DW, 2, 0, 0),
+                Insn::jmp_imm(op::JNE, 1, 0, -3),
                 Insn::exit(),
             ]),
             512

@@ -97,6 +97,7 @@ struct Layout {
     abort_stub: usize,
     callx_table: usize,
     tramps: std::collections::BTreeMap<u64, usize>,
+    ret_thunk: usize,
 }
 
 struct Program<'a> {
@@ -253,6 +254,16 @@ impl Program<'_> {
                                 (8, _) => a.movsx_rr(w, Size::S8, dst, src),
                                 (16, _) => a.movsx_rr(w, Size::S16, dst, src),
                                 (32, true) => a.movsx_rr(w, Size::S32, dst, src),
+                                (-1, true) if self.opts.percpu_off.is_some() => {
+                                    // insn_is_mov_percpu_addr: the kernel's exact bytes.
+                                    if dst != src {
+                                        a.mov_rr(Width::W64, dst, src);
+                                    }
+                                    a.byte(0x65);
+                                    a.byte(0x48 | dst.is_ext() as u8);
+                                    a.raw(&[0x03, 0x04 | dst.low() << 3, 0x25]);
+                                    a.imm32(self.opts.percpu_off.unwrap_or(0) as i32);
+                                }
                                 (o, _) => return Err(self.unsupported(pc, format!("mov with off {o} (arena/percpu casts)"))),
                             }
                         } else {
@@ -408,7 +419,16 @@ impl Program<'_> {
                             }
                             Self::pop_callee(&f.callee_used, a);
                             a.leave();
-                            a.ret();
+                            if self.opts.return_thunk {
+                                let rel = if lay.final_pass {
+                                    lay.ret_thunk as i64 - (lay.func_base as i64 + insn_start + a.len() as i64 + 5)
+                                } else {
+                                    0
+                                };
+                                a.jmp_rel32(rel as i32);
+                            } else {
+                                a.ret();
+                            }
                         }
                     }
                     op::JA => {
@@ -756,6 +776,11 @@ impl Program<'_> {
     /// abort (r0 = 0, then unwind), helper trampolines, the callx table.
     fn stubs(&self, image_len: usize, tramp_targets: &[u64], callx: Option<u32>) -> Result<Stubs, JitError> {
         let mut a = Asm::new();
+        let ret_thunk = image_len + a.len();
+        if self.opts.return_thunk {
+            a.ret();
+            a.int3();
+        }
         let unwind = image_len + a.len();
         if self.needs_unwind {
             // Back to the main frame from any depth: r12 holds its rsp after the pushes.
@@ -822,7 +847,7 @@ impl Program<'_> {
                 a.imm64(0);
             }
         }
-        Ok(Stubs { code: a.code, unwind, abort, table, tramps, abs_slots })
+        Ok(Stubs { code: a.code, unwind, abort, table, tramps, abs_slots, ret_thunk })
     }
 }
 
@@ -833,6 +858,7 @@ struct Stubs {
     table: usize,
     tramps: std::collections::BTreeMap<u64, usize>,
     abs_slots: Vec<(usize, usize)>,
+    ret_thunk: usize,
 }
 
 fn src_as_dst(i: &Insn, pc: usize) -> Result<Reg, JitError> {
@@ -940,6 +966,7 @@ pub fn compile(insns: &[Insn], opts: &JitOptions, res: &dyn Resolver) -> Result<
         abort_stub: 0,
         callx_table: 0,
         tramps: Default::default(),
+        ret_thunk: 0,
     };
     let mut max_passes = 0;
     for f in funcs.iter_mut() {
@@ -984,6 +1011,7 @@ pub fn compile(insns: &[Insn], opts: &JitOptions, res: &dyn Resolver) -> Result<
             abort_stub: st.abort,
             callx_table: st.table,
             tramps: st.tramps.clone(),
+            ret_thunk: st.ret_thunk,
         };
         let c = p.do_jit(f, &lay, true, &mut out)?;
         if c.len() != f.proglen {

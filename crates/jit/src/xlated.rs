@@ -15,16 +15,39 @@ use kops_isa::{op, Insn};
 use crate::Resolver;
 
 /// Undo the dump encodings (see the module comment).
-pub fn prepare(xlated: &[Insn]) -> Vec<Insn> {
+///
+/// `fd_array`: the program was loaded with map references in fd_array form
+/// (`PSEUDO_MAP_IDX`/`IDX_VALUE`). A program with subprograms is JITed (`jit_subprogs`)
+/// before the verifier clears `ld_imm64`'s `src_reg` (`convert_pseudo_ld_imm64` runs
+/// later), and the JIT's `detect_reg_usage` reads every `src_reg` field: an
+/// `IDX_VALUE` (6) reference then counts as a use of r6 and rbx is saved. The dump shows
+/// those as `MAP_VALUE` (2) / `MAP_FD` (1); we put the original values back so our JIT sees
+/// what the kernel's saw. Single-function programs are JITed after the clearing
+/// (their 1/2 stay: neither names a callee-saved register).
+pub fn prepare(xlated: &[Insn], fd_array: bool) -> Vec<Insn> {
     let second = crate::fixup::second_slots(xlated);
+    let multi = xlated.iter().enumerate().any(|(pc, i)| {
+        !second[pc] && ((i.is_call() && i.src == op::PSEUDO_CALL) || (i.is_ld_imm64() && i.src == op::PSEUDO_FUNC))
+    });
     xlated
         .iter()
         .enumerate()
         .map(|(pc, i)| {
             let mut i = *i;
-            if !second[pc] && i.is_call() && i.src == op::PSEUDO_CALL {
+            if second[pc] {
+                return i;
+            }
+            if i.is_call() && i.src == op::PSEUDO_CALL {
                 i.imm = i.off as i32;
                 i.off = 0;
+            }
+            if i.is_ld_imm64() && matches!(i.src, op::PSEUDO_MAP_FD | op::PSEUDO_MAP_VALUE) {
+                i.src = match (multi, fd_array, i.src) {
+                    (true, true, op::PSEUDO_MAP_FD) => op::PSEUDO_MAP_IDX,
+                    (true, true, _) => op::PSEUDO_MAP_IDX_VALUE,
+                    (true, false, s) => s,
+                    (false, _, s) => s,
+                };
             }
             i
         })

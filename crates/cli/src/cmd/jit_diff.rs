@@ -1,3 +1,423 @@
-pub fn main(_args: Vec<String>) -> anyhow::Result<u8> {
-    anyhow::bail!("not built yet")
+//! `kops jit-diff FILE.o [--prog NAME]`: our x86-64 JIT next to the running kernel's.
+//!
+//! Each program is loaded into the kernel (its maps created, BTF attached); the kernel's
+//! xlated program (the instructions after every verifier rewrite, which is what the kernel
+//! JIT compiled) and its jited image are read back. Our JIT compiles the same xlated
+//! instructions ([`kops_jit::xlated`]), so the comparison isolates the JIT itself:
+//! context-access conversion, helper inlining, divide guards and map pointers are in both
+//! inputs (constant blinding is off for root). The two images are disassembled with
+//! iced-x86 and printed side by side per xlated eBPF instruction, with each difference
+//! classified:
+//!
+//! - `thunk`: the kernel returns through `jmp __x86_return_thunk` (retbleed mitigation),
+//!   we `ret`;
+//! - `address`: the same instruction with a different absolute address (map pointers
+//!   loaded with `movabs`, `call rel32` to kernel helpers / subprograms vs our image);
+//! - `diff`: anything else (a lowering difference, which would be a fidelity bug).
+//!
+//! Then the same program as our runtime JITs it from the object (before the verifier's
+//! rewrites) is counted, with the rewrites that separate the two listed.
+//! The last line totals the native instruction counts over the object's programs.
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use kops_isa::{op, Insn};
+use kops_jit::disasm::{disassemble, NativeInsn};
+use kops_jit::{compile, xlated, CpuFeatures, JitImage, JitOptions, Resolver};
+use kops_kernel::{KernelBtf, KernelError, MapSet};
+use kops_object::{Object, Program};
+
+#[derive(Parser, Debug)]
+#[command(name = "kops jit-diff", about = "compare our x86-64 JIT with the kernel's jited image")]
+struct Args {
+    /// The .bpf.o object.
+    file: String,
+    /// Only this program (default: all).
+    #[arg(long)]
+    prog: Option<String>,
+    /// Print only the per-program summaries, not the listings.
+    #[arg(long)]
+    summary: bool,
+}
+
+const EXIT_NO_KERNEL: u8 = 3;
+
+pub fn main(args: Vec<String>) -> Result<u8> {
+    let a = match Args::try_parse_from(&args) {
+        Ok(a) => a,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return Ok(code);
+        }
+    };
+    let obj = Object::load(&a.file).with_context(|| format!("loading {}", a.file))?;
+    let progs: Vec<&Program> = match &a.prog {
+        Some(n) => match obj.program(n) {
+            Some(p) => vec![p],
+            None => {
+                let names: Vec<&str> = obj.programs.iter().map(|p| p.name.as_str()).collect();
+                bail!("{}: no program `{n}` (programs: {})", a.file, names.join(", "));
+            }
+        },
+        None => obj.programs.iter().collect(),
+    };
+    if let Err(e) = kops_kernel::available() {
+        eprintln!("kops jit-diff: {e}");
+        return Ok(EXIT_NO_KERNEL);
+    }
+    let maps = match MapSet::create(&obj.maps) {
+        Ok(m) => m,
+        Err(e @ KernelError::KernelUnavailable(_)) => {
+            eprintln!("kops jit-diff: {e}");
+            return Ok(EXIT_NO_KERNEL);
+        }
+        Err(e) => bail!("{}: creating maps: {e}", a.file),
+    };
+    let btf = KernelBtf::for_object(&obj).unwrap_or(None);
+    // The kernel JIT checks the boot CPU's features (BMI2); no masking here.
+    let features = CpuFeatures::host();
+    let (mut tk, mut to, mut failed) = (0usize, 0usize, 0usize);
+    for p in &progs {
+        match diff_one(&obj, p, &maps, btf.as_ref(), features, a.summary) {
+            Ok((k, o)) => {
+                tk += k;
+                to += o;
+            }
+            Err(e) => {
+                failed += 1;
+                println!("{}: {e:#}", p.name);
+            }
+        }
+    }
+    if failed > 0 {
+        println!("{failed} program(s) could not be compared (not counted below)");
+    }
+    println!("kernel: {tk} native instructions, ours: {to} native instructions");
+    Ok(if failed > 0 { 1 } else { 0 })
+}
+
+/// Why two aligned native instructions differ.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Why {
+    Thunk,
+    Address,
+    Diff,
+}
+
+impl Why {
+    fn tag(self) -> &'static str {
+        match self {
+            Why::Thunk => "thunk",
+            Why::Address => "address",
+            Why::Diff => "diff",
+        }
+    }
+}
+
+/// Alignment key: bytes, except that absolute addresses (call/jump targets outside the
+/// function, movabs immediates) are masked.
+fn key(i: &NativeInsn, fstart: u64, fend: u64) -> String {
+    if let Some(t) = i.target {
+        if t >= fstart && t < fend {
+            return format!("{} ->{:x}", i.mnemonic, t - fstart);
+        }
+        return format!("{} ->ext", i.mnemonic);
+    }
+    if i.bytes.len() == 10 && (i.bytes[0] & 0xf8) == 0x48 && (i.bytes[1] & 0xf8) == 0xb8 {
+        return format!("movabs {:02x}{:02x}", i.bytes[0], i.bytes[1]);
+    }
+    if i.bytes.len() == 9 && i.bytes[0] == 0x65 && i.bytes[4] == 0x25 {
+        // add r, gs:[disp32]: the per-CPU offset variable's address.
+        return format!("gs {}", hex(&i.bytes[..5]));
+    }
+    i.bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Our return-thunk jump: `jmp` to the `ret` stub right after the functions.
+fn is_exit_jump(i: &NativeInsn) -> bool {
+    i.bytes.len() == 5
+}
+
+fn classify(ours: &NativeInsn, theirs: &NativeInsn, fo: (u64, u64), fk: (u64, u64)) -> Option<Why> {
+    if ours.bytes == theirs.bytes {
+        return None;
+    }
+    if ours.mnemonic == "jmp" && theirs.mnemonic == "jmp" && ours.target.is_some_and(|t| t < fo.0 || t >= fo.1)
+        && theirs.target.is_some_and(|t| t < fk.0 || t >= fk.1) && ours.bytes[0] == 0xe9 && is_exit_jump(ours)
+    {
+        return Some(Why::Thunk);
+    }
+    if key(ours, fo.0, fo.1) == key(theirs, fk.0, fk.1) {
+        return Some(Why::Address);
+    }
+    Some(Why::Diff)
+}
+
+/// Pairs of (our index, kernel index) in order; unmatched entries have one side None.
+fn align(ours: &[NativeInsn], theirs: &[NativeInsn], fo: (u64, u64), fk: (u64, u64)) -> Vec<(Option<usize>, Option<usize>)> {
+    let ko: Vec<String> = ours.iter().map(|i| key(i, fo.0, fo.1)).collect();
+    let kk: Vec<String> = theirs.iter().map(|i| key(i, fk.0, fk.1)).collect();
+    let same = |a: usize, b: usize| {
+        ko[a] == kk[b] || (ours[a].mnemonic == "ret" && theirs[b].mnemonic == "jmp" && kk[b].ends_with("->ext"))
+    };
+    let (mut i, mut j) = (0, 0);
+    let mut out = Vec::new();
+    while i < ours.len() || j < theirs.len() {
+        if i < ours.len() && j < theirs.len() && same(i, j) {
+            out.push((Some(i), Some(j)));
+            i += 1;
+            j += 1;
+            continue;
+        }
+        // Resynchronise: the nearest pair (di, dj) that matches again.
+        let mut best: Option<(usize, usize)> = None;
+        'search: for d in 1..16 {
+            for di in 0..=d {
+                let dj = d - di;
+                if i + di < ours.len() && j + dj < theirs.len() && same(i + di, j + dj) {
+                    best = Some((di, dj));
+                    break 'search;
+                }
+            }
+        }
+        match best {
+            Some((di, dj)) => {
+                // Pair up what can be paired (as differing), the rest alone.
+                let common = di.min(dj);
+                for k in 0..common {
+                    out.push((Some(i + k), Some(j + k)));
+                }
+                for k in common..di {
+                    out.push((Some(i + k), None));
+                }
+                for k in common..dj {
+                    out.push((None, Some(j + k)));
+                }
+                i += di;
+                j += dj;
+            }
+            None => {
+                if i < ours.len() && j < theirs.len() {
+                    out.push((Some(i), Some(j)));
+                    i += 1;
+                    j += 1;
+                } else if i < ours.len() {
+                    out.push((Some(i), None));
+                    i += 1;
+                } else {
+                    out.push((None, Some(j)));
+                    j += 1;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Where our image is linked for the comparison (the kernel's module area).
+const FAKE_IMAGE_BASE: u64 = 0xffff_ffff_c000_0000;
+
+/// The `sub rsp, imm32` of a prologue (bytes reserved for the eBPF stack).
+fn frame_of(code: &[NativeInsn]) -> Option<u32> {
+    code.iter().take(6).find(|i| i.bytes.starts_with(&[0x48, 0x81, 0xec])).map(|i| u32::from_le_bytes(i.bytes[3..7].try_into().unwrap()))
+}
+
+/// Fake addresses for JITing the object's own program (count only).
+struct ObjectResolver;
+impl Resolver for ObjectResolver {
+    fn helper(&self, id: i32) -> Option<u64> {
+        Some(xlated::FAKE_TEXT_BASE + id as u32 as u64)
+    }
+    fn ld_imm64(&self, _pc: usize, lo: &Insn, hi: &Insn) -> Result<u64, String> {
+        Ok(xlated::FAKE_MAP_BASE + ((lo.imm as u32 as u64) << 12) + hi.imm as u32 as u64)
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(" ")
+}
+
+fn diff_one(
+    obj: &Object,
+    p: &Program,
+    maps: &MapSet,
+    btf: Option<&KernelBtf>,
+    features: CpuFeatures,
+    summary: bool,
+) -> Result<(usize, usize)> {
+    if p.insns.iter().any(|i| i.is_call() && i.src == op::PSEUDO_KINSN_CALL) {
+        bail!("has kinsn sites: the kernel cannot load it without lowering");
+    }
+    let loaded = kops_kernel::load_object_program(obj, p, &p.insns, maps, btf, 0).map_err(|e| anyhow::anyhow!("kernel load: {e}"))?;
+    let info = loaded.info().map_err(|e| anyhow::anyhow!("program info: {e}"))?;
+    if info.jited.is_empty() {
+        bail!("the kernel returned no jited image (JIT disabled, or no CAP_SYS_ADMIN/bpf_jit_kallsyms)");
+    }
+    if std::env::var_os("KOPS_JIT_DIFF_RAW").is_some() {
+        for (k, i) in info.xlated.iter().enumerate() {
+            eprintln!("xlated[{k}] {:02x?}", i.to_bytes());
+        }
+    }
+    // kops-kernel loads with fd_array (map references as PSEUDO_MAP_IDX/IDX_VALUE).
+    let insns = xlated::prepare(&info.xlated, true);
+    let img: JitImage = compile(&insns, &JitOptions::kernel_xlated(features), &xlated::XlatedResolver)
+        .map_err(|e| anyhow::anyhow!("our JIT on the xlated program: {e}"))?;
+    let lens: Vec<usize> = if info.jited_func_lens.is_empty() {
+        vec![info.jited.len()]
+    } else {
+        info.jited_func_lens.iter().map(|&l| l as usize).collect()
+    };
+    if lens.len() != img.funcs.len() {
+        bail!("kernel has {} functions, we split {} (subprogram detection differs)", lens.len(), img.funcs.len());
+    }
+    println!(
+        "== {} ({}): {} eBPF slots in the object, {} after the verifier; {} function(s)",
+        p.name,
+        p.section,
+        p.insns.len(),
+        info.xlated.len(),
+        lens.len()
+    );
+    let (mut nk, mut no, mut bk, mut bo) = (0, 0, 0, 0);
+    let mut whys = [0usize; 3];
+    let mut unmatched = 0usize;
+    let mut koff = 0;
+    // Link ours in the kernel's module area so that calls to (fake) kernel helpers are
+    // real rel32 calls, and decode both with their real addresses.
+    let linked = img.link(FAKE_IMAGE_BASE).map_err(|e| anyhow::anyhow!("linking: {e}"))?;
+    let mut notes = Vec::new();
+    for (fi, f) in img.funcs.iter().enumerate() {
+        let ours_code = &linked[f.code_start..f.code_start + f.code_len];
+        let kcode = info.jited.get(koff..koff + lens[fi]).context("jited image shorter than its function lengths")?;
+        koff += lens[fi];
+        let oip = FAKE_IMAGE_BASE + f.code_start as u64;
+        let kip = info.jited_ksyms.get(fi).copied().unwrap_or(0x1_0000_0000);
+        let o = disassemble(ours_code, oip);
+        let k = disassemble(kcode, kip);
+        let (ko, kk) = (frame_of(&o), frame_of(&k));
+        if ko != kk {
+            let why = match kops_jit::stack::explain(&insns, f.insn_start, f.insn_end, &kops_jit::fixup::second_slots(&insns)) {
+                Err(b) => format!("our analysis gave up at slot {}: {}", b.0, b.1),
+                Ok(_) => "analysis differs".to_string(),
+            };
+            notes.push(format!(
+                "function {fi}: stack frame kernel {} bytes, ours {} bytes ({why}); the verifier's stack_depth is not in the program info",
+                kk.unwrap_or(0),
+                ko.unwrap_or(0)
+            ));
+        }
+        nk += k.len();
+        no += o.len();
+        bk += kcode.len();
+        bo += ours_code.len();
+        let fo = (oip, oip + ours_code.len() as u64);
+        let fk = (kip, kip + kcode.len() as u64);
+        let pairs = align(&o, &k, fo, fk);
+        if !summary {
+            println!(
+                "-- function {fi} (slots {}..{}): kernel {} insns / {} bytes, ours {} insns / {} bytes",
+                f.insn_start,
+                f.insn_end,
+                k.len(),
+                kcode.len(),
+                o.len(),
+                ours_code.len()
+            );
+        }
+        // Our instruction index -> xlated slot owning it.
+        let slot_of = |off: usize| -> Option<usize> {
+            (f.insn_start..f.insn_end).find(|&s| {
+                let (a, b) = img.insn_ranges[s];
+                (a as usize) <= f.code_start + off && f.code_start + off < b as usize
+            })
+        };
+        let mut last_slot: Option<Option<usize>> = None;
+        for (oi, ki) in pairs {
+            let why = match (oi, ki) {
+                (Some(x), Some(y)) => classify(&o[x], &k[y], fo, fk),
+                _ => {
+                    unmatched += 1;
+                    Some(Why::Diff)
+                }
+            };
+            if let Some(w) = why {
+                whys[w as usize] += 1;
+            }
+            if summary {
+                continue;
+            }
+            let slot = oi.map(|x| slot_of(o[x].offset)).unwrap_or(last_slot.flatten());
+            if last_slot != Some(slot) {
+                match slot {
+                    Some(s) => println!("  [{s:4}] {}", kops_isa::disasm::format(&info.xlated, s)),
+                    None => println!("  [prologue]"),
+                }
+                last_slot = Some(slot);
+            }
+            let side = |i: Option<&NativeInsn>| match i {
+                Some(i) => format!("{:4x}: {:<24} {:<34}", i.offset, hex(&i.bytes), i.text),
+                None => format!("{:65}", ""),
+            };
+            let mark = match why {
+                None => "  ".to_string(),
+                Some(w) => format!("* {}", w.tag()),
+            };
+            println!("    {} | {} {}", side(oi.map(|x| &o[x])), side(ki.map(|y| &k[y])), mark);
+        }
+    }
+    // Our runtime's view: the object's program before any verifier rewrite.
+    let mut ro = JitOptions::kernel_xlated(features);
+    ro.div_fixups = true;
+    let obj_count = compile(&p.insns, &ro, &ObjectResolver).map(|i| kops_jit::disasm::count(&i.code[..i.funcs.iter().map(|f| f.code_len).sum::<usize>()]));
+    let delta = if nk > 0 { (no as f64 - nk as f64) * 100.0 / nk as f64 } else { 0.0 };
+    println!(
+        "{}: kernel {nk} insns / {bk} bytes, ours {no} insns / {bo} bytes ({delta:+.1}% insns); differences: {} return thunk, {} address, {} other{}",
+        p.name,
+        whys[Why::Thunk as usize],
+        whys[Why::Address as usize],
+        whys[Why::Diff as usize],
+        if unmatched > 0 { format!(" ({unmatched} unpaired)") } else { String::new() }
+    );
+    for n in &notes {
+        println!("  note: {n}");
+    }
+    let rewrites = rewrite_note(&p.insns, &info.xlated);
+    match obj_count {
+        Ok(c) => println!(
+            "  ours from the object (before verifier rewrites, divide guards added): {c} insns; {rewrites}"
+        ),
+        Err(e) => println!("  ours from the object: not compiled ({e}); {rewrites}"),
+    }
+    Ok((nk, no))
+}
+
+/// What the verifier changed, as far as the two instruction streams show.
+fn rewrite_note(orig: &[Insn], xl: &[Insn]) -> String {
+    let helpers = |v: &[Insn]| {
+        let mut m = std::collections::BTreeMap::new();
+        for i in v {
+            if i.is_helper_call() {
+                *m.entry(i.imm).or_insert(0usize) += 1;
+            }
+        }
+        m
+    };
+    let ho = helpers(orig);
+    let ctx_loads = |v: &[Insn]| v.iter().filter(|i| i.class() == op::LDX).count();
+    let mut parts = vec![format!("verifier: {} -> {} slots", orig.len(), xl.len())];
+    let calls_o: usize = ho.values().sum();
+    let calls_x = xl.iter().filter(|i| i.is_helper_call()).count();
+    if calls_o > calls_x {
+        let names: Vec<String> = ho
+            .keys()
+            .map(|id| kops_vm::helpers::kernel_helper_name(*id as u32).map(|s| s.to_string()).unwrap_or(format!("#{id}")))
+            .collect();
+        parts.push(format!("{} helper call(s) inlined (of {})", calls_o - calls_x, names.join(", ")));
+    }
+    let (lo, lx) = (ctx_loads(orig), ctx_loads(xl));
+    if lx > lo {
+        parts.push(format!("{} more loads (context access conversion / inlined lookups)", lx - lo));
+    }
+    parts.join(", ")
 }
