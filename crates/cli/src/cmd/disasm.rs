@@ -63,6 +63,9 @@ fn disassemble(path: &str, data: &[u8], only: Option<&str>, opts: Options) -> Re
     if file.architecture() != object::Architecture::Bpf {
         bail!("{path}: not a BPF object (architecture {:?})", file.architecture());
     }
+    if !file.is_little_endian() {
+        bail!("{path}: big-endian BPF object (bpfeb); only little-endian (bpfel) is supported");
+    }
     let mut out = format!("{path}:\tfile format elf64-bpf\n");
     let mut found = false;
     let mut names = Vec::new();
