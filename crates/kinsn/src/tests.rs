@@ -313,3 +313,114 @@ fn site_effects_follow_the_proof() {
     let a0 = kops_analysis::Analysis::new(&p).unwrap();
     assert!(a0.live_out[0].contains(3), "default: the site reads everything");
 }
+
+/// Random programs with sites, jumps (incl. gotol), bpf-to-bpf calls, pseudo-func
+/// references, func_info and line_info: every reference points at the same instruction
+/// after lowering, regions hold the proofs, and restoring gives the program back.
+#[test]
+fn random_programs_lower_and_restore() {
+    use rand::prelude::*;
+    let r = reg();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(42);
+    let (mut done, mut sites) = (0, 0);
+    for round in 0..300 {
+        // Layout: kinds per slot first, then targets.
+        #[derive(Clone, Copy, PartialEq)]
+        enum K {
+            Plain,
+            Jump,
+            Gotol,
+            Call,
+            Func,
+            FuncTail,
+            Side(u64),
+            CallSlot,
+            Exit,
+        }
+        let n = rng.gen_range(4..120);
+        let mut kinds = vec![K::Plain];
+        while kinds.len() < n {
+            match rng.gen_range(0..12) {
+                0 | 1 => kinds.extend([K::Side(rng.gen_range(1..=8)), K::CallSlot]),
+                2 | 3 => kinds.push(K::Jump),
+                4 => kinds.push(K::Gotol),
+                5 => kinds.push(K::Call),
+                6 => kinds.extend([K::Func, K::FuncTail]),
+                7 => kinds.push(K::Exit),
+                _ => kinds.push(K::Plain),
+            }
+        }
+        kinds.push(K::Exit);
+        let n = kinds.len();
+        let starts_ok = |i: usize| !matches!(kinds[i], K::CallSlot | K::FuncTail);
+        // Subprogram starts: 0 plus a few instruction starts that are not sites.
+        let mut subs = vec![0usize];
+        for _ in 0..rng.gen_range(0..3) {
+            let s = rng.gen_range(1..n);
+            if starts_ok(s) && !matches!(kinds[s], K::Side(_)) && !matches!(kinds[s - 1], K::Side(_)) {
+                subs.push(s);
+            }
+        }
+        subs.sort();
+        subs.dedup();
+        let pick_target = |rng: &mut rand::rngs::StdRng| loop {
+            let t = rng.gen_range(0..n);
+            if starts_ok(t) {
+                return t;
+            }
+        };
+        let mut p = Vec::with_capacity(n);
+        for pc in 0..n {
+            let rel = |t: usize| t as i64 - pc as i64 - 1;
+            p.push(match kinds[pc] {
+                K::Plain => Insn::mov64_imm(rng.gen_range(0..10), rng.gen()),
+                K::Exit => Insn::exit(),
+                K::Jump => Insn::jmp_imm(op::JNE, 1, 0, rel(pick_target(&mut rng)) as i16),
+                K::Gotol => Insn::new(op::JMP32 | op::JA, 0, 0, 0, rel(pick_target(&mut rng)) as i32),
+                K::Call => Insn::new(op::JMP | op::CALL, 0, op::PSEUDO_CALL, 0, rel(subs[rng.gen_range(0..subs.len())]) as i32),
+                K::Func => Insn::ld_imm64(2, op::PSEUDO_FUNC, rel(subs[rng.gen_range(0..subs.len())]) as u32 as u64)[0],
+                K::FuncTail => Insn::new(0, 0, 0, 0, 0),
+                K::Side(k) => site(1000, k)[0],
+                K::CallSlot => site(1000, 1)[1],
+            });
+        }
+        // Sites may not sit at subprogram starts or across them.
+        if subs.iter().any(|&s| s > 0 && (matches!(kinds[s], K::Side(_)) || matches!(kinds[s - 1], K::Side(_)))) {
+            continue;
+        }
+        let fi: Vec<FuncInfo> = subs.iter().map(|&s| FuncInfo { insn_off: s as u32, type_id: s as u32 + 1 }).collect();
+        let li: Vec<LineInfo> = (0..n).filter(|&i| kinds[i] != K::FuncTail && rng.gen_bool(0.3)).map(|i| li(i as u32, i as u32)).collect();
+        let l = lower(&p, &subs, &fi, &li, &r).unwrap_or_else(|e| panic!("round {round}: {e}"));
+        // References land on the same instruction.
+        for pc in 0..n {
+            let i = p[pc];
+            let t = match kinds[pc] {
+                K::Jump | K::Gotol | K::Call => i.target(pc).unwrap(),
+                K::Func => pc as i64 + 1 + i.imm as i64,
+                _ => continue,
+            } as usize;
+            let np = l.lowered_of[pc];
+            let ni = l.insns[np];
+            let nt = match kinds[pc] {
+                K::Func => np as i64 + 1 + ni.imm as i64,
+                _ => ni.target(np).unwrap(),
+            } as usize;
+            assert_eq!(nt, l.lowered_of[t], "round {round}: pc {pc}");
+            assert_eq!(l.orig_of[nt], t);
+        }
+        for reg_ in &l.regions {
+            assert_eq!(&l.insns[reg_.start..reg_.end()], &Pad.instantiate(reg_.payload).unwrap()[..]);
+            assert_eq!(l.lowered_of[reg_.orig_pc], reg_.start);
+        }
+        for (a, b) in fi.iter().zip(&l.func_info) {
+            assert_eq!(b.insn_off as usize, l.lowered_of[a.insn_off as usize]);
+        }
+        let back = restore(&l).unwrap();
+        assert_eq!(back.insns, p, "round {round}");
+        assert_eq!(back.func_info, fi);
+        assert_eq!(back.line_info, li);
+        done += 1;
+        sites += l.regions.len();
+    }
+    assert!(done > 200 && sites > 2000, "{done} programs, {sites} sites");
+}
