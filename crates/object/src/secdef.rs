@@ -215,6 +215,8 @@ fn enum_of(id: u32) -> ProgType {
 /// `(prog_type, kernel prog type number, expected attach type)` for a section name, or
 /// `(Unspec, 0, 0)` for a name libbpf would not recognize.
 pub fn prog_type_from_section(section: &str) -> (ProgType, u32, u32) {
+    // `SEC("?xdp")`: libbpf's "do not autoload" marker.
+    let section = section.strip_prefix('?').unwrap_or(section);
     for &(pat, m, id, attach) in DEFS {
         if matches(section, pat, m) {
             return (enum_of(id), id, attach);
@@ -252,6 +254,7 @@ mod tests {
         assert_eq!(prog_type_from_section("syscall"), (ProgType::Syscall, 31, 0));
         assert_eq!(prog_type_from_section("perf_event"), (ProgType::PerfEvent, 7, 0));
         assert_eq!(prog_type_from_section("sockops"), (ProgType::Unspec, 13, 3));
+        assert_eq!(prog_type_from_section("?xdp"), (ProgType::Xdp, 6, 37));
         // Not libbpf names.
         assert_eq!(prog_type_from_section("xdpfoo"), (ProgType::Unspec, 0, 0));
         assert_eq!(prog_type_from_section("tcfoo"), (ProgType::Unspec, 0, 0));
