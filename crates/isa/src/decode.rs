@@ -343,7 +343,7 @@ pub struct DecodeError {
 
 impl fmt::Display for DecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "instruction {}: {}", self.index, self.kind)
+        write!(f, "instruction {} (byte offset {}): {}", self.index, self.index * 8, self.kind)
     }
 }
 
@@ -587,7 +587,7 @@ mod tests {
         assert!(validate(&ok).is_ok());
         let e = validate(&[Insn::exit(), ld[0]]).unwrap_err();
         assert_eq!((e.index, e.kind.clone()), (1, DecodeErrorKind::LdImm64MissingSecond));
-        assert!(e.to_string().starts_with("instruction 1: "), "{e}");
+        assert!(e.to_string().starts_with("instruction 1 (byte offset 8): "), "{e}");
         let e = validate(&[ld[0], Insn::new(0, 1, 0, 0, 0), Insn::exit()]).unwrap_err();
         assert_eq!(e.index, 1);
         let map = Insn::ld_imm64(1, op::PSEUDO_MAP_FD, 0x1_0000_0000);
@@ -615,11 +615,11 @@ mod tests {
     fn errors_name_slot_and_reason() {
         let e = decode(&[0x95, 0, 0, 0, 0, 0, 0, 0, 0xb7, 0xb1, 0, 0, 0, 0, 0, 0]).unwrap_err();
         assert_eq!(e.index, 1);
-        assert_eq!(e.to_string(), "instruction 1: opcode 0xb7: src_reg is 11, must be 0");
+        assert_eq!(e.to_string(), "instruction 1 (byte offset 8): opcode 0xb7: src_reg is 11, must be 0");
         let e = decode(&[0x95, 0, 0, 0, 0, 0, 0, 0, 0xb7]).unwrap_err();
         assert_eq!((e.index, e.kind), (1, DecodeErrorKind::Truncated { len: 9 }));
         let e = decode(&[0xff, 0, 0, 0, 0, 0, 0, 0]).unwrap_err();
-        assert_eq!(e.to_string(), "instruction 0: unknown opcode 0xff");
+        assert_eq!(e.to_string(), "instruction 0 (byte offset 0): unknown opcode 0xff");
         let e = decode(&Insn::new(0xbf, 12, 1, 0, 0).to_bytes()).unwrap_err();
         assert!(e.to_string().contains("dst_reg is 12, must be a register r0..r10"), "{e}");
     }

@@ -171,15 +171,15 @@ mod tests {
 
         let elf = elf_with_text("xdp", &[MOV_R0_1, [0xb7, 0x0c, 0, 0, 0, 0, 0, 0], EXIT].concat());
         let e = disassemble("x.o", &elf, None, Options::default()).unwrap_err().to_string();
-        assert_eq!(e, "x.o: section xdp: instruction 1: opcode 0xb7: dst_reg is 12, must be a register r0..r10");
+        assert_eq!(e, "x.o: section xdp: instruction 1 (byte offset 8): opcode 0xb7: dst_reg is 12, must be a register r0..r10");
 
         let elf = elf_with_text("xdp", &[[0x18, 1, 0, 0, 0, 0, 0, 0]].concat());
         let e = disassemble("x.o", &elf, None, Options::default()).unwrap_err().to_string();
-        assert!(e.contains("section xdp: instruction 0: ld_imm64 without its second slot"), "{e}");
+        assert!(e.contains("section xdp: instruction 0 (byte offset 0): ld_imm64 without its second slot"), "{e}");
 
         let elf = elf_with_text("xdp", &[[0x05, 0, 5, 0, 0, 0, 0, 0], EXIT].concat());
         let e = disassemble("x.o", &elf, None, Options::default()).unwrap_err().to_string();
-        assert!(e.contains("section xdp: instruction 0: target 6 is outside the program"), "{e}");
+        assert!(e.contains("section xdp: instruction 0 (byte offset 0): target 6 is outside the program"), "{e}");
     }
 
     #[test]
