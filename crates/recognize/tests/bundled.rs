@@ -1,0 +1,82 @@
+//! The bundled programs (bpf/out/*.bpf.o): every program rewritten under each policy,
+//! lowered, and run side by side with the original on the interpreter; and the programs
+//! written to contain an idiom show sites of its pass.
+
+mod common;
+use common::*;
+use kops_recognize::{Mode, Pass};
+
+fn bundled() -> Vec<std::path::PathBuf> {
+    let dir = bundled_dir();
+    let mut v: Vec<_> = std::fs::read_dir(&dir)
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.to_string_lossy().ends_with(".bpf.o")).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn packets() -> Vec<Vec<u8>> {
+    let mut v = Vec::new();
+    let mut rng = Rng(0x9e3779b97f4a7c15);
+    for &len in &[0usize, 14, 60, 64, 100, 128, 257, 600, 1500] {
+        for _ in 0..3 {
+            v.push(rng.bytes(len));
+        }
+    }
+    v.push(vec![0; 1500]);
+    v.push(vec![0xff; 1500]);
+    v
+}
+
+#[test]
+fn bundled_programs_agree_after_rewriting() {
+    let files = bundled();
+    if files.is_empty() {
+        eprintln!("SKIP: no bundled objects in {}", bundled_dir().display());
+        return;
+    }
+    let pk = packets();
+    for f in &files {
+        let obj = kops_object::Object::load(f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        for mode in [Mode::All, Mode::Auto] {
+            let (rep, _) = diff_check(&obj, &policy(mode), &pk);
+            eprintln!("{} ({mode:?}): {} sites, {} rewritten", f.display(), rep.total_sites(), rep.rewritten());
+        }
+    }
+}
+
+#[test]
+fn bundled_programs_show_their_idioms() {
+    let expect: &[(&str, Pass)] = &[
+        ("chacha_arx", Pass::Rotate),
+        ("jhash_lookup3", Pass::Rotate),
+        ("siphash", Pass::Rotate),
+        ("murmur3_rot32", Pass::Rotate),
+        ("tc_xxhash64", Pass::Rotate),
+        ("select_clamp", Pass::Select),
+        ("select_sortnet", Pass::Select),
+        ("bitfield_extract", Pass::Extract),
+        ("endian_parse", Pass::Endian),
+        ("parse_layers", Pass::Endian),
+        ("popcount_bitmap", Pass::Popcount),
+        ("struct_copy", Pass::Bulk),
+        ("byte_recompose", Pass::WideLoad),
+    ];
+    let dir = bundled_dir();
+    let mut checked = 0;
+    for (name, pass) in expect {
+        let path = dir.join(format!("{name}.bpf.o"));
+        if !path.exists() {
+            eprintln!("SKIP: {} missing", path.display());
+            continue;
+        }
+        let obj = kops_object::Object::load(&path).unwrap();
+        let (_, rep, _) = kops_recognize::rewrite_object(&obj, &policy(Mode::Auto)).unwrap();
+        let n: usize = rep.programs.iter().map(|p| p.sites.iter().filter(|s| s.pass == pass.name()).count()).sum();
+        assert!(n > 0, "{name}: no {pass} site");
+        checked += 1;
+    }
+    if checked == 0 {
+        eprintln!("SKIP: no bundled objects");
+    }
+}

@@ -1,0 +1,132 @@
+//! Shared test support: compiling C with clang-19, and differential runs of an original
+//! and a rewritten (then lowered) object on the interpreter.
+#![allow(dead_code)]
+
+use kops_object::Object;
+use kops_recognize::{rewrite_object, Mode, ObjectReport, Pass, Policy};
+use kops_vm::ctx::ProgInput;
+use kops_vm::Vm;
+use std::path::PathBuf;
+use std::process::Command;
+
+/// Compile `src` with clang-19 (-O2 -g -target bpf -mcpu=v3) and load it. None (with the
+/// reason printed) when clang-19 is not installed.
+pub fn compile(name: &str, src: &str) -> Option<(Object, Vec<u8>)> {
+    if Command::new("clang-19").arg("--version").output().is_err() {
+        eprintln!("SKIP: clang-19 is not installed");
+        return None;
+    }
+    let dir = std::env::temp_dir().join(format!("kops-recognize-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let c = dir.join(format!("{name}.c"));
+    let o = dir.join(format!("{name}.o"));
+    std::fs::write(&c, src).unwrap();
+    let out = Command::new("clang-19")
+        .args(["-O2", "-g", "-target", "bpf", "-mcpu=v3", "-I/usr/include/x86_64-linux-gnu", "-c"])
+        .arg(&c)
+        .arg("-o")
+        .arg(&o)
+        .output()
+        .expect("run clang-19");
+    assert!(out.status.success(), "clang-19 failed: {}", String::from_utf8_lossy(&out.stderr));
+    let bytes = std::fs::read(&o).unwrap();
+    let obj = Object::parse(&bytes, o.to_str().unwrap()).expect("load compiled object");
+    Some((obj, bytes))
+}
+
+pub const PRELUDE: &str = "typedef unsigned long long u64; typedef unsigned int u32; typedef unsigned short u16;\n\
+typedef unsigned char u8; typedef long long s64; typedef int s32;\n\
+#define SEC(x) __attribute__((section(x), used))\n";
+
+pub fn policy(mode: Mode) -> Policy {
+    Policy { mode, passes: Pass::ALL.to_vec() }
+}
+
+/// Sites of `pass` in program `prog` of a report.
+pub fn count(rep: &ObjectReport, prog: &str, pass: Pass) -> usize {
+    rep.programs
+        .iter()
+        .find(|p| p.name == prog)
+        .unwrap_or_else(|| panic!("no program {prog}"))
+        .sites
+        .iter()
+        .filter(|s| s.pass == pass.name())
+        .count()
+}
+
+pub fn rewritten(rep: &ObjectReport, prog: &str) -> usize {
+    rep.programs.iter().find(|p| p.name == prog).unwrap().sites.iter().filter(|s| s.rewrite).count()
+}
+
+/// Deterministic xorshift for inputs.
+pub struct Rng(pub u64);
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+/// Inputs that exercise corner values as well as random ones.
+pub fn inputs(n: usize, len: usize, seed: u64) -> Vec<Vec<u8>> {
+    let mut rng = Rng(seed | 1);
+    let mut v = vec![vec![0u8; len], vec![0xffu8; len]];
+    while v.len() < n {
+        let mut b = rng.bytes(len);
+        // Sparse and dense bit patterns for popcount/select corner cases.
+        match v.len() % 4 {
+            0 => b.iter_mut().for_each(|x| *x &= 0x11),
+            1 => b.iter_mut().for_each(|x| *x |= 0xee),
+            _ => {}
+        }
+        v.push(b);
+    }
+    v
+}
+
+/// Rewrite `obj` with `policy`, lower every program and run original and lowered on the
+/// interpreter over `inputs`, comparing r0, output data and context out. Returns the report
+/// and the rewritten object.
+pub fn diff_check(obj: &Object, policy: &Policy, inputs: &[Vec<u8>]) -> (ObjectReport, Object) {
+    let (new, rep, _) = rewrite_object(obj, policy).expect("rewrite");
+    let registry = kops_einsn::registry();
+    let mut lowered = new.clone();
+    for p in lowered.programs.iter_mut() {
+        let (lp, _) = kops_kinsn::lower::lower_program(p, &registry).expect("lower");
+        *p = lp;
+    }
+    let va = Vm::new(obj).expect("vm original");
+    let vb = Vm::new(&lowered).expect("vm rewritten");
+    for p in &obj.programs {
+        let ia = va.load(&p.name).expect("load original");
+        let ib = vb.load(&p.name).unwrap_or_else(|e| panic!("load rewritten {}: {e}", p.name));
+        for (k, input) in inputs.iter().enumerate() {
+            let inp = ProgInput::packet(input);
+            let ra = va.run(ia, &inp);
+            let rb = vb.run(ib, &inp);
+            match (&ra, &rb) {
+                (Ok(a), Ok(b)) => {
+                    // Results also land in maps (the bundled programs write .bss globals).
+                    for (ma, mb) in va.maps().zip(vb.maps()) {
+                        assert_eq!(ma.dump(), mb.dump(), "{}: map contents differ after input {k}", p.name);
+                    }
+                    assert_eq!(a.r0, b.r0, "{}: r0 differs on input {k}", p.name);
+                    assert_eq!(a.data_out, b.data_out, "{}: data out differs on input {k}", p.name);
+                    assert_eq!(a.ctx_out, b.ctx_out, "{}: ctx out differs on input {k}", p.name);
+                }
+                (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "{}: errors differ", p.name),
+                _ => panic!("{}: one run failed: {ra:?} vs {rb:?}", p.name),
+            }
+        }
+    }
+    (rep, new)
+}
+
+pub fn bundled_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../bpf/out")
+}
