@@ -8,7 +8,7 @@ use kops_isa::{op, Insn};
 use kops_kinsn::plan_x86;
 use kops_x86::{CpuFeatures, Feature, Reg};
 
-const MAP: [Reg; 11] = [Reg::Rax, Reg::Rdi, Reg::Rsi, Reg::Rdx, Reg::Rcx, Reg::R8, Reg::Rbx, Reg::R13, Reg::R14, Reg::R15, Reg::Rbp];
+const MAP: [Reg; 11] = kops_jit::REGMAP;
 
 fn disasm(code: &[u8]) -> Vec<String> {
     let mut d = Decoder::with_ip(64, code, 0, DecoderOptions::NONE);
@@ -37,7 +37,7 @@ fn prog(site: [Insn; 2], reads: &[u8]) -> Vec<Insn> {
 
 fn native(site: [Insn; 2], reads: &[u8], f: CpuFeatures) -> Option<Vec<String>> {
     let reg = registry();
-    let (l, plans) = plan_x86(&prog(site, reads), &[], &[], &reg, f, &MAP, Reg::R11).unwrap();
+    let (l, plans) = plan_x86(&prog(site, reads), &[], &[], &reg, f, &MAP, kops_jit::AUX_REG).unwrap();
     assert_eq!(l.regions.len(), 1);
     plans[0].native.as_deref().map(disasm)
 }

@@ -247,7 +247,6 @@ fn trampoline(site: &[u8]) -> Vec<u8> {
     a.into_bytes()
 }
 
-/// The Linux x86-64 JIT's register map (arch/x86/net/bpf_jit_comp.c `reg2hex`), r11 scratch.
-pub const LINUX_MAP: [Reg; 11] =
-    [Reg::Rax, Reg::Rdi, Reg::Rsi, Reg::Rdx, Reg::Rcx, Reg::R8, Reg::Rbx, Reg::R13, Reg::R14, Reg::R15, Reg::Rbp];
-pub const LINUX_SCRATCH: Reg = Reg::R11;
+/// The JIT's register map (the Linux x86-64 JIT's `reg2hex`) and its scratch register.
+pub const LINUX_MAP: [Reg; 11] = kops_jit::REGMAP;
+pub const LINUX_SCRATCH: Reg = kops_jit::AUX_REG;
