@@ -22,6 +22,7 @@
 pub mod disasm;
 pub mod exec;
 pub mod fixup;
+pub mod gen;
 pub mod stack;
 pub mod xlated;
 mod x64;
