@@ -44,6 +44,13 @@ impl<const W: u8> Rotate<W> {
         Ok(p)
     }
 
+    /// `dst = ror(src, r)`, i.e. a left rotate by `W - r` (`tmp_lsh` as in [`Rotate::new`]:
+    /// `tmp` ends as `src << (W - r)` when true, `src >> r` otherwise).
+    pub fn new_right(dst: u8, src: u8, tmp: u8, r: u8, tmp_lsh: bool) -> Result<Self, PayloadError> {
+        check_range(Self::OPNAME, "r", r as i64, 1, W as i64 - 1)?;
+        Self::new(dst, src, tmp, W - r, tmp_lsh)
+    }
+
     fn check(&self) -> Result<(), PayloadError> {
         let n = Self::OPNAME;
         check_reg(n, "dst", self.dst, true)?;

@@ -63,6 +63,23 @@ fn rotate_site_bytes_by_hand() {
 }
 
 #[test]
+fn right_rotate_is_left_by_the_complement() {
+    // clang for (x >> 13) | (x << 51): r0 = r1; r1 >>= 13; r0 <<= 51; r0 |= r1
+    let p = Rotate64::new_right(0, 1, 1, 13, false).unwrap();
+    assert_eq!(p.k, 51);
+    assert_eq!(
+        p.proof(),
+        vec![
+            Insn::mov64_reg(0, 1),
+            Insn::alu64_imm(op::RSH, 1, 13),
+            Insn::alu64_imm(op::LSH, 0, 51),
+            Insn::alu64_reg(op::OR, 0, 1)
+        ]
+    );
+    assert!(Rotate64::new_right(0, 1, 1, 0, false).is_err());
+}
+
+#[test]
 fn extract_and_endian_proofs_by_hand() {
     // clang: r0 = r1; r0 >>= 5; r0 &= 0x1f
     assert_eq!(
