@@ -167,3 +167,24 @@ pub fn possible_cpus() -> usize {
         }
     })
 }
+
+/// Pins the calling thread to one CPU (the lowest it may run on) and returns its number.
+/// BPF_PROG_TEST_RUN runs the program on the caller's CPU, so after this every per-CPU map
+/// change lands in that CPU's slot and `bpf_get_smp_processor_id` is predictable.
+pub fn pin_to_one_cpu() -> Result<usize, KernelError> {
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Err(KernelError::Sys { op: "sched_getaffinity".into(), err: std::io::Error::last_os_error() });
+        }
+        let cpu = (0..libc::CPU_SETSIZE as usize)
+            .find(|&c| libc::CPU_ISSET(c, &set))
+            .ok_or_else(|| KernelError::Invalid("no CPU in this thread's affinity mask".into()))?;
+        let mut one: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut one);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &one) != 0 {
+            return Err(KernelError::Sys { op: "sched_setaffinity".into(), err: std::io::Error::last_os_error() });
+        }
+        Ok(cpu)
+    }
+}

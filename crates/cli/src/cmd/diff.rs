@@ -1,3 +1,814 @@
-pub fn main(_args: Vec<String>) -> anyhow::Result<u8> {
-    anyhow::bail!("not built yet")
+//! `kops diff`: differential testing of runtimes against an oracle.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use clap::Parser;
+use kops_kernel::{KernelBtf, KernelError, LoadedProg, MapSet, TestRun};
+use kops_object::{map_type, Object, Program};
+use kops_vm::{CtxKind, ProgInput, Vm, VmError};
+
+/// Run every program of the given objects on several runtimes with the same generated
+/// inputs and the same initial map contents, and compare the return value, the output
+/// packet and every map's contents afterwards. The first runtime is the oracle.
+///
+/// Inputs: XDP/tc/socket programs get packets of 0, 1, 14, 60 and 1500 bytes, then random
+/// sizes, built from real Ethernet/VLAN/IPv4/IPv6/TCP/UDP headers with random fields, some
+/// cut short; other program types get random context bytes. Maps are reset to their
+/// initial contents before every input.
+///
+/// A mismatch prints a reproducer (program, input hex, each result), shrunk to a small
+/// input that still differs. The last line is `P programs, I inputs, M mismatches`.
+///
+/// Runtimes: `kernel` (BPF_PROG_TEST_RUN, needs root), `interp` (the kops interpreter);
+/// more engines plug in through kops-vm's engine interface.
+///
+/// Exit status: 0 no mismatch, 1 mismatches (or a program could not be run), 2 usage,
+/// 3 the kernel refused bpf(2).
+#[derive(Parser, Debug)]
+#[command(name = "kops diff")]
+struct Args {
+    /// Object files.
+    #[arg(required = true)]
+    files: Vec<String>,
+    /// Inputs per program.
+    #[arg(long, default_value_t = 100)]
+    inputs: usize,
+    /// Seed of the input generator.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Comma-separated runtimes; the first is the oracle.
+    #[arg(long, default_value = "kernel,interp")]
+    runtimes: String,
+    /// Only this program (function name).
+    #[arg(long)]
+    prog: Option<String>,
+    /// Reproducers printed in full per program (further mismatches are counted).
+    #[arg(long, default_value_t = 3)]
+    max_reports: usize,
+}
+
+const EXIT_NO_KERNEL: u8 = 3;
+
+pub fn main(args: Vec<String>) -> anyhow::Result<u8> {
+    let a = match Args::try_parse_from(&args) {
+        Ok(a) => a,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return Ok(code);
+        }
+    };
+    let names: Vec<String> = a.runtimes.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+    if names.len() < 2 {
+        eprintln!("kops diff: --runtimes needs at least two runtimes (oracle first), got `{}`", a.runtimes);
+        return Ok(2);
+    }
+    for n in &names {
+        if let Err(e) = check_runtime_name(n) {
+            eprintln!("kops diff: {e}");
+            return Ok(2);
+        }
+    }
+    let mut kernel_cpu = None;
+    if names.iter().any(|n| n == "kernel") {
+        if let Err(e) = kops_kernel::available() {
+            eprintln!("kops diff: {e}");
+            return Ok(EXIT_NO_KERNEL);
+        }
+        kernel_cpu = Some(kops_kernel::pin_to_one_cpu().map_err(|e| anyhow::anyhow!("{e}"))?);
+    }
+    let mut totals = Totals::default();
+    let mut failed = false;
+    for f in &a.files {
+        match diff_object(f, &a, &names, kernel_cpu, &mut totals) {
+            Ok(()) => {}
+            Err(e @ KernelError::KernelUnavailable(_)) => {
+                eprintln!("kops diff: {e}");
+                return Ok(EXIT_NO_KERNEL);
+            }
+            Err(e) => {
+                println!("{f}: error: {e}");
+                failed = true;
+            }
+        }
+    }
+    failed |= totals.errors > 0;
+    if totals.refused > 0 {
+        println!("note: {} inputs not compared because the oracle does not run them (listed per program above)", totals.refused);
+    }
+    if totals.nondet > 0 {
+        println!(
+            "note: {} differences in programs that call nondeterministic helpers were not counted (listed above)",
+            totals.nondet
+        );
+    }
+    println!("{} programs, {} inputs, {} mismatches", totals.programs, totals.inputs, totals.mismatches);
+    Ok(if totals.mismatches > 0 || failed { 1 } else { 0 })
+}
+
+#[derive(Default)]
+struct Totals {
+    programs: usize,
+    inputs: usize,
+    mismatches: usize,
+    refused: usize,
+    nondet: usize,
+    errors: usize,
+}
+
+// ---------------------------------------------------------------------------------------
+// Runtimes
+
+/// Map contents by map name, then key -> value (array entries that are all zero dropped,
+/// per-CPU values reduced to the CPU the run happened on).
+type MapState = BTreeMap<String, BTreeMap<Vec<u8>, Vec<u8>>>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Outcome {
+    r0: u64,
+    data_out: Option<Vec<u8>>,
+    maps: MapState,
+}
+
+enum RunOutcome {
+    Ran(Outcome),
+    /// The runtime does not take this input (the kernel's 14-byte minimum, ...).
+    Refused(String),
+    /// The runtime failed on it (a fault, an error): a difference if the oracle ran it.
+    Failed(String),
+}
+
+/// The userspace engines by name. New engines (issues 4 and 5: `jit`, `kops`) add an arm.
+fn vm_engine(name: &str) -> Option<Box<dyn kops_vm::Engine>> {
+    match name {
+        "interp" => Some(Box::new(kops_vm::interp::Interp)),
+        _ => None,
+    }
+}
+
+fn check_runtime_name(n: &str) -> Result<(), String> {
+    if n == "kernel" || vm_engine(n).is_some() {
+        Ok(())
+    } else {
+        Err(format!(
+            "unknown runtime `{n}` (available: kernel, interp; `jit` and `kops` arrive with their engines)"
+        ))
+    }
+}
+
+/// One program on one runtime.
+enum Runtime<'a> {
+    Kernel { prog: LoadedProg, maps: &'a MapSet, kind: CtxKind, cpu: usize },
+    Vm { name: String, obj: &'a Object, prog: &'a Program },
+}
+
+fn is_array(t: u32) -> bool {
+    matches!(t, map_type::ARRAY | map_type::PERCPU_ARRAY)
+}
+
+fn canon_insert(out: &mut BTreeMap<Vec<u8>, Vec<u8>>, array: bool, k: Vec<u8>, v: Vec<u8>) {
+    if array && v.iter().all(|&b| b == 0) {
+        return;
+    }
+    out.insert(k, v);
+}
+
+impl Runtime<'_> {
+    fn name(&self) -> &str {
+        match self {
+            Runtime::Kernel { .. } => "kernel",
+            Runtime::Vm { name, .. } => name,
+        }
+    }
+
+    /// Maps this runtime can read back (by name).
+    fn comparable_maps(&self) -> Vec<String> {
+        match self {
+            Runtime::Kernel { maps, .. } => {
+                maps.maps.iter().filter(|m| m.undumpable().is_none()).map(|m| m.def.name.clone()).collect()
+            }
+            Runtime::Vm { obj, .. } => obj
+                .maps
+                .iter()
+                .filter(|d| {
+                    !matches!(
+                        d.map_type,
+                        map_type::RINGBUF | map_type::PERF_EVENT_ARRAY | map_type::PROG_ARRAY
+                    )
+                })
+                .map(|d| d.name.clone())
+                .collect(),
+        }
+    }
+
+    fn run(&self, input: &ProgInput, compare: &[String]) -> Result<RunOutcome, KernelError> {
+        match self {
+            Runtime::Kernel { prog, maps, kind, cpu } => {
+                maps.reset()?;
+                let run = if kind.has_packet() {
+                    TestRun { data_in: Some(&input.data), ctx_in: input.ctx.as_deref(), ..TestRun::default() }
+                } else {
+                    TestRun { ctx_in: Some(&input.data), ..TestRun::default() }
+                };
+                let r = match prog.test_run(&run) {
+                    Ok(r) => r,
+                    Err(KernelError::Sys { op, err }) => {
+                        let e = err.raw_os_error().unwrap_or(0);
+                        let text = format!("{op}");
+                        return Ok(if matches!(e, 22 | 95 | 524) {
+                            RunOutcome::Refused(text)
+                        } else {
+                            RunOutcome::Failed(text)
+                        });
+                    }
+                    Err(e) => return Err(e),
+                };
+                let mut state = MapState::new();
+                for m in &maps.maps {
+                    if !compare.contains(&m.def.name) {
+                        continue;
+                    }
+                    let d = m.dump()?;
+                    let mut entries = BTreeMap::new();
+                    for (k, vals) in d.entries {
+                        let v = if d.per_cpu { vals.get(*cpu).cloned().unwrap_or_default() } else { vals[0].clone() };
+                        canon_insert(&mut entries, is_array(m.def.map_type), k, v);
+                    }
+                    state.insert(m.def.name.clone(), entries);
+                }
+                Ok(RunOutcome::Ran(Outcome {
+                    r0: r.retval as u64,
+                    data_out: kind.has_packet().then_some(r.data_out),
+                    maps: state,
+                }))
+            }
+            Runtime::Vm { name, obj, prog } => {
+                let engine = vm_engine(name).expect("checked at start");
+                // A fresh Vm per input: maps exactly as the object defines them.
+                let vm = match Vm::with_engine(Some(obj), engine) {
+                    Ok(v) => v,
+                    Err(e) => return Ok(RunOutcome::Failed(format!("setting up the object: {e}"))),
+                };
+                let id = match vm.load(&prog.name) {
+                    Ok(id) => id,
+                    Err(e) => return Ok(RunOutcome::Failed(format!("load: {e}"))),
+                };
+                let r = match vm.run(id, input) {
+                    Ok(r) => r,
+                    Err(VmError::Input(m)) => return Ok(RunOutcome::Refused(format!("input: {m}"))),
+                    Err(e) => return Ok(RunOutcome::Failed(e.to_string())),
+                };
+                let kind = CtxKind::for_prog_type(prog.prog_type);
+                let mut state = MapState::new();
+                for m in vm.maps() {
+                    if !compare.contains(&m.def.name) {
+                        continue;
+                    }
+                    let vs = m.def.value_size as usize;
+                    let mut entries = BTreeMap::new();
+                    for (k, mut v) in m.dump() {
+                        v.truncate(vs); // per-CPU values come padded to 8 bytes
+                        canon_insert(&mut entries, is_array(m.def.map_type), k, v);
+                    }
+                    state.insert(m.def.name.clone(), entries);
+                }
+                Ok(RunOutcome::Ran(Outcome { r0: r.r0, data_out: kind.has_packet().then_some(r.data_out), maps: state }))
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Comparison
+
+/// Differences between the oracle's outcome and another's, one line each.
+fn differences(o: &Outcome, x: &Outcome, r0_bits32: bool) -> Vec<String> {
+    let mut d = Vec::new();
+    let (a, b) = if r0_bits32 { (o.r0 as u32 as u64, x.r0 as u32 as u64) } else { (o.r0, x.r0) };
+    if a != b {
+        d.push(format!("r0: {a:#x} vs {b:#x}"));
+    }
+    if o.data_out != x.data_out {
+        let (p, q) = (o.data_out.as_deref().unwrap_or(&[]), x.data_out.as_deref().unwrap_or(&[]));
+        let first = p.iter().zip(q).position(|(u, v)| u != v).unwrap_or(p.len().min(q.len()));
+        d.push(format!("output packet: {} vs {} bytes, first difference at byte {first}", p.len(), q.len()));
+    }
+    for (name, om) in &o.maps {
+        let Some(xm) = x.maps.get(name) else { continue };
+        if om != xm {
+            let mut keys: Vec<&Vec<u8>> = om.keys().chain(xm.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            for k in keys.into_iter().filter(|k| om.get(*k) != xm.get(*k)).take(4) {
+                let show = |v: Option<&Vec<u8>>| v.map(|v| hex(v)).unwrap_or_else(|| "(absent)".into());
+                d.push(format!("map `{name}` key {}: {} vs {}", hex(k), show(om.get(k)), show(xm.get(k))));
+            }
+        }
+    }
+    d
+}
+
+fn hex(b: &[u8]) -> String {
+    let mut s = String::with_capacity(b.len() * 2);
+    for x in b {
+        let _ = write!(s, "{x:02x}");
+    }
+    s
+}
+
+/// Helpers whose results differ between two runs by nature (time, randomness, CPU number
+/// when the oracle ran elsewhere). Programs that call them can differ legitimately.
+fn nondeterministic_helpers(p: &Program, kernel_cpu: Option<usize>) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    for i in &p.insns {
+        if !i.is_helper_call() {
+            continue;
+        }
+        let name = match i.imm {
+            5 => "ktime_get_ns",
+            7 => "get_prandom_u32",
+            8 if kernel_cpu.unwrap_or(0) != 0 => "get_smp_processor_id",
+            42 => "get_numa_node_id",
+            118 => "jiffies64",
+            125 => "ktime_get_boot_ns",
+            160 => "ktime_get_coarse_ns",
+            208 => "ktime_get_tai_ns",
+            _ => continue,
+        };
+        if !out.contains(&name) {
+            out.push(name);
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------
+// Driver
+
+fn diff_object(
+    path: &str,
+    a: &Args,
+    names: &[String],
+    kernel_cpu: Option<usize>,
+    totals: &mut Totals,
+) -> Result<(), KernelError> {
+    let obj = Object::load(path).map_err(|e| KernelError::Invalid(e.to_string()))?;
+    println!("== {path}");
+    let progs: Vec<&Program> = match &a.prog {
+        Some(n) => obj.programs.iter().filter(|p| &p.name == n).collect(),
+        None => obj.programs.iter().collect(),
+    };
+    if progs.is_empty() {
+        return Err(KernelError::Invalid(format!("{path}: no program to test")));
+    }
+    let uses_kernel = names.iter().any(|n| n == "kernel");
+    let kmaps = if uses_kernel { Some(MapSet::create(&obj.maps)?) } else { None };
+    let btf = if uses_kernel {
+        match KernelBtf::for_object(&obj) {
+            Ok(b) => b,
+            Err(e) => {
+                println!("  note: {e}; loading without BTF");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    for (pi, p) in progs.iter().enumerate() {
+        totals.programs += 1;
+        let kind = CtxKind::for_prog_type(p.prog_type);
+        let mut rts = Vec::new();
+        let mut setup_err = None;
+        for n in names {
+            if n == "kernel" {
+                let maps = kmaps.as_ref().expect("created above");
+                match kops_kernel::load_object_program(&obj, p, &p.insns, maps, btf.as_ref(), 0) {
+                    Ok(prog) => rts.push(Runtime::Kernel { prog, maps, kind, cpu: kernel_cpu.unwrap_or(0) }),
+                    Err(e @ KernelError::KernelUnavailable(_)) => return Err(e),
+                    Err(e) => {
+                        setup_err = Some(format!("kernel: {}", e.to_string().lines().next().unwrap_or("")));
+                        break;
+                    }
+                }
+            } else {
+                rts.push(Runtime::Vm { name: n.clone(), obj: &obj, prog: p });
+            }
+        }
+        if let Some(e) = setup_err {
+            println!("{}: not run: {e}", p.name);
+            totals.errors += 1;
+            continue;
+        }
+        // Maps every runtime can read back are compared; say which are not.
+        let mut compare: Vec<String> = rts[0].comparable_maps();
+        for r in &rts[1..] {
+            let c = r.comparable_maps();
+            compare.retain(|m| c.contains(m));
+        }
+        let skipped_maps: Vec<&str> =
+            obj.maps.iter().map(|m| m.name.as_str()).filter(|m| !compare.iter().any(|c| c == m)).collect();
+        let nondet = nondeterministic_helpers(p, kernel_cpu);
+        let r0_bits32 = uses_kernel;
+        let mut rng = Rng::new(a.seed ^ (pi as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ hash_str(&p.name));
+        let (mut compared, mut mism, mut nd, mut reported) = (0usize, 0usize, 0usize, 0usize);
+        let mut refused: BTreeMap<String, usize> = BTreeMap::new();
+        for i in 0..a.inputs {
+            let input = gen_input(kind, i, &mut rng);
+            let oracle = match rts[0].run(&input, &compare)? {
+                RunOutcome::Ran(o) => o,
+                RunOutcome::Refused(why) | RunOutcome::Failed(why) => {
+                    *refused.entry(why).or_default() += 1;
+                    continue;
+                }
+            };
+            compared += 1;
+            for rt in &rts[1..] {
+                let diffs = match rt.run(&input, &compare)? {
+                    RunOutcome::Ran(x) => differences(&oracle, &x, r0_bits32),
+                    RunOutcome::Refused(why) | RunOutcome::Failed(why) => vec![format!("{} failed: {why}", rt.name())],
+                };
+                if diffs.is_empty() {
+                    continue;
+                }
+                if !nondet.is_empty() {
+                    nd += 1;
+                    continue;
+                }
+                mism += 1;
+                if reported < a.max_reports {
+                    reported += 1;
+                    let small = shrink(&rts[0], rt, &input, &compare, r0_bits32)?;
+                    report(path, p, &rts[0], rt, &small, &compare, r0_bits32)?;
+                }
+            }
+        }
+        let mut line = format!("{}: {} inputs compared, {} mismatches", p.name, compared, mism);
+        if !skipped_maps.is_empty() {
+            let _ = write!(line, "; maps not compared: {}", skipped_maps.join(", "));
+        }
+        println!("{line}");
+        for (why, n) in &refused {
+            println!("  {n} inputs not run by the oracle ({}): {why}", rts[0].name());
+        }
+        if !nondet.is_empty() {
+            println!(
+                "  note: calls {} (nondeterministic): {nd} differing inputs not counted as mismatches",
+                nondet.join(", ")
+            );
+        }
+        totals.inputs += compared;
+        totals.mismatches += mism;
+        totals.refused += refused.values().sum::<usize>();
+        totals.nondet += nd;
+    }
+    Ok(())
+}
+
+fn hash_str(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+}
+
+/// Whether `input` still shows a difference between the two runtimes.
+fn still_differs(
+    o: &Runtime,
+    x: &Runtime,
+    input: &ProgInput,
+    compare: &[String],
+    bits32: bool,
+) -> Result<bool, KernelError> {
+    let RunOutcome::Ran(a) = o.run(input, compare)? else { return Ok(false) };
+    Ok(match x.run(input, compare)? {
+        RunOutcome::Ran(b) => !differences(&a, &b, bits32).is_empty(),
+        _ => true,
+    })
+}
+
+/// Makes a differing input smaller: cut the tail while the difference stays, then zero
+/// bytes one at a time (bounded number of runs).
+fn shrink(o: &Runtime, x: &Runtime, input: &ProgInput, compare: &[String], bits32: bool) -> Result<ProgInput, KernelError> {
+    let mut cur = input.clone();
+    let mut budget = 300;
+    let mut step = cur.data.len() / 2;
+    while step > 0 && budget > 0 {
+        let mut t = cur.clone();
+        t.data.truncate(cur.data.len() - step);
+        budget -= 1;
+        if still_differs(o, x, &t, compare, bits32)? {
+            cur = t;
+            step = step.min(cur.data.len() / 2);
+        } else {
+            step /= 2;
+        }
+    }
+    for i in 0..cur.data.len() {
+        if budget == 0 {
+            break;
+        }
+        if cur.data[i] == 0 {
+            continue;
+        }
+        let mut t = cur.clone();
+        t.data[i] = 0;
+        budget -= 1;
+        if still_differs(o, x, &t, compare, bits32)? {
+            cur = t;
+        }
+    }
+    Ok(cur)
+}
+
+fn report(
+    path: &str,
+    p: &Program,
+    o: &Runtime,
+    x: &Runtime,
+    input: &ProgInput,
+    compare: &[String],
+    bits32: bool,
+) -> Result<(), KernelError> {
+    println!("MISMATCH {path} program `{}` ({}): {} vs {}", p.name, p.section, o.name(), x.name());
+    println!("  input ({} bytes): {}", input.data.len(), hex(&input.data));
+    if let Some(c) = &input.ctx {
+        println!("  ctx: {}", hex(c));
+    }
+    let show = |rt: &Runtime| -> Result<(String, Option<Outcome>), KernelError> {
+        Ok(match rt.run(input, compare)? {
+            RunOutcome::Ran(r) => {
+                let mut s = format!("r0 = {:#x}", r.r0);
+                if let Some(d) = &r.data_out {
+                    let _ = write!(s, ", packet out ({} bytes) {}", d.len(), hex(d));
+                }
+                (s, Some(r))
+            }
+            RunOutcome::Refused(w) | RunOutcome::Failed(w) => (format!("error: {w}"), None),
+        })
+    };
+    let (so, ro) = show(o)?;
+    let (sx, rx) = show(x)?;
+    println!("  {}: {so}", o.name());
+    println!("  {}: {sx}", x.name());
+    if let (Some(a), Some(b)) = (ro, rx) {
+        for d in differences(&a, &b, bits32) {
+            println!("  differs: {d}");
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Inputs
+
+/// splitmix64: small, seedable, good enough for test inputs.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        if n == 0 {
+            0
+        } else {
+            self.next() % n
+        }
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+    fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
+        xs[self.below(xs.len() as u64) as usize]
+    }
+}
+
+const FIXED_SIZES: [usize; 5] = [0, 1, 14, 60, 1500];
+
+fn gen_input(kind: CtxKind, i: usize, rng: &mut Rng) -> ProgInput {
+    if !kind.has_packet() {
+        // Context bytes for other program types (a multiple of 8: raw tracepoint args).
+        let n = 8 * (1 + rng.below(12) as usize);
+        return ProgInput { data: rng.bytes(n), ctx: None };
+    }
+    let mut p = gen_packet(rng);
+    if i < FIXED_SIZES.len() {
+        p.resize(FIXED_SIZES[i], 0);
+        if p.len() > 60 {
+            // pad the 1500-byte case with random payload, not zeros
+            let n = p.len();
+            let tail = rng.bytes(n);
+            for (j, b) in tail.into_iter().enumerate().skip(60) {
+                p[j] = b;
+            }
+        }
+    } else {
+        match rng.below(10) {
+            0..=5 => {} // headers as built, with a random payload
+            6 | 7 => {
+                // truncated somewhere inside the headers
+                let cut = rng.below(p.len().min(80) as u64 + 1) as usize;
+                p.truncate(cut);
+            }
+            8 => p.resize(rng.below(1515) as usize, 0),
+            _ => {
+                let n = rng.below(200) as usize;
+                p = rng.bytes(n);
+            }
+        }
+    }
+    ProgInput { data: p, ctx: None }
+}
+
+fn put16(v: &mut Vec<u8>, x: u16) {
+    v.extend_from_slice(&x.to_be_bytes());
+}
+
+fn csum(b: &[u8]) -> u16 {
+    let mut s: u32 = 0;
+    for c in b.chunks(2) {
+        s += u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32;
+    }
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    !(s as u16)
+}
+
+/// Ethernet (+ VLAN tags) + IPv4/IPv6/other + TCP/UDP/ICMP/other + payload, random fields.
+fn gen_packet(rng: &mut Rng) -> Vec<u8> {
+    let mut p = rng.bytes(12); // dst, src MAC
+    if rng.chance(10) {
+        p[0] = 0xff; // broadcast / multicast bit set sometimes
+    }
+    let l3 = rng.below(100);
+    let ethertype: u16 = match l3 {
+        0..=49 => 0x0800,
+        50..=84 => 0x86dd,
+        85..=89 => 0x0806,
+        _ => rng.next() as u16,
+    };
+    let tags = match rng.below(10) {
+        0 | 1 => 1,
+        2 => 2,
+        _ => 0,
+    };
+    for t in 0..tags {
+        put16(&mut p, if tags == 2 && t == 0 { 0x88a8 } else { 0x8100 });
+        put16(&mut p, rng.next() as u16);
+    }
+    put16(&mut p, ethertype);
+    let l4proto = rng.pick(&[6u8, 6, 6, 17, 17, 17, 1, 58, 47, 0]);
+    let payload_len = rng.below(200) as usize;
+    let l4 = gen_l4(rng, l4proto, payload_len);
+    match ethertype {
+        0x0800 => {
+            let opts = if rng.chance(15) { 4 * (1 + rng.below(10) as usize) } else { 0 };
+            let ihl = 5 + opts / 4;
+            let total = (ihl * 4 + l4.len()) as u16;
+            let mut h = vec![0x40 | ihl as u8, rng.next() as u8];
+            put16(&mut h, if rng.chance(90) { total } else { rng.next() as u16 });
+            put16(&mut h, rng.next() as u16);
+            let frag: u16 = match rng.below(10) {
+                0 => 0x2000 | (rng.next() as u16 & 0x1fff), // more fragments
+                1 => rng.next() as u16 & 0x1fff,            // a later fragment
+                _ => if rng.chance(50) { 0x4000 } else { 0 },
+            };
+            put16(&mut h, frag);
+            h.push(rng.next() as u8); // ttl
+            h.push(if l4proto == 58 { 1 } else { l4proto });
+            put16(&mut h, 0);
+            let addr = |rng: &mut Rng| -> Vec<u8> {
+                match rng.below(4) {
+                    0 => vec![10, rng.next() as u8, rng.next() as u8, rng.next() as u8],
+                    1 => vec![192, 168, rng.next() as u8, rng.next() as u8],
+                    _ => rng.bytes(4),
+                }
+            };
+            h.extend(addr(rng));
+            h.extend(addr(rng));
+            h.extend(rng.bytes(opts));
+            if rng.chance(90) {
+                let c = csum(&h);
+                h[10..12].copy_from_slice(&c.to_be_bytes());
+            } else {
+                let c = rng.next() as u16;
+                h[10..12].copy_from_slice(&c.to_be_bytes());
+            }
+            p.extend(h);
+            p.extend(l4);
+        }
+        0x86dd => {
+            let mut h = vec![0x60 | (rng.next() as u8 & 0x0f), rng.next() as u8, rng.next() as u8, rng.next() as u8];
+            let mut body = Vec::new();
+            let mut next = if l4proto == 1 { 58 } else { l4proto };
+            if rng.chance(15) {
+                // one hop-by-hop / destination options extension header first
+                let ext = rng.pick(&[0u8, 60]);
+                let len8 = rng.below(3) as usize;
+                body.push(next);
+                body.push(len8 as u8);
+                body.extend(rng.bytes(6 + 8 * len8));
+                next = ext;
+            }
+            body.extend(&l4);
+            put16(&mut h, if rng.chance(90) { body.len() as u16 } else { rng.next() as u16 });
+            h.push(next);
+            h.push(rng.next() as u8);
+            h.extend(rng.bytes(32));
+            p.extend(h);
+            p.extend(body);
+        }
+        _ => p.extend(rng.bytes(28 + payload_len)),
+    }
+    p
+}
+
+fn gen_l4(rng: &mut Rng, proto: u8, payload: usize) -> Vec<u8> {
+    let port = |rng: &mut Rng| -> u16 {
+        if rng.chance(40) {
+            rng.pick(&[22u16, 53, 80, 443, 8080, 123, 1, 65535])
+        } else {
+            rng.next() as u16
+        }
+    };
+    let mut h = Vec::new();
+    match proto {
+        6 => {
+            put16(&mut h, port(rng));
+            put16(&mut h, port(rng));
+            h.extend(rng.bytes(8)); // seq, ack
+            let opts = if rng.chance(30) { 4 * rng.below(11) as usize } else { 0 };
+            h.push((((20 + opts) / 4) as u8) << 4);
+            h.push(rng.next() as u8); // flags
+            h.extend(rng.bytes(6)); // window, checksum, urgent
+            h.extend(rng.bytes(opts));
+        }
+        17 => {
+            put16(&mut h, port(rng));
+            put16(&mut h, port(rng));
+            put16(&mut h, (8 + payload) as u16);
+            h.extend(rng.bytes(2));
+        }
+        1 | 58 => {
+            h.push(rng.pick(&[0u8, 8, 3, 11, 128, 129, 135, 136]));
+            h.extend(rng.bytes(7));
+        }
+        _ => {}
+    }
+    h.extend(rng.bytes(payload));
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixed_sizes_come_first_and_headers_are_real() {
+        let mut rng = Rng::new(7);
+        for (i, want) in FIXED_SIZES.iter().enumerate() {
+            assert_eq!(gen_input(CtxKind::Xdp, i, &mut rng).data.len(), *want);
+        }
+        // Over many packets: IPv4 headers with a valid checksum, and IPv6, and VLAN tags.
+        let (mut v4ok, mut v6, mut vlan) = (0, 0, 0);
+        for _ in 0..500 {
+            let p = gen_packet(&mut rng);
+            let mut off = 12;
+            let mut et = u16::from_be_bytes([p[off], p[off + 1]]);
+            while et == 0x8100 || et == 0x88a8 {
+                vlan += 1;
+                off += 4;
+                et = u16::from_be_bytes([p[off], p[off + 1]]);
+            }
+            let l3 = off + 2;
+            if et == 0x0800 {
+                let ihl = (p[l3] & 0x0f) as usize * 4;
+                // a correct header sums to 0xffff (RFC 1071), i.e. csum() of it is 0
+                if csum(&p[l3..l3 + ihl]) == 0 {
+                    v4ok += 1;
+                }
+            } else if et == 0x86dd {
+                assert_eq!(p[l3] >> 4, 6);
+                v6 += 1;
+            }
+        }
+        assert!(v4ok > 150 && v6 > 100 && vlan > 50, "v4ok {v4ok} v6 {v6} vlan {vlan}");
+    }
+
+    #[test]
+    fn differences_compare_low_half_only_against_the_kernel() {
+        let a = Outcome { r0: 0x1_0000_0002, data_out: None, maps: MapState::new() };
+        let b = Outcome { r0: 2, data_out: None, maps: MapState::new() };
+        assert!(differences(&a, &b, true).is_empty());
+        assert_eq!(differences(&a, &b, false).len(), 1);
+    }
 }
