@@ -240,6 +240,125 @@ mod tests {
         assert!(failures.is_empty(), "{} of {count} random programs differ", failures.len());
     }
 
+    fn tail_object() -> kops_object::Object {
+        use kops_object::{MapDef, MapOrigin, Object};
+        Object {
+            path: "tail-test".into(),
+            programs: Vec::new(),
+            maps: vec![MapDef {
+                name: "jmp".into(),
+                map_type: kops_object::map_type::PROG_ARRAY,
+                key_size: 4,
+                value_size: 4,
+                max_entries: 4,
+                flags: 0,
+                origin: MapOrigin::Btf,
+                initial: None,
+                readonly: false,
+                pinning: 0,
+                btf_key_type_id: 0,
+                btf_value_type_id: 0,
+                init_slots: Vec::new(),
+            }],
+            license: "GPL".into(),
+            kernel_version: 0,
+            btf: None,
+            has_btf_ext: false,
+        }
+    }
+
+    /// `buf[0] += 1; tail_call(ctx, jmp, index); return 7` (+ a callee-saved register and
+    /// stack use, so the frame teardown before the jump matters).
+    fn tail_caller(index: i32) -> Vec<Insn> {
+        use kops_isa::op;
+        let mut p = vec![
+            Insn::mov64_reg(6, 1),
+            Insn::st(op::DW, 10, -16, 5),
+            Insn::ldx(op::DW, 2, 6, 0),
+            Insn::alu64_imm(op::ADD, 2, 1),
+            Insn::stx(op::DW, 6, 2, 0),
+            Insn::mov64_reg(1, 6),
+        ];
+        p.extend(Insn::ld_imm64(2, op::PSEUDO_MAP_IDX, 0));
+        p.extend([Insn::mov64_imm(3, index), Insn::call_helper(12), Insn::ldx(op::DW, 0, 10, -16), Insn::alu64_imm(op::ADD, 0, 2), Insn::exit()]);
+        p
+    }
+
+    /// (r0, buf[0]) after running the caller with slot 0 = `target` (0: the callee
+    /// returning 42, 1: the caller itself).
+    fn tail_run(engine: Box<dyn Engine>, index: i32, target: usize) -> (u64, u64) {
+        let obj = tail_object();
+        let vm = crate::Vm::with_engine(Some(&obj), engine).unwrap();
+        let callee = vec![Insn::mov64_imm(0, 42), Insn::exit()];
+        let load = |name: &str, insns: Vec<Insn>| {
+            vm.load_insns(name, insns, Vec::new(), kops_object::ProgType::Unspec, crate::CtxKind::Mem, HelperTable::kernel(), false)
+                .unwrap()
+        };
+        let b = load("callee", callee);
+        let a = load("caller", tail_caller(index));
+        vm.set_prog_array(0, 0, Some(if target == 0 { b } else { a })).unwrap();
+        let r = vm.run(a, &crate::ProgInput { data: vec![0; 8], ctx: None }).unwrap();
+        (r.r0, u64::from_le_bytes(r.data_out[..8].try_into().unwrap()))
+    }
+
+    #[test]
+    fn tail_calls() {
+        let jit = || Box::new(JitEngine::new().unwrap()) as Box<dyn Engine>;
+        // Hand-computed: slot 0 holds the callee -> 42, the caller ran once.
+        assert_eq!(tail_run(jit(), 0, 0), (42, 1));
+        // Empty slot / index out of range: the call falls through, r0 = 5 + 2.
+        assert_eq!(tail_run(jit(), 1, 0), (7, 1));
+        assert_eq!(tail_run(jit(), 9, 0), (7, 1));
+        // The caller tail-calls itself: 1 + 33 runs (MAX_TAIL_CALL_CNT), then falls through.
+        assert_eq!(tail_run(jit(), 0, 1), (7, 34));
+        // And the interpreter agrees on all of them.
+        for (i, t) in [(0, 0), (1, 0), (9, 0), (0, 1)] {
+            assert_eq!(tail_run(Box::new(crate::interp::Interp), i, t), tail_run(jit(), i, t));
+        }
+    }
+
+    /// The suite's unwind helper called with 0 from two calls deep ends the whole program
+    /// with r0 = 0 (callee-saved registers and the main frame restored); with a nonzero
+    /// argument execution goes on. Also through callx.
+    #[test]
+    fn unwind_from_subprogram() {
+        use kops_isa::op;
+        let prog = |arg: i32, callx: bool| {
+            let call = if callx {
+                vec![Insn::mov64_imm(2, 5), Insn::new(op::JMP | op::CALL | op::X, 2, 0, 0, 0)]
+            } else {
+                vec![Insn::ja(0), Insn::call_helper(5)]
+            };
+            let mut p = vec![
+                Insn::mov64_imm(6, 100),               // 0: callee-saved, live across
+                Insn::st(op::DW, 10, -8, 3),           // 1
+                Insn::new(op::JMP | op::CALL, 0, 1, 0, 4), // 2: call f (slot 7)
+                Insn::ldx(op::DW, 1, 10, -8),          // 3
+                Insn::alu64_reg(op::ADD, 0, 1),        // 4
+                Insn::alu64_reg(op::ADD, 0, 6),        // 5
+                Insn::exit(),                          // 6
+                // f: r7 used (pushed), calls g
+                Insn::mov64_imm(7, 1),                 // 7
+                Insn::new(op::JMP | op::CALL, 0, 1, 0, 2), // 8: call g (slot 11)
+                Insn::alu64_reg(op::ADD, 0, 7),        // 9
+                Insn::exit(),                          // 10
+                // g: unwind(arg)
+                Insn::mov64_imm(1, arg),               // 11
+            ];
+            p.extend(call);                            // 12, 13
+            p.extend([Insn::mov64_imm(0, 10), Insn::exit()]);
+            p
+        };
+        for callx in [false, true] {
+            for (arg, want) in [(0, 0u64), (1, 10 + 1 + 3 + 100)] {
+                let p = prog(arg, callx);
+                let jit = crate::run_conformance(&p, &[], Some(Box::new(JitEngine::new().unwrap()))).unwrap();
+                let int = crate::run_conformance(&p, &[], None).unwrap();
+                assert_eq!((jit, int), (want, want), "arg {arg} callx {callx}");
+            }
+        }
+    }
+
     #[test]
     fn conformance_suite_on_jit_without_bmi() {
         // The non-BMI2 shift lowering (rcx juggling) must pass too.
