@@ -97,7 +97,9 @@ impl<const W: u8> EInsn for Rotate<W> {
     const MAX_X86: usize = 24;
 
     fn proof(&self) -> Vec<Insn> {
-        let (alu_r, alu_i): (fn(u8, u8, u8) -> Insn, fn(u8, u8, i32) -> Insn) = if W == 64 {
+        type Reg3 = fn(u8, u8, u8) -> Insn;
+        type Imm3 = fn(u8, u8, i32) -> Insn;
+        let (alu_r, alu_i): (Reg3, Imm3) = if W == 64 {
             (Insn::alu64_reg, Insn::alu64_imm)
         } else {
             (Insn::alu32_reg, Insn::alu32_imm)

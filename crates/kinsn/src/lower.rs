@@ -264,7 +264,7 @@ pub fn lower(
             let (s, proof) = &prepared[site_idx[pc]];
             regions.push(Region { orig_pc: pc, start: out.len(), len: proof.len(), op_id: s.op_id, payload: s.payload });
             out.extend_from_slice(proof);
-            orig_of.extend(std::iter::repeat(pc).take(proof.len()));
+            orig_of.extend(std::iter::repeat_n(pc, proof.len()));
             pc += 2;
             continue;
         }

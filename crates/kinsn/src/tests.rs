@@ -245,7 +245,7 @@ fn jump_overflow_after_expansion_is_an_error() {
     let [s0, s1] = site(1000, 8);
     let mut p = vec![Insn::ja(i16::MAX)];
     p.extend([s0, s1]);
-    p.extend(std::iter::repeat(Insn::mov64_imm(0, 0)).take(i16::MAX as usize - 2));
+    p.extend(std::iter::repeat_n(Insn::mov64_imm(0, 0), i16::MAX as usize - 2));
     p.push(Insn::exit());
     assert_eq!(lower(&p, &[], &[], &[], &reg()).unwrap_err(), LowerError::OffsetOverflow { pc: 0, offset: i16::MAX as i64 + 6 });
 }
@@ -319,6 +319,7 @@ fn site_effects_follow_the_proof() {
 /// after lowering, regions hold the proofs, and restoring gives the program back.
 #[test]
 fn random_programs_lower_and_restore() {
+    #![allow(clippy::needless_range_loop)]
     use rand::prelude::*;
     let r = reg();
     let mut rng = rand::rngs::StdRng::seed_from_u64(42);
