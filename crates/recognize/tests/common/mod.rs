@@ -79,9 +79,13 @@ pub fn inputs(n: usize, len: usize, seed: u64) -> Vec<Vec<u8>> {
     while v.len() < n {
         let mut b = rng.bytes(len);
         // Sparse and dense bit patterns for popcount/select corner cases.
-        match v.len() % 4 {
+        match v.len() % 6 {
             0 => b.iter_mut().for_each(|x| *x &= 0x11),
             1 => b.iter_mut().for_each(|x| *x |= 0xee),
+            // 64-bit words whose low half is zero (JMP32 vs JMP conditions differ).
+            2 => b.iter_mut().enumerate().for_each(|(i, x)| if i % 8 < 4 { *x = 0 }),
+            // ... and whose high half is zero.
+            3 => b.iter_mut().enumerate().for_each(|(i, x)| if i % 8 >= 4 { *x = 0 }),
             _ => {}
         }
         v.push(b);
