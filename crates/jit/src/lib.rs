@@ -30,7 +30,7 @@ mod x64;
 use kops_isa::Insn;
 pub use kops_x86::{CpuFeatures, Feature, Reg};
 
-pub use x64::compile;
+pub use x64::{compile, compile_with};
 
 /// BPF r0..r10 -> x86-64, as the kernel's `reg2hex`: r0 rax, r1 rdi, r2 rsi, r3 rdx, r4 rcx,
 /// r5 r8, r6 rbx, r7 r13, r8 r14, r9 r15, r10 rbp.
@@ -62,6 +62,15 @@ pub fn x86_reg(r: u8) -> Option<Reg> {
         11 => Some(REG_AX),
         _ => None,
     }
+}
+
+/// A range of slots compiled as given native bytes: a kinsn site whose proof sequence
+/// occupies `insns[start..start + len]` in a lowered program (see `kops_kinsn::plan_x86`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NativeRegion {
+    pub start: usize,
+    pub len: usize,
+    pub code: Vec<u8>,
 }
 
 /// How helper calls reach their target.
@@ -256,7 +265,11 @@ pub struct JitProgram {
 impl JitProgram {
     /// Compile, place, link and protect (read+execute).
     pub fn new(insns: &[Insn], opts: &JitOptions, res: &dyn Resolver) -> Result<JitProgram, JitError> {
-        let image = compile(insns, opts, res)?;
+        JitProgram::with_regions(insns, &[], opts, res)
+    }
+    /// [`JitProgram::new`] with native regions ([`compile_with`]).
+    pub fn with_regions(insns: &[Insn], regions: &[NativeRegion], opts: &JitOptions, res: &dyn Resolver) -> Result<JitProgram, JitError> {
+        let image = compile_with(insns, regions, opts, res)?;
         let mem = if opts.call_mode == CallMode::Rel32 && !image.relocs.is_empty() {
             exec::ExecMem::reserve_near(image.code.len(), &image.call_targets())
                 .ok_or_else(|| JitError::Other("no free memory within ±2 GB of the helpers".into()))?

@@ -102,6 +102,8 @@ struct Layout {
 
 struct Program<'a> {
     insns: &'a [Insn],
+    /// Native regions: first slot -> (slots covered, code).
+    native: std::collections::BTreeMap<usize, (usize, Vec<u8>)>,
     second: Vec<bool>,
     /// Original slot of each slot of `insns` (after fixups).
     orig: Vec<usize>,
@@ -191,6 +193,15 @@ impl Program<'_> {
             let insn_start = code.len() as i64;
             // Bytes this instruction had in the previous pass (for jump padding).
             let prev_len = f.addrs[k + 1] - f.addrs[k];
+            if let Some((len, bytes)) = self.native.get(&pc) {
+                // A kinsn site's native form: the whole region at its first slot.
+                code.raw(bytes);
+                for kk in k + 1..=k + len {
+                    f.addrs[kk.min(n)] = code.len() as i64;
+                }
+                k += len;
+                continue;
+            }
             self.emit_insn(f, lay, pc, k, &i, &mut t, &mut seen_exit, padding, prev_len, insn_start, out, &mut skip)?;
             code.raw(&t.code);
             if skip == 2 {
@@ -866,17 +877,51 @@ fn src_as_dst(i: &Insn, pc: usize) -> Result<Reg, JitError> {
     reg(pc, i.dst)
 }
 
-/// Compile `insns` (a program with its subprograms, as [`kops_object::Program::insns`]).
+/// Compile `insns` (a program with its subprograms, as `kops_object::Program::insns`).
 pub fn compile(insns: &[Insn], opts: &JitOptions, res: &dyn Resolver) -> Result<JitImage, JitError> {
+    compile_with(insns, &[], opts, res)
+}
+
+/// Compile `insns` where each [`crate::NativeRegion`] (a kinsn site's proof sequence in a
+/// lowered program) is replaced by its native bytes: they are emitted at the region's
+/// first slot and the region's other slots produce nothing. Jumps from outside a region
+/// may only target its first slot or the slot after it (the lowering guarantees it).
+pub fn compile_with(
+    insns: &[Insn],
+    regions: &[crate::NativeRegion],
+    opts: &JitOptions,
+    res: &dyn Resolver,
+) -> Result<JitImage, JitError> {
     if insns.is_empty() {
         return Err(JitError::Other("empty program".into()));
     }
-    let (prog_insns, orig) = if opts.div_fixups {
+    for r in regions {
+        if r.len == 0 || r.start + r.len > insns.len() {
+            return Err(JitError::Insn { pc: r.start, msg: format!("native region of {} slots outside the program", r.len) });
+        }
+        for (pc, i) in insns.iter().enumerate() {
+            if let Some(t) = i.target(pc) {
+                let inside = t > r.start as i64 && t < (r.start + r.len) as i64;
+                let from_inside = pc >= r.start && pc < r.start + r.len;
+                if inside && !from_inside {
+                    return Err(JitError::Insn { pc, msg: format!("jump into the interior of the native region at {}", r.start) });
+                }
+            }
+        }
+    }
+    let (prog_insns, orig, start_of) = if opts.div_fixups {
         let e = fixup::expand(insns).map_err(|(pc, m)| JitError::Insn { pc, msg: m })?;
-        (e.insns, e.orig)
+        (e.insns, e.orig, e.start)
     } else {
-        (insns.to_vec(), (0..insns.len()).collect())
+        (insns.to_vec(), (0..insns.len()).collect(), (0..insns.len()).collect::<Vec<usize>>())
     };
+    // Regions in expanded coordinates: slot -> (slots covered, bytes).
+    let mut native: std::collections::BTreeMap<usize, (usize, Vec<u8>)> = Default::default();
+    for r in regions {
+        let s = start_of[r.start];
+        let e = start_of.get(r.start + r.len).copied().unwrap_or(prog_insns.len());
+        native.insert(s, (e - s, r.code.clone()));
+    }
     let second = fixup::second_slots(&prog_insns);
     // Function starts: slot 0 and every bpf-to-bpf call / function-pointer target.
     let mut starts = vec![0usize];
@@ -948,6 +993,7 @@ pub fn compile(insns: &[Insn], opts: &JitOptions, res: &dyn Resolver) -> Result<
     }
     let p = Program {
         insns: &prog_insns,
+        native,
         second,
         orig: orig.clone(),
         opts,
