@@ -14,7 +14,8 @@
 //! memset payload: [3:0] base, [19:4] off (i16), [21:20] log2 width, [27:22] count - 1
 //! (1..64), [35:28] byte value; count * width <= 128; with 8-byte chunks the value must be
 //! 0x00 or 0xff (an `ST` immediate is 32 bits, sign-extended). Proof: `count` stores
-//! `*(uW *)(base + off + i*W) = pattern` ascending. x86-64: `rep stos`.
+//! `*(uW *)(base + off + i*W) = pattern` ascending. x86-64: `rep stosb` over all bytes
+//! (every byte of the pattern is the value, so the chunk width does not matter).
 //!
 //! `rep movs`/`rep stos` need rdi, rsi, rcx and rax; those are saved on the native stack and
 //! restored, and the operands are set up as a parallel move (a base may itself live in rdi,
@@ -58,16 +59,15 @@ fn size_bits(width: u8) -> u8 {
     op::size_of_bytes(width as usize)
 }
 
-/// `rep movs` / `rep stos` with element size `width`.
-fn rep_string(ctx: &mut X86EmitCtx, width: u8, movs: bool) {
-    let opc = if movs { 0xA4 } else { 0xAA };
-    let bytes: &[u8] = match width {
-        1 => &[0xF3, opc],
-        2 => &[0xF3, 0x66, opc + 1],
-        4 => &[0xF3, opc + 1],
-        _ => &[0xF3, 0x48, opc + 1],
-    };
-    ctx.asm.raw(bytes);
+/// `rep movs` with element size `width` (`rep movsb` is [`kops_x86::Asm::rep_movsb`]; the
+/// wider forms are the same opcode `A5` with the operand-size prefix or REX.W).
+fn rep_movs(ctx: &mut X86EmitCtx, width: u8) {
+    match width {
+        1 => ctx.asm.rep_movsb(),
+        2 => ctx.asm.raw(&[0xF3, 0x66, 0xA5]),
+        4 => ctx.asm.raw(&[0xF3, 0xA5]),
+        _ => ctx.asm.raw(&[0xF3, 0x48, 0xA5]),
+    }
 }
 
 /// Zero-extending load of one chunk.
@@ -217,7 +217,7 @@ impl EInsn for Memcpy {
         if down {
             ctx.asm.byte(0xFD); // std
         }
-        rep_string(ctx, self.width, true);
+        rep_movs(ctx, self.width);
         if down {
             ctx.asm.byte(0xFC); // cld
         }
@@ -332,15 +332,13 @@ impl EInsn for Memset {
         for r in saved {
             ctx.asm.push(r);
         }
-        // The base is read before rdi, rcx or rax is written.
+        // The base is read before rdi, rcx or rax is written. Every byte of the fill is
+        // `value` whatever the chunk width, so a byte-wise `rep stosb` (the fast string
+        // form with ERMS/FSRM) stores exactly what the proof stores.
         ctx.asm.lea(Width::W64, Reg::Rdi, Mem::new(b, self.off as i32));
-        ctx.asm.mov_r32_imm32(Reg::Rcx, self.count as u32);
-        if self.width == 8 {
-            ctx.asm.mov_imm32(true, Reg::Rax, self.imm());
-        } else {
-            ctx.asm.mov_imm32(false, Reg::Rax, self.imm());
-        }
-        rep_string(ctx, self.width, false);
+        ctx.asm.mov_r32_imm32(Reg::Rcx, self.bytes() as u32);
+        ctx.asm.mov_imm32(false, Reg::Rax, self.value as i32);
+        ctx.asm.rep_stosb();
         for r in saved.iter().rev() {
             ctx.asm.pop(*r);
         }

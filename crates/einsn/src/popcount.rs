@@ -22,7 +22,7 @@
 use kops_isa::{op, Insn};
 use kops_kinsn::payload::{check_reg, field_err, Fields, Packer, Payload};
 use kops_kinsn::{EmitError, Emitted, PayloadError, X86EmitCtx};
-use kops_x86::{Feature, Width};
+use kops_x86::{Alu, Feature, Width};
 
 use crate::{id, EInsn};
 
@@ -128,6 +128,10 @@ impl EInsn for Popcount64 {
             return Ok(Emitted::Fallback("CPU lacks POPCNT"));
         }
         let (d, s) = (ctx.reg(self.dst), ctx.reg(self.src));
+        // popcnt has a false dependency on its destination on many Intel cores.
+        if d != s {
+            ctx.asm.alu_rr(Alu::Xor, Width::W32, d, d);
+        }
         ctx.asm.popcnt(Width::W64, d, s);
         // After src (which may be t1 or t2) has been read.
         if ctx.live(self.t1) {
@@ -229,6 +233,9 @@ impl EInsn for Popcount32 {
             return Ok(Emitted::Fallback("CPU lacks POPCNT"));
         }
         let (d, s) = (ctx.reg(self.dst), ctx.reg(self.src));
+        if d != s {
+            ctx.asm.alu_rr(Alu::Xor, Width::W32, d, d);
+        }
         ctx.asm.popcnt(Width::W32, d, s);
         if ctx.live(self.tmp) {
             let t = ctx.reg(self.tmp);

@@ -630,6 +630,9 @@ fn harness_detects_planted_bugs() {
     expect_fail("memcpy direction", run_class(&p, Some(&bad), &LINUX_MAP, LINUX_SCRATCH, none, 50, &mut rng, &mut page));
     // memset without restoring rcx (r4).
     let p = Memset::new(10, -64, 8, 4, 0).unwrap();
+    // One chunk short.
+    let bad = code(&Memset::new(10, -64, 8, 3, 0).unwrap(), all, none);
+    expect_fail("memset short", run_class(&p, Some(&bad), &LINUX_MAP, LINUX_SCRATCH, none, 20, &mut rng, &mut page));
     let good = code(&p, all, none);
     // The code ends with pop rax; pop rcx; pop rdi: replace `pop rcx` by `add rsp, 8`.
     assert_eq!(&good[good.len() - 3..], &[0x58, 0x59, 0x5F]);
