@@ -12,9 +12,12 @@
 //! - [`lower`](lower::lower) / [`restore`](lower::restore): turn every site into its proof
 //!   sequence with all offset fix-ups, and back; [`validate_proof`](validate::validate_proof)
 //!   checks proof sequences structurally.
-//! - [`x86`]: the emit context handed to native x86-64 emitters and the checked emit the JIT
-//!   calls; [`dead_after_sites`](live::dead_after_sites) is the liveness the JIT computes
-//!   itself for full-state refinement.
+//! - [`x86`]: the emit context handed to native x86-64 emitters, the checked emit, and
+//!   [`plan_x86`] (lowered program + native bytes or fallback per region) for the JIT.
+//! - [`live`]: liveness after each site, computed by the consumer itself on the lowered
+//!   program (full-state refinement: a native form may differ from the proof only in
+//!   registers dead after the site), and exact register effects of sites for
+//!   `kops_analysis` ([`effects_fn`]).
 
 pub mod live;
 pub mod lower;
