@@ -7,7 +7,7 @@ use kops_x86::Mem;
 
 use crate::{id, EInsn};
 
-/// prefetch: payload [3:0] base, [19:4] off (i16). Proof `ja +0`; x86-64 `prefetcht0
+/// prefetch: payload bits 3:0 base, 19:4 off (i16). Proof `ja +0`; x86-64 `prefetcht0
 /// [base + off]` (never faults, SSE baseline).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Prefetch {

@@ -9,8 +9,8 @@
 //! - [`Registry`]: op id -> descriptor, open to operations defined outside this crate.
 //! - [`transport`]: the two-slot bytecode encoding of a site (sidecar + call), bit-compatible
 //!   with the reference kernel patch.
-//! - [`lower`](lower::lower) / [`restore`](lower::restore): turn every site into its proof
-//!   sequence with all offset fix-ups, and back; [`validate_proof`](validate::validate_proof)
+//! - [`lower()`] / [`restore`]: turn every site into its proof
+//!   sequence with all offset fix-ups, and back; [`validate_proof`]
 //!   checks proof sequences structurally.
 //! - [`x86`]: the emit context handed to native x86-64 emitters, the checked emit, and
 //!   [`plan_x86`] (lowered program + native bytes or fallback per region) for the JIT.
