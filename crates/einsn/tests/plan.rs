@@ -88,3 +88,25 @@ fn native_forms_are_the_expected_instructions() {
     assert_eq!(native(s(&|| Prefetch::new(1, 64).unwrap().site().unwrap()), &[], all).unwrap(), vec!["prefetcht0 [rdi+40h]"]);
     assert_eq!(native(s(&|| SpecBarrier.site().unwrap()), &[], all).unwrap(), vec!["lfence"]);
 }
+
+/// `KOPS_DISABLE_FEATURES` masks features as detected at JIT time: run this test binary
+/// again with the variable set and check that the emits take their fallback paths.
+#[test]
+fn disabled_features_select_fallbacks() {
+    if std::env::var_os("KOPS_EINSN_CHILD").is_some() {
+        let f = CpuFeatures::detect().unwrap();
+        assert!(!f.has(Feature::Popcnt) && !f.has(Feature::Movbe) && !f.has(Feature::Bmi2));
+        assert_eq!(native(Popcount32::new(0, 1, 2).unwrap().site().unwrap(), &[], f), None);
+        assert_eq!(native(EndianLoad32::new(0, 1, 0).unwrap().site().unwrap(), &[], f).unwrap(), vec!["mov eax,[rdi]", "bswap eax"]);
+        assert_eq!(native(Rotate64::new(0, 1, 3, 8, false).unwrap().site().unwrap(), &[], f).unwrap(), vec!["mov rax,rdi", "rol rax,8"]);
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "disabled_features_select_fallbacks", "--nocapture"])
+        .env("KOPS_EINSN_CHILD", "1")
+        .env("KOPS_DISABLE_FEATURES", "popcnt,movbe,bmi2")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "child: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 passed"));
+}
