@@ -48,7 +48,7 @@ impl Compiled for InterpProg {
             .program(env.prog)
             .ok_or_else(|| VmError::Setup(format!("no program {:?}", env.prog)))?;
         let mut m = Machine::new(env, prog);
-        let r = m.exec(r1, r2);
+        let r = m.exec(r1, r2).map_err(|e| *e);
         env.executed.set(Some(m.count));
         r
     }
@@ -182,6 +182,10 @@ struct Frame {
 struct Machine<'a> {
     env: &'a RunEnv<'a>,
     prog: Rc<crate::LoadedProg>,
+    /// `prog.insns` as a raw slice, so the hot loop does not go through the Rc each step;
+    /// valid while `prog` is held (updated by `set_prog`).
+    code: *const Insn,
+    code_len: usize,
     stack: RawBuf,
     frames: Vec<Frame>,
     reg: [u64; 11],
@@ -190,12 +194,16 @@ struct Machine<'a> {
     tail_calls: u32,
 }
 
+/// Errors stay boxed inside the hot loop so results stay small.
+type R<T> = Result<T, Box<VmError>>;
+
 enum Flow {
     Next,
     Jump(usize),
     Exit(u64),
 }
 
+#[inline(always)]
 fn alu64(op: u8, off: i16, dst: u64, src: u64) -> u64 {
     match op {
         op::ADD => dst.wrapping_add(src),
@@ -236,6 +244,7 @@ fn alu64(op: u8, off: i16, dst: u64, src: u64) -> u64 {
     }
 }
 
+#[inline(always)]
 fn alu32(op: u8, off: i16, dst: u32, src: u32) -> u32 {
     match op {
         op::ADD => dst.wrapping_add(src),
@@ -275,6 +284,7 @@ fn alu32(op: u8, off: i16, dst: u32, src: u32) -> u32 {
     }
 }
 
+#[inline(always)]
 fn cond64(op: u8, a: u64, b: u64) -> bool {
     match op {
         op::JEQ => a == b,
@@ -292,6 +302,7 @@ fn cond64(op: u8, a: u64, b: u64) -> bool {
     }
 }
 
+#[inline(always)]
 fn cond32(op: u8, a: u32, b: u32) -> bool {
     match op {
         op::JEQ => a == b,
@@ -313,6 +324,8 @@ impl<'a> Machine<'a> {
     fn new(env: &'a RunEnv<'a>, prog: Rc<crate::LoadedProg>) -> Machine<'a> {
         Machine {
             env,
+            code: prog.insns.as_ptr(),
+            code_len: prog.insns.len(),
             prog,
             stack: RawBuf::new(STACK_SIZE * MAX_CALL_FRAMES),
             frames: Vec::new(),
@@ -323,8 +336,14 @@ impl<'a> Machine<'a> {
         }
     }
 
-    fn err_exec(&self, msg: String) -> VmError {
-        VmError::Exec { prog: self.prog.name.clone(), pc: self.pc, msg }
+    fn set_prog(&mut self, p: Rc<crate::LoadedProg>) {
+        self.code = p.insns.as_ptr();
+        self.code_len = p.insns.len();
+        self.prog = p;
+    }
+
+    fn err_exec(&self, msg: String) -> Box<VmError> {
+        Box::new(VmError::Exec { prog: self.prog.name.clone(), pc: self.pc, msg })
     }
 
     fn stack_top(&self) -> u64 {
@@ -332,7 +351,7 @@ impl<'a> Machine<'a> {
     }
 
     /// Checks that `[addr, addr + len)` may be read (or written).
-    fn check(&self, addr: u64, len: u64, write: bool) -> Result<(), VmError> {
+    fn check(&self, addr: u64, len: u64, write: bool) -> R<()> {
         let end = addr.checked_add(len);
         let inside = |lo: u64, hi: u64| addr >= lo && end.is_some_and(|e| e <= hi);
         // Stack: the current frame and every caller's (their pointers may be passed down).
@@ -376,10 +395,10 @@ impl<'a> Machine<'a> {
                 }
             }
         }
-        Err(VmError::BadAccess { prog: self.prog.name.clone(), pc: self.pc, addr, len, write, detail })
+        Err(Box::new(VmError::BadAccess { prog: self.prog.name.clone(), pc: self.pc, addr, len, write, detail }))
     }
 
-    fn load(&self, addr: u64, size: usize) -> Result<u64, VmError> {
+    fn load(&self, addr: u64, size: usize) -> R<u64> {
         self.check(addr, size as u64, false)?;
         // SAFETY: the range was checked to lie inside a live region we own.
         Ok(unsafe {
@@ -392,7 +411,7 @@ impl<'a> Machine<'a> {
         })
     }
 
-    fn store(&self, addr: u64, size: usize, v: u64) -> Result<(), VmError> {
+    fn store(&self, addr: u64, size: usize, v: u64) -> R<()> {
         self.check(addr, size as u64, true)?;
         // SAFETY: the range was checked to lie inside a live writable region we own.
         unsafe {
@@ -406,19 +425,21 @@ impl<'a> Machine<'a> {
         Ok(())
     }
 
-    fn exec(&mut self, r1: u64, r2: u64) -> Result<u64, VmError> {
+    fn exec(&mut self, r1: u64, r2: u64) -> R<u64> {
         self.reg[1] = r1;
         self.reg[2] = r2;
         self.reg[10] = self.stack_top();
         let budget = self.env.budget;
         loop {
-            let insns: &[Insn] = &self.prog.insns;
-            let Some(&i) = insns.get(self.pc) else {
+            if self.pc >= self.code_len {
                 return Err(self.err_exec("execution ran past the end of the program".into()));
-            };
+            }
+            // SAFETY: pc < code_len, and `code` points into `self.prog.insns`, which the Rc
+            // in `self.prog` keeps alive.
+            let i = unsafe { *self.code.add(self.pc) };
             self.count += 1;
             if self.count > budget {
-                return Err(VmError::Budget { prog: self.prog.name.clone(), pc: self.pc, limit: budget });
+                return Err(Box::new(VmError::Budget { prog: self.prog.name.clone(), pc: self.pc, limit: budget }));
             }
             match self.step(i)? {
                 Flow::Next => self.pc += 1,
@@ -428,7 +449,7 @@ impl<'a> Machine<'a> {
         }
     }
 
-    fn step(&mut self, i: Insn) -> Result<Flow, VmError> {
+    fn step(&mut self, i: Insn) -> R<Flow> {
         let d = i.dst as usize;
         let s = i.src as usize;
         match i.class() {
@@ -506,7 +527,7 @@ impl<'a> Machine<'a> {
         Ok(Flow::Next)
     }
 
-    fn atomic(&mut self, i: Insn, addr: u64, n: usize) -> Result<(), VmError> {
+    fn atomic(&mut self, i: Insn, addr: u64, n: usize) -> R<()> {
         let s = i.src as usize;
         let d = i.dst as usize;
         match i.imm {
@@ -546,7 +567,7 @@ impl<'a> Machine<'a> {
 
     /// Legacy packet loads: r0 = big-endian load from skb data; out of range ends the
     /// program with 0.
-    fn ld_abs(&mut self, i: Insn) -> Result<Flow, VmError> {
+    fn ld_abs(&mut self, i: Insn) -> R<Flow> {
         let rc = self.env.ctx;
         let CtxKind::Skb { .. } = rc.kind else {
             return Err(self.err_exec("LD_ABS/LD_IND outside an skb program".into()));
@@ -576,12 +597,12 @@ impl<'a> Machine<'a> {
     }
 
     /// An abort from inside nested frames ends the whole program.
-    fn finish_frames(&mut self, f: Flow) -> Result<Flow, VmError> {
+    fn finish_frames(&mut self, f: Flow) -> R<Flow> {
         self.frames.clear();
         Ok(f)
     }
 
-    fn jump(&mut self, i: Insn) -> Result<Flow, VmError> {
+    fn jump(&mut self, i: Insn) -> R<Flow> {
         let d = i.dst as usize;
         match i.op() {
             op::JA => {
@@ -594,7 +615,7 @@ impl<'a> Machine<'a> {
                     Some(f) => {
                         self.reg[6..10].copy_from_slice(&f.saved);
                         self.reg[10] = f.saved_fp;
-                        self.prog = f.prog;
+                        self.set_prog(f.prog);
                         Flow::Jump(f.ret_pc)
                     }
                 });
@@ -612,7 +633,7 @@ impl<'a> Machine<'a> {
         Ok(if taken { Flow::Jump((self.pc as i64 + 1 + i.off as i64) as usize) } else { Flow::Next })
     }
 
-    fn call(&mut self, i: Insn) -> Result<Flow, VmError> {
+    fn call(&mut self, i: Insn) -> R<Flow> {
         if i.src == op::PSEUDO_CALL && i.source() == op::K {
             if self.frames.len() + 1 >= MAX_CALL_FRAMES {
                 return Err(self.err_exec(format!("call depth exceeds {MAX_CALL_FRAMES} frames")));
@@ -645,7 +666,7 @@ impl<'a> Machine<'a> {
         Ok(Flow::Next)
     }
 
-    fn tail_call(&mut self) -> Result<Flow, VmError> {
+    fn tail_call(&mut self) -> R<Flow> {
         let vm = self.env.vm;
         let Some(m) = vm.map_by_addr(self.reg[2]) else {
             return Err(self.err_exec(format!("tail_call: r2 = {:#x} is not a map", self.reg[2])));
@@ -664,20 +685,20 @@ impl<'a> Machine<'a> {
             return Ok(Flow::Next);
         };
         self.tail_calls += 1;
-        self.prog = p;
+        self.set_prog(p);
         Ok(Flow::Jump(0))
     }
 
     /// Memory arguments of helpers must lie in regions the program may touch.
-    fn check_helper_args(&self, id: u32) -> Result<(), VmError> {
+    fn check_helper_args(&self, id: u32) -> R<()> {
         let r = &self.reg;
         let vm = self.env.vm;
-        let map_arg = |reg: usize| -> Result<&crate::Map, VmError> {
+        let map_arg = |reg: usize| -> R<&crate::Map> {
             vm.map_by_addr(r[reg]).ok_or_else(|| {
                 self.err_exec(format!("helper {id}: r{reg} = {:#x} is not a map", r[reg]))
             })
         };
-        let mem = |p: u64, n: u64, w: bool| -> Result<(), VmError> {
+        let mem = |p: u64, n: u64, w: bool| -> R<()> {
             if n == 0 {
                 return Ok(());
             }
