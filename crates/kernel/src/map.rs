@@ -256,9 +256,22 @@ impl Map {
         if let Some(why) = self.undumpable() {
             return Err(KernelError::Map { name: self.def.name.clone(), msg: format!("cannot be read back: {why}") });
         }
+        self.dump_inner(false)
+    }
+
+    /// Like [`Map::dump`], but arrays list only entries with a non-zero byte (on any CPU):
+    /// after a run that touched a few entries of a big array, that is what changed.
+    pub fn dump_nonzero(&self) -> Result<MapDump, KernelError> {
+        self.dump_inner(true)
+    }
+
+    fn dump_inner(&self, skip_zero: bool) -> Result<MapDump, KernelError> {
+        if let Some(why) = self.undumpable() {
+            return Err(KernelError::Map { name: self.def.name.clone(), msg: format!("cannot be read back: {why}") });
+        }
         let mut entries = Vec::new();
         if is_array(self.def.map_type) {
-            entries = self.dump_array_batch()?;
+            entries = self.dump_array_batch(skip_zero)?;
         } else {
             for k in self.keys()? {
                 // A key can vanish between next_key and lookup only under concurrency.
@@ -273,13 +286,14 @@ impl Map {
 
     /// Arrays: one BPF_MAP_LOOKUP_BATCH call per chunk instead of a syscall per index
     /// (xdp-filter's port array has 65536 entries and is read after every run).
-    fn dump_array_batch(&self) -> Result<Vec<(Vec<u8>, Vec<Vec<u8>>)>, KernelError> {
+    fn dump_array_batch(&self, skip_zero: bool) -> Result<Vec<(Vec<u8>, Vec<Vec<u8>>)>, KernelError> {
         let n = self.max_entries as usize;
         let vsz = self.syscall_value_size();
         let chunk = n.clamp(1, 8192);
         let mut keys = vec![0u8; 4 * chunk];
         let mut vals = vec![0u8; vsz * chunk];
-        let mut out = Vec::with_capacity(n);
+        let mut out = Vec::new();
+        let mut seen = 0usize;
         let mut in_batch = 0u32;
         let mut out_batch = 0u32;
         let mut first = true;
@@ -303,14 +317,19 @@ impl Map {
             let done = match sys::check(r) {
                 Ok(()) => false,
                 Err(libc::ENOENT) => true,
-                Err(libc::EINVAL) | Err(libc::ENOTSUP) | Err(524) if first => return self.dump_array_slow(),
+                Err(libc::EINVAL) | Err(libc::ENOTSUP) | Err(524) if first => return self.dump_array_slow(skip_zero),
                 Err(e) => return Err(self.sys_err("lookup_batch", e)),
             };
             for i in 0..count as usize {
+                let raw = &vals[vsz * i..vsz * (i + 1)];
+                seen += 1;
+                if skip_zero && raw.iter().all(|&b| b == 0) {
+                    continue;
+                }
                 let k = keys[4 * i..4 * i + 4].to_vec();
-                out.push((k, self.split_values(&vals[vsz * i..vsz * (i + 1)])));
+                out.push((k, self.split_values(raw)));
             }
-            if done || out.len() >= n {
+            if done || seen >= n {
                 break;
             }
             first = false;
@@ -320,15 +339,47 @@ impl Map {
         Ok(out)
     }
 
-    fn dump_array_slow(&self) -> Result<Vec<(Vec<u8>, Vec<Vec<u8>>)>, KernelError> {
+    fn dump_array_slow(&self, skip_zero: bool) -> Result<Vec<(Vec<u8>, Vec<Vec<u8>>)>, KernelError> {
         let mut out = Vec::new();
         for i in 0..self.max_entries {
             let k = i.to_ne_bytes().to_vec();
-            if let Some(v) = self.lookup(&k)? {
-                out.push((k, v));
+            if let Some(raw) = self.lookup_raw(&k)? {
+                if skip_zero && raw.iter().all(|&b| b == 0) {
+                    continue;
+                }
+                out.push((k, self.split_values(&raw)));
             }
         }
         Ok(out)
+    }
+
+    /// Puts these keys back to their state right after [`Map::create`]: array entries to
+    /// their initial value (zeros, or the global data), hash entries deleted. Cheaper than
+    /// [`Map::reset`] when a run changed a few entries of a big map.
+    pub fn reset_keys(&self, keys: &[Vec<u8>]) -> Result<(), KernelError> {
+        if self.def.readonly || self.undumpable().is_some() {
+            return Ok(());
+        }
+        if is_array(self.def.map_type) {
+            let zero = vec![0u8; self.def.value_size as usize];
+            for k in keys {
+                let first = k.len() == 4 && u32::from_ne_bytes(k[..4].try_into().unwrap()) == 0;
+                let v = match (&self.def.initial, first) {
+                    (Some(init), true) => init.as_slice(),
+                    _ => zero.as_slice(),
+                };
+                self.update(k, v, 0)?;
+            }
+        } else {
+            for k in keys {
+                match self.delete(k) {
+                    Ok(()) => {}
+                    Err(KernelError::Map { msg, .. }) if msg.contains("ENOENT") => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Back to the state right after [`Map::create`]: arrays to their initial contents
@@ -382,7 +433,7 @@ impl Map {
             for k in self.keys()? {
                 match self.delete(&k) {
                     Ok(()) => {}
-                    Err(KernelError::Sys { err, .. }) if err.raw_os_error() == Some(libc::ENOENT) => {}
+                    Err(KernelError::Map { msg, .. }) if msg.contains("ENOENT") => {}
                     Err(e) => return Err(e),
                 }
             }

@@ -159,7 +159,14 @@ fn check_runtime_name(n: &str) -> Result<(), String> {
 
 /// One program on one runtime.
 enum Runtime<'a> {
-    Kernel { prog: LoadedProg, maps: &'a MapSet, kind: CtxKind, cpu: usize },
+    Kernel {
+        prog: LoadedProg,
+        maps: &'a MapSet,
+        kind: CtxKind,
+        cpu: usize,
+        /// Keys each map held (non-zero) after the last run: what the next reset restores.
+        dirty: std::cell::RefCell<BTreeMap<String, Vec<Vec<u8>>>>,
+    },
     Vm { name: String, obj: &'a Object, prog: &'a Program },
 }
 
@@ -204,8 +211,12 @@ impl Runtime<'_> {
 
     fn run(&self, input: &ProgInput, compare: &[String]) -> Result<RunOutcome, KernelError> {
         match self {
-            Runtime::Kernel { prog, maps, kind, cpu } => {
-                maps.reset()?;
+            Runtime::Kernel { prog, maps, kind, cpu, dirty } => {
+                for (name, keys) in std::mem::take(&mut *dirty.borrow_mut()) {
+                    if let Some(m) = maps.get(&name) {
+                        m.reset_keys(&keys)?;
+                    }
+                }
                 let run = if kind.has_packet() {
                     TestRun { data_in: Some(&input.data), ctx_in: input.ctx.as_deref(), ..TestRun::default() }
                 } else {
@@ -229,7 +240,8 @@ impl Runtime<'_> {
                     if !compare.contains(&m.def.name) {
                         continue;
                     }
-                    let d = m.dump()?;
+                    let d = m.dump_nonzero()?;
+                    dirty.borrow_mut().insert(m.def.name.clone(), d.entries.iter().map(|(k, _)| k.clone()).collect());
                     let mut entries = BTreeMap::new();
                     for (k, vals) in d.entries {
                         let v = if d.per_cpu { vals.get(*cpu).cloned().unwrap_or_default() } else { vals[0].clone() };
@@ -267,9 +279,21 @@ impl Runtime<'_> {
                     }
                     let vs = m.def.value_size as usize;
                     let mut entries = BTreeMap::new();
-                    for (k, mut v) in m.dump() {
-                        v.truncate(vs); // per-CPU values come padded to 8 bytes
-                        canon_insert(&mut entries, is_array(m.def.map_type), k, v);
+                    if is_array(m.def.map_type) {
+                        // By index: Map::dump sorts every key of the array first, which
+                        // dominates a run for big arrays (xdp-filter's 65536 ports).
+                        for i in 0..m.def.max_entries {
+                            let k = i.to_le_bytes();
+                            if let Some(mut v) = m.lookup(&k) {
+                                v.truncate(vs); // per-CPU values come padded to 8 bytes
+                                canon_insert(&mut entries, true, k.to_vec(), v);
+                            }
+                        }
+                    } else {
+                        for (k, mut v) in m.dump() {
+                            v.truncate(vs);
+                            canon_insert(&mut entries, false, k, v);
+                        }
                     }
                     state.insert(m.def.name.clone(), entries);
                 }
@@ -384,7 +408,17 @@ fn diff_object(
             if n == "kernel" {
                 let maps = kmaps.as_ref().expect("created above");
                 match kops_kernel::load_object_program(&obj, p, &p.insns, maps, btf.as_ref(), 0) {
-                    Ok(prog) => rts.push(Runtime::Kernel { prog, maps, kind, cpu: kernel_cpu.unwrap_or(0) }),
+                    Ok(prog) => {
+                        // Whatever earlier programs of the object left in the maps goes.
+                        maps.reset()?;
+                        rts.push(Runtime::Kernel {
+                            prog,
+                            maps,
+                            kind,
+                            cpu: kernel_cpu.unwrap_or(0),
+                            dirty: Default::default(),
+                        })
+                    }
                     Err(e @ KernelError::KernelUnavailable(_)) => return Err(e),
                     Err(e) => {
                         setup_err = Some(format!("kernel: {}", e.to_string().lines().next().unwrap_or("")));
@@ -811,4 +845,141 @@ mod tests {
         assert!(differences(&a, &b, true).is_empty());
         assert_eq!(differences(&a, &b, false).len(), 1);
     }
+
+    #[test]
+    fn map_and_packet_differences_are_reported() {
+        let mut m1 = MapState::new();
+        m1.insert("m".into(), BTreeMap::from([(vec![1u8, 0, 0, 0], vec![5u8])]));
+        let mut m2 = MapState::new();
+        m2.insert("m".into(), BTreeMap::new());
+        let a = Outcome { r0: 2, data_out: Some(vec![1, 2, 3]), maps: m1 };
+        let b = Outcome { r0: 2, data_out: Some(vec![1, 9, 3]), maps: m2 };
+        let d = differences(&a, &b, true);
+        assert_eq!(d.len(), 2, "{d:?}");
+        assert!(d[0].contains("first difference at byte 1"), "{d:?}");
+        assert!(d[1].contains("map `m` key 01000000: 05 vs (absent)"), "{d:?}");
+    }
+
+    fn bundled_objects() -> Vec<String> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bpf/out");
+        let mut v: Vec<String> = std::fs::read_dir(&dir)
+            .map(|r| {
+                r.filter_map(|e| e.ok())
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().map(|x| x == "o").unwrap_or(false))
+                    .map(|p| p.display().to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    fn args(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// Every bundled object: all programs verified by the kernel, and no difference
+    /// between the kernel and the interpreter on a few generated inputs.
+    #[test]
+    fn bundled_objects_verify_and_diff() {
+        if let Some(r) = kops_kernel::skip_reason() {
+            println!("SKIPPED: {r}");
+            return;
+        }
+        let objs = bundled_objects();
+        assert!(!objs.is_empty(), "no bundled objects in bpf/out");
+        for o in &objs {
+            assert_eq!(crate::cmd::verify::main(args(&["kops verify", o])).unwrap(), 0, "kops verify {o}");
+        }
+        let mut a = args(&["kops diff", "--inputs", "12", "--seed", "3"]);
+        a.extend(objs.iter().cloned());
+        assert_eq!(main(a).unwrap(), 0, "kops diff on the bundled objects");
+    }
+
+    /// Debian's libxdp1 objects, fetched with `apt-get download` (not installed). Every
+    /// program is verified, except those this kernel refuses before verification (EPERM:
+    /// fentry/fexit on a locked-down kernel), which are listed; then kops diff on every
+    /// object whose programs load.
+    #[test]
+    fn libxdp1_objects_verify_and_diff() {
+        if let Some(r) = kops_kernel::skip_reason() {
+            println!("SKIPPED: {r}");
+            return;
+        }
+        let require = std::env::var("KOPS_REQUIRE_KERNEL").map(|v| v == "1").unwrap_or(false);
+        let tmp = std::env::temp_dir().join(format!("kops-libxdp1-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).unwrap();
+        let dl = std::process::Command::new("apt-get").arg("download").arg("libxdp1").current_dir(&tmp).output();
+        let ok = matches!(&dl, Ok(o) if o.status.success());
+        if !ok {
+            let why = match &dl {
+                Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_string(),
+                Err(e) => e.to_string(),
+            };
+            assert!(!require, "apt-get download libxdp1 failed: {why}");
+            println!("SKIPPED: apt-get download libxdp1 failed: {why}");
+            return;
+        }
+        let deb = std::fs::read_dir(&tmp)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .find(|p| p.extension().map(|x| x == "deb").unwrap_or(false))
+            .expect("a .deb was downloaded");
+        let st = std::process::Command::new("dpkg-deb").arg("-x").arg(&deb).arg(tmp.join("x")).status().unwrap();
+        assert!(st.success(), "dpkg-deb -x failed");
+        let bpfdir = tmp.join("x/usr/lib/x86_64-linux-gnu/bpf");
+        let mut objs: Vec<String> = std::fs::read_dir(&bpfdir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.path().display().to_string())
+            .filter(|p| p.ends_with(".o"))
+            .collect();
+        objs.sort();
+        assert!(objs.len() >= 10, "libxdp1 ships its BPF objects ({} found)", objs.len());
+        let (mut verified, mut refused, mut failed) = (vec![], vec![], vec![]);
+        let mut loadable = vec![];
+        for o in &objs {
+            let obj = Object::load(o).unwrap_or_else(|e| panic!("our loader on {o}: {e}"));
+            let maps = MapSet::create(&obj.maps).unwrap_or_else(|e| panic!("{o}: {e}"));
+            let btf = KernelBtf::for_object(&obj).unwrap_or_else(|e| panic!("{o}: BTF: {e}"));
+            let mut all = true;
+            for p in &obj.programs {
+                let what = format!("{}:{}", o.rsplit('/').next().unwrap(), p.name);
+                match kops_kernel::load_object_program(&obj, p, &p.insns, &maps, btf.as_ref(), 0) {
+                    Ok(_) => verified.push(what),
+                    Err(KernelError::Rejected { errno: 1, log, message, .. }) if log.trim().is_empty() => {
+                        all = false;
+                        refused.push(format!("{what} ({}): {message}", p.section));
+                    }
+                    Err(e) => {
+                        all = false;
+                        failed.push(format!("{what}: {e}"));
+                    }
+                }
+            }
+            let code = crate::cmd::verify::main(args(&["kops verify", o])).unwrap();
+            assert_eq!(code, if all { 0 } else { 1 }, "kops verify {o} exit status");
+            if all {
+                loadable.push(o.clone());
+            }
+        }
+        println!("libxdp1: verified {}: {}", verified.len(), verified.join(" "));
+        println!("refused by this kernel before verification {}:", refused.len());
+        refused.iter().for_each(|r| println!("  {r}"));
+        println!("rejected {}:", failed.len());
+        failed.iter().for_each(|r| println!("  {r}"));
+        assert!(failed.is_empty(), "libxdp1 programs rejected: {failed:#?}");
+        // Only tracing programs may be refused outright (their attach needs a kernel that
+        // allows fentry/fexit); every XDP program must verify.
+        assert!(refused.iter().all(|r| r.contains("(fentry/") || r.contains("(fexit/")), "{refused:#?}");
+        assert!(verified.len() >= 14, "{verified:?}");
+        let mut a = args(&["kops diff", "--inputs", "12", "--seed", "5"]);
+        a.extend(loadable);
+        assert_eq!(main(a).unwrap(), 0, "kops diff on the libxdp1 objects");
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
 }
+
