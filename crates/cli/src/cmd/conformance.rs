@@ -19,7 +19,8 @@ use std::path::{Path, PathBuf};
 struct Args {
     /// Directory with the `.data` files (e.g. ../shared/conformance/tests), or one file.
     dir: PathBuf,
-    /// Execution engine: interp or jit (`kernel` plugs in at `run_one`).
+    /// Runtime: interp, jit, or kernel (BPF_PROG_TEST_RUN; programs the verifier refuses
+    /// are listed as REJECTED and counted as skipped).
     #[arg(long, default_value = "interp")]
     runtime: String,
     /// Also print a line for every passing test.
@@ -33,15 +34,28 @@ pub enum Outcome {
     Ok(u64),
     /// The runtime refused or failed the program (message says why).
     Err(String),
+    /// The kernel verifier refused the program (reason, instruction in the test body).
+    Rejected(String),
 }
 
 /// Runs one conformance program on `runtime`. This is the dispatch point for runtimes:
-/// `interp` (and any [`kops_vm::Engine`] from `run::engine`) go through
-/// [`kops_vm::run_conformance`]; `kernel` plugs in here as a function
-/// `(insns, mem) -> Result<u64, E: Display>`.
+/// `interp`, `jit` (any [`kops_vm::Engine`] from `run::engine`) go through
+/// [`kops_vm::run_conformance`]; `kernel` through [`kops_kernel::conformance::run`].
+/// An `Err` here is an environment problem (e.g. no bpf(2)), not a test failure.
 pub fn run_one(runtime: &str, insns: &[Insn], mem: &[u8]) -> Result<Outcome> {
     match runtime {
-        "kernel" => bail!("runtime `kernel` is not available in this build yet"),
+        "kernel" => {
+            use kops_kernel::conformance::{run, KernelConformance};
+            match run(insns, mem) {
+                Ok(KernelConformance::Ran { r0 }) => Ok(Outcome::Ok(r0)),
+                Ok(KernelConformance::Rejected { reason, insn, .. }) => Ok(Outcome::Rejected(match insn {
+                    Some(i) => format!("insn {i}: {reason}"),
+                    None => reason,
+                })),
+                Err(e @ kops_kernel::KernelError::KernelUnavailable(_)) => Err(e.into()),
+                Err(e) => Ok(Outcome::Err(e.to_string())),
+            }
+        }
         other => {
             let engine = super::run::engine(other)?;
             Ok(match kops_vm::run_conformance(insns, mem, Some(engine)) {
@@ -81,7 +95,7 @@ pub fn main(args: Vec<String>) -> Result<u8> {
     if args.runtime != "kernel" {
         super::run::engine(&args.runtime)?;
     }
-    let (mut passed, mut failed) = (0usize, 0usize);
+    let (mut passed, mut failed, mut rejected) = (0usize, 0usize, 0usize);
     for f in files(&args.dir)? {
         let name = f.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
         let verdict = (|| -> Result<std::result::Result<String, String>> {
@@ -91,6 +105,9 @@ pub fn main(args: Vec<String>) -> Result<u8> {
                 Err(e) => return Ok(Err(format!("cannot parse: {e}"))),
             };
             let out = run_one(&args.runtime, &t.insns, &t.mem)?;
+            if let Outcome::Rejected(why) = out {
+                return Ok(Err(format!("REJECTED {why}")));
+            }
             Ok(match (out, t.result, &t.error) {
                 (Outcome::Ok(r0), Some(exp), _) if r0 == exp => Ok(format!("r0 = {r0:#x}")),
                 (Outcome::Ok(r0), Some(exp), _) => Err(format!("r0 = {r0:#x}, expected {exp:#x}")),
@@ -98,6 +115,7 @@ pub fn main(args: Vec<String>) -> Result<u8> {
                 (Outcome::Ok(r0), None, None) => Err(format!("r0 = {r0:#x}, file has no expected result")),
                 (Outcome::Err(e), _, Some(_)) => Ok(format!("error as expected: {e}")),
                 (Outcome::Err(e), _, None) => Err(e),
+                (Outcome::Rejected(_), _, _) => unreachable!("handled above"),
             })
         })()?;
         match verdict {
@@ -107,13 +125,23 @@ pub fn main(args: Vec<String>) -> Result<u8> {
                     println!("PASS {name}: {msg}");
                 }
             }
+            Err(msg) if msg.starts_with("REJECTED ") => {
+                rejected += 1;
+                println!("REJECTED {name}: {}", &msg["REJECTED ".len()..]);
+            }
             Err(msg) => {
                 failed += 1;
                 println!("FAIL {name}: {msg}");
             }
         }
     }
-    println!("{passed} passed, {failed} failed");
+    if rejected > 0 {
+        // Programs the verifier refuses are not runtime failures: counted as skipped.
+        println!("{rejected} programs rejected by the kernel verifier (REJECTED lines above)");
+        println!("{passed} passed, {failed} failed, {rejected} skipped");
+    } else {
+        println!("{passed} passed, {failed} failed");
+    }
     Ok(if failed == 0 { 0 } else { 1 })
 }
 
@@ -127,7 +155,7 @@ r2 = its length, and prints r0 in hex on stdout. On failure it prints the error 
 and exits 1 (the runner compares that line with a test's expected error).
 
 options (also accepted inside one argument, as the runner passes --plugin_options):
-  --runtime NAME   interp (default) or jit
+  --runtime NAME   interp (default), jit or kernel
   --debug          print the instructions to stderr
   --elf            accepted for compatibility (the program is always raw bytes)
 
@@ -195,5 +223,6 @@ pub fn plugin_main(args: Vec<String>) -> Result<u8> {
             Ok(0)
         }
         Outcome::Err(e) => fail(e),
+        Outcome::Rejected(e) => fail(format!("rejected by the verifier: {e}")),
     }
 }
