@@ -137,6 +137,9 @@ pub struct JitOptions {
     pub tail_call: Option<(i32, TailCallMode)>,
     /// Stack depth per function: computed ([`stack::stack_depth`]) or fixed.
     pub stack_depth: Option<u32>,
+    /// The program passed the kernel verifier: the stack-depth analysis may rely on it
+    /// (see [`stack`]). Off for our runtime, which also runs unverified programs.
+    pub verified: bool,
     /// Return as the kernel does with retbleed mitigations: `jmp rel32` to a return thunk
     /// (here a `ret` in the image) instead of `ret`. Same sizes as the kernel's image.
     pub return_thunk: bool,
@@ -158,6 +161,7 @@ impl JitOptions {
             callx_helpers: None,
             tail_call: None,
             stack_depth: None,
+            verified: false,
             return_thunk: false,
             percpu_off: None,
         })
@@ -172,6 +176,7 @@ impl JitOptions {
             callx_helpers: None,
             tail_call: Some((12, TailCallMode::Kernel(KERNEL_TAIL_CALL_LAYOUT))),
             stack_depth: None,
+            verified: true,
             return_thunk: true,
             percpu_off: Some(FAKE_THIS_CPU_OFF),
         }

@@ -7,6 +7,10 @@
 //! register (unknown scalar / r10 + constant / anything). Whenever a stack pointer escapes
 //! what it can follow (variable offsets, spilled to memory, merged with a different value)
 //! it gives up and returns the full 512 bytes, which is always safe.
+//!
+//! With `verified` (programs the kernel verifier accepted), a stack pointer stored into
+//! non-stack memory is ignored: the verifier types whatever is read back from there as a
+//! number, so it is never dereferenced.
 
 use kops_isa::{op, Insn};
 
@@ -15,7 +19,10 @@ pub const MAX_STACK: u32 = 512;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum V {
+    /// Unknown number.
     Scalar,
+    /// A number in `[lo, hi]` (unsigned): enough to follow `r10 - 256 + (x & 0x1f) * 8`.
+    Range(u64, u64),
     /// r10 + exactly this.
     Fp(i64),
     /// r10 + at least this (merged pointers).
@@ -45,8 +52,67 @@ impl V {
 fn join(a: V, b: V) -> V {
     match (a, b) {
         (x, y) if x == y => x,
-        (V::Scalar, _) | (_, V::Scalar) | (V::Top, _) | (_, V::Top) => V::Top,
+        (V::Range(a, b), V::Range(c, d)) => V::Range(a.min(c), b.max(d)),
+        (V::Scalar | V::Range(..), V::Scalar | V::Range(..)) => V::Scalar,
+        (V::Scalar | V::Range(..), _) | (_, V::Scalar | V::Range(..)) | (V::Top, _) | (_, V::Top) => V::Top,
         (x, y) => V::FpLow(x.low().unwrap().min(y.low().unwrap())),
+    }
+}
+
+/// Unsigned bounds of a number (None: a pointer).
+fn bounds(v: V) -> Option<(u64, u64)> {
+    match v {
+        V::Scalar => Some((0, u64::MAX)),
+        V::Range(a, b) => Some((a, b)),
+        _ => None,
+    }
+}
+
+fn range(lo: Option<u64>, hi: Option<u64>) -> V {
+    match (lo, hi) {
+        (Some(a), Some(b)) if a <= b => V::Range(a, b),
+        _ => V::Scalar,
+    }
+}
+
+/// Result of a scalar ALU operation on bounds (32-bit results are below 2^32).
+fn scalar_alu(opc: u8, is64: bool, d: (u64, u64), sv: (u64, u64), k: Option<i64>) -> V {
+    let full32 = V::Range(0, u32::MAX as u64);
+    let v = match opc {
+        op::MOV => match k {
+            Some(imm) => {
+                let x = if is64 { imm as u64 } else { imm as u32 as u64 };
+                V::Range(x, x)
+            }
+            None => V::Range(sv.0, sv.1),
+        },
+        op::ADD => match k {
+            Some(imm) if imm >= 0 => range(d.0.checked_add(imm as u64), d.1.checked_add(imm as u64)),
+            Some(imm) => range(d.0.checked_sub(imm.unsigned_abs()), d.1.checked_sub(imm.unsigned_abs())),
+            None => range(d.0.checked_add(sv.0), d.1.checked_add(sv.1)),
+        },
+        op::AND => match k {
+            Some(imm) if imm >= 0 => V::Range(0, d.1.min(imm as u64)),
+            None => V::Range(0, d.1.min(sv.1)),
+            _ => V::Scalar,
+        },
+        op::LSH => match k {
+            Some(sh) if (0..64).contains(&sh) && d.1.leading_zeros() as i64 >= sh => V::Range(d.0 << sh, d.1 << sh),
+            _ => V::Scalar,
+        },
+        op::RSH => match k {
+            Some(sh) if (0..64).contains(&sh) => V::Range(d.0 >> sh, d.1 >> sh),
+            _ => V::Range(0, d.1),
+        },
+        _ => V::Scalar,
+    };
+    if is64 {
+        v
+    } else {
+        match v {
+            V::Range(a, b) if b <= u32::MAX as u64 => V::Range(a, b),
+            _ => full32,
+        }
     }
 }
 
@@ -77,21 +143,21 @@ fn join_state(a: &State, b: &State) -> State {
 }
 
 /// `insns[start..end]` is one function; `second[i]` marks the data slot of an ld_imm64.
-pub fn stack_depth(insns: &[Insn], start: usize, end: usize, second: &[bool]) -> u32 {
+pub fn stack_depth(insns: &[Insn], start: usize, end: usize, second: &[bool], verified: bool) -> u32 {
     let uses_fp = (start..end).any(|i| !second[i] && (insns[i].dst == op::FP || insns[i].src == op::FP) && !is_sidecar(&insns[i]));
     if !uses_fp {
         return 0;
     }
-    explain(insns, start, end, second).unwrap_or(MAX_STACK)
+    explain(insns, start, end, second, verified).unwrap_or(MAX_STACK)
 }
 
 /// Like [`stack_depth`], or why the analysis fell back to the full stack.
-pub fn explain(insns: &[Insn], start: usize, end: usize, second: &[bool]) -> Result<u32, Bail> {
+pub fn explain(insns: &[Insn], start: usize, end: usize, second: &[bool], verified: bool) -> Result<u32, Bail> {
     let uses_fp = (start..end).any(|i| !second[i] && (insns[i].dst == op::FP || insns[i].src == op::FP) && !is_sidecar(&insns[i]));
     if !uses_fp {
         return Ok(0);
     }
-    analyze(insns, start, end, second).map(|d| (d.min(MAX_STACK as i64) as u32).div_ceil(8) * 8)
+    analyze(insns, start, end, second, verified).map(|d| (d.min(MAX_STACK as i64) as u32).div_ceil(8) * 8)
 }
 
 fn is_sidecar(i: &Insn) -> bool {
@@ -127,7 +193,7 @@ fn access(s: &State, r: u8, off: i16, depth: &mut i64) -> Result<(), Bail> {
     }
 }
 
-fn analyze(insns: &[Insn], start: usize, end: usize, second: &[bool]) -> Result<i64, Bail> {
+fn analyze(insns: &[Insn], start: usize, end: usize, second: &[bool], verified: bool) -> Result<i64, Bail> {
     let n = end - start;
     let mut state: Vec<Option<State>> = vec![None; n];
     let mut entry = State { regs: [V::Scalar; 11], slots: Default::default() };
@@ -136,6 +202,7 @@ fn analyze(insns: &[Insn], start: usize, end: usize, second: &[bool]) -> Result<
     let mut work = vec![0usize];
     let mut depth = 0i64;
     let mut steps = 0usize;
+    let mut visits = vec![0u32; n];
     while let Some(k) = work.pop() {
         steps += 1;
         if steps > 200_000 {
@@ -150,11 +217,37 @@ fn analyze(insns: &[Insn], start: usize, end: usize, second: &[bool]) -> Result<
                 let is64 = i.class() == op::ALU64;
                 let d = val(&s, i.dst);
                 let src = if i.source() == op::X { val(&s, i.src) } else { V::Scalar };
+                let kimm = if i.source() == op::K { Some(i.imm as i64) } else { None };
                 let v = match (i.op(), is64) {
                     (op::MOV, true) if i.source() == op::X && i.off == 0 => src,
-                    (op::MOV, _) if !src.is_ptr() => V::Scalar,
-                    (op::ADD, true) if i.source() == op::K => d.add(i.imm as i64),
-                    (op::SUB, true) if i.source() == op::K => d.add(-(i.imm as i64)),
+                    (op::ADD, true) if i.source() == op::K && d.is_ptr() => d.add(i.imm as i64),
+                    (op::SUB, true) if i.source() == op::K && d.is_ptr() => d.add(-(i.imm as i64)),
+                    (op::ADD, true) if matches!(d, V::Fp(_) | V::FpLow(_)) && bounds(src).is_some_and(|b| b.1 < (1 << 32)) => {
+                        // Stack pointer plus a bounded number: the lowest address counts.
+                        let (lo, hi) = bounds(src).unwrap();
+                        if lo == hi {
+                            d.add(lo as i64)
+                        } else {
+                            V::FpLow(d.low().unwrap() + lo as i64)
+                        }
+                    }
+                    (op::ADD, true) if matches!(src, V::Fp(_) | V::FpLow(_)) && bounds(d).is_some_and(|b| b.1 < (1 << 32)) => {
+                        let (lo, hi) = bounds(d).unwrap();
+                        if lo == hi {
+                            src.add(lo as i64)
+                        } else {
+                            V::FpLow(src.low().unwrap() + lo as i64)
+                        }
+                    }
+                    (o, _) if !d.is_ptr() && !src.is_ptr() && i.off == 0 => {
+                        let sd = bounds(d).unwrap();
+                        let ss = bounds(src).unwrap();
+                        if o == op::MOV && i.source() == op::X && !is64 {
+                            scalar_alu(op::MOV, false, sd, ss, None)
+                        } else {
+                            scalar_alu(o, is64, sd, ss, kimm)
+                        }
+                    }
                     _ => {
                         if d.is_ptr() || src.is_ptr() {
                             // Pointer arithmetic we don't follow (a 32-bit result is no
@@ -188,6 +281,7 @@ fn analyze(insns: &[Insn], start: usize, end: usize, second: &[bool]) -> Result<
             op::LDX => {
                 access(&s, i.src, i.off, &mut depth).map_err(|b| Bail(pc, b.1))?;
                 let v = match val(&s, i.src) {
+                    _ if i.mode() == op::MEM && i.size() != op::DW => V::Range(0, (1u64 << (8 * i.size_bytes())) - 1),
                     V::Fp(c) if i.size() == op::DW => s.slots.get(&(c + i.off as i64)).copied().unwrap_or(V::Scalar),
                     V::FpLow(_) if i.size() == op::DW => {
                         // Which slot is unknown: any spilled pointer may come back.
@@ -216,6 +310,13 @@ fn analyze(insns: &[Insn], start: usize, end: usize, second: &[bool]) -> Result<
                         (V::Fp(c), V::Fp(_) | V::FpLow(_), op::DW) => {
                             s.slots.insert(c + i.off as i64, v);
                         }
+                        (V::Fp(c), V::Top, op::DW) if verified => {
+                            s.slots.insert(c + i.off as i64, v);
+                        }
+                        // Verified programs never dereference a pointer read back from
+                        // non-stack memory or from a stack slot written at a variable
+                        // offset (the verifier types it as a number).
+                        _ if verified => {}
                         _ => return Err(Bail(pc, "stack pointer stored outside an exact stack slot")),
                     }
                 } else if i.mode() == op::ATOMIC && v.is_ptr() {
@@ -278,7 +379,27 @@ fn analyze(insns: &[Insn], start: usize, end: usize, second: &[bool]) -> Result<
             }
             let merged = match &state[sk] {
                 None => s.clone(),
-                Some(old) => join_state(old, &s),
+                Some(old) => {
+                    let mut m = join_state(old, &s);
+                    visits[sk] += 1;
+                    if visits[sk] > 8 {
+                        // Widen number ranges that keep changing (loop counters).
+                        // Bounds that grow jump to the next threshold (so a masked
+                        // index stays below 2^32); ones that shrink go to 0.
+                        for r in 0..11 {
+                            if let (V::Range(ol, oh), V::Range(nl, nh)) = (old.regs[r], m.regs[r]) {
+                                let lo = if nl < ol { 0 } else { nl };
+                                let hi = if nh > oh {
+                                    [0xff, 0xffff, u32::MAX as u64, u64::MAX].into_iter().find(|t| *t >= nh).unwrap()
+                                } else {
+                                    nh
+                                };
+                                m.regs[r] = V::Range(lo, hi);
+                            }
+                        }
+                    }
+                    m
+                }
             };
             if state[sk].as_ref() != Some(&merged) {
                 state[sk] = Some(merged);
@@ -295,7 +416,7 @@ mod tests {
 
     fn depth(p: &[Insn]) -> u32 {
         let second = crate::fixup::second_slots(p);
-        stack_depth(p, 0, p.len(), &second)
+        stack_depth(p, 0, p.len(), &second, false)
     }
 
     #[test]
@@ -334,6 +455,30 @@ mod tests {
                 Insn::exit(),
             ]),
             16
+        );
+        // r10 - 256 + (x & 0x1f) * 8: the lowest possible address counts (256).
+        assert_eq!(
+            depth(&[
+                Insn::alu64_imm(op::AND, 1, 0x1f),
+                Insn::alu64_imm(op::LSH, 1, 3),
+                Insn::mov64_reg(2, 10),
+                Insn::alu64_imm(op::ADD, 2, -256),
+                Insn::alu64_reg(op::ADD, 2, 1),
+                Insn::ldx(op::DW, 0, 2, 0),
+                Insn::exit(),
+            ]),
+            256
+        );
+        // ... but an unbounded index: give up.
+        assert_eq!(
+            depth(&[
+                Insn::mov64_reg(2, 10),
+                Insn::alu64_imm(op::ADD, 2, -256),
+                Insn::alu64_reg(op::ADD, 2, 1),
+                Insn::ldx(op::DW, 0, 2, 0),
+                Insn::exit(),
+            ]),
+            512
         );
         // A pointer walked downwards in a loop leaves the stack: give up.
         assert_eq!(

@@ -975,7 +975,7 @@ pub fn compile_with(
                 }
             }
         }
-        let depth = opts.stack_depth.unwrap_or_else(|| stack::stack_depth(&prog_insns, s, e, &second));
+        let depth = opts.stack_depth.unwrap_or_else(|| stack::stack_depth(&prog_insns, s, e, &second, opts.verified));
         let n = e - s;
         funcs.push(Func {
             start: s,

@@ -297,7 +297,7 @@ fn diff_one(
         let k = disassemble(kcode, kip);
         let (ko, kk) = (frame_of(&o), frame_of(&k));
         if ko != kk {
-            let why = match kops_jit::stack::explain(&insns, f.insn_start, f.insn_end, &kops_jit::fixup::second_slots(&insns)) {
+            let why = match kops_jit::stack::explain(&insns, f.insn_start, f.insn_end, &kops_jit::fixup::second_slots(&insns), true) {
                 Err(b) => format!("our analysis gave up at slot {}: {}", b.0, b.1),
                 Ok(_) => "analysis differs".to_string(),
             };
