@@ -36,8 +36,9 @@ struct Args {
     /// and print the mean time per run.
     #[arg(long, default_value_t = 1)]
     repeat: u64,
-    /// Execution engine: interp (the reference interpreter, checks every access) or jit (our
-    /// x86-64 JIT; runs natively, unchecked: use on verifier-accepted programs).
+    /// Runtime: interp (the reference interpreter, checks every access), jit (our x86-64
+    /// JIT; runs natively, unchecked: use on verifier-accepted programs) or kernel (load
+    /// into the running kernel and run with BPF_PROG_TEST_RUN; r0 is its low 32 bits).
     #[arg(long, default_value = "interp")]
     runtime: String,
     /// Instruction budget per run (interpreter).
@@ -54,7 +55,7 @@ pub fn engine(name: &str) -> Result<Box<dyn Engine>> {
     match name {
         "interp" => Ok(Box::new(kops_vm::interp::Interp)),
         "jit" => Ok(Box::new(kops_vm::jit_engine::JitEngine::new()?)),
-        "kernel" => bail!("runtime `kernel` runs through the kernel layer, not as a vm engine (not wired into `kops run` yet)"),
+        "kernel" => bail!("runtime `kernel` runs through the kernel layer (BPF_PROG_TEST_RUN), not as a vm engine"),
         _ => bail!("unknown runtime `{name}` (known: interp, jit)"),
     }
 }
@@ -118,6 +119,66 @@ fn action_name(ctx: CtxKind, r0: u64) -> &'static str {
     }
 }
 
+fn input_for(args: &Args, ctx: CtxKind) -> Result<ProgInput> {
+    let data = if let Some(f) = &args.data {
+        std::fs::read(f).with_context(|| format!("{}: cannot read", f.display()))?
+    } else if let Some(h) = &args.data_hex {
+        parse_hex(h)?
+    } else if ctx.has_packet() {
+        sample_packet()
+    } else {
+        Vec::new()
+    };
+    Ok(ProgInput { data, ctx: args.ctx_hex.as_deref().map(parse_hex).transpose()? })
+}
+
+/// `--runtime kernel`: the program with the object's maps in the running kernel.
+fn run_kernel(args: &Args, obj: &Object, name: &str) -> Result<u8> {
+    let p = obj
+        .program(name)
+        .or_else(|| obj.programs.iter().find(|p| p.section == name))
+        .with_context(|| format!("{}: no program `{name}`", args.file.display()))?;
+    let ctx = CtxKind::for_prog_type(p.prog_type);
+    let input = input_for(args, ctx)?;
+    let maps = kops_kernel::MapSet::create(&obj.maps)?;
+    let btf = kops_kernel::KernelBtf::for_object(obj).unwrap_or(None);
+    let prog = kops_kernel::load_object_program(obj, p, &p.insns, &maps, btf.as_ref(), 0)?;
+    let r = prog.test_run(&kops_kernel::TestRun {
+        data_in: Some(&input.data),
+        data_out_size: None,
+        ctx_in: input.ctx.as_deref(),
+        ctx_out_size: 0,
+        repeat: args.repeat.clamp(1, u32::MAX as u64) as u32,
+        flags: 0,
+        cpu: 0,
+    })?;
+    let r0 = r.retval as u64;
+    let act = action_name(ctx, r0);
+    println!("r0 = {} ({:#x}){}{} (low 32 bits, as the kernel reports)", r.retval as i32, r0, if act.is_empty() { "" } else { " " }, act);
+    if ctx.has_packet() {
+        println!("packet ({} bytes): {}", r.data_out.len(), hex(&r.data_out));
+    }
+    if args.repeat > 1 {
+        println!("{} runs on kernel: {} ns/run (kernel-measured)", args.repeat, r.duration_ns);
+    }
+    if args.dump_maps {
+        for m in &maps.maps {
+            if let Some(why) = m.undumpable() {
+                println!("map {}: not dumped ({why})", m.def.name);
+                continue;
+            }
+            let keys = m.keys()?;
+            println!("map {}: {} entries", m.def.name, keys.len());
+            for k in keys {
+                if let Some(v) = m.lookup_raw(&k)? {
+                    println!("  {} => {}", hex(&k), hex(&v));
+                }
+            }
+        }
+    }
+    Ok(0)
+}
+
 pub fn main(args: Vec<String>) -> Result<u8> {
     let args = match Args::try_parse_from(&args) {
         Ok(a) => a,
@@ -136,22 +197,16 @@ pub fn main(args: Vec<String>) -> Result<u8> {
             bail!("{}: --prog is required (programs: {})", args.file.display(), names.join(", "));
         }
     };
+    if args.runtime == "kernel" {
+        return run_kernel(&args, &obj, &name);
+    }
     let mut vm = Vm::with_engine(Some(&obj), engine(&args.runtime)?)?;
     if let Some(b) = args.budget {
         vm.options.budget = b;
     }
     let id = vm.load(&name)?;
     let prog = vm.program(id).expect("just loaded");
-    let data = if let Some(f) = &args.data {
-        std::fs::read(f).with_context(|| format!("{}: cannot read", f.display()))?
-    } else if let Some(h) = &args.data_hex {
-        parse_hex(h)?
-    } else if prog.ctx.has_packet() {
-        sample_packet()
-    } else {
-        Vec::new()
-    };
-    let input = ProgInput { data, ctx: args.ctx_hex.as_deref().map(parse_hex).transpose()? };
+    let input = input_for(&args, prog.ctx)?;
     let n = args.repeat.max(1);
     let start = Instant::now();
     let mut last = None;
