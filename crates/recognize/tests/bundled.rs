@@ -46,6 +46,25 @@ fn bundled_programs_agree_after_rewriting() {
 }
 
 #[test]
+fn libxdp_programs_agree_after_rewriting() {
+    let Some(dir) = libxdp_dir() else { return };
+    let pk = packets();
+    let mut sites = 0;
+    for f in objects_in(&dir, ".o") {
+        let obj = kops_object::Object::load(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        // Only programs the interpreter can run on a packet (not the fentry/fexit ones).
+        let mut runnable = obj.clone();
+        runnable.programs.retain(|p| matches!(p.prog_type, kops_object::ProgType::Xdp));
+        if runnable.programs.is_empty() {
+            continue;
+        }
+        let (rep, _) = diff_check(&runnable, &policy(Mode::All), &pk);
+        sites += rep.rewritten();
+    }
+    eprintln!("libxdp1: {sites} sites rewritten, all runs agree");
+}
+
+#[test]
 fn bundled_programs_show_their_idioms() {
     let expect: &[(&str, Pass)] = &[
         ("chacha_arx", Pass::Rotate),

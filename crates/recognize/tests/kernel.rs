@@ -10,15 +10,16 @@ use kops_recognize::Mode;
 #[test]
 fn kernel_accepts_lowered_rewritten_bundled_programs() {
     require_kernel!();
-    let dir = bundled_dir();
-    let Ok(rd) = std::fs::read_dir(&dir) else {
-        eprintln!("SKIP: no {}", dir.display());
-        return;
-    };
-    let mut files: Vec<_> = rd.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.to_string_lossy().ends_with(".bpf.o")).collect();
-    files.sort();
+    let mut files = objects_in(&bundled_dir(), ".bpf.o");
+    if files.is_empty() {
+        eprintln!("SKIP: no bundled objects in {}", bundled_dir().display());
+    }
+    if let Some(d) = libxdp_dir() {
+        files.extend(objects_in(&d, ".o"));
+    }
     let registry = kops_einsn::registry();
     let mut loaded = 0;
+    let mut skipped = 0;
     let mut sites = 0;
     for f in &files {
         let obj = kops_object::Object::load(f).unwrap();
@@ -29,8 +30,15 @@ fn kernel_accepts_lowered_rewritten_bundled_programs() {
             let (lp, _) = kops_kinsn::lower::lower_program(p, &registry).unwrap();
             let maps_a = MapSet::create(&obj.maps).unwrap();
             let maps_b = MapSet::create(&obj.maps).unwrap();
-            let a = load_object_program(&obj, orig, &orig.insns, &maps_a, btf.as_ref(), 0)
-                .unwrap_or_else(|e| panic!("{} {}: original rejected: {e}", f.display(), orig.name));
+            let a = match load_object_program(&obj, orig, &orig.insns, &maps_a, btf.as_ref(), 0) {
+                Ok(a) => a,
+                Err(e) => {
+                    // E.g. tracing programs on a locked-down kernel: nothing to compare with.
+                    eprintln!("note: {} {}: the original does not load either, skipped: {e}", f.display(), orig.name);
+                    skipped += 1;
+                    continue;
+                }
+            };
             let b = load_object_program(&obj, &lp, &lp.insns, &maps_b, btf.as_ref(), 0)
                 .unwrap_or_else(|e| panic!("{} {}: rewritten+lowered rejected: {e}", f.display(), p.name));
             loaded += 1;
@@ -53,5 +61,6 @@ fn kernel_accepts_lowered_rewritten_bundled_programs() {
             }
         }
     }
-    eprintln!("{loaded} programs with {sites} sites accepted by the kernel verifier after lowering");
+    eprintln!("{loaded} programs with {sites} sites accepted by the kernel verifier after lowering ({skipped} skipped)");
+    assert!(loaded > 0 || files.is_empty());
 }

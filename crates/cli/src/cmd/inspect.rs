@@ -3,6 +3,7 @@
 use anyhow::Context;
 use clap::Parser;
 use kops_recognize::{rewrite_object, Mode, ObjectReport, Pass, Policy};
+use std::io::Write;
 
 #[derive(Parser, Debug)]
 #[command(about = "list the idiom sites the recognizer finds in an object's programs")]
@@ -29,9 +30,11 @@ pub(crate) fn parse_policy(passes: &str, policy: &str) -> anyhow::Result<Policy>
     Ok(Policy { mode, passes })
 }
 
-pub(crate) fn print_report(rep: &ObjectReport, show_rejected: bool) {
+/// Text report; the last line is `S sites in P programs`.
+pub(crate) fn write_report(out: &mut dyn Write, rep: &ObjectReport, show_rejected: bool) -> std::io::Result<()> {
     for p in &rep.programs {
-        println!(
+        writeln!(
+            out,
             "program {} (section {}): {} sites, {} rewritten, {} -> {} slots",
             p.name,
             p.section,
@@ -39,15 +42,16 @@ pub(crate) fn print_report(rep: &ObjectReport, show_rejected: bool) {
             p.sites.iter().filter(|s| s.rewrite).count(),
             p.insns_before,
             p.insns_after
-        );
+        )?;
         for pass in Pass::ALL {
             let sites: Vec<_> = p.sites.iter().filter(|s| s.pass == pass.name()).collect();
             if sites.is_empty() {
                 continue;
             }
-            println!("  {pass}: {} sites", sites.len());
+            writeln!(out, "  {pass}: {} sites", sites.len())?;
             for s in sites {
-                println!(
+                writeln!(
+                    out,
                     "    [{}, {}) {}  {}  {} native {} -> {} (saving {})  {}: {}",
                     s.start,
                     s.end,
@@ -59,19 +63,40 @@ pub(crate) fn print_report(rep: &ObjectReport, show_rejected: bool) {
                     s.saving,
                     if s.rewrite { "because" } else { "reason" },
                     s.reason
-                );
+                )?;
                 if let Some(src) = &s.source {
-                    println!("        | {src}");
+                    writeln!(out, "        | {src}")?;
                 }
             }
         }
         if show_rejected {
             for r in &p.rejected {
-                println!("  rejected {} [{}, {}): {}", r.pass, r.start, r.end, r.reason);
+                writeln!(out, "  rejected {} [{}, {}): {}", r.pass, r.start, r.end, r.reason)?;
             }
         }
     }
-    println!("{} sites in {} programs", rep.total_sites(), rep.programs.len());
+    writeln!(out, "{} sites in {} programs", rep.total_sites(), rep.programs.len())
+}
+
+/// JSON report: the object report plus totals.
+pub(crate) fn json_report(rep: &ObjectReport) -> serde_json::Value {
+    let mut v = serde_json::to_value(rep).unwrap_or(serde_json::Value::Null);
+    if let Some(o) = v.as_object_mut() {
+        o.insert("sites".into(), rep.total_sites().into());
+        o.insert("rewritten".into(), rep.rewritten().into());
+        o.insert("program_count".into(), rep.programs.len().into());
+    }
+    v
+}
+
+/// Print, treating a closed pipe (`| head`) as the reader being done.
+pub(crate) fn emit(f: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> anyhow::Result<()> {
+    let stdout = std::io::stdout();
+    let mut lock = stdout.lock();
+    match f(&mut lock).and_then(|_| lock.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
+    }
 }
 
 pub fn main(args: Vec<String>) -> anyhow::Result<u8> {
@@ -87,9 +112,10 @@ pub fn main(args: Vec<String>) -> anyhow::Result<u8> {
     let obj = kops_object::Object::load(&a.file).with_context(|| format!("loading {}", a.file))?;
     let (_, rep, _) = rewrite_object(&obj, &policy).with_context(|| a.file.clone())?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&rep)?);
+        let text = serde_json::to_string_pretty(&json_report(&rep))?;
+        emit(|o| writeln!(o, "{text}"))?;
     } else {
-        print_report(&rep, a.rejected);
+        emit(|o| write_report(o, &rep, a.rejected))?;
     }
     Ok(0)
 }

@@ -48,17 +48,20 @@ pub fn main(args: Vec<String>) -> anyhow::Result<u8> {
         }
     }
     std::fs::write(&a.output, &out).with_context(|| format!("writing {}", a.output))?;
+    use super::inspect::{emit, json_report, write_report};
+    use std::io::Write;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&rep)?);
+        let mut v = json_report(&rep);
+        if let Some(o) = v.as_object_mut() {
+            o.insert("output".into(), a.output.clone().into());
+        }
+        let text = serde_json::to_string_pretty(&v)?;
+        emit(|o| writeln!(o, "{text}"))?;
     } else {
-        super::inspect::print_report(&rep, false);
-        println!(
-            "rewrote {} of {} sites; wrote {} ({} bytes)",
-            rep.rewritten(),
-            rep.total_sites(),
-            a.output,
-            out.len()
-        );
+        emit(|o| {
+            write_report(o, &rep, false)?;
+            writeln!(o, "rewrote {} of {} sites; wrote {} ({} bytes)", rep.rewritten(), rep.total_sites(), a.output, out.len())
+        })?;
     }
     Ok(0)
 }
