@@ -7,8 +7,9 @@
 //! - rotate, popcount, wide load, endian load: rewritten when they save at least one
 //!   instruction (they replace a dependency chain by one instruction; no branch or
 //!   memory behaviour changes);
-//! - extract: kept: `shr` + `and` is already what the JIT emits for the pair, a site
-//!   cannot save anything (BEXTR needs its control word in a register);
+//! - extract: the native emit is `shr` + `and` (plus a `mov` when not in place), which is
+//!   what the baseline JIT emits for clang's pair already: rewritten only when the count
+//!   says it saves (it rarely does; BEXTR would need its control word in a register);
 //! - select: rewritten only when the condition is computed from data loaded in the same
 //!   basic block (likely unpredictable) and the site saves instructions; a condition on a
 //!   loop counter, an argument or a constant-derived value is taken to be predictable,
@@ -107,17 +108,14 @@ pub fn site_cost(o: &SiteOp) -> u32 {
     match o {
         SiteOp::Rotate { dst, src, .. } => 1 + (dst != src) as u32,
         SiteOp::Select { dst, if_true, if_false, .. } => {
-            // cmp/test; mov dst, if_false (unless in place); cmov dst, if_true
-            let mut n = 2;
-            if *if_false != Operand::Reg(*dst) {
-                n += 1;
-            }
-            if matches!(if_true, Operand::Imm(_)) {
-                n += 1; // immediate to the scratch register first
-            }
-            n
+            // test cond; cmov (plus a mov when dst is neither value). Immediates were
+            // moved to registers by the match's prefix, counted separately.
+            2 + (*if_true != Operand::Reg(*dst) && *if_false != Operand::Reg(*dst)) as u32
         }
-        SiteOp::Extract { .. } => 2,
+        // mov (unless in place); shr; and (unless the field reaches bit 63)
+        SiteOp::Extract { dst, src, start, len } => {
+            (dst != src) as u32 + 1 + ((*start as u32 + *len as u32) < 64) as u32
+        }
         SiteOp::EndianLoad { size, .. } => {
             if *size == 2 {
                 2
@@ -201,7 +199,13 @@ pub fn decide(cx: &Ctx, m: &Match, policy: &Policy) -> Decision {
                 d(false, format!("saves {saving} native instructions"))
             }
         }
-        SiteOp::Extract { .. } => d(false, "shr+and is what the JIT emits already: no saving".into()),
+        SiteOp::Extract { .. } => {
+            if saving >= 1 {
+                d(true, format!("saves {saving} native instructions"))
+            } else {
+                d(false, format!("saves {saving}: shr+and is what the baseline JIT emits already"))
+            }
+        }
         SiteOp::Select { cond, width, .. } => {
             let mut dep = data_dependent(cx, m.start, cond.lhs, 0);
             if let Operand::Reg(r) = cond.rhs {

@@ -345,3 +345,21 @@ fn rewrite_fixes_jumps_calls_func_refs_and_btf_ext() {
     let s = &r.report.sites[0];
     assert_eq!((s.start, s.end, s.rewrite, s.line.as_deref()), (4, 8, true, Some("t.c:2")));
 }
+
+#[test]
+fn prefetch_only_for_dead_loads_off_the_stack() {
+    let p = |base: u8, ret: u8| {
+        vec![
+            Insn::ldx(DW, 2, 1, 0),
+            Insn::mov64_reg(4, 10),
+            Insn::ldx(B, 3, base, -8),
+            Insn::mov64_reg(0, ret),
+            Insn::exit(),
+        ]
+    };
+    assert_eq!(ops(&found(&p(1, 2)), Pass::Prefetch), vec![SiteOp::Prefetch { base: 1, off: -8 }]);
+    // The loaded value is used: a real load.
+    assert!(ops(&found(&p(1, 3)), Pass::Prefetch).is_empty());
+    // A stack address (r4 = r10): nothing to prefetch.
+    assert!(ops(&found(&p(4, 2)), Pass::Prefetch).is_empty());
+}

@@ -90,6 +90,12 @@ SEC("syscall") int mapladder(u64 *p) {
   p[4] = v[5] | (v[6] << 8);
   return 0;
 }
+SEC("syscall") int pf(u64 *p) {
+  u64 a = p[0];
+  asm volatile("" : "+r"(a));
+  (void)*(volatile u8 *)(p + 8);
+  return a + p[1];
+}
 char LICENSE[] SEC("license") = "GPL";
 "#;
 
@@ -147,6 +153,8 @@ fn clang_idioms_found_rewritten_and_equivalent() {
     assert_eq!(count(&rep, "mapladder", Pass::WideLoad), 2);
     assert_eq!(count(&rep, "mapladder", Pass::Bulk), 1);
     assert!(rejected(&rep, "mapladder").iter().any(|r| r.contains("misaligned")));
+    // pf: `r3 = *(u8 *)(r1 + 0x40)` with r3 dead (a volatile read whose value is unused).
+    assert_eq!(count(&rep, "pf", Pass::Prefetch), 1);
     // And under the cost model, still equivalent.
     let (auto, _) = diff_check(&obj, &policy(Mode::Auto), &inputs);
     assert_eq!(auto.total_sites(), rep.total_sites());
