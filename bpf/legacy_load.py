@@ -88,14 +88,20 @@ def main():
     name = entries[0][0]
     lic_buf = ctypes.create_string_buffer(license)
     ins_buf = ctypes.create_string_buffer(bytes(insns), len(insns))
-    log = ctypes.create_string_buffer(1 << 20)
-    attr = struct.pack("<IIQQIIQII16s", PROG_TYPES[a.section], len(insns) // 8,
-                       ctypes.addressof(ins_buf), ctypes.addressof(lic_buf), 1, len(log),
-                       ctypes.addressof(log), 0, 0, name.encode()[:15]).ljust(152, b"\0")
-    try:
-        pfd, _ = bpf(BPF_PROG_LOAD, attr)
-    except OSError as e:
-        print("FAIL %s: %s\n%s" % (name, e, log.value.decode(errors="replace")))
+    def load(level, logsize):
+        log = ctypes.create_string_buffer(logsize)
+        attr = struct.pack("<IIQQIIQII16s", PROG_TYPES[a.section], len(insns) // 8,
+                           ctypes.addressof(ins_buf), ctypes.addressof(lic_buf), level, len(log),
+                           ctypes.addressof(log), 0, 0, name.encode()[:15]).ljust(152, b"\0")
+        try:
+            return bpf(BPF_PROG_LOAD, attr)[0], log
+        except OSError as e:
+            return e, log
+    # log level 4 = statistics only; on failure reload with the full log
+    pfd, log = load(4, 1 << 16)
+    if isinstance(pfd, OSError):
+        err, log = load(1, 1 << 26)
+        print("FAIL %s: %s\n%s" % (name, pfd, log.value.decode(errors="replace")[-20000:]))
         return 1
     stats = [l for l in log.value.decode(errors="replace").splitlines() if l.startswith("processed")]
     print("OK   %s loaded (fd %d, %d maps) %s" % (name, pfd, len(fds), stats[-1] if stats else ""))

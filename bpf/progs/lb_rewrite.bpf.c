@@ -129,7 +129,7 @@ __attribute__((noinline)) int kops_lb_pass(struct xdp_md *ctx)
 	return kops_lb_count(0, XDP_TX);
 }
 
-#define KOPS_ROUNDS_LB_REWRITE 4
+#define KOPS_ROUNDS_LB_REWRITE 6
 
 SEC("xdp")
 int lb_rewrite(struct xdp_md *ctx)
