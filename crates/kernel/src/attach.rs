@@ -81,3 +81,39 @@ pub(crate) fn resolve(prog: &Program, opts: &mut LoadOptions) -> Result<Resolved
         prog.name, prog.section
     )))
 }
+
+/// Loads program `prog` of `obj` as an extension (`BPF_PROG_TYPE_EXT`, freplace) of the
+/// global function `func` of the already loaded program `target`, whose BTF was
+/// `target_btf` (raw, as given to the kernel). This is how libxdp attaches XDP programs
+/// to its dispatcher (`prog0`..`prog9`); the kernel checks that the prototypes match.
+#[allow(clippy::too_many_arguments)]
+pub fn load_as_extension(
+    obj: &kops_object::Object,
+    prog: &Program,
+    insns: &[kops_isa::Insn],
+    maps: &crate::MapSet,
+    btf: &KernelBtf,
+    target: &LoadedProg,
+    target_btf: &[u8],
+    func: &str,
+    log_level: u32,
+) -> Result<LoadedProg, KernelError> {
+    let id = crate::btf::func_id(target_btf, func).ok_or_else(|| {
+        KernelError::Invalid(format!("the target program `{}` has no BTF function `{func}`", target.name))
+    })?;
+    let opts = LoadOptions {
+        name: prog.name.clone(),
+        prog_type: EXT,
+        license: obj.license.clone(),
+        log_level,
+        btf_fd: Some(btf.fd.as_raw_fd()),
+        func_info: if insns.len() == prog.insns.len() { prog.func_info.clone() } else { Vec::new() },
+        line_info: if insns.len() == prog.insns.len() { prog.line_info.clone() } else { Vec::new() },
+        attach_btf_id: id,
+        attach_prog_fd: Some(target.fd.as_raw_fd()),
+        ..LoadOptions::default()
+    };
+    let mut l = load_program(insns, &opts, &maps.fd_array())?;
+    l.attach_note = Some(format!("extension of `{func}` in program `{}`", target.name));
+    Ok(l)
+}

@@ -238,3 +238,30 @@ pub fn xdp_func_btf(name: &str) -> Vec<u8> {
     b.extend_from_slice(&strs);
     b
 }
+
+/// Type id of the BTF `FUNC` called `name` in raw BTF (the id the kernel gives it when this
+/// BTF is loaded as is), for attach targets (freplace, fentry on a BPF program).
+pub fn func_id(raw: &[u8], name: &str) -> Option<u32> {
+    let hdr_len = rd(raw, 4)? as usize;
+    let types = hdr_len + rd(raw, 8)? as usize;
+    let type_len = rd(raw, 12)? as usize;
+    let strs = hdr_len + rd(raw, 16)? as usize;
+    let str_len = rd(raw, 20)? as usize;
+    let mut p = types;
+    let mut id = 1u32;
+    while p + 12 <= types + type_len {
+        let info = rd(raw, p + 4)?;
+        let kind = (info >> 24) & 0x1f;
+        if kind == 12 {
+            let off = rd(raw, p)? as usize;
+            let s = raw.get(strs + off..strs + str_len)?;
+            let end = s.iter().position(|&c| c == 0)?;
+            if &s[..end] == name.as_bytes() {
+                return Some(id);
+            }
+        }
+        p += 12 + extra_len(kind, (info & 0xffff) as usize)?;
+        id += 1;
+    }
+    None
+}

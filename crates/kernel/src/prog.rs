@@ -160,7 +160,7 @@ fn eperm_hint(prog_type: u32) -> String {
     if why.is_empty() {
         String::new()
     } else {
-        format!("; tracing programs are affected here: {}", why.join(", "))
+        format!("; programs that attach to kernel functions or to other BPF programs are refused here: {}", why.join(", "))
     }
 }
 

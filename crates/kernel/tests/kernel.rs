@@ -243,3 +243,16 @@ fn log_buffer_grows_for_long_logs() {
     let prog = load_program(&p, &LoadOptions { log_level: 2, ..xdp("t_biglog") }, &[]).unwrap();
     assert!(prog.log.len() > 1 << 16, "log of {} bytes", prog.log.len());
 }
+
+#[test]
+fn btf_func_id_and_stand_in_target() {
+    // Our generated BTF: [1] int, [2] struct xdp_md, [3] ptr, [4] proto, [5] func.
+    let raw = kops_kernel::btf::xdp_func_btf("my_fn");
+    assert_eq!(kops_kernel::btf::func_id(&raw, "my_fn"), Some(5));
+    assert_eq!(kops_kernel::btf::func_id(&raw, "other"), None);
+    require_kernel!();
+    let (prog, _btf, id) = kops_kernel::attach::stand_in_xdp_target("my_fn").unwrap();
+    assert_eq!(id, 5);
+    let info = prog.info().unwrap();
+    assert!(info.btf_id > 0, "the stand-in carries BTF");
+}

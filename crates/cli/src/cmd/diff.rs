@@ -897,6 +897,42 @@ mod tests {
         assert_eq!(main(a).unwrap(), 0, "kops diff on the bundled objects");
     }
 
+    /// libxdp's own load conventions for its dispatcher: `.rodata` holds the
+    /// configuration (libxdp 1.3, `struct xdp_dispatcher_config`, 124 bytes: magic,
+    /// version, num_progs_enabled, is_xdp_frags, then chain_call_actions[10],
+    /// run_prios[10], program_flags[10]), set before loading; the XDP programs then
+    /// replace `prog0`..`prog9` as extensions (freplace).
+    fn dispatcher_conventions(bpfdir: &std::path::Path) {
+        let d = bpfdir.join("xdp-dispatcher.o");
+        let mut disp = Object::load(&d).unwrap();
+        let ro = disp.maps.iter_mut().find(|m| m.name.ends_with(".rodata")).expect("dispatcher .rodata");
+        assert_eq!(ro.value_size, 124, "struct xdp_dispatcher_config of libxdp 1.3");
+        let conf = ro.initial.as_mut().unwrap();
+        conf[2] = 10; // all ten slots enabled
+        for i in 0..10 {
+            conf[4 + 4 * i..8 + 4 * i].copy_from_slice(&(1u32 << 2).to_le_bytes()); // chain on XDP_PASS
+        }
+        let maps = MapSet::create(&disp.maps).unwrap();
+        let btf = KernelBtf::for_object(&disp).unwrap().expect("dispatcher BTF");
+        let p = disp.program("xdp_dispatcher").unwrap();
+        let target = kops_kernel::load_object_program(&disp, p, &p.insns, &maps, Some(&btf), 0)
+            .unwrap_or_else(|e| panic!("dispatcher with 10 enabled slots: {e}"));
+        println!("xdp-dispatcher with 10 enabled slots: verified");
+        for f in ["xdpfilt_alw_all.o", "xdpfilt_dny_tcp.o", "xdpdump_xdp.o", "xsk_def_xdp_prog.o"] {
+            let o = Object::load(bpfdir.join(f)).unwrap();
+            let m = MapSet::create(&o.maps).unwrap();
+            let b = KernelBtf::for_object(&o).unwrap().expect("BTF");
+            let pr = &o.programs[0];
+            match kops_kernel::attach::load_as_extension(&o, pr, &pr.insns, &m, &b, &target, &btf.data, "prog0", 0) {
+                Ok(_) => println!("{f}: verified as freplace of the dispatcher's prog0"),
+                Err(KernelError::Rejected { errno: 1, log, message, .. }) if log.trim().is_empty() => {
+                    println!("{f}: as freplace of prog0: refused before verification: {message}")
+                }
+                Err(e) => panic!("{f} as freplace of the dispatcher's prog0: {e}"),
+            }
+        }
+    }
+
     /// Debian's libxdp1 objects, fetched with `apt-get download` (not installed). Every
     /// program is verified, except those this kernel refuses before verification (EPERM:
     /// fentry/fexit on a locked-down kernel), which are listed; then kops diff on every
@@ -976,6 +1012,7 @@ mod tests {
         // allows fentry/fexit); every XDP program must verify.
         assert!(refused.iter().all(|r| r.contains("(fentry/") || r.contains("(fexit/")), "{refused:#?}");
         assert!(verified.len() >= 14, "{verified:?}");
+        dispatcher_conventions(&bpfdir);
         let mut a = args(&["kops diff", "--inputs", "12", "--seed", "5"]);
         a.extend(loadable);
         assert_eq!(main(a).unwrap(), 0, "kops diff on the libxdp1 objects");
