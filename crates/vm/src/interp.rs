@@ -578,16 +578,42 @@ impl<'a> Machine<'a> {
             let rd = |o: usize| unsafe { std::ptr::read_unaligned((c + o as u64) as *const u64) };
             (rd(ctx::SKB_DATA), rd(ctx::SKB_DATA_END))
         };
-        let mut off = i.imm as i64;
-        if i.mode() == op::IND {
-            off = (self.reg[i.src as usize] as u32 as i32 as i64).wrapping_add(i.imm as i64);
-        }
+        // The kernel computes the offset in 64 bits and passes it on as an int.
+        let off = if i.mode() == op::IND {
+            self.reg[i.src as usize].wrapping_add(i.imm as i64 as u64) as i32 as i64
+        } else {
+            i.imm as i64
+        };
         let n = i.size_bytes() as i64;
+        // Negative offsets address the network (SKF_NET_OFF) or link-layer (SKF_LL_OFF)
+        // header, as bpf_internal_load_pointer_neg_helper does.
+        const SKF_NET_OFF: i64 = -0x10_0000;
+        const SKF_LL_OFF: i64 = -0x20_0000;
+        let tc = matches!(rc.kind, CtxKind::Skb { tc: true });
+        let (net, mac) = if tc { (data + 14, data) } else { (data, data.wrapping_sub(14)) };
+        let addr = if off >= 0 {
+            Some(data.wrapping_add(off as u64))
+        } else if off >= SKF_NET_OFF {
+            Some(net.wrapping_add((off - SKF_NET_OFF) as u64))
+        } else if off >= SKF_LL_OFF {
+            Some(mac.wrapping_add((off - SKF_LL_OFF) as u64))
+        } else {
+            None
+        };
+        // Like the kernel, anything from the buffer head (headroom included) to the tail.
+        let head = rc.pkt.as_ref().map_or(data, |p| p.addr());
+        let Some(addr) = addr.filter(|a| *a >= head && a.wrapping_add(n as u64) <= end && *a <= end) else {
+            return self.finish_frames(Flow::Exit(0));
+        };
+        // SAFETY: [addr, addr + n) lies inside our packet buffer (checked above).
+        let v = unsafe {
+            match n {
+                1 => *(addr as *const u8) as u64,
+                2 => std::ptr::read_unaligned(addr as *const u16) as u64,
+                _ => std::ptr::read_unaligned(addr as *const u32) as u64,
+            }
+        };
         // Results of this kind of load clobber r1-r5 in the verifier's view; we leave them.
-        if off < 0 || off + n > (end - data) as i64 {
-            return Ok(Flow::Exit(0)).and_then(|f| self.finish_frames(f));
-        }
-        let v = self.load(data + off as u64, n as usize)?;
         self.reg[0] = match n {
             1 => v,
             2 => (v as u16).swap_bytes() as u64,

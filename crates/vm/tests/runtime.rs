@@ -97,6 +97,8 @@ fn socket_filter_ld_abs() {
     assert_eq!(r.data_out, want);
     // kernel: 0 (a load past the end ends the program with 0).
     assert_eq!(run(&v, "sock_ld_abs_oob").unwrap().r0, 0);
+    // kernel: 0x08000011 (SKF_LL_OFF + 12: EtherType, SKF_NET_OFF + 9: protocol).
+    assert_eq!(run(&v, "sock_ld_neg").unwrap().r0, 0x0800_0011);
 }
 
 #[test]

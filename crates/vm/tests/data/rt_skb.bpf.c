@@ -21,6 +21,13 @@ int sock_ld_abs_oob(struct __sk_buff *skb)
 	return load_word(skb, 5000) + 77;
 }
 
+// Negative offsets: SKF_LL_OFF + 12 is the EtherType, SKF_NET_OFF + 9 the IP protocol.
+SEC("socket")
+int sock_ld_neg(struct __sk_buff *skb)
+{
+	return (load_half(skb, -0x200000 + 12) << 16) | load_byte(skb, -0x100000 + 9);
+}
+
 // tc: data starts at the Ethernet header; sets mark and cb[1], returns protocol and
 // pkt_type; the packet's first byte is incremented.
 SEC("tc")
