@@ -253,16 +253,21 @@ pub fn find_matches(
     prog_type: Option<kops_object::ProgType>,
     passes: &[Pass],
 ) -> Result<Found, AnalysisError> {
-    let an = Analysis::with_options(
-        insns,
-        &kops_analysis::Options { extra_subprog_starts, ..Default::default() },
-    )?;
+    let an = analyse(insns, extra_subprog_starts)?;
     let ctx = passes::Ctx::new(insns, &an, prog_type);
     let mut found = Found::default();
     for &p in Pass::ALL.iter().filter(|p| passes.contains(p)) {
         passes::run(p, &ctx, &mut found);
     }
     Ok(found)
+}
+
+/// The analyses of a program that may already carry kinsn sites: each site's register
+/// effect is taken from its proof sequence (EInsn registry), unknown ones stay conservative.
+pub fn analyse(insns: &[Insn], extra_subprog_starts: &[usize]) -> Result<Analysis, AnalysisError> {
+    let registry = kops_einsn::registry();
+    let eff = |_pc: usize, side: &Insn, call: &Insn| einsn_bridge::site_effects(&registry, side, call);
+    Analysis::with_options(insns, &kops_analysis::Options { extra_subprog_starts, kinsn_effects: Some(&eff) })
 }
 
 #[cfg(test)]

@@ -28,7 +28,11 @@ impl<'a> Ctx<'a> {
                 sources.entry(t).or_default().push(pc);
             }
         }
-        Ctx { kinds: ptr::analyse(insns, an, pkt), insns, an, sources }
+        let registry = kops_einsn::registry();
+        let site_defs = |pc: usize| {
+            (pc > 0).then(|| crate::einsn_bridge::site_effects(&registry, &insns[pc - 1], &insns[pc])).flatten().map(|e| e.defs)
+        };
+        Ctx { kinds: ptr::analyse(insns, an, pkt, &site_defs), insns, an, sources }
     }
 
     /// Region check allowing jumps that start inside the region to land inside it.

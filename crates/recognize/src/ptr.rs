@@ -72,7 +72,10 @@ pub fn packet_fields(t: kops_object::ProgType) -> &'static [i16] {
     }
 }
 
-fn step(st: &mut State, insns: &[Insn], pc: usize, pkt: &[i16]) {
+/// Registers a kinsn site (call at `pc`) writes, when known.
+pub type SiteDefs<'a> = &'a dyn Fn(usize) -> Option<kops_analysis::RegSet>;
+
+fn step(st: &mut State, insns: &[Insn], pc: usize, pkt: &[i16], site_defs: SiteDefs) {
     let i = insns[pc];
     let d = i.dst as usize;
     if d > 10 {
@@ -127,17 +130,19 @@ fn step(st: &mut State, insns: &[Insn], pc: usize, pkt: &[i16]) {
                 st[r as usize] = Kind::Unknown;
             }
         }
+        op::JMP if i.op() == op::CALL && crate::is_kinsn_call(&i) => {
+            // A kinsn site writes its defined registers (scalars); unknown sites: all.
+            let defs = site_defs(pc).unwrap_or(kops_analysis::RegSet(0x3ff));
+            for r in defs.iter().filter(|&r| r < 10) {
+                st[r as usize] = Kind::Unknown;
+            }
+        }
         op::JMP if i.op() == op::CALL => {
             for k in st.iter_mut().take(6) {
                 *k = Kind::Unknown;
             }
             if i.src == 0 && i.imm == HELPER_MAP_LOOKUP {
                 st[0] = Kind::MapValue(Some(0));
-            }
-            if crate::is_kinsn_call(&i) {
-                for k in st.iter_mut().take(10) {
-                    *k = Kind::Unknown;
-                }
             }
         }
         _ => {}
@@ -148,7 +153,7 @@ fn step(st: &mut State, insns: &[Insn], pc: usize, pkt: &[i16]) {
 /// Pointer kinds before every slot (`pkt`: see [`packet_fields`]). Subprograms reached by
 /// bpf-to-bpf calls start with the join of r1-r5 over their call sites (a caller's stack
 /// pointer stays "stack" but loses its offset: the callee has its own frame).
-pub fn analyse(insns: &[Insn], a: &Analysis, pkt: &[i16]) -> Vec<State> {
+pub fn analyse(insns: &[Insn], a: &Analysis, pkt: &[i16], site_defs: SiteDefs) -> Vec<State> {
     let nb = a.blocks.len();
     let mut entry: Vec<Option<State>> = vec![None; nb];
     let mut init = [Kind::Unknown; 11];
@@ -200,7 +205,7 @@ pub fn analyse(insns: &[Insn], a: &Analysis, pkt: &[i16]) -> Vec<State> {
                     }
                 }
             }
-            step(&mut st, insns, pc, pkt);
+            step(&mut st, insns, pc, pkt, site_defs);
         }
         for &s in &blk.succs {
             if a.is_subprog_start(a.blocks[s].start) {

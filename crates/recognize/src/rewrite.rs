@@ -225,18 +225,13 @@ pub fn run_program(prog: &Program, policy: &Policy) -> Result<Rewritten, Rewrite
     let mut sites: Vec<SiteReport> = Vec::new();
     let mut rejected: Vec<RejectReport> = Vec::new();
     let mut seen: std::collections::HashSet<(Pass, usize, usize, String)> = Default::default();
-    let registry = kops_einsn::registry();
     let orig_end = |origin: &Vec<usize>, end: usize| -> usize {
         // One past the original slot of the last replaced instruction.
         origin.get(end - 1).map(|&o| o + 1 + prog.insns[o].is_ld_imm64() as usize).unwrap_or(prog.insns.len())
     };
     for _round in 0..16 {
         let starts: Vec<usize> = cur.subprogs.iter().map(|s| s.start).collect();
-        let eff = |_pc: usize, side: &Insn, call: &Insn| crate::einsn_bridge::site_effects(&registry, side, call);
-        let an = Analysis::with_options(
-            &cur.insns,
-            &kops_analysis::Options { extra_subprog_starts: &starts, kinsn_effects: Some(&eff) },
-        )
+        let an = crate::analyse(&cur.insns, &starts)
         .map_err(|e| RewriteError::Analysis { prog: prog.name.clone(), msg: e.to_string() })?;
         let cx = Ctx::new(&cur.insns, &an, Some(prog.prog_type));
         let mut found = crate::Found::default();
