@@ -7,7 +7,11 @@
 //! batch, in a fresh random order, so drift and noise hit all runtimes alike. Ratios are
 //! computed from medians and, for the spread, from the per-round pairs.
 
+pub mod native;
+pub mod packet;
 pub mod report;
+pub mod runners;
+pub mod suite;
 
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -50,12 +54,37 @@ pub struct Ratio {
     pub identity: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// A (program, runtime) that was not measured, and why.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Skipped {
+    pub program: String,
+    pub runtime: String,
+    pub reason: String,
+}
+
+/// A runtime whose result differed from the oracle's: never timed.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Mismatch {
+    pub program: String,
+    pub runtime: String,
+    /// The runtime it was compared with (`kernel`, or `interp` without bpf(2)).
+    pub oracle: String,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
 pub struct Report {
     pub results: Vec<CaseResult>,
     pub ratios: Vec<Ratio>,
     /// Cases that could not be measured, with the reason (never silently dropped).
-    pub skipped: Vec<(String, String, String)>,
+    pub skipped: Vec<Skipped>,
+    pub mismatches: Vec<Mismatch>,
+    /// The harness-floor program (returns at once), when measured.
+    pub floor: Option<String>,
+    /// Program -> the idiom it stresses.
+    pub descriptions: std::collections::BTreeMap<String, String>,
+    /// Free-form lines for the reader (site counts, oracle choice, ...).
+    pub notes: Vec<String>,
 }
 
 pub struct Settings {
@@ -119,7 +148,7 @@ pub fn run(mut cases: Vec<Case>, ratio_pairs: &[(&str, &str, bool)], st: &Settin
         match calibrate(c.runner.as_mut(), st.batch_target) {
             Ok(r) => repeats.push(r),
             Err(e) => {
-                skipped.push((c.program.clone(), c.runtime.clone(), e));
+                skipped.push(Skipped { program: c.program.clone(), runtime: c.runtime.clone(), reason: e });
                 alive[i] = false;
                 repeats.push(0);
             }
@@ -139,7 +168,11 @@ pub fn run(mut cases: Vec<Case>, ratio_pairs: &[(&str, &str, bool)], st: &Settin
             match cases[i].runner.measure(repeats[i]) {
                 Ok(ns) => samples[i].push(ns),
                 Err(e) => {
-                    skipped.push((cases[i].program.clone(), cases[i].runtime.clone(), e));
+                    skipped.push(Skipped {
+                        program: cases[i].program.clone(),
+                        runtime: cases[i].runtime.clone(),
+                        reason: e,
+                    });
                     alive[i] = false;
                 }
             }
@@ -165,7 +198,7 @@ pub fn run(mut cases: Vec<Case>, ratio_pairs: &[(&str, &str, bool)], st: &Settin
         })
         .collect();
     let ratios = ratios(&results, ratio_pairs);
-    Report { results, ratios, skipped }
+    Report { results, ratios, skipped, ..Report::default() }
 }
 
 /// Ratios per program for each requested pair of runtimes that were both measured.
@@ -245,6 +278,6 @@ mod tests {
         let r = rep.ratios[0].ratio;
         assert!((1.5..2.6).contains(&r), "ratio {r}");
         assert_eq!(rep.skipped.len(), 1);
-        assert_eq!(rep.skipped[0].2, "cannot load");
+        assert_eq!(rep.skipped[0].reason, "cannot load");
     }
 }

@@ -1,9 +1,9 @@
 //! Rendering a [`Report`]: terminal table, JSON, SVG chart, BENCHMARKS.md.
 
-use crate::{Report, Ratio};
+use crate::{Ratio, Report};
 use std::fmt::Write as _;
 
-fn fmt_ns(ns: f64) -> String {
+pub fn fmt_ns(ns: f64) -> String {
     if ns >= 1e6 {
         format!("{:.2} ms", ns / 1e6)
     } else if ns >= 1e3 {
@@ -13,7 +13,10 @@ fn fmt_ns(ns: f64) -> String {
     }
 }
 
-/// Runtimes in column order, as first seen.
+/// Column order of the known runtimes; others (per-pass `kops:<pass>`) follow as seen.
+const ORDER: [&str; 7] = ["kernel", "kernel2", "jit", "kops", "native", "rbpf", "interp"];
+
+/// Runtimes in column order.
 fn runtimes(rep: &Report) -> Vec<String> {
     let mut v: Vec<String> = Vec::new();
     for r in &rep.results {
@@ -21,11 +24,19 @@ fn runtimes(rep: &Report) -> Vec<String> {
             v.push(r.runtime.clone());
         }
     }
+    let rank = |r: &String| ORDER.iter().position(|o| o == r).unwrap_or(ORDER.len());
+    v.sort_by_key(|r| rank(r)); // stable: unknown ones keep their order
     v
 }
 
+/// Programs in order, the floor program first.
 fn programs(rep: &Report) -> Vec<String> {
     let mut v: Vec<String> = Vec::new();
+    if let Some(f) = &rep.floor {
+        if rep.results.iter().any(|r| &r.program == f) {
+            v.push(f.clone());
+        }
+    }
     for r in &rep.results {
         if !v.contains(&r.program) {
             v.push(r.program.clone());
@@ -34,49 +45,146 @@ fn programs(rep: &Report) -> Vec<String> {
     v
 }
 
-/// Median ns per run per runtime (min..max below), then the ratios with their spread.
+/// Distinct ratio columns `(numerator, denominator, identity)`, identity control first.
+fn ratio_columns(rep: &Report) -> Vec<(String, String, bool)> {
+    let mut v: Vec<(String, String, bool)> = Vec::new();
+    let mut push = |r: &Ratio| {
+        let k = (r.numerator.clone(), r.denominator.clone(), r.identity);
+        if !v.contains(&k) {
+            v.push(k);
+        }
+    };
+    rep.ratios.iter().filter(|r| r.identity).for_each(&mut push);
+    rep.ratios.iter().filter(|r| !r.identity).for_each(&mut push);
+    v
+}
+
+fn ratio_of<'a>(rep: &'a Report, p: &str, col: &(String, String, bool)) -> Option<&'a Ratio> {
+    rep.ratios.iter().find(|r| r.program == p && r.numerator == col.0 && r.denominator == col.1)
+}
+
+fn col_name(c: &(String, String, bool)) -> String {
+    if c.2 {
+        format!("{}/{} (identity)", c.0, c.1)
+    } else {
+        format!("{}/{}", c.0, c.1)
+    }
+}
+
+/// Whether a program carries an idiom (its description does not call it a control).
+fn idiom_bearing(rep: &Report, p: &str) -> bool {
+    if rep.floor.as_deref() == Some(p) {
+        return false;
+    }
+    match rep.descriptions.get(p) {
+        Some(d) => !d.starts_with("control"),
+        None => true,
+    }
+}
+
+/// Geometric mean of one ratio column over the idiom-bearing programs: (value, count).
+pub fn geomean(rep: &Report, num: &str, den: &str) -> Option<(f64, usize)> {
+    let v: Vec<f64> = rep
+        .ratios
+        .iter()
+        .filter(|r| r.numerator == num && r.denominator == den && idiom_bearing(rep, &r.program) && r.ratio > 0.0)
+        .map(|r| r.ratio.ln())
+        .collect();
+    if v.is_empty() {
+        None
+    } else {
+        Some(((v.iter().sum::<f64>() / v.len() as f64).exp(), v.len()))
+    }
+}
+
+fn floor_line(rep: &Report) -> Option<String> {
+    let f = rep.floor.as_ref()?;
+    let parts: Vec<String> = runtimes(rep)
+        .iter()
+        .filter_map(|rt| rep.results.iter().find(|r| &r.program == f && &r.runtime == rt).map(|r| format!("{rt} {}", fmt_ns(r.median_ns))))
+        .collect();
+    if parts.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "harness floor ({f}, returns at once): {} per run; times below include it",
+        parts.join(", ")
+    ))
+}
+
+/// Median ns per run per runtime (± half the min..max spread), then the ratios.
 pub fn table(rep: &Report) -> String {
     let rts = runtimes(rep);
+    let cols = ratio_columns(rep);
     let mut s = String::new();
-    write!(s, "{:<24}", "program").unwrap();
+    let pw = programs(rep).iter().map(|p| p.len()).max().unwrap_or(7).max(7) + 1;
+    write!(s, "{:<pw$}", "program").unwrap();
     for rt in &rts {
-        write!(s, " {:>22}", format!("{rt} median")).unwrap();
+        write!(s, " {:>17}", rt).unwrap();
     }
     s.push('\n');
     for p in programs(rep) {
-        write!(s, "{p:<24}").unwrap();
+        write!(s, "{p:<pw$}").unwrap();
         for rt in &rts {
             match rep.results.iter().find(|r| r.program == p && &r.runtime == rt) {
                 Some(r) => write!(
                     s,
-                    " {:>22}",
-                    format!("{} (±{:.0}%)", fmt_ns(r.median_ns), spread_pct(r.min_ns, r.max_ns, r.median_ns))
+                    " {:>17}",
+                    format!("{} ±{:.0}%", fmt_ns(r.median_ns), spread_pct(r.min_ns, r.max_ns, r.median_ns))
                 )
                 .unwrap(),
-                None => write!(s, " {:>22}", "-").unwrap(),
+                None => write!(s, " {:>17}", "-").unwrap(),
             }
         }
         s.push('\n');
     }
-    if !rep.ratios.is_empty() {
-        s.push_str("\nratios (median/median; per-round min..max):\n");
-        for r in &rep.ratios {
-            writeln!(
-                s,
-                "  {:<24} {:>8}/{:<8} {:>6.3}x  [{:.3} .. {:.3}]{}",
-                r.program,
-                r.numerator,
-                r.denominator,
-                r.ratio,
-                r.min,
-                r.max,
-                if r.identity { "  (identity control)" } else { "" }
-            )
-            .unwrap();
+    if !cols.is_empty() {
+        s.push_str("\nratios (median time / median time; below 1.0 the numerator is faster):\n");
+        write!(s, "{:<pw$}", "program").unwrap();
+        for c in &cols {
+            write!(s, " {:>16}", if c.2 { format!("{}/{} id", c.0, c.1) } else { col_name(c) }).unwrap();
+        }
+        s.push('\n');
+        for p in programs(rep) {
+            write!(s, "{p:<pw$}").unwrap();
+            for c in &cols {
+                match ratio_of(rep, &p, c) {
+                    Some(r) => write!(s, " {:>16}", format!("{:.3}", r.ratio)).unwrap(),
+                    None => write!(s, " {:>16}", "-").unwrap(),
+                }
+            }
+            s.push('\n');
+        }
+        write!(s, "{:<pw$}", "geomean*").unwrap();
+        for c in &cols {
+            match geomean(rep, &c.0, &c.1) {
+                Some((g, _)) => write!(s, " {:>16}", format!("{g:.3}")).unwrap(),
+                None => write!(s, " {:>16}", "-").unwrap(),
+            }
+        }
+        s.push_str("\n* over the idiom-bearing programs (not the controls or the floor)\n");
+    }
+    if let Some(l) = floor_line(rep) {
+        writeln!(s, "\n{l}").unwrap();
+    }
+    for m in &rep.mismatches {
+        writeln!(s, "MISMATCH (not timed): {} on {}: differs from {}: {}", m.program, m.runtime, m.oracle, m.detail).unwrap();
+    }
+    // Skips grouped by runtime and reason (instruction numbers dropped), to stay readable.
+    let mut groups: Vec<(String, String, Vec<String>)> = Vec::new();
+    for k in &rep.skipped {
+        let reason = match k.reason.find(" at instruction ") {
+            Some(i) => k.reason[..i].to_string(),
+            None => k.reason.clone(),
+        };
+        match groups.iter_mut().find(|g| g.0 == k.runtime && g.1 == reason) {
+            Some(g) => g.2.push(k.program.clone()),
+            None => groups.push((k.runtime.clone(), reason, vec![k.program.clone()])),
         }
     }
-    for (p, rt, why) in &rep.skipped {
-        writeln!(s, "not measured: {p} on {rt}: {why}").unwrap();
+    for (rt, why, progs) in groups {
+        let list = if progs.len() > 4 { format!("{} programs", progs.len()) } else { progs.join(", ") };
+        writeln!(s, "not measured on {rt}: {list}: {why}").unwrap();
     }
     s
 }
@@ -93,45 +201,70 @@ pub fn json(rep: &Report) -> String {
     serde_json::to_string_pretty(rep).expect("report serializes")
 }
 
-/// Horizontal bars of `denominator time / numerator time` (speedup > 1 is better) for the
-/// ratios whose numerator is `num` and denominator `den`.
-pub fn svg(rep: &Report, num: &str, den: &str) -> String {
-    let rows: Vec<&Ratio> =
-        rep.ratios.iter().filter(|r| r.numerator == num && r.denominator == den).collect();
-    let (w, row_h, left, top) = (760.0, 22.0, 200.0, 40.0);
-    let h = top + row_h * rows.len() as f64 + 30.0;
-    let max_speed = rows.iter().map(|r| 1.0 / r.ratio).fold(1.5f64, f64::max);
-    let scale = (w - left - 60.0) / max_speed;
+/// Grouped horizontal bars: per program, the speedup `time(den) / time(num)` of each
+/// series `(num, den)` present (above 1.0 the numerator is faster; dashed line at 1.0).
+pub fn svg(rep: &Report, series: &[(&str, &str)]) -> String {
+    let colors = ["#2a7", "#47c", "#d83", "#a5c", "#888"];
+    let progs: Vec<String> = programs(rep)
+        .into_iter()
+        .filter(|p| series.iter().any(|(n, d)| rep.ratios.iter().any(|r| &r.program == p && r.numerator == *n && r.denominator == *d)))
+        .collect();
+    let bar_h = 12.0;
+    let group_h = bar_h * series.len() as f64 + 8.0;
+    let (w, left, top) = (900.0, 210.0, 50.0 + 16.0 * series.len() as f64);
+    let h = top + group_h * progs.len() as f64 + 20.0;
+    let max_speed = rep
+        .ratios
+        .iter()
+        .filter(|r| series.iter().any(|(n, d)| r.numerator == *n && r.denominator == *d) && r.ratio > 0.0)
+        .map(|r| 1.0 / r.ratio)
+        .fold(1.5f64, f64::max);
+    let scale = (w - left - 70.0) / max_speed;
     let mut s = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
-         <text x=\"10\" y=\"20\" font-size=\"14\">speedup of {num} over {den} (time {den} / time {num}; line = 1.0)</text>\n"
+         <rect width=\"100%\" height=\"100%\" fill=\"#fff\"/>\n\
+         <text x=\"10\" y=\"20\" font-size=\"15\">Speedup (time of denominator / time of numerator; dashed line = 1.0, right of it is faster)</text>\n"
     );
-    for (i, r) in rows.iter().enumerate() {
-        let y = top + row_h * i as f64;
-        let sp = 1.0 / r.ratio;
-        let color = if sp >= 1.0 { "#3a7" } else { "#c44" };
+    for (k, (n, d)) in series.iter().enumerate() {
+        let y = 36.0 + 16.0 * k as f64;
         writeln!(
             s,
-            "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>\
-             <rect x=\"{left}\" y=\"{}\" width=\"{:.1}\" height=\"{}\" fill=\"{color}\"/>\
-             <text x=\"{:.1}\" y=\"{}\">{sp:.2}x</text>",
-            left - 6.0,
-            y + 14.0,
-            xml_escape(&r.program),
-            y + 3.0,
-            sp * scale,
-            row_h - 6.0,
-            left + sp * scale + 4.0,
-            y + 14.0
+            "<rect x=\"10\" y=\"{}\" width=\"12\" height=\"10\" fill=\"{}\"/><text x=\"28\" y=\"{}\">{} over {}</text>",
+            y - 9.0,
+            colors[k % colors.len()],
+            y,
+            xml_escape(n),
+            xml_escape(d)
         )
         .unwrap();
+    }
+    for (i, p) in progs.iter().enumerate() {
+        let y0 = top + group_h * i as f64;
+        writeln!(s, "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>", left - 6.0, y0 + group_h / 2.0, xml_escape(p)).unwrap();
+        for (k, (n, d)) in series.iter().enumerate() {
+            let Some(r) = rep.ratios.iter().find(|r| &r.program == p && r.numerator == *n && r.denominator == *d) else {
+                continue;
+            };
+            let sp = if r.ratio > 0.0 { 1.0 / r.ratio } else { 0.0 };
+            let y = y0 + bar_h * k as f64;
+            writeln!(
+                s,
+                "<rect x=\"{left}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"{}\" fill=\"{}\"/><text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\">{sp:.2}x</text>",
+                sp * scale,
+                bar_h - 2.0,
+                colors[k % colors.len()],
+                left + sp * scale + 4.0,
+                y + bar_h - 3.0
+            )
+            .unwrap();
+        }
     }
     let x1 = left + scale;
     writeln!(
         s,
         "<line x1=\"{x1:.1}\" y1=\"{}\" x2=\"{x1:.1}\" y2=\"{}\" stroke=\"#000\" stroke-dasharray=\"4\"/>\n</svg>",
         top - 4.0,
-        h - 26.0
+        h - 16.0
     )
     .unwrap();
     s
@@ -141,28 +274,37 @@ fn xml_escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
-/// The generated BENCHMARKS.md: machine, date, command, table.
+fn md_escape(s: &str) -> String {
+    s.replace('|', "\\|")
+}
+
+/// The generated BENCHMARKS.md: machine, date, command, tables.
 pub fn markdown(rep: &Report, machine: &str, date: &str, command: &str) -> String {
     let mut s = String::from("# Benchmarks\n\nGenerated by `kops bench`; do not edit by hand.\n\n");
     writeln!(s, "- date: {date}\n- machine: {machine}\n- command: `{command}`\n").unwrap();
     s.push_str(
-        "Times are median ns per run over interleaved rounds (± is half the min..max spread). \
-         Ratios are median/median within this one run; below 1.0 means the numerator runtime \
-         is faster. The identity control measures the same program on both sides and shows \
-         the harness bias.\n\n",
+        "Times are the median ns per run over interleaved rounds (every round runs each \
+         (program, runtime) once, in a fresh random order). Ratios are median/median within \
+         this one run; below 1.0 the numerator runtime is faster. `kernel2/kernel` is the \
+         identity control: a second, independently loaded copy of the same program on the \
+         kernel, so it shows the harness bias. Every runtime's result (r0, output packet, \
+         maps) was checked against the oracle before it was timed.\n\n",
     );
+    if let Some(l) = floor_line(rep) {
+        writeln!(s, "{}.\n", l[..1].to_uppercase() + &l[1..]).unwrap();
+    }
     let rts = runtimes(rep);
-    write!(s, "| program |").unwrap();
+    s.push_str("| program | stresses |");
     for rt in &rts {
         write!(s, " {rt} |").unwrap();
     }
-    s.push_str("\n|---|");
+    s.push_str("\n|---|---|");
     for _ in &rts {
         s.push_str("---:|");
     }
     s.push('\n');
     for p in programs(rep) {
-        write!(s, "| {p} |").unwrap();
+        write!(s, "| {p} | {} |", md_escape(rep.descriptions.get(&p).map(|d| d.as_str()).unwrap_or(""))).unwrap();
         for rt in &rts {
             match rep.results.iter().find(|r| r.program == p && &r.runtime == rt) {
                 Some(r) => write!(s, " {} |", fmt_ns(r.median_ns)).unwrap(),
@@ -171,27 +313,52 @@ pub fn markdown(rep: &Report, machine: &str, date: &str, command: &str) -> Strin
         }
         s.push('\n');
     }
-    if !rep.ratios.is_empty() {
-        s.push_str("\n| program | ratio | value | per-round min..max |\n|---|---|---:|---|\n");
-        for r in &rep.ratios {
-            writeln!(
-                s,
-                "| {} | {}/{}{} | {:.3} | {:.3}..{:.3} |",
-                r.program,
-                r.numerator,
-                r.denominator,
-                if r.identity { " (identity)" } else { "" },
-                r.ratio,
-                r.min,
-                r.max
-            )
-            .unwrap();
+    let cols = ratio_columns(rep);
+    if !cols.is_empty() {
+        s.push_str("\n| program |");
+        for c in &cols {
+            write!(s, " {} |", col_name(c)).unwrap();
+        }
+        s.push_str("\n|---|");
+        for _ in &cols {
+            s.push_str("---:|");
+        }
+        s.push('\n');
+        for p in programs(rep) {
+            write!(s, "| {p} |").unwrap();
+            for c in &cols {
+                match ratio_of(rep, &p, c) {
+                    Some(r) => write!(s, " {:.3} ({:.2}..{:.2}) |", r.ratio, r.min, r.max).unwrap(),
+                    None => s.push_str(" - |"),
+                }
+            }
+            s.push('\n');
+        }
+        s.push_str("| **geomean** (idiom-bearing) |");
+        for c in &cols {
+            match geomean(rep, &c.0, &c.1) {
+                Some((g, n)) => write!(s, " **{g:.3}** (n={n}) |").unwrap(),
+                None => s.push_str(" - |"),
+            }
+        }
+        s.push_str("\n\nIn parentheses: the min..max of the per-round ratios.\n");
+    }
+    if !rep.mismatches.is_empty() {
+        s.push_str("\nMismatches (results differ from the oracle; not timed):\n\n");
+        for m in &rep.mismatches {
+            writeln!(s, "- {} on {} vs {}: {}", m.program, m.runtime, m.oracle, m.detail).unwrap();
         }
     }
     if !rep.skipped.is_empty() {
         s.push_str("\nNot measured:\n\n");
-        for (p, rt, why) in &rep.skipped {
-            writeln!(s, "- {p} on {rt}: {why}").unwrap();
+        for k in &rep.skipped {
+            writeln!(s, "- {} on {}: {}", k.program, k.runtime, k.reason).unwrap();
+        }
+    }
+    if !rep.notes.is_empty() {
+        s.push_str("\nNotes:\n\n");
+        for n in &rep.notes {
+            writeln!(s, "- {n}").unwrap();
         }
     }
     s
@@ -203,8 +370,8 @@ mod tests {
     use crate::{CaseResult, Report};
 
     fn rep() -> Report {
-        let r = |rt: &str, ns: f64| CaseResult {
-            program: "rot".into(),
+        let r = |p: &str, rt: &str, ns: f64| CaseResult {
+            program: p.into(),
             runtime: rt.into(),
             median_ns: ns,
             min_ns: ns,
@@ -212,9 +379,18 @@ mod tests {
             repeat: 1,
             samples_ns: vec![ns],
         };
-        let results = vec![r("kernel", 2000.0), r("kops", 1000.0)];
+        let results = vec![
+            r("rot", "kernel", 2000.0),
+            r("rot", "kops", 1000.0),
+            r("sel", "kernel", 1000.0),
+            r("sel", "kops", 2000.0),
+            r("ctl", "kernel", 1000.0),
+            r("ctl", "kops", 4000.0),
+        ];
         let ratios = crate::ratios(&results, &[("kops", "kernel", false)]);
-        Report { results, ratios, skipped: vec![] }
+        let mut rep = Report { results, ratios, ..Report::default() };
+        rep.descriptions.insert("ctl".into(), "control: no idiom".into());
+        rep
     }
 
     #[test]
@@ -227,13 +403,22 @@ mod tests {
 
     #[test]
     fn svg_shows_speedup_two() {
-        let s = svg(&rep(), "kops", "kernel");
+        let s = svg(&rep(), &[("kops", "kernel")]);
         assert!(s.contains(">2.00x<"), "{s}");
+        assert!(s.contains(">0.50x<"), "{s}");
     }
 
     #[test]
     fn markdown_table_row() {
         let m = markdown(&rep(), "m", "d", "c");
-        assert!(m.contains("| rot | 2.00 µs | 1.00 µs |"), "{m}");
+        assert!(m.contains("| rot |  | 2.00 µs | 1.00 µs |"), "{m}");
+    }
+
+    #[test]
+    fn geomean_leaves_out_controls() {
+        // rot 0.5 and sel 2.0: geometric mean 1.0; the control (4.0) must not count.
+        let (g, n) = geomean(&rep(), "kops", "kernel").unwrap();
+        assert_eq!(n, 2);
+        assert!((g - 1.0).abs() < 1e-12, "{g}");
     }
 }

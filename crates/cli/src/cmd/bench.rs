@@ -1,3 +1,277 @@
-pub fn main(_args: Vec<String>) -> anyhow::Result<u8> {
-    anyhow::bail!("not built yet")
+//! `kops bench`: runtimes side by side against the kernel JIT (see kops-bench).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use kops_bench::suite::{self, SuiteOptions, RUNTIMES};
+use kops_bench::{report, Settings};
+
+/// Benchmark programs on several runtimes, interleaved, in one run.
+///
+/// Runtimes: `kernel` (the running kernel's JIT, BPF_PROG_TEST_RUN with repeat; needs
+/// root), `interp` (our interpreter), `jit` (our baseline x86-64 JIT), `kops` (recognizer
+/// rewrite, policy auto, then our JIT with native emits at the kinsn sites), `native` (the
+/// same C kernel compiled for the host with -O2, bpf/native), `rbpf` (the rbpf crate's
+/// x86-64 JIT, for programs without helpers or bpf-to-bpf calls).
+///
+/// Every program gets the same seeded Ethernet+IPv4+UDP packet on every runtime. Before
+/// timing, each runtime's r0, output packet and maps are compared with the kernel's (the
+/// interpreter's when bpf(2) is refused); a runtime that differs is reported as a
+/// mismatch and not timed. The identity control (`kernel2/kernel`: a second copy of the
+/// program loaded into the kernel) and the harness floor (`xdp_return`) are always part
+/// of the report.
+///
+/// Without --json/--svg/--markdown, the report is written to target/kops-bench/.
+#[derive(Parser, Debug)]
+#[command(name = "kops bench")]
+struct Args {
+    /// Object files (default: bpf/out/*.bpf.o).
+    files: Vec<String>,
+    /// Comma-separated runtimes (kernel, interp, jit, kops, native, rbpf).
+    #[arg(long, default_value = "kernel,interp,jit,kops,native,rbpf")]
+    runtimes: String,
+    /// Interleaved rounds (samples per program and runtime).
+    #[arg(long)]
+    samples: Option<usize>,
+    /// Wall time of one batch (one sample) in milliseconds.
+    #[arg(long)]
+    batch_ms: Option<u64>,
+    /// Few samples and short batches (for tests; the numbers are rough).
+    #[arg(long)]
+    quick: bool,
+    /// Also measure each recognizer pass alone on the kops runtime (`kops:<pass>`).
+    #[arg(long)]
+    per_pass: bool,
+    /// Write the JSON report here.
+    #[arg(long)]
+    json: Option<String>,
+    /// Write the SVG chart of speedups here.
+    #[arg(long)]
+    svg: Option<String>,
+    /// Write the markdown report (BENCHMARKS.md) here.
+    #[arg(long)]
+    markdown: Option<String>,
+    /// Packet length in bytes.
+    #[arg(long, default_value_t = 1500)]
+    packet_len: usize,
+    /// Seed of the packet and of the round order.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// No progress bar.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+/// bpf/out next to the working directory, else the one of the source tree this binary was
+/// built from.
+fn default_dir() -> PathBuf {
+    let here = PathBuf::from("bpf/out");
+    if here.is_dir() {
+        return here;
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bpf/out")
+}
+
+fn default_files(dir: &Path) -> anyhow::Result<Vec<String>> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .with_context(|| format!("listing {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.to_string_lossy().ends_with(".bpf.o"))
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    if v.is_empty() {
+        anyhow::bail!("no .bpf.o files in {} (build them with bpf/build.sh)", dir.display());
+    }
+    Ok(v)
+}
+
+const FLOOR: &str = "xdp_return";
+
+fn stem(f: &str) -> &str {
+    let name = Path::new(f).file_name().and_then(|n| n.to_str()).unwrap_or(f);
+    name.strip_suffix(".bpf.o").unwrap_or(name)
+}
+
+/// "CPU model, N CPUs; Linux <release>".
+pub fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name").map(|r| r.trim_start_matches([' ', '\t', ':']).trim().to_string()))
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cpus = cpuinfo.lines().filter(|l| l.starts_with("processor")).count();
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_else(|_| "?".into());
+    format!("{model}, {cpus} CPUs; Linux {release}")
+}
+
+/// UTC now as `YYYY-MM-DD HH:MM UTC` (civil-from-days, no time crate needed).
+pub fn utc_now() -> String {
+    format_utc(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0))
+}
+
+/// Seconds since the Unix epoch as `YYYY-MM-DD HH:MM UTC`.
+fn format_utc(secs: u64) -> String {
+    let (days, rem) = ((secs / 86400) as i64, secs % 86400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + (m <= 2) as i64;
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02} UTC", rem / 3600, rem % 3600 / 60)
+}
+
+pub fn main(args: Vec<String>) -> anyhow::Result<u8> {
+    let command = std::iter::once("kops bench".to_string()).chain(args.iter().skip(1).cloned()).collect::<Vec<_>>().join(" ");
+    let a = match Args::try_parse_from(&args) {
+        Ok(a) => a,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return Ok(code);
+        }
+    };
+    let runtimes: Vec<String> = a.runtimes.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+    for r in &runtimes {
+        if !RUNTIMES.contains(&r.as_str()) {
+            eprintln!("kops bench: unknown runtime `{r}` (known: {})", RUNTIMES.join(", "));
+            return Ok(2);
+        }
+    }
+    if runtimes.is_empty() {
+        eprintln!("kops bench: --runtimes is empty");
+        return Ok(2);
+    }
+    if a.packet_len < 42 {
+        eprintln!("kops bench: --packet-len {} is below the 42 bytes of Ethernet+IPv4+UDP headers", a.packet_len);
+        return Ok(2);
+    }
+    let dir = default_dir();
+    let mut files = if a.files.is_empty() { default_files(&dir)? } else { a.files.clone() };
+    for f in &files {
+        if !Path::new(f).is_file() {
+            eprintln!("kops bench: {f}: no such file");
+            return Ok(2);
+        }
+    }
+    // The harness floor is part of every report.
+    if !files.iter().any(|f| stem(f) == FLOOR) {
+        let floor = dir.join(format!("{FLOOR}.bpf.o"));
+        if floor.is_file() {
+            files.insert(0, floor.to_string_lossy().into_owned());
+        } else {
+            eprintln!("kops bench: note: {} not found; no harness floor in this report", floor.display());
+        }
+    } else if let Some(i) = files.iter().position(|f| stem(f) == FLOOR) {
+        let f = files.remove(i);
+        files.insert(0, f);
+    }
+
+    // BPF_PROG_TEST_RUN runs on the caller's CPU: pin, so per-CPU maps are read where the
+    // program ran and every runtime shares one core's caches and frequency.
+    let mut cpu = None;
+    if runtimes.iter().any(|r| r == "kernel") && kops_kernel::available().is_ok() {
+        cpu = kops_kernel::pin_to_one_cpu().ok();
+    }
+    let (samples, batch) = if a.quick { (3, 2) } else { (11, 20) };
+    let st = Settings {
+        samples: a.samples.unwrap_or(samples).max(1),
+        batch_target: Duration::from_millis(a.batch_ms.unwrap_or(batch).max(1)),
+        seed: a.seed,
+        progress: !a.no_progress,
+    };
+    let opts = SuiteOptions {
+        runtimes: runtimes.clone(),
+        per_pass: a.per_pass,
+        packet: kops_bench::packet::udp_packet(a.packet_len, a.seed),
+        cpu,
+    };
+    eprintln!("kops bench: preparing {} objects on {} (checking results against the oracle)", files.len(), runtimes.join(","));
+    let prepared = suite::prepare(&files, &opts, |_| {});
+    eprintln!(
+        "kops bench: timing {} cases: {} rounds, batches of ~{} ms",
+        prepared.cases.len(),
+        st.samples,
+        st.batch_target.as_millis()
+    );
+    let pairs = suite::ratio_pairs(&runtimes, a.per_pass);
+    let pair_refs: Vec<(&str, &str, bool)> = pairs.iter().map(|(n, d, i)| (n.as_str(), d.as_str(), *i)).collect();
+    let mut rep = kops_bench::run(prepared.cases, &pair_refs, &st);
+    rep.skipped.splice(0..0, prepared.skipped);
+    rep.mismatches = prepared.mismatches;
+    rep.descriptions = prepared.descriptions;
+    rep.notes = prepared.notes;
+    if let Some(c) = cpu {
+        rep.notes.push(format!("pinned to CPU {c}"));
+    }
+    if runtimes.iter().any(|r| r == "native") && kops_bench::native::unavailable().is_none() {
+        rep.notes.push(format!("native built with {}", kops_bench::native::compiler()));
+    }
+    rep.notes.push(format!(
+        "input: {}-byte Ethernet+IPv4+UDP packet, seed {}; {} rounds, batches of ~{} ms",
+        a.packet_len,
+        a.seed,
+        st.samples,
+        st.batch_target.as_millis()
+    ));
+    if rep.results.iter().any(|r| r.program == FLOOR) {
+        rep.floor = Some(FLOOR.into());
+    }
+
+    print!("{}", report::table(&rep));
+    let default_out = PathBuf::from("target/kops-bench");
+    let any_out = a.json.is_some() || a.svg.is_some() || a.markdown.is_some();
+    let out_path = |given: &Option<String>, name: &str| -> Option<PathBuf> {
+        match given {
+            Some(p) => Some(PathBuf::from(p)),
+            None if !any_out => Some(default_out.join(name)),
+            None => None,
+        }
+    };
+    let write = |p: &Path, text: &str| -> anyhow::Result<()> {
+        if let Some(d) = p.parent() {
+            if !d.as_os_str().is_empty() {
+                std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+            }
+        }
+        std::fs::write(p, text).with_context(|| format!("writing {}", p.display()))
+    };
+    let mut wrote = Vec::new();
+    if let Some(p) = out_path(&a.json, "bench.json") {
+        write(&p, &report::json(&rep))?;
+        wrote.push(format!("JSON {}", p.display()));
+    }
+    if let Some(p) = out_path(&a.svg, "speedup.svg") {
+        let series: Vec<(&str, &str)> = [("kops", "kernel"), ("jit", "kernel"), ("native", "kernel"), ("kops", "jit")]
+            .into_iter()
+            .filter(|(n, d)| runtimes.iter().any(|r| r == n) && runtimes.iter().any(|r| r == d))
+            .collect();
+        write(&p, &report::svg(&rep, &series))?;
+        wrote.push(format!("SVG {}", p.display()));
+    }
+    if let Some(p) = out_path(&a.markdown, "BENCHMARKS.md") {
+        write(&p, &report::markdown(&rep, &machine(), &utc_now(), &command))?;
+        wrote.push(format!("markdown {}", p.display()));
+    }
+    println!("report: {}", wrote.join(", "));
+    Ok(if rep.mismatches.is_empty() { 0 } else { 1 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_dates_of_known_timestamps() {
+        // `date -u -d @N` gives these.
+        assert_eq!(format_utc(0), "1970-01-01 00:00 UTC");
+        assert_eq!(format_utc(951_782_400), "2000-02-29 00:00 UTC");
+        assert_eq!(format_utc(1_700_000_000), "2023-11-14 22:13 UTC");
+    }
 }

@@ -1,0 +1,451 @@
+//! The runtimes: one [`Runner`] each, plus the single checked run ([`Outcome`]) that must
+//! agree with the oracle before a runtime is timed.
+//!
+//! - `kernel`: BPF_PROG_TEST_RUN with `repeat`; the time is the kernel's own average per
+//!   run (`duration`, integer ns), so syscall and packet setup are excluded as for every
+//!   other runtime.
+//! - `interp`, `jit`, `kops`, `rbpf`: a [`kops_vm::Vm`] (same maps, helpers and contexts)
+//!   whose engine is wrapped by [`RepeatEngine`]: one `Vm::run` builds the context once and
+//!   the wrapped program runs `repeat` times on it, timed around that loop only. As in the
+//!   kernel's test run, the context and packet are not reset between repeats.
+//! - `native`: see [`crate::native`].
+
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::Instant;
+
+use kops_isa::{op, Insn};
+use kops_jit::{CallMode, JitOptions, JitProgram, NativeRegion, Resolver};
+use kops_kernel::{KernelBtf, KernelError, LoadedProg, MapSet, TestRun};
+use kops_object::{map_type, Object, Program};
+use kops_vm::{CtxKind, Compiled, Engine, HelperTable, ProgId, ProgImage, ProgInput, RunEnv, Vm, VmError};
+
+use crate::Runner;
+
+/// Map contents by map name, then key -> value (array entries that are all zero dropped,
+/// per-CPU values reduced to the CPU the run happened on).
+pub type MapState = BTreeMap<String, BTreeMap<Vec<u8>, Vec<u8>>>;
+
+/// What one run produced: compared across runtimes before timing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub r0: u64,
+    pub data_out: Option<Vec<u8>>,
+    pub maps: MapState,
+}
+
+fn is_array(t: u32) -> bool {
+    matches!(t, map_type::ARRAY | map_type::PERCPU_ARRAY)
+}
+
+fn canon_insert(out: &mut BTreeMap<Vec<u8>, Vec<u8>>, array: bool, k: Vec<u8>, v: Vec<u8>) {
+    if array && v.iter().all(|&b| b == 0) {
+        return;
+    }
+    out.insert(k, v);
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Differences between the oracle's outcome `o` and `x`, one line each (empty: equal).
+/// r0 is compared on its low 32 bits (the kernel's test run returns a u32); maps only
+/// where both sides could read them.
+pub fn differences(o: &Outcome, x: &Outcome) -> Vec<String> {
+    let mut d = Vec::new();
+    if o.r0 as u32 != x.r0 as u32 {
+        d.push(format!("r0 {:#x} vs {:#x}", o.r0 as u32, x.r0 as u32));
+    }
+    if o.data_out != x.data_out {
+        let (p, q) = (o.data_out.as_deref().unwrap_or(&[]), x.data_out.as_deref().unwrap_or(&[]));
+        let first = p.iter().zip(q).position(|(u, v)| u != v).unwrap_or(p.len().min(q.len()));
+        d.push(format!("output packet {} vs {} bytes, first difference at byte {first}", p.len(), q.len()));
+    }
+    for (name, om) in &o.maps {
+        let Some(xm) = x.maps.get(name) else { continue };
+        if om != xm {
+            let mut keys: Vec<&Vec<u8>> = om.keys().chain(xm.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            for k in keys.into_iter().filter(|k| om.get(*k) != xm.get(*k)).take(2) {
+                let show = |v: Option<&Vec<u8>>| v.map(|v| hex(v)).unwrap_or_else(|| "(absent)".into());
+                d.push(format!("map `{name}` key {}: {} vs {}", hex(k), show(om.get(k)), show(xm.get(k))));
+            }
+        }
+    }
+    d
+}
+
+/// The packet input for `kind`, or why the program cannot be benchmarked on it.
+pub fn input_for(kind: CtxKind, packet: &[u8]) -> Result<ProgInput, String> {
+    if kind.has_packet() {
+        Ok(ProgInput::packet(packet))
+    } else {
+        Err("not a packet program (XDP, tc or socket filter): no benchmark input for it".into())
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// kernel
+
+/// A program loaded into the kernel with its own maps.
+pub struct KernelProg {
+    prog: LoadedProg,
+    maps: MapSet,
+    input: ProgInput,
+    cpu: usize,
+}
+
+impl KernelProg {
+    /// Load `insns` (the object's program, or a rewritten/lowered one given as `prog`) with
+    /// fresh maps. `cpu`: the CPU this thread is pinned to (per-CPU values are read there).
+    pub fn load(obj: &Object, prog: &Program, btf: Option<&KernelBtf>, input: &ProgInput, cpu: usize) -> Result<KernelProg, KernelError> {
+        let maps = MapSet::create(&obj.maps)?;
+        let p = kops_kernel::load_object_program(obj, prog, &prog.insns, &maps, btf, 0)?;
+        Ok(KernelProg { prog: p, maps, input: input.clone(), cpu })
+    }
+
+    /// Maps that can be read back, by name.
+    pub fn comparable_maps(&self) -> Vec<String> {
+        self.maps.maps.iter().filter(|m| m.undumpable().is_none()).map(|m| m.def.name.clone()).collect()
+    }
+
+    /// One run from the initial map contents.
+    pub fn outcome(&self, compare: &[String]) -> Result<Outcome, String> {
+        self.maps.reset().map_err(|e| e.to_string())?;
+        let r = self
+            .prog
+            .test_run(&TestRun { data_in: Some(&self.input.data), repeat: 1, ..TestRun::default() })
+            .map_err(|e| e.to_string())?;
+        let mut state = MapState::new();
+        for m in &self.maps.maps {
+            if !compare.contains(&m.def.name) {
+                continue;
+            }
+            let d = m.dump().map_err(|e| e.to_string())?;
+            let mut entries = BTreeMap::new();
+            for (k, vals) in d.entries {
+                let v = if d.per_cpu { vals.get(self.cpu).cloned().unwrap_or_default() } else { vals[0].clone() };
+                canon_insert(&mut entries, is_array(m.def.map_type), k, v);
+            }
+            state.insert(m.def.name.clone(), entries);
+        }
+        Ok(Outcome { r0: r.retval as u64, data_out: Some(r.data_out), maps: state })
+    }
+
+    /// 8 bytes at `off` of global-data map `map` (e.g. `.bss` `kops_result`), as left by the
+    /// last run.
+    pub fn read_u64(&self, map: &str, off: usize) -> Result<u64, String> {
+        let m = self.maps.get(map).ok_or_else(|| format!("no map `{map}`"))?;
+        let v = m
+            .lookup_raw(&0u32.to_le_bytes())
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("map `{map}` has no element 0"))?;
+        let b = v.get(off..off + 8).ok_or_else(|| format!("offset {off} past the {}-byte value of `{map}`", v.len()))?;
+        Ok(u64::from_le_bytes(b.try_into().unwrap()))
+    }
+}
+
+impl Runner for KernelProg {
+    fn measure(&mut self, repeat: u32) -> Result<f64, String> {
+        let r = self
+            .prog
+            .test_run(&TestRun { data_in: Some(&self.input.data), repeat, ..TestRun::default() })
+            .map_err(|e| e.to_string())?;
+        // The kernel reports the mean per run in whole ns (total / repeat).
+        Ok(r.duration_ns as f64)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// userspace engines
+
+/// Repeat count for the next run and the time the last one took.
+#[derive(Default)]
+pub struct Ctl {
+    repeat: Cell<u32>,
+    elapsed_ns: Cell<u128>,
+}
+
+/// Wraps an engine so that one `Vm::run` runs the program `repeat` times on the same
+/// context and records the time of that loop.
+pub struct RepeatEngine {
+    inner: Box<dyn Engine>,
+    ctl: Rc<Ctl>,
+}
+
+impl RepeatEngine {
+    pub fn new(inner: Box<dyn Engine>) -> (RepeatEngine, Rc<Ctl>) {
+        let ctl = Rc::new(Ctl { repeat: Cell::new(1), elapsed_ns: Cell::new(0) });
+        (RepeatEngine { inner, ctl: ctl.clone() }, ctl)
+    }
+}
+
+impl Engine for RepeatEngine {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+    fn compile(&self, prog: &ProgImage<'_>) -> Result<Box<dyn Compiled>, VmError> {
+        Ok(Box::new(Repeated { inner: self.inner.compile(prog)?, ctl: self.ctl.clone() }))
+    }
+}
+
+struct Repeated {
+    inner: Box<dyn Compiled>,
+    ctl: Rc<Ctl>,
+}
+
+impl Compiled for Repeated {
+    fn run(&self, r1: u64, r2: u64, env: &RunEnv<'_>) -> Result<u64, VmError> {
+        let n = self.ctl.repeat.get().max(1);
+        let t = Instant::now();
+        let mut r0 = 0;
+        for _ in 0..n {
+            r0 = self.inner.run(r1, r2, env)?;
+        }
+        self.ctl.elapsed_ns.set(t.elapsed().as_nanos());
+        Ok(r0)
+    }
+    fn entry_address(&self) -> u64 {
+        self.inner.entry_address()
+    }
+}
+
+/// Our x86-64 JIT (`kops_jit`), optionally with kinsn native regions: `jit` without,
+/// `kops` with. Options as kops-vm's JIT engine (CPU features detected and masked by
+/// KOPS_DISABLE_FEATURES, trampolined helper calls, divide fixups); the run is the bare
+/// native call, so `jit` and `kops` are timed by the same code.
+pub struct OurJit {
+    options: JitOptions,
+    /// (program name, regions) the regions belong to.
+    regions: Option<(String, Vec<NativeRegion>)>,
+}
+
+impl OurJit {
+    pub fn new(regions: Option<(String, Vec<NativeRegion>)>) -> Result<OurJit, String> {
+        let mut options = JitOptions::runtime().map_err(|e| e.to_string())?;
+        options.call_mode = CallMode::Trampoline;
+        options.div_fixups = true;
+        Ok(OurJit { options, regions })
+    }
+    pub fn options(&self) -> &JitOptions {
+        &self.options
+    }
+}
+
+struct Helpers<'a>(&'a HelperTable);
+
+impl Resolver for Helpers<'_> {
+    fn helper(&self, id: i32) -> Option<u64> {
+        u32::try_from(id).ok().and_then(|id| self.0.address(id))
+    }
+    fn ld_imm64(&self, pc: usize, lo: &Insn, _hi: &Insn) -> Result<u64, String> {
+        Err(format!("unresolved ld_imm64 with src_reg {} at {pc}", lo.src))
+    }
+}
+
+impl Engine for OurJit {
+    fn name(&self) -> &'static str {
+        if self.regions.is_some() {
+            "kops"
+        } else {
+            "jit"
+        }
+    }
+    fn compile(&self, prog: &ProgImage<'_>) -> Result<Box<dyn Compiled>, VmError> {
+        let load_err = |pc: usize, msg: String| VmError::Load { prog: prog.name.to_string(), pc, msg };
+        for (pc, i) in prog.insns.iter().enumerate() {
+            if i.is_helper_call() && i.imm == kops_vm::helpers::TAIL_CALL as i32 {
+                return Err(load_err(pc, "tail calls are not supported by the benchmark's JIT runner".into()));
+            }
+        }
+        let regions: &[NativeRegion] = match &self.regions {
+            Some((name, r)) if name == prog.name => r,
+            _ => &[],
+        };
+        let jp = JitProgram::with_regions(prog.insns, regions, &self.options, &Helpers(prog.helpers)).map_err(|e| match e {
+            kops_jit::JitError::Insn { pc, msg } => load_err(pc, format!("JIT: {msg}")),
+            kops_jit::JitError::Unsupported { pc, what } => load_err(pc, format!("JIT: unsupported {what}")),
+            e => load_err(0, format!("JIT: {e}")),
+        })?;
+        Ok(Box::new(OurJitProg(jp)))
+    }
+}
+
+struct OurJitProg(JitProgram);
+
+impl Compiled for OurJitProg {
+    fn run(&self, r1: u64, r2: u64, _env: &RunEnv<'_>) -> Result<u64, VmError> {
+        // SAFETY: only programs the kernel verifier accepted (or that the interpreter ran
+        // cleanly, when the kernel is unavailable) get here; see `Suite`.
+        Ok(unsafe { self.0.call(r1, r2) })
+    }
+    fn entry_address(&self) -> u64 {
+        self.0.entry()
+    }
+}
+
+/// Why the rbpf peer cannot run `insns` (None: it can). rbpf 0.3's JIT knows eBPF up to
+/// the JMP32 class, helper calls by registered id, and nothing of v4 or of bpf-to-bpf
+/// calls; some of what it lacks would panic or be silently miscompiled, so it is refused
+/// here first.
+pub fn rbpf_unsupported(insns: &[Insn]) -> Option<String> {
+    let mut pc = 0;
+    while pc < insns.len() {
+        let i = insns[pc];
+        let class = i.class();
+        let why = if i.is_call() {
+            match i.src {
+                0 => Some("helper calls (the peer runs helper-free programs only)"),
+                op::PSEUDO_CALL => Some("bpf-to-bpf calls"),
+                _ => Some("kfunc/kinsn calls"),
+            }
+        } else if i.code == op::JMP | op::CALL | op::X {
+            Some("callx")
+        } else if class == op::STX && i.mode() == op::ATOMIC {
+            Some("atomic instructions")
+        } else if class == op::LDX && i.mode() == op::MEMSX {
+            Some("sign-extending loads (v4)")
+        } else if matches!(class, op::ALU | op::ALU64) && i.off != 0 {
+            Some("signed division or movsx (v4)")
+        } else if class == op::ALU64 && i.op() == op::END {
+            Some("unconditional byte swap (v4)")
+        } else if i.code == op::JMP32 | op::JA {
+            Some("gotol (v4)")
+        } else if class == op::LD && matches!(i.mode(), op::ABS | op::IND) {
+            Some("legacy packet loads (LD_ABS/LD_IND have other semantics in rbpf)")
+        } else {
+            None
+        };
+        if let Some(w) = why {
+            return Some(format!("{w} at instruction {pc}"));
+        }
+        pc += if i.is_ld_imm64() { 2 } else { 1 };
+    }
+    None
+}
+
+/// The `rbpf` crate's x86-64 JIT as a peer: it gets the runtime's final instructions (map
+/// references and context accesses already resolved to host addresses) and r1 = our
+/// context, so it runs with the same maps and packet as every other userspace engine.
+pub struct RbpfEngine;
+
+impl Engine for RbpfEngine {
+    fn name(&self) -> &'static str {
+        "rbpf"
+    }
+    fn compile(&self, prog: &ProgImage<'_>) -> Result<Box<dyn Compiled>, VmError> {
+        let load_err = |msg: String| VmError::Load { prog: prog.name.to_string(), pc: 0, msg };
+        if let Some(why) = rbpf_unsupported(prog.insns) {
+            return Err(load_err(format!("rbpf does not support {why}")));
+        }
+        let bytes: Vec<u8> = prog.insns.iter().flat_map(|i| i.to_bytes()).collect();
+        // rbpf borrows the program for the VM's lifetime; benchmark programs live until
+        // the process ends, so leaking the few KB is the simple answer.
+        let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+        // rbpf asserts (panics) when code outgrows its one-page buffer: catch that quietly.
+        let hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let r = std::panic::catch_unwind(|| -> Result<rbpf::EbpfVmRaw<'static>, String> {
+            let mut vm = rbpf::EbpfVmRaw::new(Some(bytes)).map_err(|e| e.to_string())?;
+            vm.jit_compile().map_err(|e| e.to_string())?;
+            Ok(vm)
+        });
+        std::panic::set_hook(hook);
+        match r {
+            Ok(Ok(vm)) => Ok(Box::new(RbpfProg(vm))),
+            Ok(Err(e)) => Err(load_err(format!("rbpf: {e}"))),
+            Err(_) => Err(load_err("rbpf's JIT panicked (its code buffer is one 4 KiB page: program too large)".into())),
+        }
+    }
+}
+
+struct RbpfProg(rbpf::EbpfVmRaw<'static>);
+
+impl Compiled for RbpfProg {
+    fn run(&self, r1: u64, _r2: u64, _env: &RunEnv<'_>) -> Result<u64, VmError> {
+        // rbpf's raw VM passes the address of `mem` as r1; give it our context's address.
+        // SAFETY: the slice is never read by rbpf itself (only its address and length are
+        // passed to the JIT code), and the program is one the verifier (or the
+        // interpreter) accepted on this context.
+        let mem: &'static mut [u8] = unsafe { std::slice::from_raw_parts_mut(r1 as *mut u8, 1) };
+        unsafe { self.0.execute_program_jit(mem) }.map_err(|e| VmError::Exec { prog: "rbpf".into(), pc: 0, msg: e.to_string() })
+    }
+}
+
+/// A program on a userspace engine, in its own [`Vm`].
+pub struct VmProg {
+    vm: Vm,
+    id: ProgId,
+    input: ProgInput,
+    ctl: Rc<Ctl>,
+}
+
+impl VmProg {
+    /// `insns`/`subprogs` of `prog` (original, or lowered for `kops`) on `engine`.
+    pub fn load(obj: &Object, prog: &Program, engine: Box<dyn Engine>, input: &ProgInput) -> Result<VmProg, String> {
+        let (eng, ctl) = RepeatEngine::new(engine);
+        let vm = Vm::with_engine(Some(obj), Box::new(eng)).map_err(|e| e.to_string())?;
+        let id = vm
+            .load_insns(
+                &prog.name,
+                prog.insns.clone(),
+                prog.subprogs.clone(),
+                prog.prog_type,
+                CtxKind::for_prog_type(prog.prog_type),
+                HelperTable::kernel(),
+                false,
+            )
+            .map_err(|e| e.to_string())?;
+        Ok(VmProg { vm, id, input: input.clone(), ctl })
+    }
+
+    /// Maps that can be read back, by name.
+    pub fn comparable_maps(&self) -> Vec<String> {
+        self.vm
+            .maps()
+            .filter(|m| !matches!(m.def.map_type, map_type::RINGBUF | map_type::PERF_EVENT_ARRAY | map_type::PROG_ARRAY))
+            .map(|m| m.def.name.clone())
+            .collect()
+    }
+
+    /// One run. Call on a fresh `VmProg` (maps as the object defines them).
+    pub fn outcome(&self, compare: &[String]) -> Result<Outcome, String> {
+        self.ctl.repeat.set(1);
+        let r = self.vm.run(self.id, &self.input).map_err(|e| e.to_string())?;
+        let mut state = MapState::new();
+        for m in self.vm.maps() {
+            if !compare.contains(&m.def.name) {
+                continue;
+            }
+            let vs = m.def.value_size as usize;
+            let mut entries = BTreeMap::new();
+            if is_array(m.def.map_type) {
+                for i in 0..m.def.max_entries {
+                    let k = i.to_le_bytes();
+                    if let Some(mut v) = m.lookup(&k) {
+                        v.truncate(vs); // per-CPU values come padded to 8 bytes
+                        canon_insert(&mut entries, true, k.to_vec(), v);
+                    }
+                }
+            } else {
+                for (k, mut v) in m.dump() {
+                    v.truncate(vs);
+                    canon_insert(&mut entries, false, k, v);
+                }
+            }
+            state.insert(m.def.name.clone(), entries);
+        }
+        Ok(Outcome { r0: r.r0, data_out: Some(r.data_out), maps: state })
+    }
+}
+
+impl Runner for VmProg {
+    fn measure(&mut self, repeat: u32) -> Result<f64, String> {
+        self.ctl.repeat.set(repeat.max(1));
+        self.vm.run(self.id, &self.input).map_err(|e| e.to_string())?;
+        Ok(self.ctl.elapsed_ns.get() as f64 / repeat.max(1) as f64)
+    }
+}

@@ -1,0 +1,411 @@
+//! Turning object files and runtime names into checked [`Case`]s.
+//!
+//! For every program: one input (the seeded packet), one oracle run (the kernel's
+//! BPF_PROG_TEST_RUN; the interpreter when bpf(2) is refused), then each runtime's own
+//! single run, compared with the oracle on r0, the output packet and every map both sides
+//! can read back (the bundled benchmarks leave their folded result in `.bss`
+//! `kops_result`; `native` is compared on that value). A runtime that differs is a
+//! mismatch and is not timed; one that cannot run the program is skipped with the reason.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use kops_jit::NativeRegion;
+use kops_kernel::KernelBtf;
+use kops_object::{map_type, Object, Program};
+use kops_recognize::{Mode, Pass, Policy};
+use kops_vm::{CtxKind, Engine};
+
+use crate::native::{self, NativeRunner};
+use crate::runners::{differences, input_for, KernelProg, OurJit, Outcome, RbpfEngine, VmProg};
+use crate::{Case, Mismatch, Skipped};
+
+/// Every runtime name `kops bench` knows, in column order.
+pub const RUNTIMES: [&str; 6] = ["kernel", "interp", "jit", "kops", "native", "rbpf"];
+/// The identity control: a second, independently loaded copy on the kernel.
+pub const KERNEL_COPY: &str = "kernel2";
+
+pub struct SuiteOptions {
+    pub runtimes: Vec<String>,
+    /// Also measure each recognizer pass alone (`kops:<pass>`).
+    pub per_pass: bool,
+    pub packet: Vec<u8>,
+    /// CPU the thread is pinned to (per-CPU map values are read there); None: not pinned.
+    pub cpu: Option<usize>,
+}
+
+#[derive(Default)]
+pub struct Prepared {
+    pub cases: Vec<Case>,
+    pub skipped: Vec<Skipped>,
+    pub mismatches: Vec<Mismatch>,
+    pub notes: Vec<String>,
+    /// Program -> the one line saying which idiom it stresses (from its source).
+    pub descriptions: BTreeMap<String, String>,
+}
+
+impl Prepared {
+    fn skip(&mut self, program: &str, runtime: &str, reason: impl Into<String>) {
+        self.skipped.push(Skipped { program: program.into(), runtime: runtime.into(), reason: reason.into() });
+    }
+}
+
+/// Ratio pairs (numerator, denominator, identity) reported for `runtimes` (plus the
+/// per-pass runtimes when present).
+pub fn ratio_pairs(runtimes: &[String], per_pass: bool) -> Vec<(String, String, bool)> {
+    let mut v: Vec<(String, String, bool)> = vec![(KERNEL_COPY.into(), "kernel".into(), true)];
+    for (n, d) in [
+        ("kops", "kernel"),
+        ("kops", "jit"),
+        ("jit", "kernel"),
+        ("native", "kernel"),
+        ("rbpf", "kernel"),
+        ("interp", "kernel"),
+    ] {
+        if runtimes.iter().any(|r| r == n) && runtimes.iter().any(|r| r == d) {
+            v.push((n.into(), d.into(), false));
+        }
+    }
+    if per_pass {
+        for p in Pass::ALL {
+            v.push((format!("kops:{p}"), "jit".into(), false));
+        }
+        v.push(("kops".into(), "jit".into(), false));
+    }
+    v.dedup();
+    v
+}
+
+/// The `// stresses: ...` line of the program's source (bpf/progs/<name>.bpf.c next to
+/// bpf/out/), when there is one.
+fn description(path: &Path) -> Option<String> {
+    let stem = path.file_name()?.to_str()?.strip_suffix(".bpf.o")?;
+    let src = path.parent()?.parent()?.join("progs").join(format!("{stem}.bpf.c"));
+    let text = std::fs::read_to_string(src).ok()?;
+    text.lines().find_map(|l| l.trim().strip_prefix("// stresses:").map(|s| s.trim().to_string()))
+}
+
+/// Offset of the `kops_result` global in `.bss`, from the ELF symbol table.
+fn kops_result_offset(path: &str) -> Option<(String, usize)> {
+    let bytes = std::fs::read(path).ok()?;
+    let (_, syms) = kops_kernel::btf::elf_layout(&bytes).ok()?;
+    syms.get("kops_result").map(|(sec, off)| (sec.clone(), *off as usize))
+}
+
+/// The rewritten and lowered program for `policy`, with native regions for its sites.
+pub struct KopsBuild {
+    pub lowered: Program,
+    pub regions: Vec<NativeRegion>,
+    pub sites: usize,
+    pub native: usize,
+    /// Rewrites that are plain instructions (wide loads), not kinsn sites.
+    pub plain: usize,
+}
+
+pub fn build_kops(p: &Program, policy: &Policy, jit: &OurJit) -> Result<KopsBuild, String> {
+    let rw = kops_recognize::run_program(p, policy).map_err(|e| format!("recognizer: {e}"))?;
+    let registry = kops_einsn::registry();
+    let (lowered, l) = kops_kinsn::lower_program(&rw.program, &registry).map_err(|e| format!("lowering: {e}"))?;
+    let starts: Vec<usize> = rw.program.subprogs.iter().map(|s| s.start).collect();
+    let (l2, plans) = kops_kinsn::plan_x86(
+        &rw.program.insns,
+        &starts,
+        &rw.program.func_info,
+        &registry,
+        jit.options().features,
+        &kops_jit::REGMAP,
+        kops_jit::AUX_REG,
+    )
+    .map_err(|e| format!("planning native emits: {e}"))?;
+    if l2.insns != l.insns || l2.regions != l.regions {
+        return Err("plan_x86 and lower_program disagree on the lowered program".into());
+    }
+    let mut regions = Vec::new();
+    for (r, plan) in l2.regions.iter().zip(plans) {
+        if let Some(code) = plan.native {
+            regions.push(NativeRegion { start: r.start, len: r.len, code });
+        }
+    }
+    let rewritten = rw.report.sites.iter().filter(|s| s.rewrite).count();
+    Ok(KopsBuild { sites: l.regions.len(), native: regions.len(), plain: rewritten.saturating_sub(l.regions.len()), lowered, regions })
+}
+
+/// Build every case for `files`.
+pub fn prepare(files: &[String], o: &SuiteOptions, progress: impl Fn(&str)) -> Prepared {
+    let mut out = Prepared::default();
+    let want = |r: &str| o.runtimes.iter().any(|x| x == r);
+    let kernel_state = if want("kernel") { Some(kops_kernel::available().map_err(|e| e.to_string())) } else { None };
+    if let Some(Err(e)) = &kernel_state {
+        out.notes.push(format!("kernel runtime not available ({e}); the interpreter is the oracle"));
+    }
+    let kernel_ok = matches!(kernel_state, Some(Ok(())));
+    if want("native") {
+        if let Some(why) = native::unavailable() {
+            out.notes.push(format!("native runtime not built: {why}"));
+        }
+    }
+    let cpu = o.cpu.unwrap_or(0);
+    for f in files {
+        progress(f);
+        let obj = match Object::load(f) {
+            Ok(obj) => obj,
+            Err(e) => {
+                out.skip(f, "*", format!("cannot load the object: {e}"));
+                continue;
+            }
+        };
+        let btf = if kernel_ok {
+            match KernelBtf::for_object(&obj) {
+                Ok(b) => b,
+                Err(e) => {
+                    out.notes.push(format!("{f}: BTF not loaded ({e}); programs loaded without it"));
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let result_at = kops_result_offset(f);
+        for p in &obj.programs {
+            if let Some(d) = description(Path::new(f)) {
+                out.descriptions.insert(p.name.clone(), d);
+            }
+            prepare_program(&mut out, o, &obj, p, btf.as_ref(), kernel_ok, cpu, result_at.as_ref());
+        }
+    }
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
+fn prepare_program(
+    out: &mut Prepared,
+    o: &SuiteOptions,
+    obj: &Object,
+    p: &Program,
+    btf: Option<&KernelBtf>,
+    kernel_ok: bool,
+    cpu: usize,
+    result_at: Option<&(String, usize)>,
+) {
+    let name = p.name.as_str();
+    let want = |r: &str| o.runtimes.iter().any(|x| x == r);
+    let kind = CtxKind::for_prog_type(p.prog_type);
+    let input = match input_for(kind, &o.packet) {
+        Ok(i) => i,
+        Err(e) => {
+            out.skip(name, "*", e);
+            return;
+        }
+    };
+    // Maps both the kernel and the runtime can read back.
+    let vm_maps: Vec<String> = obj
+        .maps
+        .iter()
+        .filter(|m| !matches!(m.map_type, map_type::RINGBUF | map_type::PERF_EVENT_ARRAY | map_type::PROG_ARRAY))
+        .map(|m| m.name.clone())
+        .collect();
+
+    // The oracle.
+    let mut kernel = None;
+    if want("kernel") && kernel_ok {
+        match KernelProg::load(obj, p, btf, &input, cpu) {
+            Ok(k) => kernel = Some(k),
+            Err(e) => out.skip(name, "kernel", format!("load: {}", first_line(&e.to_string()))),
+        }
+    }
+    let mut compare = vm_maps.clone();
+    if let Some(k) = &kernel {
+        let km = k.comparable_maps();
+        compare.retain(|m| km.contains(m));
+    }
+    let (oracle_name, oracle): (&str, Outcome) = match &kernel {
+        Some(k) => match k.outcome(&compare) {
+            Ok(o) => ("kernel", o),
+            Err(e) => {
+                out.skip(name, "*", format!("the kernel's test run failed: {e}"));
+                return;
+            }
+        },
+        None => {
+            // No kernel: the interpreter (memory-checked) is the oracle, and it must run
+            // the program cleanly before any native code does.
+            let r = VmProg::load(obj, p, Box::new(kops_vm::interp::Interp), &input).and_then(|v| v.outcome(&compare));
+            match r {
+                Ok(o) => ("interp", o),
+                Err(e) => {
+                    out.skip(name, "*", format!("no oracle: the kernel did not load it and the interpreter failed: {e}"));
+                    return;
+                }
+            }
+        }
+    };
+
+    let check = |out: &mut Prepared, rt: &str, got: Result<Outcome, String>| -> bool {
+        match got {
+            Ok(x) => {
+                let d = differences(&oracle, &x);
+                if d.is_empty() {
+                    true
+                } else {
+                    out.mismatches.push(Mismatch {
+                        program: name.into(),
+                        runtime: rt.into(),
+                        oracle: oracle_name.into(),
+                        detail: d.join("; "),
+                    });
+                    false
+                }
+            }
+            Err(e) => {
+                out.skip(name, rt, format!("run failed: {e}"));
+                false
+            }
+        }
+    };
+
+    if let Some(k) = kernel {
+        out.cases.push(Case { program: name.into(), runtime: "kernel".into(), runner: Box::new(k) });
+        // Identity control: the same program loaded again, with its own maps.
+        match KernelProg::load(obj, p, btf, &input, cpu) {
+            Ok(k2) => {
+                if check(out, KERNEL_COPY, k2.outcome(&compare)) {
+                    out.cases.push(Case { program: name.into(), runtime: KERNEL_COPY.into(), runner: Box::new(k2) });
+                }
+            }
+            Err(e) => out.skip(name, KERNEL_COPY, format!("load: {}", first_line(&e.to_string()))),
+        }
+    }
+
+    for rt in ["interp", "jit", "rbpf"] {
+        if !want(rt) {
+            continue;
+        }
+        let engine: Box<dyn Engine> = match rt {
+            "interp" => Box::new(kops_vm::interp::Interp),
+            "jit" => match OurJit::new(None) {
+                Ok(j) => Box::new(j),
+                Err(e) => {
+                    out.skip(name, rt, e);
+                    continue;
+                }
+            },
+            _ => Box::new(RbpfEngine),
+        };
+        if rt == "rbpf" {
+            if let Some(why) = crate::runners::rbpf_unsupported(&p.insns) {
+                out.skip(name, rt, format!("rbpf does not support {why}"));
+                continue;
+            }
+        }
+        match VmProg::load(obj, p, engine, &input) {
+            Ok(v) => {
+                if check(out, rt, v.outcome(&compare)) {
+                    out.cases.push(Case { program: name.into(), runtime: rt.into(), runner: Box::new(v) });
+                }
+            }
+            Err(e) => out.skip(name, rt, e),
+        }
+    }
+
+    let mut policies: Vec<(String, Policy)> = Vec::new();
+    if want("kops") {
+        policies.push(("kops".into(), Policy { mode: Mode::Auto, passes: Pass::ALL.to_vec() }));
+    }
+    if o.per_pass {
+        for pass in Pass::ALL {
+            policies.push((format!("kops:{pass}"), Policy { mode: Mode::Auto, passes: vec![pass] }));
+        }
+    }
+    for (rt, policy) in policies {
+        let jit0 = match OurJit::new(None) {
+            Ok(j) => j,
+            Err(e) => {
+                out.skip(name, &rt, e);
+                continue;
+            }
+        };
+        let b = match build_kops(p, &policy, &jit0) {
+            Ok(b) => b,
+            Err(e) => {
+                out.skip(name, &rt, e);
+                continue;
+            }
+        };
+        if rt == "kops" {
+            out.notes.push(format!(
+                "{name}: kops rewrote {} kinsn sites ({} native, {} proof-sequence fallback) and {} plain rewrites",
+                b.sites,
+                b.native,
+                b.sites - b.native,
+                b.plain
+            ));
+        } else if b.sites + b.plain == 0 {
+            // Nothing for this pass to change: it would time the baseline JIT again.
+            continue;
+        }
+        // The lowered program is what the verifier must accept (DESIGN §6).
+        if kernel_ok {
+            if let Err(e) = KernelProg::load(obj, &b.lowered, btf, &input, cpu) {
+                out.skip(name, &rt, format!("the kernel verifier rejects the lowered program: {}", first_line(&e.to_string())));
+                continue;
+            }
+        }
+        let jit = match OurJit::new(Some((p.name.clone(), b.regions))) {
+            Ok(j) => j,
+            Err(e) => {
+                out.skip(name, &rt, e);
+                continue;
+            }
+        };
+        match VmProg::load(obj, &b.lowered, Box::new(jit), &input) {
+            Ok(v) => {
+                if check(out, &rt, v.outcome(&compare)) {
+                    out.cases.push(Case { program: name.into(), runtime: rt.clone(), runner: Box::new(v) });
+                }
+            }
+            Err(e) => out.skip(name, &rt, e),
+        }
+    }
+
+    if want("native") {
+        if let Some(why) = native::unavailable() {
+            out.skip(name, "native", why);
+        } else if let Some(f) = native::lookup(name) {
+            let nr = NativeRunner::new(f, &input.data);
+            match result_at {
+                Some((sec, off)) => {
+                    // The oracle's kops_result (an all-zero .bss was dropped as "empty").
+                    let bss = oracle.maps.get(sec).and_then(|m| m.get(&0u32.to_le_bytes().to_vec()));
+                    let want_v = match bss {
+                        Some(v) => v.get(*off..off + 8).map(|b| u64::from_le_bytes(b.try_into().unwrap())),
+                        None if oracle.maps.contains_key(sec) => Some(0),
+                        None => None,
+                    };
+                    match want_v {
+                        None => out.skip(name, "native", format!("the oracle's `{sec}` could not be read back")),
+                        Some(w) => {
+                            let got = nr.result();
+                            if got == w {
+                                out.cases.push(Case { program: name.into(), runtime: "native".into(), runner: Box::new(nr) });
+                            } else {
+                                out.mismatches.push(Mismatch {
+                                    program: name.into(),
+                                    runtime: "native".into(),
+                                    oracle: oracle_name.into(),
+                                    detail: format!("kops_result {w:#018x} vs native {got:#018x}"),
+                                });
+                            }
+                        }
+                    }
+                }
+                None => out.skip(name, "native", "the object has no `kops_result` global to compare with"),
+            }
+        } else {
+            out.skip(name, "native", "no native counterpart in bpf/native/native.c");
+        }
+    }
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or("").to_string()
+}
