@@ -206,3 +206,58 @@ fn print_log(log: &str) {
         println!("    {l}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(name: &str) -> String {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../kernel/tests/data")
+            .join(name)
+            .display()
+            .to_string()
+    }
+
+    fn run(v: &[&str]) -> u8 {
+        main(v.iter().map(|s| s.to_string()).collect()).unwrap()
+    }
+
+    #[test]
+    fn exit_statuses() {
+        // usage errors and unreadable input do not need the kernel
+        assert_eq!(run(&["kops verify"]), 2);
+        assert_eq!(run(&["kops verify", "--help"]), 0);
+        assert_eq!(run(&["kops verify", "/nonexistent.o"]), 1);
+        if let Some(r) = kops_kernel::skip_reason() {
+            println!("SKIPPED: {r}");
+            return;
+        }
+        let obj = data("reject.bpf.o");
+        assert_eq!(run(&["kops verify", &obj]), EXIT_REJECTED);
+        assert_eq!(run(&["kops verify", &obj, "--prog", "ok"]), 0);
+        assert_eq!(run(&["kops verify", &obj, "--prog", "bad", "--log-level", "1"]), EXIT_REJECTED);
+        assert_eq!(run(&["kops verify", &obj, "--prog", "nope"]), 1);
+    }
+
+    #[test]
+    fn rejection_points_at_the_faulting_slot() {
+        if let Some(r) = kops_kernel::skip_reason() {
+            println!("SKIPPED: {r}");
+            return;
+        }
+        let obj = Object::load(data("reject.bpf.o")).unwrap();
+        let p = obj.program("bad").unwrap();
+        let maps = MapSet::create(&obj.maps).unwrap();
+        let btf = KernelBtf::for_object(&obj).unwrap();
+        match kops_kernel::load_object_program(&obj, p, &p.insns, &maps, btf.as_ref(), 0) {
+            Err(KernelError::Rejected { insn, message, .. }) => {
+                // llvm-objdump-19: <bad> is `r1 = *(u32 *)(r1 + 0x0)`, `r0 = *(u8 *)(r1 + 0x3)`, exit
+                assert_eq!(insn, Some(1));
+                assert_eq!(describe(&p.insns, 1), "r0 = *(u8 *)(r1 + 0x3)");
+                assert!(message.starts_with("invalid access to packet"), "{message}");
+            }
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+    }
+}
