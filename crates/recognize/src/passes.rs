@@ -35,6 +35,11 @@ impl<'a> Ctx<'a> {
         Ctx { kinds: ptr::analyse(insns, an, pkt, &site_defs), insns, an, sources }
     }
 
+    /// Pointer kind of register `r` before slot `pc` (Unknown for registers beyond r10).
+    pub fn kind(&self, pc: usize, r: u8) -> Kind {
+        self.kinds.get(pc).and_then(|st| st.get(r as usize)).copied().unwrap_or(Kind::Unknown)
+    }
+
     /// Region check allowing jumps that start inside the region to land inside it.
     fn region_ok(&self, start: usize, end: usize) -> Result<(), String> {
         match self.an.check_region(start, end) {
@@ -127,7 +132,7 @@ fn check_slice_once(cx: &Ctx, ws: usize, mask: u64, j: usize, dst: u8, memory: b
     cx.region_ok(p, j + 1)?;
     let in_slice = |pc: usize| mask & (1u64 << (pc - ws)) != 0;
     let mut slice_defs = RegSet::EMPTY; // registers whose latest writer is an idiom instruction
-    let mut writer = [usize::MAX; 11];
+    let mut writer = [usize::MAX; 16];
     let mut keep = Vec::new();
     let mut touched_by_keep = RegSet::EMPTY;
     let mut dst_conflict = false;
@@ -585,7 +590,7 @@ fn dataflow(pass: Pass, cx: &Ctx, found: &mut Found) {
                 Shape::Extract { start, len, .. } => SiteOp::Extract { dst, src, start, len },
                 Shape::Endian { off, size, .. } => SiteOp::EndianLoad { dst, base: src, off, size },
                 Shape::Ladder { off, size, big_endian, .. } => {
-                    let kind = cx.kinds[at][src as usize];
+                    let kind = cx.kind(at, src);
                     let abs = match kind {
                         Kind::Stack(Some(o)) | Kind::MapValue(Some(o)) => Some(o + off as i64),
                         _ => None,
@@ -783,7 +788,7 @@ fn disjoint(cx: &Ctx, pc: usize, ra: u8, a: i64, rb: u8, b: i64, len: i64) -> bo
     if ra == rb {
         return a + len <= b || b + len <= a;
     }
-    let (ka, kb) = (cx.kinds[pc][ra as usize], cx.kinds[pc][rb as usize]);
+    let (ka, kb) = (cx.kind(pc, ra), cx.kind(pc, rb));
     if ka.disjoint_regions(kb) {
         return true;
     }
@@ -968,7 +973,7 @@ fn memset(cx: &Ctx, found: &mut Found) {
             continue;
         }
         let zeros = (0..10u8)
-            .filter(|&r| cx.kinds[i][r as usize] == Kind::Const(0))
+            .filter(|&r| cx.kind(i, r) == Kind::Const(0))
             .fold(zero_regs_before(cx, i), |z, r| z.with(r));
         let Some((base, _, width)) = zero_store(i, zeros) else {
             i += 1;
@@ -1033,11 +1038,11 @@ fn prefetch(cx: &Ctx, found: &mut Found) {
         if !cx.an.insn_start[pc] || x.class() != op::LDX || x.mode() != op::MEM || x.size() != op::B {
             continue;
         }
-        if cx.an.live_out[pc].contains(x.dst) || x.dst == x.src {
+        if x.dst > 9 || x.src > 10 || cx.an.live_out[pc].contains(x.dst) || x.dst == x.src {
             continue;
         }
         // Stack memory is always hot: a dead load from it is no prefetch hint.
-        let kind = cx.kinds[pc][x.src as usize];
+        let kind = cx.kind(pc, x.src);
         if kind.is_stack() {
             continue;
         }

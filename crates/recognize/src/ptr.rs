@@ -126,7 +126,7 @@ fn step(st: &mut State, insns: &[Insn], pc: usize, pkt: &[i16], site_defs: SiteD
         }
         op::STX if i.mode() == op::ATOMIC => {
             let e = kops_analysis::effects(&i);
-            for r in e.defs.iter() {
+            for r in e.defs.iter().filter(|&r| r < 10) {
                 st[r as usize] = Kind::Unknown;
             }
         }

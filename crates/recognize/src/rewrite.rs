@@ -165,7 +165,7 @@ fn fix_program(prog: &Program, ap: &Applied) -> Result<Program, RewriteError> {
     p.insns = ap.insns.clone();
     let mut subs: Vec<Subprog> = Vec::new();
     for s in &prog.subprogs {
-        let start = ap.map[s.start].ok_or_else(|| err(s.start, "subprogram start was rewritten away"))?;
+        let start = ap.map.get(s.start).copied().flatten().ok_or_else(|| err(s.start, "subprogram start was rewritten away or out of range"))?;
         subs.push(Subprog { start, len: 0, ..s.clone() });
     }
     for k in 0..subs.len() {

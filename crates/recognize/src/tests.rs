@@ -363,3 +363,75 @@ fn prefetch_only_for_dead_loads_off_the_stack() {
     // A stack address (r4 = r10): nothing to prefetch.
     assert!(ops(&found(&p(4, 2)), Pass::Prefetch).is_empty());
 }
+
+/// Random instruction arrays (plausible and garbage slots mixed) never panic the passes
+/// or the rewriter: they give matches, rejects or an analysis error.
+#[test]
+fn random_programs_do_not_panic() {
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let pool = [
+        Insn::mov64_reg(3, 2),
+        Insn::alu64_imm(RSH, 3, 51),
+        Insn::alu64_imm(LSH, 2, 13),
+        Insn::alu64_reg(OR, 2, 3),
+        Insn::alu32_imm(RSH, 2, 3),
+        Insn::alu32_imm(AND, 2, 0x1f),
+        Insn::ldx(B, 4, 1, 0),
+        Insn::ldx(B, 5, 1, 1),
+        Insn::alu64_imm(LSH, 5, 8),
+        Insn::alu64_reg(OR, 4, 5),
+        Insn::ldx(DW, 2, 10, -8),
+        Insn::stx(DW, 10, 2, -16),
+        Insn::st(DW, 10, -24, 0),
+        Insn::jmp_imm(JEQ, 2, 0, 1),
+        Insn::ja(1),
+        Insn::new(ALU | END | TO_BE, 4, 0, 0, 16),
+        Insn::new(ALU64 | MOV | K, 7, PSEUDO_KINSN_SIDECAR, 3, 5),
+        Insn::new(JMP | CALL, 0, PSEUDO_KINSN_CALL, 0, 1),
+        Insn::call_helper(1),
+    ];
+    let (mut analysed, mut matched, mut rewritten) = (0, 0, 0);
+    for _ in 0..3000 {
+        let n = 1 + (next() % 40) as usize;
+        let mut v: Vec<Insn> = (0..n)
+            .map(|_| {
+                let r = next();
+                if r % 5 == 0 {
+                    Insn::from_bytes(next().to_le_bytes())
+                } else {
+                    pool[(r >> 8) as usize % pool.len()]
+                }
+            })
+            .collect();
+        v.push(Insn::exit());
+        if let Ok(f) = find_matches(&v, &[], Some(kops_object::ProgType::Xdp), &Pass::ALL) {
+            analysed += 1;
+            matched += f.matches.len();
+            for m in &f.matches {
+                let _ = encode::replacement(&v, m);
+            }
+        }
+        let p = kops_object::Program {
+            name: "r".into(),
+            section: "xdp".into(),
+            prog_type: kops_object::ProgType::Xdp,
+            prog_type_id: 6,
+            expected_attach_type: 0,
+            insns: v.clone(),
+            subprogs: vec![kops_object::Subprog { name: "r".into(), start: 0, len: v.len(), section: "xdp".into(), sec_start: 0 }],
+            func_info: vec![],
+            line_info: vec![],
+        };
+        if run_program(&p, &Policy { mode: Mode::All, passes: Pass::ALL.to_vec() }).is_ok() {
+            rewritten += 1;
+        }
+    }
+    // The generator must reach the passes, not only the analysis errors.
+    assert!(analysed > 500 && matched > 100 && rewritten > 500, "{analysed} {matched} {rewritten}");
+}
