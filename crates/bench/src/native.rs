@@ -90,13 +90,13 @@ impl NativeRunner {
 impl Runner for NativeRunner {
     fn measure(&mut self, repeat: u32) -> Result<f64, String> {
         let (p, n) = (self.data.as_ptr(), self.data.len());
-        let t = std::time::Instant::now();
+        let t = crate::runners::ThreadClock::now();
         for _ in 0..repeat {
             // black_box: the call may not be hoisted or dropped (it is an opaque extern call
             // already; this also keeps the arguments from being treated as constants).
             // SAFETY: as in `result`.
             std::hint::black_box(unsafe { (self.f)(std::hint::black_box(p), std::hint::black_box(n)) });
         }
-        Ok(t.elapsed().as_nanos() as f64 / repeat as f64)
+        Ok(t.elapsed_ns() as f64 / repeat as f64)
     }
 }
