@@ -19,13 +19,16 @@ pub struct Map {
     pub max_entries: u32,
 }
 
+/// One map entry as read back: key and value(s) (one per CPU for per-CPU maps).
+pub type Entry = (Vec<u8>, Vec<Vec<u8>>);
+
 /// Contents of a map: `(key, values)` in key order, where `values` has one entry per
 /// possible CPU for per-CPU maps and exactly one otherwise (each `value_size` bytes).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MapDump {
     pub name: String,
     pub per_cpu: bool,
-    pub entries: Vec<(Vec<u8>, Vec<Vec<u8>>)>,
+    pub entries: Vec<Entry>,
 }
 
 pub fn is_per_cpu(map_type: u32) -> bool {
@@ -286,7 +289,7 @@ impl Map {
 
     /// Arrays: one BPF_MAP_LOOKUP_BATCH call per chunk instead of a syscall per index
     /// (xdp-filter's port array has 65536 entries and is read after every run).
-    fn dump_array_batch(&self, skip_zero: bool) -> Result<Vec<(Vec<u8>, Vec<Vec<u8>>)>, KernelError> {
+    fn dump_array_batch(&self, skip_zero: bool) -> Result<Vec<Entry>, KernelError> {
         let n = self.max_entries as usize;
         let vsz = self.syscall_value_size();
         let chunk = n.clamp(1, 8192);
@@ -339,7 +342,7 @@ impl Map {
         Ok(out)
     }
 
-    fn dump_array_slow(&self, skip_zero: bool) -> Result<Vec<(Vec<u8>, Vec<Vec<u8>>)>, KernelError> {
+    fn dump_array_slow(&self, skip_zero: bool) -> Result<Vec<Entry>, KernelError> {
         let mut out = Vec::new();
         for i in 0..self.max_entries {
             let k = i.to_ne_bytes().to_vec();
