@@ -131,10 +131,10 @@ pub fn fixup_datasecs(
     Ok(b)
 }
 
-/// Section sizes and symbol (section, value) pairs of an ELF object, for [`fixup_datasecs`].
 /// Section sizes by name, and symbols by name with (section name, value).
 pub type ElfLayout = (HashMap<String, u64>, HashMap<String, (String, u64)>);
 
+/// Section sizes and symbol (section, value) pairs of an ELF object, for [`fixup_datasecs`].
 pub fn elf_layout(elf: &[u8]) -> Result<ElfLayout, String> {
     use object::{Object as _, ObjectSection, ObjectSymbol};
     let f = object::File::parse(elf).map_err(|e| format!("not a readable ELF object: {e}"))?;
