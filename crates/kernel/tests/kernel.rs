@@ -256,3 +256,23 @@ fn btf_func_id_and_stand_in_target() {
     let info = prog.info().unwrap();
     assert!(info.btf_id > 0, "the stand-in carries BTF");
 }
+
+#[test]
+fn object_btf_needs_and_gets_the_datasec_fixup() {
+    require_kernel!();
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/diffcheck.bpf.o");
+    let obj = kops_object::Object::load(path).unwrap();
+    let raw = obj.btf.clone().expect("clang -g emits .BTF");
+    // As clang leaves it (DATASEC size 0), the kernel refuses it ...
+    match kops_kernel::KernelBtf::load(raw) {
+        Err(KernelError::Btf { .. }) => {}
+        other => panic!("unfixed BTF should be refused, got {other:?}"),
+    }
+    // ... and after the fix-up it loads, and programs load with its func_info/line_info.
+    let btf = kops_kernel::KernelBtf::for_object(&obj).unwrap().unwrap();
+    let maps = MapSet::create(&obj.maps).unwrap();
+    let p = obj.program("entry").unwrap();
+    assert!(!p.func_info.is_empty() && !p.line_info.is_empty());
+    let l = kops_kernel::load_object_program(&obj, p, &p.insns, &maps, Some(&btf), 0).unwrap();
+    assert!(l.info().unwrap().btf_id > 0);
+}
