@@ -77,6 +77,24 @@ pub fn main(args: Vec<String>) -> Result<u8> {
     let btf = KernelBtf::for_object(&obj).unwrap_or(None);
     // The kernel JIT checks the boot CPU's features (BMI2); no masking here.
     let features = CpuFeatures::host();
+    let harden = std::fs::read_to_string("/proc/sys/net/core/bpf_jit_harden").map(|s| s.trim().to_string()).unwrap_or_else(|_| "?".into());
+    // /proc/self belongs to the process's effective uid.
+    let root = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self")?) == 0;
+    if !a.summary {
+        println!("# left: ours (JIT of the kernel's xlated program), right: the kernel's jited image; per xlated eBPF slot");
+        println!("# differences: `thunk` = kernel returns via jmp __x86_return_thunk (retbleed), ours via jmp to a local ret;");
+        println!("#   `address` = same instruction, different absolute address (map pointers, helpers, subprograms, per-CPU);");
+        println!("#   `diff` = anything else (a lowering difference). CPU features used: {features}.");
+        println!(
+            "# constant blinding: net.core.bpf_jit_harden = {harden}{}",
+            match (harden.as_str(), root) {
+                ("0", _) => " (off)",
+                ("1", true) => " (unprivileged only: off for us, root)",
+                ("2", _) => " (on for everyone: the kernel image has blinded constants, ours not)",
+                _ => "",
+            }
+        );
+    }
     let (mut tk, mut to, mut failed) = (0usize, 0usize, 0usize);
     for p in &progs {
         match diff_one(&obj, p, &maps, btf.as_ref(), features, a.summary) {
@@ -350,7 +368,7 @@ fn diff_one(
             let slot = oi.map(|x| slot_of(o[x].offset)).unwrap_or(last_slot.flatten());
             if last_slot != Some(slot) {
                 match slot {
-                    Some(s) => println!("  [{s:4}] {}", kops_isa::disasm::format(&info.xlated, s)),
+                    Some(s) => println!("  [{s:4}] {}", kops_isa::disasm::format(&insns, s)),
                     None => println!("  [prologue]"),
                 }
                 last_slot = Some(slot);
@@ -420,4 +438,46 @@ fn rewrite_note(orig: &[Insn], xl: &[Insn]) -> String {
         parts.push(format!("{} more loads (context access conversion / inlined lookups)", lx - lo));
     }
     parts.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dis(bytes: &[u8], ip: u64) -> Vec<NativeInsn> {
+        disassemble(bytes, ip)
+    }
+
+    #[test]
+    fn classification() {
+        // Same bytes: no difference.
+        let a = dis(&[0x48, 0x89, 0xf8], 0x1000);
+        assert_eq!(classify(&a[0], &a[0], (0x1000, 0x1003), (0x1000, 0x1003)), None);
+        // movabs with different immediates: address.
+        let o = dis(&[0x48, 0xbf, 1, 2, 3, 4, 5, 6, 7, 8], 0x1000);
+        let k = dis(&[0x48, 0xbf, 9, 9, 9, 9, 9, 9, 9, 9], 0x5000);
+        assert_eq!(classify(&o[0], &k[0], (0x1000, 0x100a), (0x5000, 0x500a)), Some(Why::Address));
+        // A different register: a real difference.
+        let k2 = dis(&[0x48, 0xbe, 1, 2, 3, 4, 5, 6, 7, 8], 0x5000);
+        assert_eq!(classify(&o[0], &k2[0], (0x1000, 0x100a), (0x5000, 0x500a)), Some(Why::Diff));
+        // Both leave the function with jmp rel32: our return-thunk stand-in vs the kernel's.
+        let oj = dis(&[0xe9, 0x10, 0, 0, 0], 0x1000);
+        let kj = dis(&[0xe9, 0x00, 0x10, 0, 0], 0x5000);
+        assert_eq!(classify(&oj[0], &kj[0], (0x1000, 0x1005), (0x5000, 0x5005)), Some(Why::Thunk));
+        // Jumps inside the function: equal when the relative targets are.
+        let o = dis(&[0x74, 0x02, 0x90, 0x90], 0x1000);
+        let k = dis(&[0x74, 0x02, 0x90, 0x90], 0x7000);
+        assert_eq!(classify(&o[0], &k[0], (0x1000, 0x1004), (0x7000, 0x7004)), None);
+        let k = dis(&[0x74, 0x01, 0x90, 0x90], 0x7000);
+        assert_eq!(classify(&o[0], &k[0], (0x1000, 0x1004), (0x7000, 0x7004)), Some(Why::Diff));
+    }
+
+    #[test]
+    fn alignment_resynchronises() {
+        // ours: push rbx; mov rax, rdi; ret   kernel: mov rax, rdi; ret (no push)
+        let o = dis(&[0x53, 0x48, 0x89, 0xf8, 0xc3], 0);
+        let k = dis(&[0x48, 0x89, 0xf8, 0xc3], 0x100);
+        let pairs = align(&o, &k, (0, 5), (0x100, 0x104));
+        assert_eq!(pairs, vec![(Some(0), None), (Some(1), Some(0)), (Some(2), Some(1))]);
+    }
 }
