@@ -21,6 +21,7 @@ impl Rng {
     pub fn new(seed: u64) -> Rng {
         Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
     }
+    #[allow(clippy::should_implement_trait)] // not an iterator: never ends
     pub fn next(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;

@@ -129,8 +129,8 @@ struct State {
 
 fn join_state(a: &State, b: &State) -> State {
     let mut regs = a.regs;
-    for r in 0..11 {
-        regs[r] = join(a.regs[r], b.regs[r]);
+    for (r, v) in regs.iter_mut().enumerate() {
+        *v = join(a.regs[r], b.regs[r]);
     }
     let mut slots = std::collections::BTreeMap::new();
     for (k, v) in a.slots.iter() {

@@ -849,7 +849,7 @@ impl Program<'_> {
                 };
                 entries.push(e);
             }
-            while (image_len + a.len()) % 8 != 0 {
+            while !(image_len + a.len()).is_multiple_of(8) {
                 a.int3();
             }
             table = image_len + a.len();
