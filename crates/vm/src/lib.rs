@@ -29,7 +29,28 @@
 //! For the conformance suite's convention (r1 = memory, r2 = length, helper 5 = unwind):
 //! [`run_conformance`].
 //!
-//! # Engines
+//! # What a program sees
+//!
+//! - **Contexts** ([`ctx`], chosen from the program type by [`CtxKind::for_prog_type`]):
+//!   XDP (`xdp_md` over a 4096-byte frame with 256 bytes of headroom, loopback ifindex 1,
+//!   queue 0), `__sk_buff` for tc (data from the Ethernet header) and socket filters / cgroup
+//!   skb (data from the network header, like BPF_PROG_TEST_RUN), plain memory, and raw
+//!   read-only context bytes for other types. `data`/`data_end`/`data_meta` loads are
+//!   rewritten at load time into 64-bit loads of our pointers; a forward dataflow over
+//!   registers and spilled stack slots finds the context pointer (through bpf-to-bpf calls)
+//!   and rejects accesses it cannot type, and context writes the kernel forbids.
+//! - **Maps** ([`maps`]): array, per-CPU array, hash, per-CPU hash, LRU hash, LRU per-CPU
+//!   hash, program array, ring buffer, perf event array, devmap, xskmap; global data
+//!   (`.data`, `.rodata` read-only, `.bss`) as one-element arrays with their initial
+//!   contents. Per-CPU maps model one CPU with the kernel's userspace layout (value size
+//!   rounded up to 8 per CPU).
+//! - **Helpers** ([`helpers`]): map lookup/update/delete, ktime_get_ns and ktime_get_boot_ns
+//!   (deterministic clock), trace_printk, get_prandom_u32 (seeded), get_smp_processor_id,
+//!   skb_store_bytes, skb_load_bytes, tail_call, redirect, perf_event_output, csum_diff,
+//!   xdp_adjust_head/meta/tail, redirect_map, ringbuf output/reserve/submit/discard,
+//!   xdp_get_buff_len. Any other id is a load error naming the helper and instruction.
+//!
+//! //! # Engines
 //!
 //! An [`Engine`] turns a loaded program ([`ProgImage`]: final instructions, helper table,
 //! context kind) into a [`Compiled`] program that [`Vm::run`] calls with the context
