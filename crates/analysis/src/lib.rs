@@ -245,6 +245,9 @@ impl fmt::Display for RegionIssue {
     }
 }
 
+/// Register effects of the kinsn site whose call is at the given slot (sidecar, call).
+pub type KinsnEffectsFn<'a> = &'a dyn Fn(usize, &Insn, &Insn) -> Option<Effects>;
+
 /// Options for [`Analysis::with_options`].
 #[derive(Default)]
 pub struct Options<'a> {
@@ -252,7 +255,7 @@ pub struct Options<'a> {
     pub extra_subprog_starts: &'a [usize],
     /// Register effects of the kinsn site whose call is at the given slot; `None` keeps
     /// the conservative default (reads everything, writes nothing).
-    pub kinsn_effects: Option<&'a dyn Fn(usize, &Insn, &Insn) -> Option<Effects>>,
+    pub kinsn_effects: Option<KinsnEffectsFn<'a>>,
 }
 
 impl Analysis {

@@ -5,12 +5,24 @@
 //! Layout:
 //! - [`find_matches`]: every pass over one instruction array, each match checked for
 //!   safety (no branch target inside, no subprogram boundary crossed, temporaries dead
-//!   after the site, operand widths);
-//! - [`policy`]: the static cost model that decides per site;
-//! - [`encode`]: turns a match into the instructions that replace it;
+//!   after the site, operand widths); [`Found`] holds matches and rejected candidates;
+//! - [`policy`]: the static cost model that decides per site ([`Policy`], [`Mode`]);
+//! - [`encode`]: turns a match into the instructions that replace it (EInsn payloads via
+//!   [`einsn_bridge`]);
 //! - [`rewrite`]: applies accepted matches and fixes up jumps, calls, pseudo-func
-//!   references, subprograms, func_info and line_info; [`rewrite::run_program`] iterates
-//!   match/decide/apply on a [`kops_object::Program`] until nothing changes.
+//!   references, subprograms, func_info and line_info; [`run_program`] iterates
+//!   match/decide/apply on a [`kops_object::Program`] until nothing changes (so idioms
+//!   that clang interleaves are taken one after the other), [`rewrite_object`] does every
+//!   program, [`write_object`] writes the result as ELF through `kops_object::write`.
+//!
+//! How the data-flow idioms are matched: each candidate last instruction (an `or`, `rsh`,
+//! `and`, `be`) is evaluated symbolically over up to 64 slots of its basic block
+//! ([`sym`]); the value it produces is compared with the idiom's term (rotate, clang's
+//! popcount expansion, shift+mask, load+swap, byte ladder). The instructions that
+//! contributed (the backward slice, minus those computing the idiom's input) are the
+//! idiom; everything else in between is kept, in order, after (or before) the site, and
+//! is checked not to read the idiom's intermediate values. Select and bulk copy/zeroing
+//! are matched by shape. Pointer kinds ([`ptr`]) decide overlap and wide-load alignment.
 
 pub mod einsn_bridge;
 pub mod encode;
