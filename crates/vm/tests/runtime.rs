@@ -229,3 +229,14 @@ fn csum_diff_of_a_valid_ipv4_header() {
     // kernel: 1065535 (folds to 0xffff; Linux 6.12+ returns the 16-bit fold).
     assert_eq!(run(&vm("rt_misc.bpf.o"), "csum").unwrap().r0, 1_065_535);
 }
+
+#[test]
+fn map_value_bad_accesses_are_errors() {
+    let v = vm("rt_maps.bpf.o");
+    let e = run(&v, "null_deref").unwrap_err();
+    assert!(matches!(e, VmError::BadAccess { addr: 0, len: 8, write: false, .. }), "{e}");
+    assert!(e.to_string().contains("null pointer"), "{e}");
+    let e = run(&v, "value_oob").unwrap_err();
+    assert!(matches!(e, VmError::BadAccess { len: 1, write: false, .. }), "{e}");
+    assert!(e.to_string().contains("value_oob"), "{e}");
+}

@@ -67,4 +67,28 @@ int write_rodata(struct xdp_md *ctx)
 }
 #endif
 
+#ifndef VERIFIABLE_ONLY /* refused by the verifier: tests the runtime checks */
+// Dereferences the result of a lookup that misses (NULL).
+SEC("xdp")
+int null_deref(struct xdp_md *ctx)
+{
+	__u32 k = 99;
+	__u64 *v = bpf_map_lookup_elem(&counts, &k);
+	return *(volatile __u64 *)v;
+}
+
+// Reads one byte past a hash value (8 bytes).
+SEC("xdp")
+int value_oob(struct xdp_md *ctx)
+{
+	__u32 k = 1;
+	__u64 init = 5;
+	bpf_map_update_elem(&counts, &k, &init, BPF_ANY);
+	unsigned char *v = bpf_map_lookup_elem(&counts, &k);
+	if (!v)
+		return 0;
+	return ((volatile unsigned char *)v)[8];
+}
+#endif
+
 char LICENSE[] SEC("license") = "GPL";
