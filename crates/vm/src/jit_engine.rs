@@ -86,14 +86,7 @@ impl Engine for JitEngine {
     }
 
     fn compile(&self, prog: &ProgImage<'_>) -> Result<Box<dyn Compiled>, VmError> {
-        let mut o = self.options.clone();
-        o.call_mode = CallMode::Trampoline;
-        o.div_fixups = true;
-        o.tail_call = Some((TAIL_CALL as i32, TailCallMode::Lookup(tail_lookup as extern "C" fn(u64, u64) -> u64 as usize as u64)));
-        if prog.conformance {
-            o.unwind_helper = Some(crate::helpers::UNWIND as i32);
-            o.callx_helpers = Some(CALLX_HELPERS);
-        }
+        let o = runtime_options(&self.options, prog.conformance);
         let jp = JitProgram::new(prog.insns, &o, &Helpers(prog.helpers)).map_err(|e| match e {
             kops_jit::JitError::Insn { pc, msg } => VmError::Load { prog: prog.name.to_string(), pc, msg },
             kops_jit::JitError::Unsupported { pc, what } => {
@@ -103,6 +96,74 @@ impl Engine for JitEngine {
         })?;
         Ok(Box::new(JitCompiled { prog: jp }))
     }
+}
+
+/// The Kops engine (`--runtime kops`): the JIT with kinsn dispatch. Each site is compiled
+/// to its op's native x86-64 form when the op has one and the CPU has its features
+/// (masked by `KOPS_DISABLE_FEATURES`), else to its proof sequence (fallback); the plan
+/// (lowering, liveness after each site, checked emits) is `kops_kinsn::plan_x86`.
+///
+/// The runtime must hand sites through unlowered (`ProgImage::insns` with the sidecar +
+/// call pairs); programs without sites compile exactly as with [`JitEngine`].
+pub struct KopsEngine {
+    options: JitOptions,
+    registry: kops_kinsn::Registry,
+}
+
+impl KopsEngine {
+    pub fn new(registry: kops_kinsn::Registry) -> Result<KopsEngine, VmError> {
+        let options = JitOptions::runtime().map_err(|e| VmError::Setup(e.to_string()))?;
+        Ok(KopsEngine { options, registry })
+    }
+    pub fn with_options(options: JitOptions, registry: kops_kinsn::Registry) -> KopsEngine {
+        KopsEngine { options, registry }
+    }
+
+    /// Compile instructions with sites (what [`Engine::compile`] does, without a Vm).
+    pub fn compile_insns(&self, name: &str, insns: &[Insn], subprog_starts: &[usize], helpers: &HelperTable, conformance: bool) -> Result<JitProgram, VmError> {
+        let o = runtime_options(&self.options, conformance);
+        let load_err = |pc: usize, msg: String| VmError::Load { prog: name.to_string(), pc, msg };
+        let (lowered, plans) = kops_kinsn::plan_x86(insns, subprog_starts, &[], &self.registry, o.features, &kops_jit::REGMAP, kops_jit::AUX_REG)
+            .map_err(|e| load_err(0, format!("kinsn: {e}")))?;
+        let regions: Vec<kops_jit::NativeRegion> = lowered
+            .regions
+            .iter()
+            .zip(plans)
+            .filter_map(|(r, p)| p.native.map(|code| kops_jit::NativeRegion { start: r.start, len: r.len, code }))
+            .collect();
+        // Errors name slots of the lowered program: map them back to the program's.
+        let orig = |pc: usize| lowered.orig_of.get(pc).copied().unwrap_or(pc);
+        JitProgram::with_regions(&lowered.insns, &regions, &o, &Helpers(helpers)).map_err(|e| match e {
+            kops_jit::JitError::Insn { pc, msg } => load_err(orig(pc), msg),
+            kops_jit::JitError::Unsupported { pc, what } => load_err(orig(pc), format!("JIT: unsupported {what}")),
+            e => load_err(0, format!("JIT: {e}")),
+        })
+    }
+}
+
+impl Engine for KopsEngine {
+    fn name(&self) -> &'static str {
+        "kops"
+    }
+
+    fn compile(&self, prog: &ProgImage<'_>) -> Result<Box<dyn Compiled>, VmError> {
+        let starts: Vec<usize> = prog.subprogs.iter().map(|s| s.start).collect();
+        let jp = self.compile_insns(prog.name, prog.insns, &starts, prog.helpers, prog.conformance)?;
+        Ok(Box::new(JitCompiled { prog: jp }))
+    }
+}
+
+/// The per-program JIT options of the runtime engines.
+fn runtime_options(base: &JitOptions, conformance: bool) -> JitOptions {
+    let mut o = base.clone();
+    o.call_mode = CallMode::Trampoline;
+    o.div_fixups = true;
+    o.tail_call = Some((TAIL_CALL as i32, TailCallMode::Lookup(tail_lookup as extern "C" fn(u64, u64) -> u64 as usize as u64)));
+    if conformance {
+        o.unwind_helper = Some(crate::helpers::UNWIND as i32);
+        o.callx_helpers = Some(CALLX_HELPERS);
+    }
+    o
 }
 
 struct JitCompiled {
@@ -445,6 +506,37 @@ mod tests {
         }
         assert!(failures.is_empty(), "{} bundled programs differ", failures.len());
         eprintln!("{compared} bundled programs agree");
+    }
+
+    /// Kinsn sites compile natively (rol, popcnt) or, with the CPU feature masked, to their
+    /// proof sequences; both compute what Rust's rotate_left / count_ones compute.
+    #[test]
+    fn kops_engine_native_and_fallback() {
+        use kops_einsn::{EInsn, Popcount64, Rotate64};
+        let x = 0x0123_4567_89ab_cdefu64;
+        // (A site may not start a function.)
+        let mut p = vec![Insn::mov64_imm(0, 0)];
+        // r0 = rol64(r1, 13) (tmp r2); r3 = popcount(r1) (temps r4, r5); r0 ^= r3
+        p.extend(Rotate64::new(0, 1, 2, 13, true).unwrap().site().unwrap());
+        p.extend(Popcount64::new(3, 1, 4, 5).unwrap().site().unwrap());
+        p.extend([Insn::alu64_reg(kops_isa::op::XOR, 0, 3), Insn::exit()]);
+        let want = x.rotate_left(13) ^ x.count_ones() as u64;
+        let reg = kops_einsn::registry();
+        for features in [kops_jit::CpuFeatures::host(), kops_jit::CpuFeatures::NONE] {
+            let mut o = JitOptions::runtime().unwrap();
+            o.features = features;
+            let e = KopsEngine::with_options(o, reg.clone());
+            let jp = e.compile_insns("sites", &p, &[0], &HelperTable::kernel(), false).unwrap();
+            let code = jp.code();
+            let text: Vec<String> = kops_jit::disasm::disassemble(code, 0).into_iter().map(|i| i.mnemonic).collect();
+            if features.has(kops_jit::Feature::Popcnt) {
+                assert!(text.iter().any(|m| m == "popcnt"), "{text:?}");
+            } else {
+                assert!(!text.iter().any(|m| m == "popcnt"), "{text:?}");
+            }
+            // SAFETY: registers only.
+            assert_eq!(unsafe { jp.call(x, 0) }, want, "features {features}");
+        }
     }
 
     #[test]
