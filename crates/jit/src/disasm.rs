@@ -63,3 +63,52 @@ pub fn count(code: &[u8]) -> usize {
     }
     n
 }
+
+/// Every native instruction of a compiled program with the input slot it belongs to
+/// (None: a prologue, or the runtime stubs after the functions). `code` is the image's
+/// bytes as linked at `base` ([`crate::JitImage::link`]) or [`crate::JitImage::code`].
+pub fn per_slot(image: &crate::JitImage, code: &[u8], base: u64) -> Vec<(Option<usize>, NativeInsn)> {
+    let mut owner: Vec<Option<usize>> = vec![None; code.len()];
+    for (slot, &(s, e)) in image.insn_ranges.iter().enumerate() {
+        for b in owner.iter_mut().take(e as usize).skip(s as usize) {
+            *b = Some(slot);
+        }
+    }
+    disassemble(code, base).into_iter().map(|i| (owner.get(i.offset).copied().flatten(), i)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kops_isa::{op, Insn};
+
+    struct NoEnv;
+    impl crate::Resolver for NoEnv {
+        fn helper(&self, _: i32) -> Option<u64> {
+            None
+        }
+        fn ld_imm64(&self, _: usize, _: &Insn, _: &Insn) -> Result<u64, String> {
+            Err("none".into())
+        }
+    }
+
+    #[test]
+    fn slots_own_their_instructions() {
+        // 0: r0 = 1 (mov eax, 1); 1-2: r1 = imm64 (movabs); 3: r0 += r1 (add); 4: exit.
+        let mut p = vec![Insn::mov64_imm(0, 1)];
+        p.extend(Insn::ld_imm64(1, 0, 0x1122_3344_5566_7788));
+        p.extend([Insn::alu64_reg(op::ADD, 0, 1), Insn::exit()]);
+        let mut o = crate::JitOptions::runtime().unwrap();
+        o.call_mode = crate::CallMode::Absolute;
+        let img = crate::compile(&p, &o, &NoEnv).unwrap();
+        let v = per_slot(&img, &img.code, 0);
+        let of = |slot: usize| -> Vec<String> { v.iter().filter(|(s, _)| *s == Some(slot)).map(|(_, i)| i.mnemonic.clone()).collect() };
+        assert_eq!(of(0), ["mov"]);
+        assert_eq!(of(1), ["mov"]);
+        assert!(of(2).is_empty());
+        assert_eq!(of(3), ["add"]);
+        assert_eq!(of(4), ["leave", "ret"]);
+        // The prologue belongs to no slot.
+        assert_eq!(v[0].0, None);
+    }
+}

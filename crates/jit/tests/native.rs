@@ -29,7 +29,7 @@ fn opts(features: CpuFeatures, mode: CallMode) -> JitOptions {
 fn run(p: &[Insn], r1: u64, r2: u64) -> u64 {
     let mut results = Vec::new();
     for f in [CpuFeatures::host(), CpuFeatures::NONE] {
-        for m in [CallMode::Trampoline, CallMode::Absolute] {
+        for m in [CallMode::Trampoline, CallMode::Absolute, CallMode::Rel32] {
             let jp = JitProgram::new(p, &opts(f, m), &R).unwrap();
             // SAFETY: the test programs only touch their own stack.
             results.push(unsafe { jp.call(r1, r2) });
