@@ -86,10 +86,48 @@ pub fn cst(c: u64) -> T {
 /// Build a binary term, normalised.
 pub fn bin(op: Bin, w: W, a: T, b: T) -> T {
     let (mut a, mut b) = if w == W::W32 { (strip32(a), strip32(b)) } else { (a, b) };
-    if op.commutative() && b < a {
+    if op.commutative() && cmp_terms(&b, &a, &mut 20_000) == std::cmp::Ordering::Less {
         std::mem::swap(&mut a, &mut b);
     }
     Rc::new(Term::Bin(op, w, a, b))
+}
+
+/// Structural order of two terms, short-cutting shared subterms (a DAG compared as a tree
+/// can be exponential). Past `budget` node visits, falls back to the allocation order:
+/// the normalisation may then miss a match, never make one up (matching uses equality).
+pub fn cmp_terms(a: &T, b: &T, budget: &mut u32) -> std::cmp::Ordering {
+    use std::cmp::Ordering::*;
+    if Rc::ptr_eq(a, b) {
+        return Equal;
+    }
+    if *budget == 0 {
+        return (Rc::as_ptr(a) as usize).cmp(&(Rc::as_ptr(b) as usize));
+    }
+    *budget -= 1;
+    let rank = |t: &Term| match t {
+        Term::In(_) => 0,
+        Term::Const(_) => 1,
+        Term::Bin(..) => 2,
+        Term::Zext32(_) => 3,
+        Term::Load { .. } => 4,
+        Term::Swap(..) => 5,
+        Term::Opaque(..) => 6,
+    };
+    match (&**a, &**b) {
+        (Term::In(x), Term::In(y)) => x.cmp(y),
+        (Term::Const(x), Term::Const(y)) => x.cmp(y),
+        (Term::Bin(o1, w1, a1, b1), Term::Bin(o2, w2, a2, b2)) => (o1, w1)
+            .cmp(&(o2, w2))
+            .then_with(|| cmp_terms(a1, a2, budget))
+            .then_with(|| cmp_terms(b1, b2, budget)),
+        (Term::Zext32(x), Term::Zext32(y)) => cmp_terms(x, y, budget),
+        (Term::Load { size: s1, base: b1, off: o1, epoch: e1 }, Term::Load { size: s2, base: b2, off: o2, epoch: e2 }) => {
+            (s1, o1, e1).cmp(&(s2, o2, e2)).then_with(|| cmp_terms(b1, b2, budget))
+        }
+        (Term::Swap(n1, x), Term::Swap(n2, y)) => n1.cmp(n2).then_with(|| cmp_terms(x, y, budget)),
+        (Term::Opaque(p1, r1), Term::Opaque(p2, r2)) => (p1, r1).cmp(&(p2, r2)),
+        (x, y) => rank(x).cmp(&rank(y)),
+    }
 }
 
 pub fn zext32(t: T) -> T {

@@ -435,3 +435,27 @@ fn random_programs_do_not_panic() {
     // The generator must reach the passes, not only the analysis errors.
     assert!(analysed > 500 && matched > 100 && rewritten > 500, "{analysed} {matched} {rewritten}");
 }
+
+/// A 64-slot add/xor chain makes terms whose tree form is exponential (each value uses
+/// the previous two); matching must stay fast (shared subterms are compared by identity).
+#[test]
+fn dag_shaped_terms_stay_fast() {
+    let mut v = vec![Insn::ldx(DW, 2, 1, 0), Insn::ldx(DW, 3, 1, 8)];
+    for k in 0..30 {
+        v.push(Insn::alu64_reg(ADD, 2, 3));
+        v.push(Insn::alu64_reg(if k % 2 == 0 { XOR } else { OR }, 3, 2));
+    }
+    v.push(Insn::mov64_reg(4, 3));
+    v.push(Insn::alu64_imm(RSH, 4, 51));
+    v.push(Insn::alu64_imm(LSH, 3, 13));
+    v.push(Insn::alu64_reg(OR, 3, 4));
+    v.push(Insn::alu64_reg(ADD, 2, 2));
+    v.push(Insn::alu64_reg(MUL, 3, 3));
+    v.push(Insn::mov64_reg(0, 3));
+    v.push(Insn::exit());
+    let t = std::time::Instant::now();
+    let f = found(&v);
+    assert!(t.elapsed().as_secs() < 5, "{:?}", t.elapsed());
+    // The rotate at the end of the chain is still found.
+    assert_eq!(ops(&f, Pass::Rotate).len(), 1, "{:?}", f.rejects);
+}
