@@ -264,10 +264,18 @@ fn diff_one(
     features: CpuFeatures,
     summary: bool,
 ) -> Result<(usize, usize)> {
-    if p.insns.iter().any(|i| i.is_call() && i.src == op::PSEUDO_KINSN_CALL) {
-        bail!("has kinsn sites: the kernel cannot load it without lowering");
-    }
-    let loaded = kops_kernel::load_object_program(obj, p, &p.insns, maps, btf, 0).map_err(|e| anyhow::anyhow!("kernel load: {e}"))?;
+    let has_sites = p.insns.iter().any(|i| i.is_call() && i.src == op::PSEUDO_KINSN_CALL);
+    let registry = kops_einsn::registry();
+    // A program with kinsn sites goes to the kernel lowered (proof sequences), as for
+    // `kops verify`; the baseline comparison is on that, the Kops listing follows.
+    let lowered_prog;
+    let kp = if has_sites {
+        lowered_prog = kops_kinsn::lower_program(p, &registry).map_err(|e| anyhow::anyhow!("lowering kinsn sites: {e}"))?.0;
+        &lowered_prog
+    } else {
+        p
+    };
+    let loaded = kops_kernel::load_object_program(obj, kp, &kp.insns, maps, btf, 0).map_err(|e| anyhow::anyhow!("kernel load: {e}"))?;
     let info = loaded.info().map_err(|e| anyhow::anyhow!("program info: {e}"))?;
     if info.jited.is_empty() {
         bail!("the kernel returned no jited image (JIT disabled, or no CAP_SYS_ADMIN/bpf_jit_kallsyms)");
@@ -290,10 +298,11 @@ fn diff_one(
         bail!("kernel has {} functions, we split {} (subprogram detection differs)", lens.len(), img.funcs.len());
     }
     println!(
-        "== {} ({}): {} eBPF slots in the object, {} after the verifier; {} function(s)",
+        "== {} ({}): {} eBPF slots in the object{}, {} after the verifier; {} function(s)",
         p.name,
         p.section,
         p.insns.len(),
+        if has_sites { format!(" ({} lowered)", kp.insns.len()) } else { String::new() },
         info.xlated.len(),
         lens.len()
     );
@@ -387,7 +396,7 @@ fn diff_one(
     // Our runtime's view: the object's program before any verifier rewrite.
     let mut ro = JitOptions::kernel_xlated(features);
     ro.div_fixups = true;
-    let obj_count = compile(&p.insns, &ro, &ObjectResolver).map(|i| kops_jit::disasm::count(&i.code[..i.funcs.iter().map(|f| f.code_len).sum::<usize>()]));
+    let obj_count = compile(&kp.insns, &ro, &ObjectResolver).map(|i| kops_jit::disasm::count(&i.code[..i.funcs.iter().map(|f| f.code_len).sum::<usize>()]));
     let delta = if nk > 0 { (no as f64 - nk as f64) * 100.0 / nk as f64 } else { 0.0 };
     println!(
         "{}: kernel {nk} insns / {bk} bytes, ours {no} insns / {bo} bytes ({delta:+.1}% insns); differences: {} return thunk, {} address, {} other{}",
@@ -400,7 +409,10 @@ fn diff_one(
     for n in &notes {
         println!("  note: {n}");
     }
-    let rewrites = rewrite_note(&p.insns, &info.xlated);
+    if has_sites {
+        kops_listing(p, &registry, features, nk, summary)?;
+    }
+    let rewrites = rewrite_note(&kp.insns, &info.xlated);
     match obj_count {
         Ok(c) => println!(
             "  ours from the object (before verifier rewrites, divide guards added): {c} insns; {rewrites}"
@@ -408,6 +420,45 @@ fn diff_one(
         Err(e) => println!("  ours from the object: not compiled ({e}); {rewrites}"),
     }
     Ok((nk, no))
+}
+
+/// The program as the Kops JIT compiles it: sites with a native form become that form
+/// (after the checks of `kops_kinsn::plan_x86`), the others their proof sequences.
+fn kops_listing(p: &Program, registry: &kops_kinsn::Registry, features: CpuFeatures, kernel_total: usize, summary: bool) -> Result<()> {
+    let starts: Vec<usize> = p.subprogs.iter().map(|s| s.start).collect();
+    let (low, plans) = kops_kinsn::plan_x86(&p.insns, &starts, &p.func_info, registry, features, &kops_jit::REGMAP, kops_jit::AUX_REG)
+        .map_err(|e| anyhow::anyhow!("kinsn plan: {e}"))?;
+    let mut regions = Vec::new();
+    let mut fallback = 0;
+    for (r, plan) in low.regions.iter().zip(&plans) {
+        match &plan.native {
+            Some(code) => regions.push(kops_jit::NativeRegion { start: r.start, len: r.len, code: code.clone() }),
+            None => fallback += 1,
+        }
+    }
+    let mut o = JitOptions::kernel_xlated(features);
+    o.div_fixups = true;
+    let img = kops_jit::compile_with(&low.insns, &regions, &o, &ObjectResolver).map_err(|e| anyhow::anyhow!("Kops JIT: {e}"))?;
+    let fn_bytes: usize = img.funcs.iter().map(|f| f.code_len).sum();
+    let listing = kops_jit::disasm::per_slot(&img, &img.code[..fn_bytes], 0);
+    if !summary {
+        println!("-- Kops JIT (object's program, {} native site(s), {fallback} fallback):", regions.len());
+        for (ri, r) in low.regions.iter().enumerate() {
+            let site = kops_kinsn::Site { pc: r.orig_pc, op_id: r.op_id, payload: r.payload };
+            let what = kops_kinsn::describe_site(registry, &site).unwrap_or_else(|e| e.to_string());
+            let how = if plans[ri].native.is_some() { "native" } else { "fallback (proof sequence)" };
+            println!("  site at slot {}: {what} -> {how}", r.orig_pc);
+            for (_, i) in listing.iter().filter(|(s, _)| s.is_some_and(|s| s >= r.start && s < r.end())) {
+                println!("      {:4x}: {:<24} {}", i.offset, hex(&i.bytes), i.text);
+            }
+        }
+    }
+    let n = listing.len();
+    println!(
+        "  kops: {n} native instructions / {fn_bytes} bytes with {} native site(s) (kernel on the lowered program: {kernel_total})",
+        regions.len()
+    );
+    Ok(())
 }
 
 /// What the verifier changed, as far as the two instruction streams show.
