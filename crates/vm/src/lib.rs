@@ -123,6 +123,9 @@ pub enum VmError {
     Input(String),
 }
 
+/// A map's (key, value) pairs, sorted by key.
+pub type MapDump = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Handle of a loaded program inside its [`Vm`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ProgId(pub usize);
@@ -192,7 +195,7 @@ pub struct VmOptions {
 
 impl Default for VmOptions {
     fn default() -> VmOptions {
-        VmOptions { budget: 10_000_000, seed: 0x5eed_0f_b0f5_u64, ktime_base: 1_000_000_000 }
+        VmOptions { budget: 10_000_000, seed: 0x005e_ed0f_b0f5_u64, ktime_base: 1_000_000_000 }
     }
 }
 
@@ -214,6 +217,8 @@ pub struct RunResult {
 
 /// Maps and the region registry: what helpers reach through the run state.
 pub(crate) struct Shared {
+    /// Boxed: programs hold the maps' addresses, which must never move.
+    #[allow(clippy::vec_box)]
     pub maps: Vec<Box<Map>>,
     pub registry: RefCell<Registry>,
 }
@@ -446,7 +451,7 @@ impl Vm {
                 match i.src {
                     0 => {
                         let id = i.imm as u32;
-                        if helpers.get(id).is_none() && !(i.imm == helpers::TAIL_CALL as i32 && !conformance) {
+                        if helpers.get(id).is_none() {
                             let nm = if conformance { None } else { helpers::kernel_helper_name(id) };
                             return Err(err(pc, match nm {
                                 Some(nm) => format!("unknown helper {id} (bpf_{nm}): not implemented by the runtime"),
@@ -517,7 +522,7 @@ impl Vm {
     }
 
     /// Every data map's contents, sorted by key: (map name, [(key, value)]).
-    pub fn dump_maps(&self) -> Vec<(String, Vec<(Vec<u8>, Vec<u8>)>)> {
+    pub fn dump_maps(&self) -> Vec<(String, MapDump)> {
         self.maps().filter(|m| m.is_data_map()).map(|m| (m.def.name.clone(), m.dump())).collect()
     }
 

@@ -134,7 +134,7 @@ impl Map {
                 Store::ProgArray { slots: vec![None; n], raw: RawBuf::new(n * 8) }
             }
             map_type::RINGBUF => {
-                if !n.is_power_of_two() || n % 4096 != 0 {
+                if !n.is_power_of_two() || !n.is_multiple_of(4096) {
                     return Err(err(format!(
                         "ring buffer size {n} is not a power of 2 multiple of the page size"
                     )));

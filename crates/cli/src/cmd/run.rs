@@ -63,7 +63,7 @@ pub fn engine(name: &str) -> Result<Box<dyn Engine>> {
 pub fn parse_hex(s: &str) -> Result<Vec<u8>> {
     let clean: String = s.chars().filter(|c| !c.is_whitespace()).collect();
     let clean = clean.strip_prefix("0x").unwrap_or(&clean);
-    if clean.len() % 2 != 0 {
+    if !clean.len().is_multiple_of(2) {
         bail!("hex input has an odd number of digits");
     }
     (0..clean.len())
