@@ -967,6 +967,17 @@ pub fn compile_with(
     let mut funcs: Vec<Func> = Vec::new();
     for (fi, &s) in starts.iter().enumerate() {
         let e = starts.get(fi + 1).copied().unwrap_or(prog_insns.len());
+        // Native code must not run off a function into the next one (the verifier
+        // rejects such programs; unverified ones get this error).
+        let mut last = e - 1;
+        if last > s && second[last] {
+            last -= 1;
+        }
+        let li = prog_insns[last];
+        let ends = li.is_exit() || (li.is_jump() && li.op() == op::JA);
+        if !ends {
+            return Err(JitError::Insn { pc: orig[last], msg: "the function can run past its last instruction (no exit or jump)".into() });
+        }
         let mut used = [false; 4];
         for i in &prog_insns[s..e] {
             for r in [i.dst, i.src] {

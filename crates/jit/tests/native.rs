@@ -169,3 +169,19 @@ fn errors_name_the_instruction() {
     let e = kops_jit::compile(&p, &opts(CpuFeatures::host(), CallMode::Trampoline), &R).unwrap_err();
     assert!(e.to_string().starts_with("instruction 1: "), "{e}");
 }
+
+#[test]
+fn falling_off_a_function_is_refused() {
+    let o = opts(CpuFeatures::host(), CallMode::Trampoline);
+    let e = kops_jit::compile(&[Insn::mov64_imm(0, 1)], &o, &R).unwrap_err();
+    assert_eq!(e.to_string(), "instruction 0: the function can run past its last instruction (no exit or jump)");
+    // A subprogram ending in a conditional jump, too.
+    let p = [
+        Insn::new(op::JMP | op::CALL, 0, op::PSEUDO_CALL, 0, 1),
+        Insn::exit(),
+        Insn::mov64_imm(0, 1),
+        Insn::jmp_imm(op::JEQ, 0, 1, -2),
+    ];
+    let e = kops_jit::compile(&p, &o, &R).unwrap_err();
+    assert!(e.to_string().starts_with("instruction 3: "), "{e}");
+}
