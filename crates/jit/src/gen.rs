@@ -135,6 +135,7 @@ fn items(rng: &mut Rng, c: &Ctx, n: usize, out: &mut Vec<Insn>, calls: &mut Vec<
             0..=44 => alu(rng, c, out),
             45..=64 => mem(rng, c, out),
             65..=69 => atomic(rng, c, out),
+            93..=96 => derived_stack(rng, c, out),
             70..=81 => {
                 // Forward jump over the next few items.
                 let k = (rng.below(4) + 1) as usize;
@@ -280,6 +281,45 @@ fn mem(rng: &mut Rng, c: &Ctx, out: &mut Vec<Insn>) {
         2 => out.push(Insn::stx(sz, base, r, off)),
         _ => out.push(Insn::st(sz, base, off, rng.imm())),
     }
+}
+
+/// Stack access through a pointer derived from r10: a constant offset, or a masked,
+/// scaled index (`p = r10 - span + (x & m) * n`), so that stack-depth analysis matters.
+fn derived_stack(rng: &mut Rng, c: &Ctx, out: &mut Vec<Insn>) {
+    let span = if c.buffer { STACK_USED } else { 64 };
+    let (sz, n) = size_pick(rng);
+    let regs: Vec<u8> = c.regs.iter().copied().filter(|r| *r != 0).collect();
+    let p = rng.pick(&regs);
+    out.push(Insn::mov64_reg(p, 10));
+    if rng.chance(50) {
+        let off = -((rng.below((span / n) as u64) as i16 + 1) * n);
+        out.push(Insn::alu64_imm(op::ADD, p, off as i32));
+    } else {
+        let x = loop {
+            let x = rng.pick(&regs);
+            if x != p {
+                break x;
+            }
+        };
+        let slots = (span / n) as i32; // a power of two
+        out.push(Insn::alu64_imm(op::AND, x, slots - 1));
+        out.push(Insn::alu64_imm(op::LSH, x, n.trailing_zeros() as i32));
+        out.push(Insn::alu64_imm(op::ADD, p, -(span as i32)));
+        out.push(Insn::alu64_reg(op::ADD, p, x));
+    }
+    // Never store or keep the pointer itself: addresses differ between runtimes.
+    let r = loop {
+        let r = rng.pick(c.regs);
+        if r != p {
+            break r;
+        }
+    };
+    if rng.chance(50) {
+        out.push(Insn::ldx(sz, r, p, 0));
+    } else {
+        out.push(Insn::stx(sz, p, r, 0));
+    }
+    out.push(Insn::mov64_imm(p, rng.imm()));
 }
 
 fn atomic(rng: &mut Rng, c: &Ctx, out: &mut Vec<Insn>) {
