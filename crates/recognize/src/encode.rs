@@ -18,21 +18,21 @@ pub fn site(o: &SiteOp) -> Result<Vec<Insn>, String> {
     }
 }
 
-/// Full replacement of the match's region: prefix and site before or after the kept
-/// instructions. Also returns, for each kept instruction, its index in the replacement.
+/// Full replacement of the match's region: the kept instructions in order, with prefix
+/// and site inserted before `keep[site_pos]`. Also returns, for each kept instruction, its index in the replacement.
 pub fn replacement(insns: &[Insn], m: &Match) -> Result<(Vec<Insn>, Vec<(usize, usize)>), String> {
     let mut head = m.prefix.clone();
     head.extend(site(&m.op)?);
     let mut v = Vec::new();
     let mut kept = Vec::new();
-    if !m.site_at_end {
-        v.extend(head.iter().copied());
-    }
-    for &pc in &m.keep {
+    for (k, &pc) in m.keep.iter().enumerate() {
+        if k == m.site_pos {
+            v.extend(head.iter().copied());
+        }
         kept.push((v.len(), pc));
         v.push(insns[pc]);
     }
-    if m.site_at_end {
+    if m.site_pos >= m.keep.len() {
         v.extend(head);
     }
     Ok((v, kept))

@@ -230,8 +230,8 @@ pub struct Match {
     pub keep: Vec<usize>,
     /// Instructions emitted just before the site (e.g. an immediate moved to a register).
     pub prefix: Vec<Insn>,
-    /// The site goes after the kept instructions instead of before them.
-    pub site_at_end: bool,
+    /// The site goes before `keep[site_pos]` (0: first, `keep.len()`: after all of them).
+    pub site_pos: usize,
     /// Slots of the idiom itself.
     pub idiom_slots: usize,
 }

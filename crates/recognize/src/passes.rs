@@ -86,14 +86,47 @@ struct Slice {
     keep: Vec<usize>,
     /// Registers the idiom writes whose values die (preferred temporaries).
     free_tmps: RegSet,
-    /// Registers a site placed at `p` may clobber: not read by a kept instruction before
-    /// a kept instruction rewrites them, and dead after `j` unless so rewritten.
-    clob_start: RegSet,
-    /// Registers a site placed at `j` may clobber: dead after `j`.
-    clob_end: RegSet,
-    /// A kept instruction reads or writes the destination: the site cannot go at `p`.
-    dst_conflict: bool,
+    /// The site must go after this many kept instructions: the last one that reads or
+    /// writes the destination must run before the site writes it.
+    min_pos: usize,
+    /// Registers live after `j`.
+    live: RegSet,
     idiom_slots: usize,
+}
+
+impl Slice {
+    /// Registers a site placed before `keep[pos]` may clobber (besides its destination):
+    /// not read by a later kept instruction before one rewrites them, and dead after the
+    /// idiom unless so rewritten.
+    fn clobberable(&self, cx: &Ctx, pos: usize, dst: u8) -> RegSet {
+        let mut out = RegSet::EMPTY;
+        for r in (0..10u8).filter(|&r| r != dst) {
+            let mut verdict = None;
+            for &k in self.keep[pos..].iter().filter(|&&k| cx.an.insn_start[k]) {
+                let e = effects(&cx.insns[k]);
+                if e.uses.contains(r) {
+                    verdict = Some(false);
+                    break;
+                }
+                if e.defs.contains(r) {
+                    verdict = Some(true);
+                    break;
+                }
+            }
+            if verdict.unwrap_or(!self.live.contains(r)) {
+                out = out.with(r);
+            }
+        }
+        out
+    }
+
+    /// Registers written by the kept instructions before `keep[pos]`.
+    fn written_before(&self, cx: &Ctx, pos: usize) -> RegSet {
+        self.keep[..pos]
+            .iter()
+            .filter(|&&k| cx.an.insn_start[k])
+            .fold(RegSet::EMPTY, |w, &k| w.union(effects(&cx.insns[k]).defs))
+    }
 }
 
 /// A constant materialisation (`mov K`, `ld_imm64` without pseudo source).
@@ -135,7 +168,7 @@ fn check_slice_once(cx: &Ctx, ws: usize, mask: u64, j: usize, dst: u8, memory: b
     let mut writer = [usize::MAX; 16];
     let mut keep = Vec::new();
     let mut touched_by_keep = RegSet::EMPTY;
-    let mut dst_conflict = false;
+    let mut min_pos = 0;
     let mut pc = p;
     let mut n = 0;
     while pc <= j {
@@ -166,7 +199,7 @@ fn check_slice_once(cx: &Ctx, ws: usize, mask: u64, j: usize, dst: u8, memory: b
                 return Err(format!("instruction {pc} reads r{r}, an intermediate value of the idiom"));
             }
             if e.uses.union(e.defs).contains(dst) {
-                dst_conflict = true;
+                min_pos = keep.len() + 1;
             }
             slice_defs = slice_defs.minus(e.defs);
             touched_by_keep = touched_by_keep.union(e.uses).union(e.defs);
@@ -185,59 +218,32 @@ fn check_slice_once(cx: &Ctx, ws: usize, mask: u64, j: usize, dst: u8, memory: b
         }
         return Err(format!("temporary r{r} is live after the idiom"));
     }
-    let mut clob_start = RegSet::EMPTY;
-    for r in 0..10u8 {
-        if r == dst {
-            continue;
-        }
-        let mut verdict = None;
-        for &k in keep.iter().filter(|&&k| cx.an.insn_start[k]) {
-            let e = effects(&cx.insns[k]);
-            if e.uses.contains(r) {
-                verdict = Some(false);
-                break;
-            }
-            if e.defs.contains(r) {
-                verdict = Some(true);
-                break;
-            }
-        }
-        if verdict.unwrap_or(!live.contains(r)) {
-            clob_start = clob_start.with(r);
-        }
-    }
     Ok(Ok(Slice {
         p,
         j,
         free_tmps: slice_defs.without(dst).minus(touched_by_keep),
-        clob_start,
-        clob_end: RegSet(0x3ff).without(dst).minus(live),
-        dst_conflict,
+        min_pos: if min_pos > 0 && keep.get(min_pos - 1).is_some_and(|&k| cx.insns[k].is_ld_imm64()) {
+            min_pos + 1 // after both slots of a kept ld_imm64
+        } else {
+            min_pos
+        },
+        live,
         keep,
         idiom_slots: n,
     }))
 }
 
-/// Register holding term `x` before slot `pc`, preferring `prefer`.
-fn reg_holding(ev: &Eval, pc: usize, x: &T, prefer: u8) -> Option<u8> {
-    let st = ev.before(pc);
-    if (prefer as usize) < 11 && st[prefer as usize].t == *x {
-        return Some(prefer);
-    }
-    (0..11u8).find(|&r| st[r as usize].t == *x)
-}
-
+/// The instructions that compute the value `x` (the idiom's input): the smallest
+/// dependency set over every register that holds it at some point of the window (a copy
+/// made by the idiom itself depends on the copy; the original holder does not).
 fn deps_of(ev: &Eval, pc_after: usize, x: &T) -> u64 {
-    // Dependencies of the value x as held by any register at the end; if it was overwritten
-    // we find it as a subterm in some register's history: search all states.
-    for st in ev.states[..=pc_after - ev.start].iter().rev() {
-        for v in st.iter() {
-            if v.t == *x {
-                return v.deps;
-            }
-        }
-    }
-    0
+    ev.states[..=pc_after - ev.start]
+        .iter()
+        .flat_map(|st| st.iter())
+        .filter(|v| v.t == *x)
+        .map(|v| v.deps)
+        .min_by_key(|d| d.count_ones())
+        .unwrap_or(0)
 }
 
 fn width_bits(w: W) -> u64 {
@@ -533,26 +539,24 @@ fn dataflow(pass: Pass, cx: &Ctx, found: &mut Found) {
                 }
             };
             let p = sl.p;
-            // The site goes where the idiom starts, or, when kept instructions in between
-            // use its destination, where it ends; its input must be in a register there.
-            let at_start = if sl.dst_conflict { None } else { reg_holding(&ev, p, &input, dst) };
-            let (at_end, src) = match at_start {
-                Some(r) => (false, r),
-                None => match reg_holding(&ev, j, &input, dst) {
-                    Some(r) => (true, r),
-                    None => {
-                        let why = if sl.dst_conflict {
-                            format!("instructions inside the idiom use r{dst} and its input is gone at the end")
-                        } else {
-                            "the idiom's input is not in a register at its first or last instruction".to_string()
-                        };
-                        reject(found, p, why);
-                        continue;
-                    }
-                },
+            // The site goes as early as possible: before the kept instructions, or after
+            // the last one that uses its destination. Its input must still be in a register
+            // there: one holding it at the idiom's start that no earlier kept instruction
+            // overwrote (the idiom's own instructions are gone in the new code).
+            let pos = sl.min_pos;
+            let written = sl.written_before(cx, pos);
+            let holders: Vec<u8> = (0..11u8).filter(|&r| ev.before(p)[r as usize].t == input && !written.contains(r)).collect();
+            let Some(src) = holders.iter().copied().find(|&r| r == dst).or(holders.first().copied()) else {
+                let why = if pos > 0 {
+                    format!("instructions inside the idiom use r{dst} and its input is overwritten before them")
+                } else {
+                    "the idiom's input is not in a register at its first instruction".to_string()
+                };
+                reject(found, p, why);
+                continue;
             };
-            let at = if at_end { j } else { p };
-            let clobberable = if at_end { sl.clob_end } else { sl.clob_start };
+            let clobberable = sl.clobberable(cx, pos, dst);
+            let at = p;
             if memory {
                 let epoch = match &shape {
                     Shape::Endian { epoch, .. } | Shape::Ladder { epoch, .. } => *epoch,
@@ -624,7 +628,7 @@ fn dataflow(pass: Pass, cx: &Ctx, found: &mut Found) {
                 op,
                 keep: sl.keep,
                 prefix: vec![],
-                site_at_end: at_end,
+                site_pos: pos,
                 idiom_slots: sl.idiom_slots,
             });
         }
@@ -703,7 +707,7 @@ fn push_select(cx: &Ctx, found: &mut Found, start: usize, end: usize, op: SiteOp
         op: SiteOp::Select { dst, cond, if_true, if_false, width },
         keep: vec![],
         prefix,
-        site_at_end: false,
+        site_pos: 0,
         idiom_slots: slots,
     });
 }
@@ -921,7 +925,7 @@ fn memcpy(cx: &Ctx, found: &mut Found) {
                 op,
                 keep: vec![],
                 prefix: vec![],
-                site_at_end: false,
+                site_pos: 0,
                 idiom_slots: end - i,
             }),
             Err(reason) => found.rejects.push(Reject { pass: Pass::Bulk, start: i, end, reason }),
@@ -1013,7 +1017,7 @@ fn memset(cx: &Ctx, found: &mut Found) {
                 op: SiteOp::Memset { base, off, width: width as u8, count: stores.len() as u8, value: 0 },
                 keep: vec![],
                 prefix: vec![],
-                site_at_end: false,
+                site_pos: 0,
                 idiom_slots: end - i,
             }),
             Err(reason) => found.rejects.push(Reject { pass: Pass::Bulk, start: i, end, reason }),
@@ -1054,7 +1058,7 @@ fn prefetch(cx: &Ctx, found: &mut Found) {
                 op: SiteOp::Prefetch { base: x.src, off: x.off },
                 keep: vec![],
                 prefix: vec![],
-                site_at_end: false,
+                site_pos: 0,
                 idiom_slots: 1,
             }),
             Err(reason) => found.rejects.push(Reject { pass: Pass::Prefetch, start: pc, end: pc + 1, reason }),
