@@ -85,6 +85,9 @@ pub fn main(args: Vec<String>) -> Result<u8> {
         println!("# differences: `thunk` = kernel returns via jmp __x86_return_thunk (retbleed), ours via jmp to a local ret;");
         println!("#   `address` = same instruction, different absolute address (map pointers, helpers, subprograms, per-CPU);");
         println!("#   `diff` = anything else (a lowering difference). CPU features used: {features}.");
+        println!("# helper calls: here `call rel32` to the helper as in the kernel; our runtime (`--runtime jit`) keeps");
+        println!("#   that call site but targets a per-helper trampoline in the image (aligns the stack for SysV helpers,");
+        println!("#   then `call r11`), since our image cannot be placed within rel32 reach of every helper in general.");
         println!(
             "# constant blinding: net.core.bpf_jit_harden = {harden}{}",
             match (harden.as_str(), root) {
