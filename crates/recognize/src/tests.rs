@@ -459,3 +459,32 @@ fn dag_shaped_terms_stay_fast() {
     // The rotate at the end of the chain is still found.
     assert_eq!(ops(&f, Pass::Rotate).len(), 1, "{:?}", f.rejects);
 }
+
+/// The site goes after the last kept instruction that reads its destination; its input
+/// must come from a register that no kept instruction before it overwrote (r0 held the
+/// input at the idiom's start, then `r0 = 7` ran).
+#[test]
+fn site_after_kept_uses_of_its_destination() {
+    let p = [
+        Insn::ldx(DW, 2, 1, 0),
+        Insn::mov64_reg(0, 2),
+        Insn::mov64_reg(3, 2), // idiom starts
+        Insn::mov64_imm(0, 7), // kept: overwrites a holder of the input
+        Insn::mov64_reg(5, 4), // kept: reads the destination's old value
+        Insn::alu64_imm(RSH, 3, 51),
+        Insn::mov64_reg(4, 2),
+        Insn::alu64_imm(LSH, 4, 13),
+        Insn::alu64_reg(OR, 4, 3),
+        Insn::alu64_reg(ADD, 0, 4),
+        Insn::alu64_reg(ADD, 0, 5),
+        Insn::exit(),
+    ];
+    let f = found(&p);
+    let m: Vec<&Match> = f.matches.iter().filter(|m| m.pass == Pass::Rotate).collect();
+    assert_eq!(m.len(), 1, "{:?}", f.rejects);
+    assert_eq!((m[0].start, m[0].end, m[0].site_pos), (2, 9, 2));
+    assert!(matches!(m[0].op, SiteOp::Rotate { dst: 4, src: 2, amount: 13, .. }), "{:?}", m[0].op);
+    let (new, kept) = encode::replacement(&p, m[0]).unwrap();
+    assert_eq!(&new[..2], &[p[3], p[4]]);
+    assert_eq!(kept, vec![(0, 3), (1, 4)]);
+}
