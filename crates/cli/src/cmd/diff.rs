@@ -429,7 +429,16 @@ fn diff_object(
         for n in names {
             if n == "kernel" {
                 let maps = kmaps.as_ref().expect("created above");
-                match kops_kernel::load_object_program(&obj, p, &p.insns, maps, btf.as_ref(), 0) {
+                // The same hook as `kops verify`: what the kernel is given (issue 5 lowers
+                // kinsn sites here).
+                let insns = match crate::cmd::verify::kernel_form(p) {
+                    Ok(i) => i,
+                    Err(e) => {
+                        setup_err = Some(format!("kernel: {e}"));
+                        break;
+                    }
+                };
+                match kops_kernel::load_object_program(&obj, p, &insns, maps, btf.as_ref(), 0) {
                     Ok(prog) => {
                         // Whatever earlier programs of the object left in the maps goes.
                         maps.reset()?;

@@ -124,7 +124,7 @@ enum Verdict {
 /// Hook for issue 5: programs with kinsn sites are lowered to their proof sequences
 /// before the kernel sees them (the kernel knows nothing of sites). Until the lowering
 /// lands here, a program with sites is reported instead of being sent to the kernel.
-fn kernel_form(p: &Program) -> Result<Vec<Insn>, String> {
+pub(crate) fn kernel_form(p: &Program) -> Result<Vec<Insn>, String> {
     let sites = p
         .insns
         .iter()
