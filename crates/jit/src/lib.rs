@@ -143,6 +143,11 @@ pub struct JitOptions {
     /// Return as the kernel does with retbleed mitigations: `jmp rel32` to a return thunk
     /// (here a `ret` in the image) instead of `ret`. Same sizes as the kernel's image.
     pub return_thunk: bool,
+    /// Legacy packet loads (`LD_ABS`/`LD_IND`): address of
+    /// `extern "C" fn(size: u64, off: i64) -> u64` that returns the big-endian value, or a
+    /// value with bit 63 set when the offset is out of range, which ends the program with
+    /// r0 = 0 (the kernel's semantics). None: such loads are rejected.
+    pub ld_abs: Option<u64>,
     /// Lower per-CPU address moves (`mov dst, src` with `off = -1`, from the verifier's
     /// helper inlining) as the kernel: `add dst, gs:[this_cpu_off]` with this address.
     /// Only meaningful for xlated programs; None: such moves are rejected.
@@ -162,6 +167,7 @@ impl JitOptions {
             tail_call: None,
             stack_depth: None,
             verified: false,
+            ld_abs: None,
             return_thunk: false,
             percpu_off: None,
         })
@@ -177,6 +183,7 @@ impl JitOptions {
             tail_call: Some((12, TailCallMode::Kernel(KERNEL_TAIL_CALL_LAYOUT))),
             stack_depth: None,
             verified: true,
+            ld_abs: None,
             return_thunk: true,
             percpu_off: Some(FAKE_THIS_CPU_OFF),
         }

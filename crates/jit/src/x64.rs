@@ -346,7 +346,7 @@ impl Program<'_> {
             }
             op::LD => {
                 if !i.is_ld_imm64() {
-                    return Err(self.unsupported(pc, "legacy packet access (LD_ABS/LD_IND)"));
+                    return self.emit_ld_abs(pc, i, a, lay, insn_start);
                 }
                 if pc + 1 >= f.end {
                     return Err(self.err(pc, "ld_imm64 without its second slot"));
@@ -500,6 +500,44 @@ impl Program<'_> {
             }
             _ => return Err(self.unsupported(pc, format!("opcode {:#04x}", i.code))),
         }
+        Ok(())
+    }
+
+    /// `LD_ABS`/`LD_IND` through the runtime's loader ([`JitOptions::ld_abs`]): r0 = value;
+    /// r1..r5 are clobbered (as in the kernel); out of range ends the program with 0.
+    fn emit_ld_abs(&self, pc: usize, i: &Insn, a: &mut Asm, lay: &Layout, insn_start: i64) -> Result<(), JitError> {
+        let func = self.opts.ld_abs.ok_or_else(|| self.unsupported(pc, "legacy packet access (LD_ABS/LD_IND)"))?;
+        if !matches!(i.mode(), op::ABS | op::IND) || i.size() == op::DW {
+            return Err(self.unsupported(pc, format!("load opcode {:#04x}", i.code)));
+        }
+        // The offset is computed in 64 bits and used as an int.
+        if i.mode() == op::IND {
+            let src = reg(pc, i.src)?;
+            a.mov_rr(Width::W64, Reg::Rsi, src);
+            a.alu_ri(Alu::Add, Width::W64, Reg::Rsi, i.imm);
+            a.movsx_rr(Width::W64, Size::S32, Reg::Rsi, Reg::Rsi);
+        } else {
+            a.mov_imm64(Reg::Rsi, i.imm as i64 as u64);
+        }
+        a.mov_imm32(false, Reg::Rdi, i.size_bytes() as i32);
+        match self.opts.call_mode {
+            CallMode::Absolute => {
+                a.movabs(AUX_REG, func);
+                a.call_r(AUX_REG);
+            }
+            _ => {
+                let rel = if lay.final_pass {
+                    let to = *lay.tramps.get(&func).ok_or_else(|| self.err(pc, "no trampoline for the packet loader"))?;
+                    to as i64 - (lay.func_base as i64 + insn_start + a.len() as i64 + 5)
+                } else {
+                    0
+                };
+                a.call_rel32(rel as i32);
+            }
+        }
+        a.test_rr(Width::W64, Reg::Rax, Reg::Rax);
+        let rel = if lay.final_pass { lay.abort_stub as i64 - (lay.func_base as i64 + insn_start + a.len() as i64 + 6) } else { 0 };
+        a.jcc_rel32(Cond::S, rel as i32);
         Ok(())
     }
 
@@ -961,9 +999,15 @@ pub fn compile_with(
     }
     let uses_callx = prog_insns.iter().enumerate().any(|(pc, i)| !second[pc] && i.code == op::JMP | op::CALL | op::X);
     let is_callx = |i: &Insn| i.code == op::JMP | op::CALL | op::X;
-    let needs_unwind = prog_insns.iter().enumerate().any(|(pc, i)| {
-        !second[pc] && ((i.is_helper_call() && Some(i.imm) == opts.unwind_helper) || is_callx(i))
-    });
+    let is_ld_abs = |i: &Insn| i.class() == op::LD && matches!(i.mode(), op::ABS | op::IND);
+    let uses_ld_abs = opts.ld_abs.is_some() && prog_insns.iter().enumerate().any(|(pc, i)| !second[pc] && is_ld_abs(i));
+    if let (true, Some(f), CallMode::Trampoline | CallMode::Rel32) = (uses_ld_abs, opts.ld_abs, opts.call_mode) {
+        tramp_targets.insert(f);
+    }
+    let needs_unwind = uses_ld_abs
+        || prog_insns.iter().enumerate().any(|(pc, i)| {
+            !second[pc] && ((i.is_helper_call() && Some(i.imm) == opts.unwind_helper) || is_callx(i))
+        });
     let mut funcs: Vec<Func> = Vec::new();
     for (fi, &s) in starts.iter().enumerate() {
         let e = starts.get(fi + 1).copied().unwrap_or(prog_insns.len());
