@@ -675,8 +675,12 @@ fn reads(o: Operand, r: u8) -> bool {
 
 /// Turn a select shape into a match: immediates go through a dead register (a `mov` before
 /// the site), as select64 takes registers only.
-fn push_select(cx: &Ctx, found: &mut Found, start: usize, end: usize, op: SiteOp, slots: usize) {
-    let rej = |found: &mut Found, reason: String| found.rejects.push(Reject { pass: Pass::Select, start, end, reason });
+/// Returns whether the match was taken.
+fn push_select(cx: &Ctx, found: &mut Found, start: usize, end: usize, op: SiteOp, slots: usize) -> bool {
+    let rej = |found: &mut Found, reason: String| {
+        found.rejects.push(Reject { pass: Pass::Select, start, end, reason });
+        false
+    };
     if let Err(reason) = cx.region_ok(start, end) {
         return rej(found, reason);
     }
@@ -710,6 +714,7 @@ fn push_select(cx: &Ctx, found: &mut Found, start: usize, end: usize, op: SiteOp
         site_pos: 0,
         idiom_slots: slots,
     });
+    true
 }
 
 fn select(cx: &Ctx, found: &mut Found) {
@@ -718,6 +723,7 @@ fn select(cx: &Ctx, found: &mut Found) {
     let rej = |found: &mut Found, start: usize, end: usize, r: &str| {
         found.rejects.push(Reject { pass: Pass::Select, start, end, reason: r.into() })
     };
+    let mut three_at = usize::MAX; // a `mov; jcc +1; mov` was taken starting here
     for i in 0..n {
         if !cx.an.insn_start[i] {
             continue;
@@ -745,9 +751,26 @@ fn select(cx: &Ctx, found: &mut Found) {
                 (plain_mov(&ins[i]), cond_of(&ins[i + 1]), plain_mov(&ins[i + 2]))
             {
                 if ins[i + 1].jump_offset() == 1 && d1 == d2 {
+                    // A condition on the destination sees the first move's value: test
+                    // its source instead (exact for 64-bit moves, and for 32-bit moves
+                    // under a 32-bit condition).
+                    let mut c = c;
+                    let subst = match t {
+                        Operand::Reg(a) if w1 == W::W64 || c.jmp32 => Some(a),
+                        _ => None,
+                    };
+                    let cond_reads_dst = c.lhs == d1 || reads(c.rhs, d1);
+                    if let (true, Some(a)) = (cond_reads_dst, subst) {
+                        if c.lhs == d1 {
+                            c.lhs = a;
+                        }
+                        if reads(c.rhs, d1) {
+                            c.rhs = Operand::Reg(a);
+                        }
+                    }
                     if w1 != w2 {
                         rej(found, i, i + 3, "moves of different widths");
-                    } else if c.lhs == d1 || reads(c.rhs, d1) {
+                    } else if cond_reads_dst && subst.is_none() {
                         rej(found, i, i + 3, "the condition reads the destination after the first move");
                     } else if reads(f, d1) && !reads(t, d1) {
                         rej(found, i, i + 3, "the second move reads the destination written by the first");
@@ -755,7 +778,9 @@ fn select(cx: &Ctx, found: &mut Found) {
                         // `mov d, d` as the second move keeps the first value.
                         let f = if reads(f, d1) { t } else { f };
                         let opx = SiteOp::Select { dst: d1, cond: c, if_true: t, if_false: f, width: w1 };
-                        push_select(cx, found, i, i + 3, opx, 3);
+                        if push_select(cx, found, i, i + 3, opx, 3) {
+                            three_at = i;
+                        }
                     }
                     continue;
                 }
@@ -765,14 +790,13 @@ fn select(cx: &Ctx, found: &mut Found) {
         if i + 1 < n {
             if let (Some(c), Some((d, f, w))) = (cond_of(&ins[i]), plain_mov(&ins[i + 1])) {
                 if ins[i].jump_offset() == 1 && !reads(f, d) {
-                    // A preceding `mov d, T` makes it the three-instruction shape (handled,
-                    // or rejected, at i - 1).
-                    if i > 0 && cx.an.insn_start[i - 1] && plain_mov(&ins[i - 1]).map(|m| m.0) == Some(d) {
+                    // Already part of the three-instruction shape taken at i - 1.
+                    if three_at.wrapping_add(1) == i {
                         continue;
                     }
                     // A 32-bit move on one path against the untouched 64-bit register on the
                     // other is a select only when that register's upper half is zero.
-                    if w == W::W32 && !upper_zero_before(cx, i, d) {
+                    if w == W::W32 && !upper_zero_before(cx, i, d) && !cx.kind(i, d).is_zext32() {
                         rej(found, i, i + 2, "mixed widths: 32-bit move on one path, the full 64-bit register on the other");
                         continue;
                     }

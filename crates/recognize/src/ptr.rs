@@ -23,6 +23,8 @@ pub enum Kind {
     NotStack,
     /// A known scalar constant (hoisted masks, zero registers of zero-store runs).
     Const(u64),
+    /// A scalar whose upper 32 bits are zero (result of a 32-bit operation or a narrow load).
+    Zext32,
     Unknown,
 }
 
@@ -34,6 +36,9 @@ impl Kind {
             (Stack(_), Stack(_)) => Stack(None),
             (MapValue(_), MapValue(_)) => MapValue(None),
             (NotStack | Ctx | Packet | MapValue(_), NotStack | Ctx | Packet | MapValue(_)) => NotStack,
+            (Zext32, Zext32) => Zext32,
+            (Zext32, Const(c)) | (Const(c), Zext32) if c <= u32::MAX as u64 => Zext32,
+            (Const(a), Const(b)) if a <= u32::MAX as u64 && b <= u32::MAX as u64 => Zext32,
             _ => Unknown,
         }
     }
@@ -43,7 +48,15 @@ impl Kind {
             Kind::MapValue(o) => Kind::MapValue(o.zip(k).map(|(a, b)| a + b)),
             Kind::Packet => Kind::Packet,
             Kind::Ctx | Kind::NotStack => Kind::NotStack,
-            Kind::Const(_) | Kind::Unknown => Kind::Unknown,
+            Kind::Const(_) | Kind::Zext32 | Kind::Unknown => Kind::Unknown,
+        }
+    }
+    /// Known to have its upper 32 bits zero.
+    pub fn is_zext32(self) -> bool {
+        match self {
+            Kind::Zext32 => true,
+            Kind::Const(c) => c <= u32::MAX as u64,
+            _ => false,
         }
     }
     pub fn is_stack(self) -> bool {
@@ -88,20 +101,32 @@ fn step(st: &mut State, insns: &[Insn], pc: usize, pkt: &[i16], site_defs: SiteD
             (op::SUB, op::K) => st[d] = st[d].add(Some(-(i.imm as i64))),
             (op::ADD, op::X) | (op::SUB, op::X) if st[d] != Kind::Unknown => st[d] = st[d].add(None),
             (op::MOV, op::K) => st[d] = Kind::Const(i.imm as i64 as u64),
+            (op::AND, op::K) if i.imm >= 0 => st[d] = Kind::Zext32,
+            (op::RSH, op::K) if i.imm >= 32 => st[d] = Kind::Zext32,
+            (op::END, _) if i.imm <= 32 => st[d] = Kind::Zext32,
             _ => st[d] = Kind::Unknown,
         },
         op::ALU | op::ALU64 => {
             if !kops_analysis::is_kinsn_sidecar(&i) {
                 let mov_k = i.class() == op::ALU && i.op() == op::MOV && i.source() == op::K;
-                st[d] = if mov_k { Kind::Const(i.imm as u32 as u64) } else { Kind::Unknown };
+                st[d] = if mov_k {
+                    Kind::Const(i.imm as u32 as u64)
+                } else if i.class() == op::ALU && !(i.op() == op::END && i.imm == 64) {
+                    Kind::Zext32 // 32-bit operations zero-extend
+                } else {
+                    Kind::Unknown
+                };
             }
         }
         op::LDX => {
             let base = st.get(i.src as usize).copied().unwrap_or(Kind::Unknown);
             // The stack may hold spilled stack pointers; kernel memory never does.
+            let narrow = i.mode() == op::MEM && i.size() != op::DW;
             st[d] = match base {
                 Kind::Ctx if i.size() == op::W && pkt.contains(&i.off) => Kind::Packet,
-                Kind::Ctx | Kind::Packet | Kind::NotStack | Kind::MapValue(_) => Kind::NotStack,
+                Kind::Ctx => Kind::NotStack,
+                _ if narrow => Kind::Zext32,
+                Kind::Packet | Kind::NotStack | Kind::MapValue(_) => Kind::NotStack,
                 _ => Kind::Unknown,
             };
         }

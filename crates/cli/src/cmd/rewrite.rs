@@ -49,7 +49,6 @@ pub fn main(args: Vec<String>) -> anyhow::Result<u8> {
     }
     std::fs::write(&a.output, &out).with_context(|| format!("writing {}", a.output))?;
     use super::inspect::{emit, json_report, write_report};
-    use std::io::Write;
     if a.json {
         let mut v = json_report(&rep);
         if let Some(o) = v.as_object_mut() {
