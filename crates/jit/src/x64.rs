@@ -776,6 +776,9 @@ impl Program<'_> {
                 let j = jrel(a);
                 a.jcc_rel8(Cond::E, j);
                 a.raw(&[0x48, 0x83, 0x00, 0x01]); // add qword ptr [rax], 1
+                if self.needs_unwind && !f.is_subprog {
+                    a.pop(UNWIND_REG);
+                }
                 Self::pop_callee(&f.callee_used, a);
                 a.pop(Reg::Rax);
                 a.pop(Reg::Rax);
@@ -807,6 +810,9 @@ impl Program<'_> {
                 let j = jrel(a);
                 a.jcc_rel8(Cond::Ae, j);
                 a.raw(&[0x48, 0x83, 0x00, 0x01]); // add qword ptr [rax], 1
+                if self.needs_unwind && !f.is_subprog {
+                    a.pop(UNWIND_REG);
+                }
                 Self::pop_callee(&f.callee_used, a);
                 a.pop(Reg::Rax);
                 a.pop(Reg::Rax);

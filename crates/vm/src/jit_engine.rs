@@ -401,6 +401,38 @@ mod tests {
         (r.r0, u64::from_le_bytes(r.data_out[..8].try_into().unwrap()))
     }
 
+    /// A tail call from a program that keeps the unwind register (it uses LD_ABS): the
+    /// frame teardown must restore it too.
+    #[test]
+    fn tail_call_from_program_with_unwind_frame() {
+        use kops_isa::op;
+        let obj = tail_object();
+        let vm = crate::Vm::with_engine(Some(&obj), Box::new(JitEngine::new().unwrap())).unwrap();
+        let pt = kops_object::ProgType::SchedCls;
+        let load = |name: &str, insns: Vec<Insn>| {
+            vm.load_insns(name, insns, Vec::new(), pt, crate::CtxKind::for_prog_type(pt), HelperTable::kernel(), false).unwrap()
+        };
+        let callee = load(
+            "callee",
+            vec![Insn::mov64_reg(6, 1), Insn::new(op::LD | op::ABS | op::B, 0, 0, 0, 1), Insn::alu64_imm(op::ADD, 0, 40), Insn::exit()],
+        );
+        let mut caller = vec![
+            Insn::mov64_reg(6, 1),
+            Insn::new(op::LD | op::ABS | op::B, 0, 0, 0, 0),
+            Insn::mov64_reg(7, 0),
+            Insn::mov64_reg(1, 6),
+        ];
+        caller.extend(Insn::ld_imm64(2, op::PSEUDO_MAP_IDX, 0));
+        caller.extend([Insn::mov64_imm(3, 0), Insn::call_helper(12), Insn::mov64_reg(0, 7), Insn::exit()]);
+        let a = load("caller", caller);
+        vm.set_prog_array(0, 0, Some(callee)).unwrap();
+        let pkt: Vec<u8> = (0u8..64).collect();
+        // Hand-computed: the callee returns packet byte 1 + 40.
+        assert_eq!(vm.run(a, &crate::ProgInput::packet(&pkt)).unwrap().r0, 41);
+        // Twice (the frame and registers stayed sound).
+        assert_eq!(vm.run(a, &crate::ProgInput::packet(&pkt)).unwrap().r0, 41);
+    }
+
     #[test]
     fn tail_calls() {
         let jit = || Box::new(JitEngine::new().unwrap()) as Box<dyn Engine>;
