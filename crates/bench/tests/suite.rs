@@ -1,0 +1,105 @@
+//! The suite on bundled programs: every runtime agrees with the oracle before timing,
+//! rbpf is refused with the reason where it lacks a feature, and a planted difference is
+//! caught. Kernel parts skip with the reason when bpf(2) is refused (fail instead under
+//! KOPS_REQUIRE_KERNEL=1).
+
+use std::path::PathBuf;
+
+use kops_bench::runners::{differences, rbpf_unsupported, Outcome};
+use kops_bench::suite::{prepare, SuiteOptions};
+
+fn obj(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../bpf/out").join(format!("{name}.bpf.o")).to_string_lossy().into_owned()
+}
+
+fn opts(runtimes: &str, cpu: Option<usize>) -> SuiteOptions {
+    SuiteOptions {
+        runtimes: runtimes.split(',').map(String::from).collect(),
+        per_pass: false,
+        packet: kops_bench::packet::udp_packet(1500, 1),
+        cpu,
+    }
+}
+
+fn cases(p: &kops_bench::suite::Prepared) -> Vec<(String, String)> {
+    p.cases.iter().map(|c| (c.program.clone(), c.runtime.clone())).collect()
+}
+
+#[test]
+fn userspace_runtimes_agree_with_the_interpreter() {
+    // No kernel runtime requested: the interpreter is the oracle.
+    let p = prepare(&[obj("xdp_return"), obj("murmur3_rot32"), obj("popcount_bitmap")], &opts("interp,jit,kops,native,rbpf", None), |_| {});
+    assert!(p.mismatches.is_empty(), "{:?}", p.mismatches);
+    let c = cases(&p);
+    for prog in ["murmur3_rot32", "popcount_bitmap"] {
+        for rt in ["interp", "jit", "kops"] {
+            assert!(c.contains(&(prog.into(), rt.into())), "{prog} on {rt} missing: {:?} {:?}", c, p.skipped);
+        }
+        if kops_bench::native::unavailable().is_none() {
+            assert!(c.contains(&(prog.into(), "native".into())), "{prog} native: {:?}", p.skipped);
+        }
+        // Both wrap their kernel in a noinline pass function (bpf-to-bpf call).
+        let s = p.skipped.iter().find(|s| s.program == prog && s.runtime == "rbpf").expect("rbpf skipped");
+        assert!(s.reason.contains("bpf-to-bpf calls"), "{}", s.reason);
+    }
+    // xdp_return is within rbpf's reach; it has no native counterpart.
+    assert!(c.contains(&("xdp_return".into(), "rbpf".into())), "{:?}", p.skipped);
+    assert!(p.skipped.iter().any(|s| s.program == "xdp_return" && s.runtime == "native"));
+    // popcount_bitmap has popcount sites: kops must have rewritten some natively.
+    assert!(
+        p.notes.iter().any(|n| n.starts_with("popcount_bitmap: kops rewrote") && !n.contains("rewrote 0 kinsn")),
+        "{:?}",
+        p.notes
+    );
+}
+
+#[test]
+fn kernel_is_the_oracle_with_an_identity_copy() {
+    if let Some(why) = kops_kernel::skip_reason() {
+        println!("SKIPPED: {why}");
+        return;
+    }
+    let cpu = kops_kernel::pin_to_one_cpu().ok();
+    let p = prepare(&[obj("siphash"), obj("struct_map")], &opts("kernel,jit,kops,native", cpu), |_| {});
+    assert!(p.mismatches.is_empty(), "{:?}", p.mismatches);
+    let c = cases(&p);
+    for prog in ["siphash", "struct_map"] {
+        for rt in ["kernel", "kernel2", "jit", "kops"] {
+            assert!(c.contains(&(prog.into(), rt.into())), "{prog} on {rt} missing: {:?}", p.skipped);
+        }
+    }
+    // native agreed with the kernel's .bss kops_result (else it would be a mismatch).
+    if kops_bench::native::unavailable().is_none() {
+        assert!(c.contains(&("siphash".into(), "native".into())), "{:?}", p.skipped);
+    }
+}
+
+#[test]
+fn a_planted_difference_is_reported() {
+    let mut m = kops_bench::runners::MapState::new();
+    m.insert(".bss".into(), [(vec![0, 0, 0, 0], vec![1, 2, 3, 4])].into_iter().collect());
+    let a = Outcome { r0: 2, data_out: Some(vec![1, 2, 3]), maps: m.clone() };
+    assert!(differences(&a, &a.clone()).is_empty());
+    // Only the low 32 bits of r0 count (BPF_PROG_TEST_RUN returns a u32).
+    assert!(differences(&a, &Outcome { r0: 0x1_0000_0002, ..a.clone() }).is_empty());
+    let mut b = a.clone();
+    b.maps.get_mut(".bss").unwrap().insert(vec![0, 0, 0, 0], vec![1, 2, 3, 5]);
+    let d = differences(&a, &b);
+    assert_eq!(d, vec!["map `.bss` key 00000000: 01020304 vs 01020305".to_string()]);
+    let d = differences(&a, &Outcome { data_out: Some(vec![1, 9, 3]), ..a.clone() });
+    assert_eq!(d, vec!["output packet 3 vs 3 bytes, first difference at byte 1".to_string()]);
+}
+
+#[test]
+fn rbpf_refusals_name_the_feature_and_slot() {
+    use kops_isa::Insn;
+    let ok = [Insn::mov64_imm(0, 2), Insn::exit()];
+    assert_eq!(rbpf_unsupported(&ok), None);
+    // call with src_reg 1 (bpf-to-bpf) at slot 1: 0x85, dst 0, src 1.
+    let call = Insn::new(0x85, 0, 1, 0, 1);
+    let bad = [Insn::mov64_imm(0, 2), call, Insn::exit(), Insn::mov64_imm(0, 1), Insn::exit()];
+    assert_eq!(rbpf_unsupported(&bad).as_deref(), Some("bpf-to-bpf calls at instruction 1"));
+    // sdiv (ALU64 DIV with off = 1) would be miscompiled as unsigned division.
+    let sdiv = Insn::new(0x37, 0, 0, 1, 3);
+    assert_eq!(rbpf_unsupported(&[sdiv, Insn::exit()]).as_deref(), Some("signed division or movsx (v4) at instruction 0"));
+}
