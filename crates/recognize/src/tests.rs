@@ -138,7 +138,9 @@ fn select_shapes_widths_and_negatives() {
         Insn::exit(),
     ];
     assert!(ops(&found(&p), Pass::Select).is_empty());
-    // Mixed widths: w3 = w4 on one side, r3 = r1 on the other.
+    // Mixed widths: w3 = w4 on one side, r3 = r1 on the other. The three-instruction
+    // shape is rejected; what remains is the one-sided select after the 32-bit move
+    // (r3 keeps the zero-extended w4 when the condition holds), which is exact.
     let p = [
         Insn::ldx(DW, 2, 1, 0),
         Insn::alu32_reg(MOV, 3, 4),
@@ -148,8 +150,21 @@ fn select_shapes_widths_and_negatives() {
         Insn::exit(),
     ];
     let f = found(&p);
-    assert!(ops(&f, Pass::Select).is_empty());
     assert!(rejects(&f, Pass::Select).iter().any(|r| r.contains("widths")));
+    let m: Vec<_> = f.matches.iter().filter(|m| m.pass == Pass::Select).map(|m| (m.start, m.end)).collect();
+    assert_eq!(m, vec![(2, 4)]);
+    // One-sided with a 32-bit move whose destination may have upper bits set: rejected.
+    let p = [
+        Insn::ldx(DW, 2, 1, 0),
+        Insn::ldx(DW, 3, 1, 8),
+        Insn::jmp_imm(JEQ, 2, 0, 1),
+        Insn::alu32_reg(MOV, 3, 1),
+        Insn::mov64_reg(0, 3),
+        Insn::exit(),
+    ];
+    let f = found(&p);
+    assert!(ops(&f, Pass::Select).is_empty());
+    assert!(rejects(&f, Pass::Select).iter().any(|r| r.contains("mixed widths")), "{:?}", f.rejects);
     // A jump from outside into the second move.
     let p = [
         Insn::ldx(DW, 2, 1, 0),
