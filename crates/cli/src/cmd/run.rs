@@ -5,7 +5,6 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use kops_object::Object;
 use kops_vm::{CtxKind, Engine, ProgInput, Vm};
-use std::time::Instant;
 
 /// Run one program of an object on a runtime.
 ///
@@ -32,8 +31,8 @@ struct Args {
     /// Context in (xdp_md / __sk_buff bytes) as hex, like BPF_PROG_TEST_RUN's ctx_in.
     #[arg(long)]
     ctx_hex: Option<String>,
-    /// Run this many times (each run starts from the same input; maps keep their state)
-    /// and print the mean time per run.
+    /// Run this many times on one context, like BPF_PROG_TEST_RUN's repeat (what a run
+    /// leaves in the packet and maps is what the next sees), and print the mean time per run.
     #[arg(long, default_value_t = 1)]
     repeat: u64,
     /// Runtime: interp (the reference interpreter, checks every access), jit (our x86-64
@@ -208,13 +207,7 @@ pub fn main(args: Vec<String>) -> Result<u8> {
     let prog = vm.program(id).expect("just loaded");
     let input = input_for(&args, prog.ctx)?;
     let n = args.repeat.max(1);
-    let start = Instant::now();
-    let mut last = None;
-    for _ in 0..n {
-        last = Some(vm.run(id, &input)?);
-    }
-    let elapsed = start.elapsed();
-    let r = last.expect("at least one run");
+    let (r, ns_per_run) = vm.run_repeat(id, &input, n)?;
     let act = action_name(prog.ctx, r.r0);
     println!("r0 = {} ({:#x}){}{}", r.r0 as i64, r.r0, if act.is_empty() { "" } else { " " }, act);
     if prog.ctx.has_packet() {
@@ -230,11 +223,7 @@ pub fn main(args: Vec<String>) -> Result<u8> {
         println!("instructions executed: {c}");
     }
     if n > 1 {
-        println!(
-            "{n} runs on {}: {:.1} ns/run",
-            vm.engine_name(),
-            elapsed.as_nanos() as f64 / n as f64
-        );
+        println!("{n} runs on {}: {ns_per_run:.1} ns/run", vm.engine_name());
     }
     if args.dump_maps {
         for (m, entries) in vm.dump_maps() {
