@@ -240,3 +240,22 @@ fn map_value_bad_accesses_are_errors() {
     assert!(matches!(e, VmError::BadAccess { len: 1, write: false, .. }), "{e}");
     assert!(e.to_string().contains("value_oob"), "{e}");
 }
+
+#[test]
+fn repeated_runs_share_context_and_maps() {
+    let v = vm("rt_maps.bpf.o");
+    let id = v.load("map_ops").unwrap();
+    let (r, ns) = v.run_repeat(id, &ProgInput::packet(&packet()), 3).unwrap();
+    assert_eq!(r.r0, 0xffff_fffe);
+    assert!(ns > 0.0);
+    // three runs: counts[2] = 3 * (3 + 3), total = 5 + 3 * 3
+    assert_eq!(v.map("counts").unwrap().lookup(&2u32.to_le_bytes()).unwrap(), 18u64.to_le_bytes());
+    assert_eq!(v.map(".data").unwrap().lookup(&[0; 4]).unwrap(), 14u64.to_le_bytes());
+    // Like BPF_PROG_TEST_RUN's repeat, the packet is not reset between runs: two pushes
+    // of 4 bytes, two trims of 2.
+    let x = vm("rt_xdp.bpf.o");
+    let id = x.load("xdp_push").unwrap();
+    let (r, _) = x.run_repeat(id, &ProgInput::packet(&packet()), 2).unwrap();
+    assert_eq!(r.data_out.len(), 64 + 8 - 4);
+    assert_eq!(&r.data_out[..8], &[0xaa, 0xbb, 0xcc, 0xdd, 0xaa, 0xbb, 0xcc, 0xdd]);
+}
