@@ -953,6 +953,29 @@ pub fn compile_with(
             }
         }
     }
+    if opts.div_fixups {
+        // Programs from outside the kernel: r11 (BPF_REG_AX) is the JIT's, not theirs.
+        let second = fixup::second_slots(insns);
+        for (pc, i) in insns.iter().enumerate() {
+            if second[pc] {
+                continue;
+            }
+            let sidecar = i.code == op::ALU64 | op::MOV | op::K && i.src == op::PSEUDO_KINSN_SIDECAR;
+            let uses_dst = match i.class() {
+                op::JMP | op::JMP32 if i.is_call() || i.is_exit() || i.op() == op::JA => i.code == op::JMP | op::CALL | op::X,
+                op::ALU64 if sidecar => false, // dst carries payload bits
+                _ => true,
+            };
+            let uses_src = match i.class() {
+                op::ALU | op::ALU64 | op::JMP | op::JMP32 => i.source() == op::X && !i.is_call() && i.code != op::JMP | op::CALL | op::X,
+                op::LDX | op::STX => true,
+                _ => false,
+            };
+            if (uses_dst && i.dst > 10) || (uses_src && i.src > 10) {
+                return Err(JitError::Insn { pc, msg: format!("register number above r10 in {:#04x}", i.code) });
+            }
+        }
+    }
     let (prog_insns, orig, start_of) = if opts.div_fixups {
         let e = fixup::expand(insns).map_err(|(pc, m)| JitError::Insn { pc, msg: m })?;
         (e.insns, e.orig, e.start)

@@ -185,3 +185,12 @@ fn falling_off_a_function_is_refused() {
     let e = kops_jit::compile(&p, &o, &R).unwrap_err();
     assert!(e.to_string().starts_with("instruction 3: "), "{e}");
 }
+
+#[test]
+fn register_eleven_is_the_jits() {
+    let o = opts(CpuFeatures::host(), CallMode::Trampoline);
+    let e = kops_jit::compile(&[Insn::mov64_imm(11, 1), Insn::exit()], &o, &R).unwrap_err();
+    assert_eq!(e.to_string(), "instruction 0: register number above r10 in 0xb7");
+    let e = kops_jit::compile(&[Insn::mov64_reg(0, 11), Insn::exit()], &o, &R).unwrap_err();
+    assert!(e.to_string().starts_with("instruction 0: register number above r10"), "{e}");
+}
