@@ -489,14 +489,16 @@ fn skb_field(off: i64, size: usize, write: bool, tc: bool) -> Result<Field, Stri
         return Err(format!("__sk_buff field at offset {o} (flow_keys/sk) is not supported"));
     }
     let is64 = (skb::TSTAMP..skb::TSTAMP + 8).contains(&o) || (skb::HWTSTAMP..skb::HWTSTAMP + 8).contains(&o);
-    if !is64 && o % 4 + size > 4 {
+    // cb[] may be accessed in any naturally aligned size (e.g. 8-byte copies of two slots).
+    let in_cb = o >= skb::CB && o + size <= skb::CB + 20 && o % size == 0;
+    if !is64 && !in_cb && o % 4 + size > 4 {
         return Err(format!("__sk_buff access at offset {o}, size {size} crosses a field"));
     }
     if write {
-        let cb = (skb::CB..skb::CB + 20).contains(&o);
+        let cb = in_cb;
         let tc_only = [skb::MARK, skb::PRIORITY, skb::QUEUE_MAPPING, skb::TC_INDEX, skb::TC_CLASSID].contains(&o)
             || o == skb::TSTAMP;
-        let full = size == 4 || (o == skb::TSTAMP && size == 8);
+        let full = size == 4 || (o == skb::TSTAMP && size == 8) || cb;
         if !(cb || (tc && tc_only)) || !full {
             return Err(format!("write to __sk_buff field at offset {o}, size {size} is not allowed"));
         }
@@ -798,5 +800,13 @@ mod tests {
         assert!(rewrite_ctx_access("t", &mut p, &[], CtxKind::Skb { tc: false }).is_err());
         let mut p = vec![Insn::stx(op::W, 1, 2, skb::MARK as i16), Insn::stx(op::W, 1, 2, skb::CB as i16 + 4), Insn::exit()];
         rewrite_ctx_access("t", &mut p, &[], CtxKind::Skb { tc: true }).unwrap();
+        // cb[] in 8-byte units (aligned) and bytes are fine, even for socket filters.
+        let mut p = vec![Insn::stx(op::DW, 1, 2, skb::CB as i16 + 8), Insn::ldx(op::B, 3, 1, skb::CB as i16 + 19), Insn::exit()];
+        rewrite_ctx_access("t", &mut p, &[], CtxKind::Skb { tc: false }).unwrap();
+        // ...but not misaligned or past cb[4].
+        for bad in [Insn::stx(op::DW, 1, 2, skb::CB as i16 + 4), Insn::stx(op::DW, 1, 2, skb::CB as i16 + 16)] {
+            let mut p = vec![bad, Insn::exit()];
+            assert!(rewrite_ctx_access("t", &mut p, &[], CtxKind::Skb { tc: true }).is_err(), "{bad:?}");
+        }
     }
 }
