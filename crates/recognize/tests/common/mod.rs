@@ -131,6 +131,32 @@ pub fn diff_check(obj: &Object, policy: &Policy, inputs: &[Vec<u8>]) -> (ObjectR
     (rep, new)
 }
 
+/// Run the rewritten object (sites kept) on the Kops JIT and the original on the
+/// interpreter over `inputs`; results, outputs and maps must agree. Only for programs the
+/// kernel verifier accepts (native code has no run-time checks).
+pub fn diff_kops_jit(obj: &Object, new: &Object, inputs: &[Vec<u8>]) -> Result<usize, String> {
+    let engine = kops_vm::jit_engine::KopsEngine::new(kops_einsn::registry()).map_err(|e| e.to_string())?;
+    let va = Vm::new(obj).map_err(|e| e.to_string())?;
+    let vb = Vm::with_engine(Some(new), Box::new(engine)).map_err(|e| e.to_string())?;
+    let mut runs = 0;
+    for p in &obj.programs {
+        let ia = va.load(&p.name).map_err(|e| e.to_string())?;
+        let ib = vb.load(&p.name).map_err(|e| format!("Kops JIT load {}: {e}", p.name))?;
+        for (k, input) in inputs.iter().enumerate() {
+            let inp = ProgInput::packet(input);
+            let a = va.run(ia, &inp).map_err(|e| e.to_string())?;
+            let b = vb.run(ib, &inp).map_err(|e| e.to_string())?;
+            assert_eq!(a.r0, b.r0, "{}: r0 differs on input {k} (Kops JIT)", p.name);
+            assert_eq!(a.data_out, b.data_out, "{}: data out differs on input {k} (Kops JIT)", p.name);
+            for (ma, mb) in va.maps().zip(vb.maps()) {
+                assert_eq!(ma.dump(), mb.dump(), "{}: maps differ after input {k} (Kops JIT)", p.name);
+            }
+            runs += 1;
+        }
+    }
+    Ok(runs)
+}
+
 pub fn bundled_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../bpf/out")
 }
