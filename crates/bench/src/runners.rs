@@ -250,6 +250,12 @@ impl OurJit {
         let mut options = JitOptions::runtime().map_err(|e| e.to_string())?;
         options.call_mode = CallMode::Trampoline;
         options.div_fixups = true;
+        // As kops-vm's JitEngine, so the code is the same (programs that do tail calls are
+        // refused in `compile`: the lookup table is private to that engine's runs).
+        options.tail_call = Some((
+            kops_vm::helpers::TAIL_CALL as i32,
+            kops_jit::TailCallMode::Lookup(kops_vm::jit_engine::tail_lookup as extern "C" fn(u64, u64) -> u64 as usize as u64),
+        ));
         Ok(OurJit { options, regions })
     }
     pub fn options(&self) -> &JitOptions {

@@ -130,8 +130,19 @@ pub fn build_kops(p: &Program, policy: &Policy, jit: &OurJit) -> Result<KopsBuil
     Ok(KopsBuild { sites: l.regions.len(), native: regions.len(), plain: rewritten.saturating_sub(l.regions.len()), lowered, regions })
 }
 
-/// Build every case for `files`.
-pub fn prepare(files: &[String], o: &SuiteOptions, progress: impl Fn(&str)) -> Prepared {
+/// Build every case for `files` (with a progress bar when `progress`).
+pub fn prepare(files: &[String], o: &SuiteOptions, progress: bool) -> Prepared {
+    let bar = if progress { indicatif::ProgressBar::new(files.len() as u64) } else { indicatif::ProgressBar::hidden() };
+    bar.set_style(indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} checking {msg}").unwrap());
+    let p = prepare_inner(files, o, |f| {
+        bar.set_message(f.to_string());
+        bar.inc(1);
+    });
+    bar.finish_and_clear();
+    p
+}
+
+fn prepare_inner(files: &[String], o: &SuiteOptions, progress: impl Fn(&str)) -> Prepared {
     let mut out = Prepared::default();
     let want = |r: &str| o.runtimes.iter().any(|x| x == r);
     let kernel_state = if want("kernel") { Some(kops_kernel::available().map_err(|e| e.to_string())) } else { None };

@@ -28,7 +28,7 @@ fn cases(p: &kops_bench::suite::Prepared) -> Vec<(String, String)> {
 #[test]
 fn userspace_runtimes_agree_with_the_interpreter() {
     // No kernel runtime requested: the interpreter is the oracle.
-    let p = prepare(&[obj("xdp_return"), obj("murmur3_rot32"), obj("popcount_bitmap")], &opts("interp,jit,kops,native,rbpf", None), |_| {});
+    let p = prepare(&[obj("xdp_return"), obj("murmur3_rot32"), obj("popcount_bitmap")], &opts("interp,jit,kops,native,rbpf", None), false);
     assert!(p.mismatches.is_empty(), "{:?}", p.mismatches);
     let c = cases(&p);
     for prog in ["murmur3_rot32", "popcount_bitmap"] {
@@ -60,7 +60,7 @@ fn kernel_is_the_oracle_with_an_identity_copy() {
         return;
     }
     let cpu = kops_kernel::pin_to_one_cpu().ok();
-    let p = prepare(&[obj("siphash"), obj("struct_map")], &opts("kernel,jit,kops,native", cpu), |_| {});
+    let p = prepare(&[obj("siphash"), obj("struct_map")], &opts("kernel,jit,kops,native", cpu), false);
     assert!(p.mismatches.is_empty(), "{:?}", p.mismatches);
     let c = cases(&p);
     for prog in ["siphash", "struct_map"] {

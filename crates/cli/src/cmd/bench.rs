@@ -204,7 +204,7 @@ pub fn main(args: Vec<String>) -> anyhow::Result<u8> {
         cpu,
     };
     eprintln!("kops bench: preparing {} objects on {} (checking results against the oracle)", files.len(), runtimes.join(","));
-    let prepared = suite::prepare(&files, &opts, |_| {});
+    let prepared = suite::prepare(&files, &opts, !a.no_progress);
     eprintln!(
         "kops bench: timing {} cases: {} rounds, batches of ~{} ms",
         prepared.cases.len(),
