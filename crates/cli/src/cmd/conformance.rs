@@ -8,6 +8,14 @@ use kops_isa::Insn;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+/// println! that ignores a closed stdout (`kops ... | head`) instead of panicking.
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
 /// Run every `.data` file of the eBPF conformance suite.
 ///
 /// Each file's program runs with r1 = its input memory (0 when it has none), r2 = the
@@ -122,25 +130,25 @@ pub fn main(args: Vec<String>) -> Result<u8> {
             Ok(msg) => {
                 passed += 1;
                 if args.verbose {
-                    println!("PASS {name}: {msg}");
+                    outln!("PASS {name}: {msg}");
                 }
             }
             Err(msg) if msg.starts_with("REJECTED ") => {
                 rejected += 1;
-                println!("REJECTED {name}: {}", &msg["REJECTED ".len()..]);
+                outln!("REJECTED {name}: {}", &msg["REJECTED ".len()..]);
             }
             Err(msg) => {
                 failed += 1;
-                println!("FAIL {name}: {msg}");
+                outln!("FAIL {name}: {msg}");
             }
         }
     }
     if rejected > 0 {
         // Programs the verifier refuses are not runtime failures: counted as skipped.
-        println!("{rejected} programs rejected by the kernel verifier (REJECTED lines above)");
-        println!("{passed} passed, {failed} failed, {rejected} skipped");
+        outln!("{rejected} programs rejected by the kernel verifier (REJECTED lines above)");
+        outln!("{passed} passed, {failed} failed, {rejected} skipped");
     } else {
-        println!("{passed} passed, {failed} failed");
+        outln!("{passed} passed, {failed} failed");
     }
     Ok(if failed == 0 { 0 } else { 1 })
 }
@@ -184,7 +192,7 @@ pub fn plugin_main(args: Vec<String>) -> Result<u8> {
     while let Some(w) = it.next() {
         match w.as_str() {
             "-h" | "--help" => {
-                print!("{PLUGIN_HELP}");
+                outln!("{}", PLUGIN_HELP.trim_end());
                 return Ok(0);
             }
             "--runtime" => runtime = it.next().context("--runtime needs a value")?,
@@ -199,7 +207,7 @@ pub fn plugin_main(args: Vec<String>) -> Result<u8> {
     let mut text = String::new();
     std::io::stdin().read_to_string(&mut text).context("reading the program from stdin")?;
     let fail = |msg: String| -> Result<u8> {
-        println!("{msg}");
+        outln!("{msg}");
         Ok(1)
     };
     let insns = match super::run::parse_hex(&text)
@@ -219,7 +227,7 @@ pub fn plugin_main(args: Vec<String>) -> Result<u8> {
     }
     match run_one(&runtime, &insns, &mem)? {
         Outcome::Ok(r0) => {
-            println!("{r0:x}");
+            outln!("{r0:x}");
             Ok(0)
         }
         Outcome::Err(e) => fail(e),

@@ -6,6 +6,14 @@ use clap::Parser;
 use kops_object::Object;
 use kops_vm::{CtxKind, Engine, ProgInput, Vm};
 
+/// println! that ignores a closed stdout (`kops ... | head`) instead of panicking.
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
 /// Run one program of an object on a runtime.
 ///
 /// The program gets its input the way BPF_PROG_TEST_RUN gives it: for XDP and tc/socket
@@ -153,24 +161,24 @@ fn run_kernel(args: &Args, obj: &Object, name: &str) -> Result<u8> {
     })?;
     let r0 = r.retval as u64;
     let act = action_name(ctx, r0);
-    println!("r0 = {} ({:#x}){}{} (low 32 bits, as the kernel reports)", r.retval as i32, r0, if act.is_empty() { "" } else { " " }, act);
+    outln!("r0 = {} ({:#x}){}{} (low 32 bits, as the kernel reports)", r.retval as i32, r0, if act.is_empty() { "" } else { " " }, act);
     if ctx.has_packet() {
-        println!("packet ({} bytes): {}", r.data_out.len(), hex(&r.data_out));
+        outln!("packet ({} bytes): {}", r.data_out.len(), hex(&r.data_out));
     }
     if args.repeat > 1 {
-        println!("{} runs on kernel: {} ns/run (kernel-measured)", args.repeat, r.duration_ns);
+        outln!("{} runs on kernel: {} ns/run (kernel-measured)", args.repeat, r.duration_ns);
     }
     if args.dump_maps {
         for m in &maps.maps {
             if let Some(why) = m.undumpable() {
-                println!("map {}: not dumped ({why})", m.def.name);
+                outln!("map {}: not dumped ({why})", m.def.name);
                 continue;
             }
             let keys = m.keys()?;
-            println!("map {}: {} entries", m.def.name, keys.len());
+            outln!("map {}: {} entries", m.def.name, keys.len());
             for k in keys {
                 if let Some(v) = m.lookup_raw(&k)? {
-                    println!("  {} => {}", hex(&k), hex(&v));
+                    outln!("  {} => {}", hex(&k), hex(&v));
                 }
             }
         }
@@ -199,37 +207,39 @@ pub fn main(args: Vec<String>) -> Result<u8> {
     if args.runtime == "kernel" {
         return run_kernel(&args, &obj, &name);
     }
-    let mut vm = Vm::with_engine(Some(&obj), engine(&args.runtime)?)?;
+    let mut vm = Vm::with_engine(Some(&obj), engine(&args.runtime)?)
+        .with_context(|| args.file.display().to_string())?;
     if let Some(b) = args.budget {
         vm.options.budget = b;
     }
-    let id = vm.load(&name)?;
+    let shown = args.file.display().to_string();
+    let id = vm.load(&name).with_context(|| shown.clone())?;
     let prog = vm.program(id).expect("just loaded");
     let input = input_for(&args, prog.ctx)?;
     let n = args.repeat.max(1);
-    let (r, ns_per_run) = vm.run_repeat(id, &input, n)?;
+    let (r, ns_per_run) = vm.run_repeat(id, &input, n).with_context(|| shown.clone())?;
     let act = action_name(prog.ctx, r.r0);
-    println!("r0 = {} ({:#x}){}{}", r.r0 as i64, r.r0, if act.is_empty() { "" } else { " " }, act);
+    outln!("r0 = {} ({:#x}){}{}", r.r0 as i64, r.r0, if act.is_empty() { "" } else { " " }, act);
     if prog.ctx.has_packet() {
-        println!("packet ({} bytes): {}", r.data_out.len(), hex(&r.data_out));
+        outln!("packet ({} bytes): {}", r.data_out.len(), hex(&r.data_out));
     }
     if let Some(rd) = &r.redirect {
-        println!("redirect: {rd:?}");
+        outln!("redirect: {rd:?}");
     }
     for t in &r.trace {
-        println!("trace: {t}");
+        outln!("trace: {t}");
     }
     if let Some(c) = r.executed {
-        println!("instructions executed: {c}");
+        outln!("instructions executed: {c}");
     }
     if n > 1 {
-        println!("{n} runs on {}: {ns_per_run:.1} ns/run", vm.engine_name());
+        outln!("{n} runs on {}: {ns_per_run:.1} ns/run", vm.engine_name());
     }
     if args.dump_maps {
         for (m, entries) in vm.dump_maps() {
-            println!("map {m}: {} entries", entries.len());
+            outln!("map {m}: {} entries", entries.len());
             for (k, v) in entries {
-                println!("  {} => {}", hex(&k), hex(&v));
+                outln!("  {} => {}", hex(&k), hex(&v));
             }
         }
     }
