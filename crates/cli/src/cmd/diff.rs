@@ -20,8 +20,8 @@ use kops_vm::{CtxKind, ProgInput, Vm, VmError};
 /// A mismatch prints a reproducer (program, input hex, each result), shrunk to a small
 /// input that still differs. The last line is `P programs, I inputs, M mismatches`.
 ///
-/// Runtimes: `kernel` (BPF_PROG_TEST_RUN, needs root), `interp` (the kops interpreter);
-/// more engines plug in through kops-vm's engine interface.
+/// Runtimes: `kernel` (BPF_PROG_TEST_RUN, needs root), and every engine `kops run
+/// --runtime` knows (`interp`, the reference interpreter; `jit`, ...).
 ///
 /// Exit status: 0 no mismatch, 1 mismatches (or a program could not be run), 2 usage,
 /// 3 the kernel refused bpf(2).
@@ -143,22 +143,17 @@ enum RunOutcome {
     Failed(String),
 }
 
-/// The userspace engines by name. New engines (issues 4 and 5: `jit`, `kops`) add an arm.
-fn vm_engine(name: &str) -> Option<Box<dyn kops_vm::Engine>> {
-    match name {
-        "interp" => Some(Box::new(kops_vm::interp::Interp)),
-        _ => None,
-    }
+/// A userspace engine by name, through the CLI's one dispatch point (`run::engine`), where
+/// the JIT (`jit`) and the Kops JIT (`kops`) plug in.
+fn vm_engine(name: &str) -> Result<Box<dyn kops_vm::Engine>, String> {
+    super::run::engine(name).map_err(|e| format!("{e:#}"))
 }
 
 fn check_runtime_name(n: &str) -> Result<(), String> {
-    if n == "kernel" || vm_engine(n).is_some() {
-        Ok(())
-    } else {
-        Err(format!(
-            "unknown runtime `{n}` (available: kernel, interp; `jit` and `kops` arrive with their engines)"
-        ))
+    if n == "kernel" {
+        return Ok(());
     }
+    vm_engine(n).map(|_| ()).map_err(|e| format!("runtime `{n}`: {e} (or `kernel`)"))
 }
 
 /// One program on one runtime.
@@ -260,7 +255,10 @@ impl Runtime<'_> {
                 }))
             }
             Runtime::Vm { name, obj, prog } => {
-                let engine = vm_engine(name).expect("checked at start");
+                let engine = match vm_engine(name) {
+                    Ok(e) => e,
+                    Err(e) => return Ok(RunOutcome::Failed(e)),
+                };
                 // A fresh Vm per input: maps exactly as the object defines them.
                 let vm = match Vm::with_engine(Some(obj), engine) {
                     Ok(v) => v,
