@@ -101,7 +101,7 @@ pub fn main(args: Vec<String>) -> Result<u8> {
     let (mut tk, mut to, mut failed) = (0usize, 0usize, 0usize);
     for p in &progs {
         match diff_one(&obj, p, &maps, btf.as_ref(), features, a.summary) {
-            Ok((k, o)) => {
+            Ok((k, o, _)) => {
                 tk += k;
                 to += o;
             }
@@ -266,7 +266,7 @@ fn diff_one(
     btf: Option<&KernelBtf>,
     features: CpuFeatures,
     summary: bool,
-) -> Result<(usize, usize)> {
+) -> Result<(usize, usize, usize)> {
     let has_sites = p.insns.iter().any(|i| i.is_call() && i.src == op::PSEUDO_KINSN_CALL);
     let registry = kops_einsn::registry();
     // A program with kinsn sites goes to the kernel lowered (proof sequences), as for
@@ -422,7 +422,7 @@ fn diff_one(
         ),
         Err(e) => println!("  ours from the object: not compiled ({e}); {rewrites}"),
     }
-    Ok((nk, no))
+    Ok((nk, no, whys[Why::Diff as usize]))
 }
 
 /// The program as the Kops JIT compiles it: sites with a native form become that form
@@ -524,6 +524,37 @@ mod tests {
         assert_eq!(classify(&o[0], &k[0], (0x1000, 0x1004), (0x7000, 0x7004)), None);
         let k = dis(&[0x74, 0x01, 0x90, 0x90], 0x7000);
         assert_eq!(classify(&o[0], &k[0], (0x1000, 0x1004), (0x7000, 0x7004)), Some(Why::Diff));
+    }
+
+    /// Every bundled program through the running kernel: the same number of native
+    /// instructions as the kernel's JIT, and no difference other than return thunks and
+    /// addresses. Needs bpf(2) (root); skipped with a note otherwise.
+    #[test]
+    fn bundled_programs_match_the_kernel_jit() {
+        if let Err(e) = kops_kernel::available() {
+            eprintln!("skipped: {e}");
+            return;
+        }
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bpf/out");
+        let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.to_string_lossy().ends_with(".bpf.o")).collect();
+        files.sort();
+        assert!(!files.is_empty());
+        let mut bad = Vec::new();
+        let mut n = 0;
+        for f in &files {
+            let obj = Object::load(f).unwrap();
+            let maps = MapSet::create(&obj.maps).unwrap();
+            let btf = KernelBtf::for_object(&obj).unwrap_or(None);
+            for p in &obj.programs {
+                match diff_one(&obj, p, &maps, btf.as_ref(), CpuFeatures::host(), true) {
+                    Ok((k, o, other)) if k == o && other == 0 => n += 1,
+                    Ok((k, o, other)) => bad.push(format!("{}: kernel {k}, ours {o}, {other} other differences", p.name)),
+                    Err(e) => bad.push(format!("{}: {e:#}", p.name)),
+                }
+            }
+        }
+        assert!(bad.is_empty(), "{bad:#?}");
+        eprintln!("{n} programs identical up to return thunks and addresses");
     }
 
     #[test]
