@@ -69,6 +69,8 @@ pub const TRACE_PRINTK: u32 = 6;
 pub const GET_PRANDOM_U32: u32 = 7;
 pub const GET_SMP_PROCESSOR_ID: u32 = 8;
 pub const SKB_STORE_BYTES: u32 = 9;
+pub const L3_CSUM_REPLACE: u32 = 10;
+pub const L4_CSUM_REPLACE: u32 = 11;
 pub const TAIL_CALL: u32 = 12;
 pub const REDIRECT: u32 = 23;
 pub const PERF_EVENT_OUTPUT: u32 = 25;
@@ -96,6 +98,8 @@ const KERNEL_HELPERS: &[HelperDef] = &[
     HelperDef { id: GET_PRANDOM_U32, name: "get_prandom_u32", func: h_get_prandom_u32 },
     HelperDef { id: GET_SMP_PROCESSOR_ID, name: "get_smp_processor_id", func: h_get_smp_processor_id },
     HelperDef { id: SKB_STORE_BYTES, name: "skb_store_bytes", func: h_skb_store_bytes },
+    HelperDef { id: L3_CSUM_REPLACE, name: "l3_csum_replace", func: h_l3_csum_replace },
+    HelperDef { id: L4_CSUM_REPLACE, name: "l4_csum_replace", func: h_l4_csum_replace },
     HelperDef { id: TAIL_CALL, name: "tail_call", func: h_tail_call },
     HelperDef { id: REDIRECT, name: "redirect", func: h_redirect },
     HelperDef { id: PERF_EVENT_OUTPUT, name: "perf_event_output", func: h_perf_event_output },
@@ -117,8 +121,6 @@ const KERNEL_HELPERS: &[HelperDef] = &[
 pub fn kernel_helper_name(id: u32) -> Option<&'static str> {
     const NAMES: &[(u32, &str)] = &[
         (4, "probe_read"),
-        (10, "l3_csum_replace"),
-        (11, "l4_csum_replace"),
         (13, "clone_redirect"),
         (14, "get_current_pid_tgid"),
         (15, "get_current_uid_gid"),
@@ -548,6 +550,101 @@ extern "C" fn h_skb_store_bytes(ctx: u64, off: u64, from: u64, len: u64, flags: 
         unsafe { std::ptr::copy(from as *const u8, (d + off) as *mut u8, len as usize) };
         0
     })
+}
+
+// Checksum arithmetic of include/net/checksum.h, on values in memory byte order.
+fn csum_add(a: u32, b: u32) -> u32 {
+    fold32(a as u64 + b as u64)
+}
+fn csum_fold(c: u32) -> u16 {
+    let mut s = (c & 0xffff) + (c >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    !(s as u16)
+}
+fn csum16_add(c: u16, a: u16) -> u16 {
+    let r = c.wrapping_add(a);
+    r.wrapping_add((r < a) as u16)
+}
+
+const BPF_F_HDR_FIELD_MASK: u64 = 0xf;
+const BPF_F_PSEUDO_HDR: u64 = 1 << 4;
+const BPF_F_MARK_MANGLED_0: u64 = 1 << 5;
+const BPF_F_MARK_ENFORCE: u64 = 1 << 6;
+const BPF_F_IPV6: u64 = 1 << 7;
+
+/// Address of the 16-bit checksum at `off` in the skb's data, or the helper's errno.
+fn csum_field(ctx: u64, off: u64, what: &str) -> Result<*mut u16, i64> {
+    with_state(Err(-errno::EINVAL), |st| {
+        let (d, e) = skb_packet(st, ctx, what).ok_or(-errno::EINVAL)?;
+        let off = off as u32 as u64;
+        if off > 0xffff || off & 1 != 0 || off + 2 > e - d {
+            return Err(-EFAULT);
+        }
+        Ok((d + off) as *mut u16)
+    })
+}
+
+/// `bpf_l3_csum_replace`: incremental update of an IPv4-style header checksum
+/// (`csum_replace2/4`, or by a `csum_diff` value when the size field is 0).
+extern "C" fn h_l3_csum_replace(ctx: u64, off: u64, from: u64, to: u64, flags: u64) -> u64 {
+    if flags & !BPF_F_HDR_FIELD_MASK != 0 {
+        return (-errno::EINVAL) as u64;
+    }
+    let p = match csum_field(ctx, off, "l3_csum_replace") {
+        Ok(p) => p,
+        Err(e) => return e as u64,
+    };
+    // SAFETY: `p` points at two bytes inside the packet (csum_field).
+    let sum = unsafe { std::ptr::read_unaligned(p) };
+    let new = match flags & BPF_F_HDR_FIELD_MASK {
+        0 if from != 0 => return (-errno::EINVAL) as u64,
+        0 => csum_fold(csum_add(to as u32, !(sum as u32))),
+        2 => !csum16_add(csum16_add(!sum, !(from as u16)), to as u16),
+        4 => csum_fold(csum_add(csum_add(!(sum as u32), !(from as u32)), to as u32)),
+        _ => return (-errno::EINVAL) as u64,
+    };
+    // SAFETY: as above.
+    unsafe { std::ptr::write_unaligned(p, new) };
+    0
+}
+
+/// `bpf_l4_csum_replace` for an skb without checksum offload (CHECKSUM_NONE, as in
+/// BPF_PROG_TEST_RUN): `inet_proto_csum_replace{2,4,_by_diff}`, with the
+/// BPF_F_MARK_MANGLED_0 rules for UDP.
+extern "C" fn h_l4_csum_replace(ctx: u64, off: u64, from: u64, to: u64, flags: u64) -> u64 {
+    let known = BPF_F_MARK_MANGLED_0 | BPF_F_MARK_ENFORCE | BPF_F_PSEUDO_HDR | BPF_F_HDR_FIELD_MASK | BPF_F_IPV6;
+    if flags & !known != 0 {
+        return (-errno::EINVAL) as u64;
+    }
+    let p = match csum_field(ctx, off, "l4_csum_replace") {
+        Ok(p) => p,
+        Err(e) => return e as u64,
+    };
+    // SAFETY: `p` points at two bytes inside the packet (csum_field).
+    let sum = unsafe { std::ptr::read_unaligned(p) };
+    let mmzero = flags & BPF_F_MARK_MANGLED_0 != 0;
+    if mmzero && flags & BPF_F_MARK_ENFORCE == 0 && sum == 0 {
+        return 0;
+    }
+    let replace4 = |from: u32, to: u32| {
+        let mut diff = Vec::with_capacity(8);
+        diff.extend_from_slice(&(!from).to_le_bytes());
+        diff.extend_from_slice(&to.to_le_bytes());
+        csum_fold(csum_partial(&diff, !(sum as u32)))
+    };
+    let mut new = match flags & BPF_F_HDR_FIELD_MASK {
+        0 if from != 0 => return (-errno::EINVAL) as u64,
+        0 => csum_fold(csum_add(to as u32, !(sum as u32))),
+        2 => replace4(from as u16 as u32, to as u16 as u32),
+        4 => replace4(from as u32, to as u32),
+        _ => return (-errno::EINVAL) as u64,
+    };
+    if mmzero && new == 0 {
+        new = 0xffff; // CSUM_MANGLED_0
+    }
+    // SAFETY: as above.
+    unsafe { std::ptr::write_unaligned(p, new) };
+    0
 }
 
 const BPF_F_CURRENT_CPU: u64 = 0xffff_ffff;
