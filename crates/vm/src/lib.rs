@@ -46,7 +46,8 @@
 //!   rounded up to 8 per CPU).
 //! - **Helpers** ([`helpers`]): map lookup/update/delete, ktime_get_ns and ktime_get_boot_ns
 //!   (deterministic clock), trace_printk, get_prandom_u32 (seeded), get_smp_processor_id,
-//!   skb_store_bytes, skb_load_bytes, tail_call, redirect, perf_event_output, csum_diff,
+//!   skb_store_bytes, skb_load_bytes, l3_csum_replace, l4_csum_replace, tail_call, redirect,
+//!   perf_event_output (no event attached: -ENOENT, as in a kernel test run), csum_diff,
 //!   xdp_adjust_head/meta/tail, redirect_map, ringbuf output/reserve/submit/discard,
 //!   xdp_get_buff_len. Any other id is a load error naming the helper and instruction.
 //!
