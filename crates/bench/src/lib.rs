@@ -6,6 +6,13 @@
 //! timer resolution, then takes samples in rounds: in every round each runner gets one
 //! batch, in a fresh random order, so drift and noise hit all runtimes alike. Ratios are
 //! computed from medians and, for the spread, from the per-round pairs.
+//!
+//! Modules: [`runners`] (the runtimes: kernel BPF_PROG_TEST_RUN, interpreter, our JIT with
+//! and without kinsn native regions, the rbpf peer, and the oracle check), [`native`] (the
+//! C kernels built for the host by build.rs), [`suite`] (objects + runtime names -> checked
+//! cases, the `kops` build: recognizer, lowering, native emits), [`packet`] (the seeded
+//! input), [`report`] (terminal table, JSON, SVG, BENCHMARKS.md). The command is
+//! `kops bench` (crates/cli/src/cmd/bench.rs).
 
 pub mod native;
 pub mod packet;

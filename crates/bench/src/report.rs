@@ -205,8 +205,10 @@ pub fn json(rep: &Report) -> String {
 /// series `(num, den)` present (above 1.0 the numerator is faster; dashed line at 1.0).
 pub fn svg(rep: &Report, series: &[(&str, &str)]) -> String {
     let colors = ["#2a7", "#47c", "#d83", "#a5c", "#888"];
+    // The floor's "speedups" are harness overhead, not JIT quality: left out.
     let progs: Vec<String> = programs(rep)
         .into_iter()
+        .filter(|p| rep.floor.as_ref() != Some(p))
         .filter(|p| series.iter().any(|(n, d)| rep.ratios.iter().any(|r| &r.program == p && r.numerator == *n && r.denominator == *d)))
         .collect();
     let bar_h = 12.0;
@@ -216,6 +218,7 @@ pub fn svg(rep: &Report, series: &[(&str, &str)]) -> String {
     let max_speed = rep
         .ratios
         .iter()
+        .filter(|r| rep.floor.as_ref() != Some(&r.program))
         .filter(|r| series.iter().any(|(n, d)| r.numerator == *n && r.denominator == *d) && r.ratio > 0.0)
         .map(|r| 1.0 / r.ratio)
         .fold(1.5f64, f64::max);
