@@ -217,7 +217,7 @@ impl Map {
 
     /// `bpf_map_update_elem` from a program: `value` is `value_size` bytes. Returns 0 or a
     /// negative errno, as the helper does.
-    pub fn prog_update(&self, key: &[u8], value: &[u8], flags: u64, reg: &mut Registry) -> i64 {
+    pub(crate) fn prog_update(&self, key: &[u8], value: &[u8], flags: u64, reg: &mut Registry) -> i64 {
         if !self.prog_writable() {
             return -errno::EPERM;
         }
@@ -231,7 +231,7 @@ impl Map {
     }
 
     /// `bpf_map_delete_elem` from a program.
-    pub fn prog_delete(&self, key: &[u8], reg: &mut Registry) -> i64 {
+    pub(crate) fn prog_delete(&self, key: &[u8], reg: &mut Registry) -> i64 {
         if !self.prog_writable() {
             return -errno::EPERM;
         }
@@ -384,7 +384,7 @@ impl Map {
     // ---- ring buffer and perf event output ----
 
     /// `bpf_ringbuf_reserve`: address of `size` writable bytes, or 0.
-    pub fn ringbuf_reserve(&self, size: u64, flags: u64, reg: &mut Registry) -> u64 {
+    pub(crate) fn ringbuf_reserve(&self, size: u64, flags: u64, reg: &mut Registry) -> u64 {
         let cap = self.def.max_entries as usize;
         let index = self.index;
         match self.store() {
@@ -415,7 +415,7 @@ impl Map {
 
     /// `bpf_ringbuf_submit` (`discard = false`) or `bpf_ringbuf_discard`. Returns false if
     /// `addr` is not a pending reservation of this map.
-    pub fn ringbuf_commit(&self, addr: u64, discard: bool, reg: &mut Registry) -> bool {
+    pub(crate) fn ringbuf_commit(&self, addr: u64, discard: bool, reg: &mut Registry) -> bool {
         match self.store() {
             Store::RingBuf { records, used, pending } => match pending.remove(&addr) {
                 Some(buf) => {
@@ -434,7 +434,7 @@ impl Map {
     }
 
     /// `bpf_ringbuf_output`: 0 or a negative errno.
-    pub fn ringbuf_output(&self, data: &[u8], flags: u64, reg: &mut Registry) -> i64 {
+    pub(crate) fn ringbuf_output(&self, data: &[u8], flags: u64, reg: &mut Registry) -> i64 {
         if flags & !3 != 0 {
             return -errno::EINVAL;
         }
@@ -494,7 +494,8 @@ impl Map {
     }
 
     /// Userspace update (`BPF_MAP_UPDATE_ELEM`). Per-CPU maps take every CPU's value.
-    pub fn update(&self, key: &[u8], value: &[u8], flags: u64, reg: &mut Registry) -> Result<(), MapError> {
+    /// Public as [`crate::Vm::map_update`] (which owns the region registry).
+    pub(crate) fn update(&self, key: &[u8], value: &[u8], flags: u64, reg: &mut Registry) -> Result<(), MapError> {
         let err = |msg: String| MapError { map: self.def.name.clone(), msg };
         if key.len() != self.def.key_size as usize {
             return Err(err(format!("key is {} bytes, map has {}", key.len(), self.def.key_size)));
@@ -514,7 +515,7 @@ impl Map {
     }
 
     /// Userspace delete.
-    pub fn delete(&self, key: &[u8], reg: &mut Registry) -> Result<(), MapError> {
+    pub(crate) fn delete(&self, key: &[u8], reg: &mut Registry) -> Result<(), MapError> {
         self.delete_inner(key, reg)
             .map_err(|e| MapError { map: self.def.name.clone(), msg: format!("delete failed with errno {e}") })
     }
