@@ -149,7 +149,9 @@ fn verify_one(
         Ok(i) => i,
         Err(msg) => return Ok(Verdict::Rejected(format!("  {msg}\n"))),
     };
-    match kops_kernel::load_object_program(obj, p, &insns, maps, btf, log_level) {
+    // Statistics (level 4) cost nothing and give the `N insns processed` line; on a
+    // rejection the kernel layer loads again at level 1 for the reason.
+    match kops_kernel::load_object_program(obj, p, &insns, maps, btf, log_level | 4) {
         Ok(l) => Ok(Verdict::Verified { log: l.log.clone(), note: l.attach_note.clone() }),
         Err(KernelError::Rejected { errno_name, message, insn, log, .. }) => {
             let mut s = String::new();
