@@ -9,15 +9,27 @@
 //! `call rel32` for helpers and bpf-to-bpf calls (each subprogram its own function).
 //!
 //! Deliberate differences from the kernel, all at the edges:
-//! - `ret` instead of `jmp __x86_return_thunk` (we have no return thunk);
-//! - helper calls are `call rel32` only when the image lands within ±2 GB of the helper
-//!   ([`CallMode::Rel32`]); otherwise `movabs r11, addr; call r11` ([`CallMode::Absolute`]);
-//! - runtime extras the kernel does not need: the conformance suite's "unwind" helper,
-//!   `callx` through a helper table, and guards for division by an immediate 0.
+//! - `ret` instead of `jmp __x86_return_thunk` in our runtime ([`JitOptions::return_thunk`]
+//!   reproduces the kernel's `jmp rel32` for comparisons);
+//! - helper calls: the kernel's `call rel32` goes to a per-helper trampoline in the image
+//!   that aligns the stack for SysV code ([`CallMode::Trampoline`], the runtime default);
+//!   [`CallMode::Rel32`] calls the helper directly (image placed within ±2 GB), and
+//!   [`CallMode::Absolute`] uses `movabs r11, addr; call r11`;
+//! - tail calls find their target through a runtime lookup function instead of reading
+//!   `struct bpf_array` ([`TailCallMode`]); counter and frame handling as the kernel;
+//! - runtime extras the kernel does not need (it rewrites or rejects these before its JIT
+//!   runs): `LD_ABS`/`LD_IND` through a runtime loader, the conformance suite's "unwind"
+//!   helper and `callx` through a helper table (both end the program from any depth via
+//!   r12, which holds the main frame's stack pointer), guards for division by an
+//!   immediate 0, and refusing functions that can run off their end.
 //!
-//! Module map: [`fixup`] (the verifier's divide rewrites), [`stack`] (stack depth),
-//! `x64` (the lowering and the convergence loop), [`exec`] (W^X executable memory),
-//! [`disasm`] (iced-x86 disassembly, not trusted).
+//! Kinsn sites: [`compile_with`] takes a lowered program (`kops_kinsn::plan_x86`) and
+//! emits each [`NativeRegion`]'s bytes in place of its proof sequence.
+//!
+//! Module map: [`fixup`] (the verifier's divide and cmpxchg rewrites), [`stack`] (stack
+//! depth), `x64` (the lowering and the convergence loop), [`exec`] (W^X executable
+//! memory), [`xlated`] (JIT a kernel xlated dump for comparison), [`disasm`] (iced-x86
+//! disassembly) and [`gen`] (random programs for tests); the last three are not trusted.
 
 pub mod disasm;
 pub mod exec;
