@@ -12,6 +12,8 @@ use std::collections::HashMap;
 pub struct Ctx<'a> {
     pub insns: &'a [Insn],
     pub an: &'a Analysis,
+    /// Register effect of each slot, kinsn sites included (from their proof sequences).
+    pub effs: Vec<kops_analysis::Effects>,
     pub kinds: Vec<ptr::State>,
     /// Jump sources per target slot.
     pub sources: HashMap<usize, Vec<usize>>,
@@ -29,10 +31,26 @@ impl<'a> Ctx<'a> {
             }
         }
         let registry = kops_einsn::registry();
+        let effs: Vec<kops_analysis::Effects> = (0..insns.len())
+            .map(|pc| {
+                let i = &insns[pc];
+                if kops_analysis::is_kinsn_call(i) && pc > 0 {
+                    if let Some(e) = crate::einsn_bridge::site_effects(&registry, &insns[pc - 1], i) {
+                        return e;
+                    }
+                }
+                effects(i)
+            })
+            .collect();
         let site_defs = |pc: usize| {
             (pc > 0).then(|| crate::einsn_bridge::site_effects(&registry, &insns[pc - 1], &insns[pc])).flatten().map(|e| e.defs)
         };
-        Ctx { kinds: ptr::analyse(insns, an, pkt, &site_defs), insns, an, sources }
+        Ctx { kinds: ptr::analyse(insns, an, pkt, &site_defs), insns, an, sources, effs }
+    }
+
+    /// Register effect of the instruction at `pc` (kinsn sites: their proof's effect).
+    pub fn eff(&self, pc: usize) -> kops_analysis::Effects {
+        self.effs[pc]
     }
 
     /// Pointer kind of register `r` before slot `pc` (Unknown for registers beyond r10).
@@ -103,7 +121,7 @@ impl Slice {
         for r in (0..10u8).filter(|&r| r != dst) {
             let mut verdict = None;
             for &k in self.keep[pos..].iter().filter(|&&k| cx.an.insn_start[k]) {
-                let e = effects(&cx.insns[k]);
+                let e = cx.eff(k);
                 if e.uses.contains(r) {
                     verdict = Some(false);
                     break;
@@ -125,7 +143,7 @@ impl Slice {
         self.keep[..pos]
             .iter()
             .filter(|&&k| cx.an.insn_start[k])
-            .fold(RegSet::EMPTY, |w, &k| w.union(effects(&cx.insns[k]).defs))
+            .fold(RegSet::EMPTY, |w, &k| w.union(cx.eff(k).defs))
     }
 }
 
@@ -139,10 +157,17 @@ fn is_const_insn(i: &Insn) -> bool {
 /// replaced by one site at the first of them, keeping every other instruction in between.
 /// Constant loads of the idiom that other code also reads (clang shares the popcount masks
 /// between expansions) are kept instead of replaced.
-fn check_slice(cx: &Ctx, ev: &Eval, mut mask: u64, j: usize, dst: u8, memory: bool) -> Result<Slice, String> {
+fn check_slice(cx: &Ctx, ev: &Eval, mut mask: u64, j: usize, dst: u8, memory: bool, input: &T) -> Result<Slice, String> {
     let ws = ev.start;
+    // Instructions that may stay in place when other code needs their result: constant
+    // loads, and plain copies of the idiom's input.
+    let demotable = |w: usize| {
+        let i = &cx.insns[w];
+        is_const_insn(i)
+            || (i.code == op::ALU64 | op::MOV | op::X && i.off == 0 && i.dst < 11 && ev.before(w + 1)[i.dst as usize].t == *input)
+    };
     for _ in 0..16 {
-        match check_slice_once(cx, ws, mask, j, dst, memory)? {
+        match check_slice_once(cx, ws, mask, j, dst, memory, &demotable)? {
             Ok(s) => return Ok(s),
             Err(demote) => {
                 mask &= !(1u64 << (demote - ws));
@@ -157,7 +182,15 @@ fn check_slice(cx: &Ctx, ev: &Eval, mut mask: u64, j: usize, dst: u8, memory: bo
 
 /// `Ok(Ok(slice))`, `Ok(Err(slot))` to retry with the constant load at `slot` kept, or the
 /// reason for rejecting.
-fn check_slice_once(cx: &Ctx, ws: usize, mask: u64, j: usize, dst: u8, memory: bool) -> Result<Result<Slice, usize>, String> {
+fn check_slice_once(
+    cx: &Ctx,
+    ws: usize,
+    mask: u64,
+    j: usize,
+    dst: u8,
+    memory: bool,
+    demotable: &dyn Fn(usize) -> bool,
+) -> Result<Result<Slice, usize>, String> {
     if mask == 0 || mask & (1u64 << (j - ws)) == 0 {
         return Err("the last instruction is not part of the idiom".into());
     }
@@ -177,7 +210,7 @@ fn check_slice_once(cx: &Ctx, ws: usize, mask: u64, j: usize, dst: u8, memory: b
             continue;
         }
         let i = &cx.insns[pc];
-        let e = effects(i);
+        let e = cx.eff(pc);
         if in_slice(pc) {
             slice_defs = slice_defs.union(e.defs);
             for r in e.defs.iter() {
@@ -193,7 +226,7 @@ fn check_slice_once(cx: &Ctx, ws: usize, mask: u64, j: usize, dst: u8, memory: b
             }
             if let Some(r) = e.uses.intersect(slice_defs).iter().next() {
                 let w = writer[r as usize];
-                if w != j && is_const_insn(&cx.insns[w]) {
+                if w != j && demotable(w) {
                     return Ok(Err(w));
                 }
                 return Err(format!("instruction {pc} reads r{r}, an intermediate value of the idiom"));
@@ -213,7 +246,7 @@ fn check_slice_once(cx: &Ctx, ws: usize, mask: u64, j: usize, dst: u8, memory: b
     let live = cx.an.live_out[j];
     if let Some(r) = slice_defs.without(dst).intersect(live).iter().next() {
         let w = writer[r as usize];
-        if w != j && is_const_insn(&cx.insns[w]) {
+        if w != j && demotable(w) {
             return Ok(Err(w));
         }
         return Err(format!("temporary r{r} is live after the idiom"));
@@ -472,7 +505,7 @@ pub(crate) fn upper_zero_before(cx: &Ctx, pc: usize, r: u8) -> bool {
             continue;
         }
         let i = &cx.insns[q];
-        if effects(i).defs.contains(r) {
+        if cx.eff(q).defs.contains(r) {
             return match i.class() {
                 op::ALU => i.op() != op::END || i.imm <= 32,
                 op::LDX => i.mode() == op::MEM && i.size() != op::DW,
@@ -531,7 +564,7 @@ fn dataflow(pass: Pass, cx: &Ctx, found: &mut Found) {
             };
             let xdeps = deps_of(&ev, j + 1, &input);
             let mask = fv.deps & !xdeps;
-            let sl = match check_slice(cx, &ev, mask, j, dst, memory) {
+            let sl = match check_slice(cx, &ev, mask, j, dst, memory, &input) {
                 Ok(s) => s,
                 Err(e) => {
                     reject(found, ws + mask.trailing_zeros().min(63) as usize, e);
@@ -970,7 +1003,7 @@ fn zero_regs_before(cx: &Ctx, pc: usize) -> RegSet {
             continue;
         }
         let i = &cx.insns[q];
-        let defs = effects(i).defs;
+        let defs = cx.eff(q).defs;
         for r in defs.minus(killed).iter() {
             if matches!(i.class(), op::ALU | op::ALU64) && i.op() == op::MOV && i.source() == op::K && i.imm == 0 && i.src == 0 {
                 zero = zero.with(r);

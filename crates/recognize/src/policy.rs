@@ -23,7 +23,6 @@
 use crate::encode;
 use crate::passes::Ctx;
 use crate::{Match, Operand, Pass, SiteOp, Width};
-use kops_analysis::effects;
 use kops_isa::{op, Insn};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -164,7 +163,7 @@ fn data_dependent(cx: &Ctx, pc: usize, r: u8, depth: u32) -> bool {
             continue;
         }
         let i = &cx.insns[q];
-        let e = effects(i);
+        let e = cx.eff(q);
         if e.defs.contains(r) {
             if i.class() == op::LDX {
                 return true;

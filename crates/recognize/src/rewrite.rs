@@ -247,8 +247,19 @@ pub fn run_program(prog: &Program, policy: &Policy) -> Result<Rewritten, Rewrite
         // Larger idioms first (a ladder over 8 bytes before the 2-byte ladder inside it).
         let order = |p: Pass| Pass::ALL.iter().position(|&q| q == p).unwrap_or(0);
         found.matches.sort_by_key(|m| (order(m.pass), std::cmp::Reverse(m.idiom_slots), m.start));
+        // A match whose idiom is part of a larger one of the same pass (the 2-byte ladder
+        // inside the 8-byte ladder) is not a site of its own.
+        let subsumed = |m: &Match| {
+            found.matches.iter().any(|o| {
+                o.pass == m.pass
+                    && o.idiom_slots > m.idiom_slots
+                    && o.start <= m.start
+                    && m.end <= o.end
+                    && (m.start..m.end).filter(|pc| !m.keep.contains(pc)).all(|pc| !o.keep.contains(&pc))
+            })
+        };
         let mut taken: Vec<&Match> = Vec::new();
-        for m in &found.matches {
+        for m in found.matches.iter().filter(|m| !subsumed(m)) {
             let key = (m.pass, origin[m.start], orig_end(&origin, m.end), m.op.to_string());
             if seen.contains(&key) {
                 continue;

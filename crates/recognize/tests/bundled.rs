@@ -105,3 +105,43 @@ fn bundled_programs_show_their_idioms() {
         eprintln!("SKIP: no bundled objects");
     }
 }
+
+/// Site counts per program and pass against bpf/README.md's shape table (counted from
+/// llvm-objdump-19 by bpf/shapes.py, an independent reader). Differences from that table,
+/// each checked in the disassembly: parse_layers' "extract32" is `w5 >>= 2; w5 &= 0x3c`
+/// (mask 0x3c is not a low mask: no extract); select_sortnet has 26 `jcc +1; mov` (the
+/// table's 27 counts one that skips a store).
+#[test]
+fn bundled_site_counts_match_the_shape_table() {
+    let expect: &[(&str, Pass, usize)] = &[
+        ("siphash", Pass::Rotate, 47),
+        ("tc_xxhash64", Pass::Rotate, 22),
+        ("toeplitz_rss", Pass::Rotate, 1),
+        ("chacha_arx", Pass::Rotate, 32),
+        ("jhash_lookup3", Pass::Rotate, 20),
+        ("lb_rewrite", Pass::Rotate, 5),
+        ("murmur3_rot32", Pass::Rotate, 2),
+        ("bitfield_extract", Pass::Extract, 12),
+        ("endian_parse", Pass::Endian, 4),
+        ("parse_layers", Pass::Endian, 16),
+        ("tc_parse_layers", Pass::Endian, 16),
+        ("popcount_bitmap", Pass::Popcount, 3),
+        ("socket_popcount", Pass::Popcount, 2),
+        ("select_clamp", Pass::Select, 4),
+        ("select_sortnet", Pass::Select, 26),
+        ("byte_recompose", Pass::WideLoad, 2),
+        ("struct_copy", Pass::Bulk, 6),
+    ];
+    let dir = bundled_dir();
+    for (name, pass, n) in expect {
+        let path = dir.join(format!("{name}.bpf.o"));
+        if !path.exists() {
+            eprintln!("SKIP: {} missing", path.display());
+            continue;
+        }
+        let obj = kops_object::Object::load(&path).unwrap();
+        let (_, rep, _) = kops_recognize::rewrite_object(&obj, &policy(Mode::None)).unwrap();
+        let got: usize = rep.programs.iter().map(|p| p.sites.iter().filter(|s| s.pass == pass.name()).count()).sum();
+        assert_eq!(got, *n, "{name}: {pass} sites (see bpf/README.md shape table)");
+    }
+}
