@@ -1075,6 +1075,39 @@ pub fn compile_with(
             proglen: 0,
         });
     }
+    // tail_call_reachable, as the verifier computes it: a function that does a tail call,
+    // and every function that (transitively) calls one; the others keep the plain prologue.
+    if uses_tail_call {
+        let func_of = |pc: usize| funcs.iter().position(|f| f.start <= pc && pc < f.end).unwrap_or(0);
+        let mut tcr: Vec<bool> = funcs
+            .iter()
+            .map(|f| (f.start..f.end).any(|pc| !second[pc] && prog_insns[pc].is_helper_call() && Some(prog_insns[pc].imm) == tail_id))
+            .collect();
+        let mut calls: Vec<Vec<usize>> = vec![Vec::new(); funcs.len()];
+        for (fi, f) in funcs.iter().enumerate() {
+            for pc in f.start..f.end {
+                let i = prog_insns[pc];
+                if !second[pc] && i.is_pseudo_call() {
+                    calls[fi].push(func_of((pc as i64 + 1 + i.imm as i64) as usize));
+                }
+            }
+        }
+        loop {
+            let mut changed = false;
+            for fi in 0..funcs.len() {
+                if !tcr[fi] && calls[fi].iter().any(|&g| tcr[g]) {
+                    tcr[fi] = true;
+                    changed = true;
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+        for (f, t) in funcs.iter_mut().zip(tcr) {
+            f.tail_call_reachable = t;
+        }
+    }
     let p = Program {
         insns: &prog_insns,
         native,

@@ -433,6 +433,44 @@ mod tests {
         assert_eq!(vm.run(a, &crate::ProgInput::packet(&pkt)).unwrap().r0, 41);
     }
 
+    /// A tail call made inside a bpf-to-bpf callee replaces the callee's frame: the
+    /// target's r0 comes back to the caller (main), as in the kernel.
+    #[test]
+    fn tail_call_from_subprogram() {
+        use kops_isa::op;
+        let obj = tail_object();
+        let mut main = vec![
+            Insn::st(op::DW, 10, -8, 1000),
+            Insn::new(op::JMP | op::CALL, 0, op::PSEUDO_CALL, 0, 3), // f at 5
+            Insn::ldx(op::DW, 1, 10, -8),
+            Insn::alu64_reg(op::ADD, 0, 1),
+            Insn::exit(),
+            // f:
+            Insn::mov64_reg(6, 1),
+            Insn::ldx(op::DW, 2, 6, 0),
+            Insn::alu64_imm(op::ADD, 2, 1),
+            Insn::stx(op::DW, 6, 2, 0),
+        ];
+        main.extend(Insn::ld_imm64(2, op::PSEUDO_MAP_IDX, 0));
+        main.extend([Insn::mov64_imm(3, 0), Insn::call_helper(12), Insn::mov64_imm(0, 7), Insn::exit()]);
+        // (Subprogram boundaries come from the call target.)
+        let subprogs: Vec<kops_object::Subprog> = Vec::new();
+        let mut results = Vec::new();
+        for engine in [Box::new(crate::interp::Interp) as Box<dyn Engine>, Box::new(JitEngine::new().unwrap())] {
+            let vm = crate::Vm::with_engine(Some(&obj), engine).unwrap();
+            let load = |name: &str, insns: Vec<Insn>, sp: Vec<kops_object::Subprog>| {
+                vm.load_insns(name, insns, sp, kops_object::ProgType::Unspec, crate::CtxKind::Mem, HelperTable::kernel(), false).unwrap()
+            };
+            let callee = load("callee", vec![Insn::mov64_imm(0, 42), Insn::exit()], Vec::new());
+            let a = load("caller", main.clone(), subprogs.clone());
+            vm.set_prog_array(0, 0, Some(callee)).unwrap();
+            let r = vm.run(a, &crate::ProgInput { data: vec![0; 8], ctx: None }).unwrap();
+            results.push((r.r0, r.data_out[0]));
+        }
+        // Hand-computed: 42 from the tail-called program + 1000 from main's stack; f ran once.
+        assert_eq!(results, vec![(1042, 1), (1042, 1)]);
+    }
+
     #[test]
     fn tail_calls() {
         let jit = || Box::new(JitEngine::new().unwrap()) as Box<dyn Engine>;
