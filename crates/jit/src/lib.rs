@@ -126,9 +126,11 @@ pub struct TailCallLayout {
 /// Stand-in for `&this_cpu_off` in xlated comparisons (any 32-bit value encodes the same).
 pub const FAKE_THIS_CPU_OFF: u32 = 0x0001_f000;
 
-/// The kernel's layout (struct bpf_array / struct bpf_prog on 6.x), for `jit-diff`.
+/// The running kernel's layout (`struct bpf_array` / `struct bpf_prog` of Linux 6.18 as
+/// its jited tail calls show: `cmp [rsi+0x4c], edx`, `mov rcx, [rsi+rdx*8+0x138]`,
+/// `mov rcx, [rcx+0x48]`), for `jit-diff`.
 pub const KERNEL_TAIL_CALL_LAYOUT: TailCallLayout =
-    TailCallLayout { max_entries_off: 0x24, ptrs_off: 0x110, func_off: 0x30 };
+    TailCallLayout { max_entries_off: 0x4c, ptrs_off: 0x138, func_off: 0x48 };
 
 #[derive(Debug, Clone)]
 pub struct JitOptions {
@@ -153,8 +155,13 @@ pub struct JitOptions {
     /// (see [`stack`]). Off for our runtime, which also runs unverified programs.
     pub verified: bool,
     /// Return as the kernel does with retbleed mitigations: `jmp rel32` to a return thunk
-    /// (here a `ret` in the image) instead of `ret`. Same sizes as the kernel's image.
+    /// (here a `ret` in the image) instead of `ret`; and jump indirectly (tail calls) as
+    /// with retpolines: `jmp rel32` to a `jmp rcx` thunk. Same sizes as the kernel's image.
     pub return_thunk: bool,
+    /// Slots (of the program given to [`compile`]) whose tail call the kernel compiles as
+    /// a direct, patchable jump (constant key: `emit_bpf_tail_call_direct`). Only for
+    /// comparisons ([`xlated::direct_tail_calls`]); our runtime patches nothing.
+    pub direct_tail_calls: Vec<usize>,
     /// Legacy packet loads (`LD_ABS`/`LD_IND`): address of
     /// `extern "C" fn(size: u64, off: i64) -> u64` that returns the big-endian value, or a
     /// value with bit 63 set when the offset is out of range, which ends the program with
@@ -179,6 +186,7 @@ impl JitOptions {
             tail_call: None,
             stack_depth: None,
             verified: false,
+            direct_tail_calls: Vec::new(),
             ld_abs: None,
             return_thunk: false,
             percpu_off: None,
@@ -195,6 +203,7 @@ impl JitOptions {
             tail_call: Some((12, TailCallMode::Kernel(KERNEL_TAIL_CALL_LAYOUT))),
             stack_depth: None,
             verified: true,
+            direct_tail_calls: Vec::new(),
             ld_abs: None,
             return_thunk: true,
             percpu_off: Some(FAKE_THIS_CPU_OFF),

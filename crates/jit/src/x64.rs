@@ -83,6 +83,7 @@ struct Func {
     addrs: Vec<i64>,
     cleanup_addr: i64,
     tail_call_label: i64,
+    tail_call_direct_label: i64,
     prologue_len: usize,
     proglen: usize,
 }
@@ -98,6 +99,7 @@ struct Layout {
     callx_table: usize,
     tramps: std::collections::BTreeMap<u64, usize>,
     ret_thunk: usize,
+    rcx_thunk: usize,
 }
 
 struct Program<'a> {
@@ -680,6 +682,9 @@ impl Program<'_> {
     ) -> Result<(), JitError> {
         if let Some((id, mode)) = self.opts.tail_call {
             if id == i.imm {
+                if self.opts.direct_tail_calls.contains(&self.orig_pc(pc)) {
+                    return self.emit_tail_call_direct(f, a);
+                }
                 return self.emit_tail_call(f, a, mode, lay, insn_start);
             }
         }
@@ -822,8 +827,41 @@ impl Program<'_> {
             }
         }
         a.alu_ri8(Alu::Add, Width::W64, Reg::Rcx, TAIL_CALL_OFFSET);
-        a.jmp_r(Reg::Rcx);
+        if self.opts.return_thunk {
+            // As the kernel with retpolines: jmp __x86_indirect_thunk_rcx.
+            let rel = if lay.final_pass {
+                lay.rcx_thunk as i64 - (lay.func_base as i64 + insn_start + a.len() as i64 + 5)
+            } else {
+                0
+            };
+            a.jmp_rel32(rel as i32);
+        } else {
+            a.jmp_r(Reg::Rcx);
+        }
         f.tail_call_label = a.len() as i64 - start;
+        Ok(())
+    }
+
+    /// `emit_bpf_tail_call_direct`: the kernel's patchable form for a constant key. As
+    /// loaded (empty slot) the bypass `jmp` skips to `out`; the `nop5` is the patch site.
+    fn emit_tail_call_direct(&self, f: &mut Func, a: &mut Asm) -> Result<(), JitError> {
+        let start = a.len() as i64;
+        let label = f.tail_call_direct_label;
+        self.load_tcc_ptr(f, a);
+        a.raw(&[0x48, 0x83, 0x38, MAX_TAIL_CALL_CNT as u8]); // cmp qword ptr [rax], MAX
+        let j = (label - (a.len() as i64 - start + 2)) as i8;
+        a.jcc_rel8(Cond::Ae, j);
+        let rel = label - (a.len() as i64 - start + 5);
+        a.jmp_rel32(rel as i32); // bypass
+        a.raw(&[0x48, 0x83, 0x00, 0x01]); // add qword ptr [rax], 1
+        Self::pop_callee(&f.callee_used, a);
+        a.pop(Reg::Rax);
+        a.pop(Reg::Rax);
+        if f.depth > 0 {
+            a.alu_ri32(Alu::Add, Width::W64, Reg::Rsp, (f.depth.div_ceil(8) * 8) as i32);
+        }
+        a.nops(5);
+        f.tail_call_direct_label = a.len() as i64 - start;
         Ok(())
     }
 
@@ -834,6 +872,11 @@ impl Program<'_> {
         let ret_thunk = image_len + a.len();
         if self.opts.return_thunk {
             a.ret();
+            a.int3();
+        }
+        let rcx_thunk = image_len + a.len();
+        if self.opts.return_thunk {
+            a.jmp_r(Reg::Rcx);
             a.int3();
         }
         let unwind = image_len + a.len();
@@ -902,7 +945,7 @@ impl Program<'_> {
                 a.imm64(0);
             }
         }
-        Ok(Stubs { code: a.code, unwind, abort, table, tramps, abs_slots, ret_thunk })
+        Ok(Stubs { code: a.code, unwind, abort, table, tramps, abs_slots, ret_thunk, rcx_thunk })
     }
 }
 
@@ -914,6 +957,7 @@ struct Stubs {
     tramps: std::collections::BTreeMap<u64, usize>,
     abs_slots: Vec<(usize, usize)>,
     ret_thunk: usize,
+    rcx_thunk: usize,
 }
 
 fn src_as_dst(i: &Insn, pc: usize) -> Result<Reg, JitError> {
@@ -1071,6 +1115,7 @@ pub fn compile_with(
             addrs: (0..=n as i64).map(|k| (k + 1) * 64).collect(),
             cleanup_addr: (n as i64 + 1) * 64,
             tail_call_label: 0,
+            tail_call_direct_label: 0,
             prologue_len: 0,
             proglen: 0,
         });
@@ -1130,6 +1175,7 @@ pub fn compile_with(
         callx_table: 0,
         tramps: Default::default(),
         ret_thunk: 0,
+        rcx_thunk: 0,
     };
     let mut max_passes = 0;
     for f in funcs.iter_mut() {
@@ -1175,6 +1221,7 @@ pub fn compile_with(
             callx_table: st.table,
             tramps: st.tramps.clone(),
             ret_thunk: st.ret_thunk,
+            rcx_thunk: st.rcx_thunk,
         };
         let c = p.do_jit(f, &lay, true, &mut out)?;
         if c.len() != f.proglen {

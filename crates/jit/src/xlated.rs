@@ -69,3 +69,156 @@ impl Resolver for XlatedResolver {
         Ok(FAKE_MAP_BASE + ((lo.imm as u32 as u64) << 12) + hi.imm as u32 as u64)
     }
 }
+
+/// Tail calls whose key the verifier knows to be constant (on every path) with a known
+/// map: the kernel compiles those as direct, patchable jumps (`emit_bpf_tail_call_direct`).
+/// A forward constant propagation over `insns` (prepared); `tail_call` is the helper id.
+/// The kernel also requires the key to be below the map's `max_entries`, which the dump
+/// does not tell; keys are assumed in range.
+pub fn direct_tail_calls(insns: &[Insn], tail_call: i32) -> Vec<usize> {
+    #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+    enum C {
+        Unknown,
+        Const(u64),
+        Map(u8, i32, i32),
+    }
+    let join = |a: C, b: C| if a == b { a } else { C::Unknown };
+    let second = crate::fixup::second_slots(insns);
+    let n = insns.len();
+    let mut state: Vec<Option<[C; 11]>> = vec![None; n];
+    if n == 0 {
+        return Vec::new();
+    }
+    // Every function entry (main and call targets) starts unknown.
+    let mut work = vec![0usize];
+    state[0] = Some([C::Unknown; 11]);
+    for (pc, i) in insns.iter().enumerate() {
+        if !second[pc] && i.is_pseudo_call() {
+            let t = (pc as i64 + 1 + i.imm as i64) as usize;
+            if t < n && state[t].is_none() {
+                state[t] = Some([C::Unknown; 11]);
+                work.push(t);
+            }
+        }
+    }
+    let mut direct = std::collections::BTreeSet::new();
+    let mut indirect = std::collections::BTreeSet::new();
+    let mut steps = 0;
+    while let Some(pc) = work.pop() {
+        steps += 1;
+        if steps > 1_000_000 {
+            return Vec::new();
+        }
+        let mut s = state[pc].unwrap();
+        let i = insns[pc];
+        let mut succ = vec![];
+        let get = |s: &[C; 11], r: u8| s.get(r as usize).copied().unwrap_or(C::Unknown);
+        match i.class() {
+            op::ALU | op::ALU64 => {
+                let is64 = i.class() == op::ALU64;
+                let d = get(&s, i.dst);
+                let src = if i.source() == op::X { get(&s, i.src) } else if is64 { C::Const(i.imm as i64 as u64) } else { C::Const(i.imm as u32 as u64) };
+                let v = match (i.op(), d, src) {
+                    (op::MOV, _, v) if i.off == 0 => match (is64, v) {
+                        (true, v) => v,
+                        (false, C::Const(x)) => C::Const(x as u32 as u64),
+                        _ => C::Unknown,
+                    },
+                    (o, C::Const(a), C::Const(b)) if i.off == 0 => {
+                        let r = match o {
+                            op::ADD => Some(a.wrapping_add(b)),
+                            op::SUB => Some(a.wrapping_sub(b)),
+                            op::AND => Some(a & b),
+                            op::OR => Some(a | b),
+                            op::XOR => Some(a ^ b),
+                            op::MUL => Some(a.wrapping_mul(b)),
+                            op::LSH => Some(a.wrapping_shl(b as u32 & if is64 { 63 } else { 31 })),
+                            op::RSH if is64 => Some(a >> (b & 63)),
+                            op::RSH => Some((a as u32 >> (b & 31)) as u64),
+                            _ => None,
+                        };
+                        match r {
+                            Some(r) if is64 => C::Const(r),
+                            Some(r) => C::Const(r as u32 as u64),
+                            None => C::Unknown,
+                        }
+                    }
+                    _ => C::Unknown,
+                };
+                if (i.dst as usize) < 11 {
+                    s[i.dst as usize] = v;
+                }
+                succ.push(pc + 1);
+            }
+            op::LD if i.is_ld_imm64() => {
+                let hi = insns.get(pc + 1).copied().unwrap_or_default();
+                let v = if i.src == 0 { C::Const((hi.imm as u32 as u64) << 32 | i.imm as u32 as u64) } else { C::Map(i.src, i.imm, hi.imm) };
+                if (i.dst as usize) < 11 {
+                    s[i.dst as usize] = v;
+                }
+                succ.push(pc + 2);
+            }
+            op::JMP | op::JMP32 => {
+                if i.is_exit() {
+                } else if i.is_call() || i.code == op::JMP | op::CALL | op::X {
+                    if i.is_helper_call() && i.imm == tail_call {
+                        match (get(&s, 2), get(&s, 3)) {
+                            (C::Map(..), C::Const(_)) => direct.insert(pc),
+                            _ => indirect.insert(pc),
+                        };
+                    }
+                    for r in 0..=5 {
+                        s[r] = C::Unknown;
+                    }
+                    succ.push(pc + 1);
+                } else {
+                    if let Some(t) = i.target(pc) {
+                        if t >= 0 {
+                            succ.push(t as usize);
+                        }
+                    }
+                    if i.is_cond_jump() {
+                        succ.push(pc + 1);
+                    }
+                }
+            }
+            op::LDX => {
+                if (i.dst as usize) < 11 {
+                    s[i.dst as usize] = C::Unknown;
+                }
+                succ.push(pc + 1);
+            }
+            op::STX if i.mode() == op::ATOMIC => {
+                if i.imm & op::FETCH != 0 && (i.src as usize) < 11 {
+                    s[i.src as usize] = C::Unknown;
+                }
+                if i.imm == op::CMPXCHG {
+                    s[0] = C::Unknown;
+                }
+                succ.push(pc + 1);
+            }
+            _ => succ.push(pc + 1),
+        }
+        for t in succ {
+            if t >= n || second[t] {
+                continue;
+            }
+            let merged = match state[t] {
+                None => s,
+                Some(old) => {
+                    let mut m = old;
+                    for r in 0..11 {
+                        m[r] = join(old[r], s[r]);
+                    }
+                    m
+                }
+            };
+            if state[t] != Some(merged) {
+                state[t] = Some(merged);
+                work.push(t);
+            }
+        }
+    }
+    // A site seen with a non-constant key on some visit is indirect.
+    direct.difference(&indirect).copied().collect()
+}

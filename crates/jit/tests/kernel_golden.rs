@@ -38,7 +38,7 @@ fn bundled_programs_match_stored_kernel_images() {
         .filter_map(|e| e.unwrap().file_name().to_str().and_then(|f| f.strip_suffix(".xlated")).map(str::to_string))
         .collect();
     names.sort();
-    assert!(names.len() >= 8, "{names:?}");
+    assert!(names.len() >= 9, "{names:?}");
     // The kernel that produced the images had BMI2.
     let features = CpuFeatures::NONE.with(Feature::Bmi2);
     for name in names {
@@ -50,7 +50,9 @@ fn bundled_programs_match_stored_kernel_images() {
             .map(|s| s.parse().unwrap())
             .collect();
         let insns = xlated::prepare(&kops_isa::slots_from_bytes(&x).unwrap(), false);
-        let img = compile(&insns, &JitOptions::kernel_xlated(features), &xlated::XlatedResolver).unwrap();
+        let mut o = JitOptions::kernel_xlated(features);
+        o.direct_tail_calls = xlated::direct_tail_calls(&insns, 12);
+        let img = compile(&insns, &o, &xlated::XlatedResolver).unwrap();
         assert_eq!(img.funcs.len(), lens.len(), "{name}: functions");
         // Linked in the kernel's module area, so helper calls are real rel32 calls.
         let base = 0xffff_ffff_c000_0000u64;

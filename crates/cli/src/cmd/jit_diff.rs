@@ -290,7 +290,9 @@ fn diff_one(
     }
     // kops-kernel loads with fd_array (map references as PSEUDO_MAP_IDX/IDX_VALUE).
     let insns = xlated::prepare(&info.xlated, true);
-    let img: JitImage = compile(&insns, &JitOptions::kernel_xlated(features), &xlated::XlatedResolver)
+    let mut xo = JitOptions::kernel_xlated(features);
+    xo.direct_tail_calls = xlated::direct_tail_calls(&insns, 12);
+    let img: JitImage = compile(&insns, &xo, &xlated::XlatedResolver)
         .map_err(|e| anyhow::anyhow!("our JIT on the xlated program: {e}"))?;
     let lens: Vec<usize> = if info.jited_func_lens.is_empty() {
         vec![info.jited.len()]
