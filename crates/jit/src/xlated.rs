@@ -167,8 +167,8 @@ pub fn direct_tail_calls(insns: &[Insn], tail_call: i32) -> Vec<usize> {
                             _ => indirect.insert(pc),
                         };
                     }
-                    for r in 0..=5 {
-                        s[r] = C::Unknown;
+                    for v in s.iter_mut().take(6) {
+                        *v = C::Unknown;
                     }
                     succ.push(pc + 1);
                 } else {
@@ -207,8 +207,8 @@ pub fn direct_tail_calls(insns: &[Insn], tail_call: i32) -> Vec<usize> {
                 None => s,
                 Some(old) => {
                     let mut m = old;
-                    for r in 0..11 {
-                        m[r] = join(old[r], s[r]);
+                    for (r, v) in m.iter_mut().enumerate() {
+                        *v = join(old[r], s[r]);
                     }
                     m
                 }
