@@ -95,7 +95,14 @@ pub fn run(s: &mut Smt, insns: &[Insn], init: BpfState) -> Result<BpfState, BpfS
                 incoming[t].push((taken, st.clone()));
                 incoming[pc + 1].push((fall, st));
             }
-            _ => return Err(unsupported("ld_imm64 / legacy loads")),
+            op::LD if insn.is_ld_imm64() && insn.src == 0 && pc + 1 < n => {
+                // Plain 64-bit constant; the second slot only carries the high half.
+                let mut st = st;
+                let v = (insn.imm as u32 as u64) | ((insns[pc + 1].imm as u32 as u64) << 32);
+                st.regs[insn.dst as usize] = s.lit(64, v);
+                incoming[pc + 2].push((guard, st));
+            }
+            _ => return Err(unsupported("pseudo ld_imm64 or legacy packet load")),
         }
     }
     let (_, st) = join(s, std::mem::take(&mut incoming[n])).expect("end of sequence is reachable");

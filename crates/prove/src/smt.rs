@@ -15,6 +15,17 @@ pub struct Bv {
     pub s: Rc<str>,
 }
 
+impl Bv {
+    /// The value of a literal of at most 64 bits (literals are built only by [`Smt::lit`]).
+    pub fn value(&self) -> Option<u64> {
+        if self.w > 64 {
+            return None;
+        }
+        let rest = self.s.strip_prefix("(_ bv")?;
+        rest.split_whitespace().next()?.parse().ok()
+    }
+}
+
 /// A boolean term.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Bool(pub Rc<str>);
@@ -25,7 +36,9 @@ pub struct Mem(pub Rc<str>);
 
 #[derive(Default)]
 pub struct Smt {
-    script: String,
+    /// Declarations and definitions in order, each with the name it introduces.
+    lines: Vec<(String, String)>,
+    index: std::collections::HashMap<String, usize>,
     fresh: usize,
     /// Declared inputs, for model read-back: (name, width).
     pub inputs: Vec<(String, u32)>,
@@ -48,7 +61,7 @@ impl Smt {
 
     /// An unconstrained input, reported in counterexamples.
     pub fn input(&mut self, name: &str, w: u32) -> Bv {
-        writeln!(self.script, "(declare-const {name} (_ BitVec {w}))").unwrap();
+        self.push_line(name, format!("(declare-const {name} (_ BitVec {w}))"));
         self.inputs.push((name.to_string(), w));
         Bv { w, s: name.into() }
     }
@@ -56,12 +69,12 @@ impl Smt {
     /// An unconstrained value that is not an input (an undefined result, e.g. a flag).
     pub fn havoc(&mut self, w: u32) -> Bv {
         let n = self.name("h");
-        writeln!(self.script, "(declare-const {n} (_ BitVec {w}))").unwrap();
+        self.push_line(&n, format!("(declare-const {n} (_ BitVec {w}))"));
         Bv { w, s: n.into() }
     }
 
     pub fn input_mem(&mut self, name: &str) -> Mem {
-        writeln!(self.script, "(declare-const {name} (Array (_ BitVec 64) (_ BitVec 8)))").unwrap();
+        self.push_line(name, format!("(declare-const {name} (Array (_ BitVec 64) (_ BitVec 8)))"));
         Mem(name.into())
     }
 
@@ -71,25 +84,41 @@ impl Smt {
 
     fn def_bv(&mut self, w: u32, e: String) -> Bv {
         let n = self.name("t");
-        writeln!(self.script, "(define-fun {n} () (_ BitVec {w}) {e})").unwrap();
+        self.push_line(&n, format!("(define-fun {n} () (_ BitVec {w}) {e})"));
         Bv { w, s: n.into() }
     }
 
     fn def_bool(&mut self, e: String) -> Bool {
         let n = self.name("b");
-        writeln!(self.script, "(define-fun {n} () Bool {e})").unwrap();
+        self.push_line(&n, format!("(define-fun {n} () Bool {e})"));
         Bool(n.into())
     }
 
     fn def_mem(&mut self, e: String) -> Mem {
         let n = self.name("m");
-        writeln!(self.script, "(define-fun {n} () (Array (_ BitVec 64) (_ BitVec 8)) {e})")
-            .unwrap();
+        self.push_line(&n, format!("(define-fun {n} () (Array (_ BitVec 64) (_ BitVec 8)) {e})"));
         Mem(n.into())
     }
 
     pub fn bin(&mut self, op: &str, a: &Bv, b: &Bv) -> Bv {
         assert_eq!(a.w, b.w, "width mismatch in {op}");
+        if let (Some(x), Some(y)) = (a.value(), b.value()) {
+            let w = a.w;
+            let folded = match op {
+                "bvadd" => Some(x.wrapping_add(y)),
+                "bvsub" => Some(x.wrapping_sub(y)),
+                "bvmul" => Some(x.wrapping_mul(y)),
+                "bvand" => Some(x & y),
+                "bvor" => Some(x | y),
+                "bvxor" => Some(x ^ y),
+                "bvshl" => Some(if y >= w as u64 { 0 } else { x << y }),
+                "bvlshr" => Some(if y >= w as u64 { 0 } else { x >> y }),
+                _ => None,
+            };
+            if let Some(v) = folded {
+                return self.lit(w, v);
+            }
+        }
         self.def_bv(a.w, format!("({op} {} {})", a.s, b.s))
     }
     pub fn add(&mut self, a: &Bv, b: &Bv) -> Bv {
@@ -131,11 +160,17 @@ impl Smt {
         if lo == 0 && hi + 1 == a.w {
             return a.clone();
         }
+        if let Some(v) = a.value() {
+            return self.lit(hi - lo + 1, v >> lo);
+        }
         self.def_bv(hi - lo + 1, format!("((_ extract {hi} {lo}) {})", a.s))
     }
     pub fn zext(&mut self, a: &Bv, w: u32) -> Bv {
         if w == a.w {
             return a.clone();
+        }
+        if let (Some(v), true) = (a.value(), w <= 64) {
+            return self.lit(w, v);
         }
         self.def_bv(w, format!("((_ zero_extend {}) {})", w - a.w, a.s))
     }
@@ -233,24 +268,119 @@ impl Smt {
         m
     }
 
+    fn push_line(&mut self, name: &str, line: String) {
+        self.index.insert(name.to_string(), self.lines.len());
+        self.lines.push((name.to_string(), line));
+    }
+
+    /// Indices of the lines `root` depends on, in definition order.
+    fn closure(&self, root: &str) -> Vec<usize> {
+        let mut seen = vec![false; self.lines.len()];
+        let mut stack: Vec<usize> = self.index.get(root).copied().into_iter().collect();
+        while let Some(i) = stack.pop() {
+            if std::mem::replace(&mut seen[i], true) {
+                continue;
+            }
+            // Skip the line's own name (second token) when collecting references.
+            for tok in tokens(&self.lines[i].1).skip(2) {
+                if let Some(&j) = self.index.get(tok) {
+                    if !seen[j] {
+                        stack.push(j);
+                    }
+                }
+            }
+        }
+        (0..self.lines.len()).filter(|&i| seen[i]).collect()
+    }
+
     /// Decide whether `claim` holds for every input. `Ok(None)`: proven; `Ok(Some(model))`:
     /// a counterexample as (input name, value) pairs.
+    ///
+    /// Only the definitions the claim depends on are sent. A claim already proven in
+    /// alpha-equivalent form (the same text up to a consistent renaming of names) is not
+    /// sent again: renaming does not change validity, and register assignments of one
+    /// payload class differ from another's mostly in names.
     pub fn prove(&self, claim: &Bool) -> Result<Option<Vec<(String, u64)>>, SolverError> {
-        let mut s = String::from("(set-option :produce-models true)\n");
-        s.push_str(&self.script);
+        let cl = self.closure(&claim.0);
+        let mut rename: std::collections::HashMap<&str, String> = std::collections::HashMap::new();
+        let mut key = String::new();
+        for &i in &cl {
+            let (name, line) = &self.lines[i];
+            let fresh = format!("c{}", rename.len());
+            rename.insert(name.as_str(), fresh);
+            for tok in split_keep(line) {
+                key.push_str(rename.get(tok).map_or(tok, |s| s.as_str()));
+            }
+            key.push('\n');
+        }
+        key.push_str(rename.get(claim.0.as_ref()).map_or(&*claim.0, |s| s.as_str()));
+        if proven_before(&key) {
+            return Ok(None);
+        }
+        let mut s = String::new();
+        for &i in &cl {
+            s.push_str(&self.lines[i].1);
+            s.push('\n');
+        }
         writeln!(s, "(assert (not {}))\n(check-sat)", claim.0).unwrap();
-        let names: Vec<&str> = self.inputs.iter().map(|(n, _)| n.as_str()).collect();
+        let names: Vec<&str> = self
+            .inputs
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .filter(|n| self.index.get(*n).is_some_and(|i| cl.binary_search(i).is_ok()))
+            .collect();
         if !names.is_empty() {
             writeln!(s, "(get-value ({}))", names.join(" ")).unwrap();
+        }
+        if let Ok(path) = std::env::var("KOPS_SMT_DUMP") {
+            let _ = std::fs::write(path, &s);
         }
         let out = run_z3(&s)?;
         let mut lines = out.lines();
         match lines.next().map(str::trim) {
-            Some("unsat") => Ok(None),
+            Some("unsat") => {
+                remember_proven(key);
+                Ok(None)
+            }
             Some("sat") => Ok(Some(parse_model(&out))),
             other => Err(SolverError::Unexpected(format!("{other:?}: {out}"))),
         }
     }
+}
+
+/// Canonical texts of claims proven in this process.
+static PROVEN: std::sync::Mutex<Option<std::collections::HashSet<String>>> = std::sync::Mutex::new(None);
+
+fn proven_before(key: &str) -> bool {
+    PROVEN.lock().unwrap().as_ref().is_some_and(|s| s.contains(key))
+}
+
+fn remember_proven(key: String) {
+    PROVEN.lock().unwrap().get_or_insert_with(Default::default).insert(key);
+}
+
+/// Names and literals of an SMT-LIB line (parentheses and spaces dropped).
+fn tokens(line: &str) -> impl Iterator<Item = &str> {
+    line.split(|c: char| c == '(' || c == ')' || c.is_whitespace()).filter(|t| !t.is_empty())
+}
+
+/// The line cut into tokens and the separators between them, so it can be rebuilt.
+fn split_keep(line: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for (i, c) in line.char_indices() {
+        if c == '(' || c == ')' || c.is_whitespace() {
+            if start < i {
+                out.push(&line[start..i]);
+            }
+            out.push(&line[i..i + c.len_utf8()]);
+            start = i + c.len_utf8();
+        }
+    }
+    if start < line.len() {
+        out.push(&line[start..]);
+    }
+    out
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -261,17 +391,68 @@ pub enum SolverError {
     Unexpected(String),
 }
 
-fn run_z3(script: &str) -> Result<String, SolverError> {
+/// One long-lived z3 per thread: spawning a process per query dominated the run time.
+/// Each query is wrapped in push/pop, and `(echo ...)` marks where its answer ends.
+struct Session {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+thread_local! {
+    static SESSION: std::cell::RefCell<Option<Session>> = const { std::cell::RefCell::new(None) };
+}
+
+const END_MARK: &str = "kops-query-end";
+
+fn spawn() -> Result<Session, SolverError> {
     let mut child = Command::new("z3")
         .args(["-in", "-smt2"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::null())
         .spawn()
         .map_err(SolverError::Spawn)?;
-    child.stdin.take().unwrap().write_all(script.as_bytes()).map_err(SolverError::Spawn)?;
-    let out = child.wait_with_output().map_err(SolverError::Spawn)?;
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "(set-option :produce-models true)").map_err(SolverError::Spawn)?;
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    Ok(Session { child, stdin, stdout })
+}
+
+fn query(sess: &mut Session, script: &str) -> std::io::Result<String> {
+    use std::io::BufRead;
+    write!(sess.stdin, "(push)\n{script}(pop)\n(echo \"{END_MARK}\")\n")?;
+    sess.stdin.flush()?;
+    let mut out = String::new();
+    loop {
+        let mut line = String::new();
+        if sess.stdout.read_line(&mut line)? == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "z3 exited"));
+        }
+        if line.trim() == END_MARK {
+            return Ok(out);
+        }
+        out.push_str(&line);
+    }
+}
+
+fn run_z3(script: &str) -> Result<String, SolverError> {
+    SESSION.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(spawn()?);
+        }
+        let sess = slot.as_mut().unwrap();
+        match query(sess, script) {
+            Ok(out) => Ok(out),
+            Err(e) => {
+                // A dead or confused solver is not reused.
+                let _ = sess.child.kill();
+                *slot = None;
+                Err(SolverError::Spawn(e))
+            }
+        }
+    })
 }
 
 /// Parse `((name #x..) (name #b..))` pairs from z3's get-value answer.

@@ -16,6 +16,9 @@ pub struct X86State {
     pub sf: Bool,
     pub cf: Bool,
     pub of: Bool,
+    /// Direction flag, concrete: the ABI has it clear at entry, and `rep` expansion needs
+    /// to know the direction.
+    pub df: bool,
     /// BPF-visible memory.
     pub mem: Mem,
     /// Memory addressed through rsp (the native stack).
@@ -406,11 +409,18 @@ impl Exec<'_> {
             Popcnt => {
                 let w = self.op_width(0);
                 let a = self.read_op(1, w)?;
+                // The sum of all bits, grouped by byte: the same function as a flat sum,
+                // but the solver can match it byte by byte against SWAR proof sequences.
                 let mut acc = self.s.lit(w, 0);
-                for i in 0..w {
-                    let b = self.s.extract(&a, i, i);
-                    let bz = self.s.zext(&b, w);
-                    acc = self.s.add(&acc, &bz);
+                for byte in 0..w / 8 {
+                    let mut cnt = self.s.lit(8, 0);
+                    for i in 0..8 {
+                        let b = self.s.extract(&a, byte * 8 + i, byte * 8 + i);
+                        let bz = self.s.zext(&b, 8);
+                        cnt = self.s.add(&cnt, &bz);
+                    }
+                    let cz = self.s.zext(&cnt, w);
+                    acc = self.s.add(&acc, &cz);
                 }
                 self.write_op(0, &acc)?;
                 self.logic_flags(&a);
@@ -477,36 +487,52 @@ impl Exec<'_> {
                 self.st.gpr[4] = self.s.add(&rsp, &eight);
                 self.write_op(0, &v)?;
             }
-            Movsb | Stosb if ins.has_rep_prefix() => self.rep_string(m == Movsb)?,
+            Cld => self.st.df = false,
+            Std => self.st.df = true,
+            Movsb | Movsw | Movsd | Movsq | Stosb | Stosw | Stosd | Stosq if ins.has_rep_prefix() => {
+                let (movs, size) = match m {
+                    Movsb => (true, 1),
+                    Movsw => (true, 2),
+                    Movsd => (true, 4),
+                    Movsq => (true, 8),
+                    Stosb => (false, 1),
+                    Stosw => (false, 2),
+                    Stosd => (false, 4),
+                    _ => (false, 8),
+                };
+                self.rep_string(movs, size)?
+            }
             _ => return Err(self.err("mnemonic")),
         }
         Ok(())
     }
 
-    /// `rep movsb` / `rep stosb` with a count known when the code is emitted (the emit
-    /// loads rcx with a constant); a symbolic count is refused, never approximated.
-    fn rep_string(&mut self, movs: bool) -> Result<(), X86SymError> {
+    /// `rep movs` / `rep stos` of `size`-byte elements with a count known when the code is
+    /// emitted (the emit loads rcx with a constant); a symbolic count is refused, never
+    /// approximated. Elements move one at a time in the direction DF says, as the hardware
+    /// defines it, so overlapping regions get the architectural result.
+    fn rep_string(&mut self, movs: bool, size: u32) -> Result<(), X86SymError> {
         let rcx = self.st.gpr[1].clone();
-        let n = const_of(&rcx).ok_or_else(|| self.err("rep with a non-constant rcx"))?;
+        let n = rcx.value().ok_or_else(|| self.err("rep with a non-constant rcx"))?;
         if n > 4096 {
             return Err(self.err("rep count above 4096"));
         }
-        // Direction flag is assumed clear, as the kernel ABI guarantees at JIT entry.
+        let step = if self.st.df { (size as u64).wrapping_neg() } else { size as u64 };
         for _ in 0..n {
             let rdi = self.st.gpr[7].clone();
-            let byte = if movs {
+            let val = if movs {
                 let rsi = self.st.gpr[6].clone();
-                let b = self.load(&rsi, false, 1);
-                let one = self.s.lit(64, 1);
-                self.st.gpr[6] = self.s.add(&rsi, &one);
-                b
+                let v = self.load(&rsi, false, size);
+                let st = self.s.lit(64, step);
+                self.st.gpr[6] = self.s.add(&rsi, &st);
+                v
             } else {
                 let rax = self.st.gpr[0].clone();
-                self.s.extract(&rax, 7, 0)
+                self.s.extract(&rax, 8 * size - 1, 0)
             };
-            self.store(&rdi, false, &byte);
-            let one = self.s.lit(64, 1);
-            self.st.gpr[7] = self.s.add(&rdi, &one);
+            self.store(&rdi, false, &val);
+            let st = self.s.lit(64, step);
+            self.st.gpr[7] = self.s.add(&rdi, &st);
         }
         self.st.gpr[1] = self.s.lit(64, 0);
         Ok(())
@@ -516,12 +542,6 @@ impl Exec<'_> {
 enum CountVal {
     Const(u32),
     Sym(Bv),
-}
-
-/// The value of a literal term, if it is one.
-fn const_of(b: &Bv) -> Option<u64> {
-    let s = b.s.strip_prefix("(_ bv")?;
-    s.split_whitespace().next()?.parse().ok()
 }
 
 fn shift(s: &mut Smt, m: Mnemonic, a: &Bv, k: &Bv) -> Bv {
@@ -562,7 +582,7 @@ pub fn run(s: &mut Smt, code: &[u8], init: X86State) -> Result<X86State, X86SymE
     let mut incoming: Vec<Vec<(Bool, X86State)>> = vec![Vec::new(); n + 1];
     incoming[0].push((s.t(), init));
     for k in 0..n {
-        let Some((guard, st)) = join(s, std::mem::take(&mut incoming[k])) else { continue };
+        let Some((guard, st)) = join(s, std::mem::take(&mut incoming[k]))? else { continue };
         let ins = insns[k];
         if ins.is_jcc_short_or_near() || ins.is_jmp_short_or_near() {
             let t = ins.near_branch_target();
@@ -595,12 +615,19 @@ pub fn run(s: &mut Smt, code: &[u8], init: X86State) -> Result<X86State, X86SymE
         let st = ex.st;
         incoming[k + 1].push((guard, st));
     }
-    let (_, st) = join(s, std::mem::take(&mut incoming[n])).expect("end reachable");
+    let (_, st) = join(s, std::mem::take(&mut incoming[n]))?.expect("end reachable");
+    if st.df {
+        return Err(X86SymError::Unsupported {
+            offset: code.len(),
+            text: "end of code".into(),
+            why: "the direction flag is left set (the ABI requires it clear)".into(),
+        });
+    }
     Ok(st)
 }
 
-fn join(s: &mut Smt, mut ins: Vec<(Bool, X86State)>) -> Option<(Bool, X86State)> {
-    let (mut g, mut st) = ins.pop()?;
+fn join(s: &mut Smt, mut ins: Vec<(Bool, X86State)>) -> Result<Option<(Bool, X86State)>, X86SymError> {
+    let Some((mut g, mut st)) = ins.pop() else { return Ok(None) };
     while let Some((g2, st2)) = ins.pop() {
         let gpr = std::array::from_fn(|i| s.ite(&g2, &st2.gpr[i], &st.gpr[i]));
         st = X86State {
@@ -609,10 +636,19 @@ fn join(s: &mut Smt, mut ins: Vec<(Bool, X86State)>) -> Option<(Bool, X86State)>
             sf: s.ite_bool(&g2, &st2.sf, &st.sf),
             cf: s.ite_bool(&g2, &st2.cf, &st.cf),
             of: s.ite_bool(&g2, &st2.of, &st.of),
+            df: if st2.df == st.df {
+                st.df
+            } else {
+                return Err(X86SymError::Unsupported {
+                    offset: 0,
+                    text: "join".into(),
+                    why: "paths disagree on the direction flag".into(),
+                });
+            },
             mem: s.ite_mem(&g2, &st2.mem, &st.mem),
             stack: s.ite_mem(&g2, &st2.stack, &st.stack),
         };
         g = s.bor(&g2, &g);
     }
-    Some((g, st))
+    Ok(Some((g, st)))
 }
