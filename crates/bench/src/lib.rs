@@ -59,6 +59,10 @@ pub struct Ratio {
     pub min: f64,
     pub max: f64,
     pub identity: bool,
+    /// The ratio with each side's harness floor (the same runtime's median on the floor
+    /// program) subtracted first; set by [`net_of_floor`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub net_of_floor: Option<f64>,
 }
 
 /// A (program, runtime) that was not measured, and why.
@@ -227,15 +231,56 @@ pub fn ratios(results: &[CaseResult], pairs: &[(&str, &str, bool)]) -> Vec<Ratio
                 min: per_round.iter().cloned().fold(f64::INFINITY, f64::min),
                 max: per_round.iter().cloned().fold(0.0, f64::max),
                 identity,
+                net_of_floor: None,
             });
         }
     }
     out
 }
 
+/// Fill [`Ratio::net_of_floor`] for every ratio whose two runtimes were measured on the
+/// floor program `floor` (not for the floor program itself).
+pub fn net_of_floor(rep: &mut Report, floor: &str) {
+    let floor_of = |rt: &str| rep.results.iter().find(|r| r.program == floor && r.runtime == rt).map(|r| r.median_ns);
+    let median_of = |p: &str, rt: &str| rep.results.iter().find(|r| r.program == p && r.runtime == rt).map(|r| r.median_ns);
+    let mut nets = Vec::new();
+    for r in &rep.ratios {
+        let net = match (floor_of(&r.numerator), floor_of(&r.denominator), median_of(&r.program, &r.numerator), median_of(&r.program, &r.denominator)) {
+            (Some(fa), Some(fb), Some(a), Some(b)) if r.program != floor && b - fb > 0.0 => Some((a - fa) / (b - fb)),
+            _ => None,
+        };
+        nets.push(net);
+    }
+    for (r, n) in rep.ratios.iter_mut().zip(nets) {
+        r.net_of_floor = n;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn net_of_floor_subtracts_each_runtimes_floor() {
+        let r = |p: &str, rt: &str, ns: f64| CaseResult {
+            program: p.into(),
+            runtime: rt.into(),
+            median_ns: ns,
+            min_ns: ns,
+            max_ns: ns,
+            repeat: 1,
+            samples_ns: vec![ns],
+        };
+        let results = vec![r("f", "kernel", 30.0), r("f", "jit", 5.0), r("p", "kernel", 1030.0), r("p", "jit", 1005.0)];
+        let ratios = ratios(&results, &[("jit", "kernel", false)]);
+        let mut rep = Report { results, ratios, ..Report::default() };
+        net_of_floor(&mut rep, "f");
+        let p = rep.ratios.iter().find(|x| x.program == "p").unwrap();
+        // (1005 - 5) / (1030 - 30) = 1.0, while the plain ratio is 1005/1030.
+        assert_eq!(p.net_of_floor, Some(1.0));
+        assert!((p.ratio - 1005.0 / 1030.0).abs() < 1e-12);
+        assert_eq!(rep.ratios.iter().find(|x| x.program == "f").unwrap().net_of_floor, None);
+    }
 
     /// A runner whose cost per run is known exactly (busy work, measured with a clock).
     struct Spin(u64);

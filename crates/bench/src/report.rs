@@ -345,6 +345,35 @@ pub fn markdown(rep: &Report, machine: &str, date: &str, command: &str) -> Strin
             }
         }
         s.push_str("\n\nIn parentheses: the min..max of the per-round ratios.\n");
+        if rep.ratios.iter().any(|r| r.net_of_floor.is_some()) {
+            s.push_str(
+                "\nThe same ratios net of the harness floor (each runtime's floor time subtracted \
+                 from both medians first; the kernel's test-run loop costs more per run than the \
+                 userspace loops):\n\n| program |",
+            );
+            let net_cols: Vec<&(String, String, bool)> = cols.iter().filter(|c| !c.2).collect();
+            for c in &net_cols {
+                write!(s, " {} |", col_name(c)).unwrap();
+            }
+            s.push_str("\n|---|");
+            for _ in &net_cols {
+                s.push_str("---:|");
+            }
+            s.push('\n');
+            for p in programs(rep) {
+                if rep.floor.as_deref() == Some(p.as_str()) {
+                    continue;
+                }
+                write!(s, "| {p} |").unwrap();
+                for c in &net_cols {
+                    match ratio_of(rep, &p, c).and_then(|r| r.net_of_floor) {
+                        Some(v) => write!(s, " {v:.3} |").unwrap(),
+                        None => s.push_str(" - |"),
+                    }
+                }
+                s.push('\n');
+            }
+        }
     }
     if !rep.mismatches.is_empty() {
         s.push_str("\nMismatches (results differ from the oracle; not timed):\n\n");

@@ -246,6 +246,7 @@ pub fn main(args: Vec<String>) -> anyhow::Result<u8> {
     ));
     if rep.results.iter().any(|r| r.program == FLOOR) {
         rep.floor = Some(FLOOR.into());
+        kops_bench::net_of_floor(&mut rep, FLOOR);
     }
 
     print!("{}", report::table(&rep));
