@@ -135,8 +135,9 @@ impl Engine for JitEngine {
 /// (masked by `KOPS_DISABLE_FEATURES`), else to its proof sequence (fallback); the plan
 /// (lowering, liveness after each site, checked emits) is `kops_kinsn::plan_x86`.
 ///
-/// The runtime must hand sites through unlowered (`ProgImage::insns` with the sidecar +
-/// call pairs); programs without sites compile exactly as with [`JitEngine`].
+/// The runtime hands sites through unlowered (`ProgImage::insns` with the sidecar + call
+/// pairs, [`crate::KinsnSupport::Native`]) after checking them at load; programs without
+/// sites compile exactly as with [`JitEngine`].
 pub struct KopsEngine {
     options: JitOptions,
     registry: kops_kinsn::Registry,
@@ -182,6 +183,10 @@ impl Engine for KopsEngine {
         let starts: Vec<usize> = prog.subprogs.iter().map(|s| s.start).collect();
         let jp = self.compile_insns(prog.name, prog.insns, &starts, prog.helpers, prog.conformance)?;
         Ok(Box::new(JitCompiled { prog: jp }))
+    }
+
+    fn kinsn(&self) -> crate::KinsnSupport<'_> {
+        crate::KinsnSupport::Native(&self.registry)
     }
 }
 
@@ -710,5 +715,143 @@ mod tests {
         let (passed, failures) = run_suite(o);
         assert!(failures.is_empty(), "{:?}", failures);
         assert_eq!(passed, 313);
+    }
+
+    /// A program with one rotate and one popcount site and a hand-computed result.
+    fn sites_program() -> (Vec<Insn>, u64) {
+        use kops_einsn::{EInsn, Popcount64, Rotate64};
+        // r1 = 0x0123456789abcdef; r0 = rol64(r1, 13) ^ popcount(r1)
+        let mut p = Insn::ld_imm64(1, 0, 0x0123_4567_89ab_cdef).to_vec();
+        p.extend(Rotate64::new(0, 1, 2, 13, true).unwrap().site().unwrap());
+        p.extend(Popcount64::new(3, 1, 4, 5).unwrap().site().unwrap());
+        p.extend([Insn::alu64_reg(kops_isa::op::XOR, 0, 3), Insn::exit()]);
+        let x = 0x0123_4567_89ab_cdefu64;
+        (p, x.rotate_left(13) ^ x.count_ones() as u64)
+    }
+
+    fn load_on(engine: Box<dyn Engine>, insns: Vec<Insn>, subprogs: Vec<kops_object::Subprog>) -> Result<(crate::Vm, crate::ProgId), VmError> {
+        let vm = crate::Vm::with_engine(None, engine)?;
+        let id = vm.load_insns("t", insns, subprogs, kops_object::ProgType::Unspec, crate::CtxKind::Mem, HelperTable::kernel(), false)?;
+        Ok((vm, id))
+    }
+
+    fn engines_with_sites() -> Vec<Box<dyn Engine>> {
+        let reg = kops_einsn::registry();
+        vec![
+            Box::new(crate::Lowering::new(crate::interp::Interp, reg.clone())),
+            Box::new(crate::Lowering::new(JitEngine::new().unwrap(), reg.clone())),
+            Box::new(KopsEngine::new(reg).unwrap()),
+        ]
+    }
+
+    /// Programs with sites load through the Vm on the lowering interpreter, the lowering
+    /// JIT and the Kops engine, and all compute Rust's rotate_left ^ count_ones. The plain
+    /// interpreter rejects them at load, naming the site.
+    #[test]
+    fn vm_runs_sites_on_every_engine() {
+        let (p, want) = sites_program();
+        for e in engines_with_sites() {
+            let name = e.name();
+            let (vm, id) = load_on(e, p.clone(), Vec::new()).unwrap();
+            let prog = vm.program(id).unwrap();
+            assert_eq!(prog.kinsn_sites, 2, "{name}");
+            // Only the lowering engines see lowered instructions.
+            assert_eq!(prog.lowering.is_some(), name != "kops", "{name}");
+            let r = vm.run(id, &crate::ProgInput { data: vec![0; 8], ctx: None }).unwrap();
+            assert_eq!(r.r0, want, "{name}");
+        }
+        match load_on(Box::new(crate::interp::Interp), p, Vec::new()) {
+            Err(VmError::Load { pc: 2, msg, .. }) => assert!(msg.contains("cannot run kinsn sites"), "{msg}"),
+            other => panic!("expected a load error at insn 2, got {:?}", other.map(|_| ())),
+        }
+    }
+
+    /// Malformed sites are load errors naming the instruction, on every engine.
+    #[test]
+    fn malformed_sites_rejected_at_load() {
+        use kops_isa::op;
+        let rot = kops_einsn::id::ROTATE64;
+        let site = |id: u32, payload: u64| kops_kinsn::encode_site(id, payload).unwrap();
+        let good = {
+            use kops_einsn::{EInsn, Rotate64};
+            Rotate64::new(0, 1, 2, 13, true).unwrap().site().unwrap()
+        };
+        let mov = Insn::mov64_imm(0, 0);
+        let exit = Insn::exit();
+        let call_only = Insn::new(op::JMP | op::CALL, 0, op::PSEUDO_KINSN_CALL, 0, rot as i32);
+        // (program, subprograms, slot the error must name, text it must contain)
+        let mut cases: Vec<(Vec<Insn>, &str, usize, &str)> = vec![
+            (vec![mov, Insn::mov64_imm(1, 1), call_only, exit], "call without sidecar", 2, "not preceded by its sidecar"),
+            (vec![mov, Insn::mov64_imm(1, 1), site(9999, 0)[0], site(9999, 0)[1], exit], "unknown op id", 3, "unknown kinsn op id 9999"),
+        ];
+        // rotate64 with every payload bit set: fields out of range.
+        let bad = site(rot, kops_kinsn::MAX_PAYLOAD);
+        cases.push((vec![mov, bad[0], bad[1], exit], "payload out of range", 1, "rotate64"));
+        // main calls f at slot 3; f starts with a site.
+        let call_f = Insn::new(op::JMP | op::CALL, 0, op::PSEUDO_CALL, 0, 1);
+        cases.push((vec![mov, call_f, exit, good[0], good[1], exit], "sidecar at a subprogram start", 3, "starts a subprogram"));
+        // A sidecar whose next slot is not a kinsn call.
+        cases.push((vec![mov, good[0], exit], "sidecar without call", 1, "not followed by a kinsn call"));
+        for (prog, what, pc, text) in cases {
+            for e in engines_with_sites() {
+                let name = e.name();
+                match load_on(e, prog.clone(), Vec::new()) {
+                    Err(VmError::Load { pc: got, msg, .. }) => {
+                        assert_eq!(got, pc, "{what} on {name}: {msg}");
+                        assert!(msg.contains(text), "{what} on {name}: {msg}");
+                        // The rendered error names the program and instruction.
+                        let shown = VmError::Load { prog: "t".into(), pc: got, msg }.to_string();
+                        assert!(shown.starts_with(&format!("program `t`, insn {pc}: ")), "{shown}");
+                    }
+                    other => panic!("{what} on {name}: expected a load error, got {:?}", other.map(|_| ())),
+                }
+            }
+        }
+    }
+
+    /// A fault after a site is reported at its original slot, not the lowered one; a load
+    /// error after a site too.
+    #[test]
+    fn lowered_errors_name_original_slots() {
+        use kops_einsn::{EInsn, Rotate64};
+        use kops_isa::op;
+        let site = Rotate64::new(0, 1, 2, 13, true).unwrap().site().unwrap();
+        // slot 0 mov, 1-2 site, 3 load through r3 = 0 (invalid), 4 exit
+        let p = vec![Insn::mov64_imm(3, 0), site[0], site[1], Insn::ldx(op::DW, 0, 3, 0), Insn::exit()];
+        let lowered_len = Rotate64::new(0, 1, 2, 13, true).unwrap().proof().len();
+        assert!(lowered_len > 2, "the test needs a proof longer than the site");
+        let e = Box::new(crate::Lowering::new(crate::interp::Interp, kops_einsn::registry()));
+        let (vm, id) = load_on(e, p, Vec::new()).unwrap();
+        match vm.run(id, &crate::ProgInput { data: vec![0; 8], ctx: None }) {
+            Err(VmError::BadAccess { pc, .. }) => assert_eq!(pc, 3),
+            other => panic!("expected a bad access at insn 3, got {other:?}"),
+        }
+        // Unknown helper after a site: insn 3 again.
+        let p = vec![Insn::mov64_imm(3, 0), site[0], site[1], Insn::call_helper(9999), Insn::exit()];
+        for e in engines_with_sites() {
+            match load_on(e, p.clone(), Vec::new()) {
+                Err(VmError::Load { pc, msg, .. }) => assert_eq!(pc, 3, "{msg}"),
+                other => panic!("expected a load error, got {:?}", other.map(|_| ())),
+            }
+        }
+    }
+
+    /// The conformance suite (no sites) passes on the Kops engine.
+    #[test]
+    fn conformance_suite_on_kops_engine() {
+        let dir = suite_dir();
+        let mut n = 0;
+        for f in std::fs::read_dir(&dir).unwrap() {
+            let f = f.unwrap().path();
+            if f.extension().is_none_or(|x| x != "data") {
+                continue;
+            }
+            let t = TestFile::parse(&std::fs::read_to_string(&f).unwrap()).unwrap();
+            let engine = Box::new(KopsEngine::new(kops_einsn::registry()).unwrap());
+            let r0 = crate::run_conformance(&t.insns, &t.mem, Some(engine)).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+            assert_eq!(Some(r0), t.result, "{}", f.display());
+            n += 1;
+        }
+        assert_eq!(n, 313);
     }
 }

@@ -73,6 +73,17 @@
 //!   context, else 0) and returns r0. The run state helpers need is installed by
 //!   [`Vm::run`] around the call. After the run, a helper fault (a helper given a pointer
 //!   that is not a map, ...) turns the result into [`VmError::HelperFault`].
+//!
+//! # Kinsn sites
+//!
+//! A program with kinsn sites (sidecar + `call` src_reg 4) loads only on an engine that
+//! says how it takes them ([`Engine::kinsn`]). Every site is checked at load with the
+//! engine's registry (a call without sidecar, an unknown op id, a payload out of range, a
+//! site starting a subprogram are load errors naming the slot). Relocation and the context
+//! rewrite run on the lowered program. Then either the engine compiles the sites itself
+//! ([`KinsnSupport::Native`]: [`jit_engine::KopsEngine`]) or it gets the lowered program
+//! ([`KinsnSupport::Lower`]: any engine wrapped in [`Lowering`], e.g. the interpreter);
+//! pcs in load and run errors are then mapped back to the original slots.
 
 pub mod ctx;
 pub mod helpers;
@@ -145,10 +156,54 @@ pub struct ProgImage<'a> {
     pub conformance: bool,
 }
 
+/// How an engine takes programs with kinsn sites (sidecar + `call` src_reg 4 pairs).
+#[derive(Clone, Copy)]
+pub enum KinsnSupport<'a> {
+    /// Sites are rejected at load.
+    None,
+    /// The runtime lowers every site to its proof sequence (with this registry) and the
+    /// engine runs the lowered program; pcs in errors are mapped back to original slots.
+    Lower(&'a kops_kinsn::Registry),
+    /// The engine compiles the sites itself ([`ProgImage::insns`] keep them); the runtime
+    /// only checks them with this registry.
+    Native(&'a kops_kinsn::Registry),
+}
+
 /// An execution engine: the interpreter, or a JIT.
 pub trait Engine {
     fn name(&self) -> &'static str;
     fn compile(&self, prog: &ProgImage<'_>) -> Result<Box<dyn Compiled>, VmError>;
+    /// Whether and how this engine runs kinsn sites (default: it does not).
+    fn kinsn(&self) -> KinsnSupport<'_> {
+        KinsnSupport::None
+    }
+}
+
+/// An engine that runs programs with kinsn sites by lowering them first (DESIGN.md
+/// pitfalls: interpreters cannot run sites directly). `Lowering::new(interp::Interp, reg)`
+/// is the interpreter for programs with sites; wrapping the baseline JIT gives its
+/// proof-sequence fallback. Programs without sites compile exactly as on `inner`.
+pub struct Lowering<E> {
+    pub inner: E,
+    pub registry: kops_kinsn::Registry,
+}
+
+impl<E: Engine> Lowering<E> {
+    pub fn new(inner: E, registry: kops_kinsn::Registry) -> Lowering<E> {
+        Lowering { inner, registry }
+    }
+}
+
+impl<E: Engine> Engine for Lowering<E> {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+    fn compile(&self, prog: &ProgImage<'_>) -> Result<Box<dyn Compiled>, VmError> {
+        self.inner.compile(prog)
+    }
+    fn kinsn(&self) -> KinsnSupport<'_> {
+        KinsnSupport::Lower(&self.registry)
+    }
 }
 
 /// A program ready to run on its engine.
@@ -234,6 +289,11 @@ pub struct LoadedProg {
     pub subprogs: Vec<Subprog>,
     pub helpers: HelperTable,
     pub conformance: bool,
+    /// Kinsn sites of the program as given (0 when it has none).
+    pub kinsn_sites: usize,
+    /// When the runtime lowered the sites for the engine ([`KinsnSupport::Lower`]):
+    /// `insns` are the lowered slots and this record maps them back to the original ones.
+    pub lowering: Option<kops_kinsn::Lowered>,
     compiled: Box<dyn Compiled>,
 }
 
@@ -354,8 +414,51 @@ impl Vm {
         helpers: HelperTable,
         conformance: bool,
     ) -> Result<ProgId, VmError> {
-        self.relocate_and_check(name, &mut insns, &helpers, conformance)?;
-        ctx::rewrite_ctx_access(name, &mut insns, &subprogs, ctx)?;
+        let mut subprogs = subprogs;
+        let mut kinsn_sites = 0;
+        let mut lowering = None;
+        let site_pc = insns.iter().position(|i| kops_kinsn::transport::is_sidecar(i) || kops_kinsn::transport::is_kinsn_call(i));
+        if let Some(first) = site_pc {
+            let l = self.lower_sites(name, &insns, &subprogs, first)?;
+            kinsn_sites = l.regions.len();
+            // Relocation and the context rewrite work on the lowered program: they see the
+            // proof sequences' real data flow (a sidecar is not a mov, a kinsn call is not
+            // a helper call). Errors name original slots.
+            let mut low = l.insns.clone();
+            let low_subprogs = lowered_subprogs(&subprogs, &l);
+            let back = |e: VmError| map_error_pc(e, &l);
+            self.relocate_and_check(name, &mut low, &helpers, conformance).map_err(back)?;
+            ctx::rewrite_ctx_access(name, &mut low, &low_subprogs, ctx).map_err(back)?;
+            match self.engine.kinsn() {
+                KinsnSupport::Native(_) => {
+                    // The engine compiles the sites: put what relocation and the context
+                    // rewrite changed back into the program with sites (slot for slot; they
+                    // change only loads and ld_imm64 immediates, never control flow).
+                    for p in 0..low.len() {
+                        if low[p] == l.insns[p] {
+                            continue;
+                        }
+                        let o = l.orig_of[p];
+                        if let Some(r) = l.region_at(p) {
+                            return Err(VmError::Load {
+                                prog: name.to_string(),
+                                pc: r.orig_pc,
+                                msg: "the proof sequence of this kinsn site accesses the program context, which the runtime must rewrite; the native form cannot follow".into(),
+                            });
+                        }
+                        insns[o] = low[p];
+                    }
+                }
+                _ => {
+                    insns = low;
+                    subprogs = low_subprogs;
+                    lowering = Some(l);
+                }
+            }
+        } else {
+            self.relocate_and_check(name, &mut insns, &helpers, conformance)?;
+            ctx::rewrite_ctx_access(name, &mut insns, &subprogs, ctx)?;
+        }
         let mut lp = LoadedProg {
             name: name.to_string(),
             prog_type,
@@ -364,12 +467,41 @@ impl Vm {
             subprogs,
             helpers,
             conformance,
+            kinsn_sites,
+            lowering,
             compiled: Box::new(NotCompiled),
         };
-        lp.compiled = self.engine.compile(&lp.image())?;
+        lp.compiled = match &lp.lowering {
+            Some(l) => self.engine.compile(&lp.image()).map_err(|e| map_error_pc(e, l))?,
+            None => self.engine.compile(&lp.image())?,
+        };
         let mut progs = self.progs.borrow_mut();
         progs.push(std::rc::Rc::new(lp));
         Ok(ProgId(progs.len() - 1))
+    }
+
+    /// Checks and lowers the kinsn sites of `insns` (the first site slot is `first`):
+    /// every malformed site (call without sidecar, payload out of range, unknown op id, a
+    /// site starting a subprogram, ...) is a load error naming its slot.
+    fn lower_sites(&self, name: &str, insns: &[Insn], subprogs: &[Subprog], first: usize) -> Result<kops_kinsn::Lowered, VmError> {
+        let registry = match self.engine.kinsn() {
+            KinsnSupport::None => {
+                return Err(VmError::Load {
+                    prog: name.to_string(),
+                    pc: first,
+                    msg: format!(
+                        "kinsn site: the `{}` engine cannot run kinsn sites (use the kops runtime, or an engine wrapped in kops_vm::Lowering)",
+                        self.engine.name()
+                    ),
+                })
+            }
+            KinsnSupport::Lower(r) | KinsnSupport::Native(r) => r,
+        };
+        let starts: Vec<usize> = subprogs.iter().map(|s| s.start).collect();
+        kops_kinsn::lower(insns, &starts, &[], &[], registry).map_err(|e| {
+            let (pc, msg) = lower_error_parts(&e);
+            VmError::Load { prog: name.to_string(), pc, msg }
+        })
     }
 
     fn relocate_and_check(
@@ -540,6 +672,20 @@ impl Vm {
         m.prog_array_set(index, target).map_err(|e| VmError::Setup(e.to_string()))
     }
 
+    /// Maps the pc of a run error from a lowered program (this one or a tail-called one,
+    /// found by name) back to the original slot.
+    fn error_to_orig(&self, e: VmError) -> VmError {
+        let prog = match &e {
+            VmError::BadAccess { prog, .. } | VmError::Budget { prog, .. } | VmError::Exec { prog, .. } | VmError::Load { prog, .. } => prog.clone(),
+            _ => return e,
+        };
+        let progs = self.progs.borrow();
+        match progs.iter().find(|p| p.name == prog).and_then(|p| p.lowering.as_ref()) {
+            Some(l) => map_error_pc(e, l),
+            None => e,
+        }
+    }
+
     /// Runs a loaded program once on `input`.
     pub fn run(&self, prog: ProgId, input: &ProgInput) -> Result<RunResult, VmError> {
         self.run_repeat(prog, input, 1).map(|(r, _)| r)
@@ -584,7 +730,7 @@ impl Vm {
                 m.end_run(&mut reg);
             }
         }
-        let r0 = r?;
+        let r0 = r.map_err(|e| self.error_to_orig(e))?;
         if let Some(msg) = st.fault.take() {
             return Err(VmError::HelperFault { prog: p.name.clone(), msg });
         }
@@ -597,6 +743,85 @@ impl Vm {
             executed: env.executed.get(),
         };
         Ok((result, elapsed.as_nanos() as f64 / n as f64))
+    }
+}
+
+/// Subprograms of a program after lowering (starts and lengths in the lowered layout).
+fn lowered_subprogs(subprogs: &[Subprog], l: &kops_kinsn::Lowered) -> Vec<Subprog> {
+    let at = |slot: usize| l.lowered_of[slot.min(l.orig_len)];
+    subprogs
+        .iter()
+        .map(|s| {
+            let mut n = s.clone();
+            n.start = at(s.start);
+            n.len = at(s.start + s.len).saturating_sub(n.start);
+            n
+        })
+        .collect()
+}
+
+/// A lowering error as (original slot, message without the slot prefix).
+fn lower_error_parts(e: &kops_kinsn::LowerError) -> (usize, String) {
+    use kops_kinsn::{LowerError as L, SiteError as S};
+    let pc = match e {
+        L::Site(s) => match s {
+            S::CallWithoutSidecar { pc }
+            | S::SidecarWithoutCall { pc }
+            | S::MalformedCall { pc, .. }
+            | S::UnknownOp { pc, .. }
+            | S::Payload { pc, .. }
+            | S::Proof { pc, .. }
+            | S::AtSubprogStart { pc }
+            | S::SpansSubprog { pc, .. }
+            | S::TargetInsideSite { pc, .. } => *pc,
+            S::PayloadTooWide { .. } => 0,
+        },
+        L::TargetOutOfRange { pc, .. } | L::OffsetOverflow { pc, .. } | L::Restore { pc, .. } => *pc,
+        _ => 0,
+    };
+    let text = e.to_string();
+    let prefix = format!("instruction {pc}: ");
+    (pc, text.strip_prefix(&prefix).map(str::to_string).unwrap_or(text))
+}
+
+/// `e` with its pc (a slot of the lowered program `l`) replaced by the original slot; a pc
+/// inside a proof sequence says which site it belongs to.
+fn map_error_pc(e: VmError, l: &kops_kinsn::Lowered) -> VmError {
+    let orig = |pc: usize| -> usize {
+        match l.orig_of.get(pc) {
+            Some(&o) => o,
+            // Past the end (falling off the program): the same distance past the original end.
+            None => l.orig_len + pc.saturating_sub(l.insns.len()),
+        }
+    };
+    let note = |pc: usize| -> Option<String> {
+        l.region_at(pc).map(|r| format!("in the proof sequence of the kinsn site at insn {} (lowered slot {pc}, op id {})", r.orig_pc, r.op_id))
+    };
+    match e {
+        VmError::Load { prog, pc, msg } => {
+            let msg = match note(pc) {
+                Some(n) => format!("{msg} ({n})"),
+                None => msg,
+            };
+            VmError::Load { prog, pc: orig(pc), msg }
+        }
+        VmError::Exec { prog, pc, msg } => {
+            let msg = match note(pc) {
+                Some(n) => format!("{msg} ({n})"),
+                None => msg,
+            };
+            VmError::Exec { prog, pc: orig(pc), msg }
+        }
+        VmError::BadAccess { prog, pc, addr, len, write, detail } => {
+            let detail = match (note(pc), detail.is_empty()) {
+                (Some(n), true) => n,
+                (Some(n), false) => format!("{detail}; {n}"),
+                (None, _) => detail,
+            };
+            VmError::BadAccess { prog, pc: orig(pc), addr, len, write, detail }
+        }
+        VmError::Budget { prog, pc, limit } => VmError::Budget { prog, pc: orig(pc), limit },
+        e => e,
     }
 }
 
