@@ -47,8 +47,11 @@ fn main() {
         return;
     };
     let mut b = cc::Build::new();
+    let floor = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("native_floor.c");
+    println!("cargo:rerun-if-changed={}", floor.display());
     b.compiler(&compiler)
         .file(&src)
+        .file(&floor)
         .include(&include)
         .opt_level(2)
         .debug(false)

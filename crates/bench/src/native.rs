@@ -15,6 +15,7 @@ mod ffi {
     }
     extern "C" {
         pub static kops_native_table: [Entry; 0];
+        pub fn kops_native_floor(data: *const u8, len: usize) -> u64;
     }
 }
 
@@ -52,6 +53,19 @@ pub fn lookup(prog: &str) -> Option<NativeFn> {
     #[cfg(not(kops_native))]
     {
         let _ = prog;
+        None
+    }
+}
+
+/// The native harness floor: a C function (same compiler and flags) that returns
+/// XDP_PASS at once, the counterpart of the `xdp_return` program.
+pub fn floor() -> Option<NativeFn> {
+    #[cfg(kops_native)]
+    {
+        Some(ffi::kops_native_floor as NativeFn)
+    }
+    #[cfg(not(kops_native))]
+    {
         None
     }
 }

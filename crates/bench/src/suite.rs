@@ -24,6 +24,8 @@ use crate::{Case, Mismatch, Skipped};
 pub const RUNTIMES: [&str; 6] = ["kernel", "interp", "jit", "kops", "native", "rbpf"];
 /// The identity control: a second, independently loaded copy on the kernel.
 pub const KERNEL_COPY: &str = "kernel2";
+/// The harness-floor program (bpf/progs/xdp_return.bpf.c: returns XDP_PASS at once).
+pub const FLOOR: &str = "xdp_return";
 
 pub struct SuiteOptions {
     pub runtimes: Vec<String>,
@@ -381,6 +383,20 @@ fn prepare_program(
     if want("native") {
         if let Some(why) = native::unavailable() {
             out.skip(name, "native", why);
+        } else if name == FLOOR {
+            // The floor: an empty C function, checked on r0 (XDP_PASS) like the program.
+            let nr = NativeRunner::new(native::floor().expect("built in"), &input.data);
+            let got = nr.result();
+            if got as u32 == oracle.r0 as u32 {
+                out.cases.push(Case { program: name.into(), runtime: "native".into(), runner: Box::new(nr) });
+            } else {
+                out.mismatches.push(Mismatch {
+                    program: name.into(),
+                    runtime: "native".into(),
+                    oracle: oracle_name.into(),
+                    detail: format!("r0 {:#x} vs native floor {got:#x}", oracle.r0 as u32),
+                });
+            }
         } else if let Some(f) = native::lookup(name) {
             let nr = NativeRunner::new(f, &input.data);
             match result_at {

@@ -88,7 +88,7 @@ fn default_files(dir: &Path) -> anyhow::Result<Vec<String>> {
     Ok(v)
 }
 
-const FLOOR: &str = "xdp_return";
+use kops_bench::suite::FLOOR;
 
 fn stem(f: &str) -> &str {
     let name = Path::new(f).file_name().and_then(|n| n.to_str()).unwrap_or(f);
