@@ -21,7 +21,11 @@ use kops_vm::{CtxKind, ProgInput, Vm, VmError};
 /// input that still differs. The last line is `P programs, I inputs, M mismatches`.
 ///
 /// Runtimes: `kernel` (BPF_PROG_TEST_RUN, needs root), and every engine `kops run
-/// --runtime` knows (`interp`, the reference interpreter; `jit`, ...).
+/// --runtime` knows (`interp`, the reference interpreter; `jit`; `kops`, the JIT with
+/// kinsn dispatch). Programs with kinsn sites go to kernel, interp and jit lowered to their
+/// proof sequences; `kops` compiles them natively. For an object without sites, `kops`
+/// runs the recognizer's rewrite of it (policy auto), so `--runtimes interp,kops` on a
+/// plain object checks the rewrite too.
 ///
 /// Exit status: 0 no mismatch, 1 mismatches (or a program could not be run), 2 usage,
 /// 3 the kernel refused bpf(2).
@@ -412,13 +416,21 @@ fn diff_object(
                 let target = obj.program(name).ok_or_else(|| {
                     KernelError::Invalid(format!("{path}: map `{}` slot {slot} names unknown program `{name}`", d.name))
                 })?;
-                let l = kops_kernel::load_object_program(&obj, target, &target.insns, maps, btf.as_ref(), 0)?;
+                let kf = crate::cmd::verify::kernel_form(target).map_err(|e| KernelError::Invalid(format!("{path}: program `{name}`: {e}")))?;
+                let l = kops_kernel::load_object_program(&obj, &kf.prog, &kf.prog.insns, maps, btf.as_ref(), 0)?;
                 use std::os::fd::AsRawFd;
                 maps.maps[mi].update(&slot.to_ne_bytes(), &(l.fd.as_raw_fd() as u32).to_ne_bytes(), 0)?;
                 _slot_progs.push(l);
             }
         }
     }
+    let kobj = if names.iter().any(|n| n == "kops") {
+        let (o, note) = super::run::kops_object(&obj).map_err(|e| KernelError::Invalid(format!("{e:#}")))?;
+        println!("  {note}");
+        Some(o)
+    } else {
+        None
+    };
     for (pi, p) in progs.iter().enumerate() {
         totals.programs += 1;
         let kind = CtxKind::for_prog_type(p.prog_type);
@@ -429,14 +441,14 @@ fn diff_object(
                 let maps = kmaps.as_ref().expect("created above");
                 // The same hook as `kops verify`: what the kernel is given (issue 5 lowers
                 // kinsn sites here).
-                let insns = match crate::cmd::verify::kernel_form(p) {
-                    Ok(i) => i,
+                let kf = match crate::cmd::verify::kernel_form(p) {
+                    Ok(k) => k,
                     Err(e) => {
                         setup_err = Some(format!("kernel: {e}"));
                         break;
                     }
                 };
-                match kops_kernel::load_object_program(&obj, p, &insns, maps, btf.as_ref(), 0) {
+                match kops_kernel::load_object_program(&obj, &kf.prog, &kf.prog.insns, maps, btf.as_ref(), 0) {
                     Ok(prog) => {
                         // Whatever earlier programs of the object left in the maps goes.
                         maps.reset()?;
@@ -451,6 +463,17 @@ fn diff_object(
                     Err(e @ KernelError::KernelUnavailable(_)) => return Err(e),
                     Err(e) => {
                         setup_err = Some(format!("kernel: {}", e.to_string().lines().next().unwrap_or("")));
+                        break;
+                    }
+                }
+            } else if n == "kops" {
+                // `--runtime kops` semantics (run::kops_object): the object's own sites, or
+                // the recognizer's rewrite of an object without sites.
+                let ko = kobj.as_ref().expect("built above when kops is a runtime");
+                match ko.program(&p.name) {
+                    Some(kp) => rts.push(Runtime::Vm { name: n.clone(), obj: ko, prog: kp }),
+                    None => {
+                        setup_err = Some(format!("kops: the rewritten object has no program `{}`", p.name));
                         break;
                     }
                 }

@@ -44,8 +44,12 @@ struct Args {
     #[arg(long, default_value_t = 1)]
     repeat: u64,
     /// Runtime: interp (the reference interpreter, checks every access), jit (our x86-64
-    /// JIT; runs natively, unchecked: use on verifier-accepted programs) or kernel (load
-    /// into the running kernel and run with BPF_PROG_TEST_RUN; r0 is its low 32 bits).
+    /// JIT; runs natively, unchecked: use on verifier-accepted programs), kops (our JIT with
+    /// kinsn dispatch: each site as its op's native instruction(s), proof sequence where
+    /// the op or the CPU has none; an object without sites is first rewritten by the
+    /// recognizer, policy auto, as `kops rewrite` does) or kernel (load into the running
+    /// kernel and run with BPF_PROG_TEST_RUN; r0 is its low 32 bits). interp, jit and
+    /// kernel run programs with kinsn sites lowered to their proof sequences.
     #[arg(long, default_value = "interp")]
     runtime: String,
     /// Instruction budget per run (interpreter).
@@ -57,14 +61,44 @@ struct Args {
 }
 
 /// The engine for `--runtime NAME`. This is the dispatch point where the JIT engine
-/// (`kops_vm::jit_engine`) and other runtimes plug in.
+/// (`kops_vm::jit_engine`) and other runtimes plug in. interp and jit run programs with
+/// kinsn sites lowered to their proof sequences (einsn registry); kops compiles the sites.
 pub fn engine(name: &str) -> Result<Box<dyn Engine>> {
+    use kops_vm::Lowering;
     match name {
-        "interp" => Ok(Box::new(kops_vm::interp::Interp)),
-        "jit" => Ok(Box::new(kops_vm::jit_engine::JitEngine::new()?)),
+        "interp" => Ok(Box::new(Lowering::new(kops_vm::interp::Interp, kops_einsn::registry()))),
+        "jit" => Ok(Box::new(Lowering::new(kops_vm::jit_engine::JitEngine::new()?, kops_einsn::registry()))),
+        "kops" => Ok(Box::new(kops_vm::jit_engine::KopsEngine::new(kops_einsn::registry())?)),
         "kernel" => bail!("runtime `kernel` runs through the kernel layer (BPF_PROG_TEST_RUN), not as a vm engine"),
-        _ => bail!("unknown runtime `{name}` (known: interp, jit)"),
+        _ => bail!("unknown runtime `{name}` (known: interp, jit, kops, kernel)"),
     }
+}
+
+/// Kinsn sites in a program (sidecar slots).
+pub fn site_count(p: &kops_object::Program) -> usize {
+    p.insns.iter().filter(|i| kops_kinsn::transport::is_sidecar(i)).count()
+}
+
+/// What `--runtime kops` runs for `obj`: the object itself when any program has kinsn
+/// sites (an object from `kops rewrite` or hand-written), else the object rewritten by the
+/// recognizer with the default policy (auto, every pass), as `kops rewrite` and the
+/// benchmark's `kops` runtime (`kops_bench::suite::build_kops`) do. The string says which.
+pub fn kops_object(obj: &Object) -> Result<(Object, String)> {
+    let given: usize = obj.programs.iter().map(site_count).sum();
+    if given > 0 {
+        return Ok((obj.clone(), format!("runtime kops: {given} kinsn site(s) as given in the object")));
+    }
+    let (rw, _report, _maps) = kops_recognize::rewrite_object(obj, &kops_recognize::Policy::default())
+        .map_err(|e| anyhow::anyhow!("{}: recognizer: {e}", obj.path))?;
+    let per: Vec<String> = rw.programs.iter().map(|p| format!("{} {}", p.name, site_count(p))).collect();
+    let total: usize = rw.programs.iter().map(site_count).sum();
+    Ok((
+        rw,
+        format!(
+            "runtime kops: no kinsn sites in the object; rewritten by the recognizer (policy auto, all passes): {total} site(s) ({})",
+            per.join(", ")
+        ),
+    ))
 }
 
 pub fn parse_hex(s: &str) -> Result<Vec<u8>> {
@@ -149,7 +183,9 @@ fn run_kernel(args: &Args, obj: &Object, name: &str) -> Result<u8> {
     let input = input_for(args, ctx)?;
     let maps = kops_kernel::MapSet::create(&obj.maps)?;
     let btf = kops_kernel::KernelBtf::for_object(obj).unwrap_or(None);
-    let prog = kops_kernel::load_object_program(obj, p, &p.insns, &maps, btf.as_ref(), 0)?;
+    // Sites go to the kernel lowered, as for `kops verify`.
+    let kf = super::verify::kernel_form(p).map_err(|e| anyhow::anyhow!("{}: program `{}`: {e}", args.file.display(), p.name))?;
+    let prog = kops_kernel::load_object_program(obj, &kf.prog, &kf.prog.insns, &maps, btf.as_ref(), 0)?;
     let r = prog.test_run(&kops_kernel::TestRun {
         data_in: Some(&input.data),
         data_out_size: None,
@@ -207,6 +243,13 @@ pub fn main(args: Vec<String>) -> Result<u8> {
     if args.runtime == "kernel" {
         return run_kernel(&args, &obj, &name);
     }
+    let obj = if args.runtime == "kops" {
+        let (o, note) = kops_object(&obj)?;
+        outln!("{note}");
+        o
+    } else {
+        obj
+    };
     let mut vm = Vm::with_engine(Some(&obj), engine(&args.runtime)?)
         .with_context(|| args.file.display().to_string())?;
     if let Some(b) = args.budget {
@@ -231,6 +274,10 @@ pub fn main(args: Vec<String>) -> Result<u8> {
     }
     if let Some(c) = r.executed {
         outln!("instructions executed: {c}");
+    }
+    if prog.kinsn_sites > 0 {
+        let how = if prog.lowering.is_some() { "lowered to proof sequences" } else { "compiled by the Kops JIT" };
+        outln!("kinsn sites: {} ({how})", prog.kinsn_sites);
     }
     if n > 1 {
         outln!("{n} runs on {}: {ns_per_run:.1} ns/run", vm.engine_name());

@@ -84,10 +84,15 @@ pub fn main(args: Vec<String>) -> anyhow::Result<u8> {
         }
     };
     let mut rejected = 0;
+    let mut sites_lowered = 0;
     for p in &progs {
         match verify_one(&obj, p, &maps, btf.as_ref(), a.log_level) {
-            Ok(Verdict::Verified { log, note }) => {
+            Ok(Verdict::Verified { log, note, lowered }) => {
                 println!("{}: verified{}", p.name, processed(&log));
+                if let Some(n) = lowered {
+                    println!("  {n}");
+                    sites_lowered += 1;
+                }
                 if let Some(n) = note {
                     println!("  note: {n}");
                 }
@@ -111,31 +116,54 @@ pub fn main(args: Vec<String>) -> anyhow::Result<u8> {
             }
         }
     }
-    println!("{} programs, {} verified, {} rejected", progs.len(), progs.len() - rejected, rejected);
+    let with_sites = if sites_lowered > 0 { format!(" ({sites_lowered} with kinsn sites, verified lowered)") } else { String::new() };
+    println!("{} programs, {} verified{with_sites}, {} rejected", progs.len(), progs.len() - rejected, rejected);
     Ok(if rejected > 0 { EXIT_REJECTED } else { 0 })
 }
 
 enum Verdict {
-    Verified { log: String, note: Option<String> },
+    Verified { log: String, note: Option<String>, lowered: Option<String> },
     /// Rendered report lines (indented, newline-terminated).
     Rejected(String),
 }
 
-/// Hook for issue 5: programs with kinsn sites are lowered to their proof sequences
-/// before the kernel sees them (the kernel knows nothing of sites). Until the lowering
-/// lands here, a program with sites is reported instead of being sent to the kernel.
-pub(crate) fn kernel_form(p: &Program) -> Result<Vec<Insn>, String> {
-    let sites = p
-        .insns
-        .iter()
-        .filter(|i| i.is_call() && i.src == kops_isa::op::PSEUDO_KINSN_CALL)
-        .count();
-    if sites > 0 {
-        return Err(format!(
-            "{sites} kinsn site(s): lowering to proof sequences before verification is not wired in yet"
-        ));
+/// What the kernel is given for a program: the program itself, or, when it has kinsn
+/// sites, its lowered form (every site replaced by its proof sequence, jumps, calls,
+/// subprograms, func_info and line_info fixed for the new layout) with the record that maps
+/// lowered slots back to the original ones.
+pub(crate) struct KernelForm {
+    pub prog: Program,
+    pub lowered: Option<kops_kinsn::Lowered>,
+}
+
+/// The kernel knows nothing of sites: lower them (einsn registry). A malformed site is an
+/// error naming its slot. `kops verify`, `kops diff` and `kops run --runtime kernel` load
+/// this.
+pub(crate) fn kernel_form(p: &Program) -> Result<KernelForm, String> {
+    let has_sites = p.insns.iter().any(|i| kops_kinsn::transport::is_sidecar(i) || kops_kinsn::transport::is_kinsn_call(i));
+    if !has_sites {
+        return Ok(KernelForm { prog: p.clone(), lowered: None });
     }
-    Ok(p.insns.clone())
+    let (prog, l) = kops_kinsn::lower_program(p, &kops_einsn::registry()).map_err(|e| format!("kinsn sites cannot be lowered: {e}"))?;
+    Ok(KernelForm { prog, lowered: Some(l) })
+}
+
+/// How a lowered slot reads in terms of the original program: its original slot and, in
+/// a proof sequence, the site it belongs to.
+fn orig_note(l: &kops_kinsn::Lowered, orig: &Program, i: usize) -> String {
+    let Some(o) = l.orig_slot(i) else { return String::new() };
+    match l.region_at(i) {
+        Some(r) => {
+            let site = kops_kinsn::Site { pc: r.orig_pc, op_id: r.op_id, payload: r.payload };
+            let what = kops_kinsn::describe_site(&kops_einsn::registry(), &site).unwrap_or_else(|e| e.to_string());
+            format!(
+                "  = original insn {o}: slot {} of the proof sequence of the kinsn site at insn {} ({what})\n",
+                i - r.start,
+                r.orig_pc
+            )
+        }
+        None => format!("  = original insn {o}: {}\n", describe(&orig.insns, o)),
+    }
 }
 
 fn verify_one(
@@ -145,25 +173,43 @@ fn verify_one(
     btf: Option<&KernelBtf>,
     log_level: u32,
 ) -> Result<Verdict, KernelError> {
-    let insns = match kernel_form(p) {
-        Ok(i) => i,
+    let kf = match kernel_form(p) {
+        Ok(k) => k,
         Err(msg) => return Ok(Verdict::Rejected(format!("  {msg}\n"))),
     };
+    let insns = &kf.prog.insns;
+    let lowered_note = kf.lowered.as_ref().map(|l| {
+        format!(
+            "{} kinsn site(s) lowered to proof sequences ({} -> {} slots); the verifier accepted the lowered program",
+            l.regions.len(),
+            l.orig_len,
+            l.insns.len()
+        )
+    });
     // Statistics (level 4) cost nothing and give the `N insns processed` line; on a
     // rejection the kernel layer loads again at level 1 for the reason.
-    match kops_kernel::load_object_program(obj, p, &insns, maps, btf, log_level | 4) {
-        Ok(l) => Ok(Verdict::Verified { log: l.log.clone(), note: l.attach_note.clone() }),
+    match kops_kernel::load_object_program(obj, &kf.prog, insns, maps, btf, log_level | 4) {
+        Ok(l) => Ok(Verdict::Verified { log: l.log.clone(), note: l.attach_note.clone(), lowered: lowered_note }),
         Err(KernelError::Rejected { errno_name, message, insn, log, .. }) => {
             let mut s = String::new();
             for line in message.lines() {
                 s.push_str(&format!("  {line}\n"));
             }
+            if let Some(l) = &kf.lowered {
+                s.push_str(&format!(
+                    "  (the program's {} kinsn site(s) were lowered to proof sequences; insn numbers below are of the lowered program)\n",
+                    l.regions.len()
+                ));
+            }
             if let Some(i) = insn {
-                s.push_str(&format!("  at insn {i}: {}\n", describe(&insns, i)));
-                if let Some(sp) = p.subprog_at(i) {
+                s.push_str(&format!("  at insn {i}: {}\n", describe(insns, i)));
+                if let Some(l) = &kf.lowered {
+                    s.push_str(&orig_note(l, p, i));
+                }
+                if let Some(sp) = kf.prog.subprog_at(i) {
                     s.push_str(&format!("  in function `{}` (+{})\n", sp.name, i - sp.start));
                 }
-                if let Some(li) = p.line_info.iter().filter(|l| l.insn_off as usize <= i).last() {
+                if let Some(li) = kf.prog.line_info.iter().filter(|l| l.insn_off as usize <= i).last() {
                     s.push_str(&format!(
                         "  source: {}:{}: {}\n",
                         li.file,
