@@ -97,6 +97,29 @@ pub fn geomean(rep: &Report, num: &str, den: &str) -> Option<(f64, usize)> {
     }
 }
 
+/// One line on the identity control: how many programs came out within 3% of 1.0, and
+/// which did not.
+pub fn identity_line(rep: &Report) -> Option<String> {
+    let ids: Vec<&Ratio> = rep.ratios.iter().filter(|r| r.identity && rep.floor.as_ref() != Some(&r.program)).collect();
+    if ids.is_empty() {
+        return None;
+    }
+    let off: Vec<String> =
+        ids.iter().filter(|r| (r.ratio - 1.0).abs() > 0.03).map(|r| format!("{} {:.3}", r.program, r.ratio)).collect();
+    let g = (ids.iter().map(|r| r.ratio.ln()).sum::<f64>() / ids.len() as f64).exp();
+    let mut s = format!(
+        "identity control ({}/{}): geomean {g:.3}, within 3% of 1.0 on {} of {} programs",
+        ids[0].numerator,
+        ids[0].denominator,
+        ids.len() - off.len(),
+        ids.len()
+    );
+    if !off.is_empty() {
+        s.push_str(&format!("; outside: {}", off.join(", ")));
+    }
+    Some(s)
+}
+
 fn floor_line(rep: &Report) -> Option<String> {
     let f = rep.floor.as_ref()?;
     let parts: Vec<String> = runtimes(rep)
@@ -166,6 +189,9 @@ pub fn table(rep: &Report) -> String {
     }
     if let Some(l) = floor_line(rep) {
         writeln!(s, "\n{l}").unwrap();
+    }
+    if let Some(l) = identity_line(rep) {
+        writeln!(s, "{l}").unwrap();
     }
     for m in &rep.mismatches {
         writeln!(s, "MISMATCH (not timed): {} on {}: differs from {}: {}", m.program, m.runtime, m.oracle, m.detail).unwrap();
@@ -294,6 +320,9 @@ pub fn markdown(rep: &Report, machine: &str, date: &str, command: &str) -> Strin
          maps) was checked against the oracle before it was timed.\n\n",
     );
     if let Some(l) = floor_line(rep) {
+        writeln!(s, "{}.\n", l[..1].to_uppercase() + &l[1..]).unwrap();
+    }
+    if let Some(l) = identity_line(rep) {
         writeln!(s, "{}.\n", l[..1].to_uppercase() + &l[1..]).unwrap();
     }
     let rts = runtimes(rep);
@@ -444,6 +473,26 @@ mod tests {
     fn markdown_table_row() {
         let m = markdown(&rep(), "m", "d", "c");
         assert!(m.contains("| rot |  | 2.00 µs | 1.00 µs |"), "{m}");
+    }
+
+    #[test]
+    fn identity_line_names_programs_off_by_more_than_three_percent() {
+        let mut r = rep();
+        r.ratios = vec![("rot", 1.02), ("sel", 0.95)]
+            .into_iter()
+            .map(|(p, x)| Ratio {
+                program: p.into(),
+                numerator: "kernel2".into(),
+                denominator: "kernel".into(),
+                ratio: x,
+                min: x,
+                max: x,
+                identity: true,
+                net_of_floor: None,
+            })
+            .collect();
+        let l = identity_line(&r).unwrap();
+        assert!(l.contains("within 3% of 1.0 on 1 of 2 programs; outside: sel 0.950"), "{l}");
     }
 
     #[test]
