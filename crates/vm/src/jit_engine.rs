@@ -154,6 +154,13 @@ impl KopsEngine {
 
     /// Compile instructions with sites (what [`Engine::compile`] does, without a Vm).
     pub fn compile_insns(&self, name: &str, insns: &[Insn], subprog_starts: &[usize], helpers: &HelperTable, conformance: bool) -> Result<JitProgram, VmError> {
+        Ok(self.compile_planned(name, insns, subprog_starts, helpers, conformance)?.program)
+    }
+
+    /// [`KopsEngine::compile_insns`] keeping the plan: the lowered program the JIT compiled
+    /// and, per site, its native code or fallback (for listings such as `kops disasm
+    /// --native`).
+    pub fn compile_planned(&self, name: &str, insns: &[Insn], subprog_starts: &[usize], helpers: &HelperTable, conformance: bool) -> Result<KopsCompiled, VmError> {
         let o = runtime_options(&self.options, conformance);
         let load_err = |pc: usize, msg: String| VmError::Load { prog: name.to_string(), pc, msg };
         let (lowered, plans) = kops_kinsn::plan_x86(insns, subprog_starts, &[], &self.registry, o.features, &kops_jit::REGMAP, kops_jit::AUX_REG)
@@ -161,17 +168,36 @@ impl KopsEngine {
         let regions: Vec<kops_jit::NativeRegion> = lowered
             .regions
             .iter()
-            .zip(plans)
-            .filter_map(|(r, p)| p.native.map(|code| kops_jit::NativeRegion { start: r.start, len: r.len, code }))
+            .zip(&plans)
+            .filter_map(|(r, p)| p.native.clone().map(|code| kops_jit::NativeRegion { start: r.start, len: r.len, code }))
             .collect();
         // Errors name slots of the lowered program: map them back to the program's.
         let orig = |pc: usize| lowered.orig_of.get(pc).copied().unwrap_or(pc);
-        JitProgram::with_regions(&lowered.insns, &regions, &o, &Helpers(helpers)).map_err(|e| match e {
+        let program = JitProgram::with_regions(&lowered.insns, &regions, &o, &Helpers(helpers)).map_err(|e| match e {
             kops_jit::JitError::Insn { pc, msg } => load_err(orig(pc), msg),
             kops_jit::JitError::Unsupported { pc, what } => load_err(orig(pc), format!("JIT: unsupported {what}")),
             e => load_err(0, format!("JIT: {e}")),
-        })
+        })?;
+        Ok(KopsCompiled { program, lowered, plans })
     }
+
+    /// The features the engine compiles for (CPU, masked by `KOPS_DISABLE_FEATURES`).
+    pub fn features(&self) -> kops_jit::CpuFeatures {
+        self.options.features
+    }
+    pub fn registry(&self) -> &kops_kinsn::Registry {
+        &self.registry
+    }
+}
+
+/// A program compiled by the Kops engine with its plan.
+pub struct KopsCompiled {
+    /// The native program (its `image.insn_ranges` are per slot of `lowered.insns`).
+    pub program: JitProgram,
+    /// The lowered program the JIT compiled (identical to the input when it has no sites).
+    pub lowered: kops_kinsn::Lowered,
+    /// Per region of `lowered`: native bytes or fallback.
+    pub plans: Vec<kops_kinsn::RegionPlan>,
 }
 
 impl Engine for KopsEngine {

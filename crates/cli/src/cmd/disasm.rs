@@ -1,5 +1,7 @@
 //! `kops disasm FILE.o [--section S]`: print the executable sections of an object in
 //! llvm-objdump-19's BPF syntax, with function symbols as labels and slot indices.
+//! `kops disasm --native FILE.o [--prog NAME]`: per BPF instruction, the x86-64 code our
+//! Kops JIT makes of it (the code `kops run --runtime kops` runs).
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
@@ -32,6 +34,17 @@ struct Args {
     /// Print kinsn calls exactly as llvm-objdump does (`call <id>`).
     #[arg(long)]
     llvm_calls: bool,
+    /// Show, per BPF instruction, the x86-64 code of our JIT (iced-x86, Intel syntax) as
+    /// `kops run --runtime kops` compiles it: the program loaded by the runtime (maps
+    /// resolved, context accesses rewritten, so the same slots), each kinsn site as its op's
+    /// native instruction(s) or, where the op or the CPU (masked by KOPS_DISABLE_FEATURES)
+    /// has none, its proof sequence. An object without sites is shown as it is (run
+    /// `kops rewrite` first to get sites).
+    #[arg(long)]
+    native: bool,
+    /// With --native: only this program (default: every program).
+    #[arg(long, short = 'p', requires = "native")]
+    prog: Option<String>,
 }
 
 pub fn main(args: Vec<String>) -> Result<u8> {
@@ -45,8 +58,113 @@ pub fn main(args: Vec<String>) -> Result<u8> {
     };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    run(&args, &mut out)?;
-    Ok(0)
+    let r = if args.native { native(&args, &mut out) } else { run(&args, &mut out) };
+    match r {
+        Ok(()) => Ok(0),
+        // A closed stdout (`| head`) is not an error.
+        Err(e) if e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
+/// `--native`: every (or the named) program through the Kops engine.
+fn native(args: &Args, out: &mut dyn Write) -> Result<()> {
+    let path = args.file.display().to_string();
+    let obj = kops_object::Object::load(&args.file).with_context(|| format!("{path}: cannot load"))?;
+    let progs: Vec<&kops_object::Program> = match &args.prog {
+        Some(n) => vec![obj.program(n).ok_or_else(|| {
+            let names: Vec<&str> = obj.programs.iter().map(|p| p.name.as_str()).collect();
+            anyhow!("{path}: no program `{n}` (programs: {})", names.join(", "))
+        })?],
+        None => obj.programs.iter().collect(),
+    };
+    for p in progs {
+        out.write_all(native_listing(&path, &obj, p)?.as_bytes())?;
+    }
+    Ok(())
+}
+
+fn hex_bytes(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(" ")
+}
+
+/// The listing of one program: the runtime loads it on a [`KopsEngine`] (which checks
+/// its sites), then the same final instructions are compiled again here with the plan kept.
+fn native_listing(path: &str, obj: &kops_object::Object, p: &kops_object::Program) -> Result<String> {
+    use kops_vm::jit_engine::KopsEngine;
+    let registry = kops_einsn::registry();
+    let vm = kops_vm::Vm::with_engine(Some(obj), Box::new(KopsEngine::new(registry.clone())?)).with_context(|| path.to_string())?;
+    let id = vm.load(&p.name).with_context(|| path.to_string())?;
+    let lp = vm.program(id).expect("just loaded");
+    let engine = KopsEngine::new(registry.clone())?;
+    let starts: Vec<usize> = lp.subprogs.iter().map(|s| s.start).collect();
+    let kc = engine
+        .compile_planned(&lp.name, &lp.insns, &starts, &lp.helpers, lp.conformance)
+        .with_context(|| path.to_string())?;
+    let l = &kc.lowered;
+    // The runtime keeps the object's layout for the Kops engine: slots are the object's.
+    if l.orig_len != p.insns.len() {
+        bail!("{path}: program `{}`: the runtime changed the slot count ({} -> {})", p.name, p.insns.len(), l.orig_len);
+    }
+    let code = kc.program.code();
+    let base = kc.program.entry();
+    let listing = kops_jit::disasm::per_slot(&kc.program.image, code, base);
+    let native_sites = kc.plans.iter().filter(|x| x.native.is_some()).count();
+    let mut s = format!(
+        "{path}: program `{}` on the Kops JIT (features: {}): {} slots, {} kinsn site(s): {native_sites} native, {} fallback (proof sequence); {} x86-64 instructions, {} bytes\n",
+        p.name,
+        engine.features(),
+        p.insns.len(),
+        l.regions.len(),
+        l.regions.len() - native_sites,
+        listing.len(),
+        code.len()
+    );
+    let line = |s: &mut String, i: &kops_jit::disasm::NativeInsn| {
+        s.push_str(&format!("            {:<30} {}\n", hex_bytes(&i.bytes), i.text));
+    };
+    let first_owned = listing.iter().position(|(o, _)| o.is_some()).unwrap_or(listing.len());
+    s.push_str("  (prologue)\n");
+    for (_, i) in &listing[..first_owned] {
+        line(&mut s, i);
+    }
+    // Native instructions by lowered slot.
+    let mut by_slot: BTreeMap<usize, Vec<&kops_jit::disasm::NativeInsn>> = BTreeMap::new();
+    for (o, i) in &listing[first_owned..] {
+        if let Some(o) = o {
+            by_slot.entry(*o).or_default().push(i);
+        }
+    }
+    let stubs = listing[first_owned..].iter().filter(|(o, _)| o.is_none()).count();
+    let site_at: BTreeMap<usize, usize> = l.regions.iter().enumerate().map(|(k, r)| (r.orig_pc, k)).collect();
+    for (pc, text) in format_program(&p.insns, Options { alu32: false, kinsn: true }) {
+        if let Some(sp) = p.subprogs.iter().find(|sp| sp.start == pc) {
+            s.push_str(&format!("<{}>:\n", sp.name));
+        }
+        if let Some(&k) = site_at.get(&pc) {
+            let r = &l.regions[k];
+            let site = kops_kinsn::Site { pc, op_id: r.op_id, payload: r.payload };
+            let what = kops_kinsn::describe_site(&registry, &site).unwrap_or_else(|e| e.to_string());
+            let how = if kc.plans[k].native.is_some() { "native" } else { "fallback: proof sequence" };
+            s.push_str(&format!("{pc:>8}: kinsn {what}  [{how}]\n"));
+            for slot in r.start..r.end() {
+                for i in by_slot.get(&slot).into_iter().flatten() {
+                    line(&mut s, i);
+                }
+            }
+            continue;
+        }
+        if pc > 0 && site_at.contains_key(&(pc - 1)) {
+            s.push_str(&format!("{pc:>8}: {text}  (call slot of the site at {})\n", pc - 1));
+            continue;
+        }
+        s.push_str(&format!("{pc:>8}: {text}\n"));
+        for i in by_slot.get(&l.lowered_of[pc]).into_iter().flatten() {
+            line(&mut s, i);
+        }
+    }
+    s.push_str(&format!("  (not attributed to a slot: {stubs} instructions of subprogram prologues and runtime stubs)\n"));
+    Ok(s)
 }
 
 fn run(args: &Args, out: &mut dyn Write) -> Result<()> {
