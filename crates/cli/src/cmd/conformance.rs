@@ -27,8 +27,10 @@ macro_rules! outln {
 struct Args {
     /// Directory with the `.data` files (e.g. ../shared/conformance/tests), or one file.
     dir: PathBuf,
-    /// Runtime: interp, jit, or kernel (BPF_PROG_TEST_RUN; programs the verifier refuses
-    /// are listed as REJECTED and counted as skipped).
+    /// Runtime: interp, jit, kops (the JIT with kinsn dispatch; the suite has no sites, so
+    /// this checks that the Kops engine compiles plain eBPF like the JIT), or kernel
+    /// (BPF_PROG_TEST_RUN; programs the verifier refuses are listed as REJECTED and counted
+    /// as skipped).
     #[arg(long, default_value = "interp")]
     runtime: String,
     /// Also print a line for every passing test.
@@ -47,7 +49,7 @@ pub enum Outcome {
 }
 
 /// Runs one conformance program on `runtime`. This is the dispatch point for runtimes:
-/// `interp`, `jit` (any [`kops_vm::Engine`] from `run::engine`) go through
+/// `interp`, `jit`, `kops` (any [`kops_vm::Engine`] from `run::engine`) go through
 /// [`kops_vm::run_conformance`]; `kernel` through [`kops_kernel::conformance::run`].
 /// An `Err` here is an environment problem (e.g. no bpf(2)), not a test failure.
 pub fn run_one(runtime: &str, insns: &[Insn], mem: &[u8]) -> Result<Outcome> {
@@ -163,7 +165,7 @@ r2 = its length, and prints r0 in hex on stdout. On failure it prints the error 
 and exits 1 (the runner compares that line with a test's expected error).
 
 options (also accepted inside one argument, as the runner passes --plugin_options):
-  --runtime NAME   interp (default), jit or kernel
+  --runtime NAME   interp (default), jit, kops or kernel
   --debug          print the instructions to stderr
   --elf            accepted for compatibility (the program is always raw bytes)
 
