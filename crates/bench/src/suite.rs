@@ -149,12 +149,12 @@ fn prepare_inner(files: &[String], o: &SuiteOptions, progress: impl Fn(&str)) ->
     let want = |r: &str| o.runtimes.iter().any(|x| x == r);
     let kernel_state = if want("kernel") { Some(kops_kernel::available().map_err(|e| e.to_string())) } else { None };
     if let Some(Err(e)) = &kernel_state {
-        out.notes.push(format!("kernel runtime not available ({e}); the interpreter is the oracle"));
+        out.skip("*", "kernel", format!("{e}; the interpreter is the oracle instead"));
     }
     let kernel_ok = matches!(kernel_state, Some(Ok(())));
     if want("native") {
         if let Some(why) = native::unavailable() {
-            out.notes.push(format!("native runtime not built: {why}"));
+            out.skip("*", "native", format!("not built: {why}"));
         }
     }
     let cpu = o.cpu.unwrap_or(0);
@@ -356,11 +356,31 @@ fn prepare_program(
             // Nothing for this pass to change: it would time the baseline JIT again.
             continue;
         }
-        // The lowered program is what the verifier must accept (DESIGN §6).
+        // The lowered program is what the verifier must accept (DESIGN §6). Without the
+        // kernel, the memory-checked interpreter must run it cleanly (and agree) before
+        // native code does.
         if kernel_ok {
             if let Err(e) = KernelProg::load(obj, &b.lowered, btf, &input, cpu) {
                 out.skip(name, &rt, format!("the kernel verifier rejects the lowered program: {}", first_line(&e.to_string())));
                 continue;
+            }
+        } else {
+            let r = VmProg::load(obj, &b.lowered, Box::new(kops_vm::interp::Interp), &input).and_then(|v| v.outcome(&compare));
+            match r {
+                Ok(x) if differences(&oracle, &x).is_empty() => {}
+                Ok(x) => {
+                    out.mismatches.push(Mismatch {
+                        program: name.into(),
+                        runtime: format!("{rt} (lowered, on the interpreter)"),
+                        oracle: oracle_name.into(),
+                        detail: differences(&oracle, &x).join("; "),
+                    });
+                    continue;
+                }
+                Err(e) => {
+                    out.skip(name, &rt, format!("the interpreter fails on the lowered program: {e}"));
+                    continue;
+                }
             }
         }
         let jit = match OurJit::new(Some((p.name.clone(), b.regions))) {
@@ -381,8 +401,8 @@ fn prepare_program(
     }
 
     if want("native") {
-        if let Some(why) = native::unavailable() {
-            out.skip(name, "native", why);
+        if native::unavailable().is_some() {
+            // said once for all programs
         } else if name == FLOOR {
             // The floor: an empty C function, checked on r0 (XDP_PASS) like the program.
             let nr = NativeRunner::new(native::floor().expect("built in"), &input.data);
