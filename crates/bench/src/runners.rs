@@ -288,6 +288,10 @@ impl Engine for OurJit {
             if i.is_helper_call() && i.imm == kops_vm::helpers::TAIL_CALL as i32 {
                 return Err(load_err(pc, "tail calls are not supported by the benchmark's JIT runner".into()));
             }
+            // LD_ABS/LD_IND go through kops-vm's per-run skb state, private to its engine.
+            if i.class() == kops_isa::op::LD && matches!(i.mode(), kops_isa::op::ABS | kops_isa::op::IND) {
+                return Err(load_err(pc, "LD_ABS/LD_IND are not supported by the benchmark's JIT runner".into()));
+            }
         }
         let regions: &[NativeRegion] = match &self.regions {
             Some((name, r)) if name == prog.name => r,
