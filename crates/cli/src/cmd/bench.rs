@@ -249,6 +249,16 @@ pub fn main(args: Vec<String>) -> anyhow::Result<u8> {
         st.samples,
         st.batch_target.as_millis()
     ));
+    // Harness overhead matters below 1 µs per run: say which programs are that short.
+    let short: Vec<String> = rep
+        .results
+        .iter()
+        .filter(|r| r.runtime == "kernel" && r.program != FLOOR && r.median_ns < 1000.0)
+        .map(|r| format!("{} ({})", r.program, report::fmt_ns(r.median_ns)))
+        .collect();
+    if !short.is_empty() {
+        rep.notes.push(format!("under 1 µs per run on the kernel JIT (harness floor weighs in): {}", short.join(", ")));
+    }
     if rep.results.iter().any(|r| r.program == FLOOR) {
         rep.floor = Some(FLOOR.into());
         kops_bench::net_of_floor(&mut rep, FLOOR);
