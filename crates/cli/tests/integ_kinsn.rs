@@ -347,3 +347,58 @@ fn conformance_on_kops() {
     assert_eq!(code, 0, "{so}{se}");
     assert_eq!(last_line(&so), "313 passed, 0 failed");
 }
+
+/// `kops verify` rejections on a rewritten program name original slots: one after the
+/// sites (an out-of-frame stack read), one inside a proof sequence (a popcount of the frame
+/// pointer: bit operations on a pointer are refused).
+#[test]
+fn verify_rejections_map_to_original_slots() {
+    use kops_einsn::{EInsn, Popcount64};
+    use kops_isa::{op, Insn};
+    if let Some(r) = kops_kernel::skip_reason() {
+        println!("SKIPPED: {r}");
+        return;
+    }
+    let dir = temp_dir("reject");
+    let orig_path = bundled_dir().join("popcount_bitmap.bpf.o");
+    let orig = kops_object::Object::load(&orig_path).unwrap();
+    let original_bytes = std::fs::read(&orig_path).unwrap();
+    let (rw, _, maps) = kops_recognize::rewrite_object(&orig, &kops_recognize::Policy::default()).unwrap();
+    let sidecars: Vec<usize> = rw.programs[0]
+        .insns
+        .iter()
+        .enumerate()
+        .filter(|(_, i)| i.code == op::ALU64 | op::MOV | op::K && i.src == op::PSEUDO_KINSN_SIDECAR)
+        .map(|(k, _)| k)
+        .collect();
+    assert!(!sidecars.is_empty());
+    let first = sidecars[0];
+    let write = |obj: &kops_object::Object, name: &str| {
+        let b = kops_recognize::write_object(&original_bytes, &orig, obj, &maps).unwrap();
+        let p = dir.join(name);
+        std::fs::write(&p, b).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+
+    // The slot after the first site's call: r0 = *(u64 *)(r10 + 8), outside the frame.
+    let mut bad = rw.clone();
+    let after = first + 2;
+    bad.programs[0].insns[after] = Insn::ldx(op::DW, 0, 10, 8);
+    let f = write(&bad, "after.o");
+    let (code, so, se) = run(&["verify", &f]);
+    println!("{so}");
+    assert_eq!(code, 1, "{so}{se}");
+    assert!(so.contains(&format!("= original insn {after}: r0 = *(u64 *)(r10 + 0x8)")), "{so}");
+
+    // The first site becomes popcount64(r10): rejected inside its proof sequence.
+    let mut bad = rw.clone();
+    let site = Popcount64::new(0, 10, 1, 2).unwrap().site().unwrap();
+    bad.programs[0].insns[first] = site[0];
+    bad.programs[0].insns[first + 1] = site[1];
+    let f = write(&bad, "inside.o");
+    let (code, so, se) = run(&["verify", &f]);
+    println!("{so}");
+    assert_eq!(code, 1, "{so}{se}");
+    assert!(so.contains(&format!("of the proof sequence of the kinsn site at insn {first} (popcount64")), "{so}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

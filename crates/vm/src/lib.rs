@@ -434,8 +434,8 @@ impl Vm {
                     // The engine compiles the sites: put what relocation and the context
                     // rewrite changed back into the program with sites (slot for slot; they
                     // change only loads and ld_imm64 immediates, never control flow).
-                    for p in 0..low.len() {
-                        if low[p] == l.insns[p] {
+                    for (p, (now, before)) in low.iter().zip(&l.insns).enumerate() {
+                        if now == before {
                             continue;
                         }
                         let o = l.orig_of[p];
@@ -446,7 +446,7 @@ impl Vm {
                                 msg: "the proof sequence of this kinsn site accesses the program context, which the runtime must rewrite; the native form cannot follow".into(),
                             });
                         }
-                        insns[o] = low[p];
+                        insns[o] = *now;
                     }
                 }
                 _ => {

@@ -229,7 +229,7 @@ impl Runtime<'_> {
                     Ok(r) => r,
                     Err(KernelError::Sys { op, err }) => {
                         let e = err.raw_os_error().unwrap_or(0);
-                        let text = format!("{op}");
+                        let text = op.to_string();
                         return Ok(if matches!(e, 22 | 95 | 524) {
                             RunOutcome::Refused(text)
                         } else {

@@ -209,7 +209,7 @@ fn verify_one(
                 if let Some(sp) = kf.prog.subprog_at(i) {
                     s.push_str(&format!("  in function `{}` (+{})\n", sp.name, i - sp.start));
                 }
-                if let Some(li) = kf.prog.line_info.iter().filter(|l| l.insn_off as usize <= i).last() {
+                if let Some(li) = kf.prog.line_info.iter().rfind(|l| l.insn_off as usize <= i) {
                     s.push_str(&format!(
                         "  source: {}:{}: {}\n",
                         li.file,
