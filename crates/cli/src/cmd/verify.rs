@@ -206,8 +206,10 @@ fn verify_one(
                 if let Some(l) = &kf.lowered {
                     s.push_str(&orig_note(l, p, i));
                 }
-                if let Some(sp) = kf.prog.subprog_at(i) {
-                    s.push_str(&format!("  in function `{}` (+{})\n", sp.name, i - sp.start));
+                // Function offsets in the original layout (what `kops disasm` shows).
+                let o = kf.lowered.as_ref().and_then(|l| l.orig_slot(i)).unwrap_or(i);
+                if let Some(sp) = p.subprog_at(o) {
+                    s.push_str(&format!("  in function `{}` (+{})\n", sp.name, o - sp.start));
                 }
                 if let Some(li) = kf.prog.line_info.iter().rfind(|l| l.insn_off as usize <= i) {
                     s.push_str(&format!(
