@@ -74,8 +74,13 @@ pub fn ratio_pairs(runtimes: &[String], per_pass: bool) -> Vec<(String, String, 
         }
         v.push(("kops".into(), "jit".into(), false));
     }
-    v.dedup();
-    v
+    let mut out: Vec<(String, String, bool)> = Vec::new();
+    for x in v {
+        if !out.contains(&x) {
+            out.push(x);
+        }
+    }
+    out
 }
 
 /// The `// stresses: ...` line of the program's source (bpf/progs/<name>.bpf.c next to

@@ -105,3 +105,14 @@ fn rbpf_refusals_name_the_feature_and_slot() {
     let sdiv = Insn::new(0x37, 0, 0, 1, 3);
     assert_eq!(rbpf_unsupported(&[sdiv, Insn::exit()]).as_deref(), Some("signed division or movsx (v4) at instruction 0"));
 }
+
+#[test]
+fn ratio_pairs_are_distinct_with_the_identity_first() {
+    let rts: Vec<String> = ["kernel", "jit", "kops"].map(String::from).to_vec();
+    let v = kops_bench::suite::ratio_pairs(&rts, true);
+    assert_eq!(v[0], ("kernel2".to_string(), "kernel".to_string(), true));
+    for (i, x) in v.iter().enumerate() {
+        assert!(!v[..i].contains(x), "duplicate pair {x:?}");
+    }
+    assert!(v.contains(&("kops:rotate".to_string(), "jit".to_string(), false)));
+}
