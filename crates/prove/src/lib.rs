@@ -38,7 +38,12 @@ pub enum Verdict {
     Proven,
     /// Inputs (register and memory-free) under which the two sides differ, and the first
     /// differing location.
-    Refuted { inputs: Vec<(String, u64)>, differs: String },
+    Refuted {
+        inputs: Vec<(String, u64)>,
+        /// (address, byte) of the initial memory the proof sequence read, where it did.
+        memory: Vec<(u64, u8)>,
+        differs: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -108,12 +113,23 @@ pub fn check(proof: &[Insn], native: &[u8], relax: Relaxation) -> Result<Verdict
     // One query per location: it names what differs, and the solver's cache recognises
     // a location already proven for another register assignment.
     for (what, claim) in checks {
-        if let Some(inputs) = s.prove(&claim)? {
-            let inputs = inputs
+        if let Some(model) = s.prove(&claim)? {
+            let value = |n: &str| model.iter().find(|(m, _)| m == n).map(|x| x.1);
+            let mut memory: Vec<(u64, u8)> = s
+                .probes
+                .iter()
+                .filter_map(|(a, b)| {
+                    let addr = a.value().or_else(|| value(&a.s))?;
+                    Some((addr, value(&b.s)? as u8))
+                })
+                .collect();
+            memory.sort();
+            memory.dedup();
+            let inputs = model
                 .into_iter()
                 .filter(|(n, _)| n.starts_with('r') || n.starts_with("x86_"))
                 .collect();
-            return Ok(Verdict::Refuted { inputs, differs: what });
+            return Ok(Verdict::Refuted { inputs, memory, differs: what });
         }
     }
     Ok(Verdict::Proven)
@@ -163,7 +179,7 @@ mod tests {
     #[test]
     fn wrong_rotate_amount_is_refuted_with_a_real_counterexample() {
         let v = check(&rotate_proof(), &ROL6, Relaxation { dead_bpf: 1 << 2, scratch_x86: 0 }).unwrap();
-        let Verdict::Refuted { inputs, differs } = v else { panic!("rol 6 accepted") };
+        let Verdict::Refuted { inputs, differs, .. } = v else { panic!("rol 6 accepted") };
         assert!(differs.starts_with("r1"));
         let r1 = inputs.iter().find(|(n, _)| n == "r1").map(|x| x.1).unwrap_or(0);
         assert_ne!(r1.rotate_left(5), r1.rotate_left(6), "counterexample does not differ");

@@ -42,6 +42,9 @@ pub struct Smt {
     fresh: usize,
     /// Declared inputs, for model read-back: (name, width).
     pub inputs: Vec<(String, u32)>,
+    /// (address, byte) of every byte loaded straight from the initial memory `mem`, so a
+    /// counterexample can say what memory held.
+    pub probes: Vec<(Bv, Bv)>,
 }
 
 fn lit_str(w: u32, v: u64) -> String {
@@ -248,6 +251,9 @@ impl Smt {
             let off = self.lit(64, i as u64);
             let a = self.add(addr, &off);
             let byte = self.def_bv(8, format!("(select {} {})", m.0, a.s));
+            if &*m.0 == "mem" {
+                self.probes.push((a.clone(), byte.clone()));
+            }
             v = Some(match v {
                 None => byte,
                 Some(lo) => self.concat(&byte, &lo),
@@ -274,9 +280,9 @@ impl Smt {
     }
 
     /// Indices of the lines `root` depends on, in definition order.
-    fn closure(&self, root: &str) -> Vec<usize> {
+    fn closure(&self, roots: &[&str]) -> Vec<usize> {
         let mut seen = vec![false; self.lines.len()];
-        let mut stack: Vec<usize> = self.index.get(root).copied().into_iter().collect();
+        let mut stack: Vec<usize> = roots.iter().filter_map(|r| self.index.get(*r).copied()).collect();
         while let Some(i) = stack.pop() {
             if std::mem::replace(&mut seen[i], true) {
                 continue;
@@ -301,7 +307,7 @@ impl Smt {
     /// sent again: renaming does not change validity, and register assignments of one
     /// payload class differ from another's mostly in names.
     pub fn prove(&self, claim: &Bool) -> Result<Option<Vec<(String, u64)>>, SolverError> {
-        let cl = self.closure(&claim.0);
+        let cl = self.closure(&[&claim.0]);
         let mut rename: std::collections::HashMap<&str, String> = std::collections::HashMap::new();
         let mut key = String::new();
         for &i in &cl {
@@ -317,8 +323,19 @@ impl Smt {
         if proven_before(&key) {
             return Ok(None);
         }
+        // The script also defines the memory probes (definitions only: validity is
+        // unchanged) so a counterexample can report them.
+        let probe_names: Vec<&str> = self
+            .probes
+            .iter()
+            .flat_map(|(a, b)| [&*a.s, &*b.s])
+            .filter(|n| self.index.contains_key(*n))
+            .collect();
+        let mut roots = vec![&*claim.0];
+        roots.extend(&probe_names);
+        let sent = self.closure(&roots);
         let mut s = String::new();
-        for &i in &cl {
+        for &i in &sent {
             s.push_str(&self.lines[i].1);
             s.push('\n');
         }
@@ -327,7 +344,8 @@ impl Smt {
             .inputs
             .iter()
             .map(|(n, _)| n.as_str())
-            .filter(|n| self.index.get(*n).is_some_and(|i| cl.binary_search(i).is_ok()))
+            .filter(|n| self.index.get(*n).is_some_and(|i| sent.binary_search(i).is_ok()))
+            .chain(probe_names.iter().copied())
             .collect();
         if !names.is_empty() {
             writeln!(s, "(get-value ({}))", names.join(" ")).unwrap();

@@ -80,7 +80,7 @@ pub fn main(args: Vec<String>) -> anyhow::Result<u8> {
         );
         for o in outcomes.iter().filter(|o| !matches!(o.verdict, Ok(Verdict::Proven))).take(5) {
             match &o.verdict {
-                Ok(Verdict::Refuted { inputs, differs }) => {
+                Ok(Verdict::Refuted { inputs, differs, .. }) => {
                     let ins: Vec<String> = inputs.iter().map(|(n, v)| format!("{n}={v:#x}")).collect();
                     println!("  FAILED {} [{}]: {differs} differs for {}", o.label, o.variant, ins.join(" "));
                 }
@@ -95,7 +95,7 @@ pub fn main(args: Vec<String>) -> anyhow::Result<u8> {
                     "proven": matches!(o.verdict, Ok(Verdict::Proven)),
                     "detail": match &o.verdict {
                         Ok(Verdict::Proven) => serde_json::Value::Null,
-                        Ok(Verdict::Refuted { inputs, differs }) => serde_json::json!({"differs": differs, "inputs": inputs}),
+                        Ok(Verdict::Refuted { inputs, differs, .. }) => serde_json::json!({"differs": differs, "inputs": inputs}),
                         Err(e) => serde_json::json!({"error": e}),
                     }
                 }));

@@ -1,0 +1,18 @@
+#!/bin/sh
+# Installs what a fresh Debian machine lacks to build and test Kops. Idempotent.
+#   clang-19/llvm-19: BPF builds, llvm-objdump-19 comparisons, the native benchmark runtime
+#   libelf-dev, zlib1g-dev, pkg-config: libbpf (vendored by libbpf-sys) links them
+#   bpftool: independent loader checks; z3: the equivalence prover; valgrind: callgrind
+set -eu
+need=""
+for p in clang-19 llvm-19 libelf-dev zlib1g-dev pkg-config bpftool z3 valgrind build-essential; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need="$need $p"
+done
+# apt-get download (libxdp1 tests) needs package lists even when nothing is missing.
+if [ -n "$need" ] || [ -z "$(ls /var/lib/apt/lists/ 2>/dev/null | grep -v lock)" ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    [ -z "$need" ] || apt-get install -y -qq $need >/dev/null
+fi
+# bpffs, for tests that pin programs.
+mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf 2>/dev/null || true
