@@ -16,6 +16,7 @@ fn on_path(cmd: &str) -> bool {
 }
 
 fn main() {
+    println!("cargo::rustc-check-cfg=cfg(kops_native)");
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("../../bpf");
     let src = root.join("native/native.c");
     let include = root.join("include");
@@ -65,5 +66,4 @@ fn main() {
         }
         Err(e) => skip(format!("compiling {} with {compiler} failed: {e}", src.display())),
     }
-    println!("cargo::rustc-check-cfg=cfg(kops_native)");
 }
