@@ -88,15 +88,18 @@ pub fn kops_object(obj: &Object) -> Result<(Object, String)> {
     if given > 0 {
         return Ok((obj.clone(), format!("runtime kops: {given} kinsn site(s) as given in the object")));
     }
-    let (rw, _report, _maps) = kops_recognize::rewrite_object(obj, &kops_recognize::Policy::default())
+    let (rw, report, _maps) = kops_recognize::rewrite_object(obj, &kops_recognize::Policy::default())
         .map_err(|e| anyhow::anyhow!("{}: recognizer: {e}", obj.path))?;
     let per: Vec<String> = rw.programs.iter().map(|p| format!("{} {}", p.name, site_count(p))).collect();
     let total: usize = rw.programs.iter().map(site_count).sum();
+    // Rewrites that are plain instructions (wide loads) rather than sites.
+    let plain = report.rewritten().saturating_sub(total);
     Ok((
         rw,
         format!(
-            "runtime kops: no kinsn sites in the object; rewritten by the recognizer (policy auto, all passes): {total} site(s) ({})",
-            per.join(", ")
+            "runtime kops: no kinsn sites in the object; rewritten by the recognizer (policy auto, all passes): {total} kinsn site(s) ({}), {plain} plain rewrite(s), of {} candidate(s)",
+            per.join(", "),
+            report.total_sites()
         ),
     ))
 }
