@@ -70,20 +70,6 @@ pub fn floor() -> Option<NativeFn> {
     }
 }
 
-/// Every program name with a native counterpart.
-pub fn names() -> Vec<String> {
-    let mut v = Vec::new();
-    #[cfg(kops_native)]
-    unsafe {
-        let mut e = ffi::kops_native_table.as_ptr();
-        while !(*e).prog.is_null() {
-            v.push(std::ffi::CStr::from_ptr((*e).prog).to_string_lossy().into_owned());
-            e = e.add(1);
-        }
-    }
-    v
-}
-
 /// Runs `f` on the packet; the mean over `repeat` calls.
 pub struct NativeRunner {
     f: NativeFn,
