@@ -880,4 +880,76 @@ mod tests {
         }
         assert_eq!(n, 313);
     }
+
+    /// One site of every EInsn op (the program of kops-einsn's kernel test): the Kops
+    /// engine, the lowering JIT and the lowering interpreter return the same r0, with the
+    /// host's features and with all masked; natively each site is its single x86-64
+    /// instruction (or short sequence) named here from the ISA.
+    #[test]
+    fn every_op_native_matches_interpreter() {
+        use kops_einsn::*;
+        use kops_isa::op;
+        let mut p = vec![Insn::mov64_reg(6, 1)];
+        p.extend(Memset::new(10, -64, 8, 8, 0).unwrap().site().unwrap());
+        p.extend(Insn::ld_imm64(1, 0, 0x0123_4567_89ab_cdef));
+        p.push(Insn::stx(op::DW, 10, 1, -8));
+        p.extend(EndianLoad64::new(2, 10, -8).unwrap().site().unwrap());
+        p.extend(EndianLoad32::new(3, 10, -8).unwrap().site().unwrap());
+        p.extend(EndianLoad16::new(4, 10, -6).unwrap().site().unwrap());
+        p.extend(Rotate64::new(2, 2, 5, 13, false).unwrap().site().unwrap());
+        p.extend(Rotate32::new(3, 3, 5, 7, true).unwrap().site().unwrap());
+        p.extend(Select::new(0, 2, 3, 4, false, false).unwrap().site().unwrap());
+        p.extend(Extract::new(0, 0, 3, 5).unwrap().site().unwrap());
+        p.extend(Popcount64::new(7, 2, 8, 9).unwrap().site().unwrap());
+        p.extend(Popcount32::new(8, 3, 9).unwrap().site().unwrap());
+        p.push(Insn::alu64_reg(op::ADD, 7, 8));
+        p.extend(Memcpy::new(10, -32, 10, -64, 1, 8, 4, true).unwrap().site().unwrap());
+        p.push(Insn::ldx(op::DW, 1, 10, -8));
+        p.push(Insn::alu64_reg(op::XOR, 7, 1));
+        p.extend(Prefetch::new(10, -8).unwrap().site().unwrap());
+        p.extend(SpecBarrier.site().unwrap());
+        p.extend(Extract::new(1, 7, 0, 32).unwrap().site().unwrap());
+        p.extend([Insn::alu64_reg(op::ADD, 0, 1), Insn::alu64_reg(op::XOR, 0, 7), Insn::exit()]);
+        let reg = kops_einsn::registry();
+        let run = |e: Box<dyn Engine>| {
+            let (vm, id) = load_on(e, p.clone(), Vec::new()).unwrap();
+            vm.run(id, &crate::ProgInput { data: vec![0; 8], ctx: None }).unwrap().r0
+        };
+        let want = run(Box::new(crate::Lowering::new(crate::interp::Interp, reg.clone())));
+        let host = kops_jit::CpuFeatures::host();
+        for features in [host, kops_jit::CpuFeatures::NONE] {
+            let mut o = JitOptions::runtime().unwrap();
+            o.features = features;
+            assert_eq!(run(Box::new(KopsEngine::with_options(o.clone(), reg.clone()))), want, "kops, features {features}");
+            assert_eq!(run(Box::new(crate::Lowering::new(JitEngine::with_options(o.clone()), reg.clone()))), want, "jit, features {features}");
+            let e = KopsEngine::with_options(o, reg.clone());
+            let kc = e.compile_planned("all", &p, &[0], &HelperTable::kernel(), false).unwrap();
+            assert_eq!(kc.lowered.regions.len(), 14);
+            for (r, plan) in kc.lowered.regions.iter().zip(&kc.plans) {
+                let name = reg.get(r.op_id).unwrap().name().to_string();
+                let Some(code) = &plan.native else {
+                    // Only features can force a fallback for these payloads.
+                    assert!(features == kops_jit::CpuFeatures::NONE, "{name} fell back with the host's features");
+                    continue;
+                };
+                let text: Vec<String> = kops_jit::disasm::disassemble(code, 0).into_iter().map(|i| i.text).collect();
+                let has = |m: &str| text.iter().any(|t| t.starts_with(m) || t.contains(&format!(" {m}")));
+                let ok = match name.as_str() {
+                    "rotate64" | "rotate32" => has("rol") || has("ror") || has("rorx"),
+                    "select64" => has("cmov"),
+                    "popcount64" | "popcount32" => has("popcnt"),
+                    "endian_load16" | "endian_load32" | "endian_load64" => {
+                        has("movbe") || (!features.has(kops_jit::Feature::Movbe) && (has("bswap") || has("rol") || has("ror")))
+                    }
+                    "memcpy" => has("rep movs"),
+                    "memset" => has("rep stos"),
+                    "prefetch" => has("prefetch"),
+                    "spec_barrier" => has("lfence"),
+                    "extract64" => text.len() <= 3,
+                    other => panic!("unexpected op {other}"),
+                };
+                assert!(ok, "{name} (features {features}): {text:?}");
+            }
+        }
+    }
 }
