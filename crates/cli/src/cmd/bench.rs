@@ -58,6 +58,10 @@ struct Args {
     /// Write the markdown report (BENCHMARKS.md) here.
     #[arg(long)]
     markdown: Option<String>,
+    /// Also run Debian's libxdp1 BPF objects (real-world XDP programs; fetched with
+    /// `apt-get download libxdp1` into $KOPS_LIBXDP_DIR or the temp dir when missing).
+    #[arg(long)]
+    libxdp: bool,
     /// Packet length in bytes.
     #[arg(long, default_value_t = 1500)]
     packet_len: usize,
@@ -94,6 +98,34 @@ fn default_files(dir: &Path) -> anyhow::Result<Vec<String>> {
 }
 
 use kops_bench::suite::FLOOR;
+
+/// Debian's libxdp1 objects (`*.o` under usr/lib/x86_64-linux-gnu/bpf of the package),
+/// extracted into a cache dir ($KOPS_LIBXDP_DIR, else <tmp>/kops-libxdp1, the layout the
+/// other crates' tests use); fetched with apt-get download + dpkg-deb -x when missing.
+fn libxdp_objects() -> anyhow::Result<Vec<String>> {
+    use std::process::Command;
+    let base = std::env::var_os("KOPS_LIBXDP_DIR").map(PathBuf::from).unwrap_or_else(|| std::env::temp_dir().join("kops-libxdp1"));
+    let objdir = base.join("x/usr/lib/x86_64-linux-gnu/bpf");
+    if !objdir.is_dir() {
+        std::fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
+        let out = Command::new("apt-get").arg("download").arg("libxdp1").current_dir(&base).output().context("running apt-get download libxdp1")?;
+        let deb = std::fs::read_dir(&base)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| p.extension().is_some_and(|x| x == "deb"))
+            .ok_or_else(|| anyhow::anyhow!("apt-get download libxdp1 gave no package: {}", String::from_utf8_lossy(&out.stderr).trim()))?;
+        let ok = Command::new("dpkg-deb").arg("-x").arg(&deb).arg(base.join("x")).status().map(|s| s.success()).unwrap_or(false);
+        if !ok || !objdir.is_dir() {
+            anyhow::bail!("could not extract {} (dpkg-deb -x)", deb.display());
+        }
+    }
+    let mut v: Vec<String> = std::fs::read_dir(&objdir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "o"))
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    Ok(v)
+}
 
 fn stem(f: &str) -> &str {
     let name = Path::new(f).file_name().and_then(|n| n.to_str()).unwrap_or(f);
@@ -170,6 +202,12 @@ pub fn main(args: Vec<String>) -> anyhow::Result<u8> {
     }
     let dir = default_dir();
     let mut files = if a.files.is_empty() { default_files(&dir)? } else { a.files.clone() };
+    if a.libxdp {
+        match libxdp_objects() {
+            Ok(v) => files.extend(v),
+            Err(e) => eprintln!("kops bench: note: libxdp1 objects not available: {e:#}"),
+        }
+    }
     for f in &files {
         if !Path::new(f).is_file() {
             eprintln!("kops bench: {f}: no such file");
