@@ -96,6 +96,16 @@ pub struct Report {
     pub descriptions: std::collections::BTreeMap<String, String>,
     /// Free-form lines for the reader (site counts, oracle choice, ...).
     pub notes: Vec<String>,
+    /// Static native code size per (program, runtime), a stable complement to time.
+    pub code_bytes: Vec<CodeSize>,
+}
+
+/// Bytes of native code one runtime made of a program (functions only, no stubs).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct CodeSize {
+    pub program: String,
+    pub runtime: String,
+    pub bytes: usize,
 }
 
 pub struct Settings {

@@ -406,6 +406,36 @@ pub fn markdown(rep: &Report, machine: &str, date: &str, command: &str) -> Strin
             }
         }
     }
+    if !rep.code_bytes.is_empty() {
+        let mut crts: Vec<String> = Vec::new();
+        for c in &rep.code_bytes {
+            if !crts.contains(&c.runtime) {
+                crts.push(c.runtime.clone());
+            }
+        }
+        s.push_str("\nStatic native code size in bytes (the functions only; the kernel's jited image after its verifier rewrites):\n\n| program |");
+        for rt in &crts {
+            write!(s, " {rt} |").unwrap();
+        }
+        s.push_str("\n|---|");
+        for _ in &crts {
+            s.push_str("---:|");
+        }
+        s.push('\n');
+        for p in programs(rep) {
+            if !rep.code_bytes.iter().any(|c| c.program == p) {
+                continue;
+            }
+            write!(s, "| {p} |").unwrap();
+            for rt in &crts {
+                match rep.code_bytes.iter().find(|c| c.program == p && &c.runtime == rt) {
+                    Some(c) => write!(s, " {} |", c.bytes).unwrap(),
+                    None => s.push_str(" - |"),
+                }
+            }
+            s.push('\n');
+        }
+    }
     if !rep.mismatches.is_empty() {
         s.push_str("\nMismatches (results differ from the oracle; not timed):\n\n");
         for m in &rep.mismatches {

@@ -139,6 +139,11 @@ impl KernelProg {
         Ok(Outcome { r0: r.retval as u64, data_out: Some(r.data_out), maps: state })
     }
 
+    /// Bytes of the kernel's jited image (all functions).
+    pub fn jited_bytes(&self) -> Option<usize> {
+        self.prog.info().ok().map(|i| i.jited.len()).filter(|&n| n > 0)
+    }
+
     /// 8 bytes at `off` of global-data map `map` (e.g. `.bss` `kops_result`), as left by the
     /// last run.
     pub fn read_u64(&self, map: &str, off: usize) -> Result<u64, String> {
@@ -260,6 +265,18 @@ impl OurJit {
     }
     pub fn options(&self) -> &JitOptions {
         &self.options
+    }
+
+    /// Bytes of the functions this JIT makes of `insns` (final instructions, as the engine
+    /// gets them), without the helper trampolines and stubs after them: what compares with
+    /// the kernel's jited image.
+    pub fn code_bytes(&self, name: &str, insns: &[Insn]) -> Option<usize> {
+        let regions: &[NativeRegion] = match &self.regions {
+            Some((n, r)) if n == name => r,
+            _ => &[],
+        };
+        let img = kops_jit::compile_with(insns, regions, &self.options, &Helpers(&HelperTable::kernel())).ok()?;
+        Some(img.funcs.iter().map(|f| f.code_len).sum())
     }
 }
 
@@ -432,6 +449,11 @@ impl VmProg {
             )
             .map_err(|e| e.to_string())?;
         Ok(VmProg { vm, id, input: input.clone(), ctl })
+    }
+
+    /// The program's final instructions (maps resolved, context accesses rewritten).
+    pub fn final_insns(&self) -> Vec<Insn> {
+        self.vm.program(self.id).map(|p| p.insns.clone()).unwrap_or_default()
     }
 
     /// Maps that can be read back, by name.

@@ -18,7 +18,7 @@ use kops_vm::{CtxKind, Engine};
 
 use crate::native::{self, NativeRunner};
 use crate::runners::{differences, input_for, KernelProg, OurJit, Outcome, RbpfEngine, VmProg};
-use crate::{Case, Mismatch, Skipped};
+use crate::{Case, CodeSize, Mismatch, Skipped};
 
 /// Every runtime name `kops bench` knows, in column order.
 pub const RUNTIMES: [&str; 6] = ["kernel", "interp", "jit", "kops", "native", "rbpf"];
@@ -44,9 +44,16 @@ pub struct Prepared {
     pub notes: Vec<String>,
     /// Program -> the one line saying which idiom it stresses (from its source).
     pub descriptions: BTreeMap<String, String>,
+    pub code_bytes: Vec<CodeSize>,
 }
 
 impl Prepared {
+    fn code(&mut self, program: &str, runtime: &str, bytes: Option<usize>) {
+        if let Some(bytes) = bytes {
+            self.code_bytes.push(CodeSize { program: program.into(), runtime: runtime.into(), bytes });
+        }
+    }
+
     fn skip(&mut self, program: &str, runtime: &str, reason: impl Into<String>) {
         self.skipped.push(Skipped { program: program.into(), runtime: runtime.into(), reason: reason.into() });
     }
@@ -282,6 +289,7 @@ fn prepare_program(
     };
 
     if let Some(k) = kernel {
+        out.code(name, "kernel", k.jited_bytes());
         out.cases.push(Case { program: name.into(), runtime: "kernel".into(), runner: Box::new(k) });
         // Identity control: the same program loaded again, with its own maps.
         match KernelProg::load(obj, p, btf, &input, cpu) {
@@ -301,7 +309,12 @@ fn prepare_program(
         let engine: Box<dyn Engine> = match rt {
             "interp" => Box::new(kops_vm::interp::Interp),
             "jit" => match OurJit::new(None) {
-                Ok(j) => Box::new(j),
+                Ok(j) => {
+                    if let Ok(v) = VmProg::load(obj, p, Box::new(kops_vm::interp::Interp), &input) {
+                        out.code(name, "jit", j.code_bytes(name, &v.final_insns()));
+                    }
+                    Box::new(j)
+                }
                 Err(e) => {
                     out.skip(name, rt, e);
                     continue;
@@ -395,6 +408,9 @@ fn prepare_program(
                 continue;
             }
         };
+        if let Ok(v) = VmProg::load(obj, &b.lowered, Box::new(kops_vm::interp::Interp), &input) {
+            out.code(name, &rt, jit.code_bytes(name, &v.final_insns()));
+        }
         match VmProg::load(obj, &b.lowered, Box::new(jit), &input) {
             Ok(v) => {
                 if check(out, &rt, v.outcome(&compare)) {

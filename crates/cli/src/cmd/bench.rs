@@ -263,6 +263,7 @@ pub fn main(args: Vec<String>) -> anyhow::Result<u8> {
     rep.mismatches = prepared.mismatches;
     rep.descriptions = prepared.descriptions;
     rep.notes = prepared.notes;
+    rep.code_bytes = prepared.code_bytes;
     if let Some(c) = cpu {
         rep.notes.push(format!("pinned to CPU {c}"));
     }
