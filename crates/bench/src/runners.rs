@@ -217,6 +217,9 @@ impl Engine for RepeatEngine {
     fn compile(&self, prog: &ProgImage<'_>) -> Result<Box<dyn Compiled>, VmError> {
         Ok(Box::new(Repeated { inner: self.inner.compile(prog)?, ctl: self.ctl.clone() }))
     }
+    fn kinsn(&self) -> kops_vm::KinsnSupport<'_> {
+        self.inner.kinsn()
+    }
 }
 
 struct Repeated {
