@@ -45,6 +45,41 @@ pub struct Prepared {
     /// Program -> the one line saying which idiom it stresses (from its source).
     pub descriptions: BTreeMap<String, String>,
     pub code_bytes: Vec<CodeSize>,
+    /// What the recognizer rewrote for the `kops` runtime, per program.
+    pub kops_sites: Vec<KopsSites>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KopsSites {
+    pub program: String,
+    /// kinsn sites, of which `native` got a native emit (the rest: proof-sequence fallback).
+    pub sites: usize,
+    pub native: usize,
+    /// Rewrites to plain instructions (wide loads).
+    pub plain: usize,
+}
+
+/// One line: the programs the recognizer changed, with their site counts.
+pub fn kops_sites_line(v: &[KopsSites]) -> String {
+    let changed: Vec<String> = v
+        .iter()
+        .filter(|k| k.sites + k.plain > 0)
+        .map(|k| {
+            let mut s = format!("{} {}", k.program, k.sites);
+            if k.native != k.sites {
+                s.push_str(&format!(" ({} fallback)", k.sites - k.native));
+            }
+            if k.plain > 0 {
+                s.push_str(&format!(" +{} plain", k.plain));
+            }
+            s
+        })
+        .collect();
+    let same = v.iter().filter(|k| k.sites + k.plain == 0).count();
+    format!(
+        "kops (policy auto) rewrote kinsn sites, all with native emits unless noted: {}; {same} programs unchanged (kops = jit code)",
+        if changed.is_empty() { "none".to_string() } else { changed.join(", ") }
+    )
 }
 
 impl Prepared {
@@ -363,13 +398,7 @@ fn prepare_program(
             }
         };
         if rt == "kops" {
-            out.notes.push(format!(
-                "{name}: kops rewrote {} kinsn sites ({} native, {} proof-sequence fallback) and {} plain rewrites",
-                b.sites,
-                b.native,
-                b.sites - b.native,
-                b.plain
-            ));
+            out.kops_sites.push(KopsSites { program: name.into(), sites: b.sites, native: b.native, plain: b.plain });
         } else if b.sites + b.plain == 0 {
             // Nothing for this pass to change: it would time the baseline JIT again.
             continue;

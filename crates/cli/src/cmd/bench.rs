@@ -264,6 +264,9 @@ pub fn main(args: Vec<String>) -> anyhow::Result<u8> {
     rep.descriptions = prepared.descriptions;
     rep.notes = prepared.notes;
     rep.code_bytes = prepared.code_bytes;
+    if !prepared.kops_sites.is_empty() {
+        rep.notes.insert(0, suite::kops_sites_line(&prepared.kops_sites));
+    }
     if let Some(c) = cpu {
         rep.notes.push(format!("pinned to CPU {c}"));
     }
