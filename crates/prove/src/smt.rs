@@ -410,8 +410,9 @@ pub enum SolverError {
 }
 
 /// One long-lived z3 per thread: spawning a process per query dominated the run time.
-/// Each query is wrapped in push/pop, and `(echo ...)` marks where its answer ends.
+/// Each query starts with `(reset)`, and `(echo ...)` marks where its answer ends.
 struct Session {
+    queries: usize,
     child: std::process::Child,
     stdin: std::process::ChildStdin,
     stdout: std::io::BufReader<std::process::ChildStdout>,
@@ -422,6 +423,7 @@ thread_local! {
 }
 
 const END_MARK: &str = "kops-query-end";
+const RECYCLE_AFTER: usize = 300;
 
 fn spawn() -> Result<Session, SolverError> {
     let mut child = Command::new("z3")
@@ -434,12 +436,14 @@ fn spawn() -> Result<Session, SolverError> {
     let mut stdin = child.stdin.take().unwrap();
     writeln!(stdin, "(set-option :produce-models true)").map_err(SolverError::Spawn)?;
     let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    Ok(Session { child, stdin, stdout })
+    Ok(Session { queries: 0, child, stdin, stdout })
 }
 
 fn query(sess: &mut Session, script: &str) -> std::io::Result<String> {
     use std::io::BufRead;
-    write!(sess.stdin, "(push)\n{script}(pop)\n(echo \"{END_MARK}\")\n")?;
+    // `(reset)` gives every query a fresh solver: state kept across push/pop made later
+    // queries orders of magnitude slower. It also resets options, hence produce-models.
+    write!(sess.stdin, "(reset)\n(set-option :produce-models true)\n{script}(echo \"{END_MARK}\")\n")?;
     sess.stdin.flush()?;
     let mut out = String::new();
     loop {
@@ -457,9 +461,17 @@ fn query(sess: &mut Session, script: &str) -> std::io::Result<String> {
 fn run_z3(script: &str) -> Result<String, SolverError> {
     SESSION.with(|cell| {
         let mut slot = cell.borrow_mut();
+        // z3 keeps state across push/pop (it grew to ~500 MB and slowed down by orders of
+        // magnitude over a few thousand queries), so a session is recycled regularly.
+        if slot.as_ref().is_some_and(|s| s.queries >= RECYCLE_AFTER) {
+            let mut old = slot.take().unwrap();
+            let _ = old.child.kill();
+            let _ = old.child.wait();
+        }
         if slot.is_none() {
             *slot = Some(spawn()?);
         }
+        slot.as_mut().unwrap().queries += 1;
         let sess = slot.as_mut().unwrap();
         match query(sess, script) {
             Ok(out) => Ok(out),
