@@ -14,9 +14,11 @@
 //!   basic block (likely unpredictable) and the site saves instructions; a condition on a
 //!   loop counter, an argument or a constant-derived value is taken to be predictable,
 //!   and a predictable branch is cheaper than a `cmov` dependency;
-//! - bulk copy / zeroing: rewritten from 64 bytes up and only when the count saving is at
-//!   least 4: `rep movsb`/`rep stosb` pay a start-up cost of tens of cycles that short
-//!   unrolled runs do not;
+//! - bulk copy / zeroing: kept. `rep movs`/`rep stos` pay a start-up cost (and `std` for
+//!   descending copies a slow microcode path) that the unrolled runs of at most 128 bytes
+//!   do not: measured side by side (BENCHMARKS.md), struct_copy ran 2.6x and struct_map
+//!   12.7x slower with these sites than on the baseline JIT. `--policy all` still
+//!   rewrites them;
 //! - prefetch: kept: a dead load already brings the line in; only a measured A/B can show
 //!   a gain.
 
@@ -221,11 +223,13 @@ pub fn decide(cx: &Ctx, m: &Match, policy: &Policy) -> Decision {
         }
         SiteOp::Memcpy { width, count, .. } | SiteOp::Memset { width, count, .. } => {
             let len = *width as u32 * *count as u32;
-            if len >= 64 && saving >= 4 {
-                d(true, format!("{len} bytes, saves {saving} native instructions"))
-            } else {
-                d(false, format!("{len} bytes: below the rep-movs/stos break-even (64 bytes, saving >= 4)"))
-            }
+            d(
+                false,
+                format!(
+                    "{len} bytes (saves {saving} native instructions by count), but rep movs/stos \
+                     measured slower than unrolled runs of this size"
+                ),
+            )
         }
         SiteOp::Prefetch { .. } => d(false, "a dead load already prefetches; only a measured A/B can justify it".into()),
     }
