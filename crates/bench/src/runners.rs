@@ -472,29 +472,7 @@ impl VmProg {
     pub fn outcome(&self, compare: &[String]) -> Result<Outcome, String> {
         self.ctl.repeat.set(1);
         let r = self.vm.run(self.id, &self.input).map_err(|e| e.to_string())?;
-        let mut state = MapState::new();
-        for m in self.vm.maps() {
-            if !compare.contains(&m.def.name) {
-                continue;
-            }
-            let vs = m.def.value_size as usize;
-            let mut entries = BTreeMap::new();
-            if is_array(m.def.map_type) {
-                for i in 0..m.def.max_entries {
-                    let k = i.to_le_bytes();
-                    if let Some(mut v) = m.lookup(&k) {
-                        v.truncate(vs); // per-CPU values come padded to 8 bytes
-                        canon_insert(&mut entries, true, k.to_vec(), v);
-                    }
-                }
-            } else {
-                for (k, mut v) in m.dump() {
-                    v.truncate(vs);
-                    canon_insert(&mut entries, false, k, v);
-                }
-            }
-            state.insert(m.def.name.clone(), entries);
-        }
+        let state = self.vm.snapshot_maps(compare);
         Ok(Outcome { r0: r.r0, data_out: Some(r.data_out), maps: state })
     }
 }

@@ -659,6 +659,36 @@ impl Vm {
         self.maps().filter(|m| m.is_data_map()).map(|m| (m.def.name.clone(), m.dump())).collect()
     }
 
+    /// The contents of the maps named in `names`, in the canonical form differential
+    /// comparisons use: key -> value, per-CPU values cut to `value_size` (they come padded
+    /// to 8 bytes), and array entries that are all zero left out. Arrays are read by index:
+    /// `Map::dump` would sort every key first, which dominates a run for big arrays.
+    pub fn snapshot_maps(&self, names: &[String]) -> std::collections::BTreeMap<String, std::collections::BTreeMap<Vec<u8>, Vec<u8>>> {
+        let mut state = std::collections::BTreeMap::new();
+        for m in self.maps().filter(|m| names.contains(&m.def.name)) {
+            let vs = m.def.value_size as usize;
+            let mut entries = std::collections::BTreeMap::new();
+            if matches!(m.def.map_type, map_type::ARRAY | map_type::PERCPU_ARRAY) {
+                for i in 0..m.def.max_entries {
+                    let k = i.to_le_bytes();
+                    if let Some(mut v) = m.lookup(&k) {
+                        v.truncate(vs);
+                        if v.iter().any(|&b| b != 0) {
+                            entries.insert(k.to_vec(), v);
+                        }
+                    }
+                }
+            } else {
+                for (k, mut v) in m.dump() {
+                    v.truncate(vs);
+                    entries.insert(k, v);
+                }
+            }
+            state.insert(m.def.name.clone(), entries);
+        }
+        state
+    }
+
     /// Sets slot `index` of program array `map` (by map index) to a loaded program.
     pub fn set_prog_array(&self, map: usize, index: u32, prog: Option<ProgId>) -> Result<(), VmError> {
         let m = self.map_at(map).ok_or_else(|| VmError::Setup(format!("no map with index {map}")))?;

@@ -278,31 +278,7 @@ impl Runtime<'_> {
                     Err(e) => return Ok(RunOutcome::Failed(e.to_string())),
                 };
                 let kind = CtxKind::for_prog_type(prog.prog_type);
-                let mut state = MapState::new();
-                for m in vm.maps() {
-                    if !compare.contains(&m.def.name) {
-                        continue;
-                    }
-                    let vs = m.def.value_size as usize;
-                    let mut entries = BTreeMap::new();
-                    if is_array(m.def.map_type) {
-                        // By index: Map::dump sorts every key of the array first, which
-                        // dominates a run for big arrays (xdp-filter's 65536 ports).
-                        for i in 0..m.def.max_entries {
-                            let k = i.to_le_bytes();
-                            if let Some(mut v) = m.lookup(&k) {
-                                v.truncate(vs); // per-CPU values come padded to 8 bytes
-                                canon_insert(&mut entries, true, k.to_vec(), v);
-                            }
-                        }
-                    } else {
-                        for (k, mut v) in m.dump() {
-                            v.truncate(vs);
-                            canon_insert(&mut entries, false, k, v);
-                        }
-                    }
-                    state.insert(m.def.name.clone(), entries);
-                }
+                let state = vm.snapshot_maps(compare);
                 Ok(RunOutcome::Ran(Outcome { r0: r.r0, data_out: kind.has_packet().then_some(r.data_out), maps: state }))
             }
         }
