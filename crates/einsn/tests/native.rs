@@ -569,8 +569,8 @@ fn native_matches_proof_quick() {
     run_all(1, 4, 2_000);
 }
 
+/// At least 100,000 states per op (about 9 s in release, which is how CI runs the suite).
 #[test]
-#[ignore = "long: run with --release -- --ignored"]
 fn native_matches_proof_full() {
     run_all(3, 120, 100_000);
 }
