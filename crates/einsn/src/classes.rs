@@ -94,6 +94,16 @@ pub fn payload_classes(op_id: u32, coverage: Coverage) -> Vec<u64> {
                 }
             }
         }
+        id::SELECT_CMP => {
+            // roles: dst, lhs, rhs, src
+            for r in assignments(4, coverage) {
+                for cmp in CMP_OPS {
+                    for f in 0..4 {
+                        enc(&mut v, SelectCmp::new(r[0], r[1], r[2], cmp, f & 1 != 0, r[3], f & 2 != 0));
+                    }
+                }
+            }
+        }
         id::EXTRACT64 => {
             for r in assignments(2, coverage) {
                 for start in 0..64u8 {

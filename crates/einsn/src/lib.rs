@@ -14,6 +14,7 @@
 //! | 11 | `memset` | [`Memset`] |
 //! | 12 | `prefetch` | [`Prefetch`] |
 //! | 13 | `spec_barrier` | [`SpecBarrier`] |
+//! | 14 | `select_cmp` | [`SelectCmp`] |
 //!
 //! Each payload type implements [`EInsn`] (and the codec [`Payload`]); `p.site()` gives
 //! the two transport slots. [`registry`] returns a [`Registry`] with every op.
@@ -37,6 +38,7 @@ mod misc;
 mod popcount;
 mod rotate;
 mod select;
+mod select_cmp;
 
 pub use bulk::{Memcpy, Memset};
 pub use classes::{payload_classes, Coverage};
@@ -46,6 +48,7 @@ pub use misc::{Prefetch, SpecBarrier};
 pub use popcount::{Popcount32, Popcount64};
 pub use rotate::{Rotate, Rotate32, Rotate64};
 pub use select::Select;
+pub use select_cmp::{SelectCmp, CMP_OPS};
 
 /// Stable op ids (the call `imm` of a site).
 pub mod id {
@@ -62,6 +65,7 @@ pub mod id {
     pub const MEMSET: u32 = 11;
     pub const PREFETCH: u32 = 12;
     pub const SPEC_BARRIER: u32 = 13;
+    pub const SELECT_CMP: u32 = 14;
 }
 
 /// Largest memcpy/memset size in bytes.
@@ -158,6 +162,7 @@ pub fn register_all(r: &mut Registry) -> Result<(), kops_kinsn::RegistryError> {
     r.register(Op::<Memset>::arc())?;
     r.register(Op::<Prefetch>::arc())?;
     r.register(Op::<SpecBarrier>::arc())?;
+    r.register(Op::<SelectCmp>::arc())?;
     Ok(())
 }
 

@@ -10,7 +10,7 @@ use crate::*;
 #[test]
 fn registry_has_every_op_with_distinct_ids() {
     let r = registry();
-    assert_eq!(r.len(), 13);
+    assert_eq!(r.len(), 14);
     for (name, id) in [
         ("rotate64", 1),
         ("rotate32", 2),
@@ -25,6 +25,7 @@ fn registry_has_every_op_with_distinct_ids() {
         ("memset", 11),
         ("prefetch", 12),
         ("spec_barrier", 13),
+        ("select_cmp", 14),
     ] {
         assert_eq!(r.by_name(name).map(|o| o.id()), Some(id), "{name}");
     }

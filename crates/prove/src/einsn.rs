@@ -117,6 +117,28 @@ pub fn classes(name: &str) -> Vec<Class> {
                 }
             }
         }
+        "select_cmp" => {
+            // roles: dst, lhs, rhs, src
+            for a in assignments(&[true, false, false, false]) {
+                for cmp in CMP_OPS {
+                    for (j32, m32) in [(false, false), (true, false), (false, true), (true, true)] {
+                        let label = format!(
+                            "r{} = ({}{} op {:#x} {}{}) ? r{} : r{}{}",
+                            a[0],
+                            if j32 { "w" } else { "r" },
+                            a[1],
+                            cmp,
+                            if j32 { "w" } else { "r" },
+                            a[2],
+                            a[0],
+                            a[3],
+                            if m32 { " (mov32)" } else { "" }
+                        );
+                        v.push(class(label, SelectCmp::new(a[0], a[1], a[2], cmp, j32, a[3], m32), vec![]));
+                    }
+                }
+            }
+        }
         "extract64" => {
             for start in 0..64u8 {
                 for len in 1..=32u8 {
