@@ -18,8 +18,24 @@ pub fn kinsn_site(o: &SiteOp) -> Result<Vec<Insn>, String> {
         SiteOp::Rotate { dst, src, amount, width: Width::W64, tmp } => Rotate64::new(dst, src, tmp, amount, false).and_then(|p| p.site()),
         SiteOp::Rotate { dst, src, amount, width: Width::W32, tmp } => Rotate32::new(dst, src, tmp, amount, false).and_then(|p| p.site()),
         SiteOp::Select { dst, cond, if_true, if_false, width } => {
-            if !matches!(cond.rhs, Operand::Imm(0)) || !matches!(cond.op, op::JEQ | op::JNE) {
-                return Err("select64 tests a register against zero; this condition is a comparison".into());
+            if !crate::passes::zero_test(&cond) {
+                // select_cmp: dst = (lhs <cmp> rhs) ? dst : src (one-sided, as clang's
+                // `if lhs <cmp> rhs goto +1; dst = src`)
+                if if_true != Operand::Reg(dst) {
+                    return Err("select_cmp keeps dst when the comparison holds; this select moves another value there".into());
+                }
+                let rhs = match cond.rhs {
+                    Operand::Reg(r) => r,
+                    Operand::Imm(i) => return Err(format!("select_cmp compares registers only (the right operand is the immediate {i})")),
+                };
+                let src = match if_false {
+                    Operand::Reg(r) => r,
+                    Operand::Imm(i) => return Err(format!("select_cmp moves a register only (the value is the immediate {i})")),
+                };
+                return SelectCmp::new(dst, cond.lhs, rhs, cond.op, cond.jmp32, src, width == Width::W32)
+                    .and_then(|p| p.site())
+                    .map(|s| s.to_vec())
+                    .map_err(e);
             }
             let (t, f) = (reg(if_true, "the true value")?, reg(if_false, "the false value")?);
             // select64: dst = cond != 0 ? a : b

@@ -706,10 +706,29 @@ fn reads(o: Operand, r: u8) -> bool {
     o == Operand::Reg(r)
 }
 
+/// Does select64 (`cond != 0`) express this condition? Otherwise the select is a comparison,
+/// which only select_cmp expresses (one-sided: `dst` keeps its value when the jump is taken).
+pub(crate) fn zero_test(c: &Cond) -> bool {
+    matches!(c.rhs, Operand::Imm(0)) && matches!(c.op, op::JEQ | op::JNE)
+}
+
 /// Turn a select shape into a match: immediates go through a dead register (a `mov` before
-/// the site), as select64 takes registers only.
+/// the site), as select64 and select_cmp take registers only. `head` are moves that go
+/// before those (the diamond's taken-path move).
 /// Returns whether the match was taken.
 fn push_select(cx: &Ctx, found: &mut Found, start: usize, end: usize, op: SiteOp, slots: usize) -> bool {
+    push_select_with(cx, found, start, end, op, slots, vec![])
+}
+
+fn push_select_with(
+    cx: &Ctx,
+    found: &mut Found,
+    start: usize,
+    end: usize,
+    op: SiteOp,
+    slots: usize,
+    head: Vec<Insn>,
+) -> bool {
     let rej = |found: &mut Found, reason: String| {
         found.rejects.push(Reject { pass: Pass::Select, start, end, reason });
         false
@@ -717,16 +736,29 @@ fn push_select(cx: &Ctx, found: &mut Found, start: usize, end: usize, op: SiteOp
     if let Err(reason) = cx.region_ok(start, end) {
         return rej(found, reason);
     }
-    let SiteOp::Select { dst, cond, mut if_true, mut if_false, width } = op else { unreachable!() };
+    let SiteOp::Select { dst, mut cond, mut if_true, mut if_false, width } = op else { unreachable!() };
     let mut busy = RegSet::of(dst).with(cond.lhs).union(cx.an.live_out[end - 1]);
     for o in [cond.rhs, if_true, if_false] {
         if let Operand::Reg(r) = o {
             busy = busy.with(r);
         }
     }
-    let mut prefix = Vec::new();
-    // Only worth a register when select64 can express the condition at all.
-    let expressible = matches!(cond.rhs, Operand::Imm(0)) && matches!(cond.op, op::JEQ | op::JNE);
+    let mut prefix = head;
+    // Only worth a register when select64 or select_cmp can express the select at all.
+    let cmp = !zero_test(&cond);
+    let expressible = !cmp || (cond.op != op::JA && if_true == Operand::Reg(dst));
+    if cmp && expressible {
+        if let Operand::Imm(v) = cond.rhs {
+            let Some(t) = (0..10u8).find(|&r| !busy.contains(r)) else {
+                return rej(found, "no dead register to hold the compared immediate".into());
+            };
+            busy = busy.with(t);
+            // Sign-extended, as a 64-bit jump compares against the sign-extended immediate
+            // (a 32-bit jump sees the same low half).
+            prefix.push(Insn::mov64_imm(t, v));
+            cond.rhs = Operand::Reg(t);
+        }
+    }
     for o in [&mut if_true, &mut if_false].into_iter().filter(|_| expressible) {
         if let Operand::Imm(v) = *o {
             let Some(t) = (0..10u8).find(|&r| !busy.contains(r)) else {
@@ -768,6 +800,24 @@ fn select(cx: &Ctx, found: &mut Found) {
             {
                 let ja = ins[i + 2];
                 if ins[i].jump_offset() == 2 && ja.code == op::JMP | op::JA && ja.off == 1 && d1 == d2 {
+                    if !zero_test(&c) {
+                        // select_cmp is one-sided: move the taken value first, then select
+                        // over it. Exact only when neither the condition nor the other
+                        // value reads dst (they would see the first move's value).
+                        if c.lhs == d1 || reads(c.rhs, d1) || reads(f, d1) {
+                            rej(found, i, i + 4, "comparison diamond whose condition or value reads the destination");
+                        } else {
+                            let first = match t {
+                                Operand::Reg(r) if w2 == W::W64 => Insn::mov64_reg(d1, r),
+                                Operand::Reg(r) => Insn::alu32_reg(op::MOV, d1, r),
+                                Operand::Imm(v) if w2 == W::W64 => Insn::mov64_imm(d1, v),
+                                Operand::Imm(v) => Insn::alu32_imm(op::MOV, d1, v),
+                            };
+                            let opx = SiteOp::Select { dst: d1, cond: c, if_true: Operand::Reg(d1), if_false: f, width: w1 };
+                            push_select_with(cx, found, i, i + 4, opx, 4, vec![first]);
+                        }
+                        continue;
+                    }
                     if w1 != w2 {
                         rej(found, i, i + 4, "moves of different widths");
                     } else {
@@ -783,7 +833,9 @@ fn select(cx: &Ctx, found: &mut Found) {
             if let (Some((d1, t, w1)), Some(c), Some((d2, f, w2))) =
                 (plain_mov(&ins[i]), cond_of(&ins[i + 1]), plain_mov(&ins[i + 2]))
             {
-                if ins[i + 1].jump_offset() == 1 && d1 == d2 {
+                // A comparison: select_cmp takes the last two instructions (at i + 1), the
+                // first move stays as it is.
+                if ins[i + 1].jump_offset() == 1 && d1 == d2 && zero_test(&c) {
                     // A condition on the destination sees the first move's value: test
                     // its source instead (exact for 64-bit moves, and for 32-bit moves
                     // under a 32-bit condition).
@@ -829,7 +881,8 @@ fn select(cx: &Ctx, found: &mut Found) {
                     }
                     // A 32-bit move on one path against the untouched 64-bit register on the
                     // other is a select only when that register's upper half is zero.
-                    if w == W::W32 && !upper_zero_before(cx, i, d) && !cx.kind(i, d).is_zext32() {
+                    // (select_cmp is that shape exactly, so a comparison needs no such proof.)
+                    if zero_test(&c) && w == W::W32 && !upper_zero_before(cx, i, d) && !cx.kind(i, d).is_zext32() {
                         rej(found, i, i + 2, "mixed widths: 32-bit move on one path, the full 64-bit register on the other");
                         continue;
                     }

@@ -13,7 +13,13 @@
 //! - select: rewritten only when the condition is computed from data loaded in the same
 //!   basic block (likely unpredictable) and the site saves instructions; a condition on a
 //!   loop counter, an argument or a constant-derived value is taken to be predictable,
-//!   and a predictable branch is cheaper than a `cmov` dependency;
+//!   and a predictable branch is cheaper than a `cmov` dependency. Comparison selects
+//!   (select_cmp, clang's `if a <cmp> b goto +1; dst = src`) are taken at equal
+//!   instruction count too (`cmp; cmov`, plus `mov r11d, src` for a 32-bit move, against
+//!   `cmp; jcc; mov`): the branch is what goes. Measured (`kops bench`, kops/jit):
+//!   rewriting every such site made select_clamp 1.36x and select_sortnet 1.05x slower
+//!   (predicted branches, and cmov chains through loop-carried min/max), while this rule
+//!   (6 of 26 sortnet sites, none of clamp's 4) gave sortnet 0.93 and clamp 1.00;
 //! - bulk copy / zeroing: kept. `rep movs`/`rep stos` pay a start-up cost (and `std` for
 //!   descending copies a slow microcode path) that the unrolled runs of at most 128 bytes
 //!   do not: measured side by side (BENCHMARKS.md), struct_copy ran 2.6x and struct_map
@@ -108,6 +114,11 @@ pub fn baseline_cost(i: &Insn) -> u32 {
 pub fn site_cost(o: &SiteOp) -> u32 {
     match o {
         SiteOp::Rotate { dst, src, .. } => 1 + (dst != src) as u32,
+        SiteOp::Select { cond, width, .. } if !crate::passes::zero_test(cond) => {
+            // select_cmp: cmp/test; cmov (a 32-bit move goes through the scratch register:
+            // mov r11d, src; 64-bit cmov, as a 32-bit cmov would clear dst's upper half).
+            2 + (*width == Width::W32) as u32
+        }
         SiteOp::Select { dst, if_true, if_false, .. } => {
             // test cond; cmov (plus a mov when dst is neither value). Immediates were
             // moved to registers by the match's prefix, counted separately.
@@ -212,7 +223,9 @@ pub fn decide(cx: &Ctx, m: &Match, policy: &Policy) -> Decision {
             if let Operand::Reg(r) = cond.rhs {
                 dep |= data_dependent(cx, m.start, r, 0);
             }
-            if saving < 1 {
+            // A comparison select (select_cmp) at equal count still removes a branch.
+            let min_saving = if crate::passes::zero_test(cond) { 1 } else { 0 };
+            if saving < min_saving {
                 d(false, format!("saves {saving} native instructions"))
             } else if !dep {
                 d(false, "condition not computed from loaded data: branch assumed predictable".into())

@@ -503,3 +503,84 @@ fn site_after_kept_uses_of_its_destination() {
     assert_eq!(&new[..2], &[p[3], p[4]]);
     assert_eq!(kept, vec![(0, 3), (1, 4)]);
 }
+
+/// The proof sequence of the site a select match encodes to (independent check: it must be
+/// the idiom's own instructions).
+fn select_cmp_proof(m: &Match) -> Vec<Insn> {
+    let site = encode::site(&m.op).unwrap();
+    assert_eq!(site[1].imm as u32, kops_einsn::id::SELECT_CMP, "{:?}", m.op);
+    let raw = kops_kinsn::transport::sidecar_payload(&site[0]);
+    kops_einsn::registry().get(kops_einsn::id::SELECT_CMP).unwrap().instantiate(raw).unwrap()
+}
+
+#[test]
+fn comparison_selects_become_select_cmp() {
+    let sel = |f: &Found| -> Vec<Match> { f.matches.iter().filter(|m| m.pass == Pass::Select).cloned().collect() };
+    // clang's clamp: `if w9 > w6 goto +1; w9 = w6`, r9 loaded (upper half may be set: the
+    // 32-bit move on one path only is exactly select_cmp's mov32 proof).
+    for (jc, mv) in [(JMP32, Insn::alu32_reg(MOV, 9, 6)), (JMP, Insn::mov64_reg(9, 6))] {
+        for cmp in [JGT, JSLT, JSET, JNE] {
+            let p = [Insn::ldx(DW, 9, 1, 0), Insn::ldx(W, 6, 1, 8), Insn::new(jc | cmp | X, 9, 6, 1, 0), mv, Insn::mov64_reg(0, 9), Insn::exit()];
+            let f = found(&p);
+            let m = sel(&f);
+            assert_eq!(m.len(), 1, "{:?}", f.rejects);
+            assert_eq!((m[0].start, m[0].end), (2, 4));
+            assert!(m[0].prefix.is_empty());
+            assert_eq!(select_cmp_proof(&m[0]), p[2..4].to_vec());
+        }
+    }
+    // Compare-exchange: `w5 = w9; if w9 > w1 goto +1; w5 = w1` then `if w9 < w1 goto +1;
+    // w9 = w1`: the first move stays, the two one-sided selects are sites.
+    let p = [
+        Insn::ldx(W, 9, 1, 0),
+        Insn::ldx(W, 1, 1, 4),
+        Insn::alu32_reg(MOV, 5, 9),
+        Insn::new(JMP32 | JGT | X, 9, 1, 1, 0),
+        Insn::alu32_reg(MOV, 5, 1),
+        Insn::new(JMP32 | JLT | X, 9, 1, 1, 0),
+        Insn::alu32_reg(MOV, 9, 1),
+        Insn::mov64_reg(0, 9),
+        Insn::alu64_reg(ADD, 0, 5),
+        Insn::exit(),
+    ];
+    let f = found(&p);
+    let m = sel(&f);
+    assert_eq!(m.iter().map(|m| (m.start, m.end)).collect::<Vec<_>>(), vec![(3, 5), (5, 7)], "{:?}", f.rejects);
+    assert_eq!(select_cmp_proof(&m[0]), p[3..5].to_vec());
+    assert_eq!(select_cmp_proof(&m[1]), p[5..7].to_vec());
+    // Immediate comparand: `if r2 s> -5 goto +1; r2 = r4` goes through a dead register
+    // (r0: dead until `r0 = r2` after the site), moved sign-extended before the site.
+    let p = [Insn::ldx(DW, 2, 1, 0), Insn::ldx(DW, 4, 1, 8), Insn::jmp_imm(JSGT, 2, -5, 1), Insn::mov64_reg(2, 4), Insn::mov64_reg(0, 2), Insn::exit()];
+    let f = found(&p);
+    let m = sel(&f);
+    assert_eq!(m.len(), 1, "{:?}", f.rejects);
+    assert_eq!(m[0].prefix, vec![Insn::mov64_imm(0, -5)]);
+    assert_eq!(select_cmp_proof(&m[0]), vec![Insn::new(JMP | JSGT | X, 2, 0, 1, 0), Insn::mov64_reg(2, 4)]);
+    // Comparison diamond `if r2 > r4 goto +2; r3 = r5; ja +1; w3 = w6`: the taken value is
+    // moved first, then select_cmp over it.
+    let p = [
+        Insn::ldx(DW, 2, 1, 0),
+        Insn::ldx(DW, 4, 1, 8),
+        Insn::new(JMP | JGT | X, 2, 4, 2, 0),
+        Insn::mov64_reg(3, 5),
+        Insn::ja(1),
+        Insn::alu32_reg(MOV, 3, 6),
+        Insn::mov64_reg(0, 3),
+        Insn::exit(),
+    ];
+    let f = found(&p);
+    let m = sel(&f);
+    assert_eq!(m.len(), 1, "{:?}", f.rejects);
+    assert_eq!((m[0].start, m[0].end), (2, 6));
+    assert_eq!(m[0].prefix, vec![Insn::alu32_reg(MOV, 3, 6)]);
+    assert_eq!(select_cmp_proof(&m[0]), vec![Insn::new(JMP | JGT | X, 2, 4, 1, 0), Insn::mov64_reg(3, 5)]);
+    // ... but not when the condition reads the destination.
+    let mut q = p;
+    q[2] = Insn::new(JMP | JGT | X, 3, 4, 2, 0);
+    let f = found(&q);
+    assert!(sel(&f).is_empty());
+    assert!(rejects(&f, Pass::Select).iter().any(|r| r.contains("reads the destination")), "{:?}", f.rejects);
+    // movsx is not a move.
+    let p = [Insn::ldx(DW, 9, 1, 0), Insn::ldx(DW, 6, 1, 8), Insn::new(JMP | JGT | X, 9, 6, 1, 0), Insn::new(ALU64 | MOV | X, 9, 6, 16, 0), Insn::mov64_reg(0, 9), Insn::exit()];
+    assert!(sel(&found(&p)).is_empty());
+}

@@ -129,9 +129,9 @@ fn clang_idioms_found_rewritten_and_equivalent() {
     assert_eq!(count(&rep, "rot_live_tmp", Pass::Rotate), 0);
     assert!(rejected(&rep, "rot_live_tmp").iter().any(|r| r.contains("intermediate value")));
     // sel: `r3 = r4; if w0 == 0x0 goto +1; r3 = r2` (JMP32), `r5 = r4; if r0 == 0x0 goto +1;
-    // r5 = r2` (JMP), `if r2 s> r4 goto +1; r2 = r4` (comparison: found, not expressible).
+    // r5 = r2` (JMP), `if r2 s> r4 goto +1; r2 = r4` (comparison: select_cmp).
     assert_eq!(count(&rep, "sel", Pass::Select), 3);
-    assert_eq!(rewritten(&rep, "sel"), 2);
+    assert_eq!(rewritten(&rep, "sel"), 3);
     // ext: `r3 = r2; r3 >>= 0x28; r3 &= 0xfffff` and `r2 >>= 0xc; r2 &= 0xff`.
     assert_eq!(count(&rep, "ext", Pass::Extract), 2);
     // endian: ldx+be64 at slot 0 (a site may not start a function), ldx+be16, ldx+be32.
