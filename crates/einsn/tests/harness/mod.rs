@@ -136,6 +136,21 @@ pub fn eval(prog: &[Insn], r: &mut [u64; 11], m: &mut Memory) -> Result<(), Stri
                     match i.op() {
                         op::JEQ => a == b,
                         op::JNE => a != b,
+                        op::JGT => a > b,
+                        op::JGE => a >= b,
+                        op::JLT => a < b,
+                        op::JLE => a <= b,
+                        op::JSET => a & b != 0,
+                        op::JSGT | op::JSGE | op::JSLT | op::JSLE => {
+                            let sx = |v: u64| if is64 { v as i64 } else { v as u32 as i32 as i64 };
+                            let (a, b) = (sx(a), sx(b));
+                            match i.op() {
+                                op::JSGT => a > b,
+                                op::JSGE => a >= b,
+                                op::JSLT => a < b,
+                                _ => a <= b,
+                            }
+                        }
                         _ => return Err(format!("jump op {:#x} not supported by the test evaluator", i.op())),
                     }
                 };
