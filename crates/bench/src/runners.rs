@@ -27,17 +27,7 @@ use kops_vm::{CtxKind, Compiled, Engine, HelperTable, ProgId, ProgImage, ProgInp
 
 use crate::Runner;
 
-/// Map contents by map name, then key -> value (array entries that are all zero dropped,
-/// per-CPU values reduced to the CPU the run happened on).
-pub type MapState = BTreeMap<String, BTreeMap<Vec<u8>, Vec<u8>>>;
-
-/// What one run produced: compared across runtimes before timing.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outcome {
-    pub r0: u64,
-    pub data_out: Option<Vec<u8>>,
-    pub maps: MapState,
-}
+pub use kops_vm::compare::{MapState, Outcome};
 
 fn is_array(t: u32) -> bool {
     matches!(t, map_type::ARRAY | map_type::PERCPU_ARRAY)
@@ -50,36 +40,10 @@ fn canon_insert(out: &mut BTreeMap<Vec<u8>, Vec<u8>>, array: bool, k: Vec<u8>, v
     out.insert(k, v);
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 /// Differences between the oracle's outcome `o` and `x`, one line each (empty: equal).
-/// r0 is compared on its low 32 bits (the kernel's test run returns a u32); maps only
-/// where both sides could read them.
+/// r0 is compared on its low 32 bits: the kernel's test run returns a u32.
 pub fn differences(o: &Outcome, x: &Outcome) -> Vec<String> {
-    let mut d = Vec::new();
-    if o.r0 as u32 != x.r0 as u32 {
-        d.push(format!("r0 {:#x} vs {:#x}", o.r0 as u32, x.r0 as u32));
-    }
-    if o.data_out != x.data_out {
-        let (p, q) = (o.data_out.as_deref().unwrap_or(&[]), x.data_out.as_deref().unwrap_or(&[]));
-        let first = p.iter().zip(q).position(|(u, v)| u != v).unwrap_or(p.len().min(q.len()));
-        d.push(format!("output packet {} vs {} bytes, first difference at byte {first}", p.len(), q.len()));
-    }
-    for (name, om) in &o.maps {
-        let Some(xm) = x.maps.get(name) else { continue };
-        if om != xm {
-            let mut keys: Vec<&Vec<u8>> = om.keys().chain(xm.keys()).collect();
-            keys.sort();
-            keys.dedup();
-            for k in keys.into_iter().filter(|k| om.get(*k) != xm.get(*k)).take(2) {
-                let show = |v: Option<&Vec<u8>>| v.map(|v| hex(v)).unwrap_or_else(|| "(absent)".into());
-                d.push(format!("map `{name}` key {}: {} vs {}", hex(k), show(om.get(k)), show(xm.get(k))));
-            }
-        }
-    }
-    d
+    kops_vm::compare::differences(o, x, true)
 }
 
 /// The packet input for `kind`, or why the program cannot be benchmarked on it.

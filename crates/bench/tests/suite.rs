@@ -88,7 +88,7 @@ fn a_planted_difference_is_reported() {
     let d = differences(&a, &b);
     assert_eq!(d, vec!["map `.bss` key 00000000: 01020304 vs 01020305".to_string()]);
     let d = differences(&a, &Outcome { data_out: Some(vec![1, 9, 3]), ..a.clone() });
-    assert_eq!(d, vec!["output packet 3 vs 3 bytes, first difference at byte 1".to_string()]);
+    assert_eq!(d, vec!["output packet: 3 vs 3 bytes, first difference at byte 1".to_string()]);
 }
 
 #[test]

@@ -85,6 +85,7 @@
 //! ([`KinsnSupport::Lower`]: any engine wrapped in [`Lowering`], e.g. the interpreter);
 //! pcs in load and run errors are then mapped back to the original slots.
 
+pub mod compare;
 pub mod ctx;
 pub mod helpers;
 pub mod interp;
@@ -663,7 +664,7 @@ impl Vm {
     /// comparisons use: key -> value, per-CPU values cut to `value_size` (they come padded
     /// to 8 bytes), and array entries that are all zero left out. Arrays are read by index:
     /// `Map::dump` would sort every key first, which dominates a run for big arrays.
-    pub fn snapshot_maps(&self, names: &[String]) -> std::collections::BTreeMap<String, std::collections::BTreeMap<Vec<u8>, Vec<u8>>> {
+    pub fn snapshot_maps(&self, names: &[String]) -> compare::MapState {
         let mut state = std::collections::BTreeMap::new();
         for m in self.maps().filter(|m| names.contains(&m.def.name)) {
             let vs = m.def.value_size as usize;

@@ -1,5 +1,6 @@
 //! `kops diff`: differential testing of runtimes against an oracle.
 
+use kops_vm::compare::{differences, MapState, Outcome};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
@@ -127,17 +128,6 @@ struct Totals {
 
 // ---------------------------------------------------------------------------------------
 // Runtimes
-
-/// Map contents by map name, then key -> value (array entries that are all zero dropped,
-/// per-CPU values reduced to the CPU the run happened on).
-type MapState = BTreeMap<String, BTreeMap<Vec<u8>, Vec<u8>>>;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Outcome {
-    r0: u64,
-    data_out: Option<Vec<u8>>,
-    maps: MapState,
-}
 
 enum RunOutcome {
     Ran(Outcome),
@@ -288,32 +278,6 @@ impl Runtime<'_> {
 // ---------------------------------------------------------------------------------------
 // Comparison
 
-/// Differences between the oracle's outcome and another's, one line each.
-fn differences(o: &Outcome, x: &Outcome, r0_bits32: bool) -> Vec<String> {
-    let mut d = Vec::new();
-    let (a, b) = if r0_bits32 { (o.r0 as u32 as u64, x.r0 as u32 as u64) } else { (o.r0, x.r0) };
-    if a != b {
-        d.push(format!("r0: {a:#x} vs {b:#x}"));
-    }
-    if o.data_out != x.data_out {
-        let (p, q) = (o.data_out.as_deref().unwrap_or(&[]), x.data_out.as_deref().unwrap_or(&[]));
-        let first = p.iter().zip(q).position(|(u, v)| u != v).unwrap_or(p.len().min(q.len()));
-        d.push(format!("output packet: {} vs {} bytes, first difference at byte {first}", p.len(), q.len()));
-    }
-    for (name, om) in &o.maps {
-        let Some(xm) = x.maps.get(name) else { continue };
-        if om != xm {
-            let mut keys: Vec<&Vec<u8>> = om.keys().chain(xm.keys()).collect();
-            keys.sort();
-            keys.dedup();
-            for k in keys.into_iter().filter(|k| om.get(*k) != xm.get(*k)).take(4) {
-                let show = |v: Option<&Vec<u8>>| v.map(|v| hex(v)).unwrap_or_else(|| "(absent)".into());
-                d.push(format!("map `{name}` key {}: {} vs {}", hex(k), show(om.get(k)), show(xm.get(k))));
-            }
-        }
-    }
-    d
-}
 
 fn hex(b: &[u8]) -> String {
     let mut s = String::with_capacity(b.len() * 2);
