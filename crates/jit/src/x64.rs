@@ -753,6 +753,23 @@ impl Program<'_> {
         a.imm32(off);
     }
 
+    /// The common tail of every tail call once it is taken: count it (rax holds the
+    /// counter's address), then take down this frame in the reverse order of the
+    /// prologue (unwind register, callee-saved registers, the tail-call counter slots,
+    /// the stack) so the target's prologue builds the same frame again.
+    fn count_tail_call_and_drop_frame(&self, f: &Func, a: &mut Asm) {
+        a.raw(&[0x48, 0x83, 0x00, 0x01]); // add qword ptr [rax], 1
+        if self.needs_unwind && !f.is_subprog {
+            a.pop(UNWIND_REG);
+        }
+        Self::pop_callee(&f.callee_used, a);
+        a.pop(Reg::Rax);
+        a.pop(Reg::Rax);
+        if f.depth > 0 {
+            a.alu_ri32(Alu::Add, Width::W64, Reg::Rsp, (f.depth.div_ceil(8) * 8) as i32);
+        }
+    }
+
     /// `emit_bpf_tail_call_indirect`: with the kernel's array layout, or through our
     /// runtime's lookup function (see [`crate::TailCallMode`]).
     fn emit_tail_call(&self, f: &mut Func, a: &mut Asm, mode: crate::TailCallMode, lay: &Layout, insn_start: i64) -> Result<(), JitError> {
@@ -780,16 +797,7 @@ impl Program<'_> {
                 a.test_rr(Width::W64, Reg::Rcx, Reg::Rcx);
                 let j = jrel(a);
                 a.jcc_rel8(Cond::E, j);
-                a.raw(&[0x48, 0x83, 0x00, 0x01]); // add qword ptr [rax], 1
-                if self.needs_unwind && !f.is_subprog {
-                    a.pop(UNWIND_REG);
-                }
-                Self::pop_callee(&f.callee_used, a);
-                a.pop(Reg::Rax);
-                a.pop(Reg::Rax);
-                if f.depth > 0 {
-                    a.alu_ri32(Alu::Add, Width::W64, Reg::Rsp, (f.depth.div_ceil(8) * 8) as i32);
-                }
+                self.count_tail_call_and_drop_frame(f, a);
                 a.load(Size::S64, Reg::Rcx, Mem::new(Reg::Rcx, l.func_off));
             }
             crate::TailCallMode::Lookup(func) => {
@@ -814,16 +822,7 @@ impl Program<'_> {
                 a.raw(&[0x48, 0x83, 0x38, MAX_TAIL_CALL_CNT as u8]); // cmp qword ptr [rax], MAX
                 let j = jrel(a);
                 a.jcc_rel8(Cond::Ae, j);
-                a.raw(&[0x48, 0x83, 0x00, 0x01]); // add qword ptr [rax], 1
-                if self.needs_unwind && !f.is_subprog {
-                    a.pop(UNWIND_REG);
-                }
-                Self::pop_callee(&f.callee_used, a);
-                a.pop(Reg::Rax);
-                a.pop(Reg::Rax);
-                if f.depth > 0 {
-                    a.alu_ri32(Alu::Add, Width::W64, Reg::Rsp, (f.depth.div_ceil(8) * 8) as i32);
-                }
+                self.count_tail_call_and_drop_frame(f, a);
             }
         }
         a.alu_ri8(Alu::Add, Width::W64, Reg::Rcx, TAIL_CALL_OFFSET);
@@ -853,13 +852,7 @@ impl Program<'_> {
         a.jcc_rel8(Cond::Ae, j);
         let rel = label - (a.len() as i64 - start + 5);
         a.jmp_rel32(rel as i32); // bypass
-        a.raw(&[0x48, 0x83, 0x00, 0x01]); // add qword ptr [rax], 1
-        Self::pop_callee(&f.callee_used, a);
-        a.pop(Reg::Rax);
-        a.pop(Reg::Rax);
-        if f.depth > 0 {
-            a.alu_ri32(Alu::Add, Width::W64, Reg::Rsp, (f.depth.div_ceil(8) * 8) as i32);
-        }
+        self.count_tail_call_and_drop_frame(f, a);
         a.nops(5);
         f.tail_call_direct_label = a.len() as i64 - start;
         Ok(())
