@@ -1,11 +1,12 @@
 #!/bin/sh
 # Installs what a fresh Debian machine lacks to build and test Kops. Idempotent.
 #   clang-19/llvm-19: BPF builds, llvm-objdump-19 comparisons, the native benchmark runtime
+#   libbpf-dev: bpf/bpf_helpers.h for the clang-built test objects
 #   libelf-dev, zlib1g-dev, pkg-config: libbpf (vendored by libbpf-sys) links them
 #   bpftool: independent loader checks; z3: the equivalence prover; valgrind: callgrind
 set -eu
 need=""
-for p in clang-19 llvm-19 libelf-dev zlib1g-dev pkg-config bpftool z3 valgrind build-essential; do
+for p in clang-19 llvm-19 libbpf-dev libelf-dev zlib1g-dev pkg-config bpftool z3 valgrind build-essential; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need="$need $p"
 done
 # apt-get download (libxdp1 tests) needs package lists even when nothing is missing.
