@@ -15,5 +15,8 @@ if [ -n "$need" ] || [ -z "$(ls /var/lib/apt/lists/ 2>/dev/null | grep -v lock)"
     apt-get update -qq
     [ -z "$need" ] || apt-get install -y -qq $need >/dev/null
 fi
+# cargo-fuzz, for scripts/fuzz.sh (CI's bounded fuzz run); the nightly toolchain it needs
+# is preinstalled on these machines (fuzz.sh fails loudly when it is not).
+cargo fuzz --version >/dev/null 2>&1 || cargo install cargo-fuzz --locked
 # bpffs, for tests that pin programs.
 mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf 2>/dev/null || true
