@@ -184,6 +184,9 @@ impl Engine for RepeatEngine {
     fn kinsn(&self) -> kops_vm::KinsnSupport<'_> {
         self.inner.kinsn()
     }
+    fn native(&self) -> bool {
+        self.inner.native()
+    }
 }
 
 struct Repeated {
@@ -266,7 +269,11 @@ impl Engine for OurJit {
             "jit"
         }
     }
+    fn native(&self) -> bool {
+        true
+    }
     fn compile(&self, prog: &ProgImage<'_>) -> Result<Box<dyn Compiled>, VmError> {
+        kops_vm::verify::require(prog, self.name())?;
         let load_err = |pc: usize, msg: String| VmError::Load { prog: prog.name.to_string(), pc, msg };
         for (pc, i) in prog.insns.iter().enumerate() {
             if i.is_helper_call() && i.imm == kops_vm::helpers::TAIL_CALL as i32 {
@@ -294,8 +301,8 @@ struct OurJitProg(JitProgram);
 
 impl Compiled for OurJitProg {
     fn run(&self, r1: u64, r2: u64, _env: &RunEnv<'_>) -> Result<u64, VmError> {
-        // SAFETY: only programs the kernel verifier accepted (or that the interpreter ran
-        // cleanly, when the kernel is unavailable) get here; see `Suite`.
+        // SAFETY: compiled only with a matching `Verified` token (see `compile`): the
+        // kernel verifier accepted the program.
         Ok(unsafe { self.0.call(r1, r2) })
     }
     fn entry_address(&self) -> u64 {
@@ -352,7 +359,11 @@ impl Engine for RbpfEngine {
     fn name(&self) -> &'static str {
         "rbpf"
     }
+    fn native(&self) -> bool {
+        true
+    }
     fn compile(&self, prog: &ProgImage<'_>) -> Result<Box<dyn Compiled>, VmError> {
+        kops_vm::verify::require(prog, "rbpf")?;
         let load_err = |msg: String| VmError::Load { prog: prog.name.to_string(), pc: 0, msg };
         if let Some(why) = rbpf_unsupported(prog.insns) {
             return Err(load_err(format!("rbpf does not support {why}")));
@@ -400,10 +411,11 @@ pub struct VmProg {
 }
 
 impl VmProg {
-    /// `insns`/`subprogs` of `prog` (original, or lowered for `kops`) on `engine`.
-    pub fn load(obj: &Object, prog: &Program, engine: Box<dyn Engine>, input: &ProgInput) -> Result<VmProg, String> {
+    /// `insns`/`subprogs` of `prog` (original, or lowered for `kops`) on `engine`; native
+    /// engines only after `verifier` accepted the program.
+    pub fn load(obj: &Object, prog: &Program, engine: Box<dyn Engine>, input: &ProgInput, verifier: &Rc<dyn kops_vm::Verifier>) -> Result<VmProg, String> {
         let (eng, ctl) = RepeatEngine::new(engine);
-        let vm = Vm::with_engine(Some(obj), Box::new(eng)).map_err(|e| e.to_string())?;
+        let vm = Vm::with_verifier(Some(obj), Box::new(eng), Box::new(verifier.clone())).map_err(|e| e.to_string())?;
         let id = vm
             .load_insns(
                 &prog.name,

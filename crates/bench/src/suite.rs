@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::rc::Rc;
 
 use kops_jit::NativeRegion;
 use kops_kernel::KernelBtf;
@@ -205,6 +206,8 @@ fn prepare_inner(files: &[String], o: &SuiteOptions, progress: impl Fn(&str)) ->
         }
     }
     let cpu = o.cpu.unwrap_or(0);
+    // The gate for jit/kops: one kernel verifier for the whole run (verdicts cached).
+    let verifier: Rc<dyn kops_vm::Verifier> = Rc::new(kops_kernel::KernelVerifier::new());
     for f in files {
         progress(f);
         let obj = match Object::load(f) {
@@ -230,7 +233,7 @@ fn prepare_inner(files: &[String], o: &SuiteOptions, progress: impl Fn(&str)) ->
             if let Some(d) = description(Path::new(f)) {
                 out.descriptions.insert(p.name.clone(), d);
             }
-            prepare_program(&mut out, o, &obj, p, btf.as_ref(), kernel_ok, cpu, result_at.as_ref());
+            prepare_program(&mut out, o, &obj, p, btf.as_ref(), kernel_ok, cpu, result_at.as_ref(), &verifier);
         }
     }
     out
@@ -246,6 +249,7 @@ fn prepare_program(
     kernel_ok: bool,
     cpu: usize,
     result_at: Option<&(String, usize)>,
+    verifier: &Rc<dyn kops_vm::Verifier>,
 ) {
     let name = p.name.as_str();
     let want = |r: &str| o.runtimes.iter().any(|x| x == r);
@@ -289,7 +293,7 @@ fn prepare_program(
         None => {
             // No kernel: the interpreter (memory-checked) is the oracle, and it must run
             // the program cleanly before any native code does.
-            let r = VmProg::load(obj, p, Box::new(kops_vm::interp::Interp), &input).and_then(|v| v.outcome(&compare));
+            let r = VmProg::load(obj, p, Box::new(kops_vm::interp::Interp), &input, verifier).and_then(|v| v.outcome(&compare));
             match r {
                 Ok(o) => ("interp", o),
                 Err(e) => {
@@ -345,7 +349,7 @@ fn prepare_program(
             "interp" => Box::new(kops_vm::interp::Interp),
             "jit" => match OurJit::new(None) {
                 Ok(j) => {
-                    if let Ok(v) = VmProg::load(obj, p, Box::new(kops_vm::interp::Interp), &input) {
+                    if let Ok(v) = VmProg::load(obj, p, Box::new(kops_vm::interp::Interp), &input, verifier) {
                         out.code(name, "jit", j.code_bytes(name, &v.final_insns()));
                     }
                     Box::new(j)
@@ -363,7 +367,7 @@ fn prepare_program(
                 continue;
             }
         }
-        match VmProg::load(obj, p, engine, &input) {
+        match VmProg::load(obj, p, engine, &input, verifier) {
             Ok(v) => {
                 if check(out, rt, v.outcome(&compare)) {
                     out.cases.push(Case { program: name.into(), runtime: rt.into(), runner: Box::new(v) });
@@ -403,16 +407,16 @@ fn prepare_program(
             // Nothing for this pass to change: it would time the baseline JIT again.
             continue;
         }
-        // The lowered program is what the verifier must accept (DESIGN §6). Without the
-        // kernel, the memory-checked interpreter must run it cleanly (and agree) before
-        // native code does.
+        // The lowered program is what the verifier must accept (DESIGN §6); the Vm's gate
+        // checks it again (cached) before native code exists. Without the kernel the gate
+        // refuses; the interpreter still checks the lowered program against the oracle.
         if kernel_ok {
             if let Err(e) = KernelProg::load(obj, &b.lowered, btf, &input, cpu) {
                 out.skip(name, &rt, format!("the kernel verifier rejects the lowered program: {}", first_line(&e.to_string())));
                 continue;
             }
         } else {
-            let r = VmProg::load(obj, &b.lowered, Box::new(kops_vm::interp::Interp), &input).and_then(|v| v.outcome(&compare));
+            let r = VmProg::load(obj, &b.lowered, Box::new(kops_vm::interp::Interp), &input, verifier).and_then(|v| v.outcome(&compare));
             match r {
                 Ok(x) if differences(&oracle, &x).is_empty() => {}
                 Ok(x) => {
@@ -437,10 +441,10 @@ fn prepare_program(
                 continue;
             }
         };
-        if let Ok(v) = VmProg::load(obj, &b.lowered, Box::new(kops_vm::interp::Interp), &input) {
+        if let Ok(v) = VmProg::load(obj, &b.lowered, Box::new(kops_vm::interp::Interp), &input, verifier) {
             out.code(name, &rt, jit.code_bytes(name, &v.final_insns()));
         }
-        match VmProg::load(obj, &b.lowered, Box::new(jit), &input) {
+        match VmProg::load(obj, &b.lowered, Box::new(jit), &input, verifier) {
             Ok(v) => {
                 if check(out, &rt, v.outcome(&compare)) {
                     out.cases.push(Case { program: name.into(), runtime: rt.clone(), runner: Box::new(v) });

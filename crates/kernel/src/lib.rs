@@ -22,12 +22,14 @@ pub mod log;
 pub mod map;
 pub mod prog;
 mod sys;
+pub mod verifier;
 
 pub use btf::KernelBtf;
 pub use info::{prog_fd_by_id, prog_ids, prog_info, ProgInfo};
 pub use log::{parse_log, VerifierMessage};
 pub use map::{Map, MapDump, MapSet};
 pub use prog::{load_object_program, load_program, LoadOptions, LoadedProg, TestRun, TestRunResult};
+pub use verifier::{kernel_form, KernelForm, KernelVerifier};
 
 use std::sync::OnceLock;
 

@@ -10,8 +10,8 @@
 //! - Conformance mode: helper 5 "unwind" ends the program from any depth when it returns
 //!   0; `callx` goes through a helper table built into the image.
 //!
-//! Native code has no instruction budget and no per-access checks: run only programs that
-//! the kernel verifier accepts (or that are known safe, like the conformance suite).
+//! Native code has no instruction budget and no per-access checks: both engines compile
+//! only images that carry a [`crate::Verified`] token (see [`crate::verify`]).
 
 use std::cell::RefCell;
 
@@ -118,6 +118,7 @@ impl Engine for JitEngine {
     }
 
     fn compile(&self, prog: &ProgImage<'_>) -> Result<Box<dyn Compiled>, VmError> {
+        crate::verify::require(prog, "jit")?;
         let o = runtime_options(&self.options, prog.conformance);
         let jp = JitProgram::new(prog.insns, &o, &Helpers(prog.helpers)).map_err(|e| match e {
             kops_jit::JitError::Insn { pc, msg } => VmError::Load { prog: prog.name.to_string(), pc, msg },
@@ -127,6 +128,10 @@ impl Engine for JitEngine {
             e => VmError::Load { prog: prog.name.to_string(), pc: 0, msg: format!("JIT: {e}") },
         })?;
         Ok(Box::new(JitCompiled { prog: jp }))
+    }
+
+    fn native(&self) -> bool {
+        true
     }
 }
 
@@ -206,6 +211,7 @@ impl Engine for KopsEngine {
     }
 
     fn compile(&self, prog: &ProgImage<'_>) -> Result<Box<dyn Compiled>, VmError> {
+        crate::verify::require(prog, "kops")?;
         let starts: Vec<usize> = prog.subprogs.iter().map(|s| s.start).collect();
         let jp = self.compile_insns(prog.name, prog.insns, &starts, prog.helpers, prog.conformance)?;
         Ok(Box::new(JitCompiled { prog: jp }))
@@ -213,6 +219,10 @@ impl Engine for KopsEngine {
 
     fn kinsn(&self) -> crate::KinsnSupport<'_> {
         crate::KinsnSupport::Native(&self.registry)
+    }
+
+    fn native(&self) -> bool {
+        true
     }
 }
 
@@ -256,8 +266,9 @@ impl Compiled for JitCompiled {
             _ => None,
         };
         SKB_RUN.with(|s| s.set(skb));
-        // SAFETY: the program was loaded by the Vm (relocated, ctx accesses rewritten) and is
-        // trusted to stay within its memory; see the module doc.
+        // SAFETY: compiled only from an image with a matching `Verified` token (see
+        // `compile`): a verifier accepted the program, so it stays within the memory the
+        // Vm gives it and terminates; the Vm relocated it and rewrote its ctx accesses.
         let r0 = unsafe { self.prog.call(r1, r2) };
         TAIL_MAPS.with(|t| t.borrow_mut().clear());
         SKB_RUN.with(|s| s.set(None));
@@ -273,6 +284,13 @@ mod tests {
     use super::*;
     use kops_isa::conformance::TestFile;
     use std::path::PathBuf;
+
+    /// These tests run the conformance suite, generated programs and bundled objects whose
+    /// accesses are safe by construction; the verifier gate itself is tested with the
+    /// kernel in kops-kernel and the CLI.
+    fn test_gate() -> Box<dyn crate::Verifier> {
+        Box::new(crate::Unverified::quiet())
+    }
 
     fn suite_dir() -> PathBuf {
         if let Ok(d) = std::env::var("KOPS_CONFORMANCE_DIR") {
@@ -299,7 +317,7 @@ mod tests {
             let t = TestFile::parse(&std::fs::read_to_string(f).unwrap()).unwrap();
             let expected = t.result.expect("expected result");
             let engine = Box::new(JitEngine::with_options(options.clone()));
-            match crate::run_conformance(&t.insns, &t.mem, Some(engine)) {
+            match crate::run_conformance_with(&t.insns, &t.mem, Some(engine), test_gate()) {
                 Ok(r0) if r0 == expected => {}
                 Ok(r0) => failures.push(format!("{name}: r0 = {r0:#x}, expected {expected:#x}")),
                 Err(e) => failures.push(format!("{name}: {e}")),
@@ -320,7 +338,7 @@ mod tests {
 
     /// Run `insns` on `engine` with the generator's buffer; (r0, buffer after).
     fn run_on(engine: Box<dyn Engine>, insns: &[Insn], buf: &[u8]) -> Result<(u64, Vec<u8>), VmError> {
-        let vm = crate::Vm::with_engine(None, engine)?;
+        let vm = crate::Vm::with_verifier(None, engine, test_gate())?;
         let id = vm.load_insns(
             "gen",
             insns.to_vec(),
@@ -419,7 +437,7 @@ mod tests {
     /// returning 42, 1: the caller itself).
     fn tail_run(engine: Box<dyn Engine>, index: i32, target: usize) -> (u64, u64) {
         let obj = tail_object();
-        let vm = crate::Vm::with_engine(Some(&obj), engine).unwrap();
+        let vm = crate::Vm::with_verifier(Some(&obj), engine, test_gate()).unwrap();
         let callee = vec![Insn::mov64_imm(0, 42), Insn::exit()];
         let load = |name: &str, insns: Vec<Insn>| {
             vm.load_insns(name, insns, Vec::new(), kops_object::ProgType::Unspec, crate::CtxKind::Mem, HelperTable::kernel(), false)
@@ -438,7 +456,7 @@ mod tests {
     fn tail_call_from_program_with_unwind_frame() {
         use kops_isa::op;
         let obj = tail_object();
-        let vm = crate::Vm::with_engine(Some(&obj), Box::new(JitEngine::new().unwrap())).unwrap();
+        let vm = crate::Vm::with_verifier(Some(&obj), Box::new(JitEngine::new().unwrap()), test_gate()).unwrap();
         let pt = kops_object::ProgType::SchedCls;
         let load = |name: &str, insns: Vec<Insn>| {
             vm.load_insns(name, insns, Vec::new(), pt, crate::CtxKind::for_prog_type(pt), HelperTable::kernel(), false).unwrap()
@@ -488,7 +506,7 @@ mod tests {
         let subprogs: Vec<kops_object::Subprog> = Vec::new();
         let mut results = Vec::new();
         for engine in [Box::new(crate::interp::Interp) as Box<dyn Engine>, Box::new(JitEngine::new().unwrap())] {
-            let vm = crate::Vm::with_engine(Some(&obj), engine).unwrap();
+            let vm = crate::Vm::with_verifier(Some(&obj), engine, test_gate()).unwrap();
             let load = |name: &str, insns: Vec<Insn>, sp: Vec<kops_object::Subprog>| {
                 vm.load_insns(name, insns, sp, kops_object::ProgType::Unspec, crate::CtxKind::Mem, HelperTable::kernel(), false).unwrap()
             };
@@ -553,7 +571,7 @@ mod tests {
         for callx in [false, true] {
             for (arg, want) in [(0, 0u64), (1, 10 + 1 + 3 + 100)] {
                 let p = prog(arg, callx);
-                let jit = crate::run_conformance(&p, &[], Some(Box::new(JitEngine::new().unwrap()))).unwrap();
+                let jit = crate::run_conformance_with(&p, &[], Some(Box::new(JitEngine::new().unwrap())), test_gate()).unwrap();
                 let int = crate::run_conformance(&p, &[], None).unwrap();
                 assert_eq!((jit, int), (want, want), "arg {arg} callx {callx}");
             }
@@ -610,7 +628,7 @@ mod tests {
             };
             for p in &obj.programs {
                 let vi = crate::Vm::new(&obj).unwrap();
-                let vj = crate::Vm::with_engine(Some(&obj), Box::new(JitEngine::new().unwrap())).unwrap();
+                let vj = crate::Vm::with_verifier(Some(&obj), Box::new(JitEngine::new().unwrap()), test_gate()).unwrap();
                 let (ii, ij) = match (vi.load(&p.name), vj.load(&p.name)) {
                     (Ok(a), Ok(b)) => (a, b),
                     (Err(e), _) => {
@@ -704,7 +722,7 @@ mod tests {
             ]
         };
         let run = |engine: Box<dyn Engine>, insns: &[Insn], tc: bool, pkt: &[u8]| -> u64 {
-            let vm = crate::Vm::with_engine(None, engine).unwrap();
+            let vm = crate::Vm::with_verifier(None, engine, test_gate()).unwrap();
             let pt = if tc { kops_object::ProgType::SchedCls } else { kops_object::ProgType::SocketFilter };
             let id = vm.load_insns("ldabs", insns.to_vec(), Vec::new(), pt, crate::CtxKind::for_prog_type(pt), HelperTable::kernel(), false).unwrap();
             vm.run(id, &crate::ProgInput::packet(pkt)).unwrap().r0
@@ -756,7 +774,7 @@ mod tests {
     }
 
     fn load_on(engine: Box<dyn Engine>, insns: Vec<Insn>, subprogs: Vec<kops_object::Subprog>) -> Result<(crate::Vm, crate::ProgId), VmError> {
-        let vm = crate::Vm::with_engine(None, engine)?;
+        let vm = crate::Vm::with_verifier(None, engine, test_gate())?;
         let id = vm.load_insns("t", insns, subprogs, kops_object::ProgType::Unspec, crate::CtxKind::Mem, HelperTable::kernel(), false)?;
         Ok((vm, id))
     }
@@ -874,7 +892,7 @@ mod tests {
             }
             let t = TestFile::parse(&std::fs::read_to_string(&f).unwrap()).unwrap();
             let engine = Box::new(KopsEngine::new(kops_einsn::registry()).unwrap());
-            let r0 = crate::run_conformance(&t.insns, &t.mem, Some(engine)).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+            let r0 = crate::run_conformance_with(&t.insns, &t.mem, Some(engine), test_gate()).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
             assert_eq!(Some(r0), t.result, "{}", f.display());
             n += 1;
         }

@@ -51,7 +51,7 @@
 //!   xdp_adjust_head/meta/tail, redirect_map, ringbuf output/reserve/submit/discard,
 //!   xdp_get_buff_len. Any other id is a load error naming the helper and instruction.
 //!
-//! //! # Engines
+//! # Engines
 //!
 //! An [`Engine`] turns a loaded program ([`ProgImage`]: final instructions, helper table,
 //! context kind) into a [`Compiled`] program that [`Vm::run`] calls with the context
@@ -84,6 +84,13 @@
 //! ([`KinsnSupport::Native`]: [`jit_engine::KopsEngine`]) or it gets the lowered program
 //! ([`KinsnSupport::Lower`]: any engine wrapped in [`Lowering`], e.g. the interpreter);
 //! pcs in load and run errors are then mapped back to the original slots.
+//!
+//! # Verified programs only, on native engines
+//!
+//! An engine that runs native code ([`Engine::native`]) compiles a program only with a
+//! [`verify::Verified`] token for exactly that image, made by the Vm after its
+//! [`verify::Verifier`] accepted the program (see [`verify`]). [`Vm::with_verifier`] sets
+//! the verifier; a Vm from [`Vm::with_engine`] has none and refuses native loads.
 
 pub mod compare;
 pub mod ctx;
@@ -92,14 +99,16 @@ pub mod interp;
 pub mod jit_engine;
 pub mod maps;
 pub mod mem;
+pub mod verify;
 
 pub use ctx::{CtxKind, ProgInput};
 pub use helpers::{HelperDef, HelperFn, HelperTable, Redirect};
 pub use maps::{Map, MapError};
+pub use verify::{Unverified, Verified, Verifier, VerifyError, VerifyRequest};
 
 use helpers::{RunGuard, RunState};
 use kops_isa::{op, Insn};
-use kops_object::{map_type, Object, ProgType, Subprog};
+use kops_object::{map_type, Object, ProgType, Program, Subprog};
 use mem::Registry;
 use std::cell::{Cell, RefCell};
 
@@ -134,6 +143,13 @@ pub enum VmError {
     /// The input does not fit the program's context.
     #[error("input: {0}")]
     Input(String),
+    /// A native engine was asked to compile a program no verifier accepted.
+    #[error("program `{prog}`: {msg}")]
+    Unverified { prog: String, msg: String },
+    /// The verifier refused the program (or could not check it): native engines run only
+    /// verified programs.
+    #[error("program `{prog}`: {err}; native runtimes run only verified programs")]
+    Verify { prog: String, err: VerifyError },
 }
 
 /// A map's (key, value) pairs, sorted by key.
@@ -155,6 +171,9 @@ pub struct ProgImage<'a> {
     pub helpers: &'a HelperTable,
     /// Conformance-suite conventions (helper 5 = unwind, callx).
     pub conformance: bool,
+    /// The verifier's acceptance of exactly these `insns` ([`Engine::native`] engines
+    /// refuse images without it).
+    pub verified: Option<&'a Verified>,
 }
 
 /// How an engine takes programs with kinsn sites (sidecar + `call` src_reg 4 pairs).
@@ -177,6 +196,11 @@ pub trait Engine {
     /// Whether and how this engine runs kinsn sites (default: it does not).
     fn kinsn(&self) -> KinsnSupport<'_> {
         KinsnSupport::None
+    }
+    /// Whether this engine runs native code without per-access checks, and so compiles
+    /// only verified images (default: it checks every access itself).
+    fn native(&self) -> bool {
+        false
     }
 }
 
@@ -204,6 +228,9 @@ impl<E: Engine> Engine for Lowering<E> {
     }
     fn kinsn(&self) -> KinsnSupport<'_> {
         KinsnSupport::Lower(&self.registry)
+    }
+    fn native(&self) -> bool {
+        self.inner.native()
     }
 }
 
@@ -295,6 +322,8 @@ pub struct LoadedProg {
     /// When the runtime lowered the sites for the engine ([`KinsnSupport::Lower`]):
     /// `insns` are the lowered slots and this record maps them back to the original ones.
     pub lowering: Option<kops_kinsn::Lowered>,
+    /// Set when the program was verified (native engines).
+    pub verified: Option<Verified>,
     compiled: Box<dyn Compiled>,
 }
 
@@ -308,6 +337,7 @@ impl LoadedProg {
             subprogs: &self.subprogs,
             helpers: &self.helpers,
             conformance: self.conformance,
+            verified: self.verified.as_ref(),
         }
     }
 }
@@ -318,6 +348,7 @@ pub struct Vm {
     object: Option<Object>,
     progs: RefCell<Vec<std::rc::Rc<LoadedProg>>>,
     engine: Box<dyn Engine>,
+    verifier: Box<dyn Verifier>,
     pub options: VmOptions,
 }
 
@@ -328,8 +359,15 @@ impl Vm {
     }
 
     /// Like [`Vm::new`] with another engine; `object` None gives a Vm without maps (for
-    /// [`Vm::load_insns`]).
+    /// [`Vm::load_insns`]). Without a verifier, a native engine loads nothing: see
+    /// [`Vm::with_verifier`].
     pub fn with_engine(object: Option<&Object>, engine: Box<dyn Engine>) -> Result<Vm, VmError> {
+        Vm::with_verifier(object, engine, Box::new(verify::NoVerifier))
+    }
+
+    /// Like [`Vm::with_engine`]; every program loaded for a native engine must first be
+    /// accepted by `verifier`.
+    pub fn with_verifier(object: Option<&Object>, engine: Box<dyn Engine>, verifier: Box<dyn Verifier>) -> Result<Vm, VmError> {
         let mut registry = Registry::default();
         let mut maps = Vec::new();
         if let Some(o) = object {
@@ -344,6 +382,7 @@ impl Vm {
             object: object.cloned(),
             progs: RefCell::new(Vec::new()),
             engine,
+            verifier,
             options: VmOptions::default(),
         };
         // Program arrays declared with initial slots (BTF `values = { [i] = &prog }`).
@@ -391,15 +430,7 @@ impl Vm {
         if let Some(i) = self.progs.borrow().iter().position(|q| q.name == p.name) {
             return Ok(ProgId(i));
         }
-        self.load_insns(
-            &p.name,
-            p.insns.clone(),
-            p.subprogs.clone(),
-            p.prog_type,
-            CtxKind::for_prog_type(p.prog_type),
-            HelperTable::kernel(),
-            false,
-        )
+        self.load_program(p, CtxKind::for_prog_type(p.prog_type), HelperTable::kernel(), false)
     }
 
     /// Loads raw instructions: checks them, resolves map references (`ld_imm64` src=5/6
@@ -408,14 +439,47 @@ impl Vm {
     pub fn load_insns(
         &self,
         name: &str,
-        mut insns: Vec<Insn>,
+        insns: Vec<Insn>,
         subprogs: Vec<Subprog>,
         prog_type: ProgType,
         ctx: CtxKind,
         helpers: HelperTable,
         conformance: bool,
     ) -> Result<ProgId, VmError> {
-        let mut subprogs = subprogs;
+        let p = Program {
+            name: name.to_string(),
+            section: String::new(),
+            prog_type,
+            prog_type_id: prog_type.kernel_id(),
+            expected_attach_type: 0,
+            insns,
+            subprogs,
+            func_info: Vec::new(),
+            line_info: Vec::new(),
+        };
+        self.load_program(&p, ctx, helpers, conformance)
+    }
+
+    /// The load path of [`Vm::load`] and [`Vm::load_insns`]: verification (native engines),
+    /// site checks and lowering, relocation, the context rewrite, compilation.
+    fn load_program(&self, p: &Program, ctx: CtxKind, helpers: HelperTable, conformance: bool) -> Result<ProgId, VmError> {
+        let name = p.name.as_str();
+        // The verifier sees the program as given (sites intact, map indices), before the
+        // runtime changes anything; the token is sealed on the final image below.
+        let verified_by = if self.engine.native() {
+            let registry = match self.engine.kinsn() {
+                KinsnSupport::None => None,
+                KinsnSupport::Lower(r) | KinsnSupport::Native(r) => Some(r),
+            };
+            let req = VerifyRequest { object: self.object.as_ref(), program: p, registry };
+            self.verifier.verify(&req).map_err(|err| VmError::Verify { prog: name.to_string(), err })?;
+            Some(self.verifier.name().to_string())
+        } else {
+            None
+        };
+        let mut insns = p.insns.clone();
+        let mut subprogs = p.subprogs.clone();
+        let prog_type = p.prog_type;
         let mut kinsn_sites = 0;
         let mut lowering = None;
         let site_pc = insns.iter().position(|i| kops_kinsn::transport::is_sidecar(i) || kops_kinsn::transport::is_kinsn_call(i));
@@ -470,8 +534,10 @@ impl Vm {
             conformance,
             kinsn_sites,
             lowering,
+            verified: None,
             compiled: Box::new(NotCompiled),
         };
+        lp.verified = verified_by.map(|v| Verified::seal(&lp.insns, &v));
         lp.compiled = match &lp.lowering {
             Some(l) => self.engine.compile(&lp.image()).map_err(|e| map_error_pc(e, l))?,
             None => self.engine.compile(&lp.image())?,
@@ -865,9 +931,17 @@ impl Compiled for NotCompiled {
 }
 
 /// Runs one conformance-suite program (r1 = `mem` or 0, r2 = its length, helper 5 =
-/// unwind, callx) on `engine` (None: the interpreter) and returns r0.
+/// unwind, callx) on `engine` (None: the interpreter) and returns r0. A native engine
+/// refuses: the suite's programs are not verifiable (raw memory, callx); see
+/// [`run_conformance_with`].
 pub fn run_conformance(insns: &[Insn], mem: &[u8], engine: Option<Box<dyn Engine>>) -> Result<u64, VmError> {
-    let vm = Vm::with_engine(None, engine.unwrap_or_else(|| Box::new(interp::Interp)))?;
+    run_conformance_with(insns, mem, engine, Box::new(verify::NoVerifier))
+}
+
+/// [`run_conformance`] with a verifier for native engines (for the suite itself,
+/// [`Unverified`]: its programs are safe by construction but not kernel-verifiable).
+pub fn run_conformance_with(insns: &[Insn], mem: &[u8], engine: Option<Box<dyn Engine>>, verifier: Box<dyn Verifier>) -> Result<u64, VmError> {
+    let vm = Vm::with_verifier(None, engine.unwrap_or_else(|| Box::new(interp::Interp)), verifier)?;
     let id = vm.load_insns(
         "conformance",
         insns.to_vec(),

@@ -68,7 +68,10 @@ pub fn run_one(runtime: &str, insns: &[Insn], mem: &[u8]) -> Result<Outcome> {
         }
         other => {
             let engine = super::run::engine(other)?;
-            Ok(match kops_vm::run_conformance(insns, mem, Some(engine)) {
+            // The suite's programs are not kernel-verifiable by design (raw memory, callx):
+            // native runtimes run them unverified, as `main` says in its first line.
+            let verifier = Box::new(kops_vm::Unverified::quiet());
+            Ok(match kops_vm::run_conformance_with(insns, mem, Some(engine), verifier) {
                 Ok(r0) => Outcome::Ok(r0),
                 Err(e) => Outcome::Err(e.to_string()),
             })
@@ -102,8 +105,11 @@ pub fn main(args: Vec<String>) -> Result<u8> {
         }
     };
     // Fail early on an unknown runtime rather than once per file.
-    if args.runtime != "kernel" {
-        super::run::engine(&args.runtime)?;
+    if args.runtime != "kernel" && super::run::engine(&args.runtime)?.native() {
+        println!(
+            "runtime {}: native code, UNVERIFIED: the suite's programs are not kernel-verifiable by design (raw memory, callx), so they run without the verifier gate",
+            args.runtime
+        );
     }
     let (mut passed, mut failed, mut rejected) = (0usize, 0usize, 0usize);
     for f in files(&args.dir)? {

@@ -3,6 +3,7 @@
 use kops_vm::compare::{differences, MapState, Outcome};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::rc::Rc;
 
 use clap::Parser;
 use kops_kernel::{KernelBtf, KernelError, LoadedProg, MapSet, TestRun};
@@ -55,6 +56,10 @@ struct Args {
     /// prandom, ...) as mismatches too; by default they are listed but not counted.
     #[arg(long)]
     strict: bool,
+    /// Run jit/kops WITHOUT the kernel verifier (a bad program then crashes this process).
+    /// Prints a warning for every program.
+    #[arg(long)]
+    unverified: bool,
 }
 
 const EXIT_NO_KERNEL: u8 = 3;
@@ -160,7 +165,7 @@ enum Runtime<'a> {
         /// Keys each map held (non-zero) after the last run: what the next reset restores.
         dirty: std::cell::RefCell<BTreeMap<String, Vec<Vec<u8>>>>,
     },
-    Vm { name: String, obj: &'a Object, prog: &'a Program },
+    Vm { name: String, obj: &'a Object, prog: &'a Program, verifier: Rc<dyn kops_vm::Verifier> },
 }
 
 fn is_array(t: u32) -> bool {
@@ -248,13 +253,15 @@ impl Runtime<'_> {
                     maps: state,
                 }))
             }
-            Runtime::Vm { name, obj, prog } => {
+            Runtime::Vm { name, obj, prog, verifier } => {
                 let engine = match vm_engine(name) {
                     Ok(e) => e,
                     Err(e) => return Ok(RunOutcome::Failed(e)),
                 };
                 // A fresh Vm per input: maps exactly as the object defines them.
-                let vm = match Vm::with_engine(Some(obj), engine) {
+                // One verifier per object, shared by these Vms: each program is verified
+                // once, not once per input.
+                let vm = match Vm::with_verifier(Some(obj), engine, Box::new(verifier.clone())) {
                     Ok(v) => v,
                     Err(e) => return Ok(RunOutcome::Failed(format!("setting up the object: {e}"))),
                 };
@@ -333,6 +340,7 @@ fn diff_object(
         return Err(KernelError::Invalid(format!("{path}: no program to test")));
     }
     let uses_kernel = names.iter().any(|n| n == "kernel");
+    let verifier: Rc<dyn kops_vm::Verifier> = Rc::from(super::run::verifier(a.unverified));
     let kmaps = if uses_kernel { Some(MapSet::create(&obj.maps)?) } else { None };
     let btf = if uses_kernel {
         match KernelBtf::for_object(&obj) {
@@ -411,14 +419,14 @@ fn diff_object(
                 // the recognizer's rewrite of an object without sites.
                 let ko = kobj.as_ref().expect("built above when kops is a runtime");
                 match ko.program(&p.name) {
-                    Some(kp) => rts.push(Runtime::Vm { name: n.clone(), obj: ko, prog: kp }),
+                    Some(kp) => rts.push(Runtime::Vm { name: n.clone(), obj: ko, prog: kp, verifier: verifier.clone() }),
                     None => {
                         setup_err = Some(format!("kops: the rewritten object has no program `{}`", p.name));
                         break;
                     }
                 }
             } else {
-                rts.push(Runtime::Vm { name: n.clone(), obj: &obj, prog: p });
+                rts.push(Runtime::Vm { name: n.clone(), obj: &obj, prog: p, verifier: verifier.clone() });
             }
         }
         if let Some(e) = setup_err {

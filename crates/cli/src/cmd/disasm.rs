@@ -93,7 +93,9 @@ fn hex_bytes(b: &[u8]) -> String {
 fn native_listing(path: &str, obj: &kops_object::Object, p: &kops_object::Program) -> Result<String> {
     use kops_vm::jit_engine::KopsEngine;
     let registry = kops_einsn::registry();
-    let vm = kops_vm::Vm::with_engine(Some(obj), Box::new(KopsEngine::new(registry.clone())?)).with_context(|| path.to_string())?;
+    // The code is listed, never run: no verifier needed (and `disasm` works without bpf(2)).
+    let listed_only = Box::new(kops_vm::Unverified::quiet());
+    let vm = kops_vm::Vm::with_verifier(Some(obj), Box::new(KopsEngine::new(registry.clone())?), listed_only).with_context(|| path.to_string())?;
     let id = vm.load(&p.name).with_context(|| path.to_string())?;
     let lp = vm.program(id).expect("just loaded");
     let engine = KopsEngine::new(registry.clone())?;

@@ -44,14 +44,18 @@ struct Args {
     #[arg(long, default_value_t = 1)]
     repeat: u64,
     /// Runtime: interp (the reference interpreter, checks every access), jit (our x86-64
-    /// JIT; runs natively, unchecked: use on verifier-accepted programs), kops (our JIT with
-    /// kinsn dispatch: each site as its op's native instruction(s), proof sequence where
-    /// the op or the CPU has none; an object without sites is first rewritten by the
-    /// recognizer, policy auto, as `kops rewrite` does) or kernel (load into the running
-    /// kernel and run with BPF_PROG_TEST_RUN; r0 is its low 32 bits). interp, jit and
-    /// kernel run programs with kinsn sites lowered to their proof sequences.
+    /// JIT; native code, so it runs only programs the kernel verifier accepts), kops (our
+    /// JIT with kinsn dispatch: each site as its op's native instruction(s), proof sequence
+    /// where the op or the CPU has none; an object without sites is first rewritten by the
+    /// recognizer, policy auto, as `kops rewrite` does; verified like jit) or kernel (load
+    /// into the running kernel and run with BPF_PROG_TEST_RUN; r0 is its low 32 bits).
+    /// interp, jit and kernel run programs with kinsn sites lowered to their proof sequences.
     #[arg(long, default_value = "interp")]
     runtime: String,
+    /// Run on jit/kops WITHOUT the kernel verifier. A bad program then crashes or hangs
+    /// this process. Prints a warning every time.
+    #[arg(long)]
+    unverified: bool,
     /// Instruction budget per run (interpreter).
     #[arg(long)]
     budget: Option<u64>,
@@ -71,6 +75,16 @@ pub fn engine(name: &str) -> Result<Box<dyn Engine>> {
         "kops" => Ok(Box::new(kops_vm::jit_engine::KopsEngine::new(kops_einsn::registry())?)),
         "kernel" => bail!("runtime `kernel` runs through the kernel layer (BPF_PROG_TEST_RUN), not as a vm engine"),
         _ => bail!("unknown runtime `{name}` (known: interp, jit, kops, kernel)"),
+    }
+}
+
+/// The verifier for a native runtime: the running kernel's (verdicts cached, see
+/// [`kops_kernel::verifier`]), or, with `unverified`, none at all (loudly).
+pub fn verifier(unverified: bool) -> Box<dyn kops_vm::Verifier> {
+    if unverified {
+        Box::new(kops_vm::Unverified::loud("--unverified"))
+    } else {
+        Box::new(kops_kernel::KernelVerifier::new())
     }
 }
 
@@ -253,7 +267,7 @@ pub fn main(args: Vec<String>) -> Result<u8> {
     } else {
         obj
     };
-    let mut vm = Vm::with_engine(Some(&obj), engine(&args.runtime)?)
+    let mut vm = Vm::with_verifier(Some(&obj), engine(&args.runtime)?, verifier(args.unverified))
         .with_context(|| args.file.display().to_string())?;
     if let Some(b) = args.budget {
         vm.options.budget = b;

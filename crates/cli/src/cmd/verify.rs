@@ -127,25 +127,11 @@ enum Verdict {
     Rejected(String),
 }
 
-/// What the kernel is given for a program: the program itself, or, when it has kinsn
-/// sites, its lowered form (every site replaced by its proof sequence, jumps, calls,
-/// subprograms, func_info and line_info fixed for the new layout) with the record that maps
-/// lowered slots back to the original ones.
-pub(crate) struct KernelForm {
-    pub prog: Program,
-    pub lowered: Option<kops_kinsn::Lowered>,
-}
-
-/// The kernel knows nothing of sites: lower them (einsn registry). A malformed site is an
-/// error naming its slot. `kops verify`, `kops diff` and `kops run --runtime kernel` load
-/// this.
-pub(crate) fn kernel_form(p: &Program) -> Result<KernelForm, String> {
-    let has_sites = p.insns.iter().any(|i| kops_kinsn::transport::is_sidecar(i) || kops_kinsn::transport::is_kinsn_call(i));
-    if !has_sites {
-        return Ok(KernelForm { prog: p.clone(), lowered: None });
-    }
-    let (prog, l) = kops_kinsn::lower_program(p, &kops_einsn::registry()).map_err(|e| format!("kinsn sites cannot be lowered: {e}"))?;
-    Ok(KernelForm { prog, lowered: Some(l) })
+/// What the kernel is given for a program (sites lowered with the einsn registry); see
+/// [`kops_kernel::kernel_form`]. `kops verify`, `kops diff` and `kops run --runtime
+/// kernel` load this.
+pub(crate) fn kernel_form(p: &Program) -> Result<kops_kernel::KernelForm, String> {
+    kops_kernel::kernel_form(p, Some(&kops_einsn::registry()))
 }
 
 /// How a lowered slot reads in terms of the original program: its original slot and, in
