@@ -416,17 +416,8 @@ impl VmProg {
     pub fn load(obj: &Object, prog: &Program, engine: Box<dyn Engine>, input: &ProgInput, verifier: &Rc<dyn kops_vm::Verifier>) -> Result<VmProg, String> {
         let (eng, ctl) = RepeatEngine::new(engine);
         let vm = Vm::with_verifier(Some(obj), Box::new(eng), Box::new(verifier.clone())).map_err(|e| e.to_string())?;
-        let id = vm
-            .load_insns(
-                &prog.name,
-                prog.insns.clone(),
-                prog.subprogs.clone(),
-                prog.prog_type,
-                CtxKind::for_prog_type(prog.prog_type),
-                HelperTable::kernel(),
-                false,
-            )
-            .map_err(|e| e.to_string())?;
+        // The program record itself: the verifier needs its func_info (global functions).
+        let id = vm.load_program(prog).map_err(|e| e.to_string())?;
         Ok(VmProg { vm, id, input: input.clone(), ctl })
     }
 

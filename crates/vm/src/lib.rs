@@ -430,11 +430,19 @@ impl Vm {
         if let Some(i) = self.progs.borrow().iter().position(|q| q.name == p.name) {
             return Ok(ProgId(i));
         }
-        self.load_program(p, CtxKind::for_prog_type(p.prog_type), HelperTable::kernel(), false)
+        self.load_program(p)
+    }
+
+    /// Loads a program record that need not be one of the object's (a lowered or rewritten
+    /// copy): like [`Vm::load`], with its func_info/line_info going to the verifier.
+    pub fn load_program(&self, p: &Program) -> Result<ProgId, VmError> {
+        self.load_with(p, CtxKind::for_prog_type(p.prog_type), HelperTable::kernel(), false)
     }
 
     /// Loads raw instructions: checks them, resolves map references (`ld_imm64` src=5/6
     /// against this Vm's maps), rewrites context accesses for `ctx`, compiles on the engine.
+    /// A verifier sees them without func_info (every subprogram static), which can make
+    /// the kernel's verdict stricter than for the object's program ([`Vm::load_program`]).
     #[allow(clippy::too_many_arguments)]
     pub fn load_insns(
         &self,
@@ -457,26 +465,29 @@ impl Vm {
             func_info: Vec::new(),
             line_info: Vec::new(),
         };
-        self.load_program(&p, ctx, helpers, conformance)
+        self.load_with(&p, ctx, helpers, conformance)
     }
 
     /// The load path of [`Vm::load`] and [`Vm::load_insns`]: verification (native engines),
     /// site checks and lowering, relocation, the context rewrite, compilation.
-    fn load_program(&self, p: &Program, ctx: CtxKind, helpers: HelperTable, conformance: bool) -> Result<ProgId, VmError> {
+    fn load_with(&self, p: &Program, ctx: CtxKind, helpers: HelperTable, conformance: bool) -> Result<ProgId, VmError> {
         let name = p.name.as_str();
         // The verifier sees the program as given (sites intact, map indices), before the
-        // runtime changes anything; the token is sealed on the final image below.
-        let verified_by = if self.engine.native() {
+        // runtime changes anything (after the sites' own checks, whose errors name the
+        // slot); the token is sealed on the final image below.
+        let verify = || -> Result<Option<String>, VmError> {
+            if !self.engine.native() {
+                return Ok(None);
+            }
             let registry = match self.engine.kinsn() {
                 KinsnSupport::None => None,
                 KinsnSupport::Lower(r) | KinsnSupport::Native(r) => Some(r),
             };
             let req = VerifyRequest { object: self.object.as_ref(), program: p, registry };
             self.verifier.verify(&req).map_err(|err| VmError::Verify { prog: name.to_string(), err })?;
-            Some(self.verifier.name().to_string())
-        } else {
-            None
+            Ok(Some(self.verifier.name().to_string()))
         };
+        let verified_by;
         let mut insns = p.insns.clone();
         let mut subprogs = p.subprogs.clone();
         let prog_type = p.prog_type;
@@ -485,6 +496,7 @@ impl Vm {
         let site_pc = insns.iter().position(|i| kops_kinsn::transport::is_sidecar(i) || kops_kinsn::transport::is_kinsn_call(i));
         if let Some(first) = site_pc {
             let l = self.lower_sites(name, &insns, &subprogs, first)?;
+            verified_by = verify()?;
             kinsn_sites = l.regions.len();
             // Relocation and the context rewrite work on the lowered program: they see the
             // proof sequences' real data flow (a sidecar is not a mov, a kinsn call is not
@@ -521,6 +533,7 @@ impl Vm {
                 }
             }
         } else {
+            verified_by = verify()?;
             self.relocate_and_check(name, &mut insns, &helpers, conformance)?;
             ctx::rewrite_ctx_access(name, &mut insns, &subprogs, ctx)?;
         }

@@ -163,3 +163,72 @@ pub fn require(prog: &crate::ProgImage<'_>, engine: &str) -> Result<(), crate::V
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jit_engine::JitEngine;
+    use crate::{CtxKind, Engine, HelperTable, ProgImage};
+    use kops_isa::asm::assemble;
+
+    fn image<'a>(insns: &'a [kops_isa::Insn], helpers: &'a HelperTable, verified: Option<&'a Verified>) -> ProgImage<'a> {
+        ProgImage {
+            name: "t",
+            prog_type: kops_object::ProgType::Unspec,
+            ctx: CtxKind::Mem,
+            insns,
+            subprogs: &[],
+            helpers,
+            conformance: true,
+            verified,
+        }
+    }
+
+    #[test]
+    fn a_token_covers_only_the_instructions_it_was_sealed_on() {
+        let a = assemble("mov %r0, 1\nexit").unwrap();
+        let b = assemble("mov %r0, 2\nexit").unwrap();
+        let t = Verified::seal(&a, "test");
+        assert!(t.covers(&a));
+        assert!(!t.covers(&b));
+        assert!(!t.covers(&a[..1]));
+        assert_eq!(t.verifier(), "test");
+    }
+
+    #[test]
+    fn native_engines_compile_only_with_a_matching_token() {
+        let a = assemble("mov %r0, 1\nexit").unwrap();
+        let b = assemble("mov %r0, 2\nexit").unwrap();
+        let h = HelperTable::conformance();
+        let jit = JitEngine::new().unwrap();
+        let kops = crate::jit_engine::KopsEngine::new(kops_kinsn::Registry::default()).unwrap();
+        let token = Verified::seal(&a, "test");
+        for e in [&jit as &dyn Engine, &kops] {
+            assert!(e.native());
+            match e.compile(&image(&a, &h, None)) {
+                Err(crate::VmError::Unverified { msg, .. }) => assert!(msg.contains("not verified"), "{msg}"),
+                Err(other) => panic!("{}: {other}", e.name()),
+                Ok(_) => panic!("{}: compiled without a token", e.name()),
+            }
+            match e.compile(&image(&b, &h, Some(&token))) {
+                Err(crate::VmError::Unverified { msg, .. }) => assert!(msg.contains("differ"), "{msg}"),
+                Err(other) => panic!("{}: {other}", e.name()),
+                Ok(_) => panic!("{}: compiled with another program's token", e.name()),
+            }
+            assert!(e.compile(&image(&a, &h, Some(&token))).is_ok(), "{}", e.name());
+        }
+        assert!(!crate::interp::Interp.native());
+    }
+
+    #[test]
+    fn unverified_is_an_explicit_opt_out() {
+        let insns = assemble("mov %r0, 7\nexit").unwrap();
+        let run = |v: Box<dyn Verifier>| {
+            let vm = crate::Vm::with_verifier(None, Box::new(JitEngine::new().unwrap()), v).unwrap();
+            let id = vm.load_insns("t", insns.clone(), Vec::new(), kops_object::ProgType::Unspec, CtxKind::Mem, HelperTable::conformance(), true)?;
+            Ok::<u64, crate::VmError>(vm.run(id, &crate::ProgInput { data: Vec::new(), ctx: None })?.r0)
+        };
+        assert!(matches!(run(Box::new(NoVerifier)), Err(crate::VmError::Verify { .. })));
+        assert_eq!(run(Box::new(Unverified::quiet())).unwrap(), 7);
+    }
+}

@@ -492,6 +492,11 @@ fn diff_object(
                 nondet.join(", ")
             );
         }
+        if compared == 0 && a.inputs > 0 {
+            // Nothing was compared: that is not "0 mismatches".
+            println!("  error: no input of `{}` was compared: the oracle ({}) ran none of them", p.name, rts[0].name());
+            totals.errors += 1;
+        }
         totals.inputs += compared;
         totals.mismatches += mism;
         totals.refused += refused.values().sum::<usize>();
