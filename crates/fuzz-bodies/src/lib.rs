@@ -373,9 +373,10 @@ fn jit_engine(opts: kops_jit::JitOptions) -> Box<dyn kops_vm::Engine> {
 }
 
 /// A Vm for one engine, as the generated-program test in `crates/vm/src/jit_engine.rs`
-/// makes it (the generated programs are safe by construction: terminating, in bounds).
+/// makes it: the generated programs are safe by construction (terminating, in bounds) but
+/// not kernel-verified, so native engines get the explicit, quiet opt-out of the gate.
 fn vm_for(engine: Box<dyn kops_vm::Engine>) -> Result<kops_vm::Vm, kops_vm::VmError> {
-    kops_vm::Vm::with_engine(None, engine)
+    kops_vm::Vm::with_verifier(None, engine, Box::new(kops_vm::Unverified::quiet()))
 }
 
 /// Run a generated program with the generator's buffer; (r0, buffer after).

@@ -321,7 +321,8 @@ fn match_rotate(f: &T) -> Option<Shape> {
         let (rb, rw, rx, rk) = as_bin(r)?;
         if lb == Bin::Lsh && rb == Bin::Rsh && lw == w && rw == w && lx == rx {
             let (k, k2) = (as_const(lk)?, as_const(rk)?);
-            if k > 0 && k < width_bits(w) && k + k2 == width_bits(w) {
+            // k2 compared as `width - k`: `k + k2` overflows for a huge (invalid) shift constant.
+            if k > 0 && k < width_bits(w) && k2 == width_bits(w) - k {
                 return Some(Shape::Rotate { x: lx.clone(), k: k as u8, w });
             }
         }
