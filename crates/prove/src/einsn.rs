@@ -223,7 +223,7 @@ pub fn classes(name: &str) -> Vec<Class> {
 }
 
 /// Feature sets that can change an op's emitted bytes: all features, and each one masked.
-fn feature_sets() -> Vec<(String, CpuFeatures)> {
+pub fn feature_sets() -> Vec<(String, CpuFeatures)> {
     let all = CpuFeatures::all();
     let mut v = vec![("all features".to_string(), all)];
     for f in [Feature::Popcnt, Feature::Movbe, Feature::Bmi1, Feature::Bmi2, Feature::Erms] {

@@ -6,6 +6,9 @@
 //! register map) and memory; the claim is that every BPF register and all memory end equal.
 
 pub mod bpf;
+pub mod check_model;
+pub mod concrete;
+pub mod cpu;
 pub mod einsn;
 pub mod smt;
 pub mod x86;

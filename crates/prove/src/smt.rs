@@ -299,6 +299,12 @@ impl Smt {
         (0..self.lines.len()).filter(|&i| seen[i]).collect()
     }
 
+    /// The declarations and definitions `roots` depend on, in definition order: what the
+    /// concrete evaluator and the concrete z3 cross-check of `check_model` interpret.
+    pub fn lines_for(&self, roots: &[&str]) -> Vec<&str> {
+        self.closure(roots).into_iter().map(|i| self.lines[i].1.as_str()).collect()
+    }
+
     /// Decide whether `claim` holds for every input. `Ok(None)`: proven; `Ok(Some(model))`:
     /// a counterexample as (input name, value) pairs.
     ///
@@ -364,6 +370,16 @@ impl Smt {
             other => Err(SolverError::Unexpected(format!("{other:?}: {out}"))),
         }
     }
+}
+
+/// Run a script on this thread's z3 session (after a `(reset)`) and return what it printed.
+pub fn run_script(script: &str) -> Result<String, SolverError> {
+    run_z3(script)
+}
+
+/// The script's names and literals with the separators between them (see `split_keep`).
+pub fn split_tokens(line: &str) -> Vec<&str> {
+    split_keep(line)
 }
 
 /// Canonical texts of claims proven in this process.

@@ -114,6 +114,10 @@ impl Exec<'_> {
         if base == Register::RIP {
             return Err(self.err("rip-relative"));
         }
+        // An address-size prefix makes a 32-bit address (not modelled; was a width panic).
+        if base.size() == 4 || ins.memory_index().size() == 4 {
+            return Err(self.err("32-bit addressing"));
+        }
         let mut a = self.s.lit(64, ins.memory_displacement64());
         let via_rsp = base == Register::RSP;
         if base != Register::None {
@@ -350,10 +354,20 @@ impl Exec<'_> {
                 let w = self.op_width(0);
                 let a = self.read_op(0, w)?;
                 let r = match self.count(1, w)? {
-                    CountVal::Const(0) => return Ok(()), // flags unchanged too
+                    CountVal::Const(0) => {
+                        // Flags unchanged, but a 32-bit register is still written, so its
+                        // upper half is cleared (seen on the CPU by `kops prove
+                        // --check-model`: `ror esi, 0x40` with rsi = 0xffff_ffff_ffff_fffe
+                        // leaves 0xffff_fffe).
+                        if ins.op_kind(0) == OpKind::Register && w == 32 {
+                            self.write_op(0, &a)?;
+                        }
+                        return Ok(());
+                    }
                     CountVal::Const(k) => match m {
                         Rol => self.s.rotl(&a, k),
-                        Ror => self.s.rotl(&a, w - k),
+                        // 8/16-bit counts are masked to 5 bits, so k may exceed w.
+                        Ror => self.s.rotl(&a, (w - k % w) % w),
                         _ => {
                             let kb = self.s.lit(w, k as u64);
                             shift(self.s, m, &a, &kb)
@@ -429,6 +443,11 @@ impl Exec<'_> {
                 self.st.sf = self.s.f();
             }
             Bextr => {
+                // The XOP (TBM) form with an immediate control: no CPU here has TBM, so it
+                // cannot be checked against one, and no emit uses it.
+                if ins.op_kind(2) != OpKind::Register {
+                    return Err(self.err("bextr with an immediate control (TBM)"));
+                }
                 let w = self.op_width(0);
                 let src = self.read_op(1, w)?;
                 let ctl = self.read_op(2, w)?;
@@ -448,6 +467,11 @@ impl Exec<'_> {
                 let r = self.s.and(&sh, &mask);
                 self.write_op(0, &r)?;
                 self.logic_flags(&r);
+                // SF (like AF, PF) is undefined after BEXTR; this CPU clears it where the
+                // result's top bit is set (`bextr r9d, r12d, r8d`, r12 = -40, r8 = 0x8000).
+                let h = self.s.havoc(1);
+                let one = self.s.lit(1, 1);
+                self.st.sf = self.s.eq(&h, &one);
             }
             Cmove | Cmovne | Cmovb | Cmovae | Cmovbe | Cmova | Cmovs | Cmovns | Cmovl
             | Cmovge | Cmovle | Cmovg | Cmovo | Cmovno => {
@@ -472,19 +496,28 @@ impl Exec<'_> {
                 self.write_op(0, &b)?;
                 self.write_op(1, &a)?;
             }
+            // With an operand-size prefix push/pop move 2 bytes and rsp by 2 (found by
+            // `kops prove --check-model`: the model moved 8 and panicked on `pop r16`).
             Push => {
-                let v = self.read_op(0, 64)?;
+                let w = match ins.op_kind(0) {
+                    OpKind::Register | OpKind::Memory => self.op_width(0),
+                    OpKind::Immediate8to16 | OpKind::Immediate16 => 16,
+                    _ => 64,
+                };
+                let v = self.read_op(0, w)?;
                 let rsp = self.st.gpr[4].clone();
-                let eight = self.s.lit(64, 8);
-                let nsp = self.s.sub(&rsp, &eight);
+                let n = self.s.lit(64, w as u64 / 8);
+                let nsp = self.s.sub(&rsp, &n);
                 self.st.gpr[4] = nsp.clone();
                 self.store(&nsp, true, &v);
             }
             Pop => {
+                let w = self.op_width(0);
                 let rsp = self.st.gpr[4].clone();
-                let v = self.load(&rsp, true, 8);
-                let eight = self.s.lit(64, 8);
-                self.st.gpr[4] = self.s.add(&rsp, &eight);
+                let v = self.load(&rsp, true, w / 8);
+                let n = self.s.lit(64, w as u64 / 8);
+                // The new rsp is in place before a memory destination's address is formed.
+                self.st.gpr[4] = self.s.add(&rsp, &n);
                 self.write_op(0, &v)?;
             }
             Cld => self.st.df = false,
@@ -512,6 +545,16 @@ impl Exec<'_> {
     /// approximated. Elements move one at a time in the direction DF says, as the hardware
     /// defines it, so overlapping regions get the architectural result.
     fn rep_string(&mut self, movs: bool, size: u32) -> Result<(), X86SymError> {
+        // A segment override (fs/gs have a base) or 32-bit addressing (esi/edi/ecx) would
+        // change the addresses the loop below computes.
+        if self.ins.segment_prefix() != Register::None {
+            return Err(self.err("string instruction with a segment override"));
+        }
+        if (0..self.ins.op_count()).any(|i| {
+            matches!(self.ins.op_kind(i), OpKind::MemorySegESI | OpKind::MemoryESEDI | OpKind::MemorySegSI | OpKind::MemoryESDI)
+        }) {
+            return Err(self.err("string instruction with 16/32-bit addressing"));
+        }
         let rcx = self.st.gpr[1].clone();
         let n = rcx.value().ok_or_else(|| self.err("rep with a non-constant rcx"))?;
         if n > 4096 {
@@ -576,6 +619,20 @@ fn sub_overflow(s: &mut Smt, a: &Bv, b: &Bv, r: &Bv) -> Bool {
 /// Run decoded code from `init` to its end. Forward jumps inside the code are merged like
 /// the eBPF side; anything else (backward jumps, calls, ret) is refused.
 pub fn run(s: &mut Smt, code: &[u8], init: X86State) -> Result<X86State, X86SymError> {
+    let st = run_to_end(s, code, init)?;
+    if st.df {
+        return Err(X86SymError::Unsupported {
+            offset: code.len(),
+            text: "end of code".into(),
+            why: "the direction flag is left set (the ABI requires it clear)".into(),
+        });
+    }
+    Ok(st)
+}
+
+/// [`run`] without the end-of-code ABI check on DF: the instruction semantics alone, as
+/// `check_model` compares them with the CPU (`std` is a form too).
+pub fn run_to_end(s: &mut Smt, code: &[u8], init: X86State) -> Result<X86State, X86SymError> {
     let insns = decode(code)?;
     let n = insns.len();
     let index_of = |ip: u64| insns.iter().position(|i| i.ip() == ip).or((ip == code.len() as u64).then_some(n));
@@ -585,6 +642,15 @@ pub fn run(s: &mut Smt, code: &[u8], init: X86State) -> Result<X86State, X86SymE
         let Some((guard, st)) = join(s, std::mem::take(&mut incoming[k]))? else { continue };
         let ins = insns[k];
         if ins.is_jcc_short_or_near() || ins.is_jmp_short_or_near() {
+            // With an operand-size prefix AMD CPUs truncate the target to 16 bits, while
+            // iced decodes it as Intel does (prefix ignored): refuse rather than pick one.
+            if branch_has_osize_prefix(&code[ins.ip() as usize..]) {
+                return Err(X86SymError::Unsupported {
+                    offset: ins.ip() as usize,
+                    text: format!("{ins}"),
+                    why: "branch with an operand-size prefix".into(),
+                });
+            }
             let t = ins.near_branch_target();
             let Some(ti) = index_of(t).filter(|&ti| ti > k) else {
                 return Err(X86SymError::Unsupported {
@@ -616,14 +682,18 @@ pub fn run(s: &mut Smt, code: &[u8], init: X86State) -> Result<X86State, X86SymE
         incoming[k + 1].push((guard, st));
     }
     let (_, st) = join(s, std::mem::take(&mut incoming[n]))?.expect("end reachable");
-    if st.df {
-        return Err(X86SymError::Unsupported {
-            offset: code.len(),
-            text: "end of code".into(),
-            why: "the direction flag is left set (the ABI requires it clear)".into(),
-        });
-    }
     Ok(st)
+}
+
+fn branch_has_osize_prefix(bytes: &[u8]) -> bool {
+    for &b in bytes {
+        match b {
+            0x66 => return true,
+            0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65 | 0x67 | 0xf0 | 0xf2 | 0xf3 | 0x40..=0x4f => {}
+            _ => return false,
+        }
+    }
+    false
 }
 
 fn join(s: &mut Smt, mut ins: Vec<(Bool, X86State)>) -> Result<Option<(Bool, X86State)>, X86SymError> {

@@ -27,6 +27,19 @@ struct Args {
     /// Worker threads (each drives its own z3 process).
     #[arg(long, default_value_t = 2)]
     jobs: usize,
+    /// Instead of proving: check the prover's x86-64 model against this CPU, every form
+    /// the model covers on random concrete states.
+    #[arg(long)]
+    check_model: bool,
+    /// With --check-model: states per form.
+    #[arg(long, default_value_t = 1000)]
+    states: usize,
+    /// With --check-model: seed of the random states (a run is reproducible from it).
+    #[arg(long, default_value_t = kops_prove::check_model::Options::default().seed)]
+    seed: u64,
+    /// With --check-model: states per form also evaluated by z3 (checks the fast evaluator).
+    #[arg(long, default_value_t = 8)]
+    z3_states: usize,
 }
 
 pub fn main(args: Vec<String>) -> anyhow::Result<u8> {
@@ -40,6 +53,9 @@ pub fn main(args: Vec<String>) -> anyhow::Result<u8> {
     };
     if a.arch != "x86_64" {
         anyhow::bail!("no native emits for architecture `{}` yet (only x86_64)", a.arch);
+    }
+    if a.check_model {
+        return check_model(&a);
     }
     let reg = kops_einsn::registry();
     let ops: Vec<_> = reg.iter().filter(|o| a.op.is_empty() || a.op.iter().any(|n| n == o.name())).cloned().collect();
@@ -109,4 +125,47 @@ pub fn main(args: Vec<String>) -> anyhow::Result<u8> {
     }
     println!("{total_ok} proven, {total_bad} failed");
     Ok(if total_bad == 0 { 0 } else { 1 })
+}
+
+fn check_model(a: &Args) -> anyhow::Result<u8> {
+    use kops_prove::check_model::{check_all, forms, Options};
+    let t0 = Instant::now();
+    let set = forms();
+    let emitted = set.forms.iter().filter(|f| f.in_emits).count();
+    println!(
+        "{} forms in the model ({emitted} produced by the native emits, marked *); {} states each",
+        set.forms.len(),
+        a.states
+    );
+    let opts = Options { states: a.states, seed: a.seed, z3_sample: a.z3_states, jobs: a.jobs.max(1), perturb: None };
+    let reports = check_all(&set, &opts, |_| {}).map_err(anyhow::Error::msg)?;
+    let (mut states, mut bad) = (0usize, 0usize);
+    for r in &reports {
+        println!(
+            "{} {:<64} {:>3} instances {:>6} states {:>3} z3 {:>5} disagreements",
+            if r.in_emits { "*" } else { " " },
+            r.name,
+            r.instances,
+            r.states,
+            r.z3_states,
+            r.disagreements
+        );
+        for d in &r.examples {
+            println!("{d}");
+        }
+        states += r.states;
+        bad += r.disagreements;
+    }
+    let mut gaps = 0;
+    for f in &set.unbuilt {
+        println!("ERROR: no instance could be built of {f}, whose mnemonic the model handles");
+        gaps += 1;
+    }
+    for f in &set.emitted_outside_model {
+        println!("ERROR: the emits produce {f}, which the model does not accept");
+        gaps += 1;
+    }
+    eprintln!("({:.1}s)", t0.elapsed().as_secs_f64());
+    println!("{} forms, {states} states, {bad} disagreements", reports.len());
+    Ok(if bad == 0 && gaps == 0 { 0 } else { 1 })
 }
