@@ -115,26 +115,14 @@ const KEEP_EXAMPLES: usize = 3;
 // ---------------------------------------------------------------------------------------
 // Random numbers: a fixed generator, so a run is reproducible from its seed.
 
-pub struct Rng(u64);
+pub use kops_rng::Rng;
 
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed ^ 0x9e37_79b9_7f4a_7c15)
-    }
-    pub fn next(&mut self) -> u64 {
-        // splitmix64
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn pick<T: Copy>(&mut self, v: &[T]) -> T {
-        v[self.below(v.len() as u64) as usize]
-    }
+/// The checker's value distribution on top of the project's generator.
+trait BoundaryValues {
+    fn value(&mut self) -> u64;
+}
+
+impl BoundaryValues for Rng {
     /// A register or immediate value: uniform, or one at a boundary of some width, so
     /// carries, overflows, zero results and equal operands all happen often.
     fn value(&mut self) -> u64 {

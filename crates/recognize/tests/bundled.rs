@@ -17,7 +17,7 @@ fn bundled() -> Vec<std::path::PathBuf> {
 
 fn packets() -> Vec<Vec<u8>> {
     let mut v = Vec::new();
-    let mut rng = Rng(0x9e3779b97f4a7c15);
+    let mut rng = Rng::new(0x9e3779b97f4a7c15);
     for &len in &[0usize, 14, 60, 64, 100, 128, 257, 600, 1500] {
         for _ in 0..3 {
             v.push(rng.bytes(len));

@@ -115,7 +115,7 @@ fn run(insns: &[Insn], mem: &[u8]) -> Result<(u64, Vec<u8>), String> {
 
 #[test]
 fn random_idiom_soup_rewrites_preserve_semantics() {
-    let mut rng = Rng(0xdead_beef_cafe_f00d);
+    let mut rng = Rng::new(0xdead_beef_cafe_f00d);
     let registry = kops_einsn::registry();
     let (mut compared, mut sites) = (0usize, 0usize);
     for n in 0..1500 {

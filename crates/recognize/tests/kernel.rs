@@ -45,7 +45,7 @@ fn kernel_accepts_lowered_rewritten_bundled_programs() {
             if !matches!(orig.prog_type, kops_object::ProgType::Xdp | kops_object::ProgType::SchedCls) {
                 continue;
             }
-            let mut rng = Rng(0x1234_5678_9abc_def1);
+            let mut rng = Rng::new(0x1234_5678_9abc_def1);
             for len in [64usize, 200, 1500] {
                 let pkt = rng.bytes(len);
                 let run = TestRun { data_in: Some(&pkt), ..Default::default() };

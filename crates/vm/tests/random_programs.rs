@@ -5,18 +5,7 @@ use kops_isa::{op, Insn};
 use kops_object::ProgType;
 use kops_vm::{CtxKind, HelperTable, ProgInput, Vm};
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+use kops_rng::Rng;
 
 /// Opcodes of every class, with the odd invalid one mixed in.
 const CODES: &[u8] = &[
@@ -65,7 +54,7 @@ fn random_program(rng: &mut Rng) -> Vec<Insn> {
 
 #[test]
 fn random_programs_never_crash() {
-    let mut rng = Rng(0x1234_5678_9abc_def1);
+    let mut rng = Rng::new(0x1234_5678_9abc_def1);
     let (mut ran, mut load_err, mut run_err) = (0, 0, 0);
     for round in 0..40_000u32 {
         let insns = random_program(&mut rng);

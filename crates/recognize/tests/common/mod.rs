@@ -58,23 +58,11 @@ pub fn rewritten(rep: &ObjectReport, prog: &str) -> usize {
     rep.programs.iter().find(|p| p.name == prog).unwrap().sites.iter().filter(|s| s.rewrite).count()
 }
 
-/// Deterministic xorshift for inputs.
-pub struct Rng(pub u64);
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-}
+pub use kops_rng::Rng;
 
 /// Inputs that exercise corner values as well as random ones.
 pub fn inputs(n: usize, len: usize, seed: u64) -> Vec<Vec<u8>> {
-    let mut rng = Rng(seed | 1);
+    let mut rng = Rng::new(seed);
     let mut v = vec![vec![0u8; len], vec![0xffu8; len]];
     while v.len() < n {
         let mut b = rng.bytes(len);
