@@ -1,56 +1,116 @@
-//! The `kops` command. Each subcommand lives in its own module under `cmd/` and parses its
-//! own arguments (clap); this file only dispatches.
+//! The `kops` command: clap subcommands, one module per command under `cmd/`, each with
+//! its `Args` and a `run` that returns the exit status. This file only parses and
+//! dispatches.
 
 mod cmd;
 
+use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
-/// (name, one-line summary, entry point). Entry points take the arguments after the
-/// subcommand name and return the process exit status.
-type Entry = fn(Vec<String>) -> anyhow::Result<u8>;
-const COMMANDS: &[(&str, &str, Entry)] = &[
-    ("disasm", "print the programs of an object in llvm-objdump syntax", cmd::disasm::main),
-    ("run", "run one program of an object on a runtime", cmd::run::main),
-    ("conformance", "run the eBPF conformance suite on a runtime", cmd::conformance::main),
-    ("conformance-plugin", "speak the bpf_conformance plugin protocol", cmd::conformance::plugin_main),
-    ("verify", "load programs into the kernel verifier", cmd::verify::main),
-    ("diff", "differential testing of runtimes against an oracle", cmd::diff::main),
-    ("jit-diff", "compare our x86-64 JIT with the kernel's jited image", cmd::jit_diff::main),
-    ("inspect", "list the idiom sites the recognizer finds", cmd::inspect::main),
-    ("rewrite", "rewrite an object's programs into kinsn sites", cmd::rewrite::main),
-    ("bench", "benchmark runtimes side by side against the kernel JIT", cmd::bench::main),
-    ("prove", "prove native emits equal to their proof sequences", cmd::prove::main),
-];
+#[derive(Parser, Debug)]
+#[command(name = "kops", about = "kops: faster eBPF through verified native operations", subcommand_required = true, arg_required_else_help = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn usage() -> String {
-    let mut s = String::from(
-        "kops: faster eBPF through verified native operations\n\n\
-         usage: kops <command> [args...]   (kops <command> --help for details)\n\ncommands:\n",
-    );
-    for (name, what, _) in COMMANDS {
-        s.push_str(&format!("  {name:<20} {what}\n"));
+/// One variant per command; its `Args` doc comment is the help text.
+#[derive(Subcommand, Debug)]
+enum Command {
+    Disasm(cmd::disasm::Args),
+    Run(cmd::run::Args),
+    Conformance(cmd::conformance::Args),
+    /// speak the bpf_conformance plugin protocol (its own argument conventions)
+    #[command(disable_help_flag = true)]
+    ConformancePlugin {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    Verify(cmd::verify::Args),
+    Diff(cmd::diff::Args),
+    JitDiff(cmd::jit_diff::Args),
+    Inspect(cmd::inspect::Args),
+    Rewrite(cmd::rewrite::Args),
+    Bench(cmd::bench::Args),
+    Prove(cmd::prove::Args),
+}
+
+impl Command {
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Disasm(_) => "disasm",
+            Command::Run(_) => "run",
+            Command::Conformance(_) => "conformance",
+            Command::ConformancePlugin { .. } => "conformance-plugin",
+            Command::Verify(_) => "verify",
+            Command::Diff(_) => "diff",
+            Command::JitDiff(_) => "jit-diff",
+            Command::Inspect(_) => "inspect",
+            Command::Rewrite(_) => "rewrite",
+            Command::Bench(_) => "bench",
+            Command::Prove(_) => "prove",
+        }
     }
-    s
+}
+
+fn dispatch(command: Command, argv: &[String]) -> anyhow::Result<u8> {
+    match command {
+        Command::Disasm(a) => cmd::disasm::run(a),
+        Command::Run(a) => cmd::run::run(a),
+        Command::Conformance(a) => cmd::conformance::run(a),
+        Command::ConformancePlugin { args } => {
+            let argv = std::iter::once("kops conformance-plugin".to_string()).chain(args).collect();
+            cmd::conformance::plugin_main(argv)
+        }
+        Command::Verify(a) => cmd::verify::run(a),
+        Command::Diff(a) => cmd::diff::run(a),
+        Command::JitDiff(a) => cmd::jit_diff::run(a),
+        Command::Inspect(a) => cmd::inspect::run(a),
+        Command::Rewrite(a) => cmd::rewrite::run(a),
+        Command::Bench(a) => cmd::bench::run(a, argv.join(" ")),
+        Command::Prove(a) => cmd::prove::run(a),
+    }
+}
+
+/// Parses `argv` (`kops <command> ...`) and runs it: the exit status. Usage errors are 2,
+/// `--help` 0, a command's error 1 (printed as `kops <command>: error: ...`).
+pub fn run_cli<S: AsRef<str>>(argv: &[S]) -> u8 {
+    let argv: Vec<String> = argv.iter().map(|s| s.as_ref().to_string()).collect();
+    let cli = match Cli::try_parse_from(&argv) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 2 } else { 0 };
+        }
+    };
+    let name = cli.command.name();
+    match dispatch(cli.command, &argv) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("kops {name}: error: {e:#}");
+            1
+        }
+    }
 }
 
 fn main() -> ExitCode {
-    let mut args: Vec<String> = std::env::args().collect();
-    if args.len() < 2 || matches!(args[1].as_str(), "-h" | "--help" | "help") {
-        print!("{}", usage());
-        return ExitCode::from(if args.len() < 2 { 2 } else { 0 });
-    }
-    let name = args.remove(1);
-    let Some((_, _, entry)) = COMMANDS.iter().find(|(n, _, _)| *n == name) else {
-        eprint!("kops: unknown command `{name}`\n\n{}", usage());
-        return ExitCode::from(2);
-    };
-    // clap expects argv[0]; give it "kops <command>".
-    args[0] = format!("kops {name}");
-    match entry(args) {
-        Ok(code) => ExitCode::from(code),
-        Err(e) => {
-            eprintln!("kops {name}: error: {e:#}");
-            ExitCode::from(1)
-        }
+    let argv: Vec<String> = std::env::args().collect();
+    ExitCode::from(run_cli(&argv))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::run_cli;
+
+    #[test]
+    fn usage_errors_are_2_and_help_is_0() {
+        assert_eq!(run_cli(&["kops"]), 2);
+        assert_eq!(run_cli(&["kops", "--help"]), 0);
+        assert_eq!(run_cli(&["kops", "no-such-command"]), 2);
+        assert_eq!(run_cli(&["kops", "run"]), 2, "missing FILE");
+        assert_eq!(run_cli(&["kops", "run", "x.o", "--no-such-flag"]), 2);
+        assert_eq!(run_cli(&["kops", "run", "--help"]), 0);
+        // A command that fails on its input is 1 (an error, printed), not a usage error.
+        assert_eq!(run_cli(&["kops", "run", "/nonexistent/x.o"]), 1);
     }
 }

@@ -4,7 +4,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
 use kops_bench::suite::{self, SuiteOptions, RUNTIMES};
 use kops_bench::{report, Settings};
 
@@ -29,9 +28,8 @@ use kops_bench::{report, Settings};
 ///
 /// Without --json/--svg/--markdown, the report is written to target/kops-bench/.
 /// Exit status: 0, 1 when a runtime's result differed from the oracle, 2 usage.
-#[derive(Parser, Debug)]
-#[command(name = "kops bench")]
-struct Args {
+#[derive(clap::Args, Debug)]
+pub struct Args {
     /// Object files (default: bpf/out/*.bpf.o).
     files: Vec<String>,
     /// Comma-separated runtimes (kernel, interp, jit, kops, native, rbpf).
@@ -175,16 +173,8 @@ fn format_utc(secs: u64) -> String {
     format!("{y:04}-{m:02}-{d:02} {:02}:{:02} UTC", rem / 3600, rem % 3600 / 60)
 }
 
-pub fn main(args: Vec<String>) -> anyhow::Result<u8> {
-    let command = std::iter::once("kops bench".to_string()).chain(args.iter().skip(1).cloned()).collect::<Vec<_>>().join(" ");
-    let a = match Args::try_parse_from(&args) {
-        Ok(a) => a,
-        Err(e) => {
-            let code = if e.use_stderr() { 2 } else { 0 };
-            let _ = e.print();
-            return Ok(code);
-        }
-    };
+/// `command` is the command line as typed, for the report.
+pub fn run(a: Args, command: String) -> anyhow::Result<u8> {
     let runtimes: Vec<String> = a.runtimes.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
     for r in &runtimes {
         if !RUNTIMES.contains(&r.as_str()) {
@@ -370,13 +360,13 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let json = dir.join("bench.json");
         let md = dir.join("BENCHMARKS.md");
-        let mut args = vec!["kops bench".to_string()];
+        let mut args = vec!["kops".to_string(), "bench".to_string()];
         args.extend(files.iter().cloned());
         args.extend(
             ["--quick", "--no-progress", "--runtimes", runtimes, "--json", json.to_str().unwrap(), "--markdown", md.to_str().unwrap()]
                 .map(String::from),
         );
-        assert_eq!(main(args).unwrap(), 0, "kops bench failed (mismatch?)");
+        assert_eq!(crate::run_cli(&args), 0, "kops bench failed (mismatch?)");
         let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
         let results = v["results"].as_array().expect("results array");
         let mut want_rt: Vec<&str> = runtimes.split(',').collect();

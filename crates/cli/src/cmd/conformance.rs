@@ -2,7 +2,6 @@
 //! `kops conformance-plugin`: the suite's plugin protocol.
 
 use anyhow::{bail, Context, Result};
-use clap::Parser;
 use kops_isa::conformance::TestFile;
 use kops_isa::Insn;
 use std::io::Read;
@@ -22,9 +21,8 @@ macro_rules! outln {
 /// memory's length, helper 5 = "unwind"; r0 at exit must equal the file's `-- result`.
 /// Prints one line per failure (file, expected and actual r0, or the error) and ends with
 /// `N passed, M failed`. Exit status 1 when any test fails.
-#[derive(Parser, Debug)]
-#[command(name = "kops conformance")]
-struct Args {
+#[derive(clap::Args, Debug)]
+pub struct Args {
     /// Directory with the `.data` files (e.g. ../shared/conformance/tests), or one file.
     dir: PathBuf,
     /// Runtime: interp, jit, kops (the JIT with kinsn dispatch; the suite has no sites, so
@@ -95,15 +93,7 @@ fn files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(v)
 }
 
-pub fn main(args: Vec<String>) -> Result<u8> {
-    let args = match Args::try_parse_from(&args) {
-        Ok(a) => a,
-        Err(e) => {
-            let code = if e.use_stderr() { 2 } else { 0 };
-            let _ = e.print();
-            return Ok(code);
-        }
-    };
+pub fn run(args: Args) -> Result<u8> {
     // Fail early on an unknown runtime rather than once per file.
     if args.runtime != "kernel" && super::run::engine(&args.runtime)?.native() {
         println!(

@@ -5,13 +5,14 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::rc::Rc;
 
-use clap::Parser;
 use kops_kernel::{KernelBtf, KernelError, LoadedProg, MapSet, TestRun};
 use kops_object::{map_type, Object, Program};
 use kops_bench::packet::gen_input;
 use kops_rng::Rng;
 use kops_vm::{CtxKind, ProgInput, Vm, VmError};
 
+/// Differential testing of runtimes against an oracle.
+///
 /// Run every program of the given objects on several runtimes with the same generated
 /// inputs and the same initial map contents, and compare the return value, the output
 /// packet and every map's contents afterwards. The first runtime is the oracle.
@@ -33,9 +34,8 @@ use kops_vm::{CtxKind, ProgInput, Vm, VmError};
 ///
 /// Exit status: 0 no mismatch, 1 mismatches (or a program could not be run), 2 usage,
 /// 3 the kernel refused bpf(2).
-#[derive(Parser, Debug)]
-#[command(name = "kops diff")]
-struct Args {
+#[derive(clap::Args, Debug)]
+pub struct Args {
     /// Object files.
     #[arg(required = true)]
     files: Vec<String>,
@@ -66,15 +66,7 @@ struct Args {
 
 const EXIT_NO_KERNEL: u8 = 3;
 
-pub fn main(args: Vec<String>) -> anyhow::Result<u8> {
-    let a = match Args::try_parse_from(&args) {
-        Ok(a) => a,
-        Err(e) => {
-            let code = if e.use_stderr() { 2 } else { 0 };
-            let _ = e.print();
-            return Ok(code);
-        }
-    };
+pub fn run(a: Args) -> anyhow::Result<u8> {
     let names: Vec<String> = a.runtimes.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
     if names.len() < 2 {
         eprintln!("kops diff: --runtimes needs at least two runtimes (oracle first), got `{}`", a.runtimes);
@@ -666,11 +658,11 @@ mod tests {
         let objs = bundled_objects();
         assert!(!objs.is_empty(), "no bundled objects in bpf/out");
         for o in &objs {
-            assert_eq!(crate::cmd::verify::main(args(&["kops verify", o])).unwrap(), 0, "kops verify {o}");
+            assert_eq!(crate::run_cli(&args(&["kops", "verify", o])), 0, "kops verify {o}");
         }
-        let mut a = args(&["kops diff", "--inputs", "12", "--seed", "3"]);
+        let mut a = args(&["kops", "diff", "--inputs", "12", "--seed", "3"]);
         a.extend(objs.iter().cloned());
-        assert_eq!(main(a).unwrap(), 0, "kops diff on the bundled objects");
+        assert_eq!(crate::run_cli(&a), 0, "kops diff on the bundled objects");
     }
 
     fn diffcheck_object() -> String {
@@ -691,10 +683,10 @@ mod tests {
             return;
         }
         let o = diffcheck_object();
-        assert_eq!(main(args(&["kops diff", "--inputs", "30", &o])).unwrap(), 0);
-        assert_eq!(main(args(&["kops diff", "--inputs", "30", "--prog", "coin", "--strict", &o])).unwrap(), 1);
-        assert_eq!(main(args(&["kops diff", "--inputs", "3", "--runtimes", "kernel", &o])).unwrap(), 2);
-        assert_eq!(main(args(&["kops diff", "--runtimes", "kernel,nope", &o])).unwrap(), 2);
+        assert_eq!(crate::run_cli(&args(&["kops", "diff", "--inputs", "30", &o])), 0);
+        assert_eq!(crate::run_cli(&args(&["kops", "diff", "--inputs", "30", "--prog", "coin", "--strict", &o])), 1);
+        assert_eq!(crate::run_cli(&args(&["kops", "diff", "--inputs", "3", "--runtimes", "kernel", &o])), 2);
+        assert_eq!(crate::run_cli(&args(&["kops", "diff", "--runtimes", "kernel,nope", &o])), 2);
     }
 
     /// libxdp's own load conventions for its dispatcher: `.rodata` holds the
@@ -796,7 +788,7 @@ mod tests {
                     }
                 }
             }
-            let code = crate::cmd::verify::main(args(&["kops verify", o])).unwrap();
+            let code = crate::run_cli(&args(&["kops", "verify", o]));
             assert_eq!(code, if all { 0 } else { 1 }, "kops verify {o} exit status");
             if all {
                 loadable.push(o.clone());
@@ -813,9 +805,9 @@ mod tests {
         assert!(refused.iter().all(|r| r.contains("(fentry/") || r.contains("(fexit/")), "{refused:#?}");
         assert!(verified.len() >= 14, "{verified:?}");
         dispatcher_conventions(&bpfdir);
-        let mut a = args(&["kops diff", "--inputs", "12", "--seed", "5"]);
+        let mut a = args(&["kops", "diff", "--inputs", "12", "--seed", "5"]);
         a.extend(loadable);
-        assert_eq!(main(a).unwrap(), 0, "kops diff on the libxdp1 objects");
+        assert_eq!(crate::run_cli(&a), 0, "kops diff on the libxdp1 objects");
         let _ = std::fs::remove_dir_all(&tmp);
     }
 }

@@ -4,7 +4,6 @@
 //! Kops JIT makes of it (the code `kops run --runtime kops` runs).
 
 use anyhow::{anyhow, bail, Context, Result};
-use clap::Parser;
 use kops_isa::disasm::{format_program, Options};
 use object::{Object, ObjectSection, ObjectSymbol, SectionFlags, SymbolKind};
 use std::collections::BTreeMap;
@@ -19,9 +18,8 @@ use std::io::Write;
 /// (kinsn sidecar `kinsn_sidecar 0x<payload>`, kinsn call `kinsn_call <id>[, <btf slot>]`,
 /// load_acquire/store_release, 32-bit atomics other than add: printed as with --mcpu=v3).
 /// Calls and map references are shown unrelocated, as in the file.
-#[derive(Parser, Debug)]
-#[command(name = "kops disasm")]
-struct Args {
+#[derive(clap::Args, Debug)]
+pub struct Args {
     /// The object file (clang -target bpf output, e.g. bpf/out/foo.bpf.o).
     file: std::path::PathBuf,
     /// Only this section (e.g. `xdp`, `.text`).
@@ -47,18 +45,10 @@ struct Args {
     prog: Option<String>,
 }
 
-pub fn main(args: Vec<String>) -> Result<u8> {
-    let args = match Args::try_parse_from(&args) {
-        Ok(a) => a,
-        Err(e) => {
-            let code = if e.use_stderr() { 2 } else { 0 };
-            let _ = e.print();
-            return Ok(code);
-        }
-    };
+pub fn run(args: Args) -> Result<u8> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    let r = if args.native { native(&args, &mut out) } else { run(&args, &mut out) };
+    let r = if args.native { native(&args, &mut out) } else { listing(&args, &mut out) };
     match r {
         Ok(()) => Ok(0),
         // A closed stdout (`| head`) is not an error.
@@ -169,7 +159,7 @@ fn native_listing(path: &str, obj: &kops_object::Object, p: &kops_object::Progra
     Ok(s)
 }
 
-fn run(args: &Args, out: &mut dyn Write) -> Result<()> {
+fn listing(args: &Args, out: &mut dyn Write) -> Result<()> {
     let path = args.file.display().to_string();
     let data = std::fs::read(&args.file).with_context(|| format!("{path}: cannot read"))?;
     let text = disassemble(&path, &data, args.section.as_deref(), Options { alu32: args.alu32, kinsn: !args.llvm_calls })?;
@@ -304,9 +294,9 @@ mod tests {
 
     #[test]
     fn main_exit_codes() {
-        assert_eq!(main(vec!["kops disasm".into(), "--help".into()]).unwrap(), 0);
-        assert_eq!(main(vec!["kops disasm".into()]).unwrap(), 2);
-        assert!(main(vec!["kops disasm".into(), "/nonexistent/x.o".into()]).is_err());
+        assert_eq!(crate::run_cli(&["kops", "disasm", "--help"]), 0);
+        assert_eq!(crate::run_cli(&["kops", "disasm"]), 2);
+        assert_eq!(crate::run_cli(&["kops", "disasm", "/nonexistent/x.o"]), 1);
     }
 
     /// `kops disasm` against `llvm-objdump-19 -d` on every bundled object: same sections,

@@ -1,13 +1,12 @@
 //! `kops inspect FILE.o`: list the idiom sites the recognizer finds, per program and pass.
 
 use anyhow::Context;
-use clap::Parser;
 use kops_recognize::{rewrite_object, Mode, ObjectReport, Pass, Policy};
 use std::io::Write;
 
-#[derive(Parser, Debug)]
+#[derive(clap::Args, Debug)]
 #[command(about = "list the idiom sites the recognizer finds in an object's programs")]
-struct Args {
+pub struct Args {
     /// The .bpf.o object.
     file: String,
     /// Print JSON instead of text.
@@ -99,15 +98,7 @@ pub(crate) fn emit(f: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> any
     }
 }
 
-pub fn main(args: Vec<String>) -> anyhow::Result<u8> {
-    let a = match Args::try_parse_from(&args) {
-        Ok(a) => a,
-        Err(e) => {
-            let code = if e.use_stderr() { 2 } else { 0 };
-            let _ = e.print();
-            return Ok(code);
-        }
-    };
+pub fn run(a: Args) -> anyhow::Result<u8> {
     let policy = parse_policy(&a.passes, &a.policy)?;
     let obj = kops_object::Object::load(&a.file).with_context(|| format!("loading {}", a.file))?;
     let (_, rep, _) = rewrite_object(&obj, &policy).with_context(|| a.file.clone())?;

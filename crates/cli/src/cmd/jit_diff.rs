@@ -20,16 +20,15 @@
 //! The last line totals the native instruction counts over the object's programs.
 
 use anyhow::{bail, Context, Result};
-use clap::Parser;
 use kops_isa::{op, Insn};
 use kops_jit::disasm::{disassemble, NativeInsn};
 use kops_jit::{compile, xlated, CpuFeatures, JitImage, JitOptions, Resolver};
 use kops_kernel::{KernelBtf, KernelError, MapSet};
 use kops_object::{Object, Program};
 
-#[derive(Parser, Debug)]
-#[command(name = "kops jit-diff", about = "compare our x86-64 JIT with the kernel's jited image")]
-struct Args {
+#[derive(clap::Args, Debug)]
+#[command(about = "compare our x86-64 JIT with the kernel's jited image")]
+pub struct Args {
     /// The .bpf.o object.
     file: String,
     /// Only this program (default: all).
@@ -42,15 +41,7 @@ struct Args {
 
 const EXIT_NO_KERNEL: u8 = 3;
 
-pub fn main(args: Vec<String>) -> Result<u8> {
-    let a = match Args::try_parse_from(&args) {
-        Ok(a) => a,
-        Err(e) => {
-            let code = if e.use_stderr() { 2 } else { 0 };
-            let _ = e.print();
-            return Ok(code);
-        }
-    };
+pub fn run(a: Args) -> Result<u8> {
     let obj = Object::load(&a.file).with_context(|| format!("loading {}", a.file))?;
     let progs: Vec<&Program> = match &a.prog {
         Some(n) => match obj.program(n) {

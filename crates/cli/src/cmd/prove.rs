@@ -1,17 +1,18 @@
 //! `kops prove`: every EInsn native emit against its proof sequence, by SMT.
 
-use clap::Parser;
 use kops_prove::einsn::{classes, prove_class, ClassOutcome};
 use kops_prove::Verdict;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-#[derive(Parser)]
-#[command(about = "Prove each native emit equal to its proof sequence (Z3 over bit-vectors), \
-for every payload class: every shift amount, start/length and size, every register aliasing \
-pattern, with temporaries live and dead, under each CPU feature set.")]
-struct Args {
+/// Prove each native emit equal to its proof sequence.
+///
+/// Z3 over bit-vectors, for every payload class: every shift amount, start/length and size,
+/// every register aliasing pattern, with temporaries live and dead, under each CPU feature
+/// set. `--check-model` instead checks the prover's x86-64 model against this CPU.
+#[derive(clap::Args, Debug)]
+pub struct Args {
     /// Architecture (only x86_64 has native emits).
     #[arg(long, default_value = "x86_64")]
     arch: String,
@@ -42,15 +43,7 @@ struct Args {
     z3_states: usize,
 }
 
-pub fn main(args: Vec<String>) -> anyhow::Result<u8> {
-    let a = match Args::try_parse_from(args) {
-        Ok(a) => a,
-        Err(e) => {
-            let code = if e.use_stderr() { 2 } else { 0 };
-            e.print()?;
-            return Ok(code);
-        }
-    };
+pub fn run(a: Args) -> anyhow::Result<u8> {
     if a.arch != "x86_64" {
         anyhow::bail!("no native emits for architecture `{}` yet (only x86_64)", a.arch);
     }

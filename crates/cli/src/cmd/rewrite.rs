@@ -1,12 +1,11 @@
 //! `kops rewrite FILE.o -o OUT.o`: rewrite an object's programs into kinsn sites.
 
 use anyhow::Context;
-use clap::Parser;
 use kops_recognize::{rewrite_object, write_object};
 
-#[derive(Parser, Debug)]
+#[derive(clap::Args, Debug)]
 #[command(about = "rewrite an object's programs into kinsn sites and write a new ELF object")]
-struct Args {
+pub struct Args {
     /// The .bpf.o object.
     file: String,
     /// Output object.
@@ -23,15 +22,7 @@ struct Args {
     policy: String,
 }
 
-pub fn main(args: Vec<String>) -> anyhow::Result<u8> {
-    let a = match Args::try_parse_from(&args) {
-        Ok(a) => a,
-        Err(e) => {
-            let code = if e.use_stderr() { 2 } else { 0 };
-            let _ = e.print();
-            return Ok(code);
-        }
-    };
+pub fn run(a: Args) -> anyhow::Result<u8> {
     let policy = super::inspect::parse_policy(&a.passes, &a.policy)?;
     let bytes = std::fs::read(&a.file).with_context(|| format!("reading {}", a.file))?;
     let obj = kops_object::Object::parse(&bytes, &a.file).with_context(|| format!("loading {}", a.file))?;

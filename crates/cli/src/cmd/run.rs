@@ -2,7 +2,6 @@
 //! program of an object and print r0 (and the output packet for XDP/tc programs).
 
 use anyhow::{bail, Context, Result};
-use clap::Parser;
 use kops_object::Object;
 use kops_vm::{CtxKind, Engine, ProgInput, Vm};
 
@@ -22,9 +21,8 @@ macro_rules! outln {
 /// (default: empty). Prints `r0 = ...` and, for XDP and skb programs, the output packet in
 /// hex. Maps start with the object's initial contents (global data) and are dumped with
 /// --dump-maps after the last run.
-#[derive(Parser, Debug)]
-#[command(name = "kops run")]
-struct Args {
+#[derive(clap::Args, Debug)]
+pub struct Args {
     /// The object file (e.g. bpf/out/parse_layers.bpf.o).
     file: std::path::PathBuf,
     /// Program (function) name; may be omitted when the object has one program.
@@ -239,15 +237,7 @@ fn run_kernel(args: &Args, obj: &Object, name: &str) -> Result<u8> {
     Ok(0)
 }
 
-pub fn main(args: Vec<String>) -> Result<u8> {
-    let args = match Args::try_parse_from(&args) {
-        Ok(a) => a,
-        Err(e) => {
-            let code = if e.use_stderr() { 2 } else { 0 };
-            let _ = e.print();
-            return Ok(code);
-        }
-    };
+pub fn run(args: Args) -> Result<u8> {
     let obj = Object::load(&args.file)?;
     let name = match &args.prog {
         Some(n) => n.clone(),

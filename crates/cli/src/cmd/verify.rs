@@ -1,10 +1,11 @@
 //! `kops verify`: load each program of an object into the running kernel's verifier.
 
-use clap::Parser;
 use kops_isa::Insn;
 use kops_kernel::{KernelBtf, KernelError, MapSet};
 use kops_object::{Object, Program};
 
+/// Load the programs of an object into the kernel verifier.
+///
 /// Load the programs of an eBPF object into the kernel verifier and report, per program,
 /// `verified` or `rejected` with the verifier's message and the instruction it points at.
 ///
@@ -14,9 +15,8 @@ use kops_object::{Object, Program};
 ///
 /// Exit status: 0 all verified, 1 a program was rejected (or the object could not be
 /// loaded), 2 usage error, 3 the kernel refused bpf(2) (no privilege, BPF disabled).
-#[derive(Parser, Debug)]
-#[command(name = "kops verify")]
-struct Args {
+#[derive(clap::Args, Debug)]
+pub struct Args {
     /// Object file (clang -target bpf output).
     file: String,
     /// Verify only this program (function name).
@@ -32,15 +32,7 @@ struct Args {
 pub const EXIT_REJECTED: u8 = 1;
 pub const EXIT_NO_KERNEL: u8 = 3;
 
-pub fn main(args: Vec<String>) -> anyhow::Result<u8> {
-    let a = match Args::try_parse_from(&args) {
-        Ok(a) => a,
-        Err(e) => {
-            let code = if e.use_stderr() { 2 } else { 0 };
-            let _ = e.print();
-            return Ok(code);
-        }
-    };
+pub fn run(a: Args) -> anyhow::Result<u8> {
     let obj = match Object::load(&a.file) {
         Ok(o) => o,
         Err(e) => {
@@ -256,24 +248,24 @@ mod tests {
     }
 
     fn run(v: &[&str]) -> u8 {
-        main(v.iter().map(|s| s.to_string()).collect()).unwrap()
+        crate::run_cli(v)
     }
 
     #[test]
     fn exit_statuses() {
         // usage errors and unreadable input do not need the kernel
-        assert_eq!(run(&["kops verify"]), 2);
-        assert_eq!(run(&["kops verify", "--help"]), 0);
-        assert_eq!(run(&["kops verify", "/nonexistent.o"]), 1);
+        assert_eq!(run(&["kops", "verify"]), 2);
+        assert_eq!(run(&["kops", "verify", "--help"]), 0);
+        assert_eq!(run(&["kops", "verify", "/nonexistent.o"]), 1);
         if let Some(r) = kops_kernel::skip_reason() {
             println!("SKIPPED: {r}");
             return;
         }
         let obj = data("reject.bpf.o");
-        assert_eq!(run(&["kops verify", &obj]), EXIT_REJECTED);
-        assert_eq!(run(&["kops verify", &obj, "--prog", "ok"]), 0);
-        assert_eq!(run(&["kops verify", &obj, "--prog", "bad", "--log-level", "1"]), EXIT_REJECTED);
-        assert_eq!(run(&["kops verify", &obj, "--prog", "nope"]), 1);
+        assert_eq!(run(&["kops", "verify", &obj]), EXIT_REJECTED);
+        assert_eq!(run(&["kops", "verify", &obj, "--prog", "ok"]), 0);
+        assert_eq!(run(&["kops", "verify", &obj, "--prog", "bad", "--log-level", "1"]), EXIT_REJECTED);
+        assert_eq!(run(&["kops", "verify", &obj, "--prog", "nope"]), 1);
     }
 
     #[test]
