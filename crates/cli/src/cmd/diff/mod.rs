@@ -1,15 +1,20 @@
 //! `kops diff`: differential testing of runtimes against an oracle.
 
-use kops_vm::compare::{differences, MapState, Outcome};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::rc::Rc;
 
-use kops_kernel::{KernelBtf, KernelError, LoadedProg, MapSet, TestRun};
+use kops_kernel::{KernelBtf, KernelError, MapSet};
 use kops_object::{map_type, Object, Program};
 use kops_bench::packet::gen_input;
 use kops_rng::Rng;
-use kops_vm::{CtxKind, ProgInput, Vm, VmError};
+
+mod report;
+mod runtime;
+
+use report::{nondeterministic_helpers, report, shrink, Observed};
+use runtime::{check_runtime_name, RunOutcome, Runtime};
+use kops_vm::CtxKind;
 
 /// Differential testing of runtimes against an oracle.
 ///
@@ -123,195 +128,6 @@ struct Totals {
     refused: usize,
     nondet: usize,
     errors: usize,
-}
-
-// ---------------------------------------------------------------------------------------
-// Runtimes
-
-enum RunOutcome {
-    Ran(Outcome),
-    /// The runtime does not take this input (the kernel's 14-byte minimum, ...).
-    Refused(String),
-    /// The runtime failed on it (a fault, an error): a difference if the oracle ran it.
-    Failed(String),
-}
-
-/// A userspace engine by name, through the CLI's one dispatch point (`run::engine`), where
-/// the JIT (`jit`) and the Kops JIT (`kops`) plug in.
-fn vm_engine(name: &str) -> Result<Box<dyn kops_vm::Engine>, String> {
-    super::run::engine(name).map_err(|e| format!("{e:#}"))
-}
-
-fn check_runtime_name(n: &str) -> Result<(), String> {
-    if n == "kernel" {
-        return Ok(());
-    }
-    vm_engine(n).map(|_| ()).map_err(|e| format!("runtime `{n}`: {e} (or `kernel`)"))
-}
-
-/// One program on one runtime.
-enum Runtime<'a> {
-    Kernel {
-        prog: LoadedProg,
-        maps: &'a MapSet,
-        kind: CtxKind,
-        cpu: usize,
-        /// Keys each map held (non-zero) after the last run: what the next reset restores.
-        dirty: std::cell::RefCell<BTreeMap<String, Vec<Vec<u8>>>>,
-    },
-    Vm { name: String, obj: &'a Object, prog: &'a Program, verifier: Rc<dyn kops_vm::Verifier> },
-}
-
-fn is_array(t: u32) -> bool {
-    matches!(t, map_type::ARRAY | map_type::PERCPU_ARRAY)
-}
-
-fn canon_insert(out: &mut BTreeMap<Vec<u8>, Vec<u8>>, array: bool, k: Vec<u8>, v: Vec<u8>) {
-    if array && v.iter().all(|&b| b == 0) {
-        return;
-    }
-    out.insert(k, v);
-}
-
-impl Runtime<'_> {
-    fn name(&self) -> &str {
-        match self {
-            Runtime::Kernel { .. } => "kernel",
-            Runtime::Vm { name, .. } => name,
-        }
-    }
-
-    /// Maps this runtime can read back (by name).
-    fn comparable_maps(&self) -> Vec<String> {
-        match self {
-            Runtime::Kernel { maps, .. } => {
-                maps.maps.iter().filter(|m| m.undumpable().is_none()).map(|m| m.def.name.clone()).collect()
-            }
-            Runtime::Vm { obj, .. } => obj
-                .maps
-                .iter()
-                .filter(|d| {
-                    !matches!(
-                        d.map_type,
-                        map_type::RINGBUF | map_type::PERF_EVENT_ARRAY | map_type::PROG_ARRAY
-                    )
-                })
-                .map(|d| d.name.clone())
-                .collect(),
-        }
-    }
-
-    fn run(&self, input: &ProgInput, compare: &[String]) -> Result<RunOutcome, KernelError> {
-        match self {
-            Runtime::Kernel { prog, maps, kind, cpu, dirty } => {
-                for (name, keys) in std::mem::take(&mut *dirty.borrow_mut()) {
-                    if let Some(m) = maps.get(&name) {
-                        m.reset_keys(&keys)?;
-                    }
-                }
-                let run = if kind.has_packet() {
-                    TestRun { data_in: Some(&input.data), ctx_in: input.ctx.as_deref(), ..TestRun::default() }
-                } else {
-                    TestRun { ctx_in: Some(&input.data), ..TestRun::default() }
-                };
-                let r = match prog.test_run(&run) {
-                    Ok(r) => r,
-                    Err(KernelError::Sys { op, err }) => {
-                        let e = err.raw_os_error().unwrap_or(0);
-                        let text = op.to_string();
-                        return Ok(if matches!(e, 22 | 95 | 524) {
-                            RunOutcome::Refused(text)
-                        } else {
-                            RunOutcome::Failed(text)
-                        });
-                    }
-                    Err(e) => return Err(e),
-                };
-                let mut state = MapState::new();
-                for m in &maps.maps {
-                    if !compare.contains(&m.def.name) {
-                        continue;
-                    }
-                    let d = m.dump_nonzero()?;
-                    dirty.borrow_mut().insert(m.def.name.clone(), d.entries.iter().map(|(k, _)| k.clone()).collect());
-                    let mut entries = BTreeMap::new();
-                    for (k, vals) in d.entries {
-                        let v = if d.per_cpu { vals.get(*cpu).cloned().unwrap_or_default() } else { vals[0].clone() };
-                        canon_insert(&mut entries, is_array(m.def.map_type), k, v);
-                    }
-                    state.insert(m.def.name.clone(), entries);
-                }
-                Ok(RunOutcome::Ran(Outcome {
-                    r0: r.retval as u64,
-                    data_out: kind.has_packet().then_some(r.data_out),
-                    maps: state,
-                }))
-            }
-            Runtime::Vm { name, obj, prog, verifier } => {
-                let engine = match vm_engine(name) {
-                    Ok(e) => e,
-                    Err(e) => return Ok(RunOutcome::Failed(e)),
-                };
-                // A fresh Vm per input: maps exactly as the object defines them.
-                // One verifier per object, shared by these Vms: each program is verified
-                // once, not once per input.
-                let vm = match Vm::with_verifier(Some(obj), engine, Box::new(verifier.clone())) {
-                    Ok(v) => v,
-                    Err(e) => return Ok(RunOutcome::Failed(format!("setting up the object: {e}"))),
-                };
-                let id = match vm.load(&prog.name) {
-                    Ok(id) => id,
-                    Err(e) => return Ok(RunOutcome::Failed(format!("load: {e}"))),
-                };
-                let r = match vm.run(id, input) {
-                    Ok(r) => r,
-                    Err(VmError::Input(m)) => return Ok(RunOutcome::Refused(format!("input: {m}"))),
-                    Err(e) => return Ok(RunOutcome::Failed(e.to_string())),
-                };
-                let kind = CtxKind::for_prog_type(prog.prog_type);
-                let state = vm.snapshot_maps(compare);
-                Ok(RunOutcome::Ran(Outcome { r0: r.r0, data_out: kind.has_packet().then_some(r.data_out), maps: state }))
-            }
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// Comparison
-
-
-fn hex(b: &[u8]) -> String {
-    let mut s = String::with_capacity(b.len() * 2);
-    for x in b {
-        let _ = write!(s, "{x:02x}");
-    }
-    s
-}
-
-/// Helpers whose results differ between two runs by nature (time, randomness, CPU number
-/// when the oracle ran elsewhere). Programs that call them can differ legitimately.
-fn nondeterministic_helpers(p: &Program, kernel_cpu: Option<usize>) -> Vec<&'static str> {
-    let mut out = Vec::new();
-    for i in &p.insns {
-        if !i.is_helper_call() {
-            continue;
-        }
-        let name = match i.imm {
-            5 => "ktime_get_ns",
-            7 => "get_prandom_u32",
-            8 if kernel_cpu.unwrap_or(0) != 0 => "get_smp_processor_id",
-            42 => "get_numa_node_id",
-            118 => "jiffies64",
-            125 => "ktime_get_boot_ns",
-            160 => "ktime_get_coarse_ns",
-            208 => "ktime_get_tai_ns",
-            _ => continue,
-        };
-        if !out.contains(&name) {
-            out.push(name);
-        }
-    }
-    out
 }
 
 // ---------------------------------------------------------------------------------------
@@ -504,107 +320,10 @@ fn hash_str(s: &str) -> u64 {
 }
 
 /// What two runtimes did with one input.
-struct Observed {
-    oracle: Result<Outcome, String>,
-    other: Result<Outcome, String>,
-}
-
-impl Observed {
-    fn differs(&self, bits32: bool) -> bool {
-        match (&self.oracle, &self.other) {
-            (Ok(a), Ok(b)) => !differences(a, b, bits32).is_empty(),
-            (Ok(_), Err(_)) => true,
-            _ => false, // the oracle does not run it: nothing to compare
-        }
-    }
-}
-
-fn observe(o: &Runtime, x: &Runtime, input: &ProgInput, compare: &[String]) -> Result<Observed, KernelError> {
-    let conv = |r: RunOutcome| match r {
-        RunOutcome::Ran(v) => Ok(v),
-        RunOutcome::Refused(w) | RunOutcome::Failed(w) => Err(w),
-    };
-    Ok(Observed { oracle: conv(o.run(input, compare)?), other: conv(x.run(input, compare)?) })
-}
-
-/// Makes a differing input smaller: cut the tail while the difference stays, then zero
-/// bytes one at a time (a bounded number of runs). Returns the smallest input found with
-/// what the runtimes did on it (`first` when nothing smaller still differs).
-fn shrink(
-    o: &Runtime,
-    x: &Runtime,
-    input: &ProgInput,
-    first: Observed,
-    compare: &[String],
-    bits32: bool,
-) -> Result<(ProgInput, Observed), KernelError> {
-    let mut cur = (input.clone(), first);
-    let mut budget = 300;
-    let mut step = cur.0.data.len() / 2;
-    while step > 0 && budget > 0 {
-        let mut t = cur.0.clone();
-        t.data.truncate(cur.0.data.len() - step);
-        budget -= 1;
-        let obs = observe(o, x, &t, compare)?;
-        if obs.differs(bits32) {
-            cur = (t, obs);
-            step = step.min(cur.0.data.len() / 2);
-        } else {
-            step /= 2;
-        }
-    }
-    for i in 0..cur.0.data.len() {
-        if budget == 0 {
-            break;
-        }
-        if cur.0.data[i] == 0 {
-            continue;
-        }
-        let mut t = cur.0.clone();
-        t.data[i] = 0;
-        budget -= 1;
-        let obs = observe(o, x, &t, compare)?;
-        if obs.differs(bits32) {
-            cur = (t, obs);
-        }
-    }
-    Ok(cur)
-}
-
-fn report(path: &str, p: &Program, o: &Runtime, x: &Runtime, input: &ProgInput, obs: &Observed, bits32: bool) {
-    println!("MISMATCH {path} program `{}` ({}): {} vs {}", p.name, p.section, o.name(), x.name());
-    println!("  input ({} bytes): {}", input.data.len(), hex(&input.data));
-    if let Some(c) = &input.ctx {
-        println!("  ctx: {}", hex(c));
-    }
-    let show = |r: &Result<Outcome, String>| -> String {
-        match r {
-            Ok(r) => {
-                let mut s = format!("r0 = {:#x}", r.r0);
-                match &r.data_out {
-                    Some(d) if *d == input.data => s.push_str(", packet out = input"),
-                    Some(d) => {
-                        let _ = write!(s, ", packet out ({} bytes) {}", d.len(), hex(d));
-                    }
-                    None => {}
-                }
-                s
-            }
-            Err(w) => format!("error: {w}"),
-        }
-    };
-    println!("  {}: {}", o.name(), show(&obs.oracle));
-    println!("  {}: {}", x.name(), show(&obs.other));
-    if let (Ok(a), Ok(b)) = (&obs.oracle, &obs.other) {
-        for d in differences(a, b, bits32) {
-            println!("  differs: {d}");
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kops_vm::compare::{differences, MapState, Outcome};
 
     #[test]
     fn differences_compare_low_half_only_against_the_kernel() {
@@ -811,4 +530,5 @@ mod tests {
         let _ = std::fs::remove_dir_all(&tmp);
     }
 }
+
 
