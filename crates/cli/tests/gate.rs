@@ -3,7 +3,7 @@
 //! warns, and `kops conformance` says in its first line that it runs unverified.
 //! Test object: crates/kernel/tests/data/gate.bpf.c.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 fn kops(args: &[&str]) -> Output {
@@ -82,14 +82,10 @@ fn verified_programs_run_and_unverified_warns() {
 
 #[test]
 fn conformance_on_native_runtimes_says_it_runs_unverified() {
-    let dir = std::env::var("KOPS_CONFORMANCE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance/tests"));
-    let file = dir.join("add.data");
-    if !file.is_file() {
-        println!("SKIPPED: no conformance suite at {}", dir.display());
+    if kops_isa::conformance::suite_files_for_test().is_none() {
         return;
     }
+    let file = kops_isa::conformance::suite_dir().join("add.data");
     for runtime in ["jit", "kops"] {
         let o = kops(&["conformance", file.to_str().unwrap(), "--runtime", runtime]);
         let out = String::from_utf8_lossy(&o.stdout);

@@ -142,12 +142,40 @@ fn strip_comment(l: &str) -> &str {
     .trim()
 }
 
+/// Where the bpf_conformance suite's `.data` files are: `KOPS_CONFORMANCE_DIR`, else
+/// `../shared/conformance/tests` beside this repository's checkout.
+pub fn suite_dir() -> std::path::PathBuf {
+    match std::env::var_os("KOPS_CONFORMANCE_DIR") {
+        Some(d) => std::path::PathBuf::from(d),
+        None => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance/tests"),
+    }
+}
+
+/// The suite's `.data` files, sorted, for tests. Where the suite is absent (a clone of
+/// this repository alone) it prints `SKIPPED: <reason>` and returns None; under
+/// `KOPS_REQUIRE_CONFORMANCE=1` (as CI sets) that is a panic instead.
+pub fn suite_files_for_test() -> Option<Vec<std::path::PathBuf>> {
+    let dir = suite_dir();
+    let files: Vec<std::path::PathBuf> = match std::fs::read_dir(&dir) {
+        Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "data")).collect(),
+        Err(_) => Vec::new(),
+    };
+    if files.is_empty() {
+        let why = format!("no conformance suite at {} (set KOPS_CONFORMANCE_DIR)", dir.display());
+        if std::env::var("KOPS_REQUIRE_CONFORMANCE").is_ok_and(|v| v == "1") {
+            panic!("KOPS_REQUIRE_CONFORMANCE=1 but {why}");
+        }
+        println!("SKIPPED: {why}");
+        return None;
+    }
+    let mut files = files;
+    files.sort();
+    Some(files)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::Path;
-
-    const SUITE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/conformance/tests");
 
     #[test]
     fn parses_sections() {
@@ -177,18 +205,10 @@ mod tests {
     /// (the raw words are an independent encoding, written by the suite's authors).
     #[test]
     fn whole_suite_assembles() {
-        let dir = Path::new(SUITE);
-        if !dir.is_dir() {
-            eprintln!("skipping: conformance suite not found at {}", dir.display());
-            return;
-        }
+        let Some(files) = suite_files_for_test() else { return };
         let mut n = 0;
         let mut both = 0;
-        for e in std::fs::read_dir(dir).unwrap() {
-            let p = e.unwrap().path();
-            if p.extension().and_then(|x| x.to_str()) != Some("data") {
-                continue;
-            }
+        for p in files {
             let text = std::fs::read_to_string(&p).unwrap();
             let t = TestFile::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
             assert!(!t.insns.is_empty(), "{}", p.display());
