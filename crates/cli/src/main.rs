@@ -3,6 +3,8 @@
 //! dispatches.
 
 mod cmd;
+#[cfg(test)]
+mod filetests;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

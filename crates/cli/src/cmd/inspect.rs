@@ -29,6 +29,23 @@ pub(crate) fn parse_policy(passes: &str, policy: &str) -> anyhow::Result<Policy>
     Ok(Policy { mode, passes })
 }
 
+/// One site of the text report.
+pub(crate) fn site_line(s: &kops_recognize::SiteReport) -> String {
+    format!(
+        "[{}, {}) {}  {}  {} native {} -> {} (saving {})  {}: {}",
+        s.start,
+        s.end,
+        s.line.as_deref().unwrap_or("-"),
+        s.op,
+        if s.rewrite { "REWRITE" } else { "keep" },
+        s.native_before,
+        s.native_after,
+        s.saving,
+        if s.rewrite { "because" } else { "reason" },
+        s.reason
+    )
+}
+
 /// Text report; the last line is `S sites in P programs`.
 pub(crate) fn write_report(out: &mut dyn Write, rep: &ObjectReport, show_rejected: bool) -> std::io::Result<()> {
     for p in &rep.programs {
@@ -49,20 +66,7 @@ pub(crate) fn write_report(out: &mut dyn Write, rep: &ObjectReport, show_rejecte
             }
             writeln!(out, "  {pass}: {} sites", sites.len())?;
             for s in sites {
-                writeln!(
-                    out,
-                    "    [{}, {}) {}  {}  {} native {} -> {} (saving {})  {}: {}",
-                    s.start,
-                    s.end,
-                    s.line.as_deref().unwrap_or("-"),
-                    s.op,
-                    if s.rewrite { "REWRITE" } else { "keep" },
-                    s.native_before,
-                    s.native_after,
-                    s.saving,
-                    if s.rewrite { "because" } else { "reason" },
-                    s.reason
-                )?;
+                writeln!(out, "    {}", site_line(s))?;
                 if let Some(src) = &s.source {
                     writeln!(out, "        | {src}")?;
                 }
