@@ -340,7 +340,7 @@ mod tests {
         Ok((r.r0, r.data_out))
     }
 
-    /// Random programs (kops_jit::gen): the JIT must leave r0 and the buffer (which holds
+    /// Random programs (kops_jit_tools::gen): the JIT must leave r0 and the buffer (which holds
     /// every register and the stack at exit) exactly as the interpreter. 2000 programs by
     /// default; `KOPS_JIT_PROPTEST=100000` for the big run.
     #[test]
@@ -350,10 +350,10 @@ mod tests {
         let mut opts = JitOptions::runtime().unwrap();
         let mut failures = Vec::new();
         for seed in first..first + count {
-            let mut rng = kops_jit::gen::Rng::new(seed);
+            let mut rng = kops_jit_tools::gen::Rng::new(seed);
             let size = 10 + rng.below(60) as usize;
-            let prog = kops_jit::gen::program(&mut rng, size);
-            let buf: Vec<u8> = (0..kops_jit::gen::BUF_SIZE).map(|_| rng.next() as u8).collect();
+            let prog = kops_jit_tools::gen::program(&mut rng, size);
+            let buf: Vec<u8> = (0..kops_jit_tools::gen::BUF_SIZE).map(|_| rng.next() as u8).collect();
             // Alternate BMI2 on/off so both shift lowerings are covered.
             opts.features = if seed % 2 == 0 { JitOptions::runtime().unwrap().features } else { kops_jit::CpuFeatures::NONE };
             let want = run_on(Box::new(crate::interp::Interp), &prog, &buf);
@@ -568,7 +568,7 @@ mod tests {
 
     /// A packet for the bundled programs: Ethernet + IPv4/IPv6/VLAN/other + TCP/UDP/ICMP +
     /// payload, with random fields (lengths consistent or not, on purpose).
-    fn packet(rng: &mut kops_jit::gen::Rng) -> Vec<u8> {
+    fn packet(rng: &mut kops_jit_tools::gen::Rng) -> Vec<u8> {
         let len = rng.pick(&[14usize, 20, 34, 42, 54, 60, 64, 74, 128, 256, 512, 1500]);
         let mut p: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
         if len >= 14 {
@@ -628,7 +628,7 @@ mod tests {
                         continue;
                     }
                 };
-                let mut rng = kops_jit::gen::Rng::new(0xb0b + compared as u64);
+                let mut rng = kops_jit_tools::gen::Rng::new(0xb0b + compared as u64);
                 for k in 0..60 {
                     let input = crate::ProgInput::packet(&packet(&mut rng));
                     let a = vi.run(ii, &input);
@@ -674,7 +674,7 @@ mod tests {
             let e = KopsEngine::with_options(o, reg.clone());
             let jp = e.compile_insns("sites", &p, &[0], &HelperTable::kernel(), false).unwrap();
             let code = jp.code();
-            let text: Vec<String> = kops_jit::disasm::disassemble(code, 0).into_iter().map(|i| i.mnemonic).collect();
+            let text: Vec<String> = kops_jit_tools::disasm::disassemble(code, 0).into_iter().map(|i| i.mnemonic).collect();
             if features.has(kops_jit::Feature::Popcnt) {
                 assert!(text.iter().any(|m| m == "popcnt"), "{text:?}");
             } else {
@@ -726,7 +726,7 @@ mod tests {
         assert_eq!(run(Box::new(JitEngine::new().unwrap()), &prog(4, 8), false, &pkt), want);
         // Out of range: the program ends with 0.
         assert_eq!(run(Box::new(JitEngine::new().unwrap()), &prog(4, 62), true, &pkt), 0);
-        let mut rng = kops_jit::gen::Rng::new(77);
+        let mut rng = kops_jit_tools::gen::Rng::new(77);
         for _ in 0..200 {
             let p = packet(&mut rng);
             let offs = [0, 1, 13, 60, 100, 1500, -1, -0x10_0000, -0x10_0000 + 3, -0x20_0000, -0x20_0000 + 13, -0x30_0000];
@@ -934,7 +934,7 @@ mod tests {
                     assert!(features == kops_jit::CpuFeatures::NONE, "{name} fell back with the host's features");
                     continue;
                 };
-                let text: Vec<String> = kops_jit::disasm::disassemble(code, 0).into_iter().map(|i| i.text).collect();
+                let text: Vec<String> = kops_jit_tools::disasm::disassemble(code, 0).into_iter().map(|i| i.text).collect();
                 let has = |m: &str| text.iter().any(|t| t.starts_with(m) || t.contains(&format!(" {m}")));
                 let ok = match name.as_str() {
                     "rotate64" | "rotate32" => has("rol") || has("ror") || has("rorx"),

@@ -3,7 +3,7 @@
 //! Each program is loaded into the kernel (its maps created, BTF attached); the kernel's
 //! xlated program (the instructions after every verifier rewrite, which is what the kernel
 //! JIT compiled) and its jited image are read back. Our JIT compiles the same xlated
-//! instructions ([`kops_jit::xlated`]), so the comparison isolates the JIT itself:
+//! instructions ([`kops_jit_tools::xlated`]), so the comparison isolates the JIT itself:
 //! context-access conversion, helper inlining, divide guards and map pointers are in both
 //! inputs (constant blinding is off for root). The two images are disassembled with
 //! iced-x86 and printed side by side per xlated eBPF instruction, with each difference
@@ -21,8 +21,9 @@
 
 use anyhow::{bail, Context, Result};
 use kops_isa::{op, Insn};
-use kops_jit::disasm::{disassemble, NativeInsn};
-use kops_jit::{compile, xlated, CpuFeatures, JitImage, JitOptions, Resolver};
+use kops_jit_tools::disasm::{disassemble, NativeInsn};
+use kops_jit::{compile, CpuFeatures, JitImage, JitOptions, Resolver};
+use kops_jit_tools::xlated;
 use kops_kernel::{KernelBtf, KernelError, MapSet};
 use kops_object::{Object, Program};
 
@@ -392,7 +393,7 @@ fn diff_one(
     // Our runtime's view: the object's program before any verifier rewrite.
     let mut ro = JitOptions::kernel_xlated(features);
     ro.div_fixups = true;
-    let obj_count = compile(&kp.insns, &ro, &ObjectResolver).map(|i| kops_jit::disasm::count(&i.code[..i.funcs.iter().map(|f| f.code_len).sum::<usize>()]));
+    let obj_count = compile(&kp.insns, &ro, &ObjectResolver).map(|i| kops_jit_tools::disasm::count(&i.code[..i.funcs.iter().map(|f| f.code_len).sum::<usize>()]));
     let delta = if nk > 0 { (no as f64 - nk as f64) * 100.0 / nk as f64 } else { 0.0 };
     println!(
         "{}: kernel {nk} insns / {bk} bytes, ours {no} insns / {bo} bytes ({delta:+.1}% insns); differences: {} return thunk, {} address, {} other{}",
@@ -436,7 +437,7 @@ fn kops_listing(p: &Program, registry: &kops_kinsn::Registry, features: CpuFeatu
     o.div_fixups = true;
     let img = kops_jit::compile_with(&low.insns, &regions, &o, &ObjectResolver).map_err(|e| anyhow::anyhow!("Kops JIT: {e}"))?;
     let fn_bytes: usize = img.funcs.iter().map(|f| f.code_len).sum();
-    let listing = kops_jit::disasm::per_slot(&img, &img.code[..fn_bytes], 0);
+    let listing = kops_jit_tools::disasm::per_slot(&img, &img.code[..fn_bytes], 0);
     if !summary {
         println!("-- Kops JIT (object's program, {} native site(s), {fallback} fallback):", regions.len());
         for (ri, r) in low.regions.iter().enumerate() {
