@@ -109,7 +109,8 @@ pub struct KinsnImage {
 /// to their proof sequences, liveness after each site decides `dead_after`, and each site
 /// whose op has a native form for these CPU features becomes that op's checked emit in
 /// place of its proof sequence; the others compile their proof sequence (fallback).
-/// Programs without sites compile exactly as with [`compile`].
+/// Programs without sites compile exactly as with [`compile`]. Errors name slots of
+/// `insns` (a slot of a site's proof sequence: the site's first slot).
 pub fn compile_kinsn(insns: &[Insn], kinsn: &Kinsn<'_>, opts: &JitOptions, res: &dyn Resolver) -> Result<KinsnImage, JitError> {
     let (lowered, plans) =
         kops_kinsn::plan_x86(insns, kinsn.subprog_starts, kinsn.func_info, kinsn.registry, opts.features, &REGMAP, AUX_REG)?;
@@ -119,7 +120,12 @@ pub fn compile_kinsn(insns: &[Insn], kinsn: &Kinsn<'_>, opts: &JitOptions, res: 
         .zip(&plans)
         .filter_map(|(r, p)| p.native.clone().map(|code| NativeRegion { start: r.start, len: r.len, code }))
         .collect();
-    let image = x64::compile_regions(&lowered.insns, &regions, opts, res)?;
+    let orig = |pc: usize| lowered.orig_of.get(pc).copied().unwrap_or(pc);
+    let image = x64::compile_regions(&lowered.insns, &regions, opts, res).map_err(|e| match e {
+        JitError::Insn { pc, msg } => JitError::Insn { pc: orig(pc), msg },
+        JitError::Unsupported { pc, what } => JitError::Unsupported { pc: orig(pc), what },
+        e => e,
+    })?;
     Ok(KinsnImage { image, lowered, plans })
 }
 

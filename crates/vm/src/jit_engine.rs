@@ -138,7 +138,8 @@ impl Engine for JitEngine {
 /// The Kops engine (`--runtime kops`): the JIT with kinsn dispatch. Each site is compiled
 /// to its op's native x86-64 form when the op has one and the CPU has its features
 /// (masked by `KOPS_DISABLE_FEATURES`), else to its proof sequence (fallback); the plan
-/// (lowering, liveness after each site, checked emits) is `kops_kinsn::plan_x86`.
+/// (lowering, liveness after each site, checked emits) is made by the JIT itself
+/// (`kops_jit::compile_kinsn`).
 ///
 /// The runtime hands sites through unlowered (`ProgImage::insns` with the sidecar + call
 /// pairs, [`crate::KinsnSupport::Native`]) after checking them at load; programs without
@@ -168,19 +169,12 @@ impl KopsEngine {
     pub fn compile_planned(&self, name: &str, insns: &[Insn], subprog_starts: &[usize], helpers: &HelperTable, conformance: bool) -> Result<KopsCompiled, VmError> {
         let o = runtime_options(&self.options, conformance);
         let load_err = |pc: usize, msg: String| VmError::Load { prog: name.to_string(), pc, msg };
-        let (lowered, plans) = kops_kinsn::plan_x86(insns, subprog_starts, &[], &self.registry, o.features, &kops_jit::REGMAP, kops_jit::AUX_REG)
-            .map_err(|e| load_err(0, format!("kinsn: {e}")))?;
-        let regions: Vec<kops_jit::NativeRegion> = lowered
-            .regions
-            .iter()
-            .zip(&plans)
-            .filter_map(|(r, p)| p.native.clone().map(|code| kops_jit::NativeRegion { start: r.start, len: r.len, code }))
-            .collect();
-        // Errors name slots of the lowered program: map them back to the program's.
-        let orig = |pc: usize| lowered.orig_of.get(pc).copied().unwrap_or(pc);
-        let program = JitProgram::with_regions(&lowered.insns, &regions, &o, &Helpers(helpers)).map_err(|e| match e {
-            kops_jit::JitError::Insn { pc, msg } => load_err(orig(pc), msg),
-            kops_jit::JitError::Unsupported { pc, what } => load_err(orig(pc), format!("JIT: unsupported {what}")),
+        let k = kops_jit::Kinsn { registry: &self.registry, subprog_starts, func_info: &[] };
+        // The JIT lowers the sites itself; its errors name slots of `insns`.
+        let (program, lowered, plans) = JitProgram::with_kinsn(insns, &k, &o, &Helpers(helpers)).map_err(|e| match e {
+            kops_jit::JitError::Kinsn(e) => load_err(0, format!("kinsn: {e}")),
+            kops_jit::JitError::Insn { pc, msg } => load_err(pc, msg),
+            kops_jit::JitError::Unsupported { pc, what } => load_err(pc, format!("JIT: unsupported {what}")),
             e => load_err(0, format!("JIT: {e}")),
         })?;
         Ok(KopsCompiled { program, lowered, plans })
