@@ -14,7 +14,7 @@
 use kops_isa::{op, Insn};
 
 /// Where the generator's decisions come from: a seeded PRNG ([`Rng`], the differential
-/// tests) or the fuzzer's input bytes ([`InputRng`], the `jit_vs_interp` fuzz target, so
+/// tests, or `kops_rng::Rng`) or the fuzzer's input bytes ([`InputRng`], the `jit_vs_interp` fuzz target, so
 /// libFuzzer's mutations steer the program shape). Only [`Choices::next`] is required.
 pub trait Choices {
     /// A full 64-bit choice.
@@ -72,6 +72,13 @@ impl Rng {
 impl Choices for Rng {
     fn next(&mut self) -> u64 {
         Rng::next(self)
+    }
+}
+
+/// The project's seeded generator (`kops_rng`) drives the generator too.
+impl Choices for kops_rng::Rng {
+    fn next(&mut self) -> u64 {
+        kops_rng::Rng::next(self)
     }
 }
 
