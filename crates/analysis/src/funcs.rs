@@ -4,6 +4,22 @@
 
 use kops_isa::{op, Insn};
 
+/// The data slots of `ld_imm64` (the second slot of each): `true` there, never an
+/// instruction start.
+pub fn ld_imm64_data_slots(insns: &[Insn]) -> Vec<bool> {
+    let mut v = vec![false; insns.len()];
+    let mut pc = 0;
+    while pc < insns.len() {
+        if insns[pc].is_ld_imm64() && pc + 1 < insns.len() {
+            v[pc + 1] = true;
+            pc += 2;
+        } else {
+            pc += 1;
+        }
+    }
+    v
+}
+
 /// Function starts, as the kernel's JIT splits a program: slot 0 and the target of every
 /// bpf-to-bpf call and of every `ld_imm64` of a function pointer (`PSEUDO_FUNC`). Sorted
 /// and deduplicated. `second[pc]` marks the data slots of `ld_imm64` (never instructions).
@@ -60,19 +76,6 @@ pub fn tail_call_reachable(insns: &[Insn], second: &[bool], funcs: &[(usize, usi
 mod tests {
     use super::*;
 
-    fn second(p: &[Insn]) -> Vec<bool> {
-        let mut v = vec![false; p.len()];
-        let mut i = 0;
-        while i < p.len() {
-            if p[i].is_ld_imm64() && i + 1 < p.len() {
-                v[i + 1] = true;
-                i += 2;
-            } else {
-                i += 1;
-            }
-        }
-        v
-    }
     fn call(imm: i32) -> Insn {
         Insn { code: op::JMP | op::CALL, dst: 0, src: op::PSEUDO_CALL, off: 0, imm }
     }
@@ -88,7 +91,9 @@ mod tests {
         p.extend(Insn::ld_imm64(2, op::PSEUDO_FUNC, 0));
         p[1].imm = 7;
         p.extend([Insn::mov64_imm(0, 0), Insn::exit(), call(1), Insn::exit(), helper(12), Insn::exit(), Insn::exit()]);
-        let s = second(&p);
+        let s = ld_imm64_data_slots(&p);
+        assert_eq!(s.iter().filter(|&&x| x).count(), 1);
+        assert!(s[2]);
         let starts = function_starts(&p, &s).unwrap();
         assert_eq!(starts, vec![0, 5, 7, 9]);
         let funcs = [(0, 5), (5, 7), (7, 9), (9, 10)];
