@@ -11,6 +11,9 @@
 
 use kops_isa::op;
 use kops_isa::Insn;
+
+pub mod funcs;
+pub use funcs::{function_starts, ld_imm64_data_slots, tail_call_reachable};
 use std::collections::BTreeSet;
 use std::fmt;
 

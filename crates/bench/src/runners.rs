@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use kops_isa::{op, Insn};
-use kops_jit::{CallMode, JitOptions, JitProgram, NativeRegion, Resolver};
+use kops_jit::{CallMode, JitOptions, JitProgram, Resolver};
 use kops_kernel::{KernelBtf, KernelError, LoadedProg, MapSet, TestRun};
 use kops_object::{map_type, Object, Program};
 use kops_vm::{CtxKind, Compiled, Engine, HelperTable, ProgId, ProgImage, ProgInput, RunEnv, Vm, VmError};
@@ -210,18 +210,73 @@ impl Compiled for Repeated {
     }
 }
 
-/// Our x86-64 JIT (`kops_jit`), optionally with kinsn native regions: `jit` without,
-/// `kops` with. Options as kops-vm's JIT engine (CPU features detected and masked by
+/// Our x86-64 JIT (`kops_jit`), optionally with kinsn sites: `jit` without, `kops` with.
+/// Options as kops-vm's JIT engine (CPU features detected and masked by
 /// KOPS_DISABLE_FEATURES, trampolined helper calls, divide fixups); the run is the bare
 /// native call, so `jit` and `kops` are timed by the same code.
 pub struct OurJit {
     options: JitOptions,
-    /// (program name, regions) the regions belong to.
-    regions: Option<(String, Vec<NativeRegion>)>,
+    /// The program whose sites the `kops` runner compiles natively.
+    kinsn: Option<KinsnProgram>,
+}
+
+/// A program with kinsn sites for the `kops` runner. The runtime loads (verifies,
+/// relocates) the lowered program, `lowering.insns`; the JIT compiles the program with its
+/// sites, lowering them itself and emitting each op's checked native form, so it gets no
+/// native bytes from here.
+pub struct KinsnProgram {
+    pub name: String,
+    /// The program as the recognizer wrote it (sites as sidecar + kinsn call pairs).
+    pub program: Program,
+    /// Its lowering (what the runtime loads).
+    pub lowering: kops_kinsn::Lowered,
+    pub registry: kops_kinsn::Registry,
+}
+
+impl KinsnProgram {
+    /// The program with sites, carrying what the runtime changed in the lowered program
+    /// (`final_insns`: relocated map references, rewritten context loads) back to the
+    /// slots they came from. A change inside a proof sequence is an error: the native
+    /// form could not follow it.
+    fn with_runtime_changes(&self, final_insns: &[Insn]) -> Result<Vec<Insn>, (usize, String)> {
+        let l = &self.lowering;
+        if final_insns.len() != l.insns.len() {
+            return Err((0, format!("the runtime's program has {} slots, its lowering {}", final_insns.len(), l.insns.len())));
+        }
+        let mut insns = self.program.insns.clone();
+        for (pc, (now, before)) in final_insns.iter().zip(&l.insns).enumerate() {
+            if now == before {
+                continue;
+            }
+            if l.region_at(pc).is_some() {
+                return Err((pc, "the runtime changed the proof sequence of this kinsn site; the native form cannot follow".into()));
+            }
+            insns[l.orig_of[pc]] = *now;
+        }
+        Ok(insns)
+    }
+    /// Compile `final_insns` (the runtime's lowered program) with the sites native.
+    fn compile(&self, final_insns: &[Insn], options: &JitOptions, res: &dyn Resolver) -> Result<(JitProgram, kops_kinsn::Lowered), kops_jit::JitError> {
+        let insns = self.with_runtime_changes(final_insns).map_err(|(pc, msg)| kops_jit::JitError::Insn { pc, msg })?;
+        let starts: Vec<usize> = self.program.subprogs.iter().map(|s| s.start).collect();
+        let k = kops_jit::Kinsn { registry: &self.registry, subprog_starts: &starts, func_info: &self.program.func_info };
+        let (jp, lowered, _) = JitProgram::with_kinsn(&insns, &k, options, res).map_err(|e| match e {
+            // Errors in the runtime's (lowered) numbering, as for the `jit` runner.
+            kops_jit::JitError::Insn { pc, msg } => kops_jit::JitError::Insn { pc: self.lowering.lowered_of.get(pc).copied().unwrap_or(pc), msg },
+            kops_jit::JitError::Unsupported { pc, what } => {
+                kops_jit::JitError::Unsupported { pc: self.lowering.lowered_of.get(pc).copied().unwrap_or(pc), what }
+            }
+            e => e,
+        })?;
+        if lowered.insns != final_insns {
+            return Err(kops_jit::JitError::Other("the JIT's lowering differs from the program the runtime loaded".into()));
+        }
+        Ok((jp, lowered))
+    }
 }
 
 impl OurJit {
-    pub fn new(regions: Option<(String, Vec<NativeRegion>)>) -> Result<OurJit, String> {
+    pub fn new(kinsn: Option<KinsnProgram>) -> Result<OurJit, String> {
         let mut options = JitOptions::runtime().map_err(|e| e.to_string())?;
         options.call_mode = CallMode::Trampoline;
         options.div_fixups = true;
@@ -231,21 +286,27 @@ impl OurJit {
             kops_vm::helpers::TAIL_CALL as i32,
             kops_jit::TailCallMode::Lookup(kops_vm::jit_engine::tail_lookup as extern "C" fn(u64, u64) -> u64 as usize as u64),
         ));
-        Ok(OurJit { options, regions })
+        Ok(OurJit { options, kinsn })
     }
     pub fn options(&self) -> &JitOptions {
         &self.options
+    }
+
+    /// The sites to compile natively for program `name`, if this is the `kops` runner and
+    /// they belong to it.
+    fn sites_for(&self, name: &str) -> Option<&KinsnProgram> {
+        self.kinsn.as_ref().filter(|k| k.name == name)
     }
 
     /// Bytes of the functions this JIT makes of `insns` (final instructions, as the engine
     /// gets them), without the helper trampolines and stubs after them: what compares with
     /// the kernel's jited image.
     pub fn code_bytes(&self, name: &str, insns: &[Insn]) -> Option<usize> {
-        let regions: &[NativeRegion] = match &self.regions {
-            Some((n, r)) if n == name => r,
-            _ => &[],
+        let res = Helpers(&HelperTable::kernel());
+        let img = match self.sites_for(name) {
+            Some(k) => k.compile(insns, &self.options, &res).ok()?.0.image,
+            None => kops_jit::compile(insns, &self.options, &res).ok()?,
         };
-        let img = kops_jit::compile_with(insns, regions, &self.options, &Helpers(&HelperTable::kernel())).ok()?;
         Some(img.funcs.iter().map(|f| f.code_len).sum())
     }
 }
@@ -263,7 +324,7 @@ impl Resolver for Helpers<'_> {
 
 impl Engine for OurJit {
     fn name(&self) -> &'static str {
-        if self.regions.is_some() {
+        if self.kinsn.is_some() {
             "kops"
         } else {
             "jit"
@@ -284,11 +345,11 @@ impl Engine for OurJit {
                 return Err(load_err(pc, "LD_ABS/LD_IND are not supported by the benchmark's JIT runner".into()));
             }
         }
-        let regions: &[NativeRegion] = match &self.regions {
-            Some((name, r)) if name == prog.name => r,
-            _ => &[],
-        };
-        let jp = JitProgram::with_regions(prog.insns, regions, &self.options, &Helpers(prog.helpers)).map_err(|e| match e {
+        let jp = match self.sites_for(prog.name) {
+            Some(k) => k.compile(prog.insns, &self.options, &Helpers(prog.helpers)).map(|(jp, _)| jp),
+            None => JitProgram::new(prog.insns, &self.options, &Helpers(prog.helpers)),
+        }
+        .map_err(|e| match e {
             kops_jit::JitError::Insn { pc, msg } => load_err(pc, format!("JIT: {msg}")),
             kops_jit::JitError::Unsupported { pc, what } => load_err(pc, format!("JIT: unsupported {what}")),
             e => load_err(0, format!("JIT: {e}")),

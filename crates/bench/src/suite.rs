@@ -11,14 +11,13 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::rc::Rc;
 
-use kops_jit::NativeRegion;
 use kops_kernel::KernelBtf;
 use kops_object::{map_type, Object, Program};
 use kops_recognize::{Mode, Pass, Policy};
 use kops_vm::{CtxKind, Engine};
 
 use crate::native::{self, NativeRunner};
-use crate::runners::{differences, input_for, KernelProg, OurJit, Outcome, RbpfEngine, VmProg};
+use crate::runners::{differences, input_for, KernelProg, KinsnProgram, OurJit, Outcome, RbpfEngine, VmProg};
 use crate::{Case, CodeSize, Mismatch, Skipped};
 
 /// Every runtime name `kops bench` knows, in column order.
@@ -142,10 +141,11 @@ fn kops_result_offset(path: &str) -> Option<(String, usize)> {
     syms.get("kops_result").map(|(sec, off)| (sec.clone(), *off as usize))
 }
 
-/// The rewritten and lowered program for `policy`, with native regions for its sites.
+/// The rewritten and lowered program for `policy`, with its sites for the JIT.
 pub struct KopsBuild {
     pub lowered: Program,
-    pub regions: Vec<NativeRegion>,
+    /// The program with its sites and its lowering, for the `kops` runner's JIT.
+    pub kinsn: KinsnProgram,
     pub sites: usize,
     pub native: usize,
     /// Rewrites that are plain instructions (wide loads), not kinsn sites.
@@ -170,14 +170,11 @@ pub fn build_kops(p: &Program, policy: &Policy, jit: &OurJit) -> Result<KopsBuil
     if l2.insns != l.insns || l2.regions != l.regions {
         return Err("plan_x86 and lower_program disagree on the lowered program".into());
     }
-    let mut regions = Vec::new();
-    for (r, plan) in l2.regions.iter().zip(plans) {
-        if let Some(code) = plan.native {
-            regions.push(NativeRegion { start: r.start, len: r.len, code });
-        }
-    }
+    let native = plans.iter().filter(|p| p.native.is_some()).count();
     let rewritten = rw.report.sites.iter().filter(|s| s.rewrite).count();
-    Ok(KopsBuild { sites: l.regions.len(), native: regions.len(), plain: rewritten.saturating_sub(l.regions.len()), lowered, regions })
+    let sites = l.regions.len();
+    let kinsn = KinsnProgram { name: p.name.clone(), program: rw.program, lowering: l, registry };
+    Ok(KopsBuild { sites, native, plain: rewritten.saturating_sub(sites), lowered, kinsn })
 }
 
 /// Build every case for `files` (with a progress bar when `progress`).
@@ -434,7 +431,7 @@ fn prepare_program(
                 }
             }
         }
-        let jit = match OurJit::new(Some((p.name.clone(), b.regions))) {
+        let jit = match OurJit::new(Some(b.kinsn)) {
             Ok(j) => j,
             Err(e) => {
                 out.skip(name, &rt, e);

@@ -111,7 +111,7 @@ fn native(t: &FileTest) -> Result<String, String> {
         match &plan.native {
             Some(code) => {
                 writeln!(out, "{}: {what}", reg.orig_pc).unwrap();
-                for i in kops_jit::disasm::disassemble(code, 0) {
+                for i in kops_jit_tools::disasm::disassemble(code, 0) {
                     let bytes: Vec<String> = i.bytes.iter().map(|b| format!("{b:02x}")).collect();
                     writeln!(out, "    {:<30} {}", bytes.join(" "), i.text).unwrap();
                 }

@@ -13,7 +13,8 @@
 //! - [`rewrite`]: recognizer -> lowering -> restore round trip, and hostile kinsn sites.
 //! - [`jit_vs_interp`]: the x86-64 JIT against the interpreter on generated programs.
 
-pub mod gen;
+use kops_jit_tools::gen;
+use kops_jit_tools::gen::Choices;
 
 use kops_isa::disasm::{self, Options};
 use kops_isa::Insn;
@@ -334,7 +335,7 @@ const MAX_GEN_LEN: usize = 4096;
 /// and in bounds by construction) and the JIT leaves r0 and the 512-byte buffer (which
 /// holds every register and the used stack at exit) exactly as the interpreter does.
 pub fn jit_vs_interp(data: &[u8]) {
-    let mut rng = gen::Rng::new(data);
+    let mut rng = gen::InputRng::new(data);
     let size = 1 + rng.below(80) as usize;
     let bmi2_off = rng.byte() & 1 != 0;
     let prog = gen::program(&mut rng, size);

@@ -180,17 +180,7 @@ pub fn expand(insns: &[Insn]) -> Result<Expanded, (usize, String)> {
 /// Which slots are the second half of an `ld_imm64` (scanned from the start, so a data
 /// slot that happens to look like an instruction is not mistaken for one).
 pub fn second_slots(insns: &[Insn]) -> Vec<bool> {
-    let mut v = vec![false; insns.len()];
-    let mut i = 0;
-    while i < insns.len() {
-        if insns[i].is_ld_imm64() && i + 1 < insns.len() {
-            v[i + 1] = true;
-            i += 2;
-        } else {
-            i += 1;
-        }
-    }
-    v
+    kops_analysis::ld_imm64_data_slots(insns)
 }
 
 #[cfg(test)]

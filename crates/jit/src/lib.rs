@@ -23,26 +23,26 @@
 //!   r12, which holds the main frame's stack pointer), guards for division by an
 //!   immediate 0, and refusing functions that can run off their end.
 //!
-//! Kinsn sites: [`compile_with`] takes a lowered program (`kops_kinsn::plan_x86`) and
-//! emits each [`NativeRegion`]'s bytes in place of its proof sequence.
+//! Kinsn sites: [`compile_kinsn`] takes the program with its sites and the op registry;
+//! the JIT itself lowers the sites, computes the registers dead after each one and calls
+//! each op's checked native emit (`kops_kinsn::plan_x86`: registry lookup, payload
+//! validation, emit into a scratch buffer bounded by the op's maximum size). It accepts no
+//! native bytes from outside.
 //!
 //! Module map: [`fixup`] (the verifier's divide and cmpxchg rewrites), [`stack`] (stack
-//! depth), `x64` (the lowering and the convergence loop), [`exec`] (W^X executable
-//! memory), [`xlated`] (JIT a kernel xlated dump for comparison), [`disasm`] (iced-x86
-//! disassembly) and [`gen`] (random programs for tests); the last three are not trusted.
+//! depth), `x64` (the lowering per instruction class and the convergence loop), [`exec`]
+//! (W^X executable memory). Untrusted helpers (random programs, xlated comparison,
+//! disassembly) are in the `kops-jit-tools` crate; docs/TRUST.md lists the trusted files.
 
-pub mod disasm;
 pub mod exec;
 pub mod fixup;
-pub mod gen;
 pub mod stack;
-pub mod xlated;
 mod x64;
 
 use kops_isa::Insn;
 pub use kops_x86::{CpuFeatures, Feature, Reg};
 
-pub use x64::{compile, compile_with};
+pub use x64::compile;
 
 /// BPF r0..r10 -> x86-64, as the kernel's `reg2hex`: r0 rax, r1 rdi, r2 rsi, r3 rdx, r4 rcx,
 /// r5 r8, r6 rbx, r7 r13, r8 r14, r9 r15, r10 rbp.
@@ -76,13 +76,57 @@ pub fn x86_reg(r: u8) -> Option<Reg> {
     }
 }
 
-/// A range of slots compiled as given native bytes: a kinsn site whose proof sequence
-/// occupies `insns[start..start + len]` in a lowered program (see `kops_kinsn::plan_x86`).
+/// A range of slots compiled as native bytes: a kinsn site whose proof sequence occupies
+/// `insns[start..start + len]` in the lowered program. Made only by [`compile_kinsn`] from
+/// the checked emit of the site's op.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NativeRegion {
+pub(crate) struct NativeRegion {
     pub start: usize,
     pub len: usize,
     pub code: Vec<u8>,
+}
+
+/// A program's kinsn sites as the JIT needs them: the registry that names their ops, and
+/// the program's subprogram starts and func_info (which the lowering keeps in step).
+#[derive(Clone, Copy)]
+pub struct Kinsn<'a> {
+    pub registry: &'a kops_kinsn::Registry,
+    pub subprog_starts: &'a [usize],
+    pub func_info: &'a [kops_object::FuncInfo],
+}
+
+/// A program with kinsn sites compiled by [`compile_kinsn`]: the image (its
+/// `insn_ranges` are per slot of `lowered.insns`), the lowered program it compiled, and per
+/// region of `lowered` the registers dead after it and its native code or fallback.
+#[derive(Debug, Clone)]
+pub struct KinsnImage {
+    pub image: JitImage,
+    pub lowered: kops_kinsn::Lowered,
+    pub plans: Vec<kops_kinsn::RegionPlan>,
+}
+
+/// Compile a program with kinsn sites (sidecar + kinsn call pairs): the sites are lowered
+/// to their proof sequences, liveness after each site decides `dead_after`, and each site
+/// whose op has a native form for these CPU features becomes that op's checked emit in
+/// place of its proof sequence; the others compile their proof sequence (fallback).
+/// Programs without sites compile exactly as with [`compile`]. Errors name slots of
+/// `insns` (a slot of a site's proof sequence: the site's first slot).
+pub fn compile_kinsn(insns: &[Insn], kinsn: &Kinsn<'_>, opts: &JitOptions, res: &dyn Resolver) -> Result<KinsnImage, JitError> {
+    let (lowered, plans) =
+        kops_kinsn::plan_x86(insns, kinsn.subprog_starts, kinsn.func_info, kinsn.registry, opts.features, &REGMAP, AUX_REG)?;
+    let regions: Vec<NativeRegion> = lowered
+        .regions
+        .iter()
+        .zip(&plans)
+        .filter_map(|(r, p)| p.native.clone().map(|code| NativeRegion { start: r.start, len: r.len, code }))
+        .collect();
+    let orig = |pc: usize| lowered.orig_of.get(pc).copied().unwrap_or(pc);
+    let image = x64::compile_regions(&lowered.insns, &regions, opts, res).map_err(|e| match e {
+        JitError::Insn { pc, msg } => JitError::Insn { pc: orig(pc), msg },
+        JitError::Unsupported { pc, what } => JitError::Unsupported { pc: orig(pc), what },
+        e => e,
+    })?;
+    Ok(KinsnImage { image, lowered, plans })
 }
 
 /// How helper calls reach their target.
@@ -160,7 +204,7 @@ pub struct JitOptions {
     pub return_thunk: bool,
     /// Slots (of the program given to [`compile`]) whose tail call the kernel compiles as
     /// a direct, patchable jump (constant key: `emit_bpf_tail_call_direct`). Only for
-    /// comparisons ([`xlated::direct_tail_calls`]); our runtime patches nothing.
+    /// comparisons (`kops_jit_tools::xlated::direct_tail_calls`); our runtime patches nothing.
     pub direct_tail_calls: Vec<usize>,
     /// Legacy packet loads (`LD_ABS`/`LD_IND`): address of
     /// `extern "C" fn(size: u64, off: i64) -> u64` that returns the big-endian value, or a
@@ -192,7 +236,7 @@ impl JitOptions {
             percpu_off: None,
         })
     }
-    /// Options for JITing a kernel xlated dump for comparison ([`xlated`]).
+    /// Options for JITing a kernel xlated dump for comparison (`kops_jit_tools::xlated`).
     pub fn kernel_xlated(features: CpuFeatures) -> JitOptions {
         JitOptions {
             features,
@@ -285,6 +329,8 @@ pub enum JitError {
     OutOfRange { target: u64, base: u64 },
     #[error("JIT did not converge after {passes} passes")]
     NoConvergence { passes: u32 },
+    #[error("kinsn: {0}")]
+    Kinsn(#[from] kops_kinsn::PlanError),
     #[error("{0}")]
     Other(String),
 }
@@ -298,11 +344,20 @@ pub struct JitProgram {
 impl JitProgram {
     /// Compile, place, link and protect (read+execute).
     pub fn new(insns: &[Insn], opts: &JitOptions, res: &dyn Resolver) -> Result<JitProgram, JitError> {
-        JitProgram::with_regions(insns, &[], opts, res)
+        JitProgram::place(compile(insns, opts, res)?, opts)
     }
-    /// [`JitProgram::new`] with native regions ([`compile_with`]).
-    pub fn with_regions(insns: &[Insn], regions: &[NativeRegion], opts: &JitOptions, res: &dyn Resolver) -> Result<JitProgram, JitError> {
-        let image = compile_with(insns, regions, opts, res)?;
+    /// [`JitProgram::new`] for a program with kinsn sites ([`compile_kinsn`]); also returns
+    /// the lowered program and the plan per site.
+    pub fn with_kinsn(
+        insns: &[Insn],
+        kinsn: &Kinsn<'_>,
+        opts: &JitOptions,
+        res: &dyn Resolver,
+    ) -> Result<(JitProgram, kops_kinsn::Lowered, Vec<kops_kinsn::RegionPlan>), JitError> {
+        let k = compile_kinsn(insns, kinsn, opts, res)?;
+        Ok((JitProgram::place(k.image, opts)?, k.lowered, k.plans))
+    }
+    fn place(image: JitImage, opts: &JitOptions) -> Result<JitProgram, JitError> {
         let mem = if opts.call_mode == CallMode::Rel32 && !image.relocs.is_empty() {
             exec::ExecMem::reserve_near(image.code.len(), &image.call_targets())
                 .ok_or_else(|| JitError::Other("no free memory within ±2 GB of the helpers".into()))?

@@ -2,7 +2,10 @@
 //! W^X property of the executable memory.
 
 use kops_isa::{op, Insn};
-use kops_jit::{CallMode, CpuFeatures, JitOptions, JitProgram, NativeRegion, Resolver};
+use std::sync::Arc;
+
+use kops_jit::{CallMode, CpuFeatures, JitError, JitOptions, JitProgram, Kinsn, Resolver};
+use kops_kinsn::{encode_site, Arch, EmitError, Emitted, KinsnOp, PayloadError, Registry, X86EmitCtx};
 use kops_x86::{Asm, Reg, Shift, Width};
 
 extern "C" fn add3(a: u64, b: u64, c: u64, _: u64, _: u64) -> u64 {
@@ -107,37 +110,103 @@ fn helpers_calls_and_stack() {
     assert_eq!(run(&p, 1000, 0), 90 + 1000);
 }
 
+/// A test op: `r0 = rol64(r0, 13)` with r2 as the proof sequence's temporary; its native
+/// form (when `native`) is one `rol rax, 13`.
+struct Rol13 {
+    native: bool,
+}
+
+impl KinsnOp for Rol13 {
+    fn name(&self) -> &str {
+        if self.native {
+            "rol13"
+        } else {
+            "rol13_proof_only"
+        }
+    }
+    fn id(&self) -> u32 {
+        9000 + self.native as u32
+    }
+    fn max_proof_len(&self) -> usize {
+        4
+    }
+    fn max_native_size(&self, _: Arch) -> usize {
+        if self.native {
+            4
+        } else {
+            0
+        }
+    }
+    fn validate(&self, payload: u64) -> Result<(), PayloadError> {
+        if payload != 0 {
+            return Err(PayloadError::Reserved { op: self.name().into(), bits: payload, payload });
+        }
+        Ok(())
+    }
+    fn describe(&self, _: u64) -> Result<String, PayloadError> {
+        Ok("r0 = rol64(r0, 13) (tmp r2)".into())
+    }
+    fn instantiate(&self, _: u64) -> Result<Vec<Insn>, PayloadError> {
+        Ok(vec![Insn::mov64_reg(2, 0), Insn::alu64_imm(op::LSH, 2, 13), Insn::alu64_imm(op::RSH, 0, 51), Insn::alu64_reg(op::OR, 0, 2)])
+    }
+    fn emit_x86(&self, payload: u64, ctx: &mut X86EmitCtx) -> Result<Emitted, EmitError> {
+        self.validate(payload)?;
+        if !self.native {
+            return Ok(Emitted::Fallback("proof only"));
+        }
+        let r0 = ctx.reg(0);
+        ctx.asm.shift_ri(Shift::Rol, Width::W64, r0, 13);
+        Ok(Emitted::Native)
+    }
+}
+
 #[test]
-fn native_region_replaces_proof() {
-    // r0 = rol64(r1, 13) as a proof sequence (r2 temporary) in slots 1..5.
-    let p = [
-        Insn::mov64_reg(0, 1),
-        Insn::mov64_reg(2, 0),
-        Insn::alu64_imm(op::LSH, 2, 13),
-        Insn::alu64_imm(op::RSH, 0, 51),
-        Insn::alu64_reg(op::OR, 0, 2),
-        Insn::exit(),
-    ];
+fn kinsn_sites_get_their_checked_native_emit() {
+    let mut registry = Registry::new();
+    registry.register(Arc::new(Rol13 { native: true })).unwrap();
+    registry.register(Arc::new(Rol13 { native: false })).unwrap();
     let x = 0x0123_4567_89ab_cdefu64;
     let want = x.rotate_left(13);
-    assert_eq!(run(&p, x, 0), want);
-    let mut a = Asm::new();
-    a.shift_ri(Shift::Rol, Width::W64, Reg::Rax, 13);
-    let regions = [NativeRegion { start: 1, len: 4, code: a.code.clone() }];
     let o = opts(CpuFeatures::host(), CallMode::Trampoline);
-    let jp = JitProgram::with_regions(&p, &regions, &o, &R).unwrap();
-    assert_eq!(unsafe { jp.call(x, 0) }, want);
-    // The region's bytes are in the image, at the region's first slot.
-    let (s, e) = jp.image.insn_ranges[1];
-    assert_eq!(&jp.image.code[s as usize..e as usize], &a.code[..]);
-    for k in 2..5 {
-        let (s, e) = jp.image.insn_ranges[k];
-        assert_eq!(s, e, "slot {k} of the region emits nothing");
+    let mut rol = Asm::new();
+    rol.shift_ri(Shift::Rol, Width::W64, Reg::Rax, 13);
+    for native in [true, false] {
+        // r0 = r1; site; exit
+        let mut p = vec![Insn::mov64_reg(0, 1)];
+        p.extend(encode_site(9000 + native as u32, 0).unwrap());
+        p.push(Insn::exit());
+        let k = Kinsn { registry: &registry, subprog_starts: &[], func_info: &[] };
+        let (jp, lowered, plans) = JitProgram::with_kinsn(&p, &k, &o, &R).unwrap();
+        assert_eq!(unsafe { jp.call(x, 0) }, want, "native {native}");
+        assert_eq!(lowered.regions.len(), 1);
+        let r = &lowered.regions[0];
+        assert_eq!((r.start, r.len), (1, 4));
+        // r2 is dead after the site (exit reads only r0): the JIT computed it.
+        assert!(plans[0].dead_after.contains(2));
+        let (s, e) = jp.image.insn_ranges[1];
+        if native {
+            // The op's bytes are in the image at the region's first slot; the rest emit nothing.
+            assert_eq!(plans[0].native.as_deref(), Some(rol.bytes()));
+            assert_eq!(&jp.image.code[s as usize..e as usize], rol.bytes());
+            for k in 2..5 {
+                let (s, e) = jp.image.insn_ranges[k];
+                assert_eq!(s, e, "slot {k} of the region emits nothing");
+            }
+        } else {
+            // Fallback: the proof sequence, instruction by instruction.
+            assert_eq!(plans[0].native, None);
+            assert_ne!(&jp.image.code[s as usize..e as usize], rol.bytes());
+            assert!((2..5).all(|k| jp.image.insn_ranges[k].0 < jp.image.insn_ranges[k].1));
+        }
     }
-    // A jump into the region's interior is refused.
-    let mut bad = p.to_vec();
-    bad[0] = Insn::jmp_imm(op::JEQ, 1, 0, 2);
-    assert!(kops_jit::compile_with(&bad, &regions, &o, &R).is_err());
+    // An unknown op is the plan's error; the plain entry point refuses sites.
+    let mut p = vec![Insn::mov64_reg(0, 1)];
+    p.extend(encode_site(9100, 0).unwrap());
+    p.push(Insn::exit());
+    let k = Kinsn { registry: &registry, subprog_starts: &[], func_info: &[] };
+    assert!(matches!(kops_jit::compile_kinsn(&p, &k, &o, &R), Err(JitError::Kinsn(_))));
+    p[1..3].copy_from_slice(&encode_site(9000, 0).unwrap());
+    assert!(matches!(kops_jit::compile(&p, &o, &R), Err(JitError::Unsupported { pc: 1, .. })));
 }
 
 #[test]

@@ -122,17 +122,7 @@ fn transfer_target(i: &Insn, pc: usize) -> Option<i64> {
 
 /// Instruction starts (false on `ld_imm64` second slots).
 fn insn_starts(insns: &[Insn]) -> Vec<bool> {
-    let mut s = vec![true; insns.len()];
-    let mut pc = 0;
-    while pc < insns.len() {
-        if insns[pc].is_ld_imm64() && pc + 1 < insns.len() {
-            s[pc + 1] = false;
-            pc += 2;
-        } else {
-            pc += 1;
-        }
-    }
-    s
+    kops_analysis::ld_imm64_data_slots(insns).into_iter().map(|data| !data).collect()
 }
 
 /// All subprogram starts: the given ones, 0, bpf-to-bpf call and pseudo-func targets, and

@@ -138,7 +138,8 @@ impl Engine for JitEngine {
 /// The Kops engine (`--runtime kops`): the JIT with kinsn dispatch. Each site is compiled
 /// to its op's native x86-64 form when the op has one and the CPU has its features
 /// (masked by `KOPS_DISABLE_FEATURES`), else to its proof sequence (fallback); the plan
-/// (lowering, liveness after each site, checked emits) is `kops_kinsn::plan_x86`.
+/// (lowering, liveness after each site, checked emits) is made by the JIT itself
+/// (`kops_jit::compile_kinsn`).
 ///
 /// The runtime hands sites through unlowered (`ProgImage::insns` with the sidecar + call
 /// pairs, [`crate::KinsnSupport::Native`]) after checking them at load; programs without
@@ -168,19 +169,12 @@ impl KopsEngine {
     pub fn compile_planned(&self, name: &str, insns: &[Insn], subprog_starts: &[usize], helpers: &HelperTable, conformance: bool) -> Result<KopsCompiled, VmError> {
         let o = runtime_options(&self.options, conformance);
         let load_err = |pc: usize, msg: String| VmError::Load { prog: name.to_string(), pc, msg };
-        let (lowered, plans) = kops_kinsn::plan_x86(insns, subprog_starts, &[], &self.registry, o.features, &kops_jit::REGMAP, kops_jit::AUX_REG)
-            .map_err(|e| load_err(0, format!("kinsn: {e}")))?;
-        let regions: Vec<kops_jit::NativeRegion> = lowered
-            .regions
-            .iter()
-            .zip(&plans)
-            .filter_map(|(r, p)| p.native.clone().map(|code| kops_jit::NativeRegion { start: r.start, len: r.len, code }))
-            .collect();
-        // Errors name slots of the lowered program: map them back to the program's.
-        let orig = |pc: usize| lowered.orig_of.get(pc).copied().unwrap_or(pc);
-        let program = JitProgram::with_regions(&lowered.insns, &regions, &o, &Helpers(helpers)).map_err(|e| match e {
-            kops_jit::JitError::Insn { pc, msg } => load_err(orig(pc), msg),
-            kops_jit::JitError::Unsupported { pc, what } => load_err(orig(pc), format!("JIT: unsupported {what}")),
+        let k = kops_jit::Kinsn { registry: &self.registry, subprog_starts, func_info: &[] };
+        // The JIT lowers the sites itself; its errors name slots of `insns`.
+        let (program, lowered, plans) = JitProgram::with_kinsn(insns, &k, &o, &Helpers(helpers)).map_err(|e| match e {
+            kops_jit::JitError::Kinsn(e) => load_err(0, format!("kinsn: {e}")),
+            kops_jit::JitError::Insn { pc, msg } => load_err(pc, msg),
+            kops_jit::JitError::Unsupported { pc, what } => load_err(pc, format!("JIT: unsupported {what}")),
             e => load_err(0, format!("JIT: {e}")),
         })?;
         Ok(KopsCompiled { program, lowered, plans })
@@ -281,6 +275,7 @@ impl Compiled for JitCompiled {
 
 #[cfg(test)]
 mod tests {
+    use kops_jit_tools::gen::Choices;
     use super::*;
     use kops_isa::conformance::TestFile;
     use std::path::PathBuf;
@@ -340,7 +335,7 @@ mod tests {
         Ok((r.r0, r.data_out))
     }
 
-    /// Random programs (kops_jit::gen): the JIT must leave r0 and the buffer (which holds
+    /// Random programs (kops_jit_tools::gen): the JIT must leave r0 and the buffer (which holds
     /// every register and the stack at exit) exactly as the interpreter. 2000 programs by
     /// default; `KOPS_JIT_PROPTEST=100000` for the big run.
     #[test]
@@ -350,10 +345,10 @@ mod tests {
         let mut opts = JitOptions::runtime().unwrap();
         let mut failures = Vec::new();
         for seed in first..first + count {
-            let mut rng = kops_jit::gen::Rng::new(seed);
+            let mut rng = kops_jit_tools::gen::Rng::new(seed);
             let size = 10 + rng.below(60) as usize;
-            let prog = kops_jit::gen::program(&mut rng, size);
-            let buf: Vec<u8> = (0..kops_jit::gen::BUF_SIZE).map(|_| rng.next() as u8).collect();
+            let prog = kops_jit_tools::gen::program(&mut rng, size);
+            let buf: Vec<u8> = (0..kops_jit_tools::gen::BUF_SIZE).map(|_| rng.next() as u8).collect();
             // Alternate BMI2 on/off so both shift lowerings are covered.
             opts.features = if seed % 2 == 0 { JitOptions::runtime().unwrap().features } else { kops_jit::CpuFeatures::NONE };
             let want = run_on(Box::new(crate::interp::Interp), &prog, &buf);
@@ -568,7 +563,7 @@ mod tests {
 
     /// A packet for the bundled programs: Ethernet + IPv4/IPv6/VLAN/other + TCP/UDP/ICMP +
     /// payload, with random fields (lengths consistent or not, on purpose).
-    fn packet(rng: &mut kops_jit::gen::Rng) -> Vec<u8> {
+    fn packet(rng: &mut kops_jit_tools::gen::Rng) -> Vec<u8> {
         let len = rng.pick(&[14usize, 20, 34, 42, 54, 60, 64, 74, 128, 256, 512, 1500]);
         let mut p: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
         if len >= 14 {
@@ -628,7 +623,7 @@ mod tests {
                         continue;
                     }
                 };
-                let mut rng = kops_jit::gen::Rng::new(0xb0b + compared as u64);
+                let mut rng = kops_jit_tools::gen::Rng::new(0xb0b + compared as u64);
                 for k in 0..60 {
                     let input = crate::ProgInput::packet(&packet(&mut rng));
                     let a = vi.run(ii, &input);
@@ -674,7 +669,7 @@ mod tests {
             let e = KopsEngine::with_options(o, reg.clone());
             let jp = e.compile_insns("sites", &p, &[0], &HelperTable::kernel(), false).unwrap();
             let code = jp.code();
-            let text: Vec<String> = kops_jit::disasm::disassemble(code, 0).into_iter().map(|i| i.mnemonic).collect();
+            let text: Vec<String> = kops_jit_tools::disasm::disassemble(code, 0).into_iter().map(|i| i.mnemonic).collect();
             if features.has(kops_jit::Feature::Popcnt) {
                 assert!(text.iter().any(|m| m == "popcnt"), "{text:?}");
             } else {
@@ -726,7 +721,7 @@ mod tests {
         assert_eq!(run(Box::new(JitEngine::new().unwrap()), &prog(4, 8), false, &pkt), want);
         // Out of range: the program ends with 0.
         assert_eq!(run(Box::new(JitEngine::new().unwrap()), &prog(4, 62), true, &pkt), 0);
-        let mut rng = kops_jit::gen::Rng::new(77);
+        let mut rng = kops_jit_tools::gen::Rng::new(77);
         for _ in 0..200 {
             let p = packet(&mut rng);
             let offs = [0, 1, 13, 60, 100, 1500, -1, -0x10_0000, -0x10_0000 + 3, -0x20_0000, -0x20_0000 + 13, -0x30_0000];
@@ -934,7 +929,7 @@ mod tests {
                     assert!(features == kops_jit::CpuFeatures::NONE, "{name} fell back with the host's features");
                     continue;
                 };
-                let text: Vec<String> = kops_jit::disasm::disassemble(code, 0).into_iter().map(|i| i.text).collect();
+                let text: Vec<String> = kops_jit_tools::disasm::disassemble(code, 0).into_iter().map(|i| i.text).collect();
                 let has = |m: &str| text.iter().any(|t| t.starts_with(m) || t.contains(&format!(" {m}")));
                 let ok = match name.as_str() {
                     "rotate64" | "rotate32" => has("rol") || has("ror") || has("rorx"),

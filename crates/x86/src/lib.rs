@@ -446,8 +446,36 @@ impl Asm {
         self.modrm_mem(dst.low(), &m);
     }
 
+    /// `lea dst, [rip + rel]` (`REX.W 8D /r`, ModRM mod 00 rm 101): `rel` counts from the
+    /// end of this 7-byte instruction.
+    pub fn lea_rip(&mut self, dst: Reg, rel: i32) {
+        self.rex(true, dst.is_ext(), false, false, false);
+        self.byte(0x8D);
+        self.byte((dst.low() << 3) | 5);
+        self.imm32(rel);
+    }
+    /// `add dst, gs:[disp]` (`65 REX.W 03 /r`, SIB with no base and no index: an absolute
+    /// 32-bit address in the GS segment), the kernel's per-CPU address lowering.
+    pub fn add_r_gs_abs32(&mut self, dst: Reg, disp: u32) {
+        self.byte(0x65);
+        self.rex(true, dst.is_ext(), false, false, false);
+        self.byte(0x03);
+        self.byte((dst.low() << 3) | 4);
+        self.byte(0x25);
+        self.imm32(disp as i32);
+    }
+
     // ---- loads and stores -----------------------------------------------------------------
 
+    /// `mov dst, qword ptr [base + disp32]` (`REX.W 8B /r`, always a 32-bit displacement,
+    /// as the kernel's `LOAD_TAIL_CALL_CNT_PTR`). `base` must not be rsp/r12 (no SIB).
+    pub fn load64_disp32(&mut self, dst: Reg, base: Reg, disp: i32) {
+        assert!(base.low() != 4, "load64_disp32: rsp/r12 base needs a SIB byte");
+        self.rex(true, dst.is_ext(), false, base.is_ext(), false);
+        self.byte(0x8B);
+        self.byte(0x80 | (dst.low() << 3) | base.low());
+        self.imm32(disp);
+    }
     /// Zero-extending load, in the kernel's `emit_ldx` forms: 1 and 2 bytes with
     /// `movzx r64, m8/m16` (REX.W), 4 bytes with `mov r32, m32`, 8 with `mov r64, m64`.
     pub fn load(&mut self, size: Size, dst: Reg, m: Mem) {
@@ -632,6 +660,22 @@ impl Asm {
         self.byte(0x81);
         self.modrm_rr(op as u8, dst);
         self.imm32(imm);
+    }
+    /// `<op> qword/dword ptr [base], imm8` (`83 /op ib`, ModRM mod 00: no displacement),
+    /// as the kernel's tail-call counter `cmp qword ptr [rax], MAX` / `add qword ptr [rax], 1`.
+    /// `base` must not be rsp/r12 (SIB) or rbp/r13 (mod 00 means rip-relative there).
+    pub fn alu_m0_i8(&mut self, op: Alu, w: Width, base: Reg, imm: i8) {
+        assert!(base.low() != 4 && base.low() != 5, "alu_m0_i8: base {} needs a SIB byte or displacement", base.name64());
+        self.rex(w.is64(), false, false, base.is_ext(), false);
+        self.byte(0x83);
+        self.byte(((op as u8) << 3) | base.low());
+        self.byte(imm as u8);
+    }
+    /// `cmp [mem], src` (`39 /r`, memory first): flags from `[mem] - src`.
+    pub fn cmp_mr(&mut self, w: Width, m: Mem, src: Reg) {
+        self.rex_rm(w.is64(), src, &m, false);
+        self.byte(0x39);
+        self.modrm_mem(src.low(), &m);
     }
     /// `cmp dst, src` (`39 /r`): flags from `dst - src`.
     pub fn cmp_rr(&mut self, w: Width, dst: Reg, src: Reg) {

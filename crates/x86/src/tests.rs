@@ -376,6 +376,35 @@ fn atomics_and_movbe() {
 }
 
 #[test]
+fn jit_special_forms() {
+    // The fixed encodings the x86-64 JIT takes from the kernel's bpf_jit_comp.c.
+    // (iced shows a rip-relative operand as its absolute address, from ip 0.)
+    check_bytes(|a| a.lea_rip(R11, 0x10), "lea r11, [0x17]", &[0x4c, 0x8d, 0x1d, 0x10, 0, 0, 0]);
+    check_bytes(|a| a.add_r_gs_abs32(Rdi, 0x1f000), "add rdi, gs:[0x1f000]", &[0x65, 0x48, 0x03, 0x3c, 0x25, 0x00, 0xf0, 0x01, 0x00]);
+    check_bytes(|a| a.add_r_gs_abs32(R14, 0x1f000), "add r14, gs:[0x1f000]", &[0x65, 0x4c, 0x03, 0x34, 0x25, 0x00, 0xf0, 0x01, 0x00]);
+    check_bytes(|a| a.load64_disp32(Rax, Rbp, -24), "mov rax, [rbp-0x18]", &[0x48, 0x8b, 0x85, 0xe8, 0xff, 0xff, 0xff]);
+    check_bytes(|a| a.alu_m0_i8(Alu::Add, W64, Rax, 1), "add qword ptr [rax], 1", &[0x48, 0x83, 0x00, 0x01]);
+    check_bytes(|a| a.alu_m0_i8(Alu::Cmp, W64, Rax, 33), "cmp qword ptr [rax], 0x21", &[0x48, 0x83, 0x38, 0x21]);
+    check_bytes(|a| a.cmp_mr(W32, Mem::new(Rsi, 0x4c), Rdx), "cmp [rsi+0x4c], edx", &[0x39, 0x56, 0x4c]);
+    check_bytes(|a| a.cmp_mr(W32, Mem::new(Rsi, 0x138), Rdx), "cmp [rsi+0x138], edx", &[0x39, 0x96, 0x38, 0x01, 0, 0]);
+    check_bytes(|a| a.alu_rr(Alu::Xor, W64, Rax, Rax), "xor rax, rax", &[0x48, 0x31, 0xc0]);
+    check_bytes(|a| a.alu_ri8(Alu::Cmp, W64, Rax, 33), "cmp rax, 0x21", &[0x48, 0x83, 0xf8, 0x21]);
+    for r in Reg::ALL {
+        let n = r.name64();
+        check(|a| a.lea_rip(r, -7), &format!("lea {n}, [0]"));
+        check(|a| a.add_r_gs_abs32(r, 0x1000), &format!("add {n}, gs:[0x1000]"));
+        if r.low() != 4 {
+            check(|a| a.load64_disp32(Rcx, r, 8), &format!("mov rcx, [{n}+8]"));
+            check(|a| a.cmp_mr(W64, Mem::new(r, 8), Rdx), &format!("cmp [{n}+8], rdx"));
+        }
+        if r.low() != 4 && r.low() != 5 {
+            check(|a| a.alu_m0_i8(Alu::Sub, W64, r, -1), &format!("sub qword ptr [{n}], 0xffffffffffffffff"));
+            check(|a| a.alu_m0_i8(Alu::Add, W32, r, 1), &format!("add dword ptr [{n}], 1"));
+        }
+    }
+}
+
+#[test]
 fn control_flow_and_misc() {
     // Targets are shown as absolute addresses from ip 0 (0..9 in decimal).
     check_bytes(|a| a.jmp_rel8(3), "jmp 5", &[0xeb, 0x03]);

@@ -100,7 +100,7 @@ fn native_listing(path: &str, obj: &kops_object::Object, p: &kops_object::Progra
     }
     let code = kc.program.code();
     let base = kc.program.entry();
-    let listing = kops_jit::disasm::per_slot(&kc.program.image, code, base);
+    let listing = kops_jit_tools::disasm::per_slot(&kc.program.image, code, base);
     let native_sites = kc.plans.iter().filter(|x| x.native.is_some()).count();
     let mut s = format!(
         "{path}: program `{}` on the Kops JIT (features: {}): {} slots, {} kinsn site(s): {native_sites} native, {} fallback (proof sequence); {} x86-64 instructions, {} bytes\n",
@@ -112,7 +112,7 @@ fn native_listing(path: &str, obj: &kops_object::Object, p: &kops_object::Progra
         listing.len(),
         code.len()
     );
-    let line = |s: &mut String, i: &kops_jit::disasm::NativeInsn| {
+    let line = |s: &mut String, i: &kops_jit_tools::disasm::NativeInsn| {
         s.push_str(&format!("            {:<30} {}\n", hex_bytes(&i.bytes), i.text));
     };
     let first_owned = listing.iter().position(|(o, _)| o.is_some()).unwrap_or(listing.len());
@@ -121,7 +121,7 @@ fn native_listing(path: &str, obj: &kops_object::Object, p: &kops_object::Progra
         line(&mut s, i);
     }
     // Native instructions by lowered slot.
-    let mut by_slot: BTreeMap<usize, Vec<&kops_jit::disasm::NativeInsn>> = BTreeMap::new();
+    let mut by_slot: BTreeMap<usize, Vec<&kops_jit_tools::disasm::NativeInsn>> = BTreeMap::new();
     for (o, i) in &listing[first_owned..] {
         if let Some(o) = o {
             by_slot.entry(*o).or_default().push(i);

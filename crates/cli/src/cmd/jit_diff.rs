@@ -3,7 +3,7 @@
 //! Each program is loaded into the kernel (its maps created, BTF attached); the kernel's
 //! xlated program (the instructions after every verifier rewrite, which is what the kernel
 //! JIT compiled) and its jited image are read back. Our JIT compiles the same xlated
-//! instructions ([`kops_jit::xlated`]), so the comparison isolates the JIT itself:
+//! instructions ([`kops_jit_tools::xlated`]), so the comparison isolates the JIT itself:
 //! context-access conversion, helper inlining, divide guards and map pointers are in both
 //! inputs (constant blinding is off for root). The two images are disassembled with
 //! iced-x86 and printed side by side per xlated eBPF instruction, with each difference
@@ -21,8 +21,9 @@
 
 use anyhow::{bail, Context, Result};
 use kops_isa::{op, Insn};
-use kops_jit::disasm::{disassemble, NativeInsn};
-use kops_jit::{compile, xlated, CpuFeatures, JitImage, JitOptions, Resolver};
+use kops_jit_tools::disasm::{disassemble, NativeInsn};
+use kops_jit::{compile, CpuFeatures, JitImage, JitOptions, Resolver};
+use kops_jit_tools::xlated;
 use kops_kernel::{KernelBtf, KernelError, MapSet};
 use kops_object::{Object, Program};
 
@@ -392,7 +393,7 @@ fn diff_one(
     // Our runtime's view: the object's program before any verifier rewrite.
     let mut ro = JitOptions::kernel_xlated(features);
     ro.div_fixups = true;
-    let obj_count = compile(&kp.insns, &ro, &ObjectResolver).map(|i| kops_jit::disasm::count(&i.code[..i.funcs.iter().map(|f| f.code_len).sum::<usize>()]));
+    let obj_count = compile(&kp.insns, &ro, &ObjectResolver).map(|i| kops_jit_tools::disasm::count(&i.code[..i.funcs.iter().map(|f| f.code_len).sum::<usize>()]));
     let delta = if nk > 0 { (no as f64 - nk as f64) * 100.0 / nk as f64 } else { 0.0 };
     println!(
         "{}: kernel {nk} insns / {bk} bytes, ours {no} insns / {bo} bytes ({delta:+.1}% insns); differences: {} return thunk, {} address, {} other{}",
@@ -419,26 +420,22 @@ fn diff_one(
 }
 
 /// The program as the Kops JIT compiles it: sites with a native form become that form
-/// (after the checks of `kops_kinsn::plan_x86`), the others their proof sequences.
+/// (the JIT's checked emit, `kops_jit::compile_kinsn`), the others their proof sequences.
 fn kops_listing(p: &Program, registry: &kops_kinsn::Registry, features: CpuFeatures, kernel_total: usize, summary: bool) -> Result<()> {
     let starts: Vec<usize> = p.subprogs.iter().map(|s| s.start).collect();
-    let (low, plans) = kops_kinsn::plan_x86(&p.insns, &starts, &p.func_info, registry, features, &kops_jit::REGMAP, kops_jit::AUX_REG)
-        .map_err(|e| anyhow::anyhow!("kinsn plan: {e}"))?;
-    let mut regions = Vec::new();
-    let mut fallback = 0;
-    for (r, plan) in low.regions.iter().zip(&plans) {
-        match &plan.native {
-            Some(code) => regions.push(kops_jit::NativeRegion { start: r.start, len: r.len, code: code.clone() }),
-            None => fallback += 1,
-        }
-    }
     let mut o = JitOptions::kernel_xlated(features);
     o.div_fixups = true;
-    let img = kops_jit::compile_with(&low.insns, &regions, &o, &ObjectResolver).map_err(|e| anyhow::anyhow!("Kops JIT: {e}"))?;
+    let k = kops_jit::Kinsn { registry, subprog_starts: &starts, func_info: &p.func_info };
+    let kops_jit::KinsnImage { image: img, lowered: low, plans } = kops_jit::compile_kinsn(&p.insns, &k, &o, &ObjectResolver).map_err(|e| match e {
+        kops_jit::JitError::Kinsn(e) => anyhow::anyhow!("kinsn plan: {e}"),
+        e => anyhow::anyhow!("Kops JIT: {e}"),
+    })?;
+    let native = plans.iter().filter(|p| p.native.is_some()).count();
+    let fallback = plans.len() - native;
     let fn_bytes: usize = img.funcs.iter().map(|f| f.code_len).sum();
-    let listing = kops_jit::disasm::per_slot(&img, &img.code[..fn_bytes], 0);
+    let listing = kops_jit_tools::disasm::per_slot(&img, &img.code[..fn_bytes], 0);
     if !summary {
-        println!("-- Kops JIT (object's program, {} native site(s), {fallback} fallback):", regions.len());
+        println!("-- Kops JIT (object's program, {native} native site(s), {fallback} fallback):");
         for (ri, r) in low.regions.iter().enumerate() {
             let site = kops_kinsn::Site { pc: r.orig_pc, op_id: r.op_id, payload: r.payload };
             let what = kops_kinsn::describe_site(registry, &site).unwrap_or_else(|e| e.to_string());
@@ -451,8 +448,7 @@ fn kops_listing(p: &Program, registry: &kops_kinsn::Registry, features: CpuFeatu
     }
     let n = listing.len();
     println!(
-        "  kops: {n} native instructions / {fn_bytes} bytes with {} native site(s) (kernel on the lowered program: {kernel_total})",
-        regions.len()
+        "  kops: {n} native instructions / {fn_bytes} bytes with {native} native site(s) (kernel on the lowered program: {kernel_total})"
     );
     Ok(())
 }

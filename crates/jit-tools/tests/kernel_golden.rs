@@ -4,8 +4,9 @@
 //! and byte-identical instructions, except the absolute targets of calls/jumps that leave
 //! the function (helpers, subprograms, the return thunk) and movabs/per-CPU addresses.
 
-use kops_jit::disasm::{disassemble, NativeInsn};
-use kops_jit::{compile, xlated, CpuFeatures, Feature, JitOptions};
+use kops_jit_tools::disasm::{disassemble, NativeInsn};
+use kops_jit::{compile, CpuFeatures, Feature, JitOptions};
+use kops_jit_tools::xlated;
 
 /// A call/jump whose target is outside `[ip, ip + len)`.
 fn external(i: &NativeInsn, (ip, len): (u64, usize)) -> bool {

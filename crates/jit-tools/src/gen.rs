@@ -13,6 +13,43 @@
 
 use kops_isa::{op, Insn};
 
+/// Where the generator's decisions come from: a seeded PRNG ([`Rng`], the differential
+/// tests, or `kops_rng::Rng`) or the fuzzer's input bytes ([`InputRng`], the `jit_vs_interp` fuzz target, so
+/// libFuzzer's mutations steer the program shape). Only [`Choices::next`] is required.
+pub trait Choices {
+    /// A full 64-bit choice.
+    fn next(&mut self) -> u64;
+    /// A choice in `0..n` (`0` when `n` is 0).
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+    fn pick<T: Copy>(&mut self, v: &[T]) -> T
+    where
+        Self: Sized,
+    {
+        v[self.below(v.len() as u64) as usize]
+    }
+    /// Immediates biased toward edge cases.
+    fn imm(&mut self) -> i32
+    where
+        Self: Sized,
+    {
+        match self.below(10) {
+            0 => 0,
+            1 => -1,
+            2 => 1,
+            3 => i32::MIN,
+            4 => i32::MAX,
+            5 => self.pick(&[2, 3, 7, 8, 31, 32, 63, 64, 255, 256, 0xffff, -0x8000, 0x10000]),
+            6 => (self.next() as i32) >> self.below(31),
+            _ => self.next() as i32,
+        }
+    }
+}
+
 /// xorshift64*: small, deterministic, no dependencies.
 #[derive(Clone, Debug)]
 pub struct Rng(u64);
@@ -30,26 +67,74 @@ impl Rng {
         self.0 = x;
         x.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+}
+
+impl Choices for Rng {
+    fn next(&mut self) -> u64 {
+        Rng::next(self)
     }
-    pub fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
+}
+
+/// The project's seeded generator (`kops_rng`) drives the generator too.
+impl Choices for kops_rng::Rng {
+    fn next(&mut self) -> u64 {
+        kops_rng::Rng::next(self)
     }
-    pub fn pick<T: Copy>(&mut self, v: &[T]) -> T {
-        v[self.below(v.len() as u64) as usize]
+}
+
+/// Choices read from fuzzer input: each decision takes the next input byte (8 for a full
+/// 64-bit value), so a mutated input byte changes one decision of the program; past the
+/// end of the input, a xorshift64* stream seeded from the input takes over.
+#[derive(Clone, Debug)]
+pub struct InputRng<'a> {
+    data: &'a [u8],
+    pos: usize,
+    state: u64,
+}
+
+impl<'a> InputRng<'a> {
+    pub fn new(data: &'a [u8]) -> InputRng<'a> {
+        // FNV-1a of the input seeds the stream used past its end.
+        let h = data.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+        InputRng { data, pos: 0, state: h | 1 }
     }
-    /// Immediates biased toward edge cases.
-    pub fn imm(&mut self) -> i32 {
-        match self.below(10) {
-            0 => 0,
-            1 => -1,
-            2 => 1,
-            3 => i32::MIN,
-            4 => i32::MAX,
-            5 => self.pick(&[2, 3, 7, 8, 31, 32, 63, 64, 255, 256, 0xffff, -0x8000, 0x10000]),
-            6 => (self.next() as i32) >> self.below(31),
-            _ => self.next() as i32,
+    /// Input bytes consumed so far.
+    pub fn consumed(&self) -> usize {
+        self.pos.min(self.data.len())
+    }
+    fn stream(&mut self) -> u64 {
+        let mut x = self.state;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.state = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    pub fn byte(&mut self) -> u8 {
+        match self.data.get(self.pos) {
+            Some(&b) => {
+                self.pos += 1;
+                b
+            }
+            None => self.stream() as u8,
+        }
+    }
+}
+
+impl Choices for InputRng<'_> {
+    fn next(&mut self) -> u64 {
+        let mut b = [0u8; 8];
+        for x in &mut b {
+            *x = self.byte();
+        }
+        u64::from_le_bytes(b)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        let n = n.max(1);
+        if n <= 256 {
+            self.byte() as u64 % n
+        } else {
+            self.next() % n
         }
     }
 }
@@ -79,7 +164,7 @@ struct Ctx<'a> {
 }
 
 /// Generate one program. `size` is roughly the number of body items.
-pub fn program(rng: &mut Rng, size: usize) -> Vec<Insn> {
+pub fn program<R: Choices>(rng: &mut R, size: usize) -> Vec<Insn> {
     let mut main = Vec::new();
     main.push(Insn::mov64_reg(6, 1));
     // Defined values in every register the body reads.
@@ -127,7 +212,7 @@ pub fn program(rng: &mut Rng, size: usize) -> Vec<Insn> {
 }
 
 /// Append about `n` items; records the slots of subprogram calls in `calls`.
-fn items(rng: &mut Rng, c: &Ctx, n: usize, out: &mut Vec<Insn>, calls: &mut Vec<usize>) {
+fn items<R: Choices>(rng: &mut R, c: &Ctx, n: usize, out: &mut Vec<Insn>, calls: &mut Vec<usize>) {
     let mut left = n;
     while left > 0 {
         left -= 1;
@@ -175,7 +260,7 @@ fn items(rng: &mut Rng, c: &Ctx, n: usize, out: &mut Vec<Insn>, calls: &mut Vec<
     }
 }
 
-fn jump(rng: &mut Rng, c: &Ctx, off: i16) -> Insn {
+fn jump<R: Choices>(rng: &mut R, c: &Ctx, off: i16) -> Insn {
     if rng.chance(10) {
         return if rng.chance(50) { Insn::ja(off) } else { Insn::new(op::JMP32 | op::JA, 0, 0, 0, off as i32) };
     }
@@ -190,7 +275,7 @@ fn jump(rng: &mut Rng, c: &Ctx, off: i16) -> Insn {
     }
 }
 
-fn alu(rng: &mut Rng, c: &Ctx, out: &mut Vec<Insn>) {
+fn alu<R: Choices>(rng: &mut R, c: &Ctx, out: &mut Vec<Insn>) {
     let is64 = rng.chance(50);
     let class = if is64 { op::ALU64 } else { op::ALU };
     let dst = rng.pick(c.regs);
@@ -256,12 +341,12 @@ fn alu(rng: &mut Rng, c: &Ctx, out: &mut Vec<Insn>) {
     out.push(insn);
 }
 
-fn size_pick(rng: &mut Rng) -> (u8, i16) {
+fn size_pick<R: Choices>(rng: &mut R) -> (u8, i16) {
     rng.pick(&[(op::B, 1), (op::H, 2), (op::W, 4), (op::DW, 8)])
 }
 
 /// A base register and an in-bounds, aligned offset for an access of `n` bytes.
-fn place(rng: &mut Rng, c: &Ctx, n: i16) -> (u8, i16) {
+fn place<R: Choices>(rng: &mut R, c: &Ctx, n: i16) -> (u8, i16) {
     if c.buffer && rng.chance(50) {
         (6, (rng.below((BUF_BODY / n) as u64) as i16) * n)
     } else {
@@ -271,7 +356,7 @@ fn place(rng: &mut Rng, c: &Ctx, n: i16) -> (u8, i16) {
     }
 }
 
-fn mem(rng: &mut Rng, c: &Ctx, out: &mut Vec<Insn>) {
+fn mem<R: Choices>(rng: &mut R, c: &Ctx, out: &mut Vec<Insn>) {
     let (sz, n) = size_pick(rng);
     let (base, off) = place(rng, c, n);
     let r = rng.pick(c.regs);
@@ -285,7 +370,7 @@ fn mem(rng: &mut Rng, c: &Ctx, out: &mut Vec<Insn>) {
 
 /// Stack access through a pointer derived from r10: a constant offset, or a masked,
 /// scaled index (`p = r10 - span + (x & m) * n`), so that stack-depth analysis matters.
-fn derived_stack(rng: &mut Rng, c: &Ctx, out: &mut Vec<Insn>) {
+fn derived_stack<R: Choices>(rng: &mut R, c: &Ctx, out: &mut Vec<Insn>) {
     let span = if c.buffer { STACK_USED } else { 64 };
     let (sz, n) = size_pick(rng);
     let regs: Vec<u8> = c.regs.iter().copied().filter(|r| *r != 0).collect();
@@ -322,7 +407,7 @@ fn derived_stack(rng: &mut Rng, c: &Ctx, out: &mut Vec<Insn>) {
     out.push(Insn::mov64_imm(p, rng.imm()));
 }
 
-fn atomic(rng: &mut Rng, c: &Ctx, out: &mut Vec<Insn>) {
+fn atomic<R: Choices>(rng: &mut R, c: &Ctx, out: &mut Vec<Insn>) {
     let (sz, n) = if rng.chance(50) { (op::W, 4) } else { (op::DW, 8) };
     let (base, off) = place(rng, c, n);
     let src = rng.pick(c.regs);
@@ -349,7 +434,7 @@ mod tests {
     fn programs_are_structurally_valid() {
         for seed in 0..300 {
             let p = program(&mut Rng::new(seed), 40);
-            let second = crate::fixup::second_slots(&p);
+            let second = kops_jit::fixup::second_slots(&p);
             assert!(p.iter().any(|i| i.is_exit()));
             for (pc, i) in p.iter().enumerate() {
                 if second[pc] {

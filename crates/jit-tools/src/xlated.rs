@@ -12,7 +12,7 @@
 
 use kops_isa::{op, Insn};
 
-use crate::Resolver;
+use kops_jit::Resolver;
 
 /// Undo the dump encodings (see the module comment).
 ///
@@ -25,7 +25,7 @@ use crate::Resolver;
 /// what the kernel's saw. Single-function programs are JITed after the clearing
 /// (their 1/2 stay: neither names a callee-saved register).
 pub fn prepare(xlated: &[Insn], fd_array: bool) -> Vec<Insn> {
-    let second = crate::fixup::second_slots(xlated);
+    let second = kops_jit::fixup::second_slots(xlated);
     let multi = xlated.iter().enumerate().any(|(pc, i)| {
         !second[pc] && ((i.is_call() && i.src == op::PSEUDO_CALL) || (i.is_ld_imm64() && i.src == op::PSEUDO_FUNC))
     });
@@ -83,7 +83,7 @@ pub fn direct_tail_calls(insns: &[Insn], tail_call: i32) -> Vec<usize> {
         Map(u8, i32, i32),
     }
     let join = |a: C, b: C| if a == b { a } else { C::Unknown };
-    let second = crate::fixup::second_slots(insns);
+    let second = kops_jit::fixup::second_slots(insns);
     let n = insns.len();
     let mut state: Vec<Option<[C; 11]>> = vec![None; n];
     if n == 0 {

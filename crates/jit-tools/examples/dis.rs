@@ -1,5 +1,6 @@
 //! Dev tool: JIT a conformance .data file (helper 5 = a dummy address) and print the image.
 use kops_jit::*;
+use kops_jit_tools::disasm;
 struct R;
 impl Resolver for R {
     fn helper(&self, id: i32) -> Option<u64> { if id == 5 { Some(0x1000) } else { None } }

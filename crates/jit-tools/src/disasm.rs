@@ -66,8 +66,8 @@ pub fn count(code: &[u8]) -> usize {
 
 /// Every native instruction of a compiled program with the input slot it belongs to
 /// (None: a prologue, or the runtime stubs after the functions). `code` is the image's
-/// bytes as linked at `base` ([`crate::JitImage::link`]) or [`crate::JitImage::code`].
-pub fn per_slot(image: &crate::JitImage, code: &[u8], base: u64) -> Vec<(Option<usize>, NativeInsn)> {
+/// bytes as linked at `base` ([`kops_jit::JitImage::link`]) or [`kops_jit::JitImage::code`].
+pub fn per_slot(image: &kops_jit::JitImage, code: &[u8], base: u64) -> Vec<(Option<usize>, NativeInsn)> {
     let mut owner: Vec<Option<usize>> = vec![None; code.len()];
     for (slot, &(s, e)) in image.insn_ranges.iter().enumerate() {
         for b in owner.iter_mut().take(e as usize).skip(s as usize) {
@@ -83,7 +83,7 @@ mod tests {
     use kops_isa::{op, Insn};
 
     struct NoEnv;
-    impl crate::Resolver for NoEnv {
+    impl kops_jit::Resolver for NoEnv {
         fn helper(&self, _: i32) -> Option<u64> {
             None
         }
@@ -98,9 +98,9 @@ mod tests {
         let mut p = vec![Insn::mov64_imm(0, 1)];
         p.extend(Insn::ld_imm64(1, 0, 0x1122_3344_5566_7788));
         p.extend([Insn::alu64_reg(op::ADD, 0, 1), Insn::exit()]);
-        let mut o = crate::JitOptions::runtime().unwrap();
-        o.call_mode = crate::CallMode::Absolute;
-        let img = crate::compile(&p, &o, &NoEnv).unwrap();
+        let mut o = kops_jit::JitOptions::runtime().unwrap();
+        o.call_mode = kops_jit::CallMode::Absolute;
+        let img = kops_jit::compile(&p, &o, &NoEnv).unwrap();
         let v = per_slot(&img, &img.code, 0);
         let of = |slot: usize| -> Vec<String> { v.iter().filter(|(s, _)| *s == Some(slot)).map(|(_, i)| i.mnemonic.clone()).collect() };
         assert_eq!(of(0), ["mov"]);

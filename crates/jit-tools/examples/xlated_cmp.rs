@@ -1,6 +1,7 @@
 //! Dev tool: JIT an xlated dump and compare with the kernel's jited image.
 //! usage: xlated_cmp XLATED.bin JITED.bin "len1 len2 ..."
 use kops_jit::*;
+use kops_jit_tools::{disasm, xlated};
 fn main() {
     let a: Vec<String> = std::env::args().collect();
     let x = std::fs::read(&a[1]).unwrap();
