@@ -66,7 +66,7 @@ pub fn kinsn_site(o: &SiteOp) -> Result<Vec<Insn>, String> {
 pub fn site_effects(registry: &kops_kinsn::Registry, sidecar: &Insn, call: &Insn) -> Option<kops_analysis::Effects> {
     use kops_analysis::{effects, RegSet};
     let op = registry.get(call.imm as u32)?;
-    let proof = op.instantiate(kops_kinsn::transport::sidecar_payload(sidecar)).ok()?;
+    let proof = op.instantiate(sidecar.kinsn_payload()).ok()?;
     let n = proof.len();
     // Backward liveness over the proof (forward jumps only, "one past the end" allowed),
     // once with nothing live after it and once with everything live.

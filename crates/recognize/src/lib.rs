@@ -252,10 +252,6 @@ pub struct Found {
     pub rejects: Vec<Reject>,
 }
 
-pub fn is_kinsn_call(i: &Insn) -> bool {
-    kops_analysis::is_kinsn_call(i)
-}
-
 /// Run `passes` over `insns` (one program: entry plus appended subprograms).
 /// `extra_subprog_starts` may add boundaries known from the object (e.g. `Program::subprogs`).
 /// Matches may overlap each other; [`rewrite`] chooses among them.

@@ -34,7 +34,7 @@ impl<'a> Ctx<'a> {
         let effs: Vec<kops_analysis::Effects> = (0..insns.len())
             .map(|pc| {
                 let i = &insns[pc];
-                if kops_analysis::is_kinsn_call(i) && pc > 0 {
+                if i.is_kinsn_call() && pc > 0 {
                     if let Some(e) = crate::einsn_bridge::site_effects(&registry, &insns[pc - 1], i) {
                         return e;
                     }

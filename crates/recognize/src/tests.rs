@@ -509,7 +509,7 @@ fn site_after_kept_uses_of_its_destination() {
 fn select_cmp_proof(m: &Match) -> Vec<Insn> {
     let site = encode::site(&m.op).unwrap();
     assert_eq!(site[1].imm as u32, kops_einsn::id::SELECT_CMP, "{:?}", m.op);
-    let raw = kops_kinsn::transport::sidecar_payload(&site[0]);
+    let raw = site[0].kinsn_payload();
     kops_einsn::registry().get(kops_einsn::id::SELECT_CMP).unwrap().instantiate(raw).unwrap()
 }
 
