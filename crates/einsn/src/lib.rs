@@ -28,10 +28,12 @@ use std::sync::Arc;
 
 use kops_isa::Insn;
 use kops_kinsn::payload::Payload;
-use kops_kinsn::{Arch, EmitError, Emitted, KinsnOp, PayloadError, Registry, X86EmitCtx};
+use kops_kinsn::{Arch, EmitError, Emitted, KinsnOp, PayloadClass, PayloadError, Registry, X86EmitCtx};
 
 mod bulk;
 pub mod classes;
+#[macro_use]
+pub mod fields;
 mod endian;
 mod extract;
 mod misc;
@@ -41,7 +43,7 @@ mod select;
 mod select_cmp;
 
 pub use bulk::{Memcpy, Memset};
-pub use classes::{payload_classes, Coverage};
+pub use classes::Class;
 pub use endian::{EndianLoad, EndianLoad16, EndianLoad32, EndianLoad64};
 pub use extract::Extract;
 pub use misc::{Prefetch, SpecBarrier};
@@ -80,6 +82,13 @@ pub trait EInsn: Payload + Clone + std::fmt::Debug + PartialEq + Send + Sync + '
     /// Upper bound of the x86-64 native size in bytes.
     const MAX_X86: usize;
 
+    /// Rules relating several payload fields (each field's own range comes from the
+    /// op's [`payload!`] table).
+    fn rules(&self) -> Result<(), PayloadError> {
+        Ok(())
+    }
+    /// The payload classes `kops prove` proves and the native differential tests run.
+    fn classes() -> Vec<Class<Self>>;
     /// The proof sequence (call on a payload that `encode`s without error).
     fn proof(&self) -> Vec<Insn>;
     fn describe(&self) -> String;
@@ -145,25 +154,77 @@ impl<P: EInsn> KinsnOp for Op<P> {
     fn emit_x86(&self, payload: u64, ctx: &mut X86EmitCtx) -> Result<Emitted, EmitError> {
         P::decode(payload)?.emit_x86(ctx)
     }
+    fn classes(&self) -> Vec<PayloadClass> {
+        P::classes()
+            .into_iter()
+            .map(|c| PayloadClass { label: c.label, payload: c.payload.encode().expect("classes encode"), temps: c.temps })
+            .collect()
+    }
 }
 
-/// Add every EInsn op to `r`.
-pub fn register_all(r: &mut Registry) -> Result<(), kops_kinsn::RegistryError> {
-    r.register(Op::<Rotate64>::arc())?;
-    r.register(Op::<Rotate32>::arc())?;
-    r.register(Op::<Select>::arc())?;
-    r.register(Op::<Extract>::arc())?;
-    r.register(Op::<EndianLoad16>::arc())?;
-    r.register(Op::<EndianLoad32>::arc())?;
-    r.register(Op::<EndianLoad64>::arc())?;
-    r.register(Op::<Popcount64>::arc())?;
-    r.register(Op::<Popcount32>::arc())?;
-    r.register(Op::<Memcpy>::arc())?;
-    r.register(Op::<Memset>::arc())?;
-    r.register(Op::<Prefetch>::arc())?;
-    r.register(Op::<SpecBarrier>::arc())?;
-    r.register(Op::<SelectCmp>::arc())?;
-    Ok(())
+/// The op list: one line per op. Yields [`register_all`] and [`AnyOp`].
+macro_rules! ops {
+    ($($ty:ident),* $(,)?) => {
+        /// A payload of any EInsn op (what the recognizer produces for a site).
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum AnyOp {
+            $($ty($ty),)*
+        }
+        $(impl From<$ty> for AnyOp {
+            fn from(p: $ty) -> AnyOp {
+                AnyOp::$ty(p)
+            }
+        })*
+        impl AnyOp {
+            pub fn name(&self) -> &'static str {
+                match self { $(AnyOp::$ty(_) => <$ty as EInsn>::NAME,)* }
+            }
+            pub fn id(&self) -> u32 {
+                match self { $(AnyOp::$ty(_) => <$ty as EInsn>::ID,)* }
+            }
+            pub fn encode(&self) -> Result<u64, PayloadError> {
+                match self { $(AnyOp::$ty(p) => p.encode(),)* }
+            }
+            /// The two transport slots of the site.
+            pub fn site(&self) -> Result<[Insn; 2], PayloadError> {
+                match self { $(AnyOp::$ty(p) => p.site(),)* }
+            }
+            pub fn describe(&self) -> String {
+                match self { $(AnyOp::$ty(p) => p.describe(),)* }
+            }
+            pub fn proof(&self) -> Vec<Insn> {
+                match self { $(AnyOp::$ty(p) => p.proof(),)* }
+            }
+        }
+        /// Add every EInsn op to `r`.
+        pub fn register_all(r: &mut Registry) -> Result<(), kops_kinsn::RegistryError> {
+            $(r.register(Op::<$ty>::arc())?;)*
+            Ok(())
+        }
+    };
+}
+
+ops! {
+    Rotate64,
+    Rotate32,
+    Select,
+    Extract,
+    EndianLoad16,
+    EndianLoad32,
+    EndianLoad64,
+    Popcount64,
+    Popcount32,
+    Memcpy,
+    Memset,
+    Prefetch,
+    SpecBarrier,
+    SelectCmp,
+}
+
+impl std::fmt::Display for AnyOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
 }
 
 /// A registry holding every EInsn op.

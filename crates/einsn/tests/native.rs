@@ -381,214 +381,25 @@ fn check_op<P: Oracle>(classes: &[P], states: usize, seed: u64) -> Stats {
     st
 }
 
-// ---------------------------------------------------------------------------------------
-// Payload classes.
-
-fn reg(rng: &mut StdRng, readable: bool) -> u8 {
-    rng.gen_range(0..if readable { 11 } else { 10 })
-}
-
-fn rotate_classes<const W: u8>(rng: &mut StdRng, per: usize) -> Vec<Rotate<W>> {
-    let mut v = vec![];
-    for k in 1..W {
-        for lsh in [false, true] {
-            for pattern in 0..3 {
-                for _ in 0..per {
-                    let d = reg(rng, false);
-                    let t = loop {
-                        let t = reg(rng, false);
-                        if t != d {
-                            break t;
-                        }
-                    };
-                    let s = match pattern {
-                        0 => d,
-                        1 => t,
-                        _ => reg(rng, true),
-                    };
-                    v.push(Rotate::new(d, s, t, k, lsh).unwrap());
-                }
-            }
-        }
-    }
-    // Every register triple once.
-    for d in 0..10 {
-        for s in 0..11 {
-            for t in (0..10).filter(|&t| t != d) {
-                if rng.gen_range(0..(per.max(1) * 4)) == 0 || per > 4 {
-                    v.push(Rotate::new(d, s, t, rng.gen_range(1..W), rng.gen()).unwrap());
-                }
-            }
-        }
-    }
-    v
-}
-
-fn select_classes(rng: &mut StdRng, per: usize) -> Vec<Select> {
-    let mut v = vec![];
-    // Every aliasing pattern of (dst, cond, a, b): a set partition of the four roles.
-    for d in 0..10u8 {
-        for c in 0..11u8 {
-            for a in 0..11u8 {
-                for b in 0..11u8 {
-                    // Keep all patterns on registers 0..3 plus a random sample elsewhere.
-                    if (d < 4 && c < 4 && a < 4 && b < 4) || rng.gen_range(0..100) < per {
-                        v.push(Select::new(d, c, a, b, rng.gen(), rng.gen()).unwrap());
-                    }
-                }
-            }
-        }
-    }
-    v
-}
-
-fn extract_classes(rng: &mut StdRng, per: usize) -> Vec<Extract> {
-    let mut v = vec![];
-    for start in 0..64u8 {
-        for len in 1..=32u8 {
-            if start + len > 64 {
-                continue;
-            }
-            for _ in 0..per {
-                let d = reg(rng, false);
-                let s = if rng.gen() { d } else { reg(rng, true) };
-                v.push(Extract::new(d, s, start, len).unwrap());
-            }
-        }
-    }
-    v
-}
-
-fn endian_classes<const B: u8>(rng: &mut StdRng, per: usize) -> Vec<EndianLoad<B>> {
-    let mut v = vec![];
-    for d in 0..10 {
-        for b in 0..11 {
-            for _ in 0..per {
-                let off = match rng.gen_range(0..3) {
-                    0 => 0,
-                    1 => rng.gen_range(-128..128),
-                    _ => rng.gen_range(-1500..1500),
-                };
-                v.push(EndianLoad::new(d, b, off).unwrap());
-            }
-        }
-    }
-    v
-}
-
-fn popcount64_classes(rng: &mut StdRng, per: usize) -> Vec<Popcount64> {
-    let mut v = vec![];
-    for d in 0..10 {
-        for s in 0..11 {
-            for _ in 0..per {
-                let mut others: Vec<u8> = (0..10).filter(|&r| r != d).collect();
-                others.shuffle(rng);
-                let (mut t1, mut t2) = (others[0], others[1]);
-                // src aliasing each temporary.
-                if s != d && s < 10 && rng.gen() {
-                    if rng.gen() {
-                        t1 = s;
-                        if t2 == s {
-                            t2 = others[2];
-                        }
-                    } else {
-                        t2 = s;
-                        if t1 == s {
-                            t1 = others[2];
-                        }
-                    }
-                }
-                v.push(Popcount64::new(d, s, t1, t2).unwrap());
-            }
-        }
-    }
-    v
-}
-
-fn popcount32_classes(rng: &mut StdRng, per: usize) -> Vec<Popcount32> {
-    let mut v = vec![];
-    for d in 0..10 {
-        for s in 0..11 {
-            for t in (0..10).filter(|&t| t != d) {
-                if rng.gen_range(0..9) < per {
-                    v.push(Popcount32::new(d, s, t).unwrap());
-                }
-            }
-        }
-    }
-    v
-}
-
-fn memcpy_classes(rng: &mut StdRng, per: usize) -> Vec<Memcpy> {
-    let mut v = vec![];
-    for w in [1u8, 2, 4, 8] {
-        for count in 1..=(128 / w as usize).min(32) as u8 {
-            for desc in [false, true] {
-                for _ in 0..per {
-                    let d = reg(rng, true);
-                    let s = if rng.gen_bool(0.3) { d } else { reg(rng, true) };
-                    let t = loop {
-                        let t = reg(rng, false);
-                        if t != d && t != s {
-                            break t;
-                        }
-                    };
-                    let doff = rng.gen_range(-300i16..300);
-                    let soff = if d == s { doff + rng.gen_range(-200i16..200) } else { rng.gen_range(-300i16..300) };
-                    v.push(Memcpy::new(d, doff, s, soff, t, w, count, desc).unwrap());
-                }
-            }
-        }
-    }
-    v
-}
-
-fn memset_classes(rng: &mut StdRng, per: usize) -> Vec<Memset> {
-    let mut v = vec![];
-    for w in [1u8, 2, 4, 8] {
-        for count in 1..=(128 / w as usize).min(64) as u8 {
-            for _ in 0..per {
-                let value = if w == 8 { [0, 0xff][rng.gen_range(0..2)] } else { rng.gen() };
-                v.push(Memset::new(reg(rng, true), rng.gen_range(-500..500), w, count, value).unwrap());
-            }
-        }
-    }
-    v
-}
-
-fn misc_classes(rng: &mut StdRng) -> (Vec<Prefetch>, Vec<SpecBarrier>) {
-    ((0..11).map(|b| Prefetch::new(b, rng.gen()).unwrap()).collect(), vec![SpecBarrier; 4])
-}
-
-/// Run every op with at least `states` states per class and at least `min_states` native
-/// states per op in total.
-fn run_all(per: usize, states: usize, min_states: usize) {
+/// Run every op over its payload classes (`EInsn::classes`, what `kops prove` proves), with
+/// at least `states` states per class and at least `min_states` native states per op.
+fn run_all(states: usize, min_states: usize) {
     let mut rng = StdRng::seed_from_u64(0x4b0b5);
     let mut report = vec![];
-    macro_rules! op {
-        // `native_share`: 2 when half of the classes (features masked) fall back.
-        ($name:expr, $classes:expr, $native_share:expr) => {{
-            let c = $classes;
-            let per_class = states.max((min_states * $native_share).div_ceil(c.len()));
-            let s = check_op(&c, per_class, rng.gen());
-            report.push(format!("{:14} {:6} classes {:8} native states {:4} fallback classes", $name, s.classes, s.states, s.fallbacks));
-            assert!(s.states >= min_states, "{}: only {} states", $name, s.states);
-        }};
+    fn one<P: Oracle>(states: usize, min_states: usize, seed: u64, report: &mut Vec<String>) {
+        let c: Vec<P> = P::classes().into_iter().map(|c| c.payload).collect();
+        // Half of the classes run with no CPU features: those fall back where the op needs one.
+        let share = if c.iter().any(|p| p.needs_missing(CpuFeatures::NONE)) { 2 } else { 1 };
+        let per_class = states.max((min_states * share).div_ceil(c.len()));
+        let s = check_op(&c, per_class, seed);
+        report.push(format!("{:14} {:6} classes {:8} native states {:4} fallback classes", P::NAME, s.classes, s.states, s.fallbacks));
+        assert_eq!(s.classes, c.len());
+        assert!(s.states >= min_states, "{}: only {} states", P::NAME, s.states);
     }
-    op!("rotate64", rotate_classes::<64>(&mut rng, per), 1);
-    op!("rotate32", rotate_classes::<32>(&mut rng, per), 1);
-    op!("select64", select_classes(&mut rng, per), 1);
-    op!("extract64", extract_classes(&mut rng, per), 1);
-    op!("endian_load16", endian_classes::<2>(&mut rng, per), 1);
-    op!("endian_load32", endian_classes::<4>(&mut rng, per), 1);
-    op!("endian_load64", endian_classes::<8>(&mut rng, per), 1);
-    op!("popcount64", popcount64_classes(&mut rng, per), 2);
-    op!("popcount32", popcount32_classes(&mut rng, per), 2);
-    op!("memcpy", memcpy_classes(&mut rng, per), 1);
-    op!("memset", memset_classes(&mut rng, per), 1);
-    let (pf, sb) = misc_classes(&mut rng);
-    op!("prefetch", pf, 1);
-    op!("spec_barrier", sb, 1);
+    macro_rules! ops {
+        ($($ty:ty),*) => { $(one::<$ty>(states, min_states, rng.gen(), &mut report);)* };
+    }
+    ops!(Rotate64, Rotate32, Select, Extract, EndianLoad16, EndianLoad32, EndianLoad64, Popcount64, Popcount32, Memcpy, Memset, Prefetch, SpecBarrier, SelectCmp);
     for l in report {
         eprintln!("{l}");
     }
@@ -596,13 +407,13 @@ fn run_all(per: usize, states: usize, min_states: usize) {
 
 #[test]
 fn native_matches_proof_quick() {
-    run_all(1, 4, 2_000);
+    run_all(1, 2_000);
 }
 
 /// At least 100,000 states per op (about 9 s in release, which is how CI runs the suite).
 #[test]
 fn native_matches_proof_full() {
-    run_all(3, 120, 100_000);
+    run_all(4, 100_000);
 }
 
 /// The harness must catch wrong emits: run each planted bug's bytes against the right
@@ -669,31 +480,4 @@ fn harness_detects_planted_bugs() {
     let mut bad = good[..good.len() - 2].to_vec();
     bad.extend([0x48, 0x83, 0xC4, 0x08, 0x5F]);
     expect_fail("memset rcx", run_class(&p, Some(&bad), &LINUX_MAP, LINUX_SCRATCH, none, 20, &mut rng, &mut page));
-}
-
-/// Every class of `payload_classes(Patterns)` (what the prover enumerates) runs natively.
-#[test]
-fn pattern_classes_run_natively() {
-    fn go<P: Oracle>(states: usize) -> usize {
-        let classes: Vec<P> = payload_classes(P::ID, Coverage::Patterns).into_iter().map(|raw| P::decode(raw).unwrap()).collect();
-        let s = check_op(&classes, states, P::ID as u64);
-        assert_eq!(s.classes, classes.len());
-        s.states
-    }
-    let mut total = 0;
-    total += go::<Rotate64>(2);
-    total += go::<Rotate32>(2);
-    total += go::<Select>(20);
-    total += go::<Extract>(2);
-    total += go::<EndianLoad16>(20);
-    total += go::<EndianLoad32>(20);
-    total += go::<EndianLoad64>(20);
-    total += go::<Popcount64>(20);
-    total += go::<Popcount32>(20);
-    total += go::<Memcpy>(1);
-    total += go::<Memset>(2);
-    total += go::<Prefetch>(20);
-    total += go::<SpecBarrier>(20);
-    total += go::<SelectCmp>(8);
-    eprintln!("{total} native states over the pattern classes");
 }
