@@ -216,6 +216,45 @@ impl EInsn for Memcpy {
         }
         Ok(Emitted::Native)
     }
+
+    fn place(&self, pick: &mut dyn FnMut(i64, i64) -> i64, r: &mut [u64; 11], base: u64, buf: usize) {
+        let len = self.bytes() as i64;
+        let room = buf as i64 - len;
+        let (doff, soff) = (self.dst_off as i64, self.src_off as i64);
+        if self.dst == self.src {
+            let lo = (-doff).max(-soff);
+            let hi = (room - doff).min(room - soff);
+            let x = pick(lo, hi);
+            r[self.dst as usize] = base.wrapping_add(x as u64);
+        } else {
+            let pd = pick(0, room);
+            // Overlapping regions half of the time.
+            let ps = if pick(0, 1) == 1 { (pd + pick(-len - 2, len + 2)).clamp(0, room) } else { pick(0, room) };
+            r[self.dst as usize] = base.wrapping_add((pd - doff) as u64);
+            r[self.src as usize] = base.wrapping_add((ps - soff) as u64);
+        }
+    }
+    fn writes(&self) -> Vec<u8> {
+        vec![self.tmp]
+    }
+    fn meaning(&self, b: &[u64; 11], mb: &[u8], base: u64, _: &[u64; 11], ma: &[u8]) -> Result<(), String> {
+        let len = self.bytes();
+        let d = (b[self.dst as usize].wrapping_add(self.dst_off as i64 as u64) - base) as usize;
+        let s = (b[self.src as usize].wrapping_add(self.src_off as i64 as u64) - base) as usize;
+        let mut want = mb.to_vec();
+        if d + len <= s || s + len <= d {
+            want[d..d + len].copy_from_slice(&mb[s..s + len]);
+            if want != ma {
+                return Err("memcpy of disjoint regions is not a plain copy".into());
+            }
+        } else {
+            // Overlap: only bytes outside the destination are known to stay.
+            if ma[..d] != mb[..d] || ma[d + len..] != mb[d + len..] {
+                return Err("memcpy wrote outside its destination".into());
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -324,4 +363,22 @@ impl EInsn for Memset {
         }
         Ok(Emitted::Native)
     }
+
+    fn place(&self, pick: &mut dyn FnMut(i64, i64) -> i64, r: &mut [u64; 11], base: u64, buf: usize) {
+        let pos = pick(0, (buf - self.bytes()) as i64) as u64;
+        r[self.base as usize] = base.wrapping_add(pos).wrapping_sub(self.off as i64 as u64);
+    }
+    fn writes(&self) -> Vec<u8> {
+        vec![]
+    }
+    fn meaning(&self, b: &[u64; 11], mb: &[u8], base: u64, _: &[u64; 11], ma: &[u8]) -> Result<(), String> {
+        let d = (b[self.base as usize].wrapping_add(self.off as i64 as u64) - base) as usize;
+        let mut want = mb.to_vec();
+        want[d..d + self.bytes()].fill(self.value);
+        if want != ma {
+            return Err("memset result differs from a plain fill".into());
+        }
+        Ok(())
+    }
 }
+

@@ -104,4 +104,25 @@ impl<const BYTES: u8> EInsn for EndianLoad<BYTES> {
         }
         Ok(Emitted::Native)
     }
+
+    fn place(&self, pick: &mut dyn FnMut(i64, i64) -> i64, r: &mut [u64; 11], base: u64, buf: usize) {
+        let pos = pick(0, (buf - BYTES as usize) as i64) as u64;
+        r[self.base as usize] = base.wrapping_add(pos).wrapping_sub(self.off as i64 as u64);
+    }
+    fn writes(&self) -> Vec<u8> {
+        vec![self.dst]
+    }
+    fn meaning(&self, b: &[u64; 11], mb: &[u8], base: u64, a: &[u64; 11], _: &[u8]) -> Result<(), String> {
+        let o = (b[self.base as usize].wrapping_add(self.off as i64 as u64) - base) as usize;
+        let mut x = [0u8; 8];
+        x[..BYTES as usize].copy_from_slice(&mb[o..o + BYTES as usize]);
+        let v = u64::from_le_bytes(x);
+        let want = match BYTES {
+            2 => (v as u16).swap_bytes() as u64,
+            4 => (v as u32).swap_bytes() as u64,
+            _ => v.swap_bytes(),
+        };
+        crate::check_eq("dst", a[self.dst as usize], want)
+    }
 }
+

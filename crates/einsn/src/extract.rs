@@ -126,4 +126,12 @@ impl EInsn for Extract {
         }
         Ok(Emitted::Native)
     }
+
+    fn writes(&self) -> Vec<u8> {
+        vec![self.dst]
+    }
+    fn meaning(&self, b: &[u64; 11], _: &[u8], _: u64, a: &[u64; 11], _: &[u8]) -> Result<(), String> {
+        crate::check_eq("dst", a[self.dst as usize], (b[self.src as usize] >> self.start) & ((1u64 << self.len) - 1))
+    }
 }
+

@@ -98,6 +98,18 @@ pub trait EInsn: Payload + Clone + std::fmt::Debug + PartialEq + Send + Sync + '
     }
     fn emit_x86(&self, ctx: &mut X86EmitCtx) -> Result<Emitted, EmitError>;
 
+    // The op's meaning, stated directly in Rust: the oracle the differential tests check
+    // the proof sequence against (and, through it, the native emit).
+
+    /// Registers the proof sequence may write.
+    fn writes(&self) -> Vec<u8>;
+    /// Point the op's base registers into a test buffer of `buf` bytes at `base` so that
+    /// every access lies inside it; `pick(lo, hi)` is a random value in `lo..=hi`.
+    fn place(&self, _pick: &mut dyn FnMut(i64, i64) -> i64, _r: &mut [u64; 11], _base: u64, _buf: usize) {}
+    /// Check the state after the proof sequence (`a`, memory `ma`) against the op's
+    /// meaning applied to the state before (`b`, memory `mb`, buffer at `base`).
+    fn meaning(&self, b: &[u64; 11], mb: &[u8], base: u64, a: &[u64; 11], ma: &[u8]) -> Result<(), String>;
+
     /// The two transport slots of a site for this payload.
     fn site(&self) -> Result<[Insn; 2], PayloadError> {
         let raw = self.encode()?;
@@ -162,11 +174,24 @@ impl<P: EInsn> KinsnOp for Op<P> {
     }
 }
 
-/// The op list: one line per op. Yields [`register_all`] and [`AnyOp`].
+/// Something done for every op type (see [`visit_ops`]).
+pub trait OpVisitor {
+    fn visit<P: EInsn>(&mut self);
+}
+
+/// For [`EInsn::meaning`]: a register value against the meaning's.
+pub fn check_eq(what: &str, got: u64, want: u64) -> Result<(), String> {
+    if got != want {
+        return Err(format!("{what}: proof gives {got:#x}, meaning says {want:#x}"));
+    }
+    Ok(())
+}
+
+/// The op list: one line per op. Yields [`register_all`], [`AnyOp`] and [`visit_ops`].
 macro_rules! ops {
     ($($ty:ident),* $(,)?) => {
         /// A payload of any EInsn op (what the recognizer produces for a site).
-        #[derive(Debug, Clone, PartialEq)]
+        #[derive(Debug, Clone, PartialEq, Eq)]
         pub enum AnyOp {
             $($ty($ty),)*
         }
@@ -195,6 +220,10 @@ macro_rules! ops {
             pub fn proof(&self) -> Vec<Insn> {
                 match self { $(AnyOp::$ty(p) => p.proof(),)* }
             }
+        }
+        /// Call `v.visit::<P>()` for every op type.
+        pub fn visit_ops(v: &mut impl OpVisitor) {
+            $(v.visit::<$ty>();)*
         }
         /// Add every EInsn op to `r`.
         pub fn register_all(r: &mut Registry) -> Result<(), kops_kinsn::RegistryError> {

@@ -56,6 +56,18 @@ impl EInsn for Prefetch {
         ctx.asm.prefetcht0(Mem::new(b, self.off as i32));
         Ok(Emitted::Native)
     }
+
+    fn place(&self, pick: &mut dyn FnMut(i64, i64) -> i64, r: &mut [u64; 11], base: u64, buf: usize) {
+        if pick(0, 1) == 1 {
+            r[self.base as usize] = base.wrapping_add(pick(0, buf as i64 - 1) as u64);
+        }
+    }
+    fn writes(&self) -> Vec<u8> {
+        vec![]
+    }
+    fn meaning(&self, _: &[u64; 11], mb: &[u8], _: u64, _: &[u64; 11], ma: &[u8]) -> Result<(), String> {
+        (mb == ma).then_some(()).ok_or_else(|| "prefetch changed memory".into())
+    }
 }
 
 /// Speculation barrier: empty payload. Proof `ja +0`; x86-64 `lfence`.
@@ -84,4 +96,12 @@ impl EInsn for SpecBarrier {
         ctx.asm.lfence();
         Ok(Emitted::Native)
     }
+
+    fn writes(&self) -> Vec<u8> {
+        vec![]
+    }
+    fn meaning(&self, _: &[u64; 11], mb: &[u8], _: u64, _: &[u64; 11], ma: &[u8]) -> Result<(), String> {
+        (mb == ma).then_some(()).ok_or_else(|| "barrier changed memory".into())
+    }
 }
+

@@ -140,6 +140,15 @@ impl EInsn for Popcount64 {
         }
         Ok(Emitted::Native)
     }
+
+    fn writes(&self) -> Vec<u8> {
+        vec![self.dst, self.t1, self.t2]
+    }
+    fn meaning(&self, b: &[u64; 11], _: &[u8], _: u64, a: &[u64; 11], _: &[u8]) -> Result<(), String> {
+        crate::check_eq("dst", a[self.dst as usize], b[self.src as usize].count_ones() as u64)?;
+        crate::check_eq("t1", a[self.t1 as usize], 0x0f0f_0f0f_0f0f_0f0f)?;
+        crate::check_eq("t2", a[self.t2 as usize], 0x0101_0101_0101_0101)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -238,4 +247,13 @@ impl EInsn for Popcount32 {
         }
         Ok(Emitted::Native)
     }
+
+    fn writes(&self) -> Vec<u8> {
+        vec![self.dst, self.tmp]
+    }
+    fn meaning(&self, b: &[u64; 11], _: &[u8], _: u64, a: &[u64; 11], _: &[u8]) -> Result<(), String> {
+        crate::check_eq("dst", a[self.dst as usize], (b[self.src as usize] as u32).count_ones() as u64)?;
+        crate::check_eq("tmp", a[self.tmp as usize], 0x0101_0101)
+    }
 }
+

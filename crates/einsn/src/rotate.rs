@@ -150,4 +150,21 @@ impl<const W: u8> EInsn for Rotate<W> {
         }
         Ok(Emitted::Native)
     }
+
+    fn writes(&self) -> Vec<u8> {
+        vec![self.dst, self.tmp]
+    }
+    fn meaning(&self, b: &[u64; 11], _: &[u8], _: u64, a: &[u64; 11], _: &[u8]) -> Result<(), String> {
+        let s = b[self.src as usize];
+        let k = self.k as u32;
+        let (rot, l, r) = if W == 64 {
+            (s.rotate_left(k), s << k, s >> (64 - k))
+        } else {
+            let s = s as u32;
+            (s.rotate_left(k) as u64, (s << k) as u64, (s >> (32 - k)) as u64)
+        };
+        crate::check_eq("dst", a[self.dst as usize], rot)?;
+        crate::check_eq("tmp", a[self.tmp as usize], if self.tmp_lsh { l } else { r })
+    }
 }
+

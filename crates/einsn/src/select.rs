@@ -107,4 +107,15 @@ impl EInsn for Select {
         }
         Ok(Emitted::Native)
     }
+
+    fn writes(&self) -> Vec<u8> {
+        vec![self.dst]
+    }
+    fn meaning(&self, b: &[u64; 11], _: &[u8], _: u64, a: &[u64; 11], _: &[u8]) -> Result<(), String> {
+        let c = b[self.cond as usize];
+        let t = if self.cond32 { c as u32 != 0 } else { c != 0 };
+        let v = if t { b[self.a as usize] } else { b[self.b as usize] };
+        crate::check_eq("dst", a[self.dst as usize], if self.mov32 { v as u32 as u64 } else { v })
+    }
 }
+

@@ -50,234 +50,14 @@ fn random_map(rng: &mut StdRng) -> ([Reg; 11], Reg) {
     (m, regs[11])
 }
 
-/// The op-specific parts of a differential check.
-trait Oracle: EInsn {
-    /// Make pointer registers point into the test buffer at `base`.
-    fn setup(&self, _rng: &mut StdRng, _r: &mut [u64; 11], _base: u64) {}
-    /// Registers the proof may write.
-    fn writes(&self) -> Vec<u8>;
-    /// The op's meaning, stated directly: check the interpreted result.
-    fn spec(&self, before: &[u64; 11], mb: &[u8], base: u64, after: &[u64; 11], ma: &[u8]) -> Result<(), String>;
-    /// Does the emit need a feature missing from `f` (so fallback is expected)?
-    fn needs_missing(&self, _f: CpuFeatures) -> bool {
-        false
-    }
-}
-
-fn eq(what: &str, got: u64, want: u64) -> Result<(), String> {
-    if got != want {
-        return Err(format!("{what}: proof gives {got:#x}, meaning says {want:#x}"));
-    }
-    Ok(())
-}
-
-impl<const W: u8> Oracle for Rotate<W> {
-    fn writes(&self) -> Vec<u8> {
-        vec![self.dst, self.tmp]
-    }
-    fn spec(&self, b: &[u64; 11], _: &[u8], _: u64, a: &[u64; 11], _: &[u8]) -> Result<(), String> {
-        let s = b[self.src as usize];
-        let k = self.k as u32;
-        let (rot, l, r) = if W == 64 {
-            (s.rotate_left(k), s << k, s >> (64 - k))
-        } else {
-            let s = s as u32;
-            (s.rotate_left(k) as u64, (s << k) as u64, (s >> (32 - k)) as u64)
-        };
-        eq("dst", a[self.dst as usize], rot)?;
-        eq("tmp", a[self.tmp as usize], if self.tmp_lsh { l } else { r })
-    }
-}
-
-impl Oracle for Select {
-    fn writes(&self) -> Vec<u8> {
-        vec![self.dst]
-    }
-    fn spec(&self, b: &[u64; 11], _: &[u8], _: u64, a: &[u64; 11], _: &[u8]) -> Result<(), String> {
-        let c = b[self.cond as usize];
-        let t = if self.cond32 { c as u32 != 0 } else { c != 0 };
-        let v = if t { b[self.a as usize] } else { b[self.b as usize] };
-        eq("dst", a[self.dst as usize], if self.mov32 { v as u32 as u64 } else { v })
-    }
-}
-
-impl Oracle for SelectCmp {
-    fn writes(&self) -> Vec<u8> {
-        vec![self.dst]
-    }
-    fn spec(&self, b: &[u64; 11], _: &[u8], _: u64, a: &[u64; 11], _: &[u8]) -> Result<(), String> {
-        use kops_isa::op;
-        let (l, r) = (b[self.lhs as usize], b[self.rhs as usize]);
-        let (l, r) = if self.jmp32 { (l as u32 as u64, r as u32 as u64) } else { (l, r) };
-        // Signed views at the compared width.
-        let (sl, sr) = if self.jmp32 { (l as u32 as i32 as i64, r as u32 as i32 as i64) } else { (l as i64, r as i64) };
-        let taken = match self.cmp {
-            op::JEQ => l == r,
-            op::JNE => l != r,
-            op::JGT => l > r,
-            op::JGE => l >= r,
-            op::JLT => l < r,
-            op::JLE => l <= r,
-            op::JSGT => sl > sr,
-            op::JSGE => sl >= sr,
-            op::JSLT => sl < sr,
-            op::JSLE => sl <= sr,
-            op::JSET => l & r != 0,
-            c => return Err(format!("unknown cmp {c:#x}")),
-        };
-        let s = b[self.src as usize];
-        let want = if taken { b[self.dst as usize] } else if self.mov32 { s as u32 as u64 } else { s };
-        eq("dst", a[self.dst as usize], want)
-    }
-}
-
-impl Oracle for Extract {
-    fn writes(&self) -> Vec<u8> {
-        vec![self.dst]
-    }
-    fn spec(&self, b: &[u64; 11], _: &[u8], _: u64, a: &[u64; 11], _: &[u8]) -> Result<(), String> {
-        eq("dst", a[self.dst as usize], (b[self.src as usize] >> self.start) & ((1u64 << self.len) - 1))
-    }
-}
-
-impl<const B: u8> Oracle for EndianLoad<B> {
-    fn setup(&self, rng: &mut StdRng, r: &mut [u64; 11], base: u64) {
-        let pos = rng.gen_range(0..=(BUF - B as usize)) as u64;
-        r[self.base as usize] = base.wrapping_add(pos).wrapping_sub(self.off as i64 as u64);
-    }
-    fn writes(&self) -> Vec<u8> {
-        vec![self.dst]
-    }
-    fn spec(&self, b: &[u64; 11], mb: &[u8], base: u64, a: &[u64; 11], _: &[u8]) -> Result<(), String> {
-        let o = (b[self.base as usize].wrapping_add(self.off as i64 as u64) - base) as usize;
-        let mut x = [0u8; 8];
-        x[..B as usize].copy_from_slice(&mb[o..o + B as usize]);
-        let v = u64::from_le_bytes(x);
-        let want = match B {
-            2 => (v as u16).swap_bytes() as u64,
-            4 => (v as u32).swap_bytes() as u64,
-            _ => v.swap_bytes(),
-        };
-        eq("dst", a[self.dst as usize], want)
-    }
-    fn needs_missing(&self, _: CpuFeatures) -> bool {
-        false
-    }
-}
-
-impl Oracle for Popcount64 {
-    fn writes(&self) -> Vec<u8> {
-        vec![self.dst, self.t1, self.t2]
-    }
-    fn spec(&self, b: &[u64; 11], _: &[u8], _: u64, a: &[u64; 11], _: &[u8]) -> Result<(), String> {
-        eq("dst", a[self.dst as usize], b[self.src as usize].count_ones() as u64)?;
-        eq("t1", a[self.t1 as usize], 0x0f0f_0f0f_0f0f_0f0f)?;
-        eq("t2", a[self.t2 as usize], 0x0101_0101_0101_0101)
-    }
-    fn needs_missing(&self, f: CpuFeatures) -> bool {
-        !f.has(kops_x86::Feature::Popcnt)
-    }
-}
-
-impl Oracle for Popcount32 {
-    fn writes(&self) -> Vec<u8> {
-        vec![self.dst, self.tmp]
-    }
-    fn spec(&self, b: &[u64; 11], _: &[u8], _: u64, a: &[u64; 11], _: &[u8]) -> Result<(), String> {
-        eq("dst", a[self.dst as usize], (b[self.src as usize] as u32).count_ones() as u64)?;
-        eq("tmp", a[self.tmp as usize], 0x0101_0101)
-    }
-    fn needs_missing(&self, f: CpuFeatures) -> bool {
-        !f.has(kops_x86::Feature::Popcnt)
-    }
-}
-
-impl Oracle for Memcpy {
-    fn setup(&self, rng: &mut StdRng, r: &mut [u64; 11], base: u64) {
-        let len = self.bytes() as i64;
-        let room = BUF as i64 - len;
-        let (doff, soff) = (self.dst_off as i64, self.src_off as i64);
-        if self.dst == self.src {
-            let lo = (-doff).max(-soff);
-            let hi = (room - doff).min(room - soff);
-            let x = rng.gen_range(lo..=hi);
-            r[self.dst as usize] = base.wrapping_add(x as u64);
-        } else {
-            let pd = rng.gen_range(0..=room);
-            // Overlapping regions half of the time.
-            let ps = if rng.gen_bool(0.5) { (pd + rng.gen_range(-len - 2..=len + 2)).clamp(0, room) } else { rng.gen_range(0..=room) };
-            r[self.dst as usize] = base.wrapping_add((pd - doff) as u64);
-            r[self.src as usize] = base.wrapping_add((ps - soff) as u64);
-        }
-    }
-    fn writes(&self) -> Vec<u8> {
-        vec![self.tmp]
-    }
-    fn spec(&self, b: &[u64; 11], mb: &[u8], base: u64, _: &[u64; 11], ma: &[u8]) -> Result<(), String> {
-        let len = self.bytes();
-        let d = (b[self.dst as usize].wrapping_add(self.dst_off as i64 as u64) - base) as usize;
-        let s = (b[self.src as usize].wrapping_add(self.src_off as i64 as u64) - base) as usize;
-        let mut want = mb.to_vec();
-        if d + len <= s || s + len <= d {
-            want[d..d + len].copy_from_slice(&mb[s..s + len]);
-            if want != ma {
-                return Err("memcpy of disjoint regions is not a plain copy".into());
-            }
-        } else {
-            // Overlap: only bytes outside the destination are known to stay.
-            if ma[..d] != mb[..d] || ma[d + len..] != mb[d + len..] {
-                return Err("memcpy wrote outside its destination".into());
-            }
-        }
-        Ok(())
-    }
-}
-
-impl Oracle for Memset {
-    fn setup(&self, rng: &mut StdRng, r: &mut [u64; 11], base: u64) {
-        let pos = rng.gen_range(0..=(BUF - self.bytes())) as u64;
-        r[self.base as usize] = base.wrapping_add(pos).wrapping_sub(self.off as i64 as u64);
-    }
-    fn writes(&self) -> Vec<u8> {
-        vec![]
-    }
-    fn spec(&self, b: &[u64; 11], mb: &[u8], base: u64, _: &[u64; 11], ma: &[u8]) -> Result<(), String> {
-        let d = (b[self.base as usize].wrapping_add(self.off as i64 as u64) - base) as usize;
-        let mut want = mb.to_vec();
-        want[d..d + self.bytes()].fill(self.value);
-        if want != ma {
-            return Err("memset result differs from a plain fill".into());
-        }
-        Ok(())
-    }
-}
-
-impl Oracle for Prefetch {
-    fn setup(&self, rng: &mut StdRng, r: &mut [u64; 11], base: u64) {
-        if rng.gen_bool(0.5) {
-            r[self.base as usize] = base.wrapping_add(rng.gen_range(0..BUF as u64));
-        }
-    }
-    fn writes(&self) -> Vec<u8> {
-        vec![]
-    }
-    fn spec(&self, _: &[u64; 11], mb: &[u8], _: u64, _: &[u64; 11], ma: &[u8]) -> Result<(), String> {
-        (mb == ma).then_some(()).ok_or_else(|| "prefetch changed memory".into())
-    }
-}
-
-impl Oracle for SpecBarrier {
-    fn writes(&self) -> Vec<u8> {
-        vec![]
-    }
-    fn spec(&self, _: &[u64; 11], mb: &[u8], _: u64, _: &[u64; 11], ma: &[u8]) -> Result<(), String> {
-        (mb == ma).then_some(()).ok_or_else(|| "barrier changed memory".into())
-    }
+/// Does the emit need a feature missing from `f` (so fallback is expected)?
+fn needs_missing<P: EInsn>(p: &P, f: CpuFeatures) -> bool {
+    p.x86_features().iter().any(|n| !f.has(kops_x86::Feature::from_name(n).expect("known feature")))
 }
 
 /// Run `states` random states of one class with the given native code (None: fallback).
 #[allow(clippy::too_many_arguments)]
-fn run_class<P: Oracle>(
+fn run_class<P: EInsn>(
     p: &P,
     code: Option<&[u8]>,
     map: &[Reg; 11],
@@ -299,11 +79,11 @@ fn run_class<P: Oracle>(
         for r in regs.iter_mut() {
             *r = rand_val(rng);
         }
-        p.setup(rng, &mut regs, base);
+        p.place(&mut |lo, hi| rng.gen_range(lo..=hi), &mut regs, base, BUF);
         let mut im = Memory { base, bytes: mem.clone() };
         let mut ir = regs;
         eval(&proof, &mut ir, &mut im)?;
-        p.spec(&regs, &mem, base, &ir, &im.bytes).map_err(|e| format!("proof vs meaning: {e} (regs {regs:#x?})"))?;
+        p.meaning(&regs, &mem, base, &ir, &im.bytes).map_err(|e| format!("proof vs meaning: {e} (regs {regs:#x?})"))?;
         for r in 0..11u8 {
             if !writes.contains(&r) && ir[r as usize] != regs[r as usize] {
                 return Err(format!("proof wrote r{r}, which the op does not declare"));
@@ -347,7 +127,7 @@ fn run_class<P: Oracle>(
     Ok(states)
 }
 
-fn check_op<P: Oracle>(classes: &[P], states: usize, seed: u64) -> Stats {
+fn check_op<P: EInsn>(classes: &[P], states: usize, seed: u64) -> Stats {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut page = ExecPage::new(4096);
     let op = Op::<P>::new();
@@ -366,10 +146,10 @@ fn check_op<P: Oracle>(classes: &[P], states: usize, seed: u64) -> Stats {
         // Emits are pure: a second call gives the same bytes.
         assert_eq!(emit_x86_checked(&op, raw, features, dead, &map, scratch).unwrap(), code);
         if code.is_none() {
-            assert!(p.needs_missing(features), "{p:?}: unexpected fallback with {features}");
+            assert!(needs_missing(p, features), "{p:?}: unexpected fallback with {features}");
             st.fallbacks += 1;
         } else {
-            assert!(!p.needs_missing(features), "{p:?}: native code without a needed feature");
+            assert!(!needs_missing(p, features), "{p:?}: native code without a needed feature");
         }
         let n = run_class(p, code.as_deref(), &map, scratch, dead, states, &mut rng, &mut page)
             .unwrap_or_else(|e| panic!("{} {p:?}: {e}", P::NAME));
@@ -384,22 +164,34 @@ fn check_op<P: Oracle>(classes: &[P], states: usize, seed: u64) -> Stats {
 /// Run every op over its payload classes (`EInsn::classes`, what `kops prove` proves), with
 /// at least `states` states per class and at least `min_states` native states per op.
 fn run_all(states: usize, min_states: usize) {
-    let mut rng = StdRng::seed_from_u64(0x4b0b5);
-    let mut report = vec![];
-    fn one<P: Oracle>(states: usize, min_states: usize, seed: u64, report: &mut Vec<String>) {
-        let c: Vec<P> = P::classes().into_iter().map(|c| c.payload).collect();
-        // Half of the classes run with no CPU features: those fall back where the op needs one.
-        let share = if c.iter().any(|p| p.needs_missing(CpuFeatures::NONE)) { 2 } else { 1 };
-        let per_class = states.max((min_states * share).div_ceil(c.len()));
-        let s = check_op(&c, per_class, seed);
-        report.push(format!("{:14} {:6} classes {:8} native states {:4} fallback classes", P::NAME, s.classes, s.states, s.fallbacks));
-        assert_eq!(s.classes, c.len());
-        assert!(s.states >= min_states, "{}: only {} states", P::NAME, s.states);
+    struct Run {
+        states: usize,
+        min_states: usize,
+        rng: StdRng,
+        report: Vec<String>,
     }
-    macro_rules! ops {
-        ($($ty:ty),*) => { $(one::<$ty>(states, min_states, rng.gen(), &mut report);)* };
+    impl OpVisitor for Run {
+        fn visit<P: EInsn>(&mut self) {
+            let c: Vec<P> = P::classes().into_iter().map(|c| c.payload).collect();
+            // Half of the classes run with no CPU features: those fall back where the op
+            // needs one.
+            let share = if c.iter().any(|p| needs_missing(p, CpuFeatures::NONE)) { 2 } else { 1 };
+            let per_class = self.states.max((self.min_states * share).div_ceil(c.len()));
+            let s = check_op(&c, per_class, self.rng.gen());
+            self.report.push(format!(
+                "{:14} {:6} classes {:8} native states {:4} fallback classes",
+                P::NAME,
+                s.classes,
+                s.states,
+                s.fallbacks
+            ));
+            assert_eq!(s.classes, c.len());
+            assert!(s.states >= self.min_states, "{}: only {} states", P::NAME, s.states);
+        }
     }
-    ops!(Rotate64, Rotate32, Select, Extract, EndianLoad16, EndianLoad32, EndianLoad64, Popcount64, Popcount32, Memcpy, Memset, Prefetch, SpecBarrier, SelectCmp);
+    let mut run = Run { states, min_states, rng: StdRng::seed_from_u64(0x4b0b5), report: vec![] };
+    visit_ops(&mut run);
+    let report = run.report;
     for l in report {
         eprintln!("{l}");
     }
