@@ -30,6 +30,7 @@ use kops_isa::Insn;
 use kops_kinsn::payload::Payload;
 use kops_kinsn::{Arch, EmitError, Emitted, KinsnOp, PayloadClass, PayloadError, Registry, X86EmitCtx};
 
+mod abs;
 mod bulk;
 pub mod classes;
 #[macro_use]
@@ -42,6 +43,7 @@ mod rotate;
 mod select;
 mod select_cmp;
 
+pub use abs::Abs;
 pub use bulk::{Memcpy, Memset};
 pub use classes::Class;
 pub use endian::{EndianLoad, EndianLoad16, EndianLoad32, EndianLoad64};
@@ -248,6 +250,7 @@ ops! {
     Prefetch,
     SpecBarrier,
     SelectCmp,
+    Abs,
 }
 
 impl std::fmt::Display for AnyOp {
