@@ -50,10 +50,11 @@ pub enum Pass {
     Bulk,
     Prefetch,
     WideLoad,
+    Abs,
 }
 
 impl Pass {
-    pub const ALL: [Pass; 8] = [
+    pub const ALL: [Pass; 9] = [
         Pass::Popcount,
         Pass::WideLoad,
         Pass::Rotate,
@@ -62,6 +63,7 @@ impl Pass {
         Pass::Select,
         Pass::Extract,
         Pass::Prefetch,
+        Pass::Abs,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -73,6 +75,7 @@ impl Pass {
             Pass::Bulk => "bulk",
             Pass::Prefetch => "prefetch",
             Pass::WideLoad => "wideload",
+            Pass::Abs => "abs",
         }
     }
     pub fn from_name(s: &str) -> Option<Pass> {

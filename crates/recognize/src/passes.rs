@@ -6,7 +6,7 @@ use crate::ptr::{self, Kind};
 use crate::sym::{self, Bin, Eval, Term, T, W};
 use crate::{Cond, Found, Match, Operand, Pass, Reject, Site, WideLoad};
 use kops_einsn::{
-    AnyOp, EndianLoad16, EndianLoad32, EndianLoad64, Extract, Memcpy, Memset, Popcount32, Popcount64, Prefetch, Rotate32,
+    Abs, AnyOp, EndianLoad16, EndianLoad32, EndianLoad64, Extract, Memcpy, Memset, Popcount32, Popcount64, Prefetch, Rotate32,
     Rotate64, Select, SelectCmp,
 };
 use kops_analysis::{effects, Analysis, RegSet, RegionIssue};
@@ -79,7 +79,7 @@ impl<'a> Ctx<'a> {
 
 pub fn run(p: Pass, cx: &Ctx, found: &mut Found) {
     match p {
-        Pass::Rotate | Pass::Popcount | Pass::Extract | Pass::Endian | Pass::WideLoad => dataflow(p, cx, found),
+        Pass::Rotate | Pass::Popcount | Pass::Extract | Pass::Endian | Pass::WideLoad | Pass::Abs => dataflow(p, cx, found),
         Pass::Select => select(cx, found),
         Pass::Bulk => {
             memcpy(cx, found);
@@ -305,6 +305,24 @@ enum Shape {
     Extract { x: T, start: u8, len: u8 },
     Endian { base: T, off: i16, size: u8, epoch: u32 },
     Ladder { base: T, off: i16, size: u8, epoch: u32, big_endian: bool },
+    Abs { x: T, w: W },
+}
+
+/// clang's branch-free absolute value: `(x ^ m) - m` with the sign mask `m = x s>> (W-1)`.
+fn match_abs(f: &T) -> Option<Shape> {
+    let (b, w, xm, m) = as_bin(f)?;
+    if b != Bin::Sub {
+        return None;
+    }
+    let (mb, mw, x, k) = as_bin(m)?;
+    if mb != Bin::Arsh || mw != w || as_const(k)? != width_bits(w) - 1 {
+        return None;
+    }
+    let (xb, xw, l, r) = as_bin(xm)?;
+    if xb != Bin::Xor || xw != w || !((l == x && r == m) || (l == m && r == x)) {
+        return None;
+    }
+    Some(Shape::Abs { x: x.clone(), w })
 }
 
 fn match_rotate(f: &T) -> Option<Shape> {
@@ -487,6 +505,7 @@ fn is_candidate_end(p: Pass, i: &Insn) -> bool {
         Pass::Popcount => alu && i.op() == op::RSH && i.source() == op::K,
         Pass::Extract => alu && matches!(i.op(), op::AND | op::RSH) && i.source() == op::K,
         Pass::Endian => alu && i.op() == op::END,
+        Pass::Abs => alu && i.op() == op::SUB && i.source() == op::X,
         _ => false,
     }
 }
@@ -548,6 +567,7 @@ fn dataflow(pass: Pass, cx: &Ctx, found: &mut Found) {
                 Pass::Extract => match_extract(f),
                 Pass::Endian => match_endian(f),
                 Pass::WideLoad => match_ladder(f),
+                Pass::Abs => match_abs(f),
                 _ => None,
             };
             let Some(shape) = shape else { continue };
@@ -556,7 +576,9 @@ fn dataflow(pass: Pass, cx: &Ctx, found: &mut Found) {
             };
             // The input value must stay outside the slice (it is computed by other code).
             let (input, memory) = match &shape {
-                Shape::Rotate { x, .. } | Shape::Popcount { x, .. } | Shape::Extract { x, .. } => (x.clone(), false),
+                Shape::Rotate { x, .. } | Shape::Popcount { x, .. } | Shape::Extract { x, .. } | Shape::Abs { x, .. } => {
+                    (x.clone(), false)
+                }
                 Shape::Endian { base, .. } | Shape::Ladder { base, .. } => (base.clone(), true),
             };
             let xdeps = deps_of(&ev, j + 1, &input);
@@ -633,6 +655,20 @@ fn dataflow(pass: Pass, cx: &Ctx, found: &mut Found) {
                     };
                     match pl {
                         Ok(pl) => Site::Kinsn(pl),
+                        Err(e) => {
+                            reject(found, p, e.to_string());
+                            continue;
+                        }
+                    }
+                }
+                Shape::Abs { w, .. } => {
+                    // The sign mask's register: not the source or the destination.
+                    let Some(&tmp) = tmps.iter().find(|&&t| t != src) else {
+                        reject(found, p, "no dead register for the sign mask".into());
+                        continue;
+                    };
+                    match Abs::new(dst, src, tmp, w == W::W32) {
+                        Ok(pl) => pl.into(),
                         Err(e) => {
                             reject(found, p, e.to_string());
                             continue;

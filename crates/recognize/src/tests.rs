@@ -175,6 +175,22 @@ fn bulk_overlap_and_order() {
     assert!(ops(&found(&z(&[-8, -24])), Pass::Bulk).is_empty());
 }
 
+#[test]
+fn abs_sign_mask_forms() {
+    // clang's select_clamp: w3 = w2; w3 s>>= 31; w9 = w2; w9 ^= w3; w9 -= w3 (and in place).
+    let p = prog("mov32 %r3, %r2\narsh32 %r3, 31\nmov32 %r9, %r2\nxor32 %r9, %r3\nsub32 %r9, %r3", 9);
+    assert_eq!(ops(&found(&p), Pass::Abs), vec![site(Abs::new(9, 2, 3, true))]);
+    let p = prog("mov %r3, %r2\narsh %r3, 63\nxor %r2, %r3\nsub %r2, %r3", 2);
+    let s = ops(&found(&p), Pass::Abs);
+    assert!(matches!(s[..], [Site::Kinsn(AnyOp::Abs(Abs { dst: 2, src: 2, alu32: false, .. }))]), "{s:?}");
+    // The wrong shift (not the sign): no site.
+    assert!(ops(&found(&prog("mov %r3, %r2\narsh %r3, 62\nxor %r2, %r3\nsub %r2, %r3", 2)), Pass::Abs).is_empty());
+    // The mask read after the idiom: it stays in place, the site takes another register.
+    let p = asm("ldxdw %r2, [%r1]\nmov %r3, %r2\narsh %r3, 63\nxor %r2, %r3\nsub %r2, %r3\nmov %r0, %r2\nadd %r0, %r3\nexit");
+    let s = ops(&found(&p), Pass::Abs);
+    assert!(s.iter().all(|s| matches!(s, Site::Kinsn(AnyOp::Abs(a)) if a.tmp != 3)), "{s:?}");
+}
+
 fn li(off: u32, line: u32) -> kops_object::LineInfo {
     kops_object::LineInfo {
         insn_off: off,
