@@ -626,102 +626,11 @@ fn dataflow(pass: Pass, cx: &Ctx, found: &mut Found) {
                 .iter()
                 .chain(clobberable.minus(sl.free_tmps).iter())
                 .collect();
-            let op = match shape {
-                Shape::Rotate { k, w, .. } => {
-                    // The source may double as the temporary (clang's `r0 = r1; r1 >>= 51; ...`).
-                    let Some(&tmp) = tmps.iter().find(|&&t| t != src).or(tmps.first()) else {
-                        reject(found, p, "no dead register for the rotate's temporary".into());
-                        continue;
-                    };
-                    let pl = if w == W::W64 { Rotate64::new(dst, src, tmp, k, false).map(AnyOp::from) } else { Rotate32::new(dst, src, tmp, k, false).map(AnyOp::from) };
-                    match pl {
-                        Ok(pl) => Site::Kinsn(pl),
-                        Err(e) => {
-                            reject(found, p, e.to_string());
-                            continue;
-                        }
-                    }
-                }
-                Shape::Popcount { w, .. } => {
-                    let need = if w == W::W64 { 2 } else { 1 };
-                    if tmps.len() < need {
-                        reject(found, p, format!("popcount needs {need} dead temporaries"));
-                        continue;
-                    }
-                    let pl = if w == W::W64 {
-                        Popcount64::new(dst, src, tmps[0], tmps[1]).map(AnyOp::from)
-                    } else {
-                        Popcount32::new(dst, src, tmps[0]).map(AnyOp::from)
-                    };
-                    match pl {
-                        Ok(pl) => Site::Kinsn(pl),
-                        Err(e) => {
-                            reject(found, p, e.to_string());
-                            continue;
-                        }
-                    }
-                }
-                Shape::Abs { w, .. } => {
-                    // The sign mask's register: not the source or the destination.
-                    let Some(&tmp) = tmps.iter().find(|&&t| t != src) else {
-                        reject(found, p, "no dead register for the sign mask".into());
-                        continue;
-                    };
-                    match Abs::new(dst, src, tmp, w == W::W32) {
-                        Ok(pl) => pl.into(),
-                        Err(e) => {
-                            reject(found, p, e.to_string());
-                            continue;
-                        }
-                    }
-                }
-                Shape::Extract { start, len, .. } => match Extract::new(dst, src, start, len) {
-                    Ok(p) => p.into(),
-                    Err(e) => {
-                        reject(found, p, e.to_string());
-                        continue;
-                    }
-                },
-                Shape::Endian { off, size, .. } => {
-                    let pl = match size {
-                        2 => EndianLoad16::new(dst, src, off).map(AnyOp::from),
-                        4 => EndianLoad32::new(dst, src, off).map(AnyOp::from),
-                        _ => EndianLoad64::new(dst, src, off).map(AnyOp::from),
-                    };
-                    match pl {
-                        Ok(pl) => Site::Kinsn(pl),
-                        Err(e) => {
-                            reject(found, p, e.to_string());
-                            continue;
-                        }
-                    }
-                }
-                Shape::Ladder { off, size, big_endian, .. } => {
-                    let kind = cx.kind(at, src);
-                    let abs = match kind {
-                        Kind::Stack(Some(o)) | Kind::MapValue(Some(o)) => Some(o + off as i64),
-                        _ => None,
-                    };
-                    match abs {
-                        // Packet: the byte loads passed the verifier's range check for the
-                        // same bytes in the same state, and x86-64/arm64 kernels accept
-                        // unaligned packet access (no BPF_F_STRICT_ALIGNMENT from our loader).
-                        _ if kind == Kind::Packet => {}
-                        Some(a) if a.rem_euclid(size as i64) == 0 => {}
-                        Some(_) => {
-                            reject(found, p, format!("wide load at r{src} {off:+} would be misaligned ({kind:?})"));
-                            continue;
-                        }
-                        None => {
-                            reject(
-                                found,
-                                p,
-                                format!("pointer kind/alignment of r{src} not known to allow a wide load ({kind:?})"),
-                            );
-                            continue;
-                        }
-                    }
-                    Site::WideLoad(WideLoad { dst, base: src, off, size, big_endian })
+            let op = match site_of(&shape, cx, at, dst, src, &tmps) {
+                Ok(op) => op,
+                Err(e) => {
+                    reject(found, p, e);
+                    continue;
                 }
             };
             found.matches.push(Match {
@@ -736,6 +645,60 @@ fn dataflow(pass: Pass, cx: &Ctx, found: &mut Found) {
             });
         }
     }
+}
+
+/// The site of a data-flow shape: the EInsn payload (temporaries from `tmps`, registers
+/// dead after the idiom, preferred first) or the plain wide load, or why there is none.
+fn site_of(shape: &Shape, cx: &Ctx, at: usize, dst: u8, src: u8, tmps: &[u8]) -> Result<Site, String> {
+    let e = |e: kops_kinsn::PayloadError| e.to_string();
+    Ok(match *shape {
+        Shape::Rotate { k, w, .. } => {
+            // The source may double as the temporary (clang's `r0 = r1; r1 >>= 51; ...`).
+            let &tmp = tmps.iter().find(|&&t| t != src).or(tmps.first()).ok_or("no dead register for the rotate's temporary")?;
+            match w {
+                W::W64 => Rotate64::new(dst, src, tmp, k, false).map_err(e)?.into(),
+                W::W32 => Rotate32::new(dst, src, tmp, k, false).map_err(e)?.into(),
+            }
+        }
+        Shape::Popcount { w, .. } => {
+            let need = if w == W::W64 { 2 } else { 1 };
+            if tmps.len() < need {
+                return Err(format!("popcount needs {need} dead temporaries"));
+            }
+            match w {
+                W::W64 => Popcount64::new(dst, src, tmps[0], tmps[1]).map_err(e)?.into(),
+                W::W32 => Popcount32::new(dst, src, tmps[0]).map_err(e)?.into(),
+            }
+        }
+        Shape::Abs { w, .. } => {
+            // The sign mask's register: not the source or the destination.
+            let &tmp = tmps.iter().find(|&&t| t != src).ok_or("no dead register for the sign mask")?;
+            Abs::new(dst, src, tmp, w == W::W32).map_err(e)?.into()
+        }
+        Shape::Extract { start, len, .. } => Extract::new(dst, src, start, len).map_err(e)?.into(),
+        Shape::Endian { off, size, .. } => match size {
+            2 => EndianLoad16::new(dst, src, off).map_err(e)?.into(),
+            4 => EndianLoad32::new(dst, src, off).map_err(e)?.into(),
+            _ => EndianLoad64::new(dst, src, off).map_err(e)?.into(),
+        },
+        Shape::Ladder { off, size, big_endian, .. } => {
+            let kind = cx.kind(at, src);
+            let abs = match kind {
+                Kind::Stack(Some(o)) | Kind::MapValue(Some(o)) => Some(o + off as i64),
+                _ => None,
+            };
+            match abs {
+                // Packet: the byte loads passed the verifier's range check for the same
+                // bytes in the same state, and x86-64/arm64 kernels accept unaligned packet
+                // access (no BPF_F_STRICT_ALIGNMENT from our loader).
+                _ if kind == Kind::Packet => {}
+                Some(a) if a.rem_euclid(size as i64) == 0 => {}
+                Some(_) => return Err(format!("wide load at r{src} {off:+} would be misaligned ({kind:?})")),
+                None => return Err(format!("pointer kind/alignment of r{src} not known to allow a wide load ({kind:?})")),
+            }
+            Site::WideLoad(WideLoad { dst, base: src, off, size, big_endian })
+        }
+    })
 }
 
 // ---------------------------------------------------------------------------------------
