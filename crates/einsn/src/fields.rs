@@ -1,8 +1,8 @@
 //! Payload field tables: every op declares its payload once, with [`payload!`], as a list
 //! of `field: lowest bit, width, kind`. The table yields the codec ([`Payload`]: encode,
-//! decode with reserved-bit rejection), the per-field range checks and a generic
-//! `field = value` description ([`describe_fields`]); the op adds only the rules that
-//! relate several fields ([`EInsn::rules`](crate::EInsn::rules)).
+//! decode with reserved-bit rejection) and the per-field range checks, and `FIELDS`
+//! documents the layout; the op adds only the rules that relate several fields
+//! ([`EInsn::rules`](crate::EInsn::rules)) and its human-readable `describe`.
 //!
 //! [`Payload`]: kops_kinsn::payload::Payload
 
@@ -168,19 +168,6 @@ pub fn unpack(op: &str, table: &[Field], raw: u64) -> Result<Vec<i64>, PayloadEr
         return Err(PayloadError::Reserved { op: op.to_string(), bits: stray, payload: raw });
     }
     Ok(table.iter().map(|f| f.decode(raw)).collect())
-}
-
-/// `name = value` for every field (registers as `rN`), the generic form of a payload.
-pub fn describe_fields(table: &[Field], values: &[i64]) -> String {
-    let parts: Vec<String> = table
-        .iter()
-        .zip(values)
-        .map(|(f, &v)| match f.kind {
-            Kind::Reg | Kind::RegW => format!("{} r{v}", f.name),
-            _ => format!("{} {v}", f.name),
-        })
-        .collect();
-    parts.join(", ")
 }
 
 /// Declare an op's payload field table once; yields `FIELDS`, `field_values`,

@@ -1,23 +1,22 @@
 //! EInsn: the Kops operation set (layer 5), each with its proof sequence and x86-64 native
 //! emit.
 //!
-//! | id | op | payload type |
-//! |---|---|---|
-//! | 1 | `rotate64` | [`Rotate64`] |
-//! | 2 | `rotate32` | [`Rotate32`] |
-//! | 3 | `select64` | [`Select`] |
-//! | 4 | `extract64` | [`Extract`] |
-//! | 5, 6, 7 | `endian_load16/32/64` | [`EndianLoad16`], [`EndianLoad32`], [`EndianLoad64`] |
-//! | 8 | `popcount64` | [`Popcount64`] |
-//! | 9 | `popcount32` | [`Popcount32`] |
-//! | 10 | `memcpy` | [`Memcpy`] |
-//! | 11 | `memset` | [`Memset`] |
-//! | 12 | `prefetch` | [`Prefetch`] |
-//! | 13 | `spec_barrier` | [`SpecBarrier`] |
-//! | 14 | `select_cmp` | [`SelectCmp`] |
+//! One file per op (a few hold two widths of one op), each with everything about it:
 //!
-//! Each payload type implements [`EInsn`] (and the codec [`Payload`]); `p.site()` gives
-//! the two transport slots. [`registry`] returns a [`Registry`] with every op.
+//! - the payload struct and its field table, declared once with [`payload!`] (codec and
+//!   per-field range checks); cross-field rules in [`EInsn::rules`];
+//! - the proof sequence ([`EInsn::proof`]) and a human-readable [`EInsn::describe`];
+//! - its meaning in plain Rust ([`EInsn::writes`], [`EInsn::place`], [`EInsn::meaning`]),
+//!   the oracle of the differential tests;
+//! - its payload classes ([`EInsn::classes`]), proven by `kops prove` and run by the
+//!   differential tests;
+//! - its native emit per architecture ([`EInsn::emit_x86`]); the recognizer measures a
+//!   site's cost by calling it.
+//!
+//! Adding an op is one new file plus one line in the `ops!` list below (which yields
+//! [`register_all`], [`AnyOp`] and [`visit_ops`]); its id (`EInsn::ID`, the call `imm` of
+//! a site) is stable for ever. `kops prove` lists every registered op with its id-ordered
+//! classes.
 //!
 //! Native emits follow the contract of [`KinsnOp::emit_x86`]: the whole register and memory
 //! effect of the proof sequence, except registers the JIT proved dead after the site; only
