@@ -84,16 +84,6 @@ pub struct Effects {
     pub defs: RegSet,
 }
 
-/// The payload-carrying first half of a kinsn site (`ALU64|MOV|K`, `src_reg = 3`).
-pub fn is_kinsn_sidecar(i: &Insn) -> bool {
-    i.code == op::ALU64 | op::MOV | op::K && i.src == op::PSEUDO_KINSN_SIDECAR
-}
-
-/// The call half of a kinsn site (`JMP|CALL`, `src_reg = 4`).
-pub fn is_kinsn_call(i: &Insn) -> bool {
-    i.code == op::JMP | op::CALL && i.src == op::PSEUDO_KINSN_CALL
-}
-
 /// `ld_imm64` with `src_reg = PSEUDO_FUNC`: a function pointer to slot `pc + 1 + imm`.
 pub fn is_pseudo_func(i: &Insn) -> bool {
     i.is_ld_imm64() && i.src == op::PSEUDO_FUNC
@@ -109,7 +99,7 @@ pub fn effects(i: &Insn) -> Effects {
     let e = |uses: RegSet, defs: RegSet| Effects { uses, defs };
     match i.class() {
         op::ALU | op::ALU64 => {
-            if is_kinsn_sidecar(i) {
+            if i.is_kinsn_sidecar() {
                 return e(RegSet::EMPTY, RegSet::EMPTY);
             }
             let src = if i.source() == op::X { s } else { RegSet::EMPTY };
@@ -158,7 +148,7 @@ pub fn effects(i: &Insn) -> Effects {
             // JMP / JMP32
             match i.op() {
                 op::CALL => {
-                    if is_kinsn_call(i) {
+                    if i.is_kinsn_call() {
                         e(RegSet::ALL, RegSet::EMPTY)
                     } else if i.src == op::PSEUDO_CALL {
                         e(RegSet::ARGS, RegSet::CALLER_SAVED)
@@ -379,7 +369,7 @@ impl Analysis {
                     return Effects::default();
                 }
                 let i = &insns[pc];
-                if is_kinsn_call(i) {
+                if i.is_kinsn_call() {
                     if let (Some(f), true) = (opts.kinsn_effects, pc > 0) {
                         if let Some(e) = f(pc, &insns[pc - 1], i) {
                             return e;

@@ -22,18 +22,13 @@
 //! rsi, rcx or rax).
 
 use kops_isa::{op, Insn};
-use kops_kinsn::payload::{check_range, check_reg, field_err, Fields, Packer, Payload};
+use kops_kinsn::payload::field_err;
 use kops_kinsn::{EmitError, Emitted, PayloadError, X86EmitCtx};
 use kops_x86::{Mem, Reg, Size, Width};
 
+use crate::classes::{assignments, Class};
+use crate::fields::Kind;
 use crate::{id, EInsn, MAX_BULK_BYTES};
-
-fn check_width(op: &str, width: u8) -> Result<(), PayloadError> {
-    if !matches!(width, 1 | 2 | 4 | 8) {
-        return Err(field_err(op, "width", width as i64, "1, 2, 4 or 8 bytes"));
-    }
-    Ok(())
-}
 
 fn check_span(op: &str, field: &'static str, off: i16, width: u8, count: u8) -> Result<(), PayloadError> {
     let last = off as i64 + (count as i64 - 1) * width as i64;
@@ -49,10 +44,6 @@ fn check_total(op: &str, width: u8, count: u8) -> Result<(), PayloadError> {
         return Err(field_err(op, "count", count as i64, format!("count * width ({total}) <= {MAX_BULK_BYTES}")));
     }
     Ok(())
-}
-
-fn log2w(width: u8) -> u64 {
-    width.trailing_zeros() as u64
 }
 
 fn size_bits(width: u8) -> u8 {
@@ -104,21 +95,6 @@ impl Memcpy {
     pub fn bytes(&self) -> usize {
         self.width as usize * self.count as usize
     }
-    fn check(&self) -> Result<(), PayloadError> {
-        let n = Self::NAME;
-        check_reg(n, "dst", self.dst, false)?;
-        check_reg(n, "src", self.src, false)?;
-        check_reg(n, "tmp", self.tmp, true)?;
-        if self.tmp == self.dst || self.tmp == self.src {
-            return Err(field_err(n, "tmp", self.tmp as i64, "a register other than both bases"));
-        }
-        check_width(n, self.width)?;
-        check_range(n, "count", self.count as i64, 1, 32)?;
-        check_total(n, self.width, self.count)?;
-        check_span(n, "dst_off", self.dst_off, self.width, self.count)?;
-        check_span(n, "src_off", self.src_off, self.width, self.count)?;
-        Ok(())
-    }
     fn chunks(&self) -> Vec<i16> {
         let mut v: Vec<i16> = (0..self.count as i16).map(|i| i * self.width as i16).collect();
         if self.descending {
@@ -128,43 +104,51 @@ impl Memcpy {
     }
 }
 
-impl Payload for Memcpy {
-    fn encode(&self) -> Result<u64, PayloadError> {
-        self.check()?;
-        Ok(Packer::default()
-            .put(0, 4, self.dst as u64)
-            .put(4, 4, self.src as u64)
-            .put(8, 4, self.tmp as u64)
-            .put_i16(12, self.dst_off)
-            .put_i16(28, self.src_off)
-            .put(44, 2, log2w(self.width))
-            .put(46, 5, self.count as u64 - 1)
-            .put(51, 1, self.descending as u64)
-            .finish())
-    }
-    fn decode(raw: u64) -> Result<Self, PayloadError> {
-        let mut f = Fields::new(Self::NAME, raw)?;
-        let p = Memcpy {
-            dst: f.uint(0, 4) as u8,
-            src: f.uint(4, 4) as u8,
-            tmp: f.uint(8, 4) as u8,
-            dst_off: f.i16(12),
-            src_off: f.i16(28),
-            width: 1 << f.uint(44, 2),
-            count: f.uint(46, 5) as u8 + 1,
-            descending: f.uint(51, 1) != 0,
-        };
-        f.finish()?;
-        p.check()?;
-        Ok(p)
-    }
-}
+crate::payload! { Memcpy {
+    dst: 0, 4, Kind::Reg;
+    src: 4, 4, Kind::Reg;
+    tmp: 8, 4, Kind::RegW;
+    dst_off: 12, 16, Kind::Signed;
+    src_off: 28, 16, Kind::Signed;
+    width: 44, 2, Kind::Pow2(1, 8);
+    count: 46, 5, Kind::Biased(1, 32);
+    descending: 51, 1, Kind::Flag;
+} }
 
 impl EInsn for Memcpy {
     const NAME: &'static str = "memcpy";
     const ID: u32 = id::MEMCPY;
     const MAX_PROOF: usize = 64;
     const MAX_X86: usize = 48;
+
+    fn rules(&self) -> Result<(), PayloadError> {
+        let n = Self::NAME;
+        if self.tmp == self.dst || self.tmp == self.src {
+            return Err(field_err(n, "tmp", self.tmp as i64, "a register other than both bases"));
+        }
+        check_total(n, self.width, self.count)?;
+        check_span(n, "dst_off", self.dst_off, self.width, self.count)?;
+        check_span(n, "src_off", self.src_off, self.width, self.count)
+    }
+
+    fn classes() -> Vec<Class<Self>> {
+        let mut v = vec![];
+        for width in [1u8, 2, 4, 8] {
+            for count in 1..=(MAX_BULK_BYTES as u8 / width) {
+                for desc in [false, true] {
+                    let label = format!("r1+0 <- r2+8, {count} x {width} bytes{}", if desc { " desc" } else { "" });
+                    v.push(Class::new(label, Memcpy::new(1, 0, 2, 8, 3, width, count, desc), vec![3]));
+                }
+            }
+        }
+        for a in assignments(&[false, false, true]) {
+            for (width, count) in [(8u8, 3u8), (1, 5)] {
+                let label = format!("r{}-16 <- r{}+4 tmp r{}, {count} x {width}", a[0], a[1], a[2]);
+                v.push(Class::new(label, Memcpy::new(a[0], -16, a[1], 4, a[2], width, count, false), vec![a[2]]));
+            }
+        }
+        Class::collect(v)
+    }
 
     fn proof(&self) -> Vec<Insn> {
         let sz = size_bits(self.width);
@@ -232,6 +216,45 @@ impl EInsn for Memcpy {
         }
         Ok(Emitted::Native)
     }
+
+    fn place(&self, pick: &mut dyn FnMut(i64, i64) -> i64, r: &mut [u64; 11], base: u64, buf: usize) {
+        let len = self.bytes() as i64;
+        let room = buf as i64 - len;
+        let (doff, soff) = (self.dst_off as i64, self.src_off as i64);
+        if self.dst == self.src {
+            let lo = (-doff).max(-soff);
+            let hi = (room - doff).min(room - soff);
+            let x = pick(lo, hi);
+            r[self.dst as usize] = base.wrapping_add(x as u64);
+        } else {
+            let pd = pick(0, room);
+            // Overlapping regions half of the time.
+            let ps = if pick(0, 1) == 1 { (pd + pick(-len - 2, len + 2)).clamp(0, room) } else { pick(0, room) };
+            r[self.dst as usize] = base.wrapping_add((pd - doff) as u64);
+            r[self.src as usize] = base.wrapping_add((ps - soff) as u64);
+        }
+    }
+    fn writes(&self) -> Vec<u8> {
+        vec![self.tmp]
+    }
+    fn meaning(&self, b: &[u64; 11], mb: &[u8], base: u64, _: &[u64; 11], ma: &[u8]) -> Result<(), String> {
+        let len = self.bytes();
+        let d = (b[self.dst as usize].wrapping_add(self.dst_off as i64 as u64) - base) as usize;
+        let s = (b[self.src as usize].wrapping_add(self.src_off as i64 as u64) - base) as usize;
+        let mut want = mb.to_vec();
+        if d + len <= s || s + len <= d {
+            want[d..d + len].copy_from_slice(&mb[s..s + len]);
+            if want != ma {
+                return Err("memcpy of disjoint regions is not a plain copy".into());
+            }
+        } else {
+            // Overlap: only bytes outside the destination are known to stay.
+            if ma[..d] != mb[..d] || ma[d + len..] != mb[d + len..] {
+                return Err("memcpy wrote outside its destination".into());
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -255,18 +278,6 @@ impl Memset {
     pub fn bytes(&self) -> usize {
         self.width as usize * self.count as usize
     }
-    fn check(&self) -> Result<(), PayloadError> {
-        let n = Self::NAME;
-        check_reg(n, "base", self.base, false)?;
-        check_width(n, self.width)?;
-        check_range(n, "count", self.count as i64, 1, 64)?;
-        check_total(n, self.width, self.count)?;
-        check_span(n, "off", self.off, self.width, self.count)?;
-        if self.width == 8 && !matches!(self.value, 0 | 0xff) {
-            return Err(field_err(n, "value", self.value as i64, "0x00 or 0xff with 8-byte chunks"));
-        }
-        Ok(())
-    }
     /// The `ST` immediate of one chunk.
     fn imm(&self) -> i32 {
         let v = self.value as u32;
@@ -285,37 +296,45 @@ impl Memset {
     }
 }
 
-impl Payload for Memset {
-    fn encode(&self) -> Result<u64, PayloadError> {
-        self.check()?;
-        Ok(Packer::default()
-            .put(0, 4, self.base as u64)
-            .put_i16(4, self.off)
-            .put(20, 2, log2w(self.width))
-            .put(22, 6, self.count as u64 - 1)
-            .put(28, 8, self.value as u64)
-            .finish())
-    }
-    fn decode(raw: u64) -> Result<Self, PayloadError> {
-        let mut f = Fields::new(Self::NAME, raw)?;
-        let p = Memset {
-            base: f.uint(0, 4) as u8,
-            off: f.i16(4),
-            width: 1 << f.uint(20, 2),
-            count: f.uint(22, 6) as u8 + 1,
-            value: f.uint(28, 8) as u8,
-        };
-        f.finish()?;
-        p.check()?;
-        Ok(p)
-    }
-}
+crate::payload! { Memset {
+    base: 0, 4, Kind::Reg;
+    off: 4, 16, Kind::Signed;
+    width: 20, 2, Kind::Pow2(1, 8);
+    count: 22, 6, Kind::Biased(1, 64);
+    value: 28, 8, Kind::Range(0, 255);
+} }
 
 impl EInsn for Memset {
     const NAME: &'static str = "memset";
     const ID: u32 = id::MEMSET;
     const MAX_PROOF: usize = 64;
     const MAX_X86: usize = 32;
+
+    fn rules(&self) -> Result<(), PayloadError> {
+        let n = Self::NAME;
+        check_total(n, self.width, self.count)?;
+        check_span(n, "off", self.off, self.width, self.count)?;
+        if self.width == 8 && !matches!(self.value, 0 | 0xff) {
+            return Err(field_err(n, "value", self.value as i64, "0x00 or 0xff with 8-byte chunks"));
+        }
+        Ok(())
+    }
+
+    fn classes() -> Vec<Class<Self>> {
+        let mut v = vec![];
+        for width in [1u8, 2, 4, 8] {
+            for count in 1..=(MAX_BULK_BYTES as u8 / width) {
+                for value in [0u8, 0xa5] {
+                    let label = format!("r1+0, {count} x {width} bytes of {value:#x}");
+                    v.push(Class::new(label, Memset::new(1, 0, width, count, value), vec![]));
+                }
+            }
+        }
+        for a in assignments(&[false]) {
+            v.push(Class::new(format!("r{}-24, 5 x 8 bytes of 0", a[0]), Memset::new(a[0], -24, 8, 5, 0), vec![]));
+        }
+        Class::collect(v)
+    }
 
     fn proof(&self) -> Vec<Insn> {
         let sz = size_bits(self.width);
@@ -344,4 +363,22 @@ impl EInsn for Memset {
         }
         Ok(Emitted::Native)
     }
+
+    fn place(&self, pick: &mut dyn FnMut(i64, i64) -> i64, r: &mut [u64; 11], base: u64, buf: usize) {
+        let pos = pick(0, (buf - self.bytes()) as i64) as u64;
+        r[self.base as usize] = base.wrapping_add(pos).wrapping_sub(self.off as i64 as u64);
+    }
+    fn writes(&self) -> Vec<u8> {
+        vec![]
+    }
+    fn meaning(&self, b: &[u64; 11], mb: &[u8], base: u64, _: &[u64; 11], ma: &[u8]) -> Result<(), String> {
+        let d = (b[self.base as usize].wrapping_add(self.off as i64 as u64) - base) as usize;
+        let mut want = mb.to_vec();
+        want[d..d + self.bytes()].fill(self.value);
+        if want != ma {
+            return Err("memset result differs from a plain fill".into());
+        }
+        Ok(())
+    }
 }
+

@@ -10,10 +10,11 @@
 //! `movzx r32, r16`.
 
 use kops_isa::{op, Insn};
-use kops_kinsn::payload::{check_reg, Fields, Packer, Payload};
 use kops_kinsn::{EmitError, Emitted, PayloadError, X86EmitCtx};
 use kops_x86::{Feature, Mem, Size, Width};
 
+use crate::classes::{assignments, Class};
+use crate::fields::Kind;
 use crate::{id, EInsn};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -39,29 +40,16 @@ impl<const BYTES: u8> EndianLoad<BYTES> {
         p.check()?;
         Ok(p)
     }
-    fn check(&self) -> Result<(), PayloadError> {
-        check_reg(Self::OPNAME, "dst", self.dst, true)?;
-        check_reg(Self::OPNAME, "base", self.base, false)?;
-        Ok(())
-    }
     fn size(&self) -> Size {
         Size::from_bytes(BYTES as usize).expect("2, 4 or 8")
     }
 }
 
-impl<const BYTES: u8> Payload for EndianLoad<BYTES> {
-    fn encode(&self) -> Result<u64, PayloadError> {
-        self.check()?;
-        Ok(Packer::default().put(0, 4, self.dst as u64).put(4, 4, self.base as u64).put_i16(8, self.off).finish())
-    }
-    fn decode(raw: u64) -> Result<Self, PayloadError> {
-        let mut f = Fields::new(Self::OPNAME, raw)?;
-        let p = EndianLoad { dst: f.uint(0, 4) as u8, base: f.uint(4, 4) as u8, off: f.i16(8) };
-        f.finish()?;
-        p.check()?;
-        Ok(p)
-    }
-}
+crate::payload! { [const BYTES: u8] EndianLoad<BYTES> {
+    dst: 0, 4, Kind::RegW;
+    base: 4, 4, Kind::Reg;
+    off: 8, 16, Kind::Signed;
+} }
 
 impl<const BYTES: u8> EInsn for EndianLoad<BYTES> {
     const NAME: &'static str = Self::OPNAME;
@@ -72,6 +60,16 @@ impl<const BYTES: u8> EInsn for EndianLoad<BYTES> {
     };
     const MAX_PROOF: usize = 2;
     const MAX_X86: usize = 16;
+
+    fn classes() -> Vec<Class<Self>> {
+        let mut v = vec![];
+        for a in assignments(&[true, false]) {
+            for off in [0i16, 14, -8, i16::MAX, i16::MIN] {
+                v.push(Class::new(format!("dst r{} base r{} off {off}", a[0], a[1]), Self::new(a[0], a[1], off), vec![]));
+            }
+        }
+        Class::collect(v)
+    }
 
     fn proof(&self) -> Vec<Insn> {
         vec![
@@ -106,4 +104,25 @@ impl<const BYTES: u8> EInsn for EndianLoad<BYTES> {
         }
         Ok(Emitted::Native)
     }
+
+    fn place(&self, pick: &mut dyn FnMut(i64, i64) -> i64, r: &mut [u64; 11], base: u64, buf: usize) {
+        let pos = pick(0, (buf - BYTES as usize) as i64) as u64;
+        r[self.base as usize] = base.wrapping_add(pos).wrapping_sub(self.off as i64 as u64);
+    }
+    fn writes(&self) -> Vec<u8> {
+        vec![self.dst]
+    }
+    fn meaning(&self, b: &[u64; 11], mb: &[u8], base: u64, a: &[u64; 11], _: &[u8]) -> Result<(), String> {
+        let o = (b[self.base as usize].wrapping_add(self.off as i64 as u64) - base) as usize;
+        let mut x = [0u8; 8];
+        x[..BYTES as usize].copy_from_slice(&mb[o..o + BYTES as usize]);
+        let v = u64::from_le_bytes(x);
+        let want = match BYTES {
+            2 => (v as u16).swap_bytes() as u64,
+            4 => (v as u32).swap_bytes() as u64,
+            _ => v.swap_bytes(),
+        };
+        crate::check_eq("dst", a[self.dst as usize], want)
+    }
 }
+

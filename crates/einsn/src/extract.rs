@@ -13,10 +13,12 @@
 //! ```
 
 use kops_isa::{op, Insn};
-use kops_kinsn::payload::{check_range, check_reg, field_err, Fields, Packer, Payload};
+use kops_kinsn::payload::field_err;
 use kops_kinsn::{EmitError, Emitted, PayloadError, X86EmitCtx};
 use kops_x86::{Alu, Shift, Size, Width};
 
+use crate::classes::{assignments, Class};
+use crate::fields::Kind;
 use crate::{id, EInsn};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -33,48 +35,43 @@ impl Extract {
         p.check()?;
         Ok(p)
     }
-    fn check(&self) -> Result<(), PayloadError> {
-        let n = Self::NAME;
-        check_reg(n, "dst", self.dst, true)?;
-        check_reg(n, "src", self.src, false)?;
-        check_range(n, "start", self.start as i64, 0, 63)?;
-        check_range(n, "len", self.len as i64, 1, 32)?;
-        if self.start as u32 + self.len as u32 > 64 {
-            return Err(field_err(n, "len", self.len as i64, format!("start + len <= 64 (start is {})", self.start)));
-        }
-        Ok(())
-    }
 }
 
-impl Payload for Extract {
-    fn encode(&self) -> Result<u64, PayloadError> {
-        self.check()?;
-        Ok(Packer::default()
-            .put(0, 4, self.dst as u64)
-            .put(4, 4, self.src as u64)
-            .put(8, 6, self.start as u64)
-            .put(14, 6, self.len as u64)
-            .finish())
-    }
-    fn decode(raw: u64) -> Result<Self, PayloadError> {
-        let mut f = Fields::new(Self::NAME, raw)?;
-        let p = Extract {
-            dst: f.uint(0, 4) as u8,
-            src: f.uint(4, 4) as u8,
-            start: f.uint(8, 6) as u8,
-            len: f.uint(14, 6) as u8,
-        };
-        f.finish()?;
-        p.check()?;
-        Ok(p)
-    }
-}
+crate::payload! { Extract {
+    dst: 0, 4, Kind::RegW;
+    src: 4, 4, Kind::Reg;
+    start: 8, 6, Kind::Range(0, 63);
+    len: 14, 6, Kind::Range(1, 32);
+} }
 
 impl EInsn for Extract {
     const NAME: &'static str = "extract64";
     const ID: u32 = id::EXTRACT64;
     const MAX_PROOF: usize = 3;
     const MAX_X86: usize = 16;
+
+    fn rules(&self) -> Result<(), PayloadError> {
+        if self.start as u32 + self.len as u32 > 64 {
+            return Err(field_err(Self::NAME, "len", self.len as i64, format!("start + len <= 64 (start is {})", self.start)));
+        }
+        Ok(())
+    }
+
+    fn classes() -> Vec<Class<Self>> {
+        let mut v = vec![];
+        for start in 0..64u8 {
+            for len in 1..=32u8 {
+                v.push(Class::new(format!("dst r0 src r1 start {start} len {len}"), Extract::new(0, 1, start, len), vec![]));
+            }
+        }
+        for a in assignments(&[true, false]) {
+            for (start, len) in [(0, 8), (13, 32), (60, 4)] {
+                let label = format!("dst r{} src r{} start {start} len {len}", a[0], a[1]);
+                v.push(Class::new(label, Extract::new(a[0], a[1], start, len), vec![]));
+            }
+        }
+        Class::collect(v)
+    }
 
     fn proof(&self) -> Vec<Insn> {
         let mut v = Vec::with_capacity(3);
@@ -129,4 +126,12 @@ impl EInsn for Extract {
         }
         Ok(Emitted::Native)
     }
+
+    fn writes(&self) -> Vec<u8> {
+        vec![self.dst]
+    }
+    fn meaning(&self, b: &[u64; 11], _: &[u8], _: u64, a: &[u64; 11], _: &[u8]) -> Result<(), String> {
+        crate::check_eq("dst", a[self.dst as usize], (b[self.src as usize] >> self.start) & ((1u64 << self.len) - 1))
+    }
 }
+

@@ -1,23 +1,22 @@
 //! EInsn: the Kops operation set (layer 5), each with its proof sequence and x86-64 native
 //! emit.
 //!
-//! | id | op | payload type |
-//! |---|---|---|
-//! | 1 | `rotate64` | [`Rotate64`] |
-//! | 2 | `rotate32` | [`Rotate32`] |
-//! | 3 | `select64` | [`Select`] |
-//! | 4 | `extract64` | [`Extract`] |
-//! | 5, 6, 7 | `endian_load16/32/64` | [`EndianLoad16`], [`EndianLoad32`], [`EndianLoad64`] |
-//! | 8 | `popcount64` | [`Popcount64`] |
-//! | 9 | `popcount32` | [`Popcount32`] |
-//! | 10 | `memcpy` | [`Memcpy`] |
-//! | 11 | `memset` | [`Memset`] |
-//! | 12 | `prefetch` | [`Prefetch`] |
-//! | 13 | `spec_barrier` | [`SpecBarrier`] |
-//! | 14 | `select_cmp` | [`SelectCmp`] |
+//! One file per op (a few hold two widths of one op), each with everything about it:
 //!
-//! Each payload type implements [`EInsn`] (and the codec [`Payload`]); `p.site()` gives
-//! the two transport slots. [`registry`] returns a [`Registry`] with every op.
+//! - the payload struct and its field table, declared once with [`payload!`] (codec and
+//!   per-field range checks); cross-field rules in [`EInsn::rules`];
+//! - the proof sequence ([`EInsn::proof`]) and a human-readable [`EInsn::describe`];
+//! - its meaning in plain Rust ([`EInsn::writes`], [`EInsn::place`], [`EInsn::meaning`]),
+//!   the oracle of the differential tests;
+//! - its payload classes ([`EInsn::classes`]), proven by `kops prove` and run by the
+//!   differential tests;
+//! - its native emit per architecture ([`EInsn::emit_x86`]); the recognizer measures a
+//!   site's cost by calling it.
+//!
+//! Adding an op is one new file plus one line in the `ops!` list below (which yields
+//! [`register_all`], [`AnyOp`] and [`visit_ops`]); its id (`EInsn::ID`, the call `imm` of
+//! a site) is stable for ever. `kops prove` lists every registered op with its id-ordered
+//! classes.
 //!
 //! Native emits follow the contract of [`KinsnOp::emit_x86`]: the whole register and memory
 //! effect of the proof sequence, except registers the JIT proved dead after the site; only
@@ -28,10 +27,13 @@ use std::sync::Arc;
 
 use kops_isa::Insn;
 use kops_kinsn::payload::Payload;
-use kops_kinsn::{Arch, EmitError, Emitted, KinsnOp, PayloadError, Registry, X86EmitCtx};
+use kops_kinsn::{Arch, EmitError, Emitted, KinsnOp, PayloadClass, PayloadError, Registry, X86EmitCtx};
 
+mod abs;
 mod bulk;
 pub mod classes;
+#[macro_use]
+pub mod fields;
 mod endian;
 mod extract;
 mod misc;
@@ -40,8 +42,9 @@ mod rotate;
 mod select;
 mod select_cmp;
 
+pub use abs::Abs;
 pub use bulk::{Memcpy, Memset};
-pub use classes::{payload_classes, Coverage};
+pub use classes::Class;
 pub use endian::{EndianLoad, EndianLoad16, EndianLoad32, EndianLoad64};
 pub use extract::Extract;
 pub use misc::{Prefetch, SpecBarrier};
@@ -80,6 +83,13 @@ pub trait EInsn: Payload + Clone + std::fmt::Debug + PartialEq + Send + Sync + '
     /// Upper bound of the x86-64 native size in bytes.
     const MAX_X86: usize;
 
+    /// Rules relating several payload fields (each field's own range comes from the
+    /// op's [`payload!`] table).
+    fn rules(&self) -> Result<(), PayloadError> {
+        Ok(())
+    }
+    /// The payload classes `kops prove` proves and the native differential tests run.
+    fn classes() -> Vec<Class<Self>>;
     /// The proof sequence (call on a payload that `encode`s without error).
     fn proof(&self) -> Vec<Insn>;
     fn describe(&self) -> String;
@@ -88,6 +98,18 @@ pub trait EInsn: Payload + Clone + std::fmt::Debug + PartialEq + Send + Sync + '
         Vec::new()
     }
     fn emit_x86(&self, ctx: &mut X86EmitCtx) -> Result<Emitted, EmitError>;
+
+    // The op's meaning, stated directly in Rust: the oracle the differential tests check
+    // the proof sequence against (and, through it, the native emit).
+
+    /// Registers the proof sequence may write.
+    fn writes(&self) -> Vec<u8>;
+    /// Point the op's base registers into a test buffer of `buf` bytes at `base` so that
+    /// every access lies inside it; `pick(lo, hi)` is a random value in `lo..=hi`.
+    fn place(&self, _pick: &mut dyn FnMut(i64, i64) -> i64, _r: &mut [u64; 11], _base: u64, _buf: usize) {}
+    /// Check the state after the proof sequence (`a`, memory `ma`) against the op's
+    /// meaning applied to the state before (`b`, memory `mb`, buffer at `base`).
+    fn meaning(&self, b: &[u64; 11], mb: &[u8], base: u64, a: &[u64; 11], ma: &[u8]) -> Result<(), String>;
 
     /// The two transport slots of a site for this payload.
     fn site(&self) -> Result<[Insn; 2], PayloadError> {
@@ -145,25 +167,95 @@ impl<P: EInsn> KinsnOp for Op<P> {
     fn emit_x86(&self, payload: u64, ctx: &mut X86EmitCtx) -> Result<Emitted, EmitError> {
         P::decode(payload)?.emit_x86(ctx)
     }
+    fn classes(&self) -> Vec<PayloadClass> {
+        P::classes()
+            .into_iter()
+            .map(|c| PayloadClass { label: c.label, payload: c.payload.encode().expect("classes encode"), temps: c.temps })
+            .collect()
+    }
 }
 
-/// Add every EInsn op to `r`.
-pub fn register_all(r: &mut Registry) -> Result<(), kops_kinsn::RegistryError> {
-    r.register(Op::<Rotate64>::arc())?;
-    r.register(Op::<Rotate32>::arc())?;
-    r.register(Op::<Select>::arc())?;
-    r.register(Op::<Extract>::arc())?;
-    r.register(Op::<EndianLoad16>::arc())?;
-    r.register(Op::<EndianLoad32>::arc())?;
-    r.register(Op::<EndianLoad64>::arc())?;
-    r.register(Op::<Popcount64>::arc())?;
-    r.register(Op::<Popcount32>::arc())?;
-    r.register(Op::<Memcpy>::arc())?;
-    r.register(Op::<Memset>::arc())?;
-    r.register(Op::<Prefetch>::arc())?;
-    r.register(Op::<SpecBarrier>::arc())?;
-    r.register(Op::<SelectCmp>::arc())?;
+/// Something done for every op type (see [`visit_ops`]).
+pub trait OpVisitor {
+    fn visit<P: EInsn>(&mut self);
+}
+
+/// For [`EInsn::meaning`]: a register value against the meaning's.
+pub fn check_eq(what: &str, got: u64, want: u64) -> Result<(), String> {
+    if got != want {
+        return Err(format!("{what}: proof gives {got:#x}, meaning says {want:#x}"));
+    }
     Ok(())
+}
+
+/// The op list: one line per op. Yields [`register_all`], [`AnyOp`] and [`visit_ops`].
+macro_rules! ops {
+    ($($ty:ident),* $(,)?) => {
+        /// A payload of any EInsn op (what the recognizer produces for a site).
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub enum AnyOp {
+            $($ty($ty),)*
+        }
+        $(impl From<$ty> for AnyOp {
+            fn from(p: $ty) -> AnyOp {
+                AnyOp::$ty(p)
+            }
+        })*
+        impl AnyOp {
+            pub fn name(&self) -> &'static str {
+                match self { $(AnyOp::$ty(_) => <$ty as EInsn>::NAME,)* }
+            }
+            pub fn id(&self) -> u32 {
+                match self { $(AnyOp::$ty(_) => <$ty as EInsn>::ID,)* }
+            }
+            pub fn encode(&self) -> Result<u64, PayloadError> {
+                match self { $(AnyOp::$ty(p) => p.encode(),)* }
+            }
+            /// The two transport slots of the site.
+            pub fn site(&self) -> Result<[Insn; 2], PayloadError> {
+                match self { $(AnyOp::$ty(p) => p.site(),)* }
+            }
+            pub fn describe(&self) -> String {
+                match self { $(AnyOp::$ty(p) => p.describe(),)* }
+            }
+            pub fn proof(&self) -> Vec<Insn> {
+                match self { $(AnyOp::$ty(p) => p.proof(),)* }
+            }
+        }
+        /// Call `v.visit::<P>()` for every op type.
+        pub fn visit_ops(v: &mut impl OpVisitor) {
+            $(v.visit::<$ty>();)*
+        }
+        /// Add every EInsn op to `r`.
+        pub fn register_all(r: &mut Registry) -> Result<(), kops_kinsn::RegistryError> {
+            $(r.register(Op::<$ty>::arc())?;)*
+            Ok(())
+        }
+    };
+}
+
+ops! {
+    Rotate64,
+    Rotate32,
+    Select,
+    Extract,
+    EndianLoad16,
+    EndianLoad32,
+    EndianLoad64,
+    Popcount64,
+    Popcount32,
+    Memcpy,
+    Memset,
+    Prefetch,
+    SpecBarrier,
+    SelectCmp,
+    Abs,
+}
+
+impl std::fmt::Display for AnyOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
 }
 
 /// A registry holding every EInsn op.

@@ -1,10 +1,11 @@
 //! prefetch and speculation barrier: no-ops for the verifier (`ja +0`), hints for the CPU.
 
 use kops_isa::Insn;
-use kops_kinsn::payload::{check_reg, Fields, Packer, Payload};
 use kops_kinsn::{EmitError, Emitted, PayloadError, X86EmitCtx};
 use kops_x86::Mem;
 
+use crate::classes::{assignments, Class};
+use crate::fields::Kind;
 use crate::{id, EInsn};
 
 /// prefetch: payload bits 3:0 base, 19:4 off (i16). Proof `ja +0`; x86-64 `prefetcht0
@@ -18,30 +19,31 @@ pub struct Prefetch {
 impl Prefetch {
     pub fn new(base: u8, off: i16) -> Result<Prefetch, PayloadError> {
         let p = Prefetch { base, off };
-        check_reg(Self::NAME, "base", base, false)?;
+        p.check()?;
         Ok(p)
     }
 }
 
-impl Payload for Prefetch {
-    fn encode(&self) -> Result<u64, PayloadError> {
-        check_reg(Self::NAME, "base", self.base, false)?;
-        Ok(Packer::default().put(0, 4, self.base as u64).put_i16(4, self.off).finish())
-    }
-    fn decode(raw: u64) -> Result<Self, PayloadError> {
-        let mut f = Fields::new(Self::NAME, raw)?;
-        let base = f.reg(0, "base", false)?;
-        let off = f.i16(4);
-        f.finish()?;
-        Ok(Prefetch { base, off })
-    }
-}
+crate::payload! { Prefetch {
+    base: 0, 4, Kind::Reg;
+    off: 4, 16, Kind::Signed;
+} }
 
 impl EInsn for Prefetch {
     const NAME: &'static str = "prefetch";
     const ID: u32 = id::PREFETCH;
     const MAX_PROOF: usize = 1;
     const MAX_X86: usize = 10;
+
+    fn classes() -> Vec<Class<Self>> {
+        let mut v = vec![];
+        for a in assignments(&[false]) {
+            for off in [0i16, 64, -1] {
+                v.push(Class::new(format!("r{} + {off}", a[0]), Prefetch::new(a[0], off), vec![]));
+            }
+        }
+        Class::collect(v)
+    }
 
     fn proof(&self) -> Vec<Insn> {
         vec![Insn::ja(0)]
@@ -54,27 +56,35 @@ impl EInsn for Prefetch {
         ctx.asm.prefetcht0(Mem::new(b, self.off as i32));
         Ok(Emitted::Native)
     }
+
+    fn place(&self, pick: &mut dyn FnMut(i64, i64) -> i64, r: &mut [u64; 11], base: u64, buf: usize) {
+        if pick(0, 1) == 1 {
+            r[self.base as usize] = base.wrapping_add(pick(0, buf as i64 - 1) as u64);
+        }
+    }
+    fn writes(&self) -> Vec<u8> {
+        vec![]
+    }
+    fn meaning(&self, _: &[u64; 11], mb: &[u8], _: u64, _: &[u64; 11], ma: &[u8]) -> Result<(), String> {
+        (mb == ma).then_some(()).ok_or_else(|| "prefetch changed memory".into())
+    }
 }
 
 /// Speculation barrier: empty payload. Proof `ja +0`; x86-64 `lfence`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct SpecBarrier;
 
-impl Payload for SpecBarrier {
-    fn encode(&self) -> Result<u64, PayloadError> {
-        Ok(0)
-    }
-    fn decode(raw: u64) -> Result<Self, PayloadError> {
-        Fields::new(Self::NAME, raw)?.finish()?;
-        Ok(SpecBarrier)
-    }
-}
+crate::payload! { SpecBarrier {} }
 
 impl EInsn for SpecBarrier {
     const NAME: &'static str = "spec_barrier";
     const ID: u32 = id::SPEC_BARRIER;
     const MAX_PROOF: usize = 1;
     const MAX_X86: usize = 3;
+
+    fn classes() -> Vec<Class<Self>> {
+        vec![Class { label: "barrier".into(), payload: SpecBarrier, temps: vec![] }]
+    }
 
     fn proof(&self) -> Vec<Insn> {
         vec![Insn::ja(0)]
@@ -86,4 +96,12 @@ impl EInsn for SpecBarrier {
         ctx.asm.lfence();
         Ok(Emitted::Native)
     }
+
+    fn writes(&self) -> Vec<u8> {
+        vec![]
+    }
+    fn meaning(&self, _: &[u64; 11], mb: &[u8], _: u64, _: &[u64; 11], ma: &[u8]) -> Result<(), String> {
+        (mb == ma).then_some(()).ok_or_else(|| "barrier changed memory".into())
+    }
 }
+

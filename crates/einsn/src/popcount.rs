@@ -20,10 +20,12 @@
 //! for those that are live after the site.
 
 use kops_isa::{op, Insn};
-use kops_kinsn::payload::{check_reg, field_err, Fields, Packer, Payload};
+use kops_kinsn::payload::field_err;
 use kops_kinsn::{EmitError, Emitted, PayloadError, X86EmitCtx};
 use kops_x86::{Alu, Feature, Width};
 
+use crate::classes::{assignments, Class};
+use crate::fields::Kind;
 use crate::{id, EInsn};
 
 pub(crate) const M1: u64 = 0x5555_5555_5555_5555;
@@ -45,46 +47,40 @@ impl Popcount64 {
         p.check()?;
         Ok(p)
     }
-    fn check(&self) -> Result<(), PayloadError> {
-        let n = Self::NAME;
-        check_reg(n, "dst", self.dst, true)?;
-        check_reg(n, "src", self.src, false)?;
-        check_reg(n, "t1", self.t1, true)?;
-        check_reg(n, "t2", self.t2, true)?;
-        if self.t1 == self.dst {
-            return Err(field_err(n, "t1", self.t1 as i64, "a register other than dst"));
-        }
-        if self.t2 == self.dst || self.t2 == self.t1 {
-            return Err(field_err(n, "t2", self.t2 as i64, "a register other than dst and t1"));
-        }
-        Ok(())
-    }
 }
 
-impl Payload for Popcount64 {
-    fn encode(&self) -> Result<u64, PayloadError> {
-        self.check()?;
-        Ok(Packer::default()
-            .put(0, 4, self.dst as u64)
-            .put(4, 4, self.src as u64)
-            .put(8, 4, self.t1 as u64)
-            .put(12, 4, self.t2 as u64)
-            .finish())
-    }
-    fn decode(raw: u64) -> Result<Self, PayloadError> {
-        let mut f = Fields::new(Self::NAME, raw)?;
-        let p = Popcount64 { dst: f.uint(0, 4) as u8, src: f.uint(4, 4) as u8, t1: f.uint(8, 4) as u8, t2: f.uint(12, 4) as u8 };
-        f.finish()?;
-        p.check()?;
-        Ok(p)
-    }
-}
+crate::payload! { Popcount64 {
+    dst: 0, 4, Kind::RegW;
+    src: 4, 4, Kind::Reg;
+    t1: 8, 4, Kind::RegW;
+    t2: 12, 4, Kind::RegW;
+} }
 
 impl EInsn for Popcount64 {
     const NAME: &'static str = "popcount64";
     const ID: u32 = id::POPCOUNT64;
     const MAX_PROOF: usize = 24;
     const MAX_X86: usize = 32;
+
+    fn rules(&self) -> Result<(), PayloadError> {
+        if self.t1 == self.dst {
+            return Err(field_err(Self::NAME, "t1", self.t1 as i64, "a register other than dst"));
+        }
+        if self.t2 == self.dst || self.t2 == self.t1 {
+            return Err(field_err(Self::NAME, "t2", self.t2 as i64, "a register other than dst and t1"));
+        }
+        Ok(())
+    }
+
+    fn classes() -> Vec<Class<Self>> {
+        let mut v = vec![];
+        for a in assignments(&[true, false, true, true]) {
+            let label = format!("dst r{} src r{} t1 r{} t2 r{}", a[0], a[1], a[2], a[3]);
+            let temps = [a[2], a[3]].into_iter().filter(|&t| t != a[0]).collect();
+            v.push(Class::new(label, Popcount64::new(a[0], a[1], a[2], a[3]), temps));
+        }
+        Class::collect(v)
+    }
 
     fn proof(&self) -> Vec<Insn> {
         let (d, t1, t2) = (self.dst, self.t1, self.t2);
@@ -144,6 +140,15 @@ impl EInsn for Popcount64 {
         }
         Ok(Emitted::Native)
     }
+
+    fn writes(&self) -> Vec<u8> {
+        vec![self.dst, self.t1, self.t2]
+    }
+    fn meaning(&self, b: &[u64; 11], _: &[u8], _: u64, a: &[u64; 11], _: &[u8]) -> Result<(), String> {
+        crate::check_eq("dst", a[self.dst as usize], b[self.src as usize].count_ones() as u64)?;
+        crate::check_eq("t1", a[self.t1 as usize], 0x0f0f_0f0f_0f0f_0f0f)?;
+        crate::check_eq("t2", a[self.t2 as usize], 0x0101_0101_0101_0101)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -159,37 +164,36 @@ impl Popcount32 {
         p.check()?;
         Ok(p)
     }
-    fn check(&self) -> Result<(), PayloadError> {
-        let n = Self::NAME;
-        check_reg(n, "dst", self.dst, true)?;
-        check_reg(n, "src", self.src, false)?;
-        check_reg(n, "tmp", self.tmp, true)?;
-        if self.tmp == self.dst {
-            return Err(field_err(n, "tmp", self.tmp as i64, "a register other than dst"));
-        }
-        Ok(())
-    }
 }
 
-impl Payload for Popcount32 {
-    fn encode(&self) -> Result<u64, PayloadError> {
-        self.check()?;
-        Ok(Packer::default().put(0, 4, self.dst as u64).put(4, 4, self.src as u64).put(8, 4, self.tmp as u64).finish())
-    }
-    fn decode(raw: u64) -> Result<Self, PayloadError> {
-        let mut f = Fields::new(Self::NAME, raw)?;
-        let p = Popcount32 { dst: f.uint(0, 4) as u8, src: f.uint(4, 4) as u8, tmp: f.uint(8, 4) as u8 };
-        f.finish()?;
-        p.check()?;
-        Ok(p)
-    }
-}
+crate::payload! { Popcount32 {
+    dst: 0, 4, Kind::RegW;
+    src: 4, 4, Kind::Reg;
+    tmp: 8, 4, Kind::RegW;
+} }
 
 impl EInsn for Popcount32 {
     const NAME: &'static str = "popcount32";
     const ID: u32 = id::POPCOUNT32;
     const MAX_PROOF: usize = 17;
     const MAX_X86: usize = 16;
+
+    fn rules(&self) -> Result<(), PayloadError> {
+        if self.tmp == self.dst {
+            return Err(field_err(Self::NAME, "tmp", self.tmp as i64, "a register other than dst"));
+        }
+        Ok(())
+    }
+
+    fn classes() -> Vec<Class<Self>> {
+        let mut v = vec![];
+        for a in assignments(&[true, false, true]) {
+            let label = format!("dst r{} src r{} tmp r{}", a[0], a[1], a[2]);
+            let temps = if a[2] != a[0] { vec![a[2]] } else { vec![] };
+            v.push(Class::new(label, Popcount32::new(a[0], a[1], a[2]), temps));
+        }
+        Class::collect(v)
+    }
 
     fn proof(&self) -> Vec<Insn> {
         let (d, t) = (self.dst, self.tmp);
@@ -243,4 +247,13 @@ impl EInsn for Popcount32 {
         }
         Ok(Emitted::Native)
     }
+
+    fn writes(&self) -> Vec<u8> {
+        vec![self.dst, self.tmp]
+    }
+    fn meaning(&self, b: &[u64; 11], _: &[u8], _: u64, a: &[u64; 11], _: &[u8]) -> Result<(), String> {
+        crate::check_eq("dst", a[self.dst as usize], (b[self.src as usize] as u32).count_ones() as u64)?;
+        crate::check_eq("tmp", a[self.tmp as usize], 0x0101_0101)
+    }
 }
+

@@ -15,10 +15,12 @@
 //! A right rotate by `r` is `k = W - r`.
 
 use kops_isa::{op, Insn};
-use kops_kinsn::payload::{check_range, check_reg, field_err, Fields, Packer, Payload};
+use kops_kinsn::payload::{check_range, field_err};
 use kops_kinsn::{EmitError, Emitted, PayloadError, X86EmitCtx};
 use kops_x86::{Feature, Shift};
 
+use crate::classes::{assignments, Class};
+use crate::fields::Kind;
 use crate::{id, w, EInsn};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -50,51 +52,47 @@ impl<const W: u8> Rotate<W> {
         check_range(Self::OPNAME, "r", r as i64, 1, W as i64 - 1)?;
         Self::new(dst, src, tmp, W - r, tmp_lsh)
     }
-
-    fn check(&self) -> Result<(), PayloadError> {
-        let n = Self::OPNAME;
-        check_reg(n, "dst", self.dst, true)?;
-        check_reg(n, "src", self.src, false)?;
-        check_reg(n, "tmp", self.tmp, true)?;
-        check_range(n, "k", self.k as i64, 1, W as i64 - 1)?;
-        if self.dst == self.tmp {
-            return Err(field_err(n, "tmp", self.tmp as i64, "a register other than dst"));
-        }
-        Ok(())
-    }
 }
 
-impl<const W: u8> Payload for Rotate<W> {
-    fn encode(&self) -> Result<u64, PayloadError> {
-        self.check()?;
-        Ok(Packer::default()
-            .put(0, 4, self.dst as u64)
-            .put(4, 4, self.src as u64)
-            .put(8, 4, self.tmp as u64)
-            .put(12, 6, self.k as u64)
-            .put(18, 1, self.tmp_lsh as u64)
-            .finish())
-    }
-    fn decode(raw: u64) -> Result<Self, PayloadError> {
-        let mut f = Fields::new(Self::OPNAME, raw)?;
-        let p = Rotate {
-            dst: f.uint(0, 4) as u8,
-            src: f.uint(4, 4) as u8,
-            tmp: f.uint(8, 4) as u8,
-            k: f.uint(12, 6) as u8,
-            tmp_lsh: f.uint(18, 1) != 0,
-        };
-        f.finish()?;
-        p.check()?;
-        Ok(p)
-    }
-}
+crate::payload! { [const W: u8] Rotate<W> {
+    dst: 0, 4, Kind::RegW;
+    src: 4, 4, Kind::Reg;
+    tmp: 8, 4, Kind::RegW;
+    k: 12, 6, Kind::Range(1, W as i64 - 1);
+    tmp_lsh: 18, 1, Kind::Flag;
+} }
 
 impl<const W: u8> EInsn for Rotate<W> {
     const NAME: &'static str = Self::OPNAME;
     const ID: u32 = if W == 64 { id::ROTATE64 } else { id::ROTATE32 };
     const MAX_PROOF: usize = 5;
     const MAX_X86: usize = 24;
+
+    fn rules(&self) -> Result<(), PayloadError> {
+        if self.dst == self.tmp {
+            return Err(field_err(Self::OPNAME, "tmp", self.tmp as i64, "a register other than dst"));
+        }
+        Ok(())
+    }
+
+    fn classes() -> Vec<Class<Self>> {
+        let mk = |d: u8, s: u8, t: u8, k: u8, lsh: bool| {
+            let label = format!("dst r{d} src r{s} tmp r{t} k {k}{}", if lsh { " tmp<<" } else { "" });
+            Class::new(label, Self::new(d, s, t, k, lsh), if t != d { vec![t] } else { vec![] })
+        };
+        let mut v = vec![];
+        for k in 1..W {
+            for lsh in [false, true] {
+                v.push(mk(0, 1, 2, k, lsh));
+            }
+        }
+        for a in assignments(&[true, false, true]) {
+            for k in [1, W / 2, W - 1] {
+                v.push(mk(a[0], a[1], a[2], k, false));
+            }
+        }
+        Class::collect(v)
+    }
 
     fn proof(&self) -> Vec<Insn> {
         type Reg3 = fn(u8, u8, u8) -> Insn;
@@ -152,4 +150,21 @@ impl<const W: u8> EInsn for Rotate<W> {
         }
         Ok(Emitted::Native)
     }
+
+    fn writes(&self) -> Vec<u8> {
+        vec![self.dst, self.tmp]
+    }
+    fn meaning(&self, b: &[u64; 11], _: &[u8], _: u64, a: &[u64; 11], _: &[u8]) -> Result<(), String> {
+        let s = b[self.src as usize];
+        let k = self.k as u32;
+        let (rot, l, r) = if W == 64 {
+            (s.rotate_left(k), s << k, s >> (64 - k))
+        } else {
+            let s = s as u32;
+            (s.rotate_left(k) as u64, (s << k) as u64, (s >> (32 - k)) as u64)
+        };
+        crate::check_eq("dst", a[self.dst as usize], rot)?;
+        crate::check_eq("tmp", a[self.tmp as usize], if self.tmp_lsh { l } else { r })
+    }
 }
+

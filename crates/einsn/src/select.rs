@@ -14,10 +14,11 @@
 //! ```
 
 use kops_isa::{op, Insn};
-use kops_kinsn::payload::{check_reg, Fields, Packer, Payload};
 use kops_kinsn::{EmitError, Emitted, PayloadError, X86EmitCtx};
 use kops_x86::Cond;
 
+use crate::classes::{assignments, Class};
+use crate::fields::Kind;
 use crate::{id, w, EInsn};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -36,49 +37,36 @@ impl Select {
         p.check()?;
         Ok(p)
     }
-    fn check(&self) -> Result<(), PayloadError> {
-        let n = Self::NAME;
-        check_reg(n, "dst", self.dst, true)?;
-        check_reg(n, "cond", self.cond, false)?;
-        check_reg(n, "a", self.a, false)?;
-        check_reg(n, "b", self.b, false)?;
-        Ok(())
-    }
 }
 
-impl Payload for Select {
-    fn encode(&self) -> Result<u64, PayloadError> {
-        self.check()?;
-        Ok(Packer::default()
-            .put(0, 4, self.dst as u64)
-            .put(4, 4, self.cond as u64)
-            .put(8, 4, self.a as u64)
-            .put(12, 4, self.b as u64)
-            .put(16, 1, self.cond32 as u64)
-            .put(17, 1, self.mov32 as u64)
-            .finish())
-    }
-    fn decode(raw: u64) -> Result<Self, PayloadError> {
-        let mut f = Fields::new(Self::NAME, raw)?;
-        let p = Select {
-            dst: f.uint(0, 4) as u8,
-            cond: f.uint(4, 4) as u8,
-            a: f.uint(8, 4) as u8,
-            b: f.uint(12, 4) as u8,
-            cond32: f.uint(16, 1) != 0,
-            mov32: f.uint(17, 1) != 0,
-        };
-        f.finish()?;
-        p.check()?;
-        Ok(p)
-    }
-}
+crate::payload! { Select {
+    dst: 0, 4, Kind::RegW;
+    cond: 4, 4, Kind::Reg;
+    a: 8, 4, Kind::Reg;
+    b: 12, 4, Kind::Reg;
+    cond32: 16, 1, Kind::Flag;
+    mov32: 17, 1, Kind::Flag;
+} }
 
 impl EInsn for Select {
     const NAME: &'static str = "select64";
     const ID: u32 = id::SELECT64;
     const MAX_PROOF: usize = 4;
     const MAX_X86: usize = 16;
+
+    fn classes() -> Vec<Class<Self>> {
+        let mut v = vec![];
+        for a in assignments(&[true, false, false, false]) {
+            for (c32, m32) in [(false, false), (true, false), (false, true), (true, true)] {
+                let label = format!(
+                    "dst r{} = r{}{} ? r{} : r{}{}",
+                    a[0], a[1], if c32 { " (w)" } else { "" }, a[2], a[3], if m32 { " (mov32)" } else { "" }
+                );
+                v.push(Class::new(label, Select::new(a[0], a[1], a[2], a[3], c32, m32), vec![]));
+            }
+        }
+        Class::collect(v)
+    }
 
     fn proof(&self) -> Vec<Insn> {
         let jcls = if self.cond32 { op::JMP32 } else { op::JMP };
@@ -119,4 +107,15 @@ impl EInsn for Select {
         }
         Ok(Emitted::Native)
     }
+
+    fn writes(&self) -> Vec<u8> {
+        vec![self.dst]
+    }
+    fn meaning(&self, b: &[u64; 11], _: &[u8], _: u64, a: &[u64; 11], _: &[u8]) -> Result<(), String> {
+        let c = b[self.cond as usize];
+        let t = if self.cond32 { c as u32 != 0 } else { c != 0 };
+        let v = if t { b[self.a as usize] } else { b[self.b as usize] };
+        crate::check_eq("dst", a[self.dst as usize], if self.mov32 { v as u32 as u64 } else { v })
+    }
 }
+

@@ -11,10 +11,11 @@
 //! ```
 
 use kops_isa::{op, Insn};
-use kops_kinsn::payload::{check_reg, field_err, Fields, Packer, Payload};
 use kops_kinsn::{EmitError, Emitted, PayloadError, X86EmitCtx};
 use kops_x86::{Cond, Width};
 
+use crate::classes::{assignments, Class};
+use crate::fields::Kind;
 use crate::{id, w, EInsn};
 
 /// The conditional-jump ops select_cmp accepts (`BPF_OP` values).
@@ -73,53 +74,17 @@ impl SelectCmp {
         p.check()?;
         Ok(p)
     }
-    fn check(&self) -> Result<(), PayloadError> {
-        let n = Self::NAME;
-        check_reg(n, "dst", self.dst, true)?;
-        check_reg(n, "lhs", self.lhs, false)?;
-        check_reg(n, "rhs", self.rhs, false)?;
-        check_reg(n, "src", self.src, false)?;
-        if !CMP_OPS.contains(&self.cmp) {
-            return Err(field_err(
-                n,
-                "cmp",
-                self.cmp as i64,
-                "a conditional jump op: JEQ, JNE, JGT, JGE, JLT, JLE, JSGT, JSGE, JSLT, JSLE or JSET",
-            ));
-        }
-        Ok(())
-    }
 }
 
-impl Payload for SelectCmp {
-    fn encode(&self) -> Result<u64, PayloadError> {
-        self.check()?;
-        Ok(Packer::default()
-            .put(0, 4, self.dst as u64)
-            .put(4, 4, self.lhs as u64)
-            .put(8, 4, self.rhs as u64)
-            .put(12, 4, self.src as u64)
-            .put(16, 4, (self.cmp >> 4) as u64)
-            .put(20, 1, self.jmp32 as u64)
-            .put(21, 1, self.mov32 as u64)
-            .finish())
-    }
-    fn decode(raw: u64) -> Result<Self, PayloadError> {
-        let mut f = Fields::new(Self::NAME, raw)?;
-        let p = SelectCmp {
-            dst: f.uint(0, 4) as u8,
-            lhs: f.uint(4, 4) as u8,
-            rhs: f.uint(8, 4) as u8,
-            src: f.uint(12, 4) as u8,
-            cmp: (f.uint(16, 4) as u8) << 4,
-            jmp32: f.uint(20, 1) != 0,
-            mov32: f.uint(21, 1) != 0,
-        };
-        f.finish()?;
-        p.check()?;
-        Ok(p)
-    }
-}
+crate::payload! { SelectCmp {
+    dst: 0, 4, Kind::RegW;
+    lhs: 4, 4, Kind::Reg;
+    rhs: 8, 4, Kind::Reg;
+    src: 12, 4, Kind::Reg;
+    cmp: 16, 4, Kind::OneOf(4, &CMP_OPS);
+    jmp32: 20, 1, Kind::Flag;
+    mov32: 21, 1, Kind::Flag;
+} }
 
 impl EInsn for SelectCmp {
     const NAME: &'static str = "select_cmp";
@@ -127,6 +92,21 @@ impl EInsn for SelectCmp {
     const MAX_PROOF: usize = 2;
     // cmp (4) + mov r11d (3) + cmov (4)
     const MAX_X86: usize = 16;
+
+    fn classes() -> Vec<Class<Self>> {
+        let mut v = vec![];
+        // roles: dst, lhs, rhs, src
+        for a in assignments(&[true, false, false, false]) {
+            for cmp in CMP_OPS {
+                for (j32, m32) in [(false, false), (true, false), (false, true), (true, true)] {
+                    let (c, m) = (if j32 { "w" } else { "r" }, if m32 { " (mov32)" } else { "" });
+                    let label = format!("r{} = ({c}{} op {cmp:#x} {c}{}) ? r{} : r{}{m}", a[0], a[1], a[2], a[0], a[3]);
+                    v.push(Class::new(label, SelectCmp::new(a[0], a[1], a[2], cmp, j32, a[3], m32), vec![]));
+                }
+            }
+        }
+        Class::collect(v)
+    }
 
     fn proof(&self) -> Vec<Insn> {
         let jcls = if self.jmp32 { op::JMP32 } else { op::JMP };
@@ -170,12 +150,40 @@ impl EInsn for SelectCmp {
         ctx.asm.cmov(cc, Width::W64, d, t);
         Ok(Emitted::Native)
     }
+
+    fn writes(&self) -> Vec<u8> {
+        vec![self.dst]
+    }
+    fn meaning(&self, b: &[u64; 11], _: &[u8], _: u64, a: &[u64; 11], _: &[u8]) -> Result<(), String> {
+        use kops_isa::op;
+        let (l, r) = (b[self.lhs as usize], b[self.rhs as usize]);
+        let (l, r) = if self.jmp32 { (l as u32 as u64, r as u32 as u64) } else { (l, r) };
+        // Signed views at the compared width.
+        let (sl, sr) = if self.jmp32 { (l as u32 as i32 as i64, r as u32 as i32 as i64) } else { (l as i64, r as i64) };
+        let taken = match self.cmp {
+            op::JEQ => l == r,
+            op::JNE => l != r,
+            op::JGT => l > r,
+            op::JGE => l >= r,
+            op::JLT => l < r,
+            op::JLE => l <= r,
+            op::JSGT => sl > sr,
+            op::JSGE => sl >= sr,
+            op::JSLT => sl < sr,
+            op::JSLE => sl <= sr,
+            op::JSET => l & r != 0,
+            c => return Err(format!("unknown cmp {c:#x}")),
+        };
+        let s = b[self.src as usize];
+        let want = if taken { b[self.dst as usize] } else if self.mov32 { s as u32 as u64 } else { s };
+        crate::check_eq("dst", a[self.dst as usize], want)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kops_kinsn::KinsnOp;
+    use kops_kinsn::payload::Payload;
 
     #[test]
     fn payload_bits_by_hand() {

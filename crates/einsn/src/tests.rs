@@ -8,9 +8,10 @@ use kops_kinsn::{validate_proof, KinsnOp, PayloadError};
 use crate::*;
 
 #[test]
-fn registry_has_every_op_with_distinct_ids() {
+fn registry_keeps_the_stable_ids() {
+    // Ids are part of the transport format: an op keeps its id for ever (new ops take new
+    // ones; `Registry::register` rejects a duplicate id or name).
     let r = registry();
-    assert_eq!(r.len(), 14);
     for (name, id) in [
         ("rotate64", 1),
         ("rotate32", 2),

@@ -50,234 +50,14 @@ fn random_map(rng: &mut StdRng) -> ([Reg; 11], Reg) {
     (m, regs[11])
 }
 
-/// The op-specific parts of a differential check.
-trait Oracle: EInsn {
-    /// Make pointer registers point into the test buffer at `base`.
-    fn setup(&self, _rng: &mut StdRng, _r: &mut [u64; 11], _base: u64) {}
-    /// Registers the proof may write.
-    fn writes(&self) -> Vec<u8>;
-    /// The op's meaning, stated directly: check the interpreted result.
-    fn spec(&self, before: &[u64; 11], mb: &[u8], base: u64, after: &[u64; 11], ma: &[u8]) -> Result<(), String>;
-    /// Does the emit need a feature missing from `f` (so fallback is expected)?
-    fn needs_missing(&self, _f: CpuFeatures) -> bool {
-        false
-    }
-}
-
-fn eq(what: &str, got: u64, want: u64) -> Result<(), String> {
-    if got != want {
-        return Err(format!("{what}: proof gives {got:#x}, meaning says {want:#x}"));
-    }
-    Ok(())
-}
-
-impl<const W: u8> Oracle for Rotate<W> {
-    fn writes(&self) -> Vec<u8> {
-        vec![self.dst, self.tmp]
-    }
-    fn spec(&self, b: &[u64; 11], _: &[u8], _: u64, a: &[u64; 11], _: &[u8]) -> Result<(), String> {
-        let s = b[self.src as usize];
-        let k = self.k as u32;
-        let (rot, l, r) = if W == 64 {
-            (s.rotate_left(k), s << k, s >> (64 - k))
-        } else {
-            let s = s as u32;
-            (s.rotate_left(k) as u64, (s << k) as u64, (s >> (32 - k)) as u64)
-        };
-        eq("dst", a[self.dst as usize], rot)?;
-        eq("tmp", a[self.tmp as usize], if self.tmp_lsh { l } else { r })
-    }
-}
-
-impl Oracle for Select {
-    fn writes(&self) -> Vec<u8> {
-        vec![self.dst]
-    }
-    fn spec(&self, b: &[u64; 11], _: &[u8], _: u64, a: &[u64; 11], _: &[u8]) -> Result<(), String> {
-        let c = b[self.cond as usize];
-        let t = if self.cond32 { c as u32 != 0 } else { c != 0 };
-        let v = if t { b[self.a as usize] } else { b[self.b as usize] };
-        eq("dst", a[self.dst as usize], if self.mov32 { v as u32 as u64 } else { v })
-    }
-}
-
-impl Oracle for SelectCmp {
-    fn writes(&self) -> Vec<u8> {
-        vec![self.dst]
-    }
-    fn spec(&self, b: &[u64; 11], _: &[u8], _: u64, a: &[u64; 11], _: &[u8]) -> Result<(), String> {
-        use kops_isa::op;
-        let (l, r) = (b[self.lhs as usize], b[self.rhs as usize]);
-        let (l, r) = if self.jmp32 { (l as u32 as u64, r as u32 as u64) } else { (l, r) };
-        // Signed views at the compared width.
-        let (sl, sr) = if self.jmp32 { (l as u32 as i32 as i64, r as u32 as i32 as i64) } else { (l as i64, r as i64) };
-        let taken = match self.cmp {
-            op::JEQ => l == r,
-            op::JNE => l != r,
-            op::JGT => l > r,
-            op::JGE => l >= r,
-            op::JLT => l < r,
-            op::JLE => l <= r,
-            op::JSGT => sl > sr,
-            op::JSGE => sl >= sr,
-            op::JSLT => sl < sr,
-            op::JSLE => sl <= sr,
-            op::JSET => l & r != 0,
-            c => return Err(format!("unknown cmp {c:#x}")),
-        };
-        let s = b[self.src as usize];
-        let want = if taken { b[self.dst as usize] } else if self.mov32 { s as u32 as u64 } else { s };
-        eq("dst", a[self.dst as usize], want)
-    }
-}
-
-impl Oracle for Extract {
-    fn writes(&self) -> Vec<u8> {
-        vec![self.dst]
-    }
-    fn spec(&self, b: &[u64; 11], _: &[u8], _: u64, a: &[u64; 11], _: &[u8]) -> Result<(), String> {
-        eq("dst", a[self.dst as usize], (b[self.src as usize] >> self.start) & ((1u64 << self.len) - 1))
-    }
-}
-
-impl<const B: u8> Oracle for EndianLoad<B> {
-    fn setup(&self, rng: &mut StdRng, r: &mut [u64; 11], base: u64) {
-        let pos = rng.gen_range(0..=(BUF - B as usize)) as u64;
-        r[self.base as usize] = base.wrapping_add(pos).wrapping_sub(self.off as i64 as u64);
-    }
-    fn writes(&self) -> Vec<u8> {
-        vec![self.dst]
-    }
-    fn spec(&self, b: &[u64; 11], mb: &[u8], base: u64, a: &[u64; 11], _: &[u8]) -> Result<(), String> {
-        let o = (b[self.base as usize].wrapping_add(self.off as i64 as u64) - base) as usize;
-        let mut x = [0u8; 8];
-        x[..B as usize].copy_from_slice(&mb[o..o + B as usize]);
-        let v = u64::from_le_bytes(x);
-        let want = match B {
-            2 => (v as u16).swap_bytes() as u64,
-            4 => (v as u32).swap_bytes() as u64,
-            _ => v.swap_bytes(),
-        };
-        eq("dst", a[self.dst as usize], want)
-    }
-    fn needs_missing(&self, _: CpuFeatures) -> bool {
-        false
-    }
-}
-
-impl Oracle for Popcount64 {
-    fn writes(&self) -> Vec<u8> {
-        vec![self.dst, self.t1, self.t2]
-    }
-    fn spec(&self, b: &[u64; 11], _: &[u8], _: u64, a: &[u64; 11], _: &[u8]) -> Result<(), String> {
-        eq("dst", a[self.dst as usize], b[self.src as usize].count_ones() as u64)?;
-        eq("t1", a[self.t1 as usize], 0x0f0f_0f0f_0f0f_0f0f)?;
-        eq("t2", a[self.t2 as usize], 0x0101_0101_0101_0101)
-    }
-    fn needs_missing(&self, f: CpuFeatures) -> bool {
-        !f.has(kops_x86::Feature::Popcnt)
-    }
-}
-
-impl Oracle for Popcount32 {
-    fn writes(&self) -> Vec<u8> {
-        vec![self.dst, self.tmp]
-    }
-    fn spec(&self, b: &[u64; 11], _: &[u8], _: u64, a: &[u64; 11], _: &[u8]) -> Result<(), String> {
-        eq("dst", a[self.dst as usize], (b[self.src as usize] as u32).count_ones() as u64)?;
-        eq("tmp", a[self.tmp as usize], 0x0101_0101)
-    }
-    fn needs_missing(&self, f: CpuFeatures) -> bool {
-        !f.has(kops_x86::Feature::Popcnt)
-    }
-}
-
-impl Oracle for Memcpy {
-    fn setup(&self, rng: &mut StdRng, r: &mut [u64; 11], base: u64) {
-        let len = self.bytes() as i64;
-        let room = BUF as i64 - len;
-        let (doff, soff) = (self.dst_off as i64, self.src_off as i64);
-        if self.dst == self.src {
-            let lo = (-doff).max(-soff);
-            let hi = (room - doff).min(room - soff);
-            let x = rng.gen_range(lo..=hi);
-            r[self.dst as usize] = base.wrapping_add(x as u64);
-        } else {
-            let pd = rng.gen_range(0..=room);
-            // Overlapping regions half of the time.
-            let ps = if rng.gen_bool(0.5) { (pd + rng.gen_range(-len - 2..=len + 2)).clamp(0, room) } else { rng.gen_range(0..=room) };
-            r[self.dst as usize] = base.wrapping_add((pd - doff) as u64);
-            r[self.src as usize] = base.wrapping_add((ps - soff) as u64);
-        }
-    }
-    fn writes(&self) -> Vec<u8> {
-        vec![self.tmp]
-    }
-    fn spec(&self, b: &[u64; 11], mb: &[u8], base: u64, _: &[u64; 11], ma: &[u8]) -> Result<(), String> {
-        let len = self.bytes();
-        let d = (b[self.dst as usize].wrapping_add(self.dst_off as i64 as u64) - base) as usize;
-        let s = (b[self.src as usize].wrapping_add(self.src_off as i64 as u64) - base) as usize;
-        let mut want = mb.to_vec();
-        if d + len <= s || s + len <= d {
-            want[d..d + len].copy_from_slice(&mb[s..s + len]);
-            if want != ma {
-                return Err("memcpy of disjoint regions is not a plain copy".into());
-            }
-        } else {
-            // Overlap: only bytes outside the destination are known to stay.
-            if ma[..d] != mb[..d] || ma[d + len..] != mb[d + len..] {
-                return Err("memcpy wrote outside its destination".into());
-            }
-        }
-        Ok(())
-    }
-}
-
-impl Oracle for Memset {
-    fn setup(&self, rng: &mut StdRng, r: &mut [u64; 11], base: u64) {
-        let pos = rng.gen_range(0..=(BUF - self.bytes())) as u64;
-        r[self.base as usize] = base.wrapping_add(pos).wrapping_sub(self.off as i64 as u64);
-    }
-    fn writes(&self) -> Vec<u8> {
-        vec![]
-    }
-    fn spec(&self, b: &[u64; 11], mb: &[u8], base: u64, _: &[u64; 11], ma: &[u8]) -> Result<(), String> {
-        let d = (b[self.base as usize].wrapping_add(self.off as i64 as u64) - base) as usize;
-        let mut want = mb.to_vec();
-        want[d..d + self.bytes()].fill(self.value);
-        if want != ma {
-            return Err("memset result differs from a plain fill".into());
-        }
-        Ok(())
-    }
-}
-
-impl Oracle for Prefetch {
-    fn setup(&self, rng: &mut StdRng, r: &mut [u64; 11], base: u64) {
-        if rng.gen_bool(0.5) {
-            r[self.base as usize] = base.wrapping_add(rng.gen_range(0..BUF as u64));
-        }
-    }
-    fn writes(&self) -> Vec<u8> {
-        vec![]
-    }
-    fn spec(&self, _: &[u64; 11], mb: &[u8], _: u64, _: &[u64; 11], ma: &[u8]) -> Result<(), String> {
-        (mb == ma).then_some(()).ok_or_else(|| "prefetch changed memory".into())
-    }
-}
-
-impl Oracle for SpecBarrier {
-    fn writes(&self) -> Vec<u8> {
-        vec![]
-    }
-    fn spec(&self, _: &[u64; 11], mb: &[u8], _: u64, _: &[u64; 11], ma: &[u8]) -> Result<(), String> {
-        (mb == ma).then_some(()).ok_or_else(|| "barrier changed memory".into())
-    }
+/// Does the emit need a feature missing from `f` (so fallback is expected)?
+fn needs_missing<P: EInsn>(p: &P, f: CpuFeatures) -> bool {
+    p.x86_features().iter().any(|n| !f.has(kops_x86::Feature::from_name(n).expect("known feature")))
 }
 
 /// Run `states` random states of one class with the given native code (None: fallback).
 #[allow(clippy::too_many_arguments)]
-fn run_class<P: Oracle>(
+fn run_class<P: EInsn>(
     p: &P,
     code: Option<&[u8]>,
     map: &[Reg; 11],
@@ -299,11 +79,11 @@ fn run_class<P: Oracle>(
         for r in regs.iter_mut() {
             *r = rand_val(rng);
         }
-        p.setup(rng, &mut regs, base);
+        p.place(&mut |lo, hi| rng.gen_range(lo..=hi), &mut regs, base, BUF);
         let mut im = Memory { base, bytes: mem.clone() };
         let mut ir = regs;
         eval(&proof, &mut ir, &mut im)?;
-        p.spec(&regs, &mem, base, &ir, &im.bytes).map_err(|e| format!("proof vs meaning: {e} (regs {regs:#x?})"))?;
+        p.meaning(&regs, &mem, base, &ir, &im.bytes).map_err(|e| format!("proof vs meaning: {e} (regs {regs:#x?})"))?;
         for r in 0..11u8 {
             if !writes.contains(&r) && ir[r as usize] != regs[r as usize] {
                 return Err(format!("proof wrote r{r}, which the op does not declare"));
@@ -347,7 +127,7 @@ fn run_class<P: Oracle>(
     Ok(states)
 }
 
-fn check_op<P: Oracle>(classes: &[P], states: usize, seed: u64) -> Stats {
+fn check_op<P: EInsn>(classes: &[P], states: usize, seed: u64) -> Stats {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut page = ExecPage::new(4096);
     let op = Op::<P>::new();
@@ -366,10 +146,10 @@ fn check_op<P: Oracle>(classes: &[P], states: usize, seed: u64) -> Stats {
         // Emits are pure: a second call gives the same bytes.
         assert_eq!(emit_x86_checked(&op, raw, features, dead, &map, scratch).unwrap(), code);
         if code.is_none() {
-            assert!(p.needs_missing(features), "{p:?}: unexpected fallback with {features}");
+            assert!(needs_missing(p, features), "{p:?}: unexpected fallback with {features}");
             st.fallbacks += 1;
         } else {
-            assert!(!p.needs_missing(features), "{p:?}: native code without a needed feature");
+            assert!(!needs_missing(p, features), "{p:?}: native code without a needed feature");
         }
         let n = run_class(p, code.as_deref(), &map, scratch, dead, states, &mut rng, &mut page)
             .unwrap_or_else(|e| panic!("{} {p:?}: {e}", P::NAME));
@@ -381,214 +161,37 @@ fn check_op<P: Oracle>(classes: &[P], states: usize, seed: u64) -> Stats {
     st
 }
 
-// ---------------------------------------------------------------------------------------
-// Payload classes.
-
-fn reg(rng: &mut StdRng, readable: bool) -> u8 {
-    rng.gen_range(0..if readable { 11 } else { 10 })
-}
-
-fn rotate_classes<const W: u8>(rng: &mut StdRng, per: usize) -> Vec<Rotate<W>> {
-    let mut v = vec![];
-    for k in 1..W {
-        for lsh in [false, true] {
-            for pattern in 0..3 {
-                for _ in 0..per {
-                    let d = reg(rng, false);
-                    let t = loop {
-                        let t = reg(rng, false);
-                        if t != d {
-                            break t;
-                        }
-                    };
-                    let s = match pattern {
-                        0 => d,
-                        1 => t,
-                        _ => reg(rng, true),
-                    };
-                    v.push(Rotate::new(d, s, t, k, lsh).unwrap());
-                }
-            }
+/// Run every op over its payload classes (`EInsn::classes`, what `kops prove` proves), with
+/// at least `states` states per class and at least `min_states` native states per op.
+fn run_all(states: usize, min_states: usize) {
+    struct Run {
+        states: usize,
+        min_states: usize,
+        rng: StdRng,
+        report: Vec<String>,
+    }
+    impl OpVisitor for Run {
+        fn visit<P: EInsn>(&mut self) {
+            let c: Vec<P> = P::classes().into_iter().map(|c| c.payload).collect();
+            // Half of the classes run with no CPU features: those fall back where the op
+            // needs one.
+            let share = if c.iter().any(|p| needs_missing(p, CpuFeatures::NONE)) { 2 } else { 1 };
+            let per_class = self.states.max((self.min_states * share).div_ceil(c.len()));
+            let s = check_op(&c, per_class, self.rng.gen());
+            self.report.push(format!(
+                "{:14} {:6} classes {:8} native states {:4} fallback classes",
+                P::NAME,
+                s.classes,
+                s.states,
+                s.fallbacks
+            ));
+            assert_eq!(s.classes, c.len());
+            assert!(s.states >= self.min_states, "{}: only {} states", P::NAME, s.states);
         }
     }
-    // Every register triple once.
-    for d in 0..10 {
-        for s in 0..11 {
-            for t in (0..10).filter(|&t| t != d) {
-                if rng.gen_range(0..(per.max(1) * 4)) == 0 || per > 4 {
-                    v.push(Rotate::new(d, s, t, rng.gen_range(1..W), rng.gen()).unwrap());
-                }
-            }
-        }
-    }
-    v
-}
-
-fn select_classes(rng: &mut StdRng, per: usize) -> Vec<Select> {
-    let mut v = vec![];
-    // Every aliasing pattern of (dst, cond, a, b): a set partition of the four roles.
-    for d in 0..10u8 {
-        for c in 0..11u8 {
-            for a in 0..11u8 {
-                for b in 0..11u8 {
-                    // Keep all patterns on registers 0..3 plus a random sample elsewhere.
-                    if (d < 4 && c < 4 && a < 4 && b < 4) || rng.gen_range(0..100) < per {
-                        v.push(Select::new(d, c, a, b, rng.gen(), rng.gen()).unwrap());
-                    }
-                }
-            }
-        }
-    }
-    v
-}
-
-fn extract_classes(rng: &mut StdRng, per: usize) -> Vec<Extract> {
-    let mut v = vec![];
-    for start in 0..64u8 {
-        for len in 1..=32u8 {
-            if start + len > 64 {
-                continue;
-            }
-            for _ in 0..per {
-                let d = reg(rng, false);
-                let s = if rng.gen() { d } else { reg(rng, true) };
-                v.push(Extract::new(d, s, start, len).unwrap());
-            }
-        }
-    }
-    v
-}
-
-fn endian_classes<const B: u8>(rng: &mut StdRng, per: usize) -> Vec<EndianLoad<B>> {
-    let mut v = vec![];
-    for d in 0..10 {
-        for b in 0..11 {
-            for _ in 0..per {
-                let off = match rng.gen_range(0..3) {
-                    0 => 0,
-                    1 => rng.gen_range(-128..128),
-                    _ => rng.gen_range(-1500..1500),
-                };
-                v.push(EndianLoad::new(d, b, off).unwrap());
-            }
-        }
-    }
-    v
-}
-
-fn popcount64_classes(rng: &mut StdRng, per: usize) -> Vec<Popcount64> {
-    let mut v = vec![];
-    for d in 0..10 {
-        for s in 0..11 {
-            for _ in 0..per {
-                let mut others: Vec<u8> = (0..10).filter(|&r| r != d).collect();
-                others.shuffle(rng);
-                let (mut t1, mut t2) = (others[0], others[1]);
-                // src aliasing each temporary.
-                if s != d && s < 10 && rng.gen() {
-                    if rng.gen() {
-                        t1 = s;
-                        if t2 == s {
-                            t2 = others[2];
-                        }
-                    } else {
-                        t2 = s;
-                        if t1 == s {
-                            t1 = others[2];
-                        }
-                    }
-                }
-                v.push(Popcount64::new(d, s, t1, t2).unwrap());
-            }
-        }
-    }
-    v
-}
-
-fn popcount32_classes(rng: &mut StdRng, per: usize) -> Vec<Popcount32> {
-    let mut v = vec![];
-    for d in 0..10 {
-        for s in 0..11 {
-            for t in (0..10).filter(|&t| t != d) {
-                if rng.gen_range(0..9) < per {
-                    v.push(Popcount32::new(d, s, t).unwrap());
-                }
-            }
-        }
-    }
-    v
-}
-
-fn memcpy_classes(rng: &mut StdRng, per: usize) -> Vec<Memcpy> {
-    let mut v = vec![];
-    for w in [1u8, 2, 4, 8] {
-        for count in 1..=(128 / w as usize).min(32) as u8 {
-            for desc in [false, true] {
-                for _ in 0..per {
-                    let d = reg(rng, true);
-                    let s = if rng.gen_bool(0.3) { d } else { reg(rng, true) };
-                    let t = loop {
-                        let t = reg(rng, false);
-                        if t != d && t != s {
-                            break t;
-                        }
-                    };
-                    let doff = rng.gen_range(-300i16..300);
-                    let soff = if d == s { doff + rng.gen_range(-200i16..200) } else { rng.gen_range(-300i16..300) };
-                    v.push(Memcpy::new(d, doff, s, soff, t, w, count, desc).unwrap());
-                }
-            }
-        }
-    }
-    v
-}
-
-fn memset_classes(rng: &mut StdRng, per: usize) -> Vec<Memset> {
-    let mut v = vec![];
-    for w in [1u8, 2, 4, 8] {
-        for count in 1..=(128 / w as usize).min(64) as u8 {
-            for _ in 0..per {
-                let value = if w == 8 { [0, 0xff][rng.gen_range(0..2)] } else { rng.gen() };
-                v.push(Memset::new(reg(rng, true), rng.gen_range(-500..500), w, count, value).unwrap());
-            }
-        }
-    }
-    v
-}
-
-fn misc_classes(rng: &mut StdRng) -> (Vec<Prefetch>, Vec<SpecBarrier>) {
-    ((0..11).map(|b| Prefetch::new(b, rng.gen()).unwrap()).collect(), vec![SpecBarrier; 4])
-}
-
-/// Run every op with at least `states` states per class and at least `min_states` native
-/// states per op in total.
-fn run_all(per: usize, states: usize, min_states: usize) {
-    let mut rng = StdRng::seed_from_u64(0x4b0b5);
-    let mut report = vec![];
-    macro_rules! op {
-        // `native_share`: 2 when half of the classes (features masked) fall back.
-        ($name:expr, $classes:expr, $native_share:expr) => {{
-            let c = $classes;
-            let per_class = states.max((min_states * $native_share).div_ceil(c.len()));
-            let s = check_op(&c, per_class, rng.gen());
-            report.push(format!("{:14} {:6} classes {:8} native states {:4} fallback classes", $name, s.classes, s.states, s.fallbacks));
-            assert!(s.states >= min_states, "{}: only {} states", $name, s.states);
-        }};
-    }
-    op!("rotate64", rotate_classes::<64>(&mut rng, per), 1);
-    op!("rotate32", rotate_classes::<32>(&mut rng, per), 1);
-    op!("select64", select_classes(&mut rng, per), 1);
-    op!("extract64", extract_classes(&mut rng, per), 1);
-    op!("endian_load16", endian_classes::<2>(&mut rng, per), 1);
-    op!("endian_load32", endian_classes::<4>(&mut rng, per), 1);
-    op!("endian_load64", endian_classes::<8>(&mut rng, per), 1);
-    op!("popcount64", popcount64_classes(&mut rng, per), 2);
-    op!("popcount32", popcount32_classes(&mut rng, per), 2);
-    op!("memcpy", memcpy_classes(&mut rng, per), 1);
-    op!("memset", memset_classes(&mut rng, per), 1);
-    let (pf, sb) = misc_classes(&mut rng);
-    op!("prefetch", pf, 1);
-    op!("spec_barrier", sb, 1);
+    let mut run = Run { states, min_states, rng: StdRng::seed_from_u64(0x4b0b5), report: vec![] };
+    visit_ops(&mut run);
+    let report = run.report;
     for l in report {
         eprintln!("{l}");
     }
@@ -596,13 +199,13 @@ fn run_all(per: usize, states: usize, min_states: usize) {
 
 #[test]
 fn native_matches_proof_quick() {
-    run_all(1, 4, 2_000);
+    run_all(1, 2_000);
 }
 
 /// At least 100,000 states per op (about 9 s in release, which is how CI runs the suite).
 #[test]
 fn native_matches_proof_full() {
-    run_all(3, 120, 100_000);
+    run_all(4, 100_000);
 }
 
 /// The harness must catch wrong emits: run each planted bug's bytes against the right
@@ -669,31 +272,4 @@ fn harness_detects_planted_bugs() {
     let mut bad = good[..good.len() - 2].to_vec();
     bad.extend([0x48, 0x83, 0xC4, 0x08, 0x5F]);
     expect_fail("memset rcx", run_class(&p, Some(&bad), &LINUX_MAP, LINUX_SCRATCH, none, 20, &mut rng, &mut page));
-}
-
-/// Every class of `payload_classes(Patterns)` (what the prover enumerates) runs natively.
-#[test]
-fn pattern_classes_run_natively() {
-    fn go<P: Oracle>(states: usize) -> usize {
-        let classes: Vec<P> = payload_classes(P::ID, Coverage::Patterns).into_iter().map(|raw| P::decode(raw).unwrap()).collect();
-        let s = check_op(&classes, states, P::ID as u64);
-        assert_eq!(s.classes, classes.len());
-        s.states
-    }
-    let mut total = 0;
-    total += go::<Rotate64>(2);
-    total += go::<Rotate32>(2);
-    total += go::<Select>(20);
-    total += go::<Extract>(2);
-    total += go::<EndianLoad16>(20);
-    total += go::<EndianLoad32>(20);
-    total += go::<EndianLoad64>(20);
-    total += go::<Popcount64>(20);
-    total += go::<Popcount32>(20);
-    total += go::<Memcpy>(1);
-    total += go::<Memset>(2);
-    total += go::<Prefetch>(20);
-    total += go::<SpecBarrier>(20);
-    total += go::<SelectCmp>(8);
-    eprintln!("{total} native states over the pattern classes");
 }

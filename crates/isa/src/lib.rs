@@ -114,6 +114,18 @@ impl Insn {
     pub fn is_pseudo_call(&self) -> bool {
         self.is_call() && self.src == op::PSEUDO_CALL
     }
+    /// The payload-carrying first slot of a kinsn site (`ALU64|MOV|K`, `src_reg = 3`).
+    pub fn is_kinsn_sidecar(&self) -> bool {
+        self.code == op::ALU64 | op::MOV | op::K && self.src == op::PSEUDO_KINSN_SIDECAR
+    }
+    /// The call slot of a kinsn site (`JMP|CALL`, `src_reg = 4`, `imm` = op id).
+    pub fn is_kinsn_call(&self) -> bool {
+        self.code == op::JMP | op::CALL && self.src == op::PSEUDO_KINSN_CALL
+    }
+    /// The 52-bit payload a sidecar slot carries: dst (4 bits), off (16), imm (32).
+    pub fn kinsn_payload(&self) -> u64 {
+        (self.dst as u64 & 0xf) | ((self.off as u16 as u64) << 4) | ((self.imm as u32 as u64) << 20)
+    }
     /// Any jump that has a pc-relative target (not call/exit), including `ja`/`gotol`.
     pub fn is_jump(&self) -> bool {
         let c = self.class();

@@ -144,7 +144,7 @@ fn join_state(a: &State, b: &State) -> State {
 
 /// `insns[start..end]` is one function; `second[i]` marks the data slot of an ld_imm64.
 pub fn stack_depth(insns: &[Insn], start: usize, end: usize, second: &[bool], verified: bool) -> u32 {
-    let uses_fp = (start..end).any(|i| !second[i] && (insns[i].dst == op::FP || insns[i].src == op::FP) && !is_sidecar(&insns[i]));
+    let uses_fp = (start..end).any(|i| !second[i] && (insns[i].dst == op::FP || insns[i].src == op::FP) && !insns[i].is_kinsn_sidecar());
     if !uses_fp {
         return 0;
     }
@@ -153,15 +153,11 @@ pub fn stack_depth(insns: &[Insn], start: usize, end: usize, second: &[bool], ve
 
 /// Like [`stack_depth`], or why the analysis fell back to the full stack.
 pub fn explain(insns: &[Insn], start: usize, end: usize, second: &[bool], verified: bool) -> Result<u32, Bail> {
-    let uses_fp = (start..end).any(|i| !second[i] && (insns[i].dst == op::FP || insns[i].src == op::FP) && !is_sidecar(&insns[i]));
+    let uses_fp = (start..end).any(|i| !second[i] && (insns[i].dst == op::FP || insns[i].src == op::FP) && !insns[i].is_kinsn_sidecar());
     if !uses_fp {
         return Ok(0);
     }
     analyze(insns, start, end, second, verified).map(|d| (d.min(MAX_STACK as i64) as u32).div_ceil(8) * 8)
-}
-
-fn is_sidecar(i: &Insn) -> bool {
-    i.code == op::ALU64 | op::MOV | op::K && i.src == op::PSEUDO_KINSN_SIDECAR
 }
 
 fn touch(c: i64, depth: &mut i64) -> Result<(), Bail> {
@@ -213,7 +209,7 @@ fn analyze(insns: &[Insn], start: usize, end: usize, second: &[bool], verified: 
         let i = insns[pc];
         let mut succ: Vec<usize> = Vec::new();
         match i.class() {
-            op::ALU | op::ALU64 if !is_sidecar(&i) => {
+            op::ALU | op::ALU64 if !i.is_kinsn_sidecar() => {
                 let is64 = i.class() == op::ALU64;
                 let d = val(&s, i.dst);
                 let src = if i.source() == op::X { val(&s, i.src) } else { V::Scalar };

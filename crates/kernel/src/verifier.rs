@@ -37,7 +37,7 @@ pub struct KernelForm {
 /// The kernel knows nothing of sites: lower them with `registry`. A malformed site (or
 /// sites without a registry) is an error naming its slot.
 pub fn kernel_form(p: &Program, registry: Option<&kops_kinsn::Registry>) -> Result<KernelForm, String> {
-    let first = p.insns.iter().position(|i| kops_kinsn::transport::is_sidecar(i) || kops_kinsn::transport::is_kinsn_call(i));
+    let first = p.insns.iter().position(|i| i.is_kinsn_sidecar() || i.is_kinsn_call());
     let Some(first) = first else {
         return Ok(KernelForm { prog: p.clone(), lowered: None });
     };

@@ -88,6 +88,21 @@ pub trait KinsnOp: Send + Sync + 'static {
         let _ = ctx;
         Ok(Emitted::Fallback("no native x86-64 form"))
     }
+    /// Representative payloads that together cover every way the native emits depend on
+    /// the payload: what `kops prove` proves and the differential tests run.
+    fn classes(&self) -> Vec<PayloadClass> {
+        Vec::new()
+    }
+}
+
+/// One payload class of an op (see [`KinsnOp::classes`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayloadClass {
+    pub label: String,
+    pub payload: u64,
+    /// Registers the proof sequence uses as temporaries (proven both live and dead after
+    /// the site).
+    pub temps: Vec<u8>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -112,9 +112,9 @@ pub fn proof_effects(proof: &[Insn]) -> Effects {
 /// conservative default).
 pub fn effects_fn(registry: &Registry) -> impl Fn(usize, &Insn, &Insn) -> Option<Effects> + '_ {
     move |_pc, sidecar, call| {
-        if !crate::transport::is_sidecar(sidecar) || !crate::transport::is_kinsn_call(call) {
+        if !sidecar.is_kinsn_sidecar() || !call.is_kinsn_call() {
             return None;
         }
-        site_effects(registry, call.imm as u32, crate::transport::sidecar_payload(sidecar))
+        site_effects(registry, call.imm as u32, sidecar.kinsn_payload())
     }
 }

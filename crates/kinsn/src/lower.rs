@@ -12,7 +12,7 @@
 use kops_isa::{op, Insn};
 use kops_object::{FuncInfo, LineInfo, Program, Subprog};
 
-use crate::transport::{encode_site, find_sites, is_kinsn_call, SiteError};
+use crate::transport::{encode_site, find_sites, SiteError};
 use crate::validate::validate_proof;
 use crate::Registry;
 
@@ -385,7 +385,7 @@ pub fn restore(l: &Lowered) -> Result<Restored, LowerError> {
                 ni = retarget(i, p, pos[p], pos[t as usize])?;
             }
         }
-        if is_kinsn_call(i) {
+        if i.is_kinsn_call() {
             return Err(LowerError::Restore { pc: p, msg: "kinsn call outside a recorded region".into() });
         }
         out.push(ni);

@@ -51,16 +51,6 @@ pub enum SiteError {
     PayloadTooWide { payload: u64 },
 }
 
-/// Is this slot a sidecar (`ALU64|MOV|K`, `src_reg = 3`)?
-pub fn is_sidecar(i: &Insn) -> bool {
-    i.code == op::ALU64 | op::MOV | op::K && i.src == op::PSEUDO_KINSN_SIDECAR
-}
-
-/// Is this slot a kinsn call (`JMP|CALL`, `src_reg = 4`)?
-pub fn is_kinsn_call(i: &Insn) -> bool {
-    i.code == op::JMP | op::CALL && i.src == op::PSEUDO_KINSN_CALL
-}
-
 /// The two slots of a site.
 pub fn encode_site(op_id: u32, payload: u64) -> Result<[Insn; 2], SiteError> {
     if payload > MAX_PAYLOAD {
@@ -77,22 +67,17 @@ pub fn encode_site(op_id: u32, payload: u64) -> Result<[Insn; 2], SiteError> {
     Ok([sidecar, call])
 }
 
-/// Payload carried by a sidecar slot.
-pub fn sidecar_payload(i: &Insn) -> u64 {
-    (i.dst as u64 & 0xf) | ((i.off as u16 as u64) << 4) | ((i.imm as u32 as u64) << 20)
-}
-
 /// Decode the site whose sidecar is at `pc`.
 pub fn decode_site(insns: &[Insn], pc: usize) -> Result<Site, SiteError> {
     let side = insns.get(pc).ok_or(SiteError::SidecarWithoutCall { pc })?;
-    if !is_sidecar(side) {
+    if !side.is_kinsn_sidecar() {
         return match insns.get(pc + 1) {
-            Some(c) if is_kinsn_call(c) => Err(SiteError::CallWithoutSidecar { pc: pc + 1 }),
+            Some(c) if c.is_kinsn_call() => Err(SiteError::CallWithoutSidecar { pc: pc + 1 }),
             _ => Err(SiteError::MalformedCall { pc, msg: "not a kinsn sidecar".into() }),
         };
     }
     let call = match insns.get(pc + 1) {
-        Some(c) if is_kinsn_call(c) => c,
+        Some(c) if c.is_kinsn_call() => c,
         _ => return Err(SiteError::SidecarWithoutCall { pc }),
     };
     if call.dst != 0 {
@@ -104,7 +89,7 @@ pub fn decode_site(insns: &[Insn], pc: usize) -> Result<Site, SiteError> {
             msg: format!("off (module BTF fd_array slot) is {}, userspace kinsn ids need 0", call.off),
         });
     }
-    Ok(Site { pc, op_id: call.imm as u32, payload: sidecar_payload(side) })
+    Ok(Site { pc, op_id: call.imm as u32, payload: side.kinsn_payload() })
 }
 
 /// Every site of a program, in order, checking only the transport (pairing of sidecar and
@@ -114,11 +99,11 @@ pub fn find_sites(insns: &[Insn]) -> Result<Vec<Site>, SiteError> {
     let mut pc = 0;
     while pc < insns.len() {
         let i = &insns[pc];
-        if is_sidecar(i) {
+        if i.is_kinsn_sidecar() {
             let s = decode_site(insns, pc)?;
             sites.push(s);
             pc += 2;
-        } else if is_kinsn_call(i) {
+        } else if i.is_kinsn_call() {
             return Err(SiteError::CallWithoutSidecar { pc });
         } else if i.is_ld_imm64() {
             pc += 2;

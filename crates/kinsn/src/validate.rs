@@ -8,7 +8,6 @@
 
 use kops_isa::{op, Insn};
 
-use crate::transport::{is_kinsn_call, is_sidecar};
 
 /// Why a proof sequence is rejected; `at` is the index inside the sequence.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -59,10 +58,10 @@ pub fn validate_proof(proof: &[Insn], max_len: usize) -> Result<(), ProofError> 
     for at in (0..len).filter(|&a| start[a]) {
         let i = &proof[at];
         let forbidden = |what| Err(ProofError::Forbidden { at, what });
-        if is_sidecar(i) {
+        if i.is_kinsn_sidecar() {
             return forbidden("a nested kinsn sidecar");
         }
-        if is_kinsn_call(i) {
+        if i.is_kinsn_call() {
             return forbidden("a nested kinsn call");
         }
         if i.is_call() {

@@ -1323,7 +1323,7 @@ fn emitted_instructions() -> Vec<(FormKey, Vec<u8>)> {
     let mut out = Vec::new();
     let mut seen: HashSet<Vec<u8>> = HashSet::new();
     for op in kops_einsn::registry().iter() {
-        for c in crate::einsn::classes(op.name()) {
+        for c in op.classes() {
             for (_, feats) in crate::einsn::feature_sets() {
                 for dead in [RegSet(0), RegSet::from_regs(&c.temps)] {
                     let Ok(Some(code)) =

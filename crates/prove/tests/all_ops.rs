@@ -2,7 +2,7 @@
 //! feature set): the emitted x86-64 bytes are proven equal to the proof sequence.
 //! This is the whole of `kops prove --arch x86_64`, not a sample.
 
-use kops_prove::einsn::{classes, prove_class};
+use kops_prove::einsn::prove_class;
 use kops_prove::Verdict;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -10,7 +10,7 @@ use std::sync::Mutex;
 #[test]
 fn every_class_of_every_op_is_proven() {
     let reg = kops_einsn::registry();
-    let work: Vec<_> = reg.iter().flat_map(|op| classes(op.name()).into_iter().map(move |c| (op.clone(), c))).collect();
+    let work: Vec<_> = reg.iter().flat_map(|op| op.classes().into_iter().map(move |c| (op.clone(), c))).collect();
     assert!(work.len() > 3000, "class enumeration shrank to {}", work.len());
     let next = AtomicUsize::new(0);
     let failures = Mutex::new(Vec::new());

@@ -1,20 +1,20 @@
 //! From a match to the instructions that replace its region.
 
-use crate::{Match, SiteOp};
+use crate::{Match, Site, WideLoad};
 use kops_isa::{op, Insn};
 
 /// The instructions of the site itself (a kinsn sidecar + call, or plain instructions
 /// for the non-kinsn wide load), or why the operation set cannot express it.
-pub fn site(o: &SiteOp) -> Result<Vec<Insn>, String> {
+pub fn site(o: &Site) -> Result<Vec<Insn>, String> {
     match *o {
-        SiteOp::WideLoad { dst, base, off, size, big_endian } => {
+        Site::WideLoad(WideLoad { dst, base, off, size, big_endian }) => {
             let mut v = vec![Insn::ldx(op::size_of_bytes(size as usize), dst, base, off)];
             if big_endian {
                 v.push(Insn::new(op::ALU | op::END | op::TO_BE, dst, 0, 0, size as i32 * 8));
             }
             Ok(v)
         }
-        _ => crate::einsn_bridge::kinsn_site(o),
+        Site::Kinsn(ref p) => p.site().map(|s| s.to_vec()).map_err(|e| e.to_string()),
     }
 }
 

@@ -7,8 +7,8 @@
 //!   safety (no branch target inside, no subprogram boundary crossed, temporaries dead
 //!   after the site, operand widths); [`Found`] holds matches and rejected candidates;
 //! - [`policy`]: the static cost model that decides per site ([`Policy`], [`Mode`]);
-//! - [`encode`]: turns a match into the instructions that replace it (EInsn payloads via
-//!   [`einsn_bridge`]);
+//! - [`encode`]: turns a match into the instructions that replace it (the EInsn site of
+//!   its payload, or the plain wide load);
 //! - [`rewrite`]: applies accepted matches and fixes up jumps, calls, pseudo-func
 //!   references, subprograms, func_info and line_info; [`run_program`] iterates
 //!   match/decide/apply on a [`kops_object::Program`] until nothing changes (so idioms
@@ -24,7 +24,6 @@
 //! is checked not to read the idiom's intermediate values. Select and bulk copy/zeroing
 //! are matched by shape. Pointer kinds ([`ptr`]) decide overlap and wide-load alignment.
 
-pub mod einsn_bridge;
 pub mod encode;
 pub mod passes;
 pub mod policy;
@@ -33,6 +32,7 @@ pub mod rewrite;
 pub mod sym;
 
 use kops_analysis::{Analysis, AnalysisError};
+use kops_einsn::AnyOp;
 use kops_isa::Insn;
 use std::fmt;
 
@@ -50,10 +50,11 @@ pub enum Pass {
     Bulk,
     Prefetch,
     WideLoad,
+    Abs,
 }
 
 impl Pass {
-    pub const ALL: [Pass; 8] = [
+    pub const ALL: [Pass; 9] = [
         Pass::Popcount,
         Pass::WideLoad,
         Pass::Rotate,
@@ -62,6 +63,7 @@ impl Pass {
         Pass::Select,
         Pass::Extract,
         Pass::Prefetch,
+        Pass::Abs,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -73,6 +75,7 @@ impl Pass {
             Pass::Bulk => "bulk",
             Pass::Prefetch => "prefetch",
             Pass::WideLoad => "wideload",
+            Pass::Abs => "abs",
         }
     }
     pub fn from_name(s: &str) -> Option<Pass> {
@@ -131,89 +134,53 @@ pub struct Cond {
     pub rhs: Operand,
 }
 
-/// What a matched site computes: exactly the fields its kinsn payload needs.
+/// What a match becomes: a kinsn site, described by its EInsn payload (the recognizer
+/// builds payloads directly, so a match that no op can express is a rejected candidate),
+/// or a plain rewrite.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SiteOp {
-    /// `dst = rol(src, amount)` at `width`; `tmp` (not dst) is dead after the site.
-    Rotate { dst: u8, src: u8, amount: u8, width: Width, tmp: u8 },
-    /// `dst = cond ? if_true : if_false` (`width` is the width of the moves).
-    Select { dst: u8, cond: Cond, if_true: Operand, if_false: Operand, width: Width },
-    /// `dst = (src >> start) & (2^len - 1)`.
-    Extract { dst: u8, src: u8, start: u8, len: u8 },
-    /// `dst = bswap_size(*(uN *)(base + off))`.
-    EndianLoad { dst: u8, base: u8, off: i16, size: u8 },
-    /// `dst = popcount(src)` (width 32: of the low half); `tmps` are dead after the site
-    /// (the 32-bit form uses only the first).
-    Popcount { dst: u8, src: u8, width: Width, tmps: [u8; 2] },
-    /// `count` chunks of `width` bytes from `src_base + src_off` to `dst_base + dst_off`,
-    /// in ascending or descending chunk order; `tmp` ends holding the last chunk stored.
-    Memcpy { dst_base: u8, dst_off: i16, src_base: u8, src_off: i16, width: u8, count: u8, descending: bool, tmp: u8 },
-    /// `count` chunks of `width` bytes at `base + off` filled with `value`.
-    Memset { base: u8, off: i16, width: u8, count: u8, value: u8 },
-    /// Prefetch of `base + off`.
-    Prefetch { base: u8, off: i16 },
-    /// Plain wide load replacing a byte-load ladder (`big_endian`: followed by a swap).
-    WideLoad { dst: u8, base: u8, off: i16, size: u8, big_endian: bool },
+pub enum Site {
+    Kinsn(AnyOp),
+    WideLoad(WideLoad),
 }
 
-impl fmt::Display for SiteOp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let w = |w: &Width| if *w == Width::W64 { 64 } else { 32 };
+/// A plain wide load replacing a byte-load ladder: `dst = *(uN *)(base + off)`, followed by
+/// a swap to big endian when `big_endian`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WideLoad {
+    pub dst: u8,
+    pub base: u8,
+    pub off: i16,
+    pub size: u8,
+    pub big_endian: bool,
+}
+
+impl<P: Into<AnyOp>> From<P> for Site {
+    fn from(p: P) -> Site {
+        Site::Kinsn(p.into())
+    }
+}
+
+impl Site {
+    /// The kinsn payload, if this is a kinsn site.
+    pub fn kinsn(&self) -> Option<&AnyOp> {
         match self {
-            SiteOp::Rotate { dst, src, amount, width, tmp } => {
-                write!(f, "r{dst} = rol{}(r{src}, {amount}) tmp r{tmp}", w(width))
-            }
-            SiteOp::Select { dst, cond, if_true, if_false, width } => write!(
-                f,
-                "r{dst} = ({}{} {} {}) ? {if_true} : {if_false} (mov{})",
-                if cond.jmp32 { "w" } else { "r" },
-                cond.lhs,
-                jmp_op_name(cond.op),
-                match cond.rhs {
-                    Operand::Reg(r) => format!("{}{r}", if cond.jmp32 { "w" } else { "r" }),
-                    Operand::Imm(i) => i.to_string(),
-                },
-                w(width)
-            ),
-            SiteOp::Extract { dst, src, start, len } => write!(f, "r{dst} = (r{src} >> {start}) & ((1 << {len}) - 1)"),
-            SiteOp::EndianLoad { dst, base, off, size } => {
-                write!(f, "r{dst} = be{}(*(u{} *)(r{base} {off:+}))", size * 8, size * 8)
-            }
-            SiteOp::Popcount { dst, src, width, .. } => write!(f, "r{dst} = popcount{}(r{src})", w(width)),
-            SiteOp::Memcpy { dst_base, dst_off, src_base, src_off, width, count, descending, .. } => write!(
-                f,
-                "memcpy(r{dst_base} {dst_off:+}, r{src_base} {src_off:+}, {count} x {width} bytes{})",
-                if *descending { ", descending" } else { "" }
-            ),
-            SiteOp::Memset { base, off, width, count, value } => {
-                write!(f, "memset(r{base} {off:+}, {value:#x}, {count} x {width} bytes)")
-            }
-            SiteOp::Prefetch { base, off } => write!(f, "prefetch(r{base} {off:+})"),
-            SiteOp::WideLoad { dst, base, off, size, big_endian } => write!(
+            Site::Kinsn(p) => Some(p),
+            Site::WideLoad(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for Site {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Site::Kinsn(p) => f.write_str(&p.describe()),
+            Site::WideLoad(WideLoad { dst, base, off, size, big_endian }) => write!(
                 f,
                 "r{dst} = {}*(u{} *)(r{base} {off:+})",
                 if *big_endian { "be " } else { "" },
                 size * 8
             ),
         }
-    }
-}
-
-pub fn jmp_op_name(op: u8) -> &'static str {
-    use kops_isa::op::*;
-    match op {
-        JEQ => "==",
-        JNE => "!=",
-        JGT => ">",
-        JGE => ">=",
-        JLT => "<",
-        JLE => "<=",
-        JSGT => "s>",
-        JSGE => "s>=",
-        JSLT => "s<",
-        JSLE => "s<=",
-        JSET => "&",
-        _ => "?",
     }
 }
 
@@ -224,7 +191,7 @@ pub struct Match {
     /// Region `[start, end)` the rewrite replaces (slots).
     pub start: usize,
     pub end: usize,
-    pub op: SiteOp,
+    pub op: Site,
     /// Slots inside the region that are not part of the idiom (interleaved by the
     /// scheduler); they are kept, in order, after the replacement.
     pub keep: Vec<usize>,
@@ -252,10 +219,6 @@ pub struct Found {
     pub rejects: Vec<Reject>,
 }
 
-pub fn is_kinsn_call(i: &Insn) -> bool {
-    kops_analysis::is_kinsn_call(i)
-}
-
 /// Run `passes` over `insns` (one program: entry plus appended subprograms).
 /// `extra_subprog_starts` may add boundaries known from the object (e.g. `Program::subprogs`).
 /// Matches may overlap each other; [`rewrite`] chooses among them.
@@ -278,7 +241,7 @@ pub fn find_matches(
 /// effect is taken from its proof sequence (EInsn registry), unknown ones stay conservative.
 pub fn analyse(insns: &[Insn], extra_subprog_starts: &[usize]) -> Result<Analysis, AnalysisError> {
     let registry = kops_einsn::registry();
-    let eff = |_pc: usize, side: &Insn, call: &Insn| einsn_bridge::site_effects(&registry, side, call);
+    let eff = kops_kinsn::effects_fn(&registry);
     Analysis::with_options(insns, &kops_analysis::Options { extra_subprog_starts, kinsn_effects: Some(&eff) })
 }
 

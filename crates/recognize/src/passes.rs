@@ -4,7 +4,11 @@
 
 use crate::ptr::{self, Kind};
 use crate::sym::{self, Bin, Eval, Term, T, W};
-use crate::{Cond, Found, Match, Operand, Pass, Reject, SiteOp};
+use crate::{Cond, Found, Match, Operand, Pass, Reject, Site, WideLoad};
+use kops_einsn::{
+    Abs, AnyOp, EndianLoad16, EndianLoad32, EndianLoad64, Extract, Memcpy, Memset, Popcount32, Popcount64, Prefetch, Rotate32,
+    Rotate64, Select, SelectCmp,
+};
 use kops_analysis::{effects, Analysis, RegSet, RegionIssue};
 use kops_isa::{op, Insn};
 use std::collections::HashMap;
@@ -31,20 +35,12 @@ impl<'a> Ctx<'a> {
             }
         }
         let registry = kops_einsn::registry();
+        let site_eff = kops_kinsn::effects_fn(&registry);
+        let site_effects = |pc: usize| (pc > 0).then(|| site_eff(pc, &insns[pc - 1], &insns[pc])).flatten();
         let effs: Vec<kops_analysis::Effects> = (0..insns.len())
-            .map(|pc| {
-                let i = &insns[pc];
-                if kops_analysis::is_kinsn_call(i) && pc > 0 {
-                    if let Some(e) = crate::einsn_bridge::site_effects(&registry, &insns[pc - 1], i) {
-                        return e;
-                    }
-                }
-                effects(i)
-            })
+            .map(|pc| if insns[pc].is_kinsn_call() { site_effects(pc) } else { None }.unwrap_or_else(|| effects(&insns[pc])))
             .collect();
-        let site_defs = |pc: usize| {
-            (pc > 0).then(|| crate::einsn_bridge::site_effects(&registry, &insns[pc - 1], &insns[pc])).flatten().map(|e| e.defs)
-        };
+        let site_defs = |pc: usize| site_effects(pc).map(|e| e.defs);
         Ctx { kinds: ptr::analyse(insns, an, pkt, &site_defs), insns, an, sources, effs }
     }
 
@@ -83,7 +79,7 @@ impl<'a> Ctx<'a> {
 
 pub fn run(p: Pass, cx: &Ctx, found: &mut Found) {
     match p {
-        Pass::Rotate | Pass::Popcount | Pass::Extract | Pass::Endian | Pass::WideLoad => dataflow(p, cx, found),
+        Pass::Rotate | Pass::Popcount | Pass::Extract | Pass::Endian | Pass::WideLoad | Pass::Abs => dataflow(p, cx, found),
         Pass::Select => select(cx, found),
         Pass::Bulk => {
             memcpy(cx, found);
@@ -309,6 +305,24 @@ enum Shape {
     Extract { x: T, start: u8, len: u8 },
     Endian { base: T, off: i16, size: u8, epoch: u32 },
     Ladder { base: T, off: i16, size: u8, epoch: u32, big_endian: bool },
+    Abs { x: T, w: W },
+}
+
+/// clang's branch-free absolute value: `(x ^ m) - m` with the sign mask `m = x s>> (W-1)`.
+fn match_abs(f: &T) -> Option<Shape> {
+    let (b, w, xm, m) = as_bin(f)?;
+    if b != Bin::Sub {
+        return None;
+    }
+    let (mb, mw, x, k) = as_bin(m)?;
+    if mb != Bin::Arsh || mw != w || as_const(k)? != width_bits(w) - 1 {
+        return None;
+    }
+    let (xb, xw, l, r) = as_bin(xm)?;
+    if xb != Bin::Xor || xw != w || !((l == x && r == m) || (l == m && r == x)) {
+        return None;
+    }
+    Some(Shape::Abs { x: x.clone(), w })
 }
 
 fn match_rotate(f: &T) -> Option<Shape> {
@@ -491,6 +505,7 @@ fn is_candidate_end(p: Pass, i: &Insn) -> bool {
         Pass::Popcount => alu && i.op() == op::RSH && i.source() == op::K,
         Pass::Extract => alu && matches!(i.op(), op::AND | op::RSH) && i.source() == op::K,
         Pass::Endian => alu && i.op() == op::END,
+        Pass::Abs => alu && i.op() == op::SUB && i.source() == op::X,
         _ => false,
     }
 }
@@ -552,6 +567,7 @@ fn dataflow(pass: Pass, cx: &Ctx, found: &mut Found) {
                 Pass::Extract => match_extract(f),
                 Pass::Endian => match_endian(f),
                 Pass::WideLoad => match_ladder(f),
+                Pass::Abs => match_abs(f),
                 _ => None,
             };
             let Some(shape) = shape else { continue };
@@ -560,7 +576,9 @@ fn dataflow(pass: Pass, cx: &Ctx, found: &mut Found) {
             };
             // The input value must stay outside the slice (it is computed by other code).
             let (input, memory) = match &shape {
-                Shape::Rotate { x, .. } | Shape::Popcount { x, .. } | Shape::Extract { x, .. } => (x.clone(), false),
+                Shape::Rotate { x, .. } | Shape::Popcount { x, .. } | Shape::Extract { x, .. } | Shape::Abs { x, .. } => {
+                    (x.clone(), false)
+                }
                 Shape::Endian { base, .. } | Shape::Ladder { base, .. } => (base.clone(), true),
             };
             let xdeps = deps_of(&ev, j + 1, &input);
@@ -608,51 +626,11 @@ fn dataflow(pass: Pass, cx: &Ctx, found: &mut Found) {
                 .iter()
                 .chain(clobberable.minus(sl.free_tmps).iter())
                 .collect();
-            let op = match shape {
-                Shape::Rotate { k, w, .. } => {
-                    // The source may double as the temporary (clang's `r0 = r1; r1 >>= 51; ...`).
-                    let Some(&tmp) = tmps.iter().find(|&&t| t != src).or(tmps.first()) else {
-                        reject(found, p, "no dead register for the rotate's temporary".into());
-                        continue;
-                    };
-                    SiteOp::Rotate { dst, src, amount: k, width: w, tmp }
-                }
-                Shape::Popcount { w, .. } => {
-                    let need = if w == W::W64 { 2 } else { 1 };
-                    if tmps.len() < need {
-                        reject(found, p, format!("popcount needs {need} dead temporaries"));
-                        continue;
-                    }
-                    SiteOp::Popcount { dst, src, width: w, tmps: [tmps[0], *tmps.get(1).unwrap_or(&tmps[0])] }
-                }
-                Shape::Extract { start, len, .. } => SiteOp::Extract { dst, src, start, len },
-                Shape::Endian { off, size, .. } => SiteOp::EndianLoad { dst, base: src, off, size },
-                Shape::Ladder { off, size, big_endian, .. } => {
-                    let kind = cx.kind(at, src);
-                    let abs = match kind {
-                        Kind::Stack(Some(o)) | Kind::MapValue(Some(o)) => Some(o + off as i64),
-                        _ => None,
-                    };
-                    match abs {
-                        // Packet: the byte loads passed the verifier's range check for the
-                        // same bytes in the same state, and x86-64/arm64 kernels accept
-                        // unaligned packet access (no BPF_F_STRICT_ALIGNMENT from our loader).
-                        _ if kind == Kind::Packet => {}
-                        Some(a) if a.rem_euclid(size as i64) == 0 => {}
-                        Some(_) => {
-                            reject(found, p, format!("wide load at r{src} {off:+} would be misaligned ({kind:?})"));
-                            continue;
-                        }
-                        None => {
-                            reject(
-                                found,
-                                p,
-                                format!("pointer kind/alignment of r{src} not known to allow a wide load ({kind:?})"),
-                            );
-                            continue;
-                        }
-                    }
-                    SiteOp::WideLoad { dst, base: src, off, size, big_endian }
+            let op = match site_of(&shape, cx, at, dst, src, &tmps) {
+                Ok(op) => op,
+                Err(e) => {
+                    reject(found, p, e);
+                    continue;
                 }
             };
             found.matches.push(Match {
@@ -667,6 +645,60 @@ fn dataflow(pass: Pass, cx: &Ctx, found: &mut Found) {
             });
         }
     }
+}
+
+/// The site of a data-flow shape: the EInsn payload (temporaries from `tmps`, registers
+/// dead after the idiom, preferred first) or the plain wide load, or why there is none.
+fn site_of(shape: &Shape, cx: &Ctx, at: usize, dst: u8, src: u8, tmps: &[u8]) -> Result<Site, String> {
+    let e = |e: kops_kinsn::PayloadError| e.to_string();
+    Ok(match *shape {
+        Shape::Rotate { k, w, .. } => {
+            // The source may double as the temporary (clang's `r0 = r1; r1 >>= 51; ...`).
+            let &tmp = tmps.iter().find(|&&t| t != src).or(tmps.first()).ok_or("no dead register for the rotate's temporary")?;
+            match w {
+                W::W64 => Rotate64::new(dst, src, tmp, k, false).map_err(e)?.into(),
+                W::W32 => Rotate32::new(dst, src, tmp, k, false).map_err(e)?.into(),
+            }
+        }
+        Shape::Popcount { w, .. } => {
+            let need = if w == W::W64 { 2 } else { 1 };
+            if tmps.len() < need {
+                return Err(format!("popcount needs {need} dead temporaries"));
+            }
+            match w {
+                W::W64 => Popcount64::new(dst, src, tmps[0], tmps[1]).map_err(e)?.into(),
+                W::W32 => Popcount32::new(dst, src, tmps[0]).map_err(e)?.into(),
+            }
+        }
+        Shape::Abs { w, .. } => {
+            // The sign mask's register: not the source or the destination.
+            let &tmp = tmps.iter().find(|&&t| t != src).ok_or("no dead register for the sign mask")?;
+            Abs::new(dst, src, tmp, w == W::W32).map_err(e)?.into()
+        }
+        Shape::Extract { start, len, .. } => Extract::new(dst, src, start, len).map_err(e)?.into(),
+        Shape::Endian { off, size, .. } => match size {
+            2 => EndianLoad16::new(dst, src, off).map_err(e)?.into(),
+            4 => EndianLoad32::new(dst, src, off).map_err(e)?.into(),
+            _ => EndianLoad64::new(dst, src, off).map_err(e)?.into(),
+        },
+        Shape::Ladder { off, size, big_endian, .. } => {
+            let kind = cx.kind(at, src);
+            let abs = match kind {
+                Kind::Stack(Some(o)) | Kind::MapValue(Some(o)) => Some(o + off as i64),
+                _ => None,
+            };
+            match abs {
+                // Packet: the byte loads passed the verifier's range check for the same
+                // bytes in the same state, and x86-64/arm64 kernels accept unaligned packet
+                // access (no BPF_F_STRICT_ALIGNMENT from our loader).
+                _ if kind == Kind::Packet => {}
+                Some(a) if a.rem_euclid(size as i64) == 0 => {}
+                Some(_) => return Err(format!("wide load at r{src} {off:+} would be misaligned ({kind:?})")),
+                None => return Err(format!("pointer kind/alignment of r{src} not known to allow a wide load ({kind:?})")),
+            }
+            Site::WideLoad(WideLoad { dst, base: src, off, size, big_endian })
+        }
+    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -713,11 +745,47 @@ pub(crate) fn zero_test(c: &Cond) -> bool {
     matches!(c.rhs, Operand::Imm(0)) && matches!(c.op, op::JEQ | op::JNE)
 }
 
+/// A select shape: `dst = cond ? if_true : if_false` (`width` is the width of the moves).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Sel {
+    dst: u8,
+    cond: Cond,
+    if_true: Operand,
+    if_false: Operand,
+    width: W,
+}
+
+impl Sel {
+    /// The payload: select64 for a zero test, select_cmp (one-sided) for a comparison.
+    /// Operands must be registers by now.
+    fn payload(&self) -> Result<AnyOp, String> {
+        let Sel { dst, cond, if_true, if_false, width } = *self;
+        let reg = |o: Operand, what: &str| match o {
+            Operand::Reg(r) => Ok(r),
+            Operand::Imm(i) => Err(format!("{what} is the immediate {i}, the ops take registers only")),
+        };
+        let e = |e: kops_kinsn::PayloadError| e.to_string();
+        if !zero_test(&cond) {
+            // select_cmp: dst = (lhs <cmp> rhs) ? dst : src, as clang's
+            // `if lhs <cmp> rhs goto +1; dst = src`.
+            if if_true != Operand::Reg(dst) {
+                return Err("select_cmp keeps dst when the comparison holds; this select moves another value there".into());
+            }
+            let (rhs, src) = (reg(cond.rhs, "the right operand")?, reg(if_false, "the moved value")?);
+            return SelectCmp::new(dst, cond.lhs, rhs, cond.op, cond.jmp32, src, width == W::W32).map(AnyOp::from).map_err(e);
+        }
+        let (t, f) = (reg(if_true, "the true value")?, reg(if_false, "the false value")?);
+        // select64: dst = cond != 0 ? a : b
+        let (a, b) = if cond.op == op::JNE { (t, f) } else { (f, t) };
+        Select::new(dst, cond.lhs, a, b, cond.jmp32, width == W::W32).map(AnyOp::from).map_err(e)
+    }
+}
+
 /// Turn a select shape into a match: immediates go through a dead register (a `mov` before
 /// the site), as select64 and select_cmp take registers only. `head` are moves that go
 /// before those (the diamond's taken-path move).
 /// Returns whether the match was taken.
-fn push_select(cx: &Ctx, found: &mut Found, start: usize, end: usize, op: SiteOp, slots: usize) -> bool {
+fn push_select(cx: &Ctx, found: &mut Found, start: usize, end: usize, op: Sel, slots: usize) -> bool {
     push_select_with(cx, found, start, end, op, slots, vec![])
 }
 
@@ -726,7 +794,7 @@ fn push_select_with(
     found: &mut Found,
     start: usize,
     end: usize,
-    op: SiteOp,
+    op: Sel,
     slots: usize,
     head: Vec<Insn>,
 ) -> bool {
@@ -737,7 +805,7 @@ fn push_select_with(
     if let Err(reason) = cx.region_ok(start, end) {
         return rej(found, reason);
     }
-    let SiteOp::Select { dst, mut cond, mut if_true, mut if_false, width } = op else { unreachable!() };
+    let Sel { dst, mut cond, mut if_true, mut if_false, width } = op;
     let mut busy = RegSet::of(dst).with(cond.lhs).union(cx.an.live_out[end - 1]);
     for o in [cond.rhs, if_true, if_false] {
         if let Operand::Reg(r) = o {
@@ -770,11 +838,15 @@ fn push_select_with(
             *o = Operand::Reg(t);
         }
     }
+    let payload = match (Sel { dst, cond, if_true, if_false, width }).payload() {
+        Ok(p) => p,
+        Err(reason) => return rej(found, format!("not expressible as a site: {reason}")),
+    };
     found.matches.push(Match {
         pass: Pass::Select,
         start,
         end,
-        op: SiteOp::Select { dst, cond, if_true, if_false, width },
+        op: Site::Kinsn(payload),
         keep: vec![],
         prefix,
         site_pos: 0,
@@ -814,7 +886,7 @@ fn select(cx: &Ctx, found: &mut Found) {
                                 Operand::Imm(v) if w2 == W::W64 => Insn::mov64_imm(d1, v),
                                 Operand::Imm(v) => Insn::alu32_imm(op::MOV, d1, v),
                             };
-                            let opx = SiteOp::Select { dst: d1, cond: c, if_true: Operand::Reg(d1), if_false: f, width: w1 };
+                            let opx = Sel { dst: d1, cond: c, if_true: Operand::Reg(d1), if_false: f, width: w1 };
                             push_select_with(cx, found, i, i + 4, opx, 4, vec![first]);
                         }
                         continue;
@@ -822,7 +894,7 @@ fn select(cx: &Ctx, found: &mut Found) {
                     if w1 != w2 {
                         rej(found, i, i + 4, "moves of different widths");
                     } else {
-                        let opx = SiteOp::Select { dst: d1, cond: c, if_true: t, if_false: f, width: w1 };
+                        let opx = Sel { dst: d1, cond: c, if_true: t, if_false: f, width: w1 };
                         push_select(cx, found, i, i + 4, opx, 4);
                     }
                     continue;
@@ -863,7 +935,7 @@ fn select(cx: &Ctx, found: &mut Found) {
                     } else {
                         // `mov d, d` as the second move keeps the first value.
                         let f = if reads(f, d1) { t } else { f };
-                        let opx = SiteOp::Select { dst: d1, cond: c, if_true: t, if_false: f, width: w1 };
+                        let opx = Sel { dst: d1, cond: c, if_true: t, if_false: f, width: w1 };
                         if push_select(cx, found, i, i + 3, opx, 3) {
                             three_at = i;
                         }
@@ -887,7 +959,7 @@ fn select(cx: &Ctx, found: &mut Found) {
                         rej(found, i, i + 2, "mixed widths: 32-bit move on one path, the full 64-bit register on the other");
                         continue;
                     }
-                    let opx = SiteOp::Select { dst: d, cond: c, if_true: Operand::Reg(d), if_false: f, width: w };
+                    let opx = Sel { dst: d, cond: c, if_true: Operand::Reg(d), if_false: f, width: w };
                     push_select(cx, found, i, i + 2, opx, 2);
                 }
             }
@@ -986,7 +1058,7 @@ fn memcpy(cx: &Ctx, found: &mut Found) {
         // Strictly load, store, load, store: exactly the proof's chunk order.
         let sequential = (i..end).all(|q| is_ld(&ins[q]) == ((q - i) % 2 == 0));
         let one_tmp = tmps.0.count_ones() == 1;
-        let check = || -> Result<SiteOp, String> {
+        let check = || -> Result<Site, String> {
             let contiguous = sorted.iter().enumerate().all(|(n, p)| {
                 p.0 as i64 == src_off + n as i64 * w && p.1 as i64 - p.0 as i64 == dst_off - src_off
             });
@@ -1009,15 +1081,7 @@ fn memcpy(cx: &Ctx, found: &mut Found) {
                 }
             }
             cx.region_ok(i, end)?;
-            Ok(SiteOp::Memcpy {
-                dst_base: d,
-                dst_off: i16::try_from(dst_off).map_err(|_| "offset out of range")?,
-                src_base: s,
-                src_off: i16::try_from(src_off).map_err(|_| "offset out of range")?,
-                width: width as u8,
-                count: pairs.len() as u8,
-                descending: descending && !ascending,
-                tmp: if tmp_final_same {
+            let tmp = if tmp_final_same {
                     pairs.last().unwrap().2
                 } else {
                     // Any dead register but the bases (the payload wants tmp != both).
@@ -1025,8 +1089,12 @@ fn memcpy(cx: &Ctx, found: &mut Found) {
                         .chain(0..10u8)
                         .find(|&r| r != s && r != d && !live.contains(r))
                         .ok_or("no dead register for the copy's temporary")?
-                },
-            })
+            };
+            let dst_off = i16::try_from(dst_off).map_err(|_| "offset out of range")?;
+            let src_off = i16::try_from(src_off).map_err(|_| "offset out of range")?;
+            let count = u8::try_from(pairs.len()).map_err(|_| "too many chunks")?;
+            let desc = descending && !ascending;
+            Memcpy::new(d, dst_off, s, src_off, tmp, width as u8, count, desc).map(Site::from).map_err(|e| e.to_string())
         };
         match check() {
             Ok(op) => found.matches.push(Match {
@@ -1116,16 +1184,19 @@ fn memset(cx: &Ctx, found: &mut Found) {
         let off = stores[0];
         let contiguous = stores.iter().enumerate().all(|(n, &o)| o as i64 == off as i64 + (n * width) as i64);
         let ok = if contiguous {
-            cx.region_ok(i, end)
+            cx.region_ok(i, end).and_then(|()| {
+                let count = u8::try_from(stores.len()).map_err(|_| "too many stores".to_string())?;
+                Memset::new(base, off, width as u8, count, 0).map_err(|e| e.to_string())
+            })
         } else {
             Err("the zero stores do not cover one contiguous range".to_string())
         };
         match ok {
-            Ok(()) => found.matches.push(Match {
+            Ok(p) => found.matches.push(Match {
                 pass: Pass::Bulk,
                 start: i,
                 end,
-                op: SiteOp::Memset { base, off, width: width as u8, count: stores.len() as u8, value: 0 },
+                op: p.into(),
                 keep: vec![],
                 prefix: vec![],
                 site_pos: 0,
@@ -1161,12 +1232,12 @@ fn prefetch(cx: &Ctx, found: &mut Found) {
         if kind.is_stack() {
             continue;
         }
-        match cx.region_ok(pc, pc + 1) {
-            Ok(()) => found.matches.push(Match {
+        match cx.region_ok(pc, pc + 1).and_then(|()| Prefetch::new(x.src, x.off).map_err(|e| e.to_string())) {
+            Ok(p) => found.matches.push(Match {
                 pass: Pass::Prefetch,
                 start: pc,
                 end: pc + 1,
-                op: SiteOp::Prefetch { base: x.src, off: x.off },
+                op: p.into(),
                 keep: vec![],
                 prefix: vec![],
                 site_pos: 0,

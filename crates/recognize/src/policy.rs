@@ -2,7 +2,10 @@
 //!
 //! Costs are counted in native x86-64 instructions: what the baseline (Linux-faithful)
 //! JIT emits for the idiom's eBPF instructions, against what the Kops JIT emits for the
-//! site with the CPU features it needs present. The heuristics:
+//! site: the op's checked native emit, called with the JIT's register map, every CPU
+//! feature an emit can use ([`COST_FEATURES`]) and the registers dead after the site, and
+//! its instructions counted (a site that falls back costs its proof sequence). The
+//! heuristics:
 //!
 //! - rotate, popcount, wide load: rewritten when they save at least one instruction
 //!   (they replace a dependency chain by one instruction; no branch or memory behaviour
@@ -33,8 +36,15 @@
 
 use crate::encode;
 use crate::passes::Ctx;
-use crate::{Match, Operand, Pass, SiteOp, Width};
+use crate::{Match, Pass, Site};
+use kops_analysis::RegSet;
+use kops_einsn::AnyOp;
 use kops_isa::{op, Insn};
+use kops_x86::CpuFeatures;
+
+/// The CPU the cost model assumes: every feature a native emit can use (an x86-64-v3
+/// machine), so that the decision does not depend on the machine that rewrites.
+pub const COST_FEATURES: fn() -> CpuFeatures = CpuFeatures::all;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -113,51 +123,51 @@ pub fn baseline_cost(i: &Insn) -> u32 {
     }
 }
 
-/// x86-64 instructions of the Kops JIT's native emit for a site (features present).
-pub fn site_cost(o: &SiteOp) -> u32 {
-    match o {
-        SiteOp::Rotate { dst, src, .. } => 1 + (dst != src) as u32,
-        SiteOp::Select { cond, width, .. } if !crate::passes::zero_test(cond) => {
-            // select_cmp: cmp/test; cmov (a 32-bit move goes through the scratch register:
-            // mov r11d, src; 64-bit cmov, as a 32-bit cmov would clear dst's upper half).
-            2 + (*width == Width::W32) as u32
-        }
-        SiteOp::Select { dst, if_true, if_false, .. } => {
-            // test cond; cmov (plus a mov when dst is neither value). Immediates were
-            // moved to registers by the match's prefix, counted separately.
-            2 + (*if_true != Operand::Reg(*dst) && *if_false != Operand::Reg(*dst)) as u32
-        }
-        // mov (unless in place); shr; and (unless the field reaches bit 63)
-        SiteOp::Extract { dst, src, start, len } => {
-            (dst != src) as u32 + 1 + ((*start as u32 + *len as u32) < 64) as u32
-        }
-        SiteOp::EndianLoad { size, .. } => {
-            if *size == 2 {
-                2
-            } else {
-                1
-            }
-        }
-        SiteOp::Popcount { .. } => 1,
-        // save rdi/rsi/rcx, two lea, mov ecx, rep movsb, three restores
-        SiteOp::Memcpy { .. } => 10,
-        // save rdi/rcx/rax, lea, mov ecx, xor eax, rep stosb, three restores
-        SiteOp::Memset { .. } => 10,
-        SiteOp::Prefetch { .. } => 1,
-        SiteOp::WideLoad { big_endian, size, .. } => {
-            1 + if *big_endian {
-                if *size == 2 {
-                    2
-                } else {
-                    1
-                }
-            } else {
-                0
-            }
-        }
+/// Instructions in x86-64 machine code.
+fn count_x86(code: &[u8]) -> u32 {
+    let mut d = iced_x86::Decoder::new(64, code, iced_x86::DecoderOptions::NONE);
+    let mut n = 0;
+    while d.can_decode() {
+        let _ = d.decode();
+        n += 1;
+    }
+    n
+}
+
+/// Native x86-64 instructions the Kops JIT emits for a site with `dead_after` dead after it
+/// (the baseline JIT's count for the plain instructions of a wide load, and for the proof
+/// sequence of a kinsn site whose emit falls back).
+pub fn site_cost(o: &Site, dead_after: RegSet) -> u32 {
+    let plain = |v: &[Insn]| v.iter().map(baseline_cost).sum::<u32>();
+    let Site::Kinsn(p) = o else {
+        return encode::site(o).map(|v| plain(&v)).unwrap_or(0);
+    };
+    let registry = kops_einsn::registry();
+    let (Some(op), Ok(raw)) = (registry.get(p.id()), p.encode()) else { return 0 };
+    let emitted = kops_kinsn::emit_x86_checked(
+        op.as_ref(),
+        raw,
+        COST_FEATURES(),
+        dead_after,
+        &kops_jit::REGMAP,
+        kops_jit::AUX_REG,
+    );
+    match emitted {
+        Ok(Some(code)) => count_x86(&code),
+        _ => plain(&p.proof()),
     }
 }
 
+/// Registers dead right after the site of `m`: liveness at the end of its region, carried
+/// back through the kept instructions that follow the site inside it (straight-line code).
+fn dead_after_site(cx: &Ctx, m: &Match) -> RegSet {
+    let mut live = cx.an.live_out[m.end - 1];
+    for &k in m.keep.iter().skip(m.site_pos).rev().filter(|&&k| cx.an.insn_start[k]) {
+        let e = cx.eff(k);
+        live = live.minus(e.defs).union(e.uses);
+    }
+    RegSet(0x3ff).minus(live)
+}
 /// Baseline cost of the idiom's own instructions in a match.
 pub fn idiom_cost(insns: &[Insn], m: &Match) -> u32 {
     (m.start..m.end)
@@ -195,7 +205,7 @@ fn data_dependent(cx: &Ctx, pc: usize, r: u8, depth: u32) -> bool {
 
 pub fn decide(cx: &Ctx, m: &Match, policy: &Policy) -> Decision {
     let before = idiom_cost(cx.insns, m);
-    let after = site_cost(&m.op) + m.prefix.len() as u32;
+    let after = site_cost(&m.op, dead_after_site(cx, m)) + m.prefix.len() as u32;
     let d = |rewrite: bool, reason: String| Decision { rewrite, reason, native_before: before, native_after: after };
     if let Err(e) = encode::site(&m.op) {
         return d(false, format!("not expressible as a site: {e}"));
@@ -206,45 +216,40 @@ pub fn decide(cx: &Ctx, m: &Match, policy: &Policy) -> Decision {
         Mode::Auto => {}
     }
     let saving = before as i32 - after as i32;
-    match &m.op {
-        SiteOp::EndianLoad { .. } => d(
+    let by_saving = |min: i32| d(saving >= min, format!("saves {saving} native instructions"));
+    let p = match &m.op {
+        Site::WideLoad(_) => return by_saving(1),
+        Site::Kinsn(p) => p,
+    };
+    match p {
+        AnyOp::EndianLoad16(_) | AnyOp::EndianLoad32(_) | AnyOp::EndianLoad64(_) => d(
             false,
             format!(
                 "saves {saving} native instructions by count, but endian loads measured no gain \
                  (endian_parse 1.02-1.03x of jit time over three runs)"
             ),
         ),
-        SiteOp::Rotate { .. } | SiteOp::Popcount { .. } | SiteOp::WideLoad { .. } => {
-            if saving >= 1 {
-                d(true, format!("saves {saving} native instructions"))
-            } else {
-                d(false, format!("saves {saving} native instructions"))
-            }
+        AnyOp::Extract(_) if saving < 1 => {
+            d(false, format!("saves {saving}: shr+and is what the baseline JIT emits already"))
         }
-        SiteOp::Extract { .. } => {
-            if saving >= 1 {
-                d(true, format!("saves {saving} native instructions"))
-            } else {
-                d(false, format!("saves {saving}: shr+and is what the baseline JIT emits already"))
-            }
-        }
-        SiteOp::Select { cond, width, .. } => {
-            let mut dep = data_dependent(cx, m.start, cond.lhs, 0);
-            if let Operand::Reg(r) = cond.rhs {
-                dep |= data_dependent(cx, m.start, r, 0);
-            }
-            // A comparison select (select_cmp) at equal count still removes a branch.
-            let min_saving = if crate::passes::zero_test(cond) { 1 } else { 0 };
+        AnyOp::Select(_) | AnyOp::SelectCmp(_) => {
+            let (regs, mov32, min_saving) = match p {
+                AnyOp::Select(s) => (vec![s.cond], s.mov32, 1),
+                // A comparison select (select_cmp) at equal count still removes a branch.
+                AnyOp::SelectCmp(s) => (vec![s.lhs, s.rhs], s.mov32, 0),
+                _ => unreachable!(),
+            };
+            let dep = regs.iter().any(|&r| data_dependent(cx, m.start, r, 0));
             if saving < min_saving {
                 d(false, format!("saves {saving} native instructions"))
             } else if !dep {
                 d(false, "condition not computed from loaded data: branch assumed predictable".into())
             } else {
-                let w = if *width == Width::W64 { 64 } else { 32 };
+                let w = if mov32 { 32 } else { 64 };
                 d(true, format!("data-dependent condition (likely unpredictable), cmov{w} saves {saving}"))
             }
         }
-        SiteOp::Memcpy { width, count, .. } | SiteOp::Memset { width, count, .. } => {
+        AnyOp::Memcpy(kops_einsn::Memcpy { width, count, .. }) | AnyOp::Memset(kops_einsn::Memset { width, count, .. }) => {
             let len = *width as u32 * *count as u32;
             d(
                 false,
@@ -254,6 +259,11 @@ pub fn decide(cx: &Ctx, m: &Match, policy: &Policy) -> Decision {
                 ),
             )
         }
-        SiteOp::Prefetch { .. } => d(false, "a dead load already prefetches; only a measured A/B can justify it".into()),
+        AnyOp::Prefetch(_) | AnyOp::SpecBarrier(_) => {
+            d(false, "a dead load already prefetches; only a measured A/B can justify it".into())
+        }
+        // Rotate, popcount, extract and any op without a rule of its own: taken when the
+        // native emit saves instructions.
+        _ => by_saving(1),
     }
 }

@@ -95,7 +95,7 @@ fn step(st: &mut State, insns: &[Insn], pc: usize, pkt: &[i16], site_defs: SiteD
         return;
     }
     match i.class() {
-        op::ALU64 if !kops_analysis::is_kinsn_sidecar(&i) => match (i.op(), i.source()) {
+        op::ALU64 if !i.is_kinsn_sidecar() => match (i.op(), i.source()) {
             (op::MOV, op::X) if i.off == 0 => st[d] = st.get(i.src as usize).copied().unwrap_or(Kind::Unknown),
             (op::ADD, op::K) => st[d] = st[d].add(Some(i.imm as i64)),
             (op::SUB, op::K) => st[d] = st[d].add(Some(-(i.imm as i64))),
@@ -107,7 +107,7 @@ fn step(st: &mut State, insns: &[Insn], pc: usize, pkt: &[i16], site_defs: SiteD
             _ => st[d] = Kind::Unknown,
         },
         op::ALU | op::ALU64 => {
-            if !kops_analysis::is_kinsn_sidecar(&i) {
+            if !i.is_kinsn_sidecar() {
                 let mov_k = i.class() == op::ALU && i.op() == op::MOV && i.source() == op::K;
                 st[d] = if mov_k {
                     Kind::Const(i.imm as u32 as u64)
@@ -155,7 +155,7 @@ fn step(st: &mut State, insns: &[Insn], pc: usize, pkt: &[i16], site_defs: SiteD
                 st[r as usize] = Kind::Unknown;
             }
         }
-        op::JMP if i.op() == op::CALL && crate::is_kinsn_call(&i) => {
+        op::JMP if i.op() == op::CALL && i.is_kinsn_call() => {
             // A kinsn site writes its defined registers (scalars); unknown sites: all.
             let defs = site_defs(pc).unwrap_or(kops_analysis::RegSet(0x3ff));
             for r in defs.iter().filter(|&r| r < 10) {

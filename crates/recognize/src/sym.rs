@@ -189,7 +189,7 @@ impl Eval {
             };
             let d = i.dst as usize;
             match i.class() {
-                op::ALU | op::ALU64 if d < 10 && !kops_analysis::is_kinsn_sidecar(&i) => {
+                op::ALU | op::ALU64 if d < 10 && !i.is_kinsn_sidecar() => {
                     let w = if i.class() == op::ALU64 { W::W64 } else { W::W32 };
                     let src = if i.source() == op::X {
                         get(&regs, i.src)

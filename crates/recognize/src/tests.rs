@@ -1,14 +1,19 @@
-// Hand-built instruction sequences: every operand/shift order, the negative cases, and the
-// fix-ups. Expected values are worked out by hand from the sequences.
+// Instruction sequences in the conformance suite's assembly syntax: every operand/shift
+// order, the negative cases, and the fix-ups. Expected values are worked out by hand from
+// the sequences.
 use super::*;
-use kops_einsn::EInsn;
+use kops_einsn::*;
 use kops_isa::op::*;
+
+fn asm(text: &str) -> Vec<Insn> {
+    kops_isa::asm::assemble(text).unwrap_or_else(|e| panic!("{e}"))
+}
 
 fn found(p: &[Insn]) -> Found {
     find_matches(p, &[], None, &Pass::ALL).unwrap()
 }
 
-fn ops(f: &Found, pass: Pass) -> Vec<SiteOp> {
+fn ops(f: &Found, pass: Pass) -> Vec<Site> {
     f.matches.iter().filter(|m| m.pass == pass).map(|m| m.op.clone()).collect()
 }
 
@@ -17,74 +22,54 @@ fn rejects(f: &Found, pass: Pass) -> Vec<String> {
 }
 
 /// `r2 = *(u64 *)(r1 + 0)`, the body, `r0 = r{ret}`, `exit`.
-fn prog(body: &[Insn], ret: u8) -> Vec<Insn> {
-    let mut v = vec![Insn::ldx(DW, 2, 1, 0)];
-    v.extend_from_slice(body);
-    v.push(Insn::mov64_reg(0, ret));
-    v.push(Insn::exit());
-    v
+fn prog(body: &str, ret: u8) -> Vec<Insn> {
+    asm(&format!("ldxdw %r2, [%r1]\n{body}\nmov %r0, %r{ret}\nexit"))
+}
+
+fn site<P: Into<AnyOp>>(p: Result<P, kops_kinsn::PayloadError>) -> Site {
+    Site::Kinsn(p.unwrap().into())
 }
 
 #[test]
 fn rotate_every_operand_and_shift_order() {
-    let a64 = |o, d, k| Insn::alu64_imm(o, d, k);
-    let x64 = |o, d, s| Insn::alu64_reg(o, d, s);
     // (body, result register)
-    let cases: Vec<(Vec<Insn>, u8)> = vec![
-        // mov t,s; rsh t,51; lsh s,13; or s,t
-        (vec![Insn::mov64_reg(3, 2), a64(RSH, 3, 51), a64(LSH, 2, 13), x64(OR, 2, 3)], 2),
-        // mov t,s; lsh t,13; rsh s,51; or s,t
-        (vec![Insn::mov64_reg(3, 2), a64(LSH, 3, 13), a64(RSH, 2, 51), x64(OR, 2, 3)], 2),
+    let cases = [
+        ("mov %r3, %r2\nrsh %r3, 51\nlsh %r2, 13\nor %r2, %r3", 2),
+        ("mov %r3, %r2\nlsh %r3, 13\nrsh %r2, 51\nor %r2, %r3", 2),
         // result in the temporary: or t,s
-        (vec![Insn::mov64_reg(3, 2), a64(RSH, 3, 51), a64(LSH, 2, 13), x64(OR, 3, 2)], 3),
+        ("mov %r3, %r2\nrsh %r3, 51\nlsh %r2, 13\nor %r3, %r2", 3),
         // source kept: two copies
-        (vec![Insn::mov64_reg(3, 2), a64(RSH, 3, 51), Insn::mov64_reg(4, 2), a64(LSH, 4, 13), x64(OR, 4, 3)], 4),
+        ("mov %r3, %r2\nrsh %r3, 51\nmov %r4, %r2\nlsh %r4, 13\nor %r4, %r3", 4),
         // shifts in the other order, or reversed
-        (vec![Insn::mov64_reg(4, 2), a64(LSH, 4, 13), Insn::mov64_reg(3, 2), a64(RSH, 3, 51), x64(OR, 3, 4)], 3),
+        ("mov %r4, %r2\nlsh %r4, 13\nmov %r3, %r2\nrsh %r3, 51\nor %r3, %r4", 3),
     ];
-    for (body, ret) in &cases {
-        let f = found(&prog(body, *ret));
+    for (body, ret) in cases {
+        let f = found(&prog(body, ret));
         let r = ops(&f, Pass::Rotate);
-        assert_eq!(r.len(), 1, "{body:?}: {:?}", f.rejects);
-        match &r[0] {
-            SiteOp::Rotate { dst, src, amount, width, tmp } => {
-                assert_eq!((*dst, *src, *amount, *width), (*ret, 2, 13, Width::W64));
-                assert_ne!(tmp, dst);
-            }
-            o => panic!("{o:?}"),
-        }
+        assert_eq!(r.len(), 1, "{body}: {:?}", f.rejects);
+        let Site::Kinsn(AnyOp::Rotate64(p)) = &r[0] else { panic!("{:?}", r[0]) };
+        assert_eq!((p.dst, p.src, p.k), (ret, 2, 13));
+        assert_ne!(p.tmp, p.dst);
     }
-    // 32-bit: w3 = w2; w3 >>= 27; w2 <<= 5; w2 |= w3
-    let body = [
-        Insn::alu32_reg(MOV, 3, 2),
-        Insn::alu32_imm(RSH, 3, 27),
-        Insn::alu32_imm(LSH, 2, 5),
-        Insn::alu32_reg(OR, 2, 3),
-    ];
-    let r = ops(&found(&prog(&body, 2)), Pass::Rotate);
-    assert!(matches!(r[..], [SiteOp::Rotate { dst: 2, src: 2, amount: 5, width: Width::W32, .. }]), "{r:?}");
+    let r = ops(&found(&prog("mov32 %r3, %r2\nrsh32 %r3, 27\nlsh32 %r2, 5\nor32 %r2, %r3", 2)), Pass::Rotate);
+    assert!(matches!(r[..], [Site::Kinsn(AnyOp::Rotate32(Rotate32 { dst: 2, src: 2, k: 5, .. }))]), "{r:?}");
 }
 
 #[test]
 fn rotate_negatives() {
-    let base = [Insn::mov64_reg(3, 2), Insn::alu64_imm(RSH, 3, 51), Insn::alu64_imm(LSH, 2, 13), Insn::alu64_reg(OR, 2, 3)];
+    let base = "mov %r3, %r2\nrsh %r3, 51\nlsh %r2, 13\nor %r2, %r3";
     // The temporary is live after the idiom (returned).
-    let f = found(&prog(&base, 3));
+    let f = found(&prog(base, 3));
     assert!(ops(&f, Pass::Rotate).is_empty());
     assert!(rejects(&f, Pass::Rotate).iter().any(|r| r.contains("temporary r3 is live")), "{:?}", f.rejects);
     // Mixed widths: 64-bit right shift, 32-bit left shift and or (clang's truncated rol64).
-    let mixed = [Insn::mov64_reg(3, 2), Insn::alu64_imm(RSH, 3, 51), Insn::alu32_imm(LSH, 2, 13), Insn::alu32_reg(OR, 2, 3)];
-    assert!(ops(&found(&prog(&mixed, 2)), Pass::Rotate).is_empty());
+    assert!(ops(&found(&prog("mov %r3, %r2\nrsh %r3, 51\nlsh32 %r2, 13\nor32 %r2, %r3", 2)), Pass::Rotate).is_empty());
     // Shift amounts that do not add up to the width.
-    let bad = [Insn::mov64_reg(3, 2), Insn::alu64_imm(RSH, 3, 50), Insn::alu64_imm(LSH, 2, 13), Insn::alu64_reg(OR, 2, 3)];
-    assert!(ops(&found(&prog(&bad, 2)), Pass::Rotate).is_empty());
+    assert!(ops(&found(&prog("mov %r3, %r2\nrsh %r3, 50\nlsh %r2, 13\nor %r2, %r3", 2)), Pass::Rotate).is_empty());
     // movsx is not a mov: r3 = (s32)r2.
-    let sx = [Insn::new(ALU64 | MOV | X, 3, 2, 32, 0), Insn::alu64_imm(RSH, 3, 51), Insn::alu64_imm(LSH, 2, 13), Insn::alu64_reg(OR, 2, 3)];
-    assert!(ops(&found(&prog(&sx, 2)), Pass::Rotate).is_empty());
+    assert!(ops(&found(&prog("movsx3264 %r3, %r2\nrsh %r3, 51\nlsh %r2, 13\nor %r2, %r3", 2)), Pass::Rotate).is_empty());
     // A branch into the middle (to the left shift) splits the idiom.
-    let mut p = vec![Insn::ldx(DW, 2, 1, 0), Insn::jmp_imm(JEQ, 2, 7, 2)];
-    p.extend_from_slice(&base);
-    p.extend([Insn::mov64_reg(0, 2), Insn::exit()]);
+    let p = asm(&format!("ldxdw %r2, [%r1]\njeq %r2, 7, +2\n{base}\nmov %r0, %r2\nexit"));
     assert_eq!(p[1].target(1), Some(4));
     assert!(ops(&found(&p), Pass::Rotate).is_empty());
 }
@@ -92,102 +77,41 @@ fn rotate_negatives() {
 #[test]
 fn select_shapes_widths_and_negatives() {
     // mov; jcc +1; mov with a JMP32 and a JMP condition on zero.
-    for (jc, cond32) in [(JMP32, true), (JMP, false)] {
-        let p = [
-            Insn::ldx(DW, 2, 1, 0),
-            Insn::ldx(DW, 4, 1, 8),
-            Insn::mov64_reg(3, 4),
-            Insn::new(jc | JEQ | K, 2, 0, 1, 0),
-            Insn::mov64_reg(3, 1),
-            Insn::mov64_reg(0, 3),
-            Insn::exit(),
-        ];
+    for (jeq, cond32) in [("jeq32", true), ("jeq", false)] {
+        let p = asm(&format!(
+            "ldxdw %r2, [%r1]\nldxdw %r4, [%r1+8]\nmov %r3, %r4\n{jeq} %r2, 0, +1\nmov %r3, %r1\nmov %r0, %r3\nexit"
+        ));
         let f = found(&p);
         let s = ops(&f, Pass::Select);
-        assert_eq!(s.len(), 1, "{:?}", f.rejects);
-        let SiteOp::Select { dst, cond, if_true, if_false, width } = s[0] else { panic!() };
-        assert_eq!((dst, cond.jmp32, cond.op, cond.lhs), (3, cond32, JEQ, 2));
-        assert_eq!((if_true, if_false, width), (Operand::Reg(4), Operand::Reg(1), Width::W64));
-        // The site: select64 dst = cond != 0 ? a : b with a = the false value for JEQ.
-        let site = encode::site(&s[0]).unwrap();
-        let expect = kops_einsn::Select::new(3, 2, 1, 4, cond32, false).unwrap().site().unwrap();
-        assert_eq!(site, expect.to_vec());
+        // select64 dst = cond != 0 ? a : b, with a = the false value for JEQ.
+        assert_eq!(s, vec![site(Select::new(3, 2, 1, 4, cond32, false))], "{:?}", f.rejects);
     }
     // Diamond: if r2 != 0 goto +2; r3 = r5; ja +1; r3 = r4
-    let p = [
-        Insn::ldx(DW, 2, 1, 0),
-        Insn::jmp_imm(JNE, 2, 0, 2),
-        Insn::mov64_reg(3, 5),
-        Insn::ja(1),
-        Insn::mov64_reg(3, 4),
-        Insn::mov64_reg(0, 3),
-        Insn::exit(),
-    ];
-    let s = ops(&found(&p), Pass::Select);
-    assert!(
-        matches!(s[..], [SiteOp::Select { dst: 3, if_true: Operand::Reg(4), if_false: Operand::Reg(5), .. }]),
-        "{s:?}"
-    );
+    let p = asm("ldxdw %r2, [%r1]\njne %r2, 0, +2\nmov %r3, %r5\nja +1\nmov %r3, %r4\nmov %r0, %r3\nexit");
+    assert_eq!(ops(&found(&p), Pass::Select), vec![site(Select::new(3, 2, 4, 5, false, false))]);
     // movsx in place of a move: no select.
-    let p = [
-        Insn::ldx(DW, 2, 1, 0),
-        Insn::mov64_reg(3, 4),
-        Insn::jmp_imm(JEQ, 2, 0, 1),
-        Insn::new(ALU64 | MOV | X, 3, 1, 16, 0),
-        Insn::mov64_reg(0, 3),
-        Insn::exit(),
-    ];
+    let p = asm("ldxdw %r2, [%r1]\nmov %r3, %r4\njeq %r2, 0, +1\nmovsx1664 %r3, %r1\nmov %r0, %r3\nexit");
     assert!(ops(&found(&p), Pass::Select).is_empty());
     // Mixed widths: w3 = w4 on one side, r3 = r1 on the other. The three-instruction
     // shape is rejected; what remains is the one-sided select after the 32-bit move
     // (r3 keeps the zero-extended w4 when the condition holds), which is exact.
-    let p = [
-        Insn::ldx(DW, 2, 1, 0),
-        Insn::alu32_reg(MOV, 3, 4),
-        Insn::jmp_imm(JEQ, 2, 0, 1),
-        Insn::mov64_reg(3, 1),
-        Insn::mov64_reg(0, 3),
-        Insn::exit(),
-    ];
+    let p = asm("ldxdw %r2, [%r1]\nmov32 %r3, %r4\njeq %r2, 0, +1\nmov %r3, %r1\nmov %r0, %r3\nexit");
     let f = found(&p);
     assert!(rejects(&f, Pass::Select).iter().any(|r| r.contains("widths")));
     let m: Vec<_> = f.matches.iter().filter(|m| m.pass == Pass::Select).map(|m| (m.start, m.end)).collect();
     assert_eq!(m, vec![(2, 4)]);
     // One-sided with a 32-bit move whose destination may have upper bits set: rejected.
-    let p = [
-        Insn::ldx(DW, 2, 1, 0),
-        Insn::ldx(DW, 3, 1, 8),
-        Insn::jmp_imm(JEQ, 2, 0, 1),
-        Insn::alu32_reg(MOV, 3, 1),
-        Insn::mov64_reg(0, 3),
-        Insn::exit(),
-    ];
+    let p = asm("ldxdw %r2, [%r1]\nldxdw %r3, [%r1+8]\njeq %r2, 0, +1\nmov32 %r3, %r1\nmov %r0, %r3\nexit");
     let f = found(&p);
     assert!(ops(&f, Pass::Select).is_empty());
     assert!(rejects(&f, Pass::Select).iter().any(|r| r.contains("mixed widths")), "{:?}", f.rejects);
     // A jump from outside into the second move.
-    let p = [
-        Insn::ldx(DW, 2, 1, 0),
-        Insn::ldx(DW, 3, 1, 8),
-        Insn::jmp_imm(JEQ, 2, 5, 2), // -> 5
-        Insn::mov64_reg(0, 2),
-        Insn::jmp_imm(JEQ, 3, 0, 1), // -> 6
-        Insn::mov64_reg(0, 3),
-        Insn::exit(),
-    ];
+    let p = asm("ldxdw %r2, [%r1]\nldxdw %r3, [%r1+8]\njeq %r2, 5, +2\nmov %r0, %r2\njeq %r3, 0, +1\nmov %r0, %r3\nexit");
     let f = found(&p);
     assert!(ops(&f, Pass::Select).is_empty());
     assert!(rejects(&f, Pass::Select).iter().any(|r| r.contains("jumps into the region")), "{:?}", f.rejects);
     // A diamond whose last move starts a subprogram (bpf-to-bpf call target).
-    let p = [
-        Insn::mov64_imm(1, 1),
-        Insn::new(JMP | CALL, 0, PSEUDO_CALL, 0, 3), // -> 5
-        Insn::jmp_imm(JEQ, 0, 0, 2),                 // -> 5
-        Insn::mov64_imm(0, 1),
-        Insn::ja(1),
-        Insn::mov64_imm(0, 2),
-        Insn::exit(),
-    ];
+    let p = asm("mov %r1, 1\ncall local f\njeq %r0, 0, +2\nmov %r0, 1\nja +1\nf:\nmov %r0, 2\nexit");
     let f = found(&p);
     assert!(ops(&f, Pass::Select).is_empty());
     assert!(rejects(&f, Pass::Select).iter().any(|r| r.contains("subprogram")), "{:?}", f.rejects);
@@ -195,97 +119,76 @@ fn select_shapes_widths_and_negatives() {
 
 #[test]
 fn extract_forms() {
-    let cases: Vec<Vec<Insn>> = vec![
-        vec![Insn::alu64_imm(RSH, 2, 12), Insn::alu64_imm(AND, 2, 0xff)],
-        vec![Insn::alu64_imm(AND, 2, 0xff000), Insn::alu64_imm(RSH, 2, 12)],
-        vec![Insn::alu64_imm(LSH, 2, 44), Insn::alu64_imm(RSH, 2, 52)],
-        vec![Insn::alu32_imm(RSH, 2, 12), Insn::alu32_imm(AND, 2, 0xff)],
+    let cases = [
+        ("rsh %r2, 12\nand %r2, 0xff", (12, 8)),
+        ("and %r2, 0xff000\nrsh %r2, 12", (12, 8)),
+        ("lsh %r2, 44\nrsh %r2, 52", (8, 12)),
+        ("rsh32 %r2, 12\nand32 %r2, 0xff", (12, 8)),
     ];
-    let expect = [(12, 8), (12, 8), (8, 12), (12, 8)];
-    for (body, (start, len)) in cases.iter().zip(expect) {
-        let s = ops(&found(&prog(body, 2)), Pass::Extract);
-        assert_eq!(s, vec![SiteOp::Extract { dst: 2, src: 2, start, len }], "{body:?}");
+    for (body, (start, len)) in cases {
+        assert_eq!(ops(&found(&prog(body, 2)), Pass::Extract), vec![site(Extract::new(2, 2, start, len))], "{body}");
     }
     // A plain mask (start 0) and a non-contiguous mask are not extracts.
-    let none: Vec<Vec<Insn>> = vec![
-        vec![Insn::alu64_imm(RSH, 2, 12), Insn::alu64_imm(AND, 2, 0xf0)],
-        vec![Insn::alu64_imm(AND, 2, 0xff), Insn::alu64_imm(ADD, 2, 1)],
-    ];
-    for body in &none {
-        assert!(ops(&found(&prog(body, 2)), Pass::Extract).is_empty(), "{body:?}");
+    for body in ["rsh %r2, 12\nand %r2, 0xf0", "and %r2, 0xff\nadd %r2, 1"] {
+        assert!(ops(&found(&prog(body, 2)), Pass::Extract).is_empty(), "{body}");
     }
 }
 
 #[test]
 fn endian_sizes_must_match() {
-    let p = |sz, bits| {
-        vec![
-            Insn::mov64_imm(0, 0),
-            Insn::ldx(sz, 3, 1, 2),
-            Insn::new(ALU | END | TO_BE, 3, 0, 0, bits),
-            Insn::mov64_reg(0, 3),
-            Insn::exit(),
-        ]
-    };
-    assert_eq!(ops(&found(&p(H, 16)), Pass::Endian), vec![SiteOp::EndianLoad { dst: 3, base: 1, off: 2, size: 2 }]);
-    assert_eq!(ops(&found(&p(DW, 64)), Pass::Endian), vec![SiteOp::EndianLoad { dst: 3, base: 1, off: 2, size: 8 }]);
-    assert!(ops(&found(&p(W, 16)), Pass::Endian).is_empty());
+    let p = |ld: &str, swap: &str| asm(&format!("mov %r0, 0\n{ld} %r3, [%r1+2]\n{swap} %r3\nmov %r0, %r3\nexit"));
+    assert_eq!(ops(&found(&p("ldxh", "be16")), Pass::Endian), vec![site(EndianLoad16::new(3, 1, 2))]);
+    assert_eq!(ops(&found(&p("ldxdw", "be64")), Pass::Endian), vec![site(EndianLoad64::new(3, 1, 2))]);
+    assert!(ops(&found(&p("ldxw", "be16")), Pass::Endian).is_empty());
     // to-little-endian is a truncation on this host, not a swap.
-    let mut q = p(H, 16);
-    q[2] = Insn::new(ALU | END | TO_LE, 3, 0, 0, 16);
-    assert!(ops(&found(&q), Pass::Endian).is_empty());
+    assert!(ops(&found(&p("ldxh", "le16")), Pass::Endian).is_empty());
 }
 
 #[test]
 fn bulk_overlap_and_order() {
     // Same base, overlapping ranges, copied ascending: exactly the proof's order, taken.
-    let copy = |d_off: i16, desc: bool| {
-        let mut v = vec![Insn::mov64_imm(0, 0)];
-        let mut offs = vec![0i16, 8, 16];
-        if desc {
-            offs.reverse();
-        }
-        for o in offs {
-            v.push(Insn::ldx(DW, 2, 1, o));
-            v.push(Insn::stx(DW, 1, 2, o + d_off));
-        }
-        v.push(Insn::exit());
-        v
-    };
-    let s = ops(&found(&copy(8, false)), Pass::Bulk);
-    assert!(matches!(s[..], [SiteOp::Memcpy { count: 3, width: 8, descending: false, .. }]), "{s:?}");
+    let mut copy = "mov %r0, 0\n".to_string();
+    for o in [0, 8, 16] {
+        copy += &format!("ldxdw %r2, [%r1+{o}]\nstxdw [%r1+{}], %r2\n", o + 8);
+    }
+    let s = ops(&found(&asm(&(copy + "exit"))), Pass::Bulk);
+    assert!(matches!(s[..], [Site::Kinsn(AnyOp::Memcpy(Memcpy { count: 3, width: 8, descending: false, .. }))]), "{s:?}");
     // Two temporaries interleaved (ld, ld, st, st) with overlap: not the proof's order.
-    let p = [
-        Insn::mov64_imm(0, 0),
-        Insn::ldx(DW, 2, 1, 0),
-        Insn::ldx(DW, 3, 1, 8),
-        Insn::stx(DW, 1, 2, 8),
-        Insn::stx(DW, 1, 3, 16),
-        Insn::exit(),
-    ];
+    let p = asm("mov %r0, 0\nldxdw %r2, [%r1]\nldxdw %r3, [%r1+8]\nstxdw [%r1+8], %r2\nstxdw [%r1+16], %r3\nexit");
     let f = found(&p);
     assert!(ops(&f, Pass::Bulk).is_empty());
     assert!(rejects(&f, Pass::Bulk).iter().any(|r| r.contains("overlap")), "{:?}", f.rejects);
     // The same from the context to the stack: regions cannot overlap, any order is fine.
-    let p = [
-        Insn::mov64_imm(0, 0),
-        Insn::ldx(DW, 2, 1, 0),
-        Insn::ldx(DW, 3, 1, 8),
-        Insn::stx(DW, 10, 2, -16),
-        Insn::stx(DW, 10, 3, -8),
-        Insn::exit(),
-    ];
+    let p = asm("mov %r0, 0\nldxdw %r2, [%r1]\nldxdw %r3, [%r1+8]\nstxdw [%r10-16], %r2\nstxdw [%r10-8], %r3\nexit");
     let s = ops(&found(&p), Pass::Bulk);
-    assert!(matches!(s[..], [SiteOp::Memcpy { dst_base: 10, dst_off: -16, src_base: 1, src_off: 0, count: 2, .. }]), "{s:?}");
+    assert!(
+        matches!(s[..], [Site::Kinsn(AnyOp::Memcpy(Memcpy { dst: 10, dst_off: -16, src: 1, src_off: 0, count: 2, .. }))]),
+        "{s:?}"
+    );
     // Zero stores with a gap are no memset; contiguous ones are.
     let z = |offs: &[i16]| {
-        let mut v = vec![Insn::mov64_imm(0, 0)];
-        v.extend(offs.iter().map(|&o| Insn::st(DW, 10, o, 0)));
-        v.push(Insn::exit());
-        v
+        let st: Vec<String> = offs.iter().map(|o| format!("stdw [%r10{o}], 0")).collect();
+        asm(&format!("mov %r0, 0\n{}\nexit", st.join("\n")))
     };
-    assert!(matches!(ops(&found(&z(&[-8, -16, -24])), Pass::Bulk)[..], [SiteOp::Memset { off: -24, count: 3, width: 8, .. }]));
+    let s = ops(&found(&z(&[-8, -16, -24])), Pass::Bulk);
+    assert!(matches!(s[..], [Site::Kinsn(AnyOp::Memset(Memset { off: -24, count: 3, width: 8, .. }))]), "{s:?}");
     assert!(ops(&found(&z(&[-8, -24])), Pass::Bulk).is_empty());
+}
+
+#[test]
+fn abs_sign_mask_forms() {
+    // clang's select_clamp: w3 = w2; w3 s>>= 31; w9 = w2; w9 ^= w3; w9 -= w3 (and in place).
+    let p = prog("mov32 %r3, %r2\narsh32 %r3, 31\nmov32 %r9, %r2\nxor32 %r9, %r3\nsub32 %r9, %r3", 9);
+    assert_eq!(ops(&found(&p), Pass::Abs), vec![site(Abs::new(9, 2, 3, true))]);
+    let p = prog("mov %r3, %r2\narsh %r3, 63\nxor %r2, %r3\nsub %r2, %r3", 2);
+    let s = ops(&found(&p), Pass::Abs);
+    assert!(matches!(s[..], [Site::Kinsn(AnyOp::Abs(Abs { dst: 2, src: 2, alu32: false, .. }))]), "{s:?}");
+    // The wrong shift (not the sign): no site.
+    assert!(ops(&found(&prog("mov %r3, %r2\narsh %r3, 62\nxor %r2, %r3\nsub %r2, %r3", 2)), Pass::Abs).is_empty());
+    // The mask read after the idiom: it stays in place, the site takes another register.
+    let p = asm("ldxdw %r2, [%r1]\nmov %r3, %r2\narsh %r3, 63\nxor %r2, %r3\nsub %r2, %r3\nmov %r0, %r2\nadd %r0, %r3\nexit");
+    let s = ops(&found(&p), Pass::Abs);
+    assert!(s.iter().all(|s| matches!(s, Site::Kinsn(AnyOp::Abs(a)) if a.tmp != 3)), "{s:?}");
 }
 
 fn li(off: u32, line: u32) -> kops_object::LineInfo {
@@ -301,24 +204,24 @@ fn li(off: u32, line: u32) -> kops_object::LineInfo {
 
 #[test]
 fn rewrite_fixes_jumps_calls_func_refs_and_btf_ext() {
-    let f = Insn::ld_imm64(4, PSEUDO_FUNC, 11); // slot 1 -> 1 + 1 + 11 = 13
-    let insns = vec![
-        Insn::ldx(DW, 2, 1, 0),                       // 0
-        f[0],                                         // 1
-        f[1],                                         // 2
-        Insn::jmp_imm(JEQ, 2, 0, 6),                  // 3 -> 10
-        Insn::mov64_reg(6, 2),                        // 4  rotate
-        Insn::alu64_imm(RSH, 6, 51),                  // 5
-        Insn::alu64_imm(LSH, 2, 13),                  // 6
-        Insn::alu64_reg(OR, 2, 6),                    // 7
-        Insn::mov64_reg(1, 2),                        // 8
-        Insn::new(JMP | CALL, 0, PSEUDO_CALL, 0, 3),  // 9 -> 13
-        Insn::jmp_imm(JEQ, 0, 1, -7),                 // 10 -> 4
-        Insn::mov64_imm(0, 0),                        // 11
-        Insn::exit(),                                 // 12
-        Insn::mov64_reg(0, 1),                        // 13 subprogram
-        Insn::exit(),                                 // 14
-    ];
+    // `lddw %r4, f` with src PSEUDO_FUNC: a pointer to the subprogram at slot 13.
+    let func_ref = |insns: &mut Vec<Insn>, pc: usize, imm: i32| {
+        insns[pc].src = PSEUDO_FUNC;
+        insns[pc].imm = imm;
+    };
+    let mut insns = asm(
+        "ldxdw %r2, [%r1]\n\
+         lddw %r4, 0\n\
+         jeq %r2, 0, +6\n\
+         mov %r6, %r2\nrsh %r6, 51\nlsh %r2, 13\nor %r2, %r6\n\
+         mov %r1, %r2\n\
+         call local f\n\
+         jeq %r0, 1, -7\n\
+         mov %r0, 0\nexit\n\
+         f:\nmov %r0, %r1\nexit",
+    );
+    func_ref(&mut insns, 1, 11); // slot 1 -> 1 + 1 + 11 = 13
+    assert_eq!((insns[3].target(3), insns[9].target(9), insns[10].target(10)), (Some(10), Some(13), Some(4)));
     let sub = |name: &str, start, len| kops_object::Subprog { name: name.into(), start, len, section: "xdp".into(), sec_start: start };
     let p = kops_object::Program {
         name: "t".into(),
@@ -333,23 +236,19 @@ fn rewrite_fixes_jumps_calls_func_refs_and_btf_ext() {
     };
     let pol = Policy { mode: Mode::All, passes: vec![Pass::Rotate] };
     let r = run_program(&p, &pol).unwrap();
-    let site = kops_einsn::Rotate64::new(2, 2, 6, 13, false).unwrap().site().unwrap();
-    let f2 = Insn::ld_imm64(4, PSEUDO_FUNC, 9); // slot 1 -> 11
-    let expect = vec![
-        Insn::ldx(DW, 2, 1, 0),
-        f2[0],
-        f2[1],
-        Insn::jmp_imm(JEQ, 2, 0, 4), // 3 -> 8
-        site[0],
-        site[1],
-        Insn::mov64_reg(1, 2),
-        Insn::new(JMP | CALL, 0, PSEUDO_CALL, 0, 3), // 7 -> 11
-        Insn::jmp_imm(JEQ, 0, 1, -5),                // 8 -> 4
-        Insn::mov64_imm(0, 0),
-        Insn::exit(),
-        Insn::mov64_reg(0, 1),
-        Insn::exit(),
-    ];
+    let site = Rotate64::new(2, 2, 6, 13, false).unwrap().site().unwrap();
+    let mut expect = asm(
+        "ldxdw %r2, [%r1]\n\
+         lddw %r4, 0\n\
+         jeq %r2, 0, +4\n\
+         mov %r1, %r2\n\
+         call local f\n\
+         jeq %r0, 1, -5\n\
+         mov %r0, 0\nexit\n\
+         f:\nmov %r0, %r1\nexit",
+    );
+    func_ref(&mut expect, 1, 9); // slot 1 -> 11
+    expect.splice(4..4, site);
     assert_eq!(r.program.insns, expect);
     assert_eq!(r.program.subprogs.iter().map(|s| (s.start, s.len)).collect::<Vec<_>>(), vec![(0, 11), (11, 2)]);
     assert_eq!(r.program.func_info.iter().map(|f| f.insn_off).collect::<Vec<_>>(), vec![0, 11]);
@@ -363,16 +262,8 @@ fn rewrite_fixes_jumps_calls_func_refs_and_btf_ext() {
 
 #[test]
 fn prefetch_only_for_dead_loads_off_the_stack() {
-    let p = |base: u8, ret: u8| {
-        vec![
-            Insn::ldx(DW, 2, 1, 0),
-            Insn::mov64_reg(4, 10),
-            Insn::ldx(B, 3, base, -8),
-            Insn::mov64_reg(0, ret),
-            Insn::exit(),
-        ]
-    };
-    assert_eq!(ops(&found(&p(1, 2)), Pass::Prefetch), vec![SiteOp::Prefetch { base: 1, off: -8 }]);
+    let p = |base: u8, ret: u8| asm(&format!("ldxdw %r2, [%r1]\nmov %r4, %r10\nldxb %r3, [%r{base}-8]\nmov %r0, %r{ret}\nexit"));
+    assert_eq!(ops(&found(&p(1, 2)), Pass::Prefetch), vec![site(Prefetch::new(1, -8))]);
     // The loaded value is used: a real load.
     assert!(ops(&found(&p(1, 3)), Pass::Prefetch).is_empty());
     // A stack address (r4 = r10): nothing to prefetch.
@@ -390,27 +281,13 @@ fn random_programs_do_not_panic() {
         x ^= x << 17;
         x
     };
-    let pool = [
-        Insn::mov64_reg(3, 2),
-        Insn::alu64_imm(RSH, 3, 51),
-        Insn::alu64_imm(LSH, 2, 13),
-        Insn::alu64_reg(OR, 2, 3),
-        Insn::alu32_imm(RSH, 2, 3),
-        Insn::alu32_imm(AND, 2, 0x1f),
-        Insn::ldx(B, 4, 1, 0),
-        Insn::ldx(B, 5, 1, 1),
-        Insn::alu64_imm(LSH, 5, 8),
-        Insn::alu64_reg(OR, 4, 5),
-        Insn::ldx(DW, 2, 10, -8),
-        Insn::stx(DW, 10, 2, -16),
-        Insn::st(DW, 10, -24, 0),
-        Insn::jmp_imm(JEQ, 2, 0, 1),
-        Insn::ja(1),
-        Insn::new(ALU | END | TO_BE, 4, 0, 0, 16),
-        Insn::new(ALU64 | MOV | K, 7, PSEUDO_KINSN_SIDECAR, 3, 5),
-        Insn::new(JMP | CALL, 0, PSEUDO_KINSN_CALL, 0, 1),
-        Insn::call_helper(1),
-    ];
+    let mut pool = asm(
+        "mov %r3, %r2\nrsh %r3, 51\nlsh %r2, 13\nor %r2, %r3\nrsh32 %r2, 3\nand32 %r2, 0x1f\n\
+         ldxb %r4, [%r1]\nldxb %r5, [%r1+1]\nlsh %r5, 8\nor %r4, %r5\nldxdw %r2, [%r10-8]\n\
+         stxdw [%r10-16], %r2\nstdw [%r10-24], 0\njeq %r2, 0, +1\nja +1\nbe16 %r4\ncall 1",
+    );
+    // A rotate64 site (the assembler has no kinsn syntax) and stray halves of one.
+    pool.extend(Rotate64::new(7, 3, 0, 13, false).unwrap().site().unwrap());
     let (mut analysed, mut matched, mut rewritten) = (0, 0, 0);
     for _ in 0..3000 {
         let n = 1 + (next() % 40) as usize;
@@ -455,19 +332,12 @@ fn random_programs_do_not_panic() {
 /// the previous two); matching must stay fast (shared subterms are compared by identity).
 #[test]
 fn dag_shaped_terms_stay_fast() {
-    let mut v = vec![Insn::ldx(DW, 2, 1, 0), Insn::ldx(DW, 3, 1, 8)];
+    let mut text = "ldxdw %r2, [%r1]\nldxdw %r3, [%r1+8]\n".to_string();
     for k in 0..30 {
-        v.push(Insn::alu64_reg(ADD, 2, 3));
-        v.push(Insn::alu64_reg(if k % 2 == 0 { XOR } else { OR }, 3, 2));
+        text += &format!("add %r2, %r3\n{} %r3, %r2\n", if k % 2 == 0 { "xor" } else { "or" });
     }
-    v.push(Insn::mov64_reg(4, 3));
-    v.push(Insn::alu64_imm(RSH, 4, 51));
-    v.push(Insn::alu64_imm(LSH, 3, 13));
-    v.push(Insn::alu64_reg(OR, 3, 4));
-    v.push(Insn::alu64_reg(ADD, 2, 2));
-    v.push(Insn::alu64_reg(MUL, 3, 3));
-    v.push(Insn::mov64_reg(0, 3));
-    v.push(Insn::exit());
+    text += "mov %r4, %r3\nrsh %r4, 51\nlsh %r3, 13\nor %r3, %r4\nadd %r2, %r2\nmul %r3, %r3\nmov %r0, %r3\nexit";
+    let v = asm(&text);
     let t = std::time::Instant::now();
     let f = found(&v);
     assert!(t.elapsed().as_secs() < 5, "{:?}", t.elapsed());
@@ -480,25 +350,21 @@ fn dag_shaped_terms_stay_fast() {
 /// input at the idiom's start, then `r0 = 7` ran).
 #[test]
 fn site_after_kept_uses_of_its_destination() {
-    let p = [
-        Insn::ldx(DW, 2, 1, 0),
-        Insn::mov64_reg(0, 2),
-        Insn::mov64_reg(3, 2), // idiom starts
-        Insn::mov64_imm(0, 7), // kept: overwrites a holder of the input
-        Insn::mov64_reg(5, 4), // kept: reads the destination's old value
-        Insn::alu64_imm(RSH, 3, 51),
-        Insn::mov64_reg(4, 2),
-        Insn::alu64_imm(LSH, 4, 13),
-        Insn::alu64_reg(OR, 4, 3),
-        Insn::alu64_reg(ADD, 0, 4),
-        Insn::alu64_reg(ADD, 0, 5),
-        Insn::exit(),
-    ];
+    let p = asm(
+        "ldxdw %r2, [%r1]\nmov %r0, %r2\n\
+         mov %r3, %r2\n\
+         mov %r0, 7\n\
+         mov %r5, %r4\n\
+         rsh %r3, 51\nmov %r4, %r2\nlsh %r4, 13\nor %r4, %r3\n\
+         add %r0, %r4\nadd %r0, %r5\nexit",
+    );
+    // slot 2 starts the idiom; slot 3 (kept) overwrites a holder of the input; slot 4
+    // (kept) reads the destination's old value.
     let f = found(&p);
     let m: Vec<&Match> = f.matches.iter().filter(|m| m.pass == Pass::Rotate).collect();
     assert_eq!(m.len(), 1, "{:?}", f.rejects);
     assert_eq!((m[0].start, m[0].end, m[0].site_pos), (2, 9, 2));
-    assert!(matches!(m[0].op, SiteOp::Rotate { dst: 4, src: 2, amount: 13, .. }), "{:?}", m[0].op);
+    assert!(matches!(m[0].op, Site::Kinsn(AnyOp::Rotate64(Rotate64 { dst: 4, src: 2, k: 13, .. }))), "{:?}", m[0].op);
     let (new, kept) = encode::replacement(&p, m[0]).unwrap();
     assert_eq!(&new[..2], &[p[3], p[4]]);
     assert_eq!(kept, vec![(0, 3), (1, 4)]);
@@ -508,9 +374,9 @@ fn site_after_kept_uses_of_its_destination() {
 /// the idiom's own instructions).
 fn select_cmp_proof(m: &Match) -> Vec<Insn> {
     let site = encode::site(&m.op).unwrap();
-    assert_eq!(site[1].imm as u32, kops_einsn::id::SELECT_CMP, "{:?}", m.op);
-    let raw = kops_kinsn::transport::sidecar_payload(&site[0]);
-    kops_einsn::registry().get(kops_einsn::id::SELECT_CMP).unwrap().instantiate(raw).unwrap()
+    assert_eq!(site[1].imm as u32, SelectCmp::ID, "{:?}", m.op);
+    let raw = site[0].kinsn_payload();
+    registry().get(SelectCmp::ID).unwrap().instantiate(raw).unwrap()
 }
 
 #[test]
@@ -518,9 +384,9 @@ fn comparison_selects_become_select_cmp() {
     let sel = |f: &Found| -> Vec<Match> { f.matches.iter().filter(|m| m.pass == Pass::Select).cloned().collect() };
     // clang's clamp: `if w9 > w6 goto +1; w9 = w6`, r9 loaded (upper half may be set: the
     // 32-bit move on one path only is exactly select_cmp's mov32 proof).
-    for (jc, mv) in [(JMP32, Insn::alu32_reg(MOV, 9, 6)), (JMP, Insn::mov64_reg(9, 6))] {
-        for cmp in [JGT, JSLT, JSET, JNE] {
-            let p = [Insn::ldx(DW, 9, 1, 0), Insn::ldx(W, 6, 1, 8), Insn::new(jc | cmp | X, 9, 6, 1, 0), mv, Insn::mov64_reg(0, 9), Insn::exit()];
+    for (w, mv) in [("32", "mov32"), ("", "mov")] {
+        for cmp in ["jgt", "jslt", "jset", "jne"] {
+            let p = asm(&format!("ldxdw %r9, [%r1]\nldxw %r6, [%r1+8]\n{cmp}{w} %r9, %r6, +1\n{mv} %r9, %r6\nmov %r0, %r9\nexit"));
             let f = found(&p);
             let m = sel(&f);
             assert_eq!(m.len(), 1, "{:?}", f.rejects);
@@ -531,18 +397,10 @@ fn comparison_selects_become_select_cmp() {
     }
     // Compare-exchange: `w5 = w9; if w9 > w1 goto +1; w5 = w1` then `if w9 < w1 goto +1;
     // w9 = w1`: the first move stays, the two one-sided selects are sites.
-    let p = [
-        Insn::ldx(W, 9, 1, 0),
-        Insn::ldx(W, 1, 1, 4),
-        Insn::alu32_reg(MOV, 5, 9),
-        Insn::new(JMP32 | JGT | X, 9, 1, 1, 0),
-        Insn::alu32_reg(MOV, 5, 1),
-        Insn::new(JMP32 | JLT | X, 9, 1, 1, 0),
-        Insn::alu32_reg(MOV, 9, 1),
-        Insn::mov64_reg(0, 9),
-        Insn::alu64_reg(ADD, 0, 5),
-        Insn::exit(),
-    ];
+    let p = asm(
+        "ldxw %r9, [%r1]\nldxw %r1, [%r1+4]\nmov32 %r5, %r9\njgt32 %r9, %r1, +1\nmov32 %r5, %r1\n\
+         jlt32 %r9, %r1, +1\nmov32 %r9, %r1\nmov %r0, %r9\nadd %r0, %r5\nexit",
+    );
     let f = found(&p);
     let m = sel(&f);
     assert_eq!(m.iter().map(|m| (m.start, m.end)).collect::<Vec<_>>(), vec![(3, 5), (5, 7)], "{:?}", f.rejects);
@@ -550,37 +408,28 @@ fn comparison_selects_become_select_cmp() {
     assert_eq!(select_cmp_proof(&m[1]), p[5..7].to_vec());
     // Immediate comparand: `if r2 s> -5 goto +1; r2 = r4` goes through a dead register
     // (r0: dead until `r0 = r2` after the site), moved sign-extended before the site.
-    let p = [Insn::ldx(DW, 2, 1, 0), Insn::ldx(DW, 4, 1, 8), Insn::jmp_imm(JSGT, 2, -5, 1), Insn::mov64_reg(2, 4), Insn::mov64_reg(0, 2), Insn::exit()];
+    let p = asm("ldxdw %r2, [%r1]\nldxdw %r4, [%r1+8]\njsgt %r2, -5, +1\nmov %r2, %r4\nmov %r0, %r2\nexit");
     let f = found(&p);
     let m = sel(&f);
     assert_eq!(m.len(), 1, "{:?}", f.rejects);
-    assert_eq!(m[0].prefix, vec![Insn::mov64_imm(0, -5)]);
-    assert_eq!(select_cmp_proof(&m[0]), vec![Insn::new(JMP | JSGT | X, 2, 0, 1, 0), Insn::mov64_reg(2, 4)]);
+    assert_eq!(m[0].prefix, asm("mov %r0, -5"));
+    assert_eq!(select_cmp_proof(&m[0]), asm("jsgt %r2, %r0, +1\nmov %r2, %r4"));
     // Comparison diamond `if r2 > r4 goto +2; r3 = r5; ja +1; w3 = w6`: the taken value is
     // moved first, then select_cmp over it.
-    let p = [
-        Insn::ldx(DW, 2, 1, 0),
-        Insn::ldx(DW, 4, 1, 8),
-        Insn::new(JMP | JGT | X, 2, 4, 2, 0),
-        Insn::mov64_reg(3, 5),
-        Insn::ja(1),
-        Insn::alu32_reg(MOV, 3, 6),
-        Insn::mov64_reg(0, 3),
-        Insn::exit(),
-    ];
+    let p = asm("ldxdw %r2, [%r1]\nldxdw %r4, [%r1+8]\njgt %r2, %r4, +2\nmov %r3, %r5\nja +1\nmov32 %r3, %r6\nmov %r0, %r3\nexit");
     let f = found(&p);
     let m = sel(&f);
     assert_eq!(m.len(), 1, "{:?}", f.rejects);
     assert_eq!((m[0].start, m[0].end), (2, 6));
-    assert_eq!(m[0].prefix, vec![Insn::alu32_reg(MOV, 3, 6)]);
-    assert_eq!(select_cmp_proof(&m[0]), vec![Insn::new(JMP | JGT | X, 2, 4, 1, 0), Insn::mov64_reg(3, 5)]);
+    assert_eq!(m[0].prefix, asm("mov32 %r3, %r6"));
+    assert_eq!(select_cmp_proof(&m[0]), asm("jgt %r2, %r4, +1\nmov %r3, %r5"));
     // ... but not when the condition reads the destination.
     let mut q = p;
-    q[2] = Insn::new(JMP | JGT | X, 3, 4, 2, 0);
+    q[2] = asm("jgt %r3, %r4, +2")[0];
     let f = found(&q);
     assert!(sel(&f).is_empty());
     assert!(rejects(&f, Pass::Select).iter().any(|r| r.contains("reads the destination")), "{:?}", f.rejects);
     // movsx is not a move.
-    let p = [Insn::ldx(DW, 9, 1, 0), Insn::ldx(DW, 6, 1, 8), Insn::new(JMP | JGT | X, 9, 6, 1, 0), Insn::new(ALU64 | MOV | X, 9, 6, 16, 0), Insn::mov64_reg(0, 9), Insn::exit()];
+    let p = asm("ldxdw %r9, [%r1]\nldxdw %r6, [%r1+8]\njgt %r9, %r6, +1\nmovsx1664 %r9, %r6\nmov %r0, %r9\nexit");
     assert!(sel(&found(&p)).is_empty());
 }

@@ -493,7 +493,7 @@ impl Vm {
         let prog_type = p.prog_type;
         let mut kinsn_sites = 0;
         let mut lowering = None;
-        let site_pc = insns.iter().position(|i| kops_kinsn::transport::is_sidecar(i) || kops_kinsn::transport::is_kinsn_call(i));
+        let site_pc = insns.iter().position(|i| i.is_kinsn_sidecar() || i.is_kinsn_call());
         if let Some(first) = site_pc {
             let l = self.lower_sites(name, &insns, &subprogs, first)?;
             verified_by = verify()?;

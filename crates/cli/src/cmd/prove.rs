@@ -1,6 +1,6 @@
 //! `kops prove`: every EInsn native emit against its proof sequence, by SMT.
 
-use kops_prove::einsn::{classes, prove_class, ClassOutcome};
+use kops_prove::einsn::{prove_class, ClassOutcome};
 use kops_prove::Verdict;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -61,7 +61,7 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
     let mut json = Vec::new();
     println!("{:<15} {:>8} {:>9} {:>8} {:>7} {:>9}", "op", "classes", "variants", "proven", "failed", "time");
     for op in ops {
-        let cl: Vec<_> = classes(op.name()).into_iter().step_by(a.stride.max(1)).collect();
+        let cl: Vec<_> = op.classes().into_iter().step_by(a.stride.max(1)).collect();
         let t0 = Instant::now();
         let next = AtomicUsize::new(0);
         let outcomes: Mutex<Vec<ClassOutcome>> = Mutex::new(Vec::new());

@@ -88,7 +88,7 @@ pub fn verifier(unverified: bool) -> Box<dyn kops_vm::Verifier> {
 
 /// Kinsn sites in a program (sidecar slots).
 pub fn site_count(p: &kops_object::Program) -> usize {
-    p.insns.iter().filter(|i| kops_kinsn::transport::is_sidecar(i)).count()
+    p.insns.iter().filter(|i| i.is_kinsn_sidecar()).count()
 }
 
 /// What `--runtime kops` runs for `obj`: the object itself when any program has kinsn
