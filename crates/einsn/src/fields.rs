@@ -174,7 +174,7 @@ pub fn unpack(op: &str, table: &[Field], raw: u64) -> Result<Vec<i64>, PayloadEr
 /// `check_fields` and the [`Payload`](kops_kinsn::payload::Payload) codec (which also runs
 /// the op's cross-field [`EInsn::rules`](crate::EInsn::rules)).
 ///
-/// ```ignore
+/// ```text
 /// payload! { [const W: u8] Rotate<W> {
 ///     dst: 0, 4, Kind::RegW;
 ///     k: 12, 6, Kind::Range(1, W as i64 - 1);

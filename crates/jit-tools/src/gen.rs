@@ -50,32 +50,9 @@ pub trait Choices {
     }
 }
 
-/// xorshift64*: small, deterministic, no dependencies.
-#[derive(Clone, Debug)]
-pub struct Rng(u64);
+/// Seeded programs come from the project's one generator.
+pub use kops_rng::Rng;
 
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
-    }
-    #[allow(clippy::should_implement_trait)] // not an iterator: never ends
-    pub fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-}
-
-impl Choices for Rng {
-    fn next(&mut self) -> u64 {
-        Rng::next(self)
-    }
-}
-
-/// The project's seeded generator (`kops_rng`) drives the generator too.
 impl Choices for kops_rng::Rng {
     fn next(&mut self) -> u64 {
         kops_rng::Rng::next(self)
@@ -84,31 +61,23 @@ impl Choices for kops_rng::Rng {
 
 /// Choices read from fuzzer input: each decision takes the next input byte (8 for a full
 /// 64-bit value), so a mutated input byte changes one decision of the program; past the
-/// end of the input, a xorshift64* stream seeded from the input takes over.
+/// end of the input, a [`Rng`] stream seeded from the input takes over.
 #[derive(Clone, Debug)]
 pub struct InputRng<'a> {
     data: &'a [u8],
     pos: usize,
-    state: u64,
+    rest: Rng,
 }
 
 impl<'a> InputRng<'a> {
     pub fn new(data: &'a [u8]) -> InputRng<'a> {
         // FNV-1a of the input seeds the stream used past its end.
         let h = data.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
-        InputRng { data, pos: 0, state: h | 1 }
+        InputRng { data, pos: 0, rest: Rng::new(h) }
     }
     /// Input bytes consumed so far.
     pub fn consumed(&self) -> usize {
         self.pos.min(self.data.len())
-    }
-    fn stream(&mut self) -> u64 {
-        let mut x = self.state;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.state = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
     pub fn byte(&mut self) -> u8 {
         match self.data.get(self.pos) {
@@ -116,7 +85,7 @@ impl<'a> InputRng<'a> {
                 self.pos += 1;
                 b
             }
-            None => self.stream() as u8,
+            None => self.rest.next() as u8,
         }
     }
 }

@@ -275,7 +275,6 @@ impl Compiled for JitCompiled {
 
 #[cfg(test)]
 mod tests {
-    use kops_jit_tools::gen::Choices;
     use super::*;
     use kops_isa::conformance::TestFile;
     use std::path::PathBuf;

@@ -419,7 +419,7 @@ fn check_registers(insns: &[Insn]) -> Result<(), JitError> {
         if second[pc] {
             continue;
         }
-        let sidecar = i.code == op::ALU64 | op::MOV | op::K && i.src == op::PSEUDO_KINSN_SIDECAR;
+        let sidecar = i.is_kinsn_sidecar();
         let uses_dst = match i.class() {
             op::JMP | op::JMP32 if i.is_call() || i.is_exit() || i.op() == op::JA => i.code == op::JMP | op::CALL | op::X,
             op::ALU64 if sidecar => false, // dst carries payload bits
