@@ -52,8 +52,9 @@ for t in $targets; do
     set +e
     # -timeout: an input that runs 20 s is a hang (a bug, reported like a crash).
     # -rss_limit_mb: memory blow-ups on hostile input are bugs too.
+    # -seed: a fixed seed (KOPS_FUZZ_SEED) keeps CI's run repeatable; vary it to explore.
     cargo +nightly fuzz run "$t" "fuzz/corpus/$t" "fuzz/regressions/$t" -- \
-        -max_total_time="$secs" -timeout=20 -rss_limit_mb=2048 -print_final_stats=1 >"$log" 2>&1
+        -seed="${KOPS_FUZZ_SEED:-1}" -max_total_time="$secs" -timeout=20 -rss_limit_mb=2048 -print_final_stats=1 >"$log" 2>&1
     rc=$?
     set -e
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)

@@ -441,16 +441,23 @@ pub fn rewrite_functions(original: &[u8], edits: &[FunctionEdit]) -> Result<Vec<
         }
     }
 
-    // Drop DWARF and LLVM metadata.
+    // Drop DWARF and LLVM metadata. A relocation section goes with its target (below),
+    // whatever its name: the loader applies relocations by target, not by name (a
+    // relocation section for code named `.debug*` was dropped here once; found by fuzzing).
+    // (The builder's iterators skip deleted sections: collect the ids as they are marked.)
+    let mut deleted: Vec<SectionId> = Vec::new();
     for s in &mut b.sections {
+        if matches!(s.data, SectionData::Relocation(_)) && s.sh_info_section.is_some() {
+            continue;
+        }
         let n = String::from_utf8_lossy(&s.name).into_owned();
         let dwarf = n.starts_with(".debug") || n.starts_with(".rel.debug") || n.starts_with(".rela.debug");
         if dwarf || dropped_types.contains(&n) {
             s.delete = true;
+            deleted.push(s.id());
         }
     }
     // Relocation sections whose target is deleted go too.
-    let deleted: Vec<SectionId> = b.sections.iter().filter(|s| s.delete).map(|s| s.id()).collect();
     for s in &mut b.sections {
         if s.sh_info_section.is_some_and(|t| deleted.contains(&t)) {
             s.delete = true;
