@@ -452,7 +452,7 @@ pub fn rewrite_functions(original: &[u8], edits: &[FunctionEdit]) -> Result<Vec<
         }
         let n = String::from_utf8_lossy(&s.name).into_owned();
         let dwarf = n.starts_with(".debug") || n.starts_with(".rel.debug") || n.starts_with(".rela.debug");
-        if dwarf || dropped_types.contains(&n) {
+        if dwarf || dropped_types.contains(&(n, s.sh_offset)) {
             s.delete = true;
             deleted.push(s.id());
         }
@@ -481,7 +481,9 @@ pub fn rewrite_functions(original: &[u8], edits: &[FunctionEdit]) -> Result<Vec<
 
 /// Turns sections of types the ELF builder cannot copy (LLVM extensions) into PROGBITS in
 /// `data` and returns their names, to be deleted.
-fn neutralize_unknown_sections(data: &mut [u8]) -> Result<Vec<String>, WriteError> {
+/// The neutralized sections, by (name, file offset): names alone are not unique in a
+/// hostile object (an unnamed code section went with an unnamed unknown one once).
+fn neutralize_unknown_sections(data: &mut [u8]) -> Result<Vec<(String, u64)>, WriteError> {
     use object::read::elf::{FileHeader, SectionHeader};
     let hdr = elf::FileHeader64::<object::Endianness>::parse(&*data).map_err(elf_err)?;
     let endian = object::read::elf::FileHeader::endian(hdr).map_err(elf_err)?;
@@ -493,7 +495,7 @@ fn neutralize_unknown_sections(data: &mut [u8]) -> Result<Vec<String>, WriteErro
         let t = sh.sh_type(endian);
         if t >= elf::SHT_LOOS && !matches!(t, elf::SHT_GNU_HASH | elf::SHT_GNU_VERSYM | elf::SHT_GNU_VERDEF | elf::SHT_GNU_VERNEED | elf::SHT_GNU_ATTRIBUTES) {
             let name = String::from_utf8_lossy(table.section_name(endian, sh).map_err(elf_err)?).into_owned();
-            fix.push((shoff + i.0 * shentsize + 4, name));
+            fix.push((shoff + i.0 * shentsize + 4, (name, sh.sh_offset(endian))));
         }
     }
     let mut names = Vec::new();
