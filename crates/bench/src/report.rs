@@ -460,18 +460,10 @@ pub fn markdown(rep: &Report, machine: &str, date: &str, command: &str) -> Strin
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{CaseResult, Report};
+    use crate::Report;
 
     fn rep() -> Report {
-        let r = |p: &str, rt: &str, ns: f64| CaseResult {
-            program: p.into(),
-            runtime: rt.into(),
-            median_ns: ns,
-            min_ns: ns,
-            max_ns: ns,
-            repeat: 1,
-            samples_ns: vec![ns],
-        };
+        let r = crate::case;
         let results = vec![
             r("rot", "kernel", 2000.0),
             r("rot", "kops", 1000.0),
