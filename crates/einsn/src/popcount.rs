@@ -43,9 +43,7 @@ pub struct Popcount64 {
 
 impl Popcount64 {
     pub fn new(dst: u8, src: u8, t1: u8, t2: u8) -> Result<Popcount64, PayloadError> {
-        let p = Popcount64 { dst, src, t1, t2 };
-        p.check()?;
-        Ok(p)
+        Popcount64 { dst, src, t1, t2 }.checked()
     }
 }
 
@@ -160,9 +158,7 @@ pub struct Popcount32 {
 
 impl Popcount32 {
     pub fn new(dst: u8, src: u8, tmp: u8) -> Result<Popcount32, PayloadError> {
-        let p = Popcount32 { dst, src, tmp };
-        p.check()?;
-        Ok(p)
+        Popcount32 { dst, src, tmp }.checked()
     }
 }
 

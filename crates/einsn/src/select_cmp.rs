@@ -70,9 +70,7 @@ fn taken_cc(c: u8) -> Cond {
 impl SelectCmp {
     #[allow(clippy::too_many_arguments)]
     pub fn new(dst: u8, lhs: u8, rhs: u8, cmp: u8, jmp32: bool, src: u8, mov32: bool) -> Result<SelectCmp, PayloadError> {
-        let p = SelectCmp { dst, lhs, rhs, cmp, jmp32, src, mov32 };
-        p.check()?;
-        Ok(p)
+        SelectCmp { dst, lhs, rhs, cmp, jmp32, src, mov32 }.checked()
     }
 }
 

@@ -44,7 +44,9 @@ impl JitEngine {
     }
 }
 
-struct Helpers<'a>(&'a HelperTable);
+/// The JIT's resolver for a program the runtime has prepared: helper calls go to the
+/// table's trampoline addresses.
+pub struct Helpers<'a>(pub &'a HelperTable);
 
 impl Resolver for Helpers<'_> {
     fn helper(&self, id: i32) -> Option<u64> {
