@@ -8,6 +8,10 @@ use std::process::Command;
 
 use kops_object::Object;
 
+mod libxdp;
+#[allow(unused_imports)]
+pub use libxdp::libxdp_dir;
+
 pub fn tool_ok(tool: &str) -> bool {
     Command::new(tool).arg("--version").output().map(|o| o.status.success()).unwrap_or(false)
 }
