@@ -21,13 +21,7 @@ pub fn compile(name: &str, src: &str) -> Option<(Object, Vec<u8>)> {
     let c = dir.join(format!("{name}.c"));
     let o = dir.join(format!("{name}.o"));
     std::fs::write(&c, src).unwrap();
-    let out = Command::new("clang-19")
-        .args(["-O2", "-g", "-target", "bpf", "-mcpu=v3", "-I/usr/include/x86_64-linux-gnu", "-c"])
-        .arg(&c)
-        .arg("-o")
-        .arg(&o)
-        .output()
-        .expect("run clang-19");
+    let out = clang_bpf(&c, &o).output().expect("run clang-19");
     assert!(out.status.success(), "clang-19 failed: {}", String::from_utf8_lossy(&out.stderr));
     let bytes = std::fs::read(&o).unwrap();
     let obj = Object::parse(&bytes, o.to_str().unwrap()).expect("load compiled object");
@@ -160,11 +154,11 @@ pub fn bundled_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../bpf/out")
 }
 
-// Debian's libxdp1 BPF objects, in the same cache the object crate's tests use.
-#[path = "../../../object/tests/common/libxdp.rs"]
-mod libxdp;
+// BPF fixtures shared with the object crate's tests (the same clang flags, the same libxdp cache).
+#[path = "../../../object/tests/common/fixtures.rs"]
+mod fixtures;
 #[allow(unused_imports)]
-pub use libxdp::libxdp_dir;
+pub use fixtures::{clang_bpf, libxdp_dir};
 
 /// Objects in `dir` whose file name ends with `suffix`, sorted.
 pub fn objects_in(dir: &std::path::Path, suffix: &str) -> Vec<PathBuf> {

@@ -1,6 +1,7 @@
-//! Debian's libxdp1 BPF objects for tests, shared by the object and recognize crates' tests.
+//! BPF test fixtures shared by the object and recognize crates' tests: C compiled for BPF
+//! with clang-19, and Debian's libxdp1 objects.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Debian's libxdp1 objects: fetched with apt-get into a cache dir (KOPS_LIBXDP_DIR
@@ -27,4 +28,11 @@ pub fn libxdp_dir() -> Option<PathBuf> {
         return None;
     }
     Some(objdir)
+}
+
+/// clang-19 set to compile the C file `src` into the BPF object `out` (-O2 -g, cpu v3).
+pub fn clang_bpf(src: &Path, out: &Path) -> Command {
+    let mut c = Command::new("clang-19");
+    c.args(["-O2", "-g", "-target", "bpf", "-mcpu=v3", "-I/usr/include/x86_64-linux-gnu", "-c"]).arg(src).arg("-o").arg(out);
+    c
 }
