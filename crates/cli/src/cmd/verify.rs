@@ -275,10 +275,7 @@ mod tests {
         assert_eq!(run(&["kops", "verify"]), 2);
         assert_eq!(run(&["kops", "verify", "--help"]), 0);
         assert_eq!(run(&["kops", "verify", "/nonexistent.o"]), 1);
-        if let Some(r) = kops_kernel::skip_reason() {
-            println!("SKIPPED: {r}");
-            return;
-        }
+        kops_kernel::require_kernel!();
         let obj = data("reject.bpf.o");
         assert_eq!(run(&["kops", "verify", &obj]), EXIT_REJECTED);
         assert_eq!(run(&["kops", "verify", &obj, "--prog", "ok"]), 0);
@@ -288,10 +285,7 @@ mod tests {
 
     #[test]
     fn rejection_points_at_the_faulting_slot() {
-        if let Some(r) = kops_kernel::skip_reason() {
-            println!("SKIPPED: {r}");
-            return;
-        }
+        kops_kernel::require_kernel!();
         let obj = Object::load(data("reject.bpf.o")).unwrap();
         let p = obj.program("bad").unwrap();
         let maps = MapSet::create(&obj.maps).unwrap();
