@@ -266,21 +266,27 @@ pub fn net_of_floor(rep: &mut Report, floor: &str) {
     }
 }
 
+/// A one-sample result, for tests.
+#[cfg(test)]
+pub(crate) fn case(program: &str, runtime: &str, ns: f64) -> CaseResult {
+    CaseResult {
+        program: program.into(),
+        runtime: runtime.into(),
+        median_ns: ns,
+        min_ns: ns,
+        max_ns: ns,
+        repeat: 1,
+        samples_ns: vec![ns],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn net_of_floor_subtracts_each_runtimes_floor() {
-        let r = |p: &str, rt: &str, ns: f64| CaseResult {
-            program: p.into(),
-            runtime: rt.into(),
-            median_ns: ns,
-            min_ns: ns,
-            max_ns: ns,
-            repeat: 1,
-            samples_ns: vec![ns],
-        };
+        let r = case;
         let results = vec![r("f", "kernel", 30.0), r("f", "jit", 5.0), r("p", "kernel", 1030.0), r("p", "jit", 1005.0)];
         let ratios = ratios(&results, &[("jit", "kernel", false)]);
         let mut rep = Report { results, ratios, ..Report::default() };

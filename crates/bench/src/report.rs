@@ -328,15 +328,7 @@ pub fn markdown(rep: &Report, machine: &str, date: &str, command: &str) -> Strin
         writeln!(s, "{}.\n", l[..1].to_uppercase() + &l[1..]).unwrap();
     }
     let rts = runtimes(rep);
-    s.push_str("| program | stresses |");
-    for rt in &rts {
-        write!(s, " {rt} |").unwrap();
-    }
-    s.push_str("\n|---|---|");
-    for _ in &rts {
-        s.push_str("---:|");
-    }
-    s.push('\n');
+    md_header(&mut s, &["program", "stresses"], &rts);
     for p in programs(rep) {
         write!(s, "| {p} | {} |", md_escape(rep.descriptions.get(&p).map(|d| d.as_str()).unwrap_or(""))).unwrap();
         for rt in &rts {
@@ -349,15 +341,8 @@ pub fn markdown(rep: &Report, machine: &str, date: &str, command: &str) -> Strin
     }
     let cols = ratio_columns(rep);
     if !cols.is_empty() {
-        s.push_str("\n| program |");
-        for c in &cols {
-            write!(s, " {} |", col_name(c)).unwrap();
-        }
-        s.push_str("\n|---|");
-        for _ in &cols {
-            s.push_str("---:|");
-        }
         s.push('\n');
+        md_header(&mut s, &["program"], &cols.iter().map(|c| col_name(c)).collect::<Vec<_>>());
         for p in programs(rep) {
             write!(s, "| {p} |").unwrap();
             for c in &cols {
@@ -380,17 +365,10 @@ pub fn markdown(rep: &Report, machine: &str, date: &str, command: &str) -> Strin
             s.push_str(
                 "\nThe same ratios net of the harness floor (each runtime's floor time subtracted \
                  from both medians first; the kernel's test-run loop costs more per run than the \
-                 userspace loops):\n\n| program |",
+                 userspace loops):\n\n",
             );
             let net_cols: Vec<&(String, String, bool)> = cols.iter().filter(|c| !c.2).collect();
-            for c in &net_cols {
-                write!(s, " {} |", col_name(c)).unwrap();
-            }
-            s.push_str("\n|---|");
-            for _ in &net_cols {
-                s.push_str("---:|");
-            }
-            s.push('\n');
+            md_header(&mut s, &["program"], &net_cols.iter().map(|c| col_name(c)).collect::<Vec<_>>());
             for p in programs(rep) {
                 if rep.floor.as_deref() == Some(p.as_str()) {
                     continue;
@@ -413,15 +391,8 @@ pub fn markdown(rep: &Report, machine: &str, date: &str, command: &str) -> Strin
                 crts.push(c.runtime.clone());
             }
         }
-        s.push_str("\nStatic native code size in bytes (the functions only; the kernel's jited image after its verifier rewrites):\n\n| program |");
-        for rt in &crts {
-            write!(s, " {rt} |").unwrap();
-        }
-        s.push_str("\n|---|");
-        for _ in &crts {
-            s.push_str("---:|");
-        }
-        s.push('\n');
+        s.push_str("\nStatic native code size in bytes (the functions only; the kernel's jited image after its verifier rewrites):\n\n");
+        md_header(&mut s, &["program"], &crts);
         for p in programs(rep) {
             if !rep.code_bytes.iter().any(|c| c.program == p) {
                 continue;
@@ -457,21 +428,33 @@ pub fn markdown(rep: &Report, machine: &str, date: &str, command: &str) -> Strin
     s
 }
 
+/// A Markdown table header: the left-aligned `first` columns, then the right-aligned
+/// (numeric) columns `right`.
+fn md_header(s: &mut String, first: &[&str], right: &[String]) {
+    s.push('|');
+    for c in first {
+        write!(s, " {c} |").unwrap();
+    }
+    for c in right {
+        write!(s, " {c} |").unwrap();
+    }
+    s.push_str("\n|");
+    for _ in first {
+        s.push_str("---|");
+    }
+    for _ in right {
+        s.push_str("---:|");
+    }
+    s.push('\n');
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{CaseResult, Report};
+    use crate::Report;
 
     fn rep() -> Report {
-        let r = |p: &str, rt: &str, ns: f64| CaseResult {
-            program: p.into(),
-            runtime: rt.into(),
-            median_ns: ns,
-            min_ns: ns,
-            max_ns: ns,
-            repeat: 1,
-            samples_ns: vec![ns],
-        };
+        let r = crate::case;
         let results = vec![
             r("rot", "kernel", 2000.0),
             r("rot", "kops", 1000.0),

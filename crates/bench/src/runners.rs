@@ -24,6 +24,7 @@ use kops_jit::{CallMode, JitOptions, JitProgram, Resolver};
 use kops_kernel::{KernelBtf, KernelError, LoadedProg, MapSet, TestRun};
 use kops_object::{map_type, Object, Program};
 use kops_vm::{CtxKind, Compiled, Engine, HelperTable, ProgId, ProgImage, ProgInput, RunEnv, Vm, VmError};
+use kops_vm::jit_engine::Helpers;
 
 use crate::Runner;
 
@@ -308,17 +309,6 @@ impl OurJit {
             None => kops_jit::compile(insns, &self.options, &res).ok()?,
         };
         Some(img.funcs.iter().map(|f| f.code_len).sum())
-    }
-}
-
-struct Helpers<'a>(&'a HelperTable);
-
-impl Resolver for Helpers<'_> {
-    fn helper(&self, id: i32) -> Option<u64> {
-        u32::try_from(id).ok().and_then(|id| self.0.address(id))
-    }
-    fn ld_imm64(&self, pc: usize, lo: &Insn, _hi: &Insn) -> Result<u64, String> {
-        Err(format!("unresolved ld_imm64 with src_reg {} at {pc}", lo.src))
     }
 }
 

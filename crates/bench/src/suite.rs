@@ -92,6 +92,16 @@ impl Prepared {
     fn skip(&mut self, program: &str, runtime: &str, reason: impl Into<String>) {
         self.skipped.push(Skipped { program: program.into(), runtime: runtime.into(), reason: reason.into() });
     }
+
+    /// Keep the native run of `program` as a case when it agreed with the oracle, else record
+    /// the mismatch (`detail` says what differed).
+    fn native(&mut self, program: &str, oracle: &str, nr: NativeRunner, agrees: bool, detail: impl FnOnce() -> String) {
+        if agrees {
+            self.cases.push(Case { program: program.into(), runtime: "native".into(), runner: Box::new(nr) });
+        } else {
+            self.mismatches.push(Mismatch { program: program.into(), runtime: "native".into(), oracle: oracle.into(), detail: detail() });
+        }
+    }
 }
 
 /// Ratio pairs (numerator, denominator, identity) reported for `runtimes` (plus the
@@ -458,16 +468,7 @@ fn prepare_program(
             // The floor: an empty C function, checked on r0 (XDP_PASS) like the program.
             let nr = NativeRunner::new(native::floor().expect("built in"), &input.data);
             let got = nr.result();
-            if got as u32 == oracle.r0 as u32 {
-                out.cases.push(Case { program: name.into(), runtime: "native".into(), runner: Box::new(nr) });
-            } else {
-                out.mismatches.push(Mismatch {
-                    program: name.into(),
-                    runtime: "native".into(),
-                    oracle: oracle_name.into(),
-                    detail: format!("r0 {:#x} vs native floor {got:#x}", oracle.r0 as u32),
-                });
-            }
+            out.native(name, oracle_name, nr, got as u32 == oracle.r0 as u32, || format!("r0 {:#x} vs native floor {got:#x}", oracle.r0 as u32));
         } else if let Some(f) = native::lookup(name) {
             let nr = NativeRunner::new(f, &input.data);
             match result_at {
@@ -483,16 +484,7 @@ fn prepare_program(
                         None => out.skip(name, "native", format!("the oracle's `{sec}` could not be read back")),
                         Some(w) => {
                             let got = nr.result();
-                            if got == w {
-                                out.cases.push(Case { program: name.into(), runtime: "native".into(), runner: Box::new(nr) });
-                            } else {
-                                out.mismatches.push(Mismatch {
-                                    program: name.into(),
-                                    runtime: "native".into(),
-                                    oracle: oracle_name.into(),
-                                    detail: format!("kops_result {w:#018x} vs native {got:#018x}"),
-                                });
-                            }
+                            out.native(name, oracle_name, nr, got == w, || format!("kops_result {w:#018x} vs native {got:#018x}"));
                         }
                     }
                 }

@@ -56,10 +56,7 @@ fn userspace_runtimes_agree_with_the_interpreter() {
 
 #[test]
 fn kernel_is_the_oracle_with_an_identity_copy() {
-    if let Some(why) = kops_kernel::skip_reason() {
-        println!("SKIPPED: {why}");
-        return;
-    }
+    kops_kernel::require_kernel!();
     let cpu = kops_kernel::pin_to_one_cpu().ok();
     let p = prepare(&[obj("siphash"), obj("struct_map")], &opts("kernel,jit,kops,native", cpu), false);
     assert!(p.mismatches.is_empty(), "{:?}", p.mismatches);

@@ -366,10 +366,7 @@ fn conformance_on_kops() {
 fn verify_rejections_map_to_original_slots() {
     use kops_einsn::{EInsn, Popcount64};
     use kops_isa::{op, Insn};
-    if let Some(r) = kops_kernel::skip_reason() {
-        println!("SKIPPED: {r}");
-        return;
-    }
+    kops_kernel::require_kernel!();
     let dir = temp_dir("reject");
     let orig_path = bundled_dir().join("popcount_bitmap.bpf.o");
     let orig = kops_object::Object::load(&orig_path).unwrap();

@@ -37,9 +37,7 @@ pub struct Abs {
 
 impl Abs {
     pub fn new(dst: u8, src: u8, tmp: u8, alu32: bool) -> Result<Abs, PayloadError> {
-        let p = Abs { dst, src, tmp, alu32 };
-        p.check()?;
-        Ok(p)
+        Abs { dst, src, tmp, alu32 }.checked()
     }
     fn bits(&self) -> u8 {
         if self.alu32 {

@@ -88,9 +88,7 @@ pub struct Memcpy {
 impl Memcpy {
     #[allow(clippy::too_many_arguments)]
     pub fn new(dst: u8, dst_off: i16, src: u8, src_off: i16, tmp: u8, width: u8, count: u8, descending: bool) -> Result<Memcpy, PayloadError> {
-        let p = Memcpy { dst, dst_off, src, src_off, tmp, width, count, descending };
-        p.check()?;
-        Ok(p)
+        Memcpy { dst, dst_off, src, src_off, tmp, width, count, descending }.checked()
     }
     pub fn bytes(&self) -> usize {
         self.width as usize * self.count as usize
@@ -271,9 +269,7 @@ pub struct Memset {
 
 impl Memset {
     pub fn new(base: u8, off: i16, width: u8, count: u8, value: u8) -> Result<Memset, PayloadError> {
-        let p = Memset { base, off, width, count, value };
-        p.check()?;
-        Ok(p)
+        Memset { base, off, width, count, value }.checked()
     }
     pub fn bytes(&self) -> usize {
         self.width as usize * self.count as usize

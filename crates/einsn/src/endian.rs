@@ -36,9 +36,7 @@ impl<const BYTES: u8> EndianLoad<BYTES> {
     };
 
     pub fn new(dst: u8, base: u8, off: i16) -> Result<Self, PayloadError> {
-        let p = EndianLoad { dst, base, off };
-        p.check()?;
-        Ok(p)
+        EndianLoad { dst, base, off }.checked()
     }
     fn size(&self) -> Size {
         Size::from_bytes(BYTES as usize).expect("2, 4 or 8")

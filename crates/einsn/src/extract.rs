@@ -31,9 +31,7 @@ pub struct Extract {
 
 impl Extract {
     pub fn new(dst: u8, src: u8, start: u8, len: u8) -> Result<Extract, PayloadError> {
-        let p = Extract { dst, src, start, len };
-        p.check()?;
-        Ok(p)
+        Extract { dst, src, start, len }.checked()
     }
 }
 

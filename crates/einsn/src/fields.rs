@@ -200,6 +200,11 @@ macro_rules! payload {
                 $crate::fields::check_fields(<Self as $crate::EInsn>::NAME, Self::FIELDS, &self.field_values())?;
                 <Self as $crate::EInsn>::rules(self)
             }
+            /// `self`, once [`check`](Self::check) accepts it.
+            pub fn checked(self) -> Result<Self, kops_kinsn::PayloadError> {
+                self.check()?;
+                Ok(self)
+            }
         }
         impl<$($g)*> kops_kinsn::payload::Payload for $ty {
             fn encode(&self) -> Result<u64, kops_kinsn::PayloadError> {
@@ -210,9 +215,7 @@ macro_rules! payload {
             fn decode(raw: u64) -> Result<Self, kops_kinsn::PayloadError> {
                 let v = $crate::fields::unpack(<Self as $crate::EInsn>::NAME, Self::FIELDS, raw)?;
                 let mut it = v.into_iter();
-                let p = Self { $($field: $crate::fields::FieldValue::from_i64(it.next().unwrap()),)* };
-                p.check()?;
-                Ok(p)
+                Self { $($field: $crate::fields::FieldValue::from_i64(it.next().unwrap()),)* }.checked()
             }
         }
     };

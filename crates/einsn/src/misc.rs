@@ -18,9 +18,7 @@ pub struct Prefetch {
 
 impl Prefetch {
     pub fn new(base: u8, off: i16) -> Result<Prefetch, PayloadError> {
-        let p = Prefetch { base, off };
-        p.check()?;
-        Ok(p)
+        Prefetch { base, off }.checked()
     }
 }
 

@@ -33,6 +33,21 @@ pub(crate) const M2: u64 = 0x3333_3333_3333_3333;
 pub(crate) const M4: u64 = 0x0f0f_0f0f_0f0f_0f0f;
 pub(crate) const H01: u64 = 0x0101_0101_0101_0101;
 
+/// `popcnt` of eBPF `src` into `dst` at width `w`; false (nothing emitted) when the CPU
+/// lacks POPCNT.
+fn emit_popcnt(ctx: &mut X86EmitCtx, w: Width, dst: u8, src: u8) -> bool {
+    if !ctx.features.has(Feature::Popcnt) {
+        return false;
+    }
+    let (d, s) = (ctx.reg(dst), ctx.reg(src));
+    // popcnt has a false dependency on its destination on many Intel cores.
+    if d != s {
+        ctx.asm.alu_rr(Alu::Xor, Width::W32, d, d);
+    }
+    ctx.asm.popcnt(w, d, s);
+    true
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Popcount64 {
     pub dst: u8,
@@ -43,9 +58,7 @@ pub struct Popcount64 {
 
 impl Popcount64 {
     pub fn new(dst: u8, src: u8, t1: u8, t2: u8) -> Result<Popcount64, PayloadError> {
-        let p = Popcount64 { dst, src, t1, t2 };
-        p.check()?;
-        Ok(p)
+        Popcount64 { dst, src, t1, t2 }.checked()
     }
 }
 
@@ -120,15 +133,9 @@ impl EInsn for Popcount64 {
     }
 
     fn emit_x86(&self, ctx: &mut X86EmitCtx) -> Result<Emitted, EmitError> {
-        if !ctx.features.has(Feature::Popcnt) {
+        if !emit_popcnt(ctx, Width::W64, self.dst, self.src) {
             return Ok(Emitted::Fallback("CPU lacks POPCNT"));
         }
-        let (d, s) = (ctx.reg(self.dst), ctx.reg(self.src));
-        // popcnt has a false dependency on its destination on many Intel cores.
-        if d != s {
-            ctx.asm.alu_rr(Alu::Xor, Width::W32, d, d);
-        }
-        ctx.asm.popcnt(Width::W64, d, s);
         // After src (which may be t1 or t2) has been read.
         if ctx.live(self.t1) {
             let t1 = ctx.reg(self.t1);
@@ -160,9 +167,7 @@ pub struct Popcount32 {
 
 impl Popcount32 {
     pub fn new(dst: u8, src: u8, tmp: u8) -> Result<Popcount32, PayloadError> {
-        let p = Popcount32 { dst, src, tmp };
-        p.check()?;
-        Ok(p)
+        Popcount32 { dst, src, tmp }.checked()
     }
 }
 
@@ -233,14 +238,9 @@ impl EInsn for Popcount32 {
     }
 
     fn emit_x86(&self, ctx: &mut X86EmitCtx) -> Result<Emitted, EmitError> {
-        if !ctx.features.has(Feature::Popcnt) {
+        if !emit_popcnt(ctx, Width::W32, self.dst, self.src) {
             return Ok(Emitted::Fallback("CPU lacks POPCNT"));
         }
-        let (d, s) = (ctx.reg(self.dst), ctx.reg(self.src));
-        if d != s {
-            ctx.asm.alu_rr(Alu::Xor, Width::W32, d, d);
-        }
-        ctx.asm.popcnt(Width::W32, d, s);
         if ctx.live(self.tmp) {
             let t = ctx.reg(self.tmp);
             ctx.asm.mov_r32_imm32(t, H01 as u32);

@@ -41,9 +41,7 @@ impl<const W: u8> Rotate<W> {
     const OPNAME: &'static str = if W == 64 { "rotate64" } else { "rotate32" };
 
     pub fn new(dst: u8, src: u8, tmp: u8, k: u8, tmp_lsh: bool) -> Result<Self, PayloadError> {
-        let p = Rotate { dst, src, tmp, k, tmp_lsh };
-        p.check()?;
-        Ok(p)
+        Rotate { dst, src, tmp, k, tmp_lsh }.checked()
     }
 
     /// `dst = ror(src, r)`, i.e. a left rotate by `W - r` (`tmp_lsh` as in [`Rotate::new`]:

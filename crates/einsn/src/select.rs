@@ -33,9 +33,7 @@ pub struct Select {
 
 impl Select {
     pub fn new(dst: u8, cond: u8, a: u8, b: u8, cond32: bool, mov32: bool) -> Result<Select, PayloadError> {
-        let p = Select { dst, cond, a, b, cond32, mov32 };
-        p.check()?;
-        Ok(p)
+        Select { dst, cond, a, b, cond32, mov32 }.checked()
     }
 }
 

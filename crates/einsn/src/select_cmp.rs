@@ -70,9 +70,7 @@ fn taken_cc(c: u8) -> Cond {
 impl SelectCmp {
     #[allow(clippy::too_many_arguments)]
     pub fn new(dst: u8, lhs: u8, rhs: u8, cmp: u8, jmp32: bool, src: u8, mov32: bool) -> Result<SelectCmp, PayloadError> {
-        let p = SelectCmp { dst, lhs, rhs, cmp, jmp32, src, mov32 };
-        p.check()?;
-        Ok(p)
+        SelectCmp { dst, lhs, rhs, cmp, jmp32, src, mov32 }.checked()
     }
 }
 
@@ -155,25 +153,10 @@ impl EInsn for SelectCmp {
         vec![self.dst]
     }
     fn meaning(&self, b: &[u64; 11], _: &[u8], _: u64, a: &[u64; 11], _: &[u8]) -> Result<(), String> {
-        use kops_isa::op;
+        use kops_isa::sem;
         let (l, r) = (b[self.lhs as usize], b[self.rhs as usize]);
-        let (l, r) = if self.jmp32 { (l as u32 as u64, r as u32 as u64) } else { (l, r) };
-        // Signed views at the compared width.
-        let (sl, sr) = if self.jmp32 { (l as u32 as i32 as i64, r as u32 as i32 as i64) } else { (l as i64, r as i64) };
-        let taken = match self.cmp {
-            op::JEQ => l == r,
-            op::JNE => l != r,
-            op::JGT => l > r,
-            op::JGE => l >= r,
-            op::JLT => l < r,
-            op::JLE => l <= r,
-            op::JSGT => sl > sr,
-            op::JSGE => sl >= sr,
-            op::JSLT => sl < sr,
-            op::JSLE => sl <= sr,
-            op::JSET => l & r != 0,
-            c => return Err(format!("unknown cmp {c:#x}")),
-        };
+        let taken = if self.jmp32 { sem::cond32(self.cmp, l as u32, r as u32) } else { sem::cond64(self.cmp, l, r) };
+        let taken = taken.ok_or_else(|| format!("unknown cmp {:#x}", self.cmp))?;
         let s = b[self.src as usize];
         let want = if taken { b[self.dst as usize] } else if self.mov32 { s as u32 as u64 } else { s };
         crate::check_eq("dst", a[self.dst as usize], want)

@@ -173,6 +173,22 @@ pub fn suite_files_for_test() -> Option<Vec<std::path::PathBuf>> {
     Some(files)
 }
 
+/// The suite for tests, as [`suite_files_for_test`] finds it: each file's name with its
+/// parse, a failure as `parse: <reason>`.
+pub fn suite_for_test() -> Option<Vec<(String, Result<TestFile, String>)>> {
+    let files = suite_files_for_test()?;
+    Some(
+        files
+            .iter()
+            .map(|f| {
+                let name = f.file_name().unwrap().to_string_lossy().to_string();
+                let text = std::fs::read_to_string(f).unwrap();
+                (name, TestFile::parse(&text).map_err(|e| format!("parse: {e}")))
+            })
+            .collect(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,6 +16,7 @@ pub mod conformance;
 pub mod decode;
 pub mod disasm;
 pub mod op;
+pub mod sem;
 
 pub use decode::{decode, validate, DecodeError, DecodeErrorKind, Kind};
 

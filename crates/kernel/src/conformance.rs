@@ -83,21 +83,7 @@ pub fn run(insns: &[Insn], mem: &[u8]) -> Result<KernelConformance, KernelError>
             mem.len()
         )));
     }
-    let result_map = MapDef {
-        name: "kops_conf_r0".into(),
-        map_type: map_type::ARRAY,
-        key_size: 4,
-        value_size: 16,
-        max_entries: 1,
-        flags: 0,
-        origin: MapOrigin::GlobalData,
-        initial: None,
-        readonly: false,
-        pinning: 0,
-        btf_key_type_id: 0,
-        btf_value_type_id: 0,
-        init_slots: Vec::new(),
-    };
+    let result_map = MapDef::new("kops_conf_r0", MapOrigin::GlobalData, map_type::ARRAY, 4, 16, 1);
     let maps = MapSet::create(std::slice::from_ref(&result_map))?;
     let mut prog = wrapper(mem.len());
     let body = prog.len();

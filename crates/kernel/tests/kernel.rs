@@ -9,21 +9,7 @@ use kops_object::{map_type, MapDef, MapOrigin};
 const XDP: u32 = 6;
 
 fn def(name: &str, ty: u32, ks: u32, vs: u32, n: u32) -> MapDef {
-    MapDef {
-        name: name.into(),
-        map_type: ty,
-        key_size: ks,
-        value_size: vs,
-        max_entries: n,
-        flags: 0,
-        origin: MapOrigin::Btf,
-        initial: None,
-        readonly: false,
-        pinning: 0,
-        btf_key_type_id: 0,
-        btf_value_type_id: 0,
-        init_slots: vec![],
-    }
+    MapDef::new(name, MapOrigin::Btf, ty, ks, vs, n)
 }
 
 fn xdp(name: &str) -> LoadOptions {

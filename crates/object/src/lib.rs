@@ -137,6 +137,28 @@ pub struct MapDef {
     pub init_slots: Vec<(u32, String)>,
 }
 
+impl MapDef {
+    /// A map with the given shape and origin; everything else (flags, initial contents,
+    /// pinning, BTF ids, initial slots) empty.
+    pub fn new(name: impl Into<String>, origin: MapOrigin, map_type: u32, key_size: u32, value_size: u32, max_entries: u32) -> MapDef {
+        MapDef {
+            name: name.into(),
+            map_type,
+            key_size,
+            value_size,
+            max_entries,
+            flags: 0,
+            origin,
+            initial: None,
+            readonly: false,
+            pinning: 0,
+            btf_key_type_id: 0,
+            btf_value_type_id: 0,
+            init_slots: Vec::new(),
+        }
+    }
+}
+
 /// `struct bpf_func_info`: a function starts at `insn_off` (slot index in the program).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FuncInfo {

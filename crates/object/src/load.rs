@@ -441,21 +441,9 @@ impl<'a> Ctx<'a> {
                     .and_then(|o| rd_u32(sec.data, o))
                     .ok_or_else(|| E::from(K::Map(format!("legacy map '{}' runs past the section end", y.name))).sec("maps"))
             };
-            out.push((y.value, MapDef {
-                name: y.name.clone(),
-                map_type: at(0)?,
-                key_size: at(1)?,
-                value_size: at(2)?,
-                max_entries: at(3)?,
-                flags: at(4)?,
-                origin: MapOrigin::Legacy,
-                initial: None,
-                readonly: false,
-                pinning: 0,
-                btf_key_type_id: 0,
-                btf_value_type_id: 0,
-                init_slots: Vec::new(),
-            }));
+            let mut def = MapDef::new(y.name.clone(), MapOrigin::Legacy, at(0)?, at(1)?, at(2)?, at(3)?);
+            def.flags = at(4)?;
+            out.push((y.value, def));
         }
         for (off, m) in out {
             self.map_at.insert((si, off), self.maps.len());
@@ -501,21 +489,7 @@ impl<'a> Ctx<'a> {
             let btfparse::TypeVariant::Struct(st) = st else {
                 return Err(bad(format!("map '{name}' is not a struct")));
             };
-            let mut m = MapDef {
-                name: name.clone(),
-                map_type: 0,
-                key_size: 0,
-                value_size: 0,
-                max_entries: 0,
-                flags: 0,
-                origin: MapOrigin::Btf,
-                initial: None,
-                readonly: false,
-                pinning: 0,
-                btf_key_type_id: 0,
-                btf_value_type_id: 0,
-                init_slots: Vec::new(),
-            };
+            let mut m = MapDef::new(name.clone(), MapOrigin::Btf, 0, 0, 0, 0);
             let mut values_off = None;
             let mut key_size = None;
             let mut value_size = None;
@@ -624,20 +598,12 @@ impl<'a> Ctx<'a> {
             let value_tid = self.btf.as_ref().and_then(|b| b.datasec(&s.name)).map(|d| d.0).unwrap_or(0);
             self.data_map.insert(si, self.maps.len());
             self.maps.push(MapDef {
-                name: s.name.clone(),
-                map_type: map_type::ARRAY,
-                key_size: 4,
-                value_size: size,
-                max_entries: 1,
                 // BPF_F_RDONLY_PROG, as libbpf sets for .rodata.
                 flags: if readonly { 0x80 } else { 0 },
-                origin: MapOrigin::GlobalData,
                 initial: Some(initial),
                 readonly,
-                pinning: 0,
-                btf_key_type_id: 0,
                 btf_value_type_id: value_tid,
-                init_slots: Vec::new(),
+                ..MapDef::new(s.name.clone(), MapOrigin::GlobalData, map_type::ARRAY, 4, size, 1)
             });
         }
         Ok(())

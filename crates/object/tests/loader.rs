@@ -5,7 +5,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use common::*;
 use kops_object::{map_type, LoadErrorKind, MapOrigin, Object, ProgType};
@@ -232,31 +231,6 @@ fn bundled_objects_load() {
     }
     let n = check_dir(&dir, |n| n.ends_with(".bpf.o"));
     eprintln!("loaded {n} bundled objects");
-}
-
-/// Debian's libxdp1 objects: fetched with apt-get into a cache dir (KOPS_LIBXDP_DIR
-/// overrides where the extracted package lives).
-pub fn libxdp_dir() -> Option<PathBuf> {
-    let base = std::env::var_os("KOPS_LIBXDP_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| std::env::temp_dir().join("kops-libxdp1"));
-    let objdir = base.join("x/usr/lib/x86_64-linux-gnu/bpf");
-    if objdir.is_dir() {
-        return Some(objdir);
-    }
-    std::fs::create_dir_all(&base).ok()?;
-    let dl = Command::new("apt-get").arg("download").arg("libxdp1").current_dir(&base).output();
-    let deb = std::fs::read_dir(&base).ok()?.filter_map(|e| e.ok()).map(|e| e.path()).find(|p| p.extension().is_some_and(|x| x == "deb"));
-    let Some(deb) = deb else {
-        eprintln!("SKIP: apt-get download libxdp1 failed: {:?}", dl.map(|o| String::from_utf8_lossy(&o.stderr).into_owned()));
-        return None;
-    };
-    let ok = Command::new("dpkg-deb").arg("-x").arg(&deb).arg(base.join("x")).status().map(|s| s.success()).unwrap_or(false);
-    if !ok || !objdir.is_dir() {
-        eprintln!("SKIP: could not extract {}", deb.display());
-        return None;
-    }
-    Some(objdir)
 }
 
 #[test]

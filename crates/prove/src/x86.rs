@@ -222,36 +222,27 @@ impl Exec<'_> {
         use Mnemonic::*;
         let st = self.st.clone();
         let s = &mut *self.s;
-        Ok(match m {
-            Cmove | Sete | Je => st.zf,
-            Cmovne | Setne | Jne => s.bnot(&st.zf),
-            Cmovb | Setb | Jb => st.cf,
-            Cmovae | Setae | Jae => s.bnot(&st.cf),
-            Cmovbe | Setbe | Jbe => s.bor(&st.cf, &st.zf),
-            Cmova | Seta | Ja => {
-                let x = s.bor(&st.cf, &st.zf);
-                s.bnot(&x)
-            }
-            Cmovs | Sets | Js => st.sf,
-            Cmovns | Setns | Jns => s.bnot(&st.sf),
-            Cmovo | Seto | Jo => st.of,
-            Cmovno | Setno | Jno => s.bnot(&st.of),
-            Cmovl | Setl | Jl => s.bxor(&st.sf, &st.of),
-            Cmovge | Setge | Jge => {
+        // x86 conditions come in pairs, the second the negation of the first.
+        let (c, negate) = match m {
+            Cmove | Sete | Je => (st.zf, false),
+            Cmovne | Setne | Jne => (st.zf, true),
+            Cmovb | Setb | Jb => (st.cf, false),
+            Cmovae | Setae | Jae => (st.cf, true),
+            Cmovbe | Setbe | Jbe => (s.bor(&st.cf, &st.zf), false),
+            Cmova | Seta | Ja => (s.bor(&st.cf, &st.zf), true),
+            Cmovs | Sets | Js => (st.sf, false),
+            Cmovns | Setns | Jns => (st.sf, true),
+            Cmovo | Seto | Jo => (st.of, false),
+            Cmovno | Setno | Jno => (st.of, true),
+            Cmovl | Setl | Jl => (s.bxor(&st.sf, &st.of), false),
+            Cmovge | Setge | Jge => (s.bxor(&st.sf, &st.of), true),
+            Cmovle | Setle | Jle | Cmovg | Setg | Jg => {
                 let x = s.bxor(&st.sf, &st.of);
-                s.bnot(&x)
-            }
-            Cmovle | Setle | Jle => {
-                let x = s.bxor(&st.sf, &st.of);
-                s.bor(&x, &st.zf)
-            }
-            Cmovg | Setg | Jg => {
-                let x = s.bxor(&st.sf, &st.of);
-                let y = s.bor(&x, &st.zf);
-                s.bnot(&y)
+                (s.bor(&x, &st.zf), matches!(m, Cmovg | Setg | Jg))
             }
             _ => return Err(self.err("condition code")),
-        })
+        };
+        Ok(if negate { s.bnot(&c) } else { c })
     }
 
     /// Shift/rotate count operand, masked as the hardware does.

@@ -49,6 +49,12 @@ impl<'a> Ctx<'a> {
         self.effs[pc]
     }
 
+    /// The instruction starts before slot `pc` in its block, nearest first.
+    pub(crate) fn starts_before(&self, pc: usize) -> impl Iterator<Item = usize> + '_ {
+        let start = self.an.blocks[self.an.block_of[pc]].start;
+        (start..pc).rev().filter(|&q| self.an.insn_start[q])
+    }
+
     /// Pointer kind of register `r` before slot `pc` (Unknown for registers beyond r10).
     pub fn kind(&self, pc: usize, r: u8) -> Kind {
         self.kinds.get(pc).and_then(|st| st.get(r as usize)).copied().unwrap_or(Kind::Unknown)
@@ -513,13 +519,7 @@ fn is_candidate_end(p: Pass, i: &Insn) -> bool {
 /// Is the value of register `r` before slot `pc` known to have its upper 32 bits zero?
 /// Looks back through the block for the last write of `r`.
 pub(crate) fn upper_zero_before(cx: &Ctx, pc: usize, r: u8) -> bool {
-    let blk = &cx.an.blocks[cx.an.block_of[pc]];
-    let mut q = pc;
-    while q > blk.start {
-        q -= 1;
-        if !cx.an.insn_start[q] {
-            continue;
-        }
+    for q in cx.starts_before(pc) {
         let i = &cx.insns[q];
         if cx.eff(q).defs.contains(r) {
             return match i.class() {
@@ -1096,34 +1096,34 @@ fn memcpy(cx: &Ctx, found: &mut Found) {
             let desc = descending && !ascending;
             Memcpy::new(d, dst_off, s, src_off, tmp, width as u8, count, desc).map(Site::from).map_err(|e| e.to_string())
         };
-        match check() {
-            Ok(op) => found.matches.push(Match {
-                pass: Pass::Bulk,
-                start: i,
-                end,
-                op,
-                keep: vec![],
-                prefix: vec![],
-                site_pos: 0,
-                idiom_slots: end - i,
-            }),
-            Err(reason) => found.rejects.push(Reject { pass: Pass::Bulk, start: i, end, reason }),
-        }
+        push_bulk(found, i, end, check());
         i = end;
+    }
+}
+
+/// Record a bulk-copy/-set run `start..end` whole: a match replacing all of it, or the reason
+/// it was rejected.
+fn push_bulk(found: &mut Found, start: usize, end: usize, op: Result<Site, String>) {
+    match op {
+        Ok(op) => found.matches.push(Match {
+            pass: Pass::Bulk,
+            start,
+            end,
+            op,
+            keep: vec![],
+            prefix: vec![],
+            site_pos: 0,
+            idiom_slots: end - start,
+        }),
+        Err(reason) => found.rejects.push(Reject { pass: Pass::Bulk, start, end, reason }),
     }
 }
 
 /// Registers known to hold zero before slot `pc`, looking back through its block.
 fn zero_regs_before(cx: &Ctx, pc: usize) -> RegSet {
-    let blk = &cx.an.blocks[cx.an.block_of[pc]];
     let mut zero = RegSet::EMPTY;
     let mut killed = RegSet::EMPTY;
-    let mut q = pc;
-    while q > blk.start {
-        q -= 1;
-        if !cx.an.insn_start[q] {
-            continue;
-        }
+    for q in cx.starts_before(pc) {
         let i = &cx.insns[q];
         let defs = cx.eff(q).defs;
         for r in defs.minus(killed).iter() {
@@ -1191,19 +1191,7 @@ fn memset(cx: &Ctx, found: &mut Found) {
         } else {
             Err("the zero stores do not cover one contiguous range".to_string())
         };
-        match ok {
-            Ok(p) => found.matches.push(Match {
-                pass: Pass::Bulk,
-                start: i,
-                end,
-                op: p.into(),
-                keep: vec![],
-                prefix: vec![],
-                site_pos: 0,
-                idiom_slots: end - i,
-            }),
-            Err(reason) => found.rejects.push(Reject { pass: Pass::Bulk, start: i, end, reason }),
-        }
+        push_bulk(found, i, end, ok.map(Site::from));
         i = end;
     }
 }

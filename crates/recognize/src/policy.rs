@@ -181,13 +181,7 @@ fn data_dependent(cx: &Ctx, pc: usize, r: u8, depth: u32) -> bool {
     if depth > 4 {
         return false;
     }
-    let blk = &cx.an.blocks[cx.an.block_of[pc]];
-    let mut q = pc;
-    while q > blk.start {
-        q -= 1;
-        if !cx.an.insn_start[q] {
-            continue;
-        }
+    for q in cx.starts_before(pc) {
         let i = &cx.insns[q];
         let e = cx.eff(q);
         if e.defs.contains(r) {

@@ -21,7 +21,7 @@ use crate::ctx::{self, CtxKind};
 use crate::helpers::{self, HelperTable};
 use crate::mem::RawBuf;
 use crate::{Compiled, Engine, ProgImage, RunEnv, VmError, MAX_CALL_FRAMES, MAX_TAIL_CALLS, STACK_SIZE};
-use kops_isa::{op, Insn};
+use kops_isa::{op, sem, Insn};
 use kops_object::map_type;
 use std::rc::Rc;
 
@@ -203,123 +203,6 @@ enum Flow {
     Exit(u64),
 }
 
-#[inline(always)]
-fn alu64(op: u8, off: i16, dst: u64, src: u64) -> u64 {
-    match op {
-        op::ADD => dst.wrapping_add(src),
-        op::SUB => dst.wrapping_sub(src),
-        op::MUL => dst.wrapping_mul(src),
-        op::DIV => {
-            if src == 0 {
-                0
-            } else if off == 1 {
-                (dst as i64).wrapping_div(src as i64) as u64
-            } else {
-                dst / src
-            }
-        }
-        op::MOD => {
-            if src == 0 {
-                dst
-            } else if off == 1 {
-                (dst as i64).wrapping_rem(src as i64) as u64
-            } else {
-                dst % src
-            }
-        }
-        op::OR => dst | src,
-        op::AND => dst & src,
-        op::XOR => dst ^ src,
-        op::LSH => dst << (src & 63),
-        op::RSH => dst >> (src & 63),
-        op::ARSH => ((dst as i64) >> (src & 63)) as u64,
-        op::NEG => (dst as i64).wrapping_neg() as u64,
-        op::MOV => match off {
-            8 => src as i8 as i64 as u64,
-            16 => src as i16 as i64 as u64,
-            32 => src as i32 as i64 as u64,
-            _ => src,
-        },
-        _ => unreachable!("validated"),
-    }
-}
-
-#[inline(always)]
-fn alu32(op: u8, off: i16, dst: u32, src: u32) -> u32 {
-    match op {
-        op::ADD => dst.wrapping_add(src),
-        op::SUB => dst.wrapping_sub(src),
-        op::MUL => dst.wrapping_mul(src),
-        op::DIV => {
-            if src == 0 {
-                0
-            } else if off == 1 {
-                (dst as i32).wrapping_div(src as i32) as u32
-            } else {
-                dst / src
-            }
-        }
-        op::MOD => {
-            if src == 0 {
-                dst
-            } else if off == 1 {
-                (dst as i32).wrapping_rem(src as i32) as u32
-            } else {
-                dst % src
-            }
-        }
-        op::OR => dst | src,
-        op::AND => dst & src,
-        op::XOR => dst ^ src,
-        op::LSH => dst << (src & 31),
-        op::RSH => dst >> (src & 31),
-        op::ARSH => ((dst as i32) >> (src & 31)) as u32,
-        op::NEG => (dst as i32).wrapping_neg() as u32,
-        op::MOV => match off {
-            8 => src as i8 as i32 as u32,
-            16 => src as i16 as i32 as u32,
-            _ => src,
-        },
-        _ => unreachable!("validated"),
-    }
-}
-
-#[inline(always)]
-fn cond64(op: u8, a: u64, b: u64) -> bool {
-    match op {
-        op::JEQ => a == b,
-        op::JNE => a != b,
-        op::JGT => a > b,
-        op::JGE => a >= b,
-        op::JLT => a < b,
-        op::JLE => a <= b,
-        op::JSET => a & b != 0,
-        op::JSGT => (a as i64) > (b as i64),
-        op::JSGE => (a as i64) >= (b as i64),
-        op::JSLT => (a as i64) < (b as i64),
-        op::JSLE => (a as i64) <= (b as i64),
-        _ => unreachable!("validated"),
-    }
-}
-
-#[inline(always)]
-fn cond32(op: u8, a: u32, b: u32) -> bool {
-    match op {
-        op::JEQ => a == b,
-        op::JNE => a != b,
-        op::JGT => a > b,
-        op::JGE => a >= b,
-        op::JLT => a < b,
-        op::JLE => a <= b,
-        op::JSET => a & b != 0,
-        op::JSGT => (a as i32) > (b as i32),
-        op::JSGE => (a as i32) >= (b as i32),
-        op::JSLT => (a as i32) < (b as i32),
-        op::JSLE => (a as i32) <= (b as i32),
-        _ => unreachable!("validated"),
-    }
-}
-
 impl<'a> Machine<'a> {
     fn new(env: &'a RunEnv<'a>, prog: Rc<crate::LoadedProg>) -> Machine<'a> {
         Machine {
@@ -462,7 +345,7 @@ impl<'a> Machine<'a> {
                     };
                 } else {
                     let src = if i.source() == op::X { self.reg[s] } else { i.imm as i64 as u64 };
-                    self.reg[d] = alu64(i.op(), i.off, self.reg[d], src);
+                    self.reg[d] = sem::alu64(i.op(), i.off, self.reg[d], src).expect("validated");
                 }
             }
             op::ALU => {
@@ -483,7 +366,7 @@ impl<'a> Machine<'a> {
                     };
                 } else {
                     let src = if i.source() == op::X { self.reg[s] as u32 } else { i.imm as u32 };
-                    self.reg[d] = alu32(i.op(), i.off, self.reg[d] as u32, src) as u64;
+                    self.reg[d] = sem::alu32(i.op(), i.off, self.reg[d] as u32, src).expect("validated") as u64;
                 }
             }
             op::LDX => {
@@ -651,10 +534,10 @@ impl<'a> Machine<'a> {
         }
         let taken = if i.class() == op::JMP {
             let b = if i.source() == op::X { self.reg[i.src as usize] } else { i.imm as i64 as u64 };
-            cond64(i.op(), self.reg[d], b)
+            sem::cond64(i.op(), self.reg[d], b).expect("validated")
         } else {
             let b = if i.source() == op::X { self.reg[i.src as usize] as u32 } else { i.imm as u32 };
-            cond32(i.op(), self.reg[d] as u32, b)
+            sem::cond32(i.op(), self.reg[d] as u32, b).expect("validated")
         };
         Ok(if taken { Flow::Jump((self.pc as i64 + 1 + i.off as i64) as usize) } else { Flow::Next })
     }

@@ -44,7 +44,9 @@ impl JitEngine {
     }
 }
 
-struct Helpers<'a>(&'a HelperTable);
+/// The JIT's resolver for a program the runtime has prepared: helper calls go to the
+/// table's trampoline addresses.
+pub struct Helpers<'a>(pub &'a HelperTable);
 
 impl Resolver for Helpers<'_> {
     fn helper(&self, id: i32) -> Option<u64> {
@@ -376,21 +378,7 @@ mod tests {
         Object {
             path: "tail-test".into(),
             programs: Vec::new(),
-            maps: vec![MapDef {
-                name: "jmp".into(),
-                map_type: kops_object::map_type::PROG_ARRAY,
-                key_size: 4,
-                value_size: 4,
-                max_entries: 4,
-                flags: 0,
-                origin: MapOrigin::Btf,
-                initial: None,
-                readonly: false,
-                pinning: 0,
-                btf_key_type_id: 0,
-                btf_value_type_id: 0,
-                init_slots: Vec::new(),
-            }],
+            maps: vec![MapDef::new("jmp", MapOrigin::Btf, kops_object::map_type::PROG_ARRAY, 4, 4, 4)],
             license: "GPL".into(),
             kernel_version: 0,
             btf: None,

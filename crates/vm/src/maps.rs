@@ -571,21 +571,7 @@ mod tests {
     use kops_object::MapOrigin;
 
     fn def(t: u32, ks: u32, vs: u32, n: u32) -> MapDef {
-        MapDef {
-            name: "m".into(),
-            map_type: t,
-            key_size: ks,
-            value_size: vs,
-            max_entries: n,
-            flags: 0,
-            origin: MapOrigin::Btf,
-            initial: None,
-            readonly: false,
-            pinning: 0,
-            btf_key_type_id: 0,
-            btf_value_type_id: 0,
-            init_slots: vec![],
-        }
+        MapDef::new("m", MapOrigin::Btf, t, ks, vs, n)
     }
 
     #[test]

@@ -1,18 +1,14 @@
 //! The bpf_conformance suite on the interpreter: every `.data` file must pass.
 
-use kops_isa::conformance::TestFile;
-
 #[test]
 fn conformance_suite_on_interpreter() {
-    let Some(files) = kops_isa::conformance::suite_files_for_test() else { return };
+    let Some(files) = kops_isa::conformance::suite_for_test() else { return };
     let mut failures = Vec::new();
-    for f in &files {
-        let name = f.file_name().unwrap().to_string_lossy().to_string();
-        let text = std::fs::read_to_string(f).unwrap();
-        let t = match TestFile::parse(&text) {
+    for (name, t) in &files {
+        let t = match t {
             Ok(t) => t,
             Err(e) => {
-                failures.push(format!("{name}: parse: {e}"));
+                failures.push(format!("{name}: {e}"));
                 continue;
             }
         };

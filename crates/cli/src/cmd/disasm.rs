@@ -61,13 +61,7 @@ pub fn run(args: Args) -> Result<u8> {
 fn native(args: &Args, out: &mut dyn Write) -> Result<()> {
     let path = args.file.display().to_string();
     let obj = kops_object::Object::load(&args.file).with_context(|| format!("{path}: cannot load"))?;
-    let progs: Vec<&kops_object::Program> = match &args.prog {
-        Some(n) => vec![obj.program(n).ok_or_else(|| {
-            let names: Vec<&str> = obj.programs.iter().map(|p| p.name.as_str()).collect();
-            anyhow!("{path}: no program `{n}` (programs: {})", names.join(", "))
-        })?],
-        None => obj.programs.iter().collect(),
-    };
+    let progs = super::verify::select_programs(&obj, args.prog.as_deref()).map_err(|e| anyhow!("{path}: {e}"))?;
     for p in progs {
         out.write_all(native_listing(&path, &obj, p)?.as_bytes())?;
     }

@@ -4,6 +4,23 @@ use anyhow::Context;
 use kops_recognize::{rewrite_object, Mode, ObjectReport, Pass, Policy};
 use std::io::Write;
 
+/// Which passes run and which of their sites are rewritten (shared by `inspect` and `rewrite`).
+#[derive(clap::Args, Debug)]
+pub(crate) struct SiteSelection {
+    /// Comma-separated passes to run (rotate,select,extract,endian,popcount,bulk,prefetch,wideload; or all).
+    #[arg(long, default_value = "all")]
+    passes: String,
+    /// Which sites to rewrite: auto (static cost model), all, none.
+    #[arg(long, default_value = "auto")]
+    policy: String,
+}
+
+impl SiteSelection {
+    pub(crate) fn policy(&self) -> anyhow::Result<Policy> {
+        parse_policy(&self.passes, &self.policy)
+    }
+}
+
 #[derive(clap::Args, Debug)]
 #[command(about = "list the idiom sites the recognizer finds in an object's programs")]
 pub struct Args {
@@ -12,18 +29,14 @@ pub struct Args {
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
-    /// Comma-separated passes to run (rotate,select,extract,endian,popcount,bulk,prefetch,wideload; or all).
-    #[arg(long, default_value = "all")]
-    passes: String,
-    /// Which sites to rewrite: auto (static cost model), all, none.
-    #[arg(long, default_value = "auto")]
-    policy: String,
+    #[command(flatten)]
+    sel: SiteSelection,
     /// Also list candidates that failed a safety check, with the reason.
     #[arg(long)]
     rejected: bool,
 }
 
-pub(crate) fn parse_policy(passes: &str, policy: &str) -> anyhow::Result<Policy> {
+fn parse_policy(passes: &str, policy: &str) -> anyhow::Result<Policy> {
     let passes = Pass::parse_list(passes).map_err(anyhow::Error::msg)?;
     let mode = Mode::parse(policy).map_err(anyhow::Error::msg)?;
     Ok(Policy { mode, passes })
@@ -103,7 +116,7 @@ pub(crate) fn emit(f: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> any
 }
 
 pub fn run(a: Args) -> anyhow::Result<u8> {
-    let policy = parse_policy(&a.passes, &a.policy)?;
+    let policy = a.sel.policy()?;
     let obj = kops_object::Object::load(&a.file).with_context(|| format!("loading {}", a.file))?;
     let (_, rep, _) = rewrite_object(&obj, &policy).with_context(|| a.file.clone())?;
     if a.json {

@@ -24,7 +24,7 @@ use kops_isa::{op, Insn};
 use kops_jit_tools::disasm::{disassemble, NativeInsn};
 use kops_jit::{compile, CpuFeatures, JitImage, JitOptions, Resolver};
 use kops_jit_tools::xlated;
-use kops_kernel::{KernelBtf, KernelError, MapSet};
+use kops_kernel::{KernelBtf, MapSet};
 use kops_object::{Object, Program};
 
 #[derive(clap::Args, Debug)]
@@ -44,26 +44,10 @@ const EXIT_NO_KERNEL: u8 = 3;
 
 pub fn run(a: Args) -> Result<u8> {
     let obj = Object::load(&a.file).with_context(|| format!("loading {}", a.file))?;
-    let progs: Vec<&Program> = match &a.prog {
-        Some(n) => match obj.program(n) {
-            Some(p) => vec![p],
-            None => {
-                let names: Vec<&str> = obj.programs.iter().map(|p| p.name.as_str()).collect();
-                bail!("{}: no program `{n}` (programs: {})", a.file, names.join(", "));
-            }
-        },
-        None => obj.programs.iter().collect(),
-    };
-    if let Err(e) = kops_kernel::available() {
-        eprintln!("kops jit-diff: {e}");
-        return Ok(EXIT_NO_KERNEL);
-    }
-    let maps = match MapSet::create(&obj.maps) {
-        Ok(m) => m,
-        Err(e @ KernelError::KernelUnavailable(_)) => {
-            eprintln!("kops jit-diff: {e}");
-            return Ok(EXIT_NO_KERNEL);
-        }
+    let progs = super::verify::select_programs(&obj, a.prog.as_deref()).map_err(|e| anyhow::anyhow!("{}: {e}", a.file))?;
+    let maps = match super::verify::kernel_maps("jit-diff", &obj.maps) {
+        Ok(Some(m)) => m,
+        Ok(None) => return Ok(EXIT_NO_KERNEL),
         Err(e) => bail!("{}: creating maps: {e}", a.file),
     };
     let btf = KernelBtf::for_object(&obj).unwrap_or(None);

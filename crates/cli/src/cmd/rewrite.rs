@@ -14,16 +14,12 @@ pub struct Args {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
-    /// Comma-separated passes to run (see `kops inspect --help`).
-    #[arg(long, default_value = "all")]
-    passes: String,
-    /// Which sites to rewrite: auto (static cost model), all, none.
-    #[arg(long, default_value = "auto")]
-    policy: String,
+    #[command(flatten)]
+    sel: super::inspect::SiteSelection,
 }
 
 pub fn run(a: Args) -> anyhow::Result<u8> {
-    let policy = super::inspect::parse_policy(&a.passes, &a.policy)?;
+    let policy = a.sel.policy()?;
     let bytes = std::fs::read(&a.file).with_context(|| format!("reading {}", a.file))?;
     let obj = kops_object::Object::parse(&bytes, &a.file).with_context(|| format!("loading {}", a.file))?;
     let (new, rep, maps) = rewrite_object(&obj, &policy).with_context(|| a.file.clone())?;

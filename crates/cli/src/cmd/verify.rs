@@ -32,6 +32,35 @@ pub struct Args {
 pub const EXIT_REJECTED: u8 = 1;
 pub const EXIT_NO_KERNEL: u8 = 3;
 
+/// The program named `name`, or all of the object's programs without one.
+pub(crate) fn select_programs<'o>(obj: &'o Object, name: Option<&str>) -> Result<Vec<&'o Program>, String> {
+    let Some(n) = name else { return Ok(obj.programs.iter().collect()) };
+    match obj.program(n) {
+        Some(p) => Ok(vec![p]),
+        None => {
+            let names: Vec<&str> = obj.programs.iter().map(|p| p.name.as_str()).collect();
+            Err(format!("no program `{n}` (programs: {})", names.join(", ")))
+        }
+    }
+}
+
+/// The object's maps, created in the kernel; None, with the reason printed under the
+/// subcommand's name `cmd`, where there is no kernel to use (exit with [`EXIT_NO_KERNEL`]).
+pub(crate) fn kernel_maps(cmd: &str, maps: &[kops_object::MapDef]) -> Result<Option<MapSet>, KernelError> {
+    let unavailable = |e: KernelError| {
+        eprintln!("kops {cmd}: {e}");
+        Ok(None)
+    };
+    if let Err(e) = kops_kernel::available() {
+        return unavailable(e);
+    }
+    match MapSet::create(maps) {
+        Ok(m) => Ok(Some(m)),
+        Err(e @ KernelError::KernelUnavailable(_)) => unavailable(e),
+        Err(e) => Err(e),
+    }
+}
+
 pub fn run(a: Args) -> anyhow::Result<u8> {
     let obj = match Object::load(&a.file) {
         Ok(o) => o,
@@ -40,27 +69,16 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
             return Ok(1);
         }
     };
-    let progs: Vec<&Program> = match &a.prog {
-        Some(n) => match obj.program(n) {
-            Some(p) => vec![p],
-            None => {
-                let names: Vec<&str> = obj.programs.iter().map(|p| p.name.as_str()).collect();
-                eprintln!("kops verify: {}: no program `{n}` (programs: {})", a.file, names.join(", "));
-                return Ok(1);
-            }
-        },
-        None => obj.programs.iter().collect(),
-    };
-    if let Err(e) = kops_kernel::available() {
-        eprintln!("kops verify: {e}");
-        return Ok(EXIT_NO_KERNEL);
-    }
-    let maps = match MapSet::create(&obj.maps) {
-        Ok(m) => m,
-        Err(e @ KernelError::KernelUnavailable(_)) => {
-            eprintln!("kops verify: {e}");
-            return Ok(EXIT_NO_KERNEL);
+    let progs = match select_programs(&obj, a.prog.as_deref()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("kops verify: {}: {e}", a.file);
+            return Ok(1);
         }
+    };
+    let maps = match kernel_maps("verify", &obj.maps) {
+        Ok(Some(m)) => m,
+        Ok(None) => return Ok(EXIT_NO_KERNEL),
         Err(e) => {
             eprintln!("kops verify: {}: {e}", a.file);
             return Ok(1);
@@ -257,10 +275,7 @@ mod tests {
         assert_eq!(run(&["kops", "verify"]), 2);
         assert_eq!(run(&["kops", "verify", "--help"]), 0);
         assert_eq!(run(&["kops", "verify", "/nonexistent.o"]), 1);
-        if let Some(r) = kops_kernel::skip_reason() {
-            println!("SKIPPED: {r}");
-            return;
-        }
+        kops_kernel::require_kernel!();
         let obj = data("reject.bpf.o");
         assert_eq!(run(&["kops", "verify", &obj]), EXIT_REJECTED);
         assert_eq!(run(&["kops", "verify", &obj, "--prog", "ok"]), 0);
@@ -270,10 +285,7 @@ mod tests {
 
     #[test]
     fn rejection_points_at_the_faulting_slot() {
-        if let Some(r) = kops_kernel::skip_reason() {
-            println!("SKIPPED: {r}");
-            return;
-        }
+        kops_kernel::require_kernel!();
         let obj = Object::load(data("reject.bpf.o")).unwrap();
         let p = obj.program("bad").unwrap();
         let maps = MapSet::create(&obj.maps).unwrap();

@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use kops_isa::{op, Insn};
+use kops_isa::{op, sem, Insn};
 use kops_x86::{Asm, Mem, Reg, Size, Width};
 
 // ---------------------------------------------------------------------------------------
@@ -35,40 +35,9 @@ impl Memory {
     }
 }
 
-fn alu(opc: u8, a: u64, b: u64, is64: bool) -> Result<u64, String> {
-    let r = if is64 {
-        match opc {
-            op::ADD => a.wrapping_add(b),
-            op::SUB => a.wrapping_sub(b),
-            op::MUL => a.wrapping_mul(b),
-            op::OR => a | b,
-            op::AND => a & b,
-            op::XOR => a ^ b,
-            op::LSH => a << (b & 63),
-            op::RSH => a >> (b & 63),
-            op::ARSH => ((a as i64) >> (b & 63)) as u64,
-            op::MOV => b,
-            op::NEG => a.wrapping_neg(),
-            _ => return Err(format!("ALU64 op {opc:#x} not supported by the test evaluator")),
-        }
-    } else {
-        let (a, b) = (a as u32, b as u32);
-        (match opc {
-            op::ADD => a.wrapping_add(b),
-            op::SUB => a.wrapping_sub(b),
-            op::MUL => a.wrapping_mul(b),
-            op::OR => a | b,
-            op::AND => a & b,
-            op::XOR => a ^ b,
-            op::LSH => a << (b & 31),
-            op::RSH => a >> (b & 31),
-            op::ARSH => ((a as i32) >> (b & 31)) as u32,
-            op::MOV => b,
-            op::NEG => a.wrapping_neg(),
-            _ => return Err(format!("ALU op {opc:#x} not supported by the test evaluator")),
-        }) as u64
-    };
-    Ok(r)
+fn alu(opc: u8, off: i16, a: u64, b: u64, is64: bool) -> Result<u64, String> {
+    let r = if is64 { sem::alu64(opc, off, a, b) } else { sem::alu32(opc, off, a as u32, b as u32).map(u64::from) };
+    r.ok_or_else(|| format!("ALU op {opc:#x} not supported by the test evaluator"))
 }
 
 /// Run a straight-line-with-forward-jumps sequence to its end.
@@ -107,7 +76,7 @@ pub fn eval(prog: &[Insn], r: &mut [u64; 11], m: &mut Memory) -> Result<(), Stri
                     } else {
                         i.imm as u32 as u64
                     };
-                    r[d] = alu(i.op(), r[d], b, is64)?;
+                    r[d] = alu(i.op(), i.off, r[d], b, is64)?;
                 }
             }
             op::LDX if i.mode() == op::MEM => {
@@ -132,27 +101,8 @@ pub fn eval(prog: &[Insn], r: &mut [u64; 11], m: &mut Memory) -> Result<(), Stri
                 } else {
                     let a = r[d];
                     let b = if i.source() == op::X { r[s] } else { i.imm as i64 as u64 };
-                    let (a, b) = if is64 { (a, b) } else { (a as u32 as u64, b as u32 as u64) };
-                    match i.op() {
-                        op::JEQ => a == b,
-                        op::JNE => a != b,
-                        op::JGT => a > b,
-                        op::JGE => a >= b,
-                        op::JLT => a < b,
-                        op::JLE => a <= b,
-                        op::JSET => a & b != 0,
-                        op::JSGT | op::JSGE | op::JSLT | op::JSLE => {
-                            let sx = |v: u64| if is64 { v as i64 } else { v as u32 as i32 as i64 };
-                            let (a, b) = (sx(a), sx(b));
-                            match i.op() {
-                                op::JSGT => a > b,
-                                op::JSGE => a >= b,
-                                op::JSLT => a < b,
-                                _ => a <= b,
-                            }
-                        }
-                        _ => return Err(format!("jump op {:#x} not supported by the test evaluator", i.op())),
-                    }
+                    let t = if is64 { sem::cond64(i.op(), a, b) } else { sem::cond32(i.op(), a as u32, b as u32) };
+                    t.ok_or_else(|| format!("jump op {:#x} not supported by the test evaluator", i.op()))?
                 };
                 if taken {
                     let t = pc as i64 + 1 + i.jump_offset() as i64;

@@ -8,6 +8,10 @@ use std::process::Command;
 
 use kops_object::Object;
 
+mod fixtures;
+#[allow(unused_imports)]
+pub use fixtures::{clang_bpf, libxdp_dir};
+
 pub fn tool_ok(tool: &str) -> bool {
     Command::new(tool).arg("--version").output().map(|o| o.status.success()).unwrap_or(false)
 }
@@ -29,13 +33,7 @@ pub fn compile(name: &str) -> Option<PathBuf> {
     }
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c").join(format!("{name}.c"));
     let out = tmp_dir("c").join(format!("{name}.o"));
-    let st = Command::new("clang-19")
-        .args(["-O2", "-g", "-target", "bpf", "-mcpu=v3", "-I/usr/include/x86_64-linux-gnu", "-c"])
-        .arg(&src)
-        .arg("-o")
-        .arg(&out)
-        .status()
-        .expect("run clang-19");
+    let st = clang_bpf(&src, &out).status().expect("run clang-19");
     assert!(st.success(), "clang-19 failed on {}", src.display());
     Some(out)
 }

@@ -21,13 +21,7 @@ pub fn compile(name: &str, src: &str) -> Option<(Object, Vec<u8>)> {
     let c = dir.join(format!("{name}.c"));
     let o = dir.join(format!("{name}.o"));
     std::fs::write(&c, src).unwrap();
-    let out = Command::new("clang-19")
-        .args(["-O2", "-g", "-target", "bpf", "-mcpu=v3", "-I/usr/include/x86_64-linux-gnu", "-c"])
-        .arg(&c)
-        .arg("-o")
-        .arg(&o)
-        .output()
-        .expect("run clang-19");
+    let out = clang_bpf(&c, &o).output().expect("run clang-19");
     assert!(out.status.success(), "clang-19 failed: {}", String::from_utf8_lossy(&out.stderr));
     let bytes = std::fs::read(&o).unwrap();
     let obj = Object::parse(&bytes, o.to_str().unwrap()).expect("load compiled object");
@@ -160,29 +154,11 @@ pub fn bundled_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../bpf/out")
 }
 
-/// Debian's libxdp1 BPF objects, extracted into a cache dir (KOPS_LIBXDP_DIR overrides;
-/// the same layout the object crate's tests use). None, with the reason printed, when the
-/// package cannot be fetched.
-pub fn libxdp_dir() -> Option<PathBuf> {
-    let base = std::env::var_os("KOPS_LIBXDP_DIR").map(PathBuf::from).unwrap_or_else(|| std::env::temp_dir().join("kops-libxdp1"));
-    let objdir = base.join("x/usr/lib/x86_64-linux-gnu/bpf");
-    if objdir.is_dir() {
-        return Some(objdir);
-    }
-    std::fs::create_dir_all(&base).ok()?;
-    let _ = Command::new("apt-get").arg("download").arg("libxdp1").current_dir(&base).output();
-    let deb = std::fs::read_dir(&base).ok()?.filter_map(|e| e.ok()).map(|e| e.path()).find(|p| p.extension().is_some_and(|x| x == "deb"));
-    let Some(deb) = deb else {
-        eprintln!("SKIP: apt-get download libxdp1 failed");
-        return None;
-    };
-    let ok = Command::new("dpkg-deb").arg("-x").arg(&deb).arg(base.join("x")).status().map(|s| s.success()).unwrap_or(false);
-    if !ok || !objdir.is_dir() {
-        eprintln!("SKIP: could not extract {}", deb.display());
-        return None;
-    }
-    Some(objdir)
-}
+// BPF fixtures shared with the object crate's tests (the same clang flags, the same libxdp cache).
+#[path = "../../../object/tests/common/fixtures.rs"]
+mod fixtures;
+#[allow(unused_imports)]
+pub use fixtures::{clang_bpf, libxdp_dir};
 
 /// Objects in `dir` whose file name ends with `suffix`, sorted.
 pub fn objects_in(dir: &std::path::Path, suffix: &str) -> Vec<PathBuf> {

@@ -370,10 +370,7 @@ mod tests {
     /// between the kernel and the interpreter on a few generated inputs.
     #[test]
     fn bundled_objects_verify_and_diff() {
-        if let Some(r) = kops_kernel::skip_reason() {
-            println!("SKIPPED: {r}");
-            return;
-        }
+        kops_kernel::require_kernel!();
         let objs = bundled_objects();
         assert!(!objs.is_empty(), "no bundled objects in bpf/out");
         for o in &objs {
@@ -397,10 +394,7 @@ mod tests {
     /// comparison does find differences when there are some).
     #[test]
     fn diffcheck_object_agrees_and_nondeterminism_is_detected() {
-        if let Some(r) = kops_kernel::skip_reason() {
-            println!("SKIPPED: {r}");
-            return;
-        }
+        kops_kernel::require_kernel!();
         let o = diffcheck_object();
         assert_eq!(crate::run_cli(&args(&["kops", "diff", "--inputs", "30", &o])), 0);
         assert_eq!(crate::run_cli(&args(&["kops", "diff", "--inputs", "30", "--prog", "coin", "--strict", &o])), 1);
@@ -450,10 +444,7 @@ mod tests {
     /// object whose programs load.
     #[test]
     fn libxdp1_objects_verify_and_diff() {
-        if let Some(r) = kops_kernel::skip_reason() {
-            println!("SKIPPED: {r}");
-            return;
-        }
+        kops_kernel::require_kernel!();
         let require = std::env::var("KOPS_REQUIRE_KERNEL").map(|v| v == "1").unwrap_or(false);
         let tmp = std::env::temp_dir().join(format!("kops-libxdp1-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);
