@@ -18,6 +18,7 @@ pub mod attach;
 pub mod btf;
 pub mod conformance;
 pub mod info;
+pub mod load;
 pub mod log;
 pub mod map;
 pub mod prog;
@@ -28,7 +29,8 @@ pub use btf::KernelBtf;
 pub use info::{prog_fd_by_id, prog_ids, prog_info, ProgInfo};
 pub use log::{parse_log, VerifierMessage};
 pub use map::{Map, MapDump, MapSet};
-pub use prog::{load_object_program, load_program, LoadOptions, LoadedProg, TestRun, TestRunResult};
+pub use load::load_object_program;
+pub use prog::{load_program, LoadOptions, LoadedProg, TestRun, TestRunResult};
 pub use verifier::{kernel_form, KernelForm, KernelVerifier};
 
 use std::sync::OnceLock;

@@ -1,5 +1,8 @@
 //! Payload codec helpers: bit fields of the 52-bit payload and their validation.
 
+/// Largest payload (52 bits).
+pub const MAX_PAYLOAD: u64 = (1u64 << 52) - 1;
+
 /// A payload field is out of range, or the payload as a whole is malformed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PayloadError {
@@ -30,7 +33,7 @@ pub struct Fields<'a> {
 
 impl<'a> Fields<'a> {
     pub fn new(op: &'a str, raw: u64) -> Result<Fields<'a>, PayloadError> {
-        if raw > crate::transport::MAX_PAYLOAD {
+        if raw > MAX_PAYLOAD {
             return Err(PayloadError::TooWide(raw));
         }
         Ok(Fields { op, raw, used: 0 })

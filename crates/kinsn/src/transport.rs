@@ -13,10 +13,9 @@
 
 use kops_isa::{op, Insn};
 
+pub use crate::payload::MAX_PAYLOAD;
 use crate::payload::PayloadError;
 
-/// Largest payload (52 bits).
-pub const MAX_PAYLOAD: u64 = (1u64 << 52) - 1;
 
 /// A decoded site: the sidecar is at slot `pc`, the call at `pc + 1`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
