@@ -451,7 +451,10 @@ pub fn rewrite_functions(original: &[u8], edits: &[FunctionEdit]) -> Result<Vec<
             continue;
         }
         let n = String::from_utf8_lossy(&s.name).into_owned();
-        let dwarf = n.starts_with(".debug") || n.starts_with(".rel.debug") || n.starts_with(".rela.debug");
+        // DWARF is never loaded or executed: a section with code or data in it is kept
+        // whatever it is called (a code section named `.rel.debug_line` went once).
+        let loaded = s.sh_flags & u64::from(elf::SHF_ALLOC | elf::SHF_EXECINSTR) != 0;
+        let dwarf = !loaded && (n.starts_with(".debug") || n.starts_with(".rel.debug") || n.starts_with(".rela.debug"));
         if dwarf || dropped_types.contains(&(n, s.sh_offset)) {
             s.delete = true;
             deleted.push(s.id());
