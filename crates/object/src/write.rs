@@ -455,7 +455,9 @@ pub fn rewrite_functions(original: &[u8], edits: &[FunctionEdit]) -> Result<Vec<
         // whatever it is called (a code section named `.rel.debug_line` went once).
         let loaded = s.sh_flags & u64::from(elf::SHF_ALLOC | elf::SHF_EXECINSTR) != 0;
         let dwarf = !loaded && (n.starts_with(".debug") || n.starts_with(".rel.debug") || n.starts_with(".rela.debug"));
-        if dwarf || dropped_types.contains(&(n, s.sh_offset)) {
+        // BTF is found by name, whatever its type (as libbpf does): keep it, retyped.
+        let btf = n == ".BTF" || n == ".BTF.ext";
+        if dwarf || (!btf && dropped_types.contains(&(n, s.sh_offset))) {
             s.delete = true;
             deleted.push(s.id());
         }
