@@ -107,8 +107,7 @@ impl KernelVerifier {
         }
     }
 
-    fn check(&self, obj: &Object, form: &KernelForm, original: &Program) -> Result<(), VerifyError> {
-        let okey = object_key(obj);
+    fn check(&self, obj: &Object, okey: [u8; 32], form: &KernelForm, original: &Program) -> Result<(), VerifyError> {
         {
             let mut slot = self.object.borrow_mut();
             if slot.as_ref().map(|(k, _, _)| k) != Some(&okey) {
@@ -166,13 +165,15 @@ unsafe impl kops_vm::Verifier for KernelVerifier {
             }
         };
         let form = kernel_form(p, req.registry).map_err(|reason| VerifyError::Rejected { verifier: "kops".into(), pc: None, reason })?;
-        let key = verdict_key(obj, &form.prog);
+        // Maps and BTF are hashed once per request: both the key and the map cache use it.
+        let okey = object_key(obj);
+        let key = verdict_key(&okey, &form.prog);
         if self.cached(&key) {
             self.hits.set(self.hits.get() + 1);
             return Ok(());
         }
         crate::available().map_err(|e| unavailable(&e))?;
-        self.check(obj, &form, p)?;
+        self.check(obj, okey, &form, p)?;
         self.remember(key, &format!("{} {}", obj.path, p.name));
         Ok(())
     }
@@ -264,11 +265,11 @@ fn object_key(obj: &Object) -> [u8; 32] {
 }
 
 /// Everything a verdict on `prog` (the kernel form) depends on.
-fn verdict_key(obj: &Object, prog: &Program) -> [u8; 32] {
+fn verdict_key(object_key: &[u8; 32], prog: &Program) -> [u8; 32] {
     let mut h = Sha256::new();
     put(&mut h, "kops verdict v1", &[]);
     put(&mut h, "kernel", kernel_identity().as_bytes());
-    put(&mut h, "object", &object_key(obj));
+    put(&mut h, "object", object_key);
     put(&mut h, "name", prog.name.as_bytes());
     put(&mut h, "section", prog.section.as_bytes());
     put(&mut h, "type", &prog.prog_type_id.to_le_bytes());
