@@ -24,21 +24,21 @@ use kops_x86::{Cond, Shift};
 
 use crate::classes::{assignments, Class};
 use crate::fields::Kind;
-use crate::{check_eq, w, EInsn};
+use crate::{check_eq, w, EInsn, OpInfo};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Abs {
-    pub dst: u8,
-    pub src: u8,
-    pub tmp: u8,
-    /// Of the low 32 bits, zero-extended (ALU32 proof).
-    pub alu32: bool,
+crate::payload! {
+    pub struct Abs {
+        dst: u8 = 0, 4, Kind::RegW;
+        src: u8 = 4, 4, Kind::Reg;
+        tmp: u8 = 8, 4, Kind::RegW;
+        /// Of the low 32 bits, zero-extended (ALU32 proof).
+        alu32: bool = 12, 1, Kind::Flag;
+    }
+    // mov + sar (4 + 4), mov + neg + cmov (3 + 3 + 4)
+    name "abs", id 15, max_proof 5, max_x86 20;
 }
 
 impl Abs {
-    pub fn new(dst: u8, src: u8, tmp: u8, alu32: bool) -> Result<Abs, PayloadError> {
-        Abs { dst, src, tmp, alu32 }.checked()
-    }
     fn bits(&self) -> u8 {
         if self.alu32 {
             32
@@ -48,20 +48,7 @@ impl Abs {
     }
 }
 
-crate::payload! { Abs {
-    dst: 0, 4, Kind::RegW;
-    src: 4, 4, Kind::Reg;
-    tmp: 8, 4, Kind::RegW;
-    alu32: 12, 1, Kind::Flag;
-} }
-
 impl EInsn for Abs {
-    const NAME: &'static str = "abs";
-    const ID: u32 = 15;
-    const MAX_PROOF: usize = 5;
-    // mov + sar (4 + 4), mov + neg + cmov (3 + 3 + 4)
-    const MAX_X86: usize = 20;
-
     fn rules(&self) -> Result<(), PayloadError> {
         if self.tmp == self.dst || self.tmp == self.src {
             return Err(field_err(Self::NAME, "tmp", self.tmp as i64, "a register other than dst and src"));

@@ -28,7 +28,7 @@ use kops_x86::{Mem, Reg, Size, Width};
 
 use crate::classes::{assignments, Class};
 use crate::fields::Kind;
-use crate::{id, EInsn, MAX_BULK_BYTES};
+use crate::{EInsn, OpInfo, MAX_BULK_BYTES};
 
 fn check_span(op: &str, field: &'static str, off: i16, width: u8, count: u8) -> Result<(), PayloadError> {
     let last = off as i64 + (count as i64 - 1) * width as i64;
@@ -71,25 +71,23 @@ fn load_chunk(ctx: &mut X86EmitCtx, width: u8, dst: Reg, m: Mem) {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Memcpy {
-    pub dst: u8,
-    pub dst_off: i16,
-    pub src: u8,
-    pub src_off: i16,
-    pub tmp: u8,
-    /// Chunk size in bytes: 1, 2, 4 or 8.
-    pub width: u8,
-    /// Number of chunks, 1..=32.
-    pub count: u8,
-    pub descending: bool,
+crate::payload! {
+    pub struct Memcpy {
+        dst: u8 = 0, 4, Kind::Reg;
+        dst_off: i16 = 12, 16, Kind::Signed;
+        src: u8 = 4, 4, Kind::Reg;
+        src_off: i16 = 28, 16, Kind::Signed;
+        tmp: u8 = 8, 4, Kind::RegW;
+        /// Chunk size in bytes: 1, 2, 4 or 8.
+        width: u8 = 44, 2, Kind::Pow2(1, 8);
+        /// Number of chunks, 1..=32.
+        count: u8 = 46, 5, Kind::Biased(1, 32);
+        descending: bool = 51, 1, Kind::Flag;
+    }
+    name "memcpy", id 10, max_proof 64, max_x86 48;
 }
 
 impl Memcpy {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(dst: u8, dst_off: i16, src: u8, src_off: i16, tmp: u8, width: u8, count: u8, descending: bool) -> Result<Memcpy, PayloadError> {
-        Memcpy { dst, dst_off, src, src_off, tmp, width, count, descending }.checked()
-    }
     pub fn bytes(&self) -> usize {
         self.width as usize * self.count as usize
     }
@@ -102,23 +100,7 @@ impl Memcpy {
     }
 }
 
-crate::payload! { Memcpy {
-    dst: 0, 4, Kind::Reg;
-    src: 4, 4, Kind::Reg;
-    tmp: 8, 4, Kind::RegW;
-    dst_off: 12, 16, Kind::Signed;
-    src_off: 28, 16, Kind::Signed;
-    width: 44, 2, Kind::Pow2(1, 8);
-    count: 46, 5, Kind::Biased(1, 32);
-    descending: 51, 1, Kind::Flag;
-} }
-
 impl EInsn for Memcpy {
-    const NAME: &'static str = "memcpy";
-    const ID: u32 = id::MEMCPY;
-    const MAX_PROOF: usize = 64;
-    const MAX_X86: usize = 48;
-
     fn rules(&self) -> Result<(), PayloadError> {
         let n = Self::NAME;
         if self.tmp == self.dst || self.tmp == self.src {
@@ -255,22 +237,21 @@ impl EInsn for Memcpy {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Memset {
-    pub base: u8,
-    pub off: i16,
-    /// Chunk size in bytes: 1, 2, 4 or 8.
-    pub width: u8,
-    /// Number of chunks, 1..=64.
-    pub count: u8,
-    /// Fill byte (0x00 or 0xff with 8-byte chunks).
-    pub value: u8,
+crate::payload! {
+    pub struct Memset {
+        base: u8 = 0, 4, Kind::Reg;
+        off: i16 = 4, 16, Kind::Signed;
+        /// Chunk size in bytes: 1, 2, 4 or 8.
+        width: u8 = 20, 2, Kind::Pow2(1, 8);
+        /// Number of chunks, 1..=64.
+        count: u8 = 22, 6, Kind::Biased(1, 64);
+        /// Fill byte (0x00 or 0xff with 8-byte chunks).
+        value: u8 = 28, 8, Kind::Range(0, 255);
+    }
+    name "memset", id 11, max_proof 64, max_x86 32;
 }
 
 impl Memset {
-    pub fn new(base: u8, off: i16, width: u8, count: u8, value: u8) -> Result<Memset, PayloadError> {
-        Memset { base, off, width, count, value }.checked()
-    }
     pub fn bytes(&self) -> usize {
         self.width as usize * self.count as usize
     }
@@ -292,20 +273,7 @@ impl Memset {
     }
 }
 
-crate::payload! { Memset {
-    base: 0, 4, Kind::Reg;
-    off: 4, 16, Kind::Signed;
-    width: 20, 2, Kind::Pow2(1, 8);
-    count: 22, 6, Kind::Biased(1, 64);
-    value: 28, 8, Kind::Range(0, 255);
-} }
-
 impl EInsn for Memset {
-    const NAME: &'static str = "memset";
-    const ID: u32 = id::MEMSET;
-    const MAX_PROOF: usize = 64;
-    const MAX_X86: usize = 32;
-
     fn rules(&self) -> Result<(), PayloadError> {
         let n = Self::NAME;
         check_total(n, self.width, self.count)?;

@@ -10,18 +10,22 @@
 //! `movzx r32, r16`.
 
 use kops_isa::{op, Insn};
-use kops_kinsn::{EmitError, Emitted, PayloadError, X86EmitCtx};
+use kops_kinsn::{EmitError, Emitted, X86EmitCtx};
 use kops_x86::{Feature, Mem, Size, Width};
 
 use crate::classes::{assignments, Class};
 use crate::fields::Kind;
-use crate::{id, EInsn};
+use crate::EInsn;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct EndianLoad<const BYTES: u8> {
-    pub dst: u8,
-    pub base: u8,
-    pub off: i16,
+crate::payload! {
+    pub struct EndianLoad<const BYTES: u8> {
+        dst: u8 = 0, 4, Kind::RegW;
+        base: u8 = 4, 4, Kind::Reg;
+        off: i16 = 8, 16, Kind::Signed;
+    }
+    name match BYTES { 2 => "endian_load16", 4 => "endian_load32", _ => "endian_load64" },
+    id match BYTES { 2 => 5, 4 => 6, _ => 7 },
+    max_proof 2, max_x86 16;
 }
 
 pub type EndianLoad16 = EndianLoad<2>;
@@ -29,36 +33,12 @@ pub type EndianLoad32 = EndianLoad<4>;
 pub type EndianLoad64 = EndianLoad<8>;
 
 impl<const BYTES: u8> EndianLoad<BYTES> {
-    const OPNAME: &'static str = match BYTES {
-        2 => "endian_load16",
-        4 => "endian_load32",
-        _ => "endian_load64",
-    };
-
-    pub fn new(dst: u8, base: u8, off: i16) -> Result<Self, PayloadError> {
-        EndianLoad { dst, base, off }.checked()
-    }
     fn size(&self) -> Size {
         Size::from_bytes(BYTES as usize).expect("2, 4 or 8")
     }
 }
 
-crate::payload! { [const BYTES: u8] EndianLoad<BYTES> {
-    dst: 0, 4, Kind::RegW;
-    base: 4, 4, Kind::Reg;
-    off: 8, 16, Kind::Signed;
-} }
-
 impl<const BYTES: u8> EInsn for EndianLoad<BYTES> {
-    const NAME: &'static str = Self::OPNAME;
-    const ID: u32 = match BYTES {
-        2 => id::ENDIAN_LOAD16,
-        4 => id::ENDIAN_LOAD32,
-        _ => id::ENDIAN_LOAD64,
-    };
-    const MAX_PROOF: usize = 2;
-    const MAX_X86: usize = 16;
-
     fn classes() -> Vec<Class<Self>> {
         let mut v = vec![];
         for a in assignments(&[true, false]) {

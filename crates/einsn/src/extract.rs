@@ -19,35 +19,19 @@ use kops_x86::{Alu, Shift, Size, Width};
 
 use crate::classes::{assignments, Class};
 use crate::fields::Kind;
-use crate::{id, EInsn};
+use crate::{EInsn, OpInfo};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Extract {
-    pub dst: u8,
-    pub src: u8,
-    pub start: u8,
-    pub len: u8,
-}
-
-impl Extract {
-    pub fn new(dst: u8, src: u8, start: u8, len: u8) -> Result<Extract, PayloadError> {
-        Extract { dst, src, start, len }.checked()
+crate::payload! {
+    pub struct Extract {
+        dst: u8 = 0, 4, Kind::RegW;
+        src: u8 = 4, 4, Kind::Reg;
+        start: u8 = 8, 6, Kind::Range(0, 63);
+        len: u8 = 14, 6, Kind::Range(1, 32);
     }
+    name "extract64", id 4, max_proof 3, max_x86 16;
 }
-
-crate::payload! { Extract {
-    dst: 0, 4, Kind::RegW;
-    src: 4, 4, Kind::Reg;
-    start: 8, 6, Kind::Range(0, 63);
-    len: 14, 6, Kind::Range(1, 32);
-} }
 
 impl EInsn for Extract {
-    const NAME: &'static str = "extract64";
-    const ID: u32 = id::EXTRACT64;
-    const MAX_PROOF: usize = 3;
-    const MAX_X86: usize = 16;
-
     fn rules(&self) -> Result<(), PayloadError> {
         if self.start as u32 + self.len as u32 > 64 {
             return Err(field_err(Self::NAME, "len", self.len as i64, format!("start + len <= 64 (start is {})", self.start)));

@@ -170,22 +170,61 @@ pub fn unpack(op: &str, table: &[Field], raw: u64) -> Result<Vec<i64>, PayloadEr
     Ok(table.iter().map(|f| f.decode(raw)).collect())
 }
 
-/// Declare an op's payload field table once; yields `FIELDS`, `field_values`,
-/// `check_fields` and the [`Payload`](kops_kinsn::payload::Payload) codec (which also runs
-/// the op's cross-field [`EInsn::rules`](crate::EInsn::rules)).
+/// Declare an op's payload once: the struct, its checked constructor `new` (fields in table
+/// order), its [`OpInfo`](crate::OpInfo) (name, id, size bounds) and its field table, which
+/// yields `FIELDS`, `field_values`, `check` and the
+/// [`Payload`](kops_kinsn::payload::Payload) codec (which also runs the op's cross-field
+/// [`EInsn::rules`](crate::EInsn::rules)).
 ///
 /// ```text
-/// payload! { [const W: u8] Rotate<W> {
-///     dst: 0, 4, Kind::RegW;
-///     k: 12, 6, Kind::Range(1, W as i64 - 1);
-/// } }
+/// payload! {
+///     pub struct Rotate<const W: u8> {
+///         dst: u8 = 0, 4, Kind::RegW;
+///         /// Left-rotate amount.
+///         k: u8 = 12, 6, Kind::Range(1, W as i64 - 1);
+///     }
+///     name if W == 64 { "rotate64" } else { "rotate32" }, id 1, max_proof 5, max_x86 24;
+/// }
 /// ```
 #[macro_export]
 macro_rules! payload {
-    ($ty:ident { $($body:tt)* }) => {
-        $crate::payload! { [] $ty { $($body)* } }
+    (
+        $(#[$meta:meta])* pub struct $ty:ident;
+        name $name:expr, id $id:expr, max_proof $mp:expr, max_x86 $mx:expr;
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+        pub struct $ty;
+        $crate::payload! { @impl [] $ty { } $name, $id, $mp, $mx }
     };
-    ([$($g:tt)*] $ty:ty { $($field:ident : $lo:expr, $width:expr, $kind:expr;)* }) => {
+    (
+        $(#[$meta:meta])*
+        pub struct $ty:ident $(<const $g:ident: $gt:ty>)? {
+            $($(#[$fmeta:meta])* $field:ident: $fty:ty = $lo:expr, $width:expr, $kind:expr;)*
+        }
+        name $name:expr, id $id:expr, max_proof $mp:expr, max_x86 $mx:expr;
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub struct $ty $(<const $g: $gt>)? {
+            $($(#[$fmeta])* pub $field: $fty,)*
+        }
+        impl $(<const $g: $gt>)? $ty $(<$g>)? {
+            /// A checked payload (fields in table order).
+            #[allow(clippy::too_many_arguments)]
+            pub fn new($($field: $fty),*) -> Result<Self, kops_kinsn::PayloadError> {
+                Self { $($field),* }.checked()
+            }
+        }
+        $crate::payload! { @impl [$(const $g: $gt)?] $ty $(<$g>)? { $($field: $lo, $width, $kind;)* } $name, $id, $mp, $mx }
+    };
+    (@impl [$($g:tt)*] $ty:ty { $($field:ident : $lo:expr, $width:expr, $kind:expr;)* } $name:expr, $id:expr, $mp:expr, $mx:expr) => {
+        impl<$($g)*> $crate::OpInfo for $ty {
+            const NAME: &'static str = $name;
+            const ID: u32 = $id;
+            const MAX_PROOF: usize = $mp;
+            const MAX_X86: usize = $mx;
+        }
         impl<$($g)*> $ty {
             /// The payload field table (bit layout, kinds).
             pub const FIELDS: &'static [$crate::fields::Field] = &[
@@ -197,7 +236,7 @@ macro_rules! payload {
             }
             /// Per-field checks from the table, then the op's cross-field rules.
             pub fn check(&self) -> Result<(), kops_kinsn::PayloadError> {
-                $crate::fields::check_fields(<Self as $crate::EInsn>::NAME, Self::FIELDS, &self.field_values())?;
+                $crate::fields::check_fields(<Self as $crate::OpInfo>::NAME, Self::FIELDS, &self.field_values())?;
                 <Self as $crate::EInsn>::rules(self)
             }
             /// `self`, once [`check`](Self::check) accepts it.
@@ -213,7 +252,7 @@ macro_rules! payload {
             }
             #[allow(unused_mut, unused_variables)]
             fn decode(raw: u64) -> Result<Self, kops_kinsn::PayloadError> {
-                let v = $crate::fields::unpack(<Self as $crate::EInsn>::NAME, Self::FIELDS, raw)?;
+                let v = $crate::fields::unpack(<Self as $crate::OpInfo>::NAME, Self::FIELDS, raw)?;
                 let mut it = v.into_iter();
                 Self { $($field: $crate::fields::FieldValue::from_i64(it.next().unwrap()),)* }.checked()
             }

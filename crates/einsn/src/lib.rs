@@ -53,36 +53,22 @@ pub use rotate::{Rotate, Rotate32, Rotate64};
 pub use select::Select;
 pub use select_cmp::{SelectCmp, CMP_OPS};
 
-/// Stable op ids (the call `imm` of a site).
-pub mod id {
-    pub const ROTATE64: u32 = 1;
-    pub const ROTATE32: u32 = 2;
-    pub const SELECT64: u32 = 3;
-    pub const EXTRACT64: u32 = 4;
-    pub const ENDIAN_LOAD16: u32 = 5;
-    pub const ENDIAN_LOAD32: u32 = 6;
-    pub const ENDIAN_LOAD64: u32 = 7;
-    pub const POPCOUNT64: u32 = 8;
-    pub const POPCOUNT32: u32 = 9;
-    pub const MEMCPY: u32 = 10;
-    pub const MEMSET: u32 = 11;
-    pub const PREFETCH: u32 = 12;
-    pub const SPEC_BARRIER: u32 = 13;
-    pub const SELECT_CMP: u32 = 14;
-}
-
 /// Largest memcpy/memset size in bytes.
 pub const MAX_BULK_BYTES: usize = 128;
 
-/// An EInsn operation, described by its typed payload.
-pub trait EInsn: Payload + Clone + std::fmt::Debug + PartialEq + Send + Sync + 'static {
+/// An op's name, stable id (the call `imm` of a site; unique, checked by [`register_all`])
+/// and size bounds, declared with its payload by [`payload!`].
+pub trait OpInfo {
     const NAME: &'static str;
     const ID: u32;
     /// Upper bound of `proof().len()`.
     const MAX_PROOF: usize;
     /// Upper bound of the x86-64 native size in bytes.
     const MAX_X86: usize;
+}
 
+/// An EInsn operation, described by its typed payload.
+pub trait EInsn: OpInfo + Payload + Clone + std::fmt::Debug + PartialEq + Send + Sync + 'static {
     /// Rules relating several payload fields (each field's own range comes from the
     /// op's [`payload!`] table).
     fn rules(&self) -> Result<(), PayloadError> {
@@ -203,10 +189,10 @@ macro_rules! ops {
         })*
         impl AnyOp {
             pub fn name(&self) -> &'static str {
-                match self { $(AnyOp::$ty(_) => <$ty as EInsn>::NAME,)* }
+                match self { $(AnyOp::$ty(_) => <$ty as OpInfo>::NAME,)* }
             }
             pub fn id(&self) -> u32 {
-                match self { $(AnyOp::$ty(_) => <$ty as EInsn>::ID,)* }
+                match self { $(AnyOp::$ty(_) => <$ty as OpInfo>::ID,)* }
             }
             pub fn encode(&self) -> Result<u64, PayloadError> {
                 match self { $(AnyOp::$ty(p) => p.encode(),)* }

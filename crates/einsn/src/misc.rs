@@ -1,38 +1,24 @@
 //! prefetch and speculation barrier: no-ops for the verifier (`ja +0`), hints for the CPU.
 
 use kops_isa::Insn;
-use kops_kinsn::{EmitError, Emitted, PayloadError, X86EmitCtx};
+use kops_kinsn::{EmitError, Emitted, X86EmitCtx};
 use kops_x86::Mem;
 
 use crate::classes::{assignments, Class};
 use crate::fields::Kind;
-use crate::{id, EInsn};
+use crate::EInsn;
 
-/// prefetch: payload bits 3:0 base, 19:4 off (i16). Proof `ja +0`; x86-64 `prefetcht0
-/// [base + off]` (never faults, SSE baseline).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Prefetch {
-    pub base: u8,
-    pub off: i16,
-}
-
-impl Prefetch {
-    pub fn new(base: u8, off: i16) -> Result<Prefetch, PayloadError> {
-        Prefetch { base, off }.checked()
+crate::payload! {
+    /// prefetch: payload bits 3:0 base, 19:4 off (i16). Proof `ja +0`; x86-64 `prefetcht0
+    /// [base + off]` (never faults, SSE baseline).
+    pub struct Prefetch {
+        base: u8 = 0, 4, Kind::Reg;
+        off: i16 = 4, 16, Kind::Signed;
     }
+    name "prefetch", id 12, max_proof 1, max_x86 10;
 }
-
-crate::payload! { Prefetch {
-    base: 0, 4, Kind::Reg;
-    off: 4, 16, Kind::Signed;
-} }
 
 impl EInsn for Prefetch {
-    const NAME: &'static str = "prefetch";
-    const ID: u32 = id::PREFETCH;
-    const MAX_PROOF: usize = 1;
-    const MAX_X86: usize = 10;
-
     fn classes() -> Vec<Class<Self>> {
         let mut v = vec![];
         for a in assignments(&[false]) {
@@ -68,18 +54,13 @@ impl EInsn for Prefetch {
     }
 }
 
-/// Speculation barrier: empty payload. Proof `ja +0`; x86-64 `lfence`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct SpecBarrier;
-
-crate::payload! { SpecBarrier {} }
+crate::payload! {
+    /// Speculation barrier: empty payload. Proof `ja +0`; x86-64 `lfence`.
+    pub struct SpecBarrier;
+    name "spec_barrier", id 13, max_proof 1, max_x86 3;
+}
 
 impl EInsn for SpecBarrier {
-    const NAME: &'static str = "spec_barrier";
-    const ID: u32 = id::SPEC_BARRIER;
-    const MAX_PROOF: usize = 1;
-    const MAX_X86: usize = 3;
-
     fn classes() -> Vec<Class<Self>> {
         vec![Class { label: "barrier".into(), payload: SpecBarrier, temps: vec![] }]
     }

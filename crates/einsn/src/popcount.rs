@@ -26,7 +26,7 @@ use kops_x86::{Alu, Feature, Width};
 
 use crate::classes::{assignments, Class};
 use crate::fields::Kind;
-use crate::{id, EInsn};
+use crate::{EInsn, OpInfo};
 
 pub(crate) const M1: u64 = 0x5555_5555_5555_5555;
 pub(crate) const M2: u64 = 0x3333_3333_3333_3333;
@@ -48,33 +48,17 @@ fn emit_popcnt(ctx: &mut X86EmitCtx, w: Width, dst: u8, src: u8) -> bool {
     true
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Popcount64 {
-    pub dst: u8,
-    pub src: u8,
-    pub t1: u8,
-    pub t2: u8,
-}
-
-impl Popcount64 {
-    pub fn new(dst: u8, src: u8, t1: u8, t2: u8) -> Result<Popcount64, PayloadError> {
-        Popcount64 { dst, src, t1, t2 }.checked()
+crate::payload! {
+    pub struct Popcount64 {
+        dst: u8 = 0, 4, Kind::RegW;
+        src: u8 = 4, 4, Kind::Reg;
+        t1: u8 = 8, 4, Kind::RegW;
+        t2: u8 = 12, 4, Kind::RegW;
     }
+    name "popcount64", id 8, max_proof 24, max_x86 32;
 }
-
-crate::payload! { Popcount64 {
-    dst: 0, 4, Kind::RegW;
-    src: 4, 4, Kind::Reg;
-    t1: 8, 4, Kind::RegW;
-    t2: 12, 4, Kind::RegW;
-} }
 
 impl EInsn for Popcount64 {
-    const NAME: &'static str = "popcount64";
-    const ID: u32 = id::POPCOUNT64;
-    const MAX_PROOF: usize = 24;
-    const MAX_X86: usize = 32;
-
     fn rules(&self) -> Result<(), PayloadError> {
         if self.t1 == self.dst {
             return Err(field_err(Self::NAME, "t1", self.t1 as i64, "a register other than dst"));
@@ -158,31 +142,16 @@ impl EInsn for Popcount64 {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Popcount32 {
-    pub dst: u8,
-    pub src: u8,
-    pub tmp: u8,
-}
-
-impl Popcount32 {
-    pub fn new(dst: u8, src: u8, tmp: u8) -> Result<Popcount32, PayloadError> {
-        Popcount32 { dst, src, tmp }.checked()
+crate::payload! {
+    pub struct Popcount32 {
+        dst: u8 = 0, 4, Kind::RegW;
+        src: u8 = 4, 4, Kind::Reg;
+        tmp: u8 = 8, 4, Kind::RegW;
     }
+    name "popcount32", id 9, max_proof 17, max_x86 16;
 }
-
-crate::payload! { Popcount32 {
-    dst: 0, 4, Kind::RegW;
-    src: 4, 4, Kind::Reg;
-    tmp: 8, 4, Kind::RegW;
-} }
 
 impl EInsn for Popcount32 {
-    const NAME: &'static str = "popcount32";
-    const ID: u32 = id::POPCOUNT32;
-    const MAX_PROOF: usize = 17;
-    const MAX_X86: usize = 16;
-
     fn rules(&self) -> Result<(), PayloadError> {
         if self.tmp == self.dst {
             return Err(field_err(Self::NAME, "tmp", self.tmp as i64, "a register other than dst"));

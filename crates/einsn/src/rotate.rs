@@ -21,54 +21,37 @@ use kops_x86::{Feature, Shift};
 
 use crate::classes::{assignments, Class};
 use crate::fields::Kind;
-use crate::{id, w, EInsn};
+use crate::{w, EInsn, OpInfo};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Rotate<const W: u8> {
-    pub dst: u8,
-    pub src: u8,
-    pub tmp: u8,
-    /// Left-rotate amount, 1..W-1.
-    pub k: u8,
-    /// `tmp` ends as `src << k` (true) or `src >> (W - k)` (false).
-    pub tmp_lsh: bool,
+crate::payload! {
+    pub struct Rotate<const W: u8> {
+        dst: u8 = 0, 4, Kind::RegW;
+        src: u8 = 4, 4, Kind::Reg;
+        tmp: u8 = 8, 4, Kind::RegW;
+        /// Left-rotate amount, 1..W-1.
+        k: u8 = 12, 6, Kind::Range(1, W as i64 - 1);
+        /// `tmp` ends as `src << k` (true) or `src >> (W - k)` (false).
+        tmp_lsh: bool = 18, 1, Kind::Flag;
+    }
+    name if W == 64 { "rotate64" } else { "rotate32" }, id if W == 64 { 1 } else { 2 }, max_proof 5, max_x86 24;
 }
 
 pub type Rotate64 = Rotate<64>;
 pub type Rotate32 = Rotate<32>;
 
 impl<const W: u8> Rotate<W> {
-    const OPNAME: &'static str = if W == 64 { "rotate64" } else { "rotate32" };
-
-    pub fn new(dst: u8, src: u8, tmp: u8, k: u8, tmp_lsh: bool) -> Result<Self, PayloadError> {
-        Rotate { dst, src, tmp, k, tmp_lsh }.checked()
-    }
-
     /// `dst = ror(src, r)`, i.e. a left rotate by `W - r` (`tmp_lsh` as in [`Rotate::new`]:
     /// `tmp` ends as `src << (W - r)` when true, `src >> r` otherwise).
     pub fn new_right(dst: u8, src: u8, tmp: u8, r: u8, tmp_lsh: bool) -> Result<Self, PayloadError> {
-        check_range(Self::OPNAME, "r", r as i64, 1, W as i64 - 1)?;
+        check_range(Self::NAME, "r", r as i64, 1, W as i64 - 1)?;
         Self::new(dst, src, tmp, W - r, tmp_lsh)
     }
 }
 
-crate::payload! { [const W: u8] Rotate<W> {
-    dst: 0, 4, Kind::RegW;
-    src: 4, 4, Kind::Reg;
-    tmp: 8, 4, Kind::RegW;
-    k: 12, 6, Kind::Range(1, W as i64 - 1);
-    tmp_lsh: 18, 1, Kind::Flag;
-} }
-
 impl<const W: u8> EInsn for Rotate<W> {
-    const NAME: &'static str = Self::OPNAME;
-    const ID: u32 = if W == 64 { id::ROTATE64 } else { id::ROTATE32 };
-    const MAX_PROOF: usize = 5;
-    const MAX_X86: usize = 24;
-
     fn rules(&self) -> Result<(), PayloadError> {
         if self.dst == self.tmp {
-            return Err(field_err(Self::OPNAME, "tmp", self.tmp as i64, "a register other than dst"));
+            return Err(field_err(Self::NAME, "tmp", self.tmp as i64, "a register other than dst"));
         }
         Ok(())
     }

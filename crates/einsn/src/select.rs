@@ -14,44 +14,26 @@
 //! ```
 
 use kops_isa::{op, Insn};
-use kops_kinsn::{EmitError, Emitted, PayloadError, X86EmitCtx};
+use kops_kinsn::{EmitError, Emitted, X86EmitCtx};
 use kops_x86::Cond;
 
 use crate::classes::{assignments, Class};
 use crate::fields::Kind;
-use crate::{id, w, EInsn};
+use crate::{w, EInsn};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Select {
-    pub dst: u8,
-    pub cond: u8,
-    pub a: u8,
-    pub b: u8,
-    pub cond32: bool,
-    pub mov32: bool,
-}
-
-impl Select {
-    pub fn new(dst: u8, cond: u8, a: u8, b: u8, cond32: bool, mov32: bool) -> Result<Select, PayloadError> {
-        Select { dst, cond, a, b, cond32, mov32 }.checked()
+crate::payload! {
+    pub struct Select {
+        dst: u8 = 0, 4, Kind::RegW;
+        cond: u8 = 4, 4, Kind::Reg;
+        a: u8 = 8, 4, Kind::Reg;
+        b: u8 = 12, 4, Kind::Reg;
+        cond32: bool = 16, 1, Kind::Flag;
+        mov32: bool = 17, 1, Kind::Flag;
     }
+    name "select64", id 3, max_proof 4, max_x86 16;
 }
-
-crate::payload! { Select {
-    dst: 0, 4, Kind::RegW;
-    cond: 4, 4, Kind::Reg;
-    a: 8, 4, Kind::Reg;
-    b: 12, 4, Kind::Reg;
-    cond32: 16, 1, Kind::Flag;
-    mov32: 17, 1, Kind::Flag;
-} }
 
 impl EInsn for Select {
-    const NAME: &'static str = "select64";
-    const ID: u32 = id::SELECT64;
-    const MAX_PROOF: usize = 4;
-    const MAX_X86: usize = 16;
-
     fn classes() -> Vec<Class<Self>> {
         let mut v = vec![];
         for a in assignments(&[true, false, false, false]) {

@@ -11,27 +11,30 @@
 //! ```
 
 use kops_isa::{op, Insn};
-use kops_kinsn::{EmitError, Emitted, PayloadError, X86EmitCtx};
+use kops_kinsn::{EmitError, Emitted, X86EmitCtx};
 use kops_x86::{Cond, Width};
 
 use crate::classes::{assignments, Class};
 use crate::fields::Kind;
-use crate::{id, w, EInsn};
+use crate::{w, EInsn};
 
 /// The conditional-jump ops select_cmp accepts (`BPF_OP` values).
 pub const CMP_OPS: [u8; 11] =
     [op::JEQ, op::JNE, op::JGT, op::JGE, op::JLT, op::JLE, op::JSGT, op::JSGE, op::JSLT, op::JSLE, op::JSET];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct SelectCmp {
-    pub dst: u8,
-    pub lhs: u8,
-    pub rhs: u8,
-    /// `BPF_OP` of the jump (`op::JGT`, ...).
-    pub cmp: u8,
-    pub jmp32: bool,
-    pub src: u8,
-    pub mov32: bool,
+crate::payload! {
+    pub struct SelectCmp {
+        dst: u8 = 0, 4, Kind::RegW;
+        lhs: u8 = 4, 4, Kind::Reg;
+        rhs: u8 = 8, 4, Kind::Reg;
+        /// `BPF_OP` of the jump (`op::JGT`, ...).
+        cmp: u8 = 16, 4, Kind::OneOf(4, &CMP_OPS);
+        jmp32: bool = 20, 1, Kind::Flag;
+        src: u8 = 12, 4, Kind::Reg;
+        mov32: bool = 21, 1, Kind::Flag;
+    }
+    // cmp (4) + mov r11d (3) + cmov (4)
+    name "select_cmp", id 14, max_proof 2, max_x86 16;
 }
 
 fn cmp_name(c: u8) -> &'static str {
@@ -67,30 +70,7 @@ fn taken_cc(c: u8) -> Cond {
     }
 }
 
-impl SelectCmp {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(dst: u8, lhs: u8, rhs: u8, cmp: u8, jmp32: bool, src: u8, mov32: bool) -> Result<SelectCmp, PayloadError> {
-        SelectCmp { dst, lhs, rhs, cmp, jmp32, src, mov32 }.checked()
-    }
-}
-
-crate::payload! { SelectCmp {
-    dst: 0, 4, Kind::RegW;
-    lhs: 4, 4, Kind::Reg;
-    rhs: 8, 4, Kind::Reg;
-    src: 12, 4, Kind::Reg;
-    cmp: 16, 4, Kind::OneOf(4, &CMP_OPS);
-    jmp32: 20, 1, Kind::Flag;
-    mov32: 21, 1, Kind::Flag;
-} }
-
 impl EInsn for SelectCmp {
-    const NAME: &'static str = "select_cmp";
-    const ID: u32 = id::SELECT_CMP;
-    const MAX_PROOF: usize = 2;
-    // cmp (4) + mov r11d (3) + cmov (4)
-    const MAX_X86: usize = 16;
-
     fn classes() -> Vec<Class<Self>> {
         let mut v = vec![];
         // roles: dst, lhs, rhs, src
@@ -183,7 +163,7 @@ mod tests {
 
     #[test]
     fn bad_fields_are_named() {
-        let err = |r: Result<SelectCmp, PayloadError>| r.unwrap_err().to_string();
+        let err = |r: Result<SelectCmp, kops_kinsn::PayloadError>| r.unwrap_err().to_string();
         assert!(err(SelectCmp::new(10, 1, 2, op::JEQ, false, 3, false)).contains("`dst` = 10"));
         assert!(err(SelectCmp::new(0, 11, 2, op::JEQ, false, 3, false)).contains("`lhs` = 11"));
         assert!(err(SelectCmp::new(0, 1, 12, op::JEQ, false, 3, false)).contains("`rhs` = 12"));

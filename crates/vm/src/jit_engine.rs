@@ -784,7 +784,7 @@ mod tests {
     #[test]
     fn malformed_sites_rejected_at_load() {
         use kops_isa::op;
-        let rot = kops_einsn::id::ROTATE64;
+        let rot = <kops_einsn::Rotate64 as kops_einsn::OpInfo>::ID;
         let site = |id: u32, payload: u64| kops_kinsn::encode_site(id, payload).unwrap();
         let good = {
             use kops_einsn::{EInsn, Rotate64};
