@@ -50,17 +50,6 @@ fn size_bits(width: u8) -> u8 {
     op::size_of_bytes(width as usize)
 }
 
-/// `rep movs` with element size `width` (`rep movsb` is [`kops_x86::Asm::rep_movsb`]; the
-/// wider forms are the same opcode `A5` with the operand-size prefix or REX.W).
-fn rep_movs(ctx: &mut X86EmitCtx, width: u8) {
-    match width {
-        1 => ctx.asm.rep_movsb(),
-        2 => ctx.asm.raw(&[0xF3, 0x66, 0xA5]),
-        4 => ctx.asm.raw(&[0xF3, 0xA5]),
-        _ => ctx.asm.raw(&[0xF3, 0x48, 0xA5]),
-    }
-}
-
 /// Zero-extending load of one chunk.
 fn load_chunk(ctx: &mut X86EmitCtx, width: u8, dst: Reg, m: Mem) {
     match width {
@@ -179,11 +168,11 @@ impl EInsn for Memcpy {
         }
         ctx.asm.mov_r32_imm32(Reg::Rcx, self.count as u32);
         if down {
-            ctx.asm.byte(0xFD); // std
+            ctx.asm.std();
         }
-        rep_movs(ctx, self.width);
+        ctx.asm.rep_movs(Size::from_bytes(self.width as usize).expect("width is 1, 2, 4 or 8"));
         if down {
-            ctx.asm.byte(0xFC); // cld
+            ctx.asm.cld();
         }
         for r in saved.iter().rev() {
             ctx.asm.pop(*r);

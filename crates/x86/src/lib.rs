@@ -897,9 +897,23 @@ impl Asm {
 
     // ---- string, cache and misc -----------------------------------------------------------
 
-    /// `rep movsb` (`F3 A4`): copy rcx bytes from [rsi] to [rdi].
-    pub fn rep_movsb(&mut self) {
-        self.raw(&[0xF3, 0xA4]);
+    /// `rep movs` of `size` elements: copy rcx elements from [rsi] to [rdi] (`F3 A4`; the
+    /// wider forms are `A5` with the operand-size prefix, none, or REX.W).
+    pub fn rep_movs(&mut self, size: Size) {
+        match size {
+            Size::S8 => self.raw(&[0xF3, 0xA4]),
+            Size::S16 => self.raw(&[0xF3, 0x66, 0xA5]),
+            Size::S32 => self.raw(&[0xF3, 0xA5]),
+            Size::S64 => self.raw(&[0xF3, 0x48, 0xA5]),
+        }
+    }
+    /// `std` (`FD`): string instructions step downwards.
+    pub fn std(&mut self) {
+        self.byte(0xFD);
+    }
+    /// `cld` (`FC`): string instructions step upwards (the ABI's state).
+    pub fn cld(&mut self) {
+        self.byte(0xFC);
     }
     /// `rep stosb` (`F3 AA`): store al into rcx bytes at [rdi].
     pub fn rep_stosb(&mut self) {

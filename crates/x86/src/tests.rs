@@ -428,7 +428,12 @@ fn control_flow_and_misc() {
     }
     check_bytes(|a| a.ret(), "ret", &[0xc3]);
     check_bytes(|a| a.leave(), "leave", &[0xc9]);
-    check_bytes(|a| a.rep_movsb(), "rep movsb [rdi], [rsi]", &[0xf3, 0xa4]);
+    check_bytes(|a| a.rep_movs(Size::S8), "rep movsb [rdi], [rsi]", &[0xf3, 0xa4]);
+    check_bytes(|a| a.rep_movs(Size::S16), "rep movsw [rdi], [rsi]", &[0xf3, 0x66, 0xa5]);
+    check_bytes(|a| a.rep_movs(Size::S32), "rep movsd [rdi], [rsi]", &[0xf3, 0xa5]);
+    check_bytes(|a| a.rep_movs(Size::S64), "rep movsq [rdi], [rsi]", &[0xf3, 0x48, 0xa5]);
+    check_bytes(|a| a.std(), "std", &[0xfd]);
+    check_bytes(|a| a.cld(), "cld", &[0xfc]);
     check_bytes(|a| a.rep_stosb(), "rep stosb [rdi]", &[0xf3, 0xaa]);
     check_bytes(|a| a.lfence(), "lfence", &[0x0f, 0xae, 0xe8]);
     check_bytes(|a| a.nop(), "nop", &[0x90]);
