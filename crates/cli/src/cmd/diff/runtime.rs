@@ -84,6 +84,20 @@ impl Runtime<'_> {
         }
     }
 
+    /// Whether this runtime can load the program at all (maps, helpers, the verifier gate,
+    /// compilation), before any input is compared.
+    pub(super) fn check_load(&self) -> Result<(), String> {
+        match self {
+            Runtime::Kernel { .. } => Ok(()),
+            Runtime::Vm { name, obj, prog, verifier } => {
+                let engine = vm_engine(name)?;
+                let vm = Vm::with_verifier(Some(obj), engine, Box::new(verifier.clone()))
+                    .map_err(|e| format!("setting up the object: {e}"))?;
+                vm.load(&prog.name).map(|_| ()).map_err(|e| format!("load: {e}"))
+            }
+        }
+    }
+
     pub(super) fn run(&self, input: &ProgInput, compare: &[String]) -> Result<RunOutcome, KernelError> {
         match self {
             Runtime::Kernel { prog, maps, kind, cpu, dirty } => {
