@@ -14,8 +14,8 @@
 //!   r0), load-acquire and store-release.
 //! - bpf-to-bpf calls get a fresh 512-byte frame (r10 moves down) and r6-r9 are restored on
 //!   return; at most 8 frames. Tail calls replace the current frame's program, 33 at most.
-//! - Legacy `LD_ABS`/`LD_IND` read big-endian from the skb's data; out of range ends the
-//!   program with r0 = 0.
+//! - Legacy `LD_ABS`/`LD_IND` read big-endian from the skb's data; out of range returns
+//!   r0 = 0 from the current function, as the kernel's expansion `w0 ^= w0; exit` does.
 
 use crate::ctx::{self, CtxKind};
 use crate::helpers::{self, HelperTable};
@@ -448,8 +448,8 @@ impl<'a> Machine<'a> {
         Ok(())
     }
 
-    /// Legacy packet loads: r0 = big-endian load from skb data; out of range ends the
-    /// program with 0.
+    /// Legacy packet loads: r0 = big-endian load from skb data; out of range returns 0
+    /// from the current function (ends the program in the main one).
     fn ld_abs(&mut self, i: Insn) -> R<Flow> {
         let rc = self.env.ctx;
         let CtxKind::Skb { .. } = rc.kind else {
@@ -486,7 +486,10 @@ impl<'a> Machine<'a> {
         // Like the kernel, anything from the buffer head (headroom included) to the tail.
         let head = rc.pkt.as_ref().map_or(data, |p| p.addr());
         let Some(addr) = addr.filter(|a| *a >= head && a.wrapping_add(n as u64) <= end && *a <= end) else {
-            return self.finish_frames(Flow::Exit(0));
+            // The kernel's expansion (bpf_gen_ld_abs): `w0 ^= w0; exit`, which in a
+            // subprogram returns 0 to its caller.
+            self.reg[0] = 0;
+            return Ok(self.exit_frame());
         };
         // SAFETY: [addr, addr + n) lies inside our packet buffer (checked above).
         let v = unsafe {
@@ -506,9 +509,17 @@ impl<'a> Machine<'a> {
     }
 
     /// An abort from inside nested frames ends the whole program.
-    fn finish_frames(&mut self, f: Flow) -> R<Flow> {
-        self.frames.clear();
-        Ok(f)
+    /// `exit`: back to the caller's frame, or the end of the program from the main one.
+    fn exit_frame(&mut self) -> Flow {
+        match self.frames.pop() {
+            None => Flow::Exit(self.reg[0]),
+            Some(f) => {
+                self.reg[6..10].copy_from_slice(&f.saved);
+                self.reg[10] = f.saved_fp;
+                self.set_prog(f.prog);
+                Flow::Jump(f.ret_pc)
+            }
+        }
     }
 
     fn jump(&mut self, i: Insn) -> R<Flow> {
@@ -518,17 +529,7 @@ impl<'a> Machine<'a> {
                 let t = self.pc as i64 + 1 + i.jump_offset() as i64;
                 return Ok(Flow::Jump(t as usize));
             }
-            op::EXIT => {
-                return Ok(match self.frames.pop() {
-                    None => Flow::Exit(self.reg[0]),
-                    Some(f) => {
-                        self.reg[6..10].copy_from_slice(&f.saved);
-                        self.reg[10] = f.saved_fp;
-                        self.set_prog(f.prog);
-                        Flow::Jump(f.ret_pc)
-                    }
-                });
-            }
+            op::EXIT => return Ok(self.exit_frame()),
             op::CALL => return self.call(i),
             _ => {}
         }

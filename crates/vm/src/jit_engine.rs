@@ -420,8 +420,8 @@ mod tests {
         (r.r0, u64::from_le_bytes(r.data_out[..8].try_into().unwrap()))
     }
 
-    /// A tail call from a program that keeps the unwind register (it uses LD_ABS): the
-    /// frame teardown must restore it too.
+    /// A tail call from a program that uses LD_ABS (a call to the packet loader in the
+    /// middle of the frame): the callee's result, and the caller's frame torn down.
     #[test]
     fn tail_call_from_program_with_unwind_frame() {
         use kops_isa::op;
@@ -488,6 +488,45 @@ mod tests {
         }
         // Hand-computed: 42 from the tail-called program + 1000 from main's stack; f ran once.
         assert_eq!(results, vec![(1042, 1), (1042, 1)]);
+    }
+
+    /// LD_ABS out of range inside a subprogram returns 0 to the caller, which goes on (the
+    /// kernel expands it to `w0 ^= w0; exit`); the subprogram's use of r6/r7 (callee-saved
+    /// native registers) must not leak into the host. Found on selftests' verifier_ld_ind.
+    #[test]
+    fn ld_abs_out_of_range_returns_from_the_subprogram() {
+        use kops_isa::op;
+        let obj = tail_object();
+        let prog = vec![
+            Insn::mov64_imm(6, 1000),
+            Insn::mov64_imm(7, 2000),
+            Insn::new(op::JMP | op::CALL, 0, op::PSEUDO_CALL, 0, 3), // f at 6
+            Insn::alu64_imm(op::ADD, 0, 7),
+            Insn::alu64_reg(op::ADD, 0, 6),
+            Insn::exit(),
+            // f: r0 = byte at 20, r6/r7 clobbered (restored for the caller on return)
+            Insn::mov64_reg(6, 1),
+            Insn::mov64_imm(7, 5),
+            Insn::new(op::LD | op::ABS | op::B, 0, 0, 0, 20),
+            Insn::exit(),
+        ];
+        let pt = kops_object::ProgType::SchedCls;
+        for short in [true, false] {
+            let pkt: Vec<u8> = (0u8..if short { 16 } else { 64 }).collect();
+            let mut results = Vec::new();
+            for engine in [Box::new(crate::interp::Interp) as Box<dyn Engine>, Box::new(JitEngine::new().unwrap())] {
+                let vm = crate::Vm::with_verifier(Some(&obj), engine, test_gate()).unwrap();
+                let ctx = crate::CtxKind::for_prog_type(pt);
+                let a = vm.load_insns("ldabs", prog.clone(), Vec::new(), pt, ctx, HelperTable::kernel(), false).unwrap();
+                for _ in 0..2 {
+                    results.push(vm.run(a, &crate::ProgInput::packet(&pkt)).unwrap().r0);
+                }
+            }
+            // Hand-computed: f returns 0 (short packet) or byte 20 (= 20); main adds 7 and
+            // its own r6 (1000).
+            let want = if short { 1007 } else { 1027 };
+            assert_eq!(results, vec![want; 4], "packet of {} bytes", pkt.len());
+        }
     }
 
     #[test]

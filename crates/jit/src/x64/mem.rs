@@ -29,8 +29,8 @@ impl Cx<'_> {
     }
 
     /// `LD_ABS`/`LD_IND` through the runtime's loader ([`crate::JitOptions::ld_abs`]):
-    /// r0 = value; r1..r5 are clobbered (as in the kernel); out of range ends the program
-    /// with 0.
+    /// r0 = value; r1..r5 are clobbered (as in the kernel); out of range returns 0 from the
+    /// current function.
     fn emit_ld_abs(&mut self) -> Result<(), JitError> {
         let i = self.i;
         let func = self.opts().ld_abs.ok_or_else(|| self.unsupported("legacy packet access (LD_ABS/LD_IND)"))?;
@@ -57,9 +57,13 @@ impl Cx<'_> {
                 self.a.call_rel32(rel);
             }
         }
+        // Out of range: the kernel's expansion (bpf_gen_ld_abs) `w0 ^= w0; exit`, which in a
+        // subprogram returns 0 to its caller. Fixed size: jns rel8 over xor (2) + jmp rel32 (5).
         self.a.test_rr(Width::W64, Reg::Rax, Reg::Rax);
-        let rel = self.rel(6, |l| Ok(l.abort_stub))?;
-        self.a.jcc_rel32(Cond::S, rel);
+        self.a.jcc_rel8(Cond::Ns, 7);
+        self.a.alu_rr(Alu::Xor, Width::W32, Reg::Rax, Reg::Rax);
+        let end = self.start + self.a.len() as i64 + 5;
+        self.a.jmp_rel32((self.f.cleanup_addr - end) as i32);
         Ok(())
     }
 

@@ -478,7 +478,8 @@ impl Needs {
         if let (true, Some(f), CallMode::Trampoline | CallMode::Rel32) = (ld_abs, opts.ld_abs, opts.call_mode) {
             tramp_targets.insert(f);
         }
-        let unwind = ld_abs || any(&|i| (i.is_helper_call() && Some(i.imm) == opts.unwind_helper) || is_callx(i));
+        // LD_ABS needs no unwind: out of range it returns 0 from its own function.
+        let unwind = any(&|i| (i.is_helper_call() && Some(i.imm) == opts.unwind_helper) || is_callx(i));
         Ok(Needs { tail_call, callx, unwind, tramp_targets })
     }
 }
