@@ -194,6 +194,29 @@ struct Machine<'a> {
     tail_calls: u32,
 }
 
+/// Frames the interpreter's stack holds.
+fn max_frames(deep: bool) -> usize {
+    if deep {
+        MAX_CALL_FRAMES * (MAX_TAIL_CALLS as usize + 1)
+    } else {
+        MAX_CALL_FRAMES
+    }
+}
+
+/// Whether a tail call (helper 12) sits in a bpf-to-bpf callee, i.e. at or after the first
+/// call target.
+pub(crate) fn tail_calls_from_callee(insns: &[Insn]) -> bool {
+    let first_callee = insns
+        .iter()
+        .enumerate()
+        .filter(|(_, i)| i.is_pseudo_call())
+        .map(|(pc, i)| pc as i64 + 1 + i.imm as i64)
+        .filter(|&t| t > 0)
+        .min();
+    let Some(first) = first_callee else { return false };
+    insns.iter().enumerate().skip(first as usize).any(|(_, i)| i.is_helper_call() && i.imm == helpers::TAIL_CALL as i32)
+}
+
 /// Errors stay boxed inside the hot loop so results stay small.
 type R<T> = Result<T, Box<VmError>>;
 
@@ -210,7 +233,7 @@ impl<'a> Machine<'a> {
             code: prog.insns.as_ptr(),
             code_len: prog.insns.len(),
             prog,
-            stack: RawBuf::new(STACK_SIZE * MAX_CALL_FRAMES),
+            stack: RawBuf::new(STACK_SIZE * max_frames(env.vm.shared.deep_stack.get())),
             frames: Vec::new(),
             reg: [0; 11],
             pc: 0,
@@ -545,8 +568,11 @@ impl<'a> Machine<'a> {
 
     fn call(&mut self, i: Insn) -> R<Flow> {
         if i.src == op::PSEUDO_CALL && i.source() == op::K {
-            if self.frames.len() + 1 >= MAX_CALL_FRAMES {
-                return Err(self.err_exec(format!("call depth exceeds {MAX_CALL_FRAMES} frames")));
+            // Each tail call may start a new chain of MAX_CALL_FRAMES frames (see
+            // `tail_calls_from_callee`); the stack buffer holds them all.
+            let limit = (MAX_CALL_FRAMES * (self.tail_calls as usize + 1)).min(self.stack.len() / STACK_SIZE);
+            if self.frames.len() + 1 >= limit {
+                return Err(self.err_exec(format!("call depth exceeds {limit} frames")));
             }
             let mut saved = [0u64; 4];
             saved.copy_from_slice(&self.reg[6..10]);

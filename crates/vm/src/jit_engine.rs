@@ -490,6 +490,39 @@ mod tests {
         assert_eq!(results, vec![(1042, 1), (1042, 1)]);
     }
 
+    /// A program whose callee tail-calls the program itself (selftests'
+    /// tailcall_bpf2bpf_hierarchy): every tail call runs in the callee's frame and calls
+    /// one frame deeper, so 33 tail calls nest 34 callee frames, beyond the 8 of plain
+    /// bpf-to-bpf calls; the kernel runs it, and so must the interpreter.
+    #[test]
+    fn tail_calls_from_a_callee_nest_deeper_than_eight_frames() {
+        use kops_isa::op;
+        let obj = tail_object();
+        let mut prog = vec![
+            Insn::mov64_reg(6, 1),
+            Insn::new(op::JMP | op::CALL, 0, op::PSEUDO_CALL, 0, 2), // f at 4
+            Insn::alu64_imm(op::ADD, 0, 5),
+            Insn::exit(),
+            // f: tail-call slot 0 (this program), else return 1
+            Insn::mov64_imm(9, 0),
+        ];
+        prog.extend(Insn::ld_imm64(2, op::PSEUDO_MAP_IDX, 0));
+        prog.extend([Insn::mov64_imm(3, 0), Insn::call_helper(12), Insn::mov64_imm(0, 1), Insn::exit()]);
+        let mut results = Vec::new();
+        for engine in [Box::new(crate::interp::Interp) as Box<dyn Engine>, Box::new(JitEngine::new().unwrap())] {
+            let vm = crate::Vm::with_verifier(Some(&obj), engine, test_gate()).unwrap();
+            let a = vm
+                .load_insns("self", prog.clone(), Vec::new(), kops_object::ProgType::Unspec, crate::CtxKind::Mem, HelperTable::kernel(), false)
+                .unwrap();
+            vm.set_prog_array(0, 0, Some(a)).unwrap();
+            results.push(vm.run(a, &crate::ProgInput { data: vec![0; 8], ctx: None }).unwrap().r0);
+        }
+        // Hand-computed: the 34th f finds the tail-call budget spent and returns 1; each of
+        // the 34 program instances (the first and 33 tail-called into an f's frame) returns
+        // to the instance that called that f, which adds 5: 1 + 34 * 5.
+        assert_eq!(results, vec![171, 171]);
+    }
+
     /// LD_ABS out of range inside a subprogram returns 0 to the caller, which goes on (the
     /// kernel expands it to `w0 ^= w0; exit`); the subprogram's use of r6/r7 (callee-saved
     /// native registers) must not leak into the host. Found on selftests' verifier_ld_ind.

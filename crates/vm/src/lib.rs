@@ -305,6 +305,10 @@ pub(crate) struct Shared {
     #[allow(clippy::vec_box)]
     pub maps: Vec<Box<Map>>,
     pub registry: RefCell<Registry>,
+    /// Some loaded program tail-calls from a bpf-to-bpf callee: the target then runs in
+    /// the callee's frame and may call deeper, so the interpreter's stack must allow
+    /// `MAX_CALL_FRAMES` frames per tail call (the kernel bounds it by the tail-call count).
+    pub deep_stack: std::cell::Cell<bool>,
 }
 
 /// A program loaded into a [`Vm`].
@@ -378,7 +382,7 @@ impl Vm {
             }
         }
         let vm = Vm {
-            shared: Box::new(Shared { maps, registry: RefCell::new(registry) }),
+            shared: Box::new(Shared { maps, registry: RefCell::new(registry), deep_stack: Default::default() }),
             object: object.cloned(),
             progs: RefCell::new(Vec::new()),
             engine,
@@ -536,6 +540,9 @@ impl Vm {
             verified_by = verify()?;
             self.relocate_and_check(name, &mut insns, &helpers, conformance)?;
             ctx::rewrite_ctx_access(name, &mut insns, &subprogs, ctx)?;
+        }
+        if crate::interp::tail_calls_from_callee(&insns) {
+            self.shared.deep_stack.set(true);
         }
         let mut lp = LoadedProg {
             name: name.to_string(),
