@@ -32,14 +32,51 @@ pub trait Runner {
 
 /// One (program, runtime) pair to measure.
 pub struct Case {
-    pub program: String,
+    pub id: ProgId,
     pub runtime: String,
     pub runner: Box<dyn Runner>,
 }
 
+/// Which program a result is about: results and ratios are keyed by (object, program),
+/// never by the program name alone (objects from different sources reuse names).
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct ProgId {
+    pub object: String,
+    pub program: String,
+    /// The row label: the program name, or `object-file:program` where another object has
+    /// a program of that name ([`label_ids`]).
+    #[serde(skip)]
+    pub key: String,
+}
+
+impl ProgId {
+    pub fn new(object: &str, program: &str) -> ProgId {
+        ProgId { object: object.to_string(), program: program.to_string(), key: program.to_string() }
+    }
+}
+
+/// Make every row label unique: programs whose name occurs in several objects are labelled
+/// with the object's file name too.
+pub fn label_ids<'a>(ids: impl IntoIterator<Item = &'a mut ProgId>) {
+    let ids: Vec<&mut ProgId> = ids.into_iter().collect();
+    let mut objects_of: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> = Default::default();
+    for i in &ids {
+        objects_of.entry(i.program.clone()).or_default().insert(i.object.clone());
+    }
+    for i in ids {
+        i.key = if objects_of[&i.program].len() > 1 {
+            let file = std::path::Path::new(&i.object).file_name().map(|f| f.to_string_lossy().to_string());
+            format!("{}:{}", file.unwrap_or_else(|| i.object.clone()), i.program)
+        } else {
+            i.program.clone()
+        };
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct CaseResult {
-    pub program: String,
+    #[serde(flatten)]
+    pub id: ProgId,
     pub runtime: String,
     pub median_ns: f64,
     pub min_ns: f64,
@@ -50,7 +87,8 @@ pub struct CaseResult {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Ratio {
-    pub program: String,
+    #[serde(flatten)]
+    pub id: ProgId,
     pub numerator: String,
     pub denominator: String,
     /// median(numerator) / median(denominator).
@@ -68,7 +106,8 @@ pub struct Ratio {
 /// A (program, runtime) that was not measured, and why.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Skipped {
-    pub program: String,
+    #[serde(flatten)]
+    pub id: ProgId,
     pub runtime: String,
     pub reason: String,
 }
@@ -76,7 +115,8 @@ pub struct Skipped {
 /// A runtime whose result differed from the oracle's: never timed.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Mismatch {
-    pub program: String,
+    #[serde(flatten)]
+    pub id: ProgId,
     pub runtime: String,
     /// The runtime it was compared with (`kernel`, or `interp` without bpf(2)).
     pub oracle: String,
@@ -90,9 +130,9 @@ pub struct Report {
     /// Cases that could not be measured, with the reason (never silently dropped).
     pub skipped: Vec<Skipped>,
     pub mismatches: Vec<Mismatch>,
-    /// The harness-floor program (returns at once), when measured.
+    /// Row label of the harness-floor program (returns at once), when measured.
     pub floor: Option<String>,
-    /// Program -> the idiom it stresses.
+    /// Row label ([`ProgId::key`]) -> the idiom it stresses.
     pub descriptions: std::collections::BTreeMap<String, String>,
     /// Free-form lines for the reader (site counts, oracle choice, ...).
     pub notes: Vec<String>,
@@ -103,7 +143,8 @@ pub struct Report {
 /// Bytes of native code one runtime made of a program (functions only, no stubs).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct CodeSize {
-    pub program: String,
+    #[serde(flatten)]
+    pub id: ProgId,
     pub runtime: String,
     pub bytes: usize,
 }
@@ -165,11 +206,11 @@ pub fn run(mut cases: Vec<Case>, ratio_pairs: &[(&str, &str, bool)], st: &Settin
     );
     let mut alive = vec![true; cases.len()];
     for (i, c) in cases.iter_mut().enumerate() {
-        bar.set_message(format!("calibrating {} on {}", c.program, c.runtime));
+        bar.set_message(format!("calibrating {} on {}", c.id.key, c.runtime));
         match calibrate(c.runner.as_mut(), st.batch_target) {
             Ok(r) => repeats.push(r),
             Err(e) => {
-                skipped.push(Skipped { program: c.program.clone(), runtime: c.runtime.clone(), reason: e });
+                skipped.push(Skipped { id: c.id.clone(), runtime: c.runtime.clone(), reason: e });
                 alive[i] = false;
                 repeats.push(0);
             }
@@ -190,7 +231,7 @@ pub fn run(mut cases: Vec<Case>, ratio_pairs: &[(&str, &str, bool)], st: &Settin
                 Ok(ns) => samples[i].push(ns),
                 Err(e) => {
                     skipped.push(Skipped {
-                        program: cases[i].program.clone(),
+                        id: cases[i].id.clone(),
                         runtime: cases[i].runtime.clone(),
                         reason: e,
                     });
@@ -208,7 +249,7 @@ pub fn run(mut cases: Vec<Case>, ratio_pairs: &[(&str, &str, bool)], st: &Settin
         .map(|(i, c)| {
             let s = &samples[i];
             CaseResult {
-                program: c.program.clone(),
+                id: c.id.clone(),
                 runtime: c.runtime.clone(),
                 median_ns: median(s),
                 min_ns: s.iter().cloned().fold(f64::INFINITY, f64::min),
@@ -225,16 +266,20 @@ pub fn run(mut cases: Vec<Case>, ratio_pairs: &[(&str, &str, bool)], st: &Settin
 /// Ratios per program for each requested pair of runtimes that were both measured.
 pub fn ratios(results: &[CaseResult], pairs: &[(&str, &str, bool)]) -> Vec<Ratio> {
     let mut out = Vec::new();
-    let mut programs: Vec<&str> = results.iter().map(|r| r.program.as_str()).collect();
-    programs.dedup();
+    let mut programs: Vec<&ProgId> = Vec::new();
+    for r in results {
+        if !programs.contains(&&r.id) {
+            programs.push(&r.id);
+        }
+    }
     for p in programs {
-        let find = |rt: &str| results.iter().find(|r| r.program == p && r.runtime == rt);
+        let find = |rt: &str| results.iter().find(|r| &r.id == p && r.runtime == rt);
         for &(num, den, identity) in pairs {
             let (Some(a), Some(b)) = (find(num), find(den)) else { continue };
             let per_round: Vec<f64> =
                 a.samples_ns.iter().zip(&b.samples_ns).map(|(x, y)| x / y).collect();
             out.push(Ratio {
-                program: p.to_string(),
+                id: p.clone(),
                 numerator: num.to_string(),
                 denominator: den.to_string(),
                 ratio: a.median_ns / b.median_ns,
@@ -251,12 +296,12 @@ pub fn ratios(results: &[CaseResult], pairs: &[(&str, &str, bool)]) -> Vec<Ratio
 /// Fill [`Ratio::net_of_floor`] for every ratio whose two runtimes were measured on the
 /// floor program `floor` (not for the floor program itself).
 pub fn net_of_floor(rep: &mut Report, floor: &str) {
-    let floor_of = |rt: &str| rep.results.iter().find(|r| r.program == floor && r.runtime == rt).map(|r| r.median_ns);
-    let median_of = |p: &str, rt: &str| rep.results.iter().find(|r| r.program == p && r.runtime == rt).map(|r| r.median_ns);
+    let floor_of = |rt: &str| rep.results.iter().find(|r| r.id.key == floor && r.runtime == rt).map(|r| r.median_ns);
+    let median_of = |p: &str, rt: &str| rep.results.iter().find(|r| r.id.key == p && r.runtime == rt).map(|r| r.median_ns);
     let mut nets = Vec::new();
     for r in &rep.ratios {
-        let net = match (floor_of(&r.numerator), floor_of(&r.denominator), median_of(&r.program, &r.numerator), median_of(&r.program, &r.denominator)) {
-            (Some(fa), Some(fb), Some(a), Some(b)) if r.program != floor && b - fb > 0.0 => Some((a - fa) / (b - fb)),
+        let net = match (floor_of(&r.numerator), floor_of(&r.denominator), median_of(&r.id.key, &r.numerator), median_of(&r.id.key, &r.denominator)) {
+            (Some(fa), Some(fb), Some(a), Some(b)) if r.id.key != floor && b - fb > 0.0 => Some((a - fa) / (b - fb)),
             _ => None,
         };
         nets.push(net);
@@ -270,7 +315,7 @@ pub fn net_of_floor(rep: &mut Report, floor: &str) {
 #[cfg(test)]
 pub(crate) fn case(program: &str, runtime: &str, ns: f64) -> CaseResult {
     CaseResult {
-        program: program.into(),
+        id: ProgId::new("o.bpf.o", program),
         runtime: runtime.into(),
         median_ns: ns,
         min_ns: ns,
@@ -291,11 +336,11 @@ mod tests {
         let ratios = ratios(&results, &[("jit", "kernel", false)]);
         let mut rep = Report { results, ratios, ..Report::default() };
         net_of_floor(&mut rep, "f");
-        let p = rep.ratios.iter().find(|x| x.program == "p").unwrap();
+        let p = rep.ratios.iter().find(|x| x.id.key == "p").unwrap();
         // (1005 - 5) / (1030 - 30) = 1.0, while the plain ratio is 1005/1030.
         assert_eq!(p.net_of_floor, Some(1.0));
         assert!((p.ratio - 1005.0 / 1030.0).abs() < 1e-12);
-        assert_eq!(rep.ratios.iter().find(|x| x.program == "f").unwrap().net_of_floor, None);
+        assert_eq!(rep.ratios.iter().find(|x| x.id.key == "f").unwrap().net_of_floor, None);
     }
 
     /// A runner whose cost per run is known exactly (busy work, measured with a clock).
@@ -322,6 +367,30 @@ mod tests {
         }
     }
 
+    /// Three objects with a program of the same name (as real objects from different
+    /// sources have): each gets its own ratio, from its own results, and a unique label.
+    #[test]
+    fn same_program_name_in_several_objects_keeps_separate_results() {
+        let mut results = Vec::new();
+        for (obj, kernel, jit) in [("/a/x.bpf.o", 100.0, 50.0), ("/b/y.bpf.o", 100.0, 80.0), ("/c/z.bpf.o", 10.0, 30.0)] {
+            for (rt, ns) in [("kernel", kernel), ("jit", jit)] {
+                let mut r = case("tx", rt, ns);
+                r.id = ProgId::new(obj, "tx");
+                results.push(r);
+            }
+        }
+        let mut solo = case("solo", "kernel", 1.0);
+        solo.id = ProgId::new("/a/x.bpf.o", "solo");
+        results.push(solo);
+        label_ids(results.iter_mut().map(|r| &mut r.id));
+        let rs = ratios(&results, &[("jit", "kernel", false)]);
+        let got: Vec<(String, f64)> = rs.iter().map(|r| (r.id.key.clone(), r.ratio)).collect();
+        assert_eq!(got, vec![("x.bpf.o:tx".to_string(), 0.5), ("y.bpf.o:tx".to_string(), 0.8), ("z.bpf.o:tx".to_string(), 3.0)]);
+        assert_eq!(results.last().unwrap().id.key, "solo");
+        let json = serde_json::to_value(&rs[1]).unwrap();
+        assert_eq!((json["object"].as_str(), json["program"].as_str()), (Some("/b/y.bpf.o"), Some("tx")));
+    }
+
     #[test]
     fn median_of_odd_and_even() {
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
@@ -331,9 +400,9 @@ mod tests {
     #[test]
     fn twice_the_work_shows_as_a_ratio_near_two_and_failures_are_reported() {
         let cases = vec![
-            Case { program: "p".into(), runtime: "a".into(), runner: Box::new(Spin(2000)) },
-            Case { program: "p".into(), runtime: "b".into(), runner: Box::new(Spin(4000)) },
-            Case { program: "p".into(), runtime: "c".into(), runner: Box::new(Broken) },
+            Case { id: ProgId::new("o", "p"), runtime: "a".into(), runner: Box::new(Spin(2000)) },
+            Case { id: ProgId::new("o", "p"), runtime: "b".into(), runner: Box::new(Spin(4000)) },
+            Case { id: ProgId::new("o", "p"), runtime: "c".into(), runner: Box::new(Broken) },
         ];
         let st = Settings {
             samples: 5,

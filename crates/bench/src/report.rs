@@ -33,13 +33,13 @@ fn runtimes(rep: &Report) -> Vec<String> {
 fn programs(rep: &Report) -> Vec<String> {
     let mut v: Vec<String> = Vec::new();
     if let Some(f) = &rep.floor {
-        if rep.results.iter().any(|r| &r.program == f) {
+        if rep.results.iter().any(|r| &r.id.key == f) {
             v.push(f.clone());
         }
     }
     for r in &rep.results {
-        if !v.contains(&r.program) {
-            v.push(r.program.clone());
+        if !v.contains(&r.id.key) {
+            v.push(r.id.key.clone());
         }
     }
     v
@@ -60,7 +60,7 @@ fn ratio_columns(rep: &Report) -> Vec<(String, String, bool)> {
 }
 
 fn ratio_of<'a>(rep: &'a Report, p: &str, col: &(String, String, bool)) -> Option<&'a Ratio> {
-    rep.ratios.iter().find(|r| r.program == p && r.numerator == col.0 && r.denominator == col.1)
+    rep.ratios.iter().find(|r| r.id.key == p && r.numerator == col.0 && r.denominator == col.1)
 }
 
 fn col_name(c: &(String, String, bool)) -> String {
@@ -89,7 +89,7 @@ pub fn geomean(rep: &Report, num: &str, den: &str) -> Option<(f64, usize)> {
     let v: Vec<f64> = rep
         .ratios
         .iter()
-        .filter(|r| r.numerator == num && r.denominator == den && idiom_bearing(rep, &r.program) && r.ratio > 0.0)
+        .filter(|r| r.numerator == num && r.denominator == den && idiom_bearing(rep, &r.id.key) && r.ratio > 0.0)
         .map(|r| r.ratio.ln())
         .collect();
     if v.is_empty() {
@@ -102,12 +102,12 @@ pub fn geomean(rep: &Report, num: &str, den: &str) -> Option<(f64, usize)> {
 /// One line on the identity control: how many programs came out within 3% of 1.0, and
 /// which did not.
 pub fn identity_line(rep: &Report) -> Option<String> {
-    let ids: Vec<&Ratio> = rep.ratios.iter().filter(|r| r.identity && rep.floor.as_ref() != Some(&r.program)).collect();
+    let ids: Vec<&Ratio> = rep.ratios.iter().filter(|r| r.identity && rep.floor.as_ref() != Some(&r.id.key)).collect();
     if ids.is_empty() {
         return None;
     }
     let off: Vec<String> =
-        ids.iter().filter(|r| (r.ratio - 1.0).abs() > 0.03).map(|r| format!("{} {:.3}", r.program, r.ratio)).collect();
+        ids.iter().filter(|r| (r.ratio - 1.0).abs() > 0.03).map(|r| format!("{} {:.3}", r.id.key, r.ratio)).collect();
     let g = (ids.iter().map(|r| r.ratio.ln()).sum::<f64>() / ids.len() as f64).exp();
     let mut s = format!(
         "identity control ({}/{}): geomean {g:.3}, within 3% of 1.0 on {} of {} programs",
@@ -126,7 +126,7 @@ fn floor_line(rep: &Report) -> Option<String> {
     let f = rep.floor.as_ref()?;
     let parts: Vec<String> = runtimes(rep)
         .iter()
-        .filter_map(|rt| rep.results.iter().find(|r| &r.program == f && &r.runtime == rt).map(|r| format!("{rt} {}", fmt_ns(r.median_ns))))
+        .filter_map(|rt| rep.results.iter().find(|r| &r.id.key == f && &r.runtime == rt).map(|r| format!("{rt} {}", fmt_ns(r.median_ns))))
         .collect();
     if parts.is_empty() {
         return None;
@@ -151,7 +151,7 @@ pub fn table(rep: &Report) -> String {
     for p in programs(rep) {
         write!(s, "{p:<pw$}").unwrap();
         for rt in &rts {
-            match rep.results.iter().find(|r| r.program == p && &r.runtime == rt) {
+            match rep.results.iter().find(|r| r.id.key == p && &r.runtime == rt) {
                 Some(r) => write!(
                     s,
                     " {:>17}",
@@ -196,7 +196,7 @@ pub fn table(rep: &Report) -> String {
         writeln!(s, "{l}").unwrap();
     }
     for m in &rep.mismatches {
-        writeln!(s, "MISMATCH (not timed): {} on {}: differs from {}: {}", m.program, m.runtime, m.oracle, m.detail).unwrap();
+        writeln!(s, "MISMATCH (not timed): {} on {}: differs from {}: {}", m.id.key, m.runtime, m.oracle, m.detail).unwrap();
     }
     // Skips grouped by runtime and reason (instruction numbers dropped), to stay readable.
     let mut groups: Vec<(String, String, Vec<String>)> = Vec::new();
@@ -206,8 +206,8 @@ pub fn table(rep: &Report) -> String {
             None => k.reason.clone(),
         };
         match groups.iter_mut().find(|g| g.0 == k.runtime && g.1 == reason) {
-            Some(g) => g.2.push(k.program.clone()),
-            None => groups.push((k.runtime.clone(), reason, vec![k.program.clone()])),
+            Some(g) => g.2.push(k.id.key.clone()),
+            None => groups.push((k.runtime.clone(), reason, vec![k.id.key.clone()])),
         }
     }
     for (rt, why, progs) in groups {
@@ -237,7 +237,7 @@ pub fn svg(rep: &Report, series: &[(&str, &str)]) -> String {
     let progs: Vec<String> = programs(rep)
         .into_iter()
         .filter(|p| rep.floor.as_ref() != Some(p))
-        .filter(|p| series.iter().any(|(n, d)| rep.ratios.iter().any(|r| &r.program == p && r.numerator == *n && r.denominator == *d)))
+        .filter(|p| series.iter().any(|(n, d)| rep.ratios.iter().any(|r| &r.id.key == p && r.numerator == *n && r.denominator == *d)))
         .collect();
     let bar_h = 12.0;
     let group_h = bar_h * series.len() as f64 + 8.0;
@@ -246,7 +246,7 @@ pub fn svg(rep: &Report, series: &[(&str, &str)]) -> String {
     let max_speed = rep
         .ratios
         .iter()
-        .filter(|r| rep.floor.as_ref() != Some(&r.program))
+        .filter(|r| rep.floor.as_ref() != Some(&r.id.key))
         .filter(|r| series.iter().any(|(n, d)| r.numerator == *n && r.denominator == *d) && r.ratio > 0.0)
         .map(|r| 1.0 / r.ratio)
         .fold(1.5f64, f64::max);
@@ -273,7 +273,7 @@ pub fn svg(rep: &Report, series: &[(&str, &str)]) -> String {
         let y0 = top + group_h * i as f64;
         writeln!(s, "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>", left - 6.0, y0 + group_h / 2.0, xml_escape(p)).unwrap();
         for (k, (n, d)) in series.iter().enumerate() {
-            let Some(r) = rep.ratios.iter().find(|r| &r.program == p && r.numerator == *n && r.denominator == *d) else {
+            let Some(r) = rep.ratios.iter().find(|r| &r.id.key == p && r.numerator == *n && r.denominator == *d) else {
                 continue;
             };
             let sp = if r.ratio > 0.0 { 1.0 / r.ratio } else { 0.0 };
@@ -332,7 +332,7 @@ pub fn markdown(rep: &Report, machine: &str, date: &str, command: &str) -> Strin
     for p in programs(rep) {
         write!(s, "| {p} | {} |", md_escape(rep.descriptions.get(&p).map(|d| d.as_str()).unwrap_or(""))).unwrap();
         for rt in &rts {
-            match rep.results.iter().find(|r| r.program == p && &r.runtime == rt) {
+            match rep.results.iter().find(|r| r.id.key == p && &r.runtime == rt) {
                 Some(r) => write!(s, " {} |", fmt_ns(r.median_ns)).unwrap(),
                 None => s.push_str(" - |"),
             }
@@ -394,12 +394,12 @@ pub fn markdown(rep: &Report, machine: &str, date: &str, command: &str) -> Strin
         s.push_str("\nStatic native code size in bytes (the functions only; the kernel's jited image after its verifier rewrites):\n\n");
         md_header(&mut s, &["program"], &crts);
         for p in programs(rep) {
-            if !rep.code_bytes.iter().any(|c| c.program == p) {
+            if !rep.code_bytes.iter().any(|c| c.id.key == p) {
                 continue;
             }
             write!(s, "| {p} |").unwrap();
             for rt in &crts {
-                match rep.code_bytes.iter().find(|c| c.program == p && &c.runtime == rt) {
+                match rep.code_bytes.iter().find(|c| c.id.key == p && &c.runtime == rt) {
                     Some(c) => write!(s, " {} |", c.bytes).unwrap(),
                     None => s.push_str(" - |"),
                 }
@@ -410,13 +410,13 @@ pub fn markdown(rep: &Report, machine: &str, date: &str, command: &str) -> Strin
     if !rep.mismatches.is_empty() {
         s.push_str("\nMismatches (results differ from the oracle; not timed):\n\n");
         for m in &rep.mismatches {
-            writeln!(s, "- {} on {} vs {}: {}", m.program, m.runtime, m.oracle, m.detail).unwrap();
+            writeln!(s, "- {} on {} vs {}: {}", m.id.key, m.runtime, m.oracle, m.detail).unwrap();
         }
     }
     if !rep.skipped.is_empty() {
         s.push_str("\nNot measured:\n\n");
         for k in &rep.skipped {
-            writeln!(s, "- {} on {}: {}", k.program, k.runtime, k.reason).unwrap();
+            writeln!(s, "- {} on {}: {}", k.id.key, k.runtime, k.reason).unwrap();
         }
     }
     if !rep.notes.is_empty() {
@@ -498,7 +498,7 @@ mod tests {
         r.ratios = vec![("rot", 1.02), ("sel", 0.95)]
             .into_iter()
             .map(|(p, x)| Ratio {
-                program: p.into(),
+                id: crate::ProgId::new("o.bpf.o", p),
                 numerator: "kernel2".into(),
                 denominator: "kernel".into(),
                 ratio: x,

@@ -18,7 +18,7 @@ use kops_vm::{CtxKind, Engine};
 
 use crate::native::{self, NativeRunner};
 use crate::runners::{differences, input_for, KernelProg, KinsnProgram, OurJit, Outcome, RbpfEngine, VmProg};
-use crate::{Case, CodeSize, Mismatch, Skipped};
+use crate::{Case, CodeSize, Mismatch, ProgId, Skipped};
 
 /// Every runtime name `kops bench` knows, in column order.
 pub const RUNTIMES: [&str; 6] = ["kernel", "interp", "jit", "kops", "native", "rbpf"];
@@ -42,7 +42,8 @@ pub struct Prepared {
     pub skipped: Vec<Skipped>,
     pub mismatches: Vec<Mismatch>,
     pub notes: Vec<String>,
-    /// Program -> the one line saying which idiom it stresses (from its source).
+    /// Row label ([`ProgId::key`]) -> the one line saying which idiom it stresses (from its
+    /// source).
     pub descriptions: BTreeMap<String, String>,
     pub code_bytes: Vec<CodeSize>,
     /// What the recognizer rewrote for the `kops` runtime, per program.
@@ -51,7 +52,7 @@ pub struct Prepared {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KopsSites {
-    pub program: String,
+    pub id: ProgId,
     /// kinsn sites, of which `native` got a native emit (the rest: proof-sequence fallback).
     pub sites: usize,
     pub native: usize,
@@ -65,7 +66,7 @@ pub fn kops_sites_line(v: &[KopsSites]) -> String {
         .iter()
         .filter(|k| k.sites + k.plain > 0)
         .map(|k| {
-            let mut s = format!("{} {}", k.program, k.sites);
+            let mut s = format!("{} {}", k.id.key, k.sites);
             if k.native != k.sites {
                 s.push_str(&format!(" ({} fallback)", k.sites - k.native));
             }
@@ -83,23 +84,23 @@ pub fn kops_sites_line(v: &[KopsSites]) -> String {
 }
 
 impl Prepared {
-    fn code(&mut self, program: &str, runtime: &str, bytes: Option<usize>) {
+    fn code(&mut self, id: &ProgId, runtime: &str, bytes: Option<usize>) {
         if let Some(bytes) = bytes {
-            self.code_bytes.push(CodeSize { program: program.into(), runtime: runtime.into(), bytes });
+            self.code_bytes.push(CodeSize { id: id.clone(), runtime: runtime.into(), bytes });
         }
     }
 
-    fn skip(&mut self, program: &str, runtime: &str, reason: impl Into<String>) {
-        self.skipped.push(Skipped { program: program.into(), runtime: runtime.into(), reason: reason.into() });
+    fn skip(&mut self, id: &ProgId, runtime: &str, reason: impl Into<String>) {
+        self.skipped.push(Skipped { id: id.clone(), runtime: runtime.into(), reason: reason.into() });
     }
 
     /// Keep the native run of `program` as a case when it agreed with the oracle, else record
     /// the mismatch (`detail` says what differed).
-    fn native(&mut self, program: &str, oracle: &str, nr: NativeRunner, agrees: bool, detail: impl FnOnce() -> String) {
+    fn native(&mut self, id: &ProgId, oracle: &str, nr: NativeRunner, agrees: bool, detail: impl FnOnce() -> String) {
         if agrees {
-            self.cases.push(Case { program: program.into(), runtime: "native".into(), runner: Box::new(nr) });
+            self.cases.push(Case { id: id.clone(), runtime: "native".into(), runner: Box::new(nr) });
         } else {
-            self.mismatches.push(Mismatch { program: program.into(), runtime: "native".into(), oracle: oracle.into(), detail: detail() });
+            self.mismatches.push(Mismatch { id: id.clone(), runtime: "native".into(), oracle: oracle.into(), detail: detail() });
         }
     }
 }
@@ -204,23 +205,24 @@ fn prepare_inner(files: &[String], o: &SuiteOptions, progress: impl Fn(&str)) ->
     let want = |r: &str| o.runtimes.iter().any(|x| x == r);
     let kernel_state = if want("kernel") { Some(kops_kernel::available().map_err(|e| e.to_string())) } else { None };
     if let Some(Err(e)) = &kernel_state {
-        out.skip("*", "kernel", format!("{e}; the interpreter is the oracle instead"));
+        out.skip(&ProgId::new("*", "*"), "kernel", format!("{e}; the interpreter is the oracle instead"));
     }
     let kernel_ok = matches!(kernel_state, Some(Ok(())));
     if want("native") {
         if let Some(why) = native::unavailable() {
-            out.skip("*", "native", format!("not built: {why}"));
+            out.skip(&ProgId::new("*", "*"), "native", format!("not built: {why}"));
         }
     }
     let cpu = o.cpu.unwrap_or(0);
     // The gate for jit/kops: one kernel verifier for the whole run (verdicts cached).
     let verifier: Rc<dyn kops_vm::Verifier> = Rc::new(kops_kernel::KernelVerifier::new());
+    let mut described = Vec::new();
     for f in files {
         progress(f);
         let obj = match Object::load(f) {
             Ok(obj) => obj,
             Err(e) => {
-                out.skip(f, "*", format!("cannot load the object: {e}"));
+                out.skip(&ProgId::new(f, "*"), "*", format!("cannot load the object: {e}"));
                 continue;
             }
         };
@@ -238,11 +240,22 @@ fn prepare_inner(files: &[String], o: &SuiteOptions, progress: impl Fn(&str)) ->
         let result_at = kops_result_offset(f);
         for p in &obj.programs {
             if let Some(d) = description(Path::new(f)) {
-                out.descriptions.insert(p.name.clone(), d);
+                described.push((ProgId::new(&obj.path, &p.name), d));
             }
             prepare_program(&mut out, o, &obj, p, btf.as_ref(), kernel_ok, cpu, result_at.as_ref(), &verifier);
         }
     }
+    crate::label_ids(
+        out.cases
+            .iter_mut()
+            .map(|c| &mut c.id)
+            .chain(out.skipped.iter_mut().map(|c| &mut c.id))
+            .chain(out.mismatches.iter_mut().map(|c| &mut c.id))
+            .chain(out.code_bytes.iter_mut().map(|c| &mut c.id))
+            .chain(out.kops_sites.iter_mut().map(|c| &mut c.id))
+            .chain(described.iter_mut().map(|d| &mut d.0)),
+    );
+    out.descriptions = described.into_iter().map(|(id, d)| (id.key, d)).collect();
     out
 }
 
@@ -259,12 +272,13 @@ fn prepare_program(
     verifier: &Rc<dyn kops_vm::Verifier>,
 ) {
     let name = p.name.as_str();
+    let id = ProgId::new(&obj.path, name);
     let want = |r: &str| o.runtimes.iter().any(|x| x == r);
     let kind = CtxKind::for_prog_type(p.prog_type);
     let input = match input_for(kind, &o.packet) {
         Ok(i) => i,
         Err(e) => {
-            out.skip(name, "*", e);
+            out.skip(&id, "*", e);
             return;
         }
     };
@@ -281,7 +295,7 @@ fn prepare_program(
     if want("kernel") && kernel_ok {
         match KernelProg::load(obj, p, btf, &input, cpu) {
             Ok(k) => kernel = Some(k),
-            Err(e) => out.skip(name, "kernel", format!("load: {}", first_line(&e.to_string()))),
+            Err(e) => out.skip(&id, "kernel", format!("load: {}", first_line(&e.to_string()))),
         }
     }
     let mut compare = vm_maps.clone();
@@ -293,7 +307,7 @@ fn prepare_program(
         Some(k) => match k.outcome(&compare) {
             Ok(o) => ("kernel", o),
             Err(e) => {
-                out.skip(name, "*", format!("the kernel's test run failed: {e}"));
+                out.skip(&id, "*", format!("the kernel's test run failed: {e}"));
                 return;
             }
         },
@@ -304,7 +318,7 @@ fn prepare_program(
             match r {
                 Ok(o) => ("interp", o),
                 Err(e) => {
-                    out.skip(name, "*", format!("no oracle: the kernel did not load it and the interpreter failed: {e}"));
+                    out.skip(&id, "*", format!("no oracle: the kernel did not load it and the interpreter failed: {e}"));
                     return;
                 }
             }
@@ -319,7 +333,7 @@ fn prepare_program(
                     true
                 } else {
                     out.mismatches.push(Mismatch {
-                        program: name.into(),
+                        id: id.clone(),
                         runtime: rt.into(),
                         oracle: oracle_name.into(),
                         detail: d.join("; "),
@@ -328,23 +342,23 @@ fn prepare_program(
                 }
             }
             Err(e) => {
-                out.skip(name, rt, format!("run failed: {e}"));
+                out.skip(&id, rt, format!("run failed: {e}"));
                 false
             }
         }
     };
 
     if let Some(k) = kernel {
-        out.code(name, "kernel", k.jited_bytes());
-        out.cases.push(Case { program: name.into(), runtime: "kernel".into(), runner: Box::new(k) });
+        out.code(&id, "kernel", k.jited_bytes());
+        out.cases.push(Case { id: id.clone(), runtime: "kernel".into(), runner: Box::new(k) });
         // Identity control: the same program loaded again, with its own maps.
         match KernelProg::load(obj, p, btf, &input, cpu) {
             Ok(k2) => {
                 if check(out, KERNEL_COPY, k2.outcome(&compare)) {
-                    out.cases.push(Case { program: name.into(), runtime: KERNEL_COPY.into(), runner: Box::new(k2) });
+                    out.cases.push(Case { id: id.clone(), runtime: KERNEL_COPY.into(), runner: Box::new(k2) });
                 }
             }
-            Err(e) => out.skip(name, KERNEL_COPY, format!("load: {}", first_line(&e.to_string()))),
+            Err(e) => out.skip(&id, KERNEL_COPY, format!("load: {}", first_line(&e.to_string()))),
         }
     }
 
@@ -357,12 +371,12 @@ fn prepare_program(
             "jit" => match OurJit::new(None) {
                 Ok(j) => {
                     if let Ok(v) = VmProg::load(obj, p, Box::new(kops_vm::interp::Interp), &input, verifier) {
-                        out.code(name, "jit", j.code_bytes(name, &v.final_insns()));
+                        out.code(&id, "jit", j.code_bytes(name, &v.final_insns()));
                     }
                     Box::new(j)
                 }
                 Err(e) => {
-                    out.skip(name, rt, e);
+                    out.skip(&id, rt, e);
                     continue;
                 }
             },
@@ -370,17 +384,17 @@ fn prepare_program(
         };
         if rt == "rbpf" {
             if let Some(why) = crate::runners::rbpf_unsupported(&p.insns) {
-                out.skip(name, rt, format!("rbpf does not support {why}"));
+                out.skip(&id, rt, format!("rbpf does not support {why}"));
                 continue;
             }
         }
         match VmProg::load(obj, p, engine, &input, verifier) {
             Ok(v) => {
                 if check(out, rt, v.outcome(&compare)) {
-                    out.cases.push(Case { program: name.into(), runtime: rt.into(), runner: Box::new(v) });
+                    out.cases.push(Case { id: id.clone(), runtime: rt.into(), runner: Box::new(v) });
                 }
             }
-            Err(e) => out.skip(name, rt, e),
+            Err(e) => out.skip(&id, rt, e),
         }
     }
 
@@ -397,19 +411,19 @@ fn prepare_program(
         let jit0 = match OurJit::new(None) {
             Ok(j) => j,
             Err(e) => {
-                out.skip(name, &rt, e);
+                out.skip(&id, &rt, e);
                 continue;
             }
         };
         let b = match build_kops(p, &policy, &jit0) {
             Ok(b) => b,
             Err(e) => {
-                out.skip(name, &rt, e);
+                out.skip(&id, &rt, e);
                 continue;
             }
         };
         if rt == "kops" {
-            out.kops_sites.push(KopsSites { program: name.into(), sites: b.sites, native: b.native, plain: b.plain });
+            out.kops_sites.push(KopsSites { id: id.clone(), sites: b.sites, native: b.native, plain: b.plain });
         } else if b.sites + b.plain == 0 {
             // Nothing for this pass to change: it would time the baseline JIT again.
             continue;
@@ -419,7 +433,7 @@ fn prepare_program(
         // refuses; the interpreter still checks the lowered program against the oracle.
         if kernel_ok {
             if let Err(e) = KernelProg::load(obj, &b.lowered, btf, &input, cpu) {
-                out.skip(name, &rt, format!("the kernel verifier rejects the lowered program: {}", first_line(&e.to_string())));
+                out.skip(&id, &rt, format!("the kernel verifier rejects the lowered program: {}", first_line(&e.to_string())));
                 continue;
             }
         } else {
@@ -428,7 +442,7 @@ fn prepare_program(
                 Ok(x) if differences(&oracle, &x).is_empty() => {}
                 Ok(x) => {
                     out.mismatches.push(Mismatch {
-                        program: name.into(),
+                        id: id.clone(),
                         runtime: format!("{rt} (lowered, on the interpreter)"),
                         oracle: oracle_name.into(),
                         detail: differences(&oracle, &x).join("; "),
@@ -436,7 +450,7 @@ fn prepare_program(
                     continue;
                 }
                 Err(e) => {
-                    out.skip(name, &rt, format!("the interpreter fails on the lowered program: {e}"));
+                    out.skip(&id, &rt, format!("the interpreter fails on the lowered program: {e}"));
                     continue;
                 }
             }
@@ -444,20 +458,20 @@ fn prepare_program(
         let jit = match OurJit::new(Some(b.kinsn)) {
             Ok(j) => j,
             Err(e) => {
-                out.skip(name, &rt, e);
+                out.skip(&id, &rt, e);
                 continue;
             }
         };
         if let Ok(v) = VmProg::load(obj, &b.lowered, Box::new(kops_vm::interp::Interp), &input, verifier) {
-            out.code(name, &rt, jit.code_bytes(name, &v.final_insns()));
+            out.code(&id, &rt, jit.code_bytes(name, &v.final_insns()));
         }
         match VmProg::load(obj, &b.lowered, Box::new(jit), &input, verifier) {
             Ok(v) => {
                 if check(out, &rt, v.outcome(&compare)) {
-                    out.cases.push(Case { program: name.into(), runtime: rt.clone(), runner: Box::new(v) });
+                    out.cases.push(Case { id: id.clone(), runtime: rt.clone(), runner: Box::new(v) });
                 }
             }
-            Err(e) => out.skip(name, &rt, e),
+            Err(e) => out.skip(&id, &rt, e),
         }
     }
 
@@ -468,7 +482,7 @@ fn prepare_program(
             // The floor: an empty C function, checked on r0 (XDP_PASS) like the program.
             let nr = NativeRunner::new(native::floor().expect("built in"), &input.data);
             let got = nr.result();
-            out.native(name, oracle_name, nr, got as u32 == oracle.r0 as u32, || format!("r0 {:#x} vs native floor {got:#x}", oracle.r0 as u32));
+            out.native(&id, oracle_name, nr, got as u32 == oracle.r0 as u32, || format!("r0 {:#x} vs native floor {got:#x}", oracle.r0 as u32));
         } else if let Some(f) = native::lookup(name) {
             let nr = NativeRunner::new(f, &input.data);
             match result_at {
@@ -481,17 +495,17 @@ fn prepare_program(
                         None => None,
                     };
                     match want_v {
-                        None => out.skip(name, "native", format!("the oracle's `{sec}` could not be read back")),
+                        None => out.skip(&id, "native", format!("the oracle's `{sec}` could not be read back")),
                         Some(w) => {
                             let got = nr.result();
-                            out.native(name, oracle_name, nr, got == w, || format!("kops_result {w:#018x} vs native {got:#018x}"));
+                            out.native(&id, oracle_name, nr, got == w, || format!("kops_result {w:#018x} vs native {got:#018x}"));
                         }
                     }
                 }
-                None => out.skip(name, "native", "the object has no `kops_result` global to compare with"),
+                None => out.skip(&id, "native", "the object has no `kops_result` global to compare with"),
             }
         } else {
-            out.skip(name, "native", "no native counterpart in bpf/native/native.c");
+            out.skip(&id, "native", "no native counterpart in bpf/native/native.c");
         }
     }
 }

@@ -22,7 +22,7 @@ fn opts(runtimes: &str, cpu: Option<usize>) -> SuiteOptions {
 }
 
 fn cases(p: &kops_bench::suite::Prepared) -> Vec<(String, String)> {
-    p.cases.iter().map(|c| (c.program.clone(), c.runtime.clone())).collect()
+    p.cases.iter().map(|c| (c.id.program.clone(), c.runtime.clone())).collect()
 }
 
 #[test]
@@ -39,7 +39,7 @@ fn userspace_runtimes_agree_with_the_interpreter() {
             assert!(c.contains(&(prog.into(), "native".into())), "{prog} native: {:?}", p.skipped);
         }
         // Both wrap their kernel in a noinline pass function (bpf-to-bpf call).
-        let s = p.skipped.iter().find(|s| s.program == prog && s.runtime == "rbpf").expect("rbpf skipped");
+        let s = p.skipped.iter().find(|s| s.id.program == prog && s.runtime == "rbpf").expect("rbpf skipped");
         assert!(s.reason.contains("bpf-to-bpf calls"), "{}", s.reason);
     }
     // xdp_return is within rbpf's reach; on native it is the empty C floor function.
@@ -48,9 +48,9 @@ fn userspace_runtimes_agree_with_the_interpreter() {
         assert!(c.contains(&("xdp_return".into(), "native".into())), "{:?}", p.skipped);
     }
     // popcount_bitmap has popcount sites: kops must have rewritten some natively.
-    let k = p.kops_sites.iter().find(|k| k.program == "popcount_bitmap").expect("kops built");
+    let k = p.kops_sites.iter().find(|k| k.id.program == "popcount_bitmap").expect("kops built");
     assert!(k.sites > 0 && k.native > 0, "{k:?}");
-    let x = p.kops_sites.iter().find(|k| k.program == "xdp_return").expect("kops built");
+    let x = p.kops_sites.iter().find(|k| k.id.program == "xdp_return").expect("kops built");
     assert_eq!((x.sites, x.plain), (0, 0));
 }
 

@@ -285,13 +285,13 @@ pub fn run(a: Args, command: String) -> anyhow::Result<u8> {
     let short: Vec<String> = rep
         .results
         .iter()
-        .filter(|r| r.runtime == "kernel" && r.program != FLOOR && r.median_ns < 1000.0)
-        .map(|r| format!("{} ({})", r.program, report::fmt_ns(r.median_ns)))
+        .filter(|r| r.runtime == "kernel" && r.id.key != FLOOR && r.median_ns < 1000.0)
+        .map(|r| format!("{} ({})", r.id.key, report::fmt_ns(r.median_ns)))
         .collect();
     if !short.is_empty() {
         rep.notes.push(format!("under 1 µs per run on the kernel JIT (harness floor weighs in): {}", short.join(", ")));
     }
-    if rep.results.iter().any(|r| r.program == FLOOR) {
+    if rep.results.iter().any(|r| r.id.key == FLOOR) {
         rep.floor = Some(FLOOR.into());
         kops_bench::net_of_floor(&mut rep, FLOOR);
     }
