@@ -21,7 +21,7 @@ pub mod runners;
 pub mod suite;
 
 use rand::seq::SliceRandom;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use std::time::Duration;
 
@@ -93,6 +93,10 @@ pub struct Ratio {
     pub denominator: String,
     /// median(numerator) / median(denominator).
     pub ratio: f64,
+    /// 95% bootstrap confidence interval of `ratio`: the rounds (each measured both runtimes,
+    /// interleaved) resampled with replacement ([`bootstrap_ci`]).
+    pub ci_low: f64,
+    pub ci_high: f64,
     /// Spread of the per-round ratios.
     pub min: f64,
     pub max: f64,
@@ -136,6 +140,9 @@ pub struct Report {
     pub descriptions: std::collections::BTreeMap<String, String>,
     /// Free-form lines for the reader (site counts, oracle choice, ...).
     pub notes: Vec<String>,
+    /// Rounds measured, and why measuring stopped.
+    pub rounds: usize,
+    pub stopped: String,
     /// Static native code size per (program, runtime), a stable complement to time.
     pub code_bytes: Vec<CodeSize>,
 }
@@ -150,7 +157,13 @@ pub struct CodeSize {
 }
 
 pub struct Settings {
+    /// Rounds at least (every case once per round, in a fresh random order).
     pub samples: usize,
+    /// Keep adding rounds until every ratio's 95% interval is narrower than this fraction of
+    /// the ratio, or `budget` ends; None: exactly `samples` rounds.
+    pub ci_width: Option<f64>,
+    /// Wall time the measuring rounds may take when adding rounds for `ci_width`.
+    pub budget: Duration,
     /// Wall time one batch should take at least.
     pub batch_target: Duration,
     pub seed: u64,
@@ -159,7 +172,14 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { samples: 11, batch_target: Duration::from_millis(20), seed: 1, progress: true }
+        Settings {
+            samples: 11,
+            ci_width: None,
+            budget: Duration::from_secs(60),
+            batch_target: Duration::from_millis(20),
+            seed: 1,
+            progress: true,
+        }
     }
 }
 
@@ -220,9 +240,29 @@ pub fn run(mut cases: Vec<Case>, ratio_pairs: &[(&str, &str, bool)], st: &Settin
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
     let mut rng = rand::rngs::StdRng::seed_from_u64(st.seed);
     let mut order: Vec<usize> = (0..cases.len()).filter(|&i| alive[i]).collect();
-    for round in 0..st.samples {
+    let started = std::time::Instant::now();
+    let mut round = 0;
+    let stopped = loop {
+        if round >= st.samples {
+            let Some(w) = st.ci_width else { break format!("{round} rounds as asked") };
+            let wide = widest_intervals(&cases, &samples, &alive, ratio_pairs, w, st.seed);
+            if wide.is_empty() {
+                break format!("{round} rounds: every ratio's 95% interval narrower than {:.1}%", w * 100.0);
+            }
+            if started.elapsed() >= st.budget {
+                break format!(
+                    "{round} rounds: time budget of {} s reached; {} ratio(s) with a 95% interval wider than {:.1}%: {}",
+                    st.budget.as_secs(),
+                    wide.len(),
+                    w * 100.0,
+                    wide.join(", ")
+                );
+            }
+            bar.inc_length(order.len() as u64);
+        }
+        round += 1;
         order.shuffle(&mut rng);
-        bar.set_message(format!("round {}/{}", round + 1, st.samples));
+        bar.set_message(format!("round {round}/{}", st.samples.max(round)));
         for &i in &order {
             if !alive[i] {
                 continue;
@@ -240,7 +280,7 @@ pub fn run(mut cases: Vec<Case>, ratio_pairs: &[(&str, &str, bool)], st: &Settin
             }
             bar.inc(1);
         }
-    }
+    };
     bar.finish_and_clear();
     let results: Vec<CaseResult> = cases
         .iter()
@@ -260,7 +300,7 @@ pub fn run(mut cases: Vec<Case>, ratio_pairs: &[(&str, &str, bool)], st: &Settin
         })
         .collect();
     let ratios = ratios(&results, ratio_pairs);
-    Report { results, ratios, skipped, ..Report::default() }
+    Report { results, ratios, skipped, rounds: round, stopped, ..Report::default() }
 }
 
 /// Ratios per program for each requested pair of runtimes that were both measured.
@@ -278,11 +318,14 @@ pub fn ratios(results: &[CaseResult], pairs: &[(&str, &str, bool)]) -> Vec<Ratio
             let (Some(a), Some(b)) = (find(num), find(den)) else { continue };
             let per_round: Vec<f64> =
                 a.samples_ns.iter().zip(&b.samples_ns).map(|(x, y)| x / y).collect();
+            let (ci_low, ci_high) = bootstrap_ci(&a.samples_ns, &b.samples_ns, 2000, 0x5eed);
             out.push(Ratio {
                 id: p.clone(),
                 numerator: num.to_string(),
                 denominator: den.to_string(),
                 ratio: a.median_ns / b.median_ns,
+                ci_low,
+                ci_high,
                 min: per_round.iter().cloned().fold(f64::INFINITY, f64::min),
                 max: per_round.iter().cloned().fold(0.0, f64::max),
                 identity,
@@ -291,6 +334,59 @@ pub fn ratios(results: &[CaseResult], pairs: &[(&str, &str, bool)]) -> Vec<Ratio
         }
     }
     out
+}
+
+/// 95% percentile-bootstrap interval of median(num) / median(den), where `num[i]` and
+/// `den[i]` were measured in the same round: rounds are resampled with replacement, both
+/// sides together, so what the rounds share (machine state at that moment) stays paired.
+pub fn bootstrap_ci(num: &[f64], den: &[f64], resamples: usize, seed: u64) -> (f64, f64) {
+    let n = num.len().min(den.len());
+    if n == 0 {
+        return (f64::NAN, f64::NAN);
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut stats = Vec::with_capacity(resamples);
+    let (mut a, mut b) = (vec![0.0; n], vec![0.0; n]);
+    for _ in 0..resamples {
+        for j in 0..n {
+            let k = rng.gen_range(0..n);
+            a[j] = num[k];
+            b[j] = den[k];
+        }
+        stats.push(median(&a) / median(&b));
+    }
+    stats.sort_by(|x, y| x.total_cmp(y));
+    let at = |q: f64| stats[((q * (resamples - 1) as f64).round() as usize).min(resamples - 1)];
+    (at(0.025), at(0.975))
+}
+
+/// The ratios (labels) whose 95% interval is still wider than `w` times the ratio.
+fn widest_intervals(
+    cases: &[Case],
+    samples: &[Vec<f64>],
+    alive: &[bool],
+    pairs: &[(&str, &str, bool)],
+    w: f64,
+    seed: u64,
+) -> Vec<String> {
+    let mut wide = Vec::new();
+    for (i, c) in cases.iter().enumerate() {
+        for &(num, den, _) in pairs {
+            if c.runtime != num || !alive[i] {
+                continue;
+            }
+            let Some(j) = cases.iter().position(|d| d.id == c.id && d.runtime == den) else { continue };
+            if !alive[j] || samples[i].is_empty() {
+                continue;
+            }
+            let (lo, hi) = bootstrap_ci(&samples[i], &samples[j], 500, seed);
+            let r = median(&samples[i]) / median(&samples[j]);
+            if !((hi - lo) / r <= w) {
+                wide.push(format!("{} {num}/{den}", c.id.key));
+            }
+        }
+    }
+    wide
 }
 
 /// Fill [`Ratio::net_of_floor`] for every ratio whose two runtimes were measured on the
@@ -367,6 +463,44 @@ mod tests {
         }
     }
 
+    /// The bootstrap interval: a constant ratio gives a zero-width interval at it; noisy
+    /// rounds a wider one that still holds the point estimate; with a width target, rounds
+    /// are added until it is met (or the budget ends, which the report says).
+    #[test]
+    fn bootstrap_interval_and_rounds_until_narrow() {
+        assert_eq!(bootstrap_ci(&[2.0, 4.0, 6.0], &[1.0, 2.0, 3.0], 200, 1), (2.0, 2.0));
+        let num: Vec<f64> = (0..20).map(|i| 100.0 + (i * 37 % 11) as f64).collect();
+        let den: Vec<f64> = (0..20).map(|i| 50.0 + (i * 13 % 7) as f64).collect();
+        let (lo, hi) = bootstrap_ci(&num, &den, 2000, 1);
+        let r = median(&num) / median(&den);
+        assert!(lo < r && r < hi && hi - lo < 0.5, "{lo} {r} {hi}");
+        let cases = vec![
+            Case { id: ProgId::new("o", "p"), runtime: "a".into(), runner: Box::new(Spin(2000)) },
+            Case { id: ProgId::new("o", "p"), runtime: "b".into(), runner: Box::new(Spin(4000)) },
+        ];
+        let st = Settings {
+            samples: 3,
+            ci_width: Some(0.5),
+            budget: Duration::from_secs(5),
+            batch_target: Duration::from_millis(2),
+            seed: 7,
+            progress: false,
+        };
+        let rep = run(cases, &[("b", "a", false)], &st);
+        let r = &rep.ratios[0];
+        assert!(rep.stopped.contains("narrower than 50.0%"), "{}", rep.stopped);
+        assert!((r.ci_high - r.ci_low) / r.ratio <= 0.5, "{r:?}");
+        // An impossible target ends at the budget, and says so.
+        let never = Settings { ci_width: Some(0.0), budget: Duration::from_millis(200), ..st };
+        let cases = vec![
+            Case { id: ProgId::new("o", "p"), runtime: "a".into(), runner: Box::new(Spin(2000)) },
+            Case { id: ProgId::new("o", "p"), runtime: "b".into(), runner: Box::new(Spin(4000)) },
+        ];
+        let rep = run(cases, &[("b", "a", false)], &never);
+        assert!(rep.stopped.contains("time budget"), "{}", rep.stopped);
+        assert!(rep.rounds > 3, "{}", rep.rounds);
+    }
+
     /// Three objects with a program of the same name (as real objects from different
     /// sources have): each gets its own ratio, from its own results, and a unique label.
     #[test]
@@ -406,6 +540,8 @@ mod tests {
         ];
         let st = Settings {
             samples: 5,
+            ci_width: None,
+            budget: Duration::from_secs(1),
             batch_target: Duration::from_millis(5),
             seed: 7,
             progress: false,
@@ -413,8 +549,10 @@ mod tests {
         let rep = run(cases, &[("b", "a", false), ("c", "a", false)], &st);
         assert_eq!(rep.results.len(), 2);
         assert_eq!(rep.ratios.len(), 1, "no ratio for a runtime that failed");
-        let r = rep.ratios[0].ratio;
-        assert!((1.5..2.6).contains(&r), "ratio {r}");
+        let r = &rep.ratios[0];
+        assert!((1.5..2.6).contains(&r.ratio), "ratio {}", r.ratio);
+        assert!(r.ci_low <= r.ratio && r.ratio <= r.ci_high, "{r:?}");
+        assert_eq!(rep.rounds, 5);
         assert_eq!(rep.skipped.len(), 1);
         assert_eq!(rep.skipped[0].reason, "cannot load");
     }

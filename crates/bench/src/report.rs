@@ -164,18 +164,18 @@ pub fn table(rep: &Report) -> String {
         s.push('\n');
     }
     if !cols.is_empty() {
-        s.push_str("\nratios (median time / median time; below 1.0 the numerator is faster):\n");
+        s.push_str("\nratios (median time / median time, [95% bootstrap interval]; below 1.0 the numerator is faster):\n");
         write!(s, "{:<pw$}", "program").unwrap();
         for c in &cols {
-            write!(s, " {:>16}", if c.2 { format!("{}/{} id", c.0, c.1) } else { col_name(c) }).unwrap();
+            write!(s, " {:>21}", if c.2 { format!("{}/{} id", c.0, c.1) } else { col_name(c) }).unwrap();
         }
         s.push('\n');
         for p in programs(rep) {
             write!(s, "{p:<pw$}").unwrap();
             for c in &cols {
                 match ratio_of(rep, &p, c) {
-                    Some(r) => write!(s, " {:>16}", format!("{:.3}", r.ratio)).unwrap(),
-                    None => write!(s, " {:>16}", "-").unwrap(),
+                    Some(r) => write!(s, " {:>21}", format!("{:.3} [{:.3},{:.3}]", r.ratio, r.ci_low, r.ci_high)).unwrap(),
+                    None => write!(s, " {:>21}", "-").unwrap(),
                 }
             }
             s.push('\n');
@@ -183,11 +183,14 @@ pub fn table(rep: &Report) -> String {
         write!(s, "{:<pw$}", "geomean*").unwrap();
         for c in &cols {
             match geomean(rep, &c.0, &c.1) {
-                Some((g, _)) => write!(s, " {:>16}", format!("{g:.3}")).unwrap(),
-                None => write!(s, " {:>16}", "-").unwrap(),
+                Some((g, _)) => write!(s, " {:>21}", format!("{g:.3}")).unwrap(),
+                None => write!(s, " {:>21}", "-").unwrap(),
             }
         }
         s.push_str("\n* over the bundled idiom-bearing programs (not the controls, the floor or other objects)\n");
+    }
+    if !rep.stopped.is_empty() {
+        writeln!(s, "\nmeasured {}", rep.stopped).unwrap();
     }
     if let Some(l) = floor_line(rep) {
         writeln!(s, "\n{l}").unwrap();
@@ -347,7 +350,7 @@ pub fn markdown(rep: &Report, machine: &str, date: &str, command: &str) -> Strin
             write!(s, "| {p} |").unwrap();
             for c in &cols {
                 match ratio_of(rep, &p, c) {
-                    Some(r) => write!(s, " {:.3} ({:.2}..{:.2}) |", r.ratio, r.min, r.max).unwrap(),
+                    Some(r) => write!(s, " {:.3} [{:.3}, {:.3}] |", r.ratio, r.ci_low, r.ci_high).unwrap(),
                     None => s.push_str(" - |"),
                 }
             }
@@ -360,7 +363,7 @@ pub fn markdown(rep: &Report, machine: &str, date: &str, command: &str) -> Strin
                 None => s.push_str(" - |"),
             }
         }
-        s.push_str("\n\nIn parentheses: the min..max of the per-round ratios.\n");
+        s.push_str("\n\nIn brackets: the 95% bootstrap confidence interval of the ratio (rounds resampled).\n");
         if rep.ratios.iter().any(|r| r.net_of_floor.is_some()) {
             s.push_str(
                 "\nThe same ratios net of the harness floor (each runtime's floor time subtracted \
@@ -502,6 +505,8 @@ mod tests {
                 numerator: "kernel2".into(),
                 denominator: "kernel".into(),
                 ratio: x,
+                ci_low: x,
+                ci_high: x,
                 min: x,
                 max: x,
                 identity: true,

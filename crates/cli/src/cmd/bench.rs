@@ -38,6 +38,13 @@ pub struct Args {
     /// Interleaved rounds (samples per program and runtime).
     #[arg(long)]
     samples: Option<usize>,
+    /// Keep adding rounds until every ratio's 95% confidence interval (bootstrap over the
+    /// interleaved rounds) is narrower than this many percent of the ratio, or --budget ends.
+    #[arg(long)]
+    ci_width: Option<f64>,
+    /// Seconds of measuring rounds allowed when adding rounds for --ci-width.
+    #[arg(long, default_value_t = 120)]
+    budget: u64,
     /// Measured time one batch (one sample) should take, in milliseconds.
     #[arg(long)]
     batch_ms: Option<u64>,
@@ -228,6 +235,8 @@ pub fn run(a: Args, command: String) -> anyhow::Result<u8> {
     let (samples, batch) = if a.quick { (3, 2) } else { (15, 20) };
     let st = Settings {
         samples: a.samples.unwrap_or(samples).max(1),
+        ci_width: a.ci_width.map(|p| p / 100.0),
+        budget: Duration::from_secs(a.budget),
         batch_target: Duration::from_millis(a.batch_ms.unwrap_or(batch).max(1)),
         seed: a.seed,
         progress: !a.no_progress,
