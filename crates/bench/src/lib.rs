@@ -14,6 +14,7 @@
 //! input), [`report`] (terminal table, JSON, SVG, BENCHMARKS.md). The command is
 //! `kops bench` (crates/cli/src/cmd/bench.rs).
 
+pub mod instructions;
 pub mod native;
 pub mod packet;
 pub mod report;
@@ -83,6 +84,10 @@ pub struct CaseResult {
     pub max_ns: f64,
     pub repeat: u32,
     pub samples_ns: Vec<f64>,
+    /// Native instructions per run counted by callgrind (userspace runtimes, with
+    /// `kops bench --instructions`); the packet is the same every run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instructions_per_packet: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -105,6 +110,9 @@ pub struct Ratio {
     /// program) subtracted first; set by [`net_of_floor`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub net_of_floor: Option<f64>,
+    /// instructions(numerator) / instructions(denominator) per run, when both were counted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instructions_ratio: Option<f64>,
 }
 
 /// A (program, runtime) that was not measured, and why.
@@ -296,6 +304,7 @@ pub fn run(mut cases: Vec<Case>, ratio_pairs: &[(&str, &str, bool)], st: &Settin
                 max_ns: s.iter().cloned().fold(0.0, f64::max),
                 repeat: repeats[i],
                 samples_ns: s.clone(),
+                instructions_per_packet: None,
             }
         })
         .collect();
@@ -330,6 +339,7 @@ pub fn ratios(results: &[CaseResult], pairs: &[(&str, &str, bool)]) -> Vec<Ratio
                 max: per_round.iter().cloned().fold(0.0, f64::max),
                 identity,
                 net_of_floor: None,
+                instructions_ratio: None,
             });
         }
     }
@@ -389,6 +399,29 @@ fn widest_intervals(
     wide
 }
 
+/// Count instructions per run (callgrind, [`instructions`]) for every result of a userspace
+/// runtime, with `count(object, program, runtime)`, and fill the ratios' instruction ratios.
+/// Returns the counts that failed, with the reason.
+pub fn count_instructions(
+    rep: &mut Report,
+    mut count: impl FnMut(&str, &str, &str) -> Result<f64, String>,
+) -> Vec<(ProgId, String, String)> {
+    let mut failed = Vec::new();
+    for r in rep.results.iter_mut().filter(|r| matches!(r.runtime.as_str(), "interp" | "jit" | "kops")) {
+        match count(&r.id.object, &r.id.program, &r.runtime) {
+            Ok(n) => r.instructions_per_packet = Some(n),
+            Err(e) => failed.push((r.id.clone(), r.runtime.clone(), e)),
+        }
+    }
+    let of = |id: &ProgId, rt: &str| rep.results.iter().find(|r| &r.id == id && r.runtime == rt).and_then(|r| r.instructions_per_packet);
+    let ratios: Vec<Option<f64>> =
+        rep.ratios.iter().map(|x| Some(of(&x.id, &x.numerator)? / of(&x.id, &x.denominator)?)).collect();
+    for (x, r) in rep.ratios.iter_mut().zip(ratios) {
+        x.instructions_ratio = r;
+    }
+    failed
+}
+
 /// Fill [`Ratio::net_of_floor`] for every ratio whose two runtimes were measured on the
 /// floor program `floor` (not for the floor program itself).
 pub fn net_of_floor(rep: &mut Report, floor: &str) {
@@ -418,6 +451,7 @@ pub(crate) fn case(program: &str, runtime: &str, ns: f64) -> CaseResult {
         max_ns: ns,
         repeat: 1,
         samples_ns: vec![ns],
+        instructions_per_packet: None,
     }
 }
 
@@ -523,6 +557,27 @@ mod tests {
         assert_eq!(results.last().unwrap().id.key, "solo");
         let json = serde_json::to_value(&rs[1]).unwrap();
         assert_eq!((json["object"].as_str(), json["program"].as_str()), (Some("/b/y.bpf.o"), Some("tx")));
+    }
+
+    /// Instruction counts land on the userspace results only, and the ratios get
+    /// count(numerator) / count(denominator); a failed count is returned, not hidden.
+    #[test]
+    fn instruction_counts_fill_results_and_ratios() {
+        let results = vec![case("p", "kernel", 100.0), case("p", "jit", 50.0), case("p", "kops", 40.0), case("q", "jit", 9.0)];
+        let ratios = ratios(&results, &[("kops", "jit", false), ("jit", "kernel", false)]);
+        let mut rep = Report { results, ratios, ..Report::default() };
+        let failed = count_instructions(&mut rep, |_, p, rt| match (p, rt) {
+            ("p", "jit") => Ok(2000.0),
+            ("p", "kops") => Ok(1500.0),
+            _ => Err("no count".into()),
+        });
+        assert_eq!(failed.len(), 1, "{failed:?}"); // q on jit
+        let kernel = rep.results.iter().find(|r| r.runtime == "kernel").unwrap();
+        assert_eq!(kernel.instructions_per_packet, None);
+        let kj = rep.ratios.iter().find(|r| r.numerator == "kops").unwrap();
+        assert_eq!(kj.instructions_ratio, Some(0.75));
+        let jk = rep.ratios.iter().find(|r| r.numerator == "jit").unwrap();
+        assert_eq!(jk.instructions_ratio, None, "the kernel is not counted");
     }
 
     #[test]

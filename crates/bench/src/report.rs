@@ -189,6 +189,29 @@ pub fn table(rep: &Report) -> String {
         }
         s.push_str("\n* over the bundled idiom-bearing programs (not the controls, the floor or other objects)\n");
     }
+    if rep.results.iter().any(|r| r.instructions_per_packet.is_some()) {
+        s.push_str("\ninstructions per run (callgrind, userspace runtimes; no timing noise):\n");
+        let irts: Vec<&String> = rts.iter().filter(|rt| matches!(rt.as_str(), "interp" | "jit" | "kops")).collect();
+        write!(s, "{:<pw$}", "program").unwrap();
+        for rt in &irts {
+            write!(s, " {:>12}", rt).unwrap();
+        }
+        s.push_str("     kops/jit\n");
+        for p in programs(rep) {
+            write!(s, "{p:<pw$}").unwrap();
+            let of = |rt: &str| rep.results.iter().find(|r| r.id.key == p && r.runtime == rt).and_then(|r| r.instructions_per_packet);
+            for rt in &irts {
+                match of(rt) {
+                    Some(n) => write!(s, " {:>12.1}", n).unwrap(),
+                    None => write!(s, " {:>12}", "-").unwrap(),
+                }
+            }
+            match (of("kops"), of("jit")) {
+                (Some(k), Some(j)) => writeln!(s, " {:>12.3}", k / j).unwrap(),
+                _ => writeln!(s, " {:>12}", "-").unwrap(),
+            }
+        }
+    }
     if !rep.stopped.is_empty() {
         writeln!(s, "\nmeasured {}", rep.stopped).unwrap();
     }
@@ -511,6 +534,7 @@ mod tests {
                 max: x,
                 identity: true,
                 net_of_floor: None,
+                instructions_ratio: None,
             })
             .collect();
         let l = identity_line(&r).unwrap();

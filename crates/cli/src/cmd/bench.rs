@@ -73,6 +73,10 @@ pub struct Args {
     /// Seed of the packet and of the round order.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Also count native instructions per run on interp/jit/kops with callgrind (a metric
+    /// without timing noise; about 2 s per program and runtime).
+    #[arg(long)]
+    instructions: bool,
     /// No progress bar.
     #[arg(long)]
     no_progress: bool,
@@ -269,6 +273,22 @@ pub fn run(a: Args, command: String) -> anyhow::Result<u8> {
     if let Some(c) = cpu {
         rep.notes.push(format!("pinned to CPU {c}"));
     }
+    if a.instructions {
+        match kops_bench::instructions::unavailable() {
+            Some(why) => rep.notes.push(format!("instructions not counted: {why}")),
+            None => {
+                let exe = std::env::current_exe().context("the path of this kops binary")?;
+                eprintln!("kops bench: counting instructions per run with callgrind");
+                let pkt = opts.packet.clone();
+                let failed = kops_bench::count_instructions(&mut rep, |o, p, rt| {
+                    kops_bench::instructions::per_run(&exe, o, p, rt, &pkt)
+                });
+                for (id, rt, why) in failed {
+                    rep.notes.push(format!("instructions of {} on {rt} not counted: {why}", id.key));
+                }
+            }
+        }
+    }
     if let Some(m) = mitigations() {
         rep.notes.push(format!(
             "kernel mitigations: {m}. The kernel JIT returns through the return thunk these select, \
@@ -397,7 +417,7 @@ mod tests {
         }
         let ratios = v["ratios"].as_array().expect("ratios array");
         for r in ratios {
-            for k in ["program", "numerator", "denominator", "ratio", "identity"] {
+            for k in ["object", "program", "numerator", "denominator", "ratio", "ci_low", "ci_high", "identity"] {
                 assert!(!r[k].is_null(), "ratio entry without `{k}`: {r}");
             }
         }
