@@ -20,6 +20,7 @@ pub mod packet;
 pub mod report;
 pub mod runners;
 pub mod suite;
+pub mod traffic;
 
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};

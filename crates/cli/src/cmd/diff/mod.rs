@@ -45,7 +45,7 @@ use kops_vm::CtxKind;
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Object files.
-    #[arg(required = true)]
+    #[arg(required_unless_present = "traffic")]
     files: Vec<String>,
     /// Inputs per program.
     #[arg(long, default_value_t = 100)]
@@ -66,6 +66,11 @@ pub struct Args {
     /// prandom, ...) as mismatches too; by default they are listed but not counted.
     #[arg(long)]
     strict: bool,
+    /// Packets from this traffic source instead of the fuzzing generator, for XDP/tc/socket
+    /// programs: a pcap/pcapng file, or a named mix generated from --seed (`list` prints
+    /// them). --inputs packets are used (a capture is cycled when shorter).
+    #[arg(long)]
+    traffic: Option<String>,
     /// Run jit/kops WITHOUT the kernel verifier (a bad program then crashes this process).
     /// Prints a warning for every program.
     #[arg(long)]
@@ -75,6 +80,27 @@ pub struct Args {
 const EXIT_NO_KERNEL: u8 = 3;
 
 pub fn run(a: Args) -> anyhow::Result<u8> {
+    if a.traffic.as_deref() == Some("list") {
+        print!("{}", kops_bench::traffic::list());
+        return Ok(0);
+    }
+    if a.files.is_empty() {
+        eprintln!("kops diff: no object files given");
+        return Ok(2);
+    }
+    let traffic = match &a.traffic {
+        Some(t) => match kops_bench::traffic::load(t, a.inputs, a.seed) {
+            Ok(t) => {
+                println!("traffic: {}", t.source);
+                Some(t)
+            }
+            Err(e) => {
+                eprintln!("kops diff: --traffic: {e}");
+                return Ok(2);
+            }
+        },
+        None => None,
+    };
     let names: Vec<String> = a.runtimes.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
     if names.len() < 2 {
         eprintln!("kops diff: --runtimes needs at least two runtimes (oracle first), got `{}`", a.runtimes);
@@ -97,7 +123,7 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
     let mut totals = Totals::default();
     let mut failed = false;
     for f in &a.files {
-        match diff_object(f, &a, &names, kernel_cpu, &mut totals) {
+        match diff_object(f, &a, &names, kernel_cpu, traffic.as_ref(), &mut totals) {
             Ok(()) => {}
             Err(e @ KernelError::KernelUnavailable(_)) => {
                 eprintln!("kops diff: {e}");
@@ -153,6 +179,7 @@ fn diff_object(
     a: &Args,
     names: &[String],
     kernel_cpu: Option<usize>,
+    traffic: Option<&kops_bench::traffic::Traffic>,
     totals: &mut Totals,
 ) -> Result<(), KernelError> {
     let obj = Object::load(path).map_err(|e| KernelError::Invalid(e.to_string()))?;
@@ -280,7 +307,10 @@ fn diff_object(
         let (mut compared, mut mism, mut nd, mut reported) = (0usize, 0usize, 0usize, 0usize);
         let mut refused: BTreeMap<String, usize> = BTreeMap::new();
         for i in 0..a.inputs {
-            let input = gen_input(kind, i, &mut rng);
+            let input = match traffic {
+                Some(t) if kind.has_packet() => kops_vm::ProgInput { data: t.packets[i % t.packets.len()].clone(), ctx: None },
+                _ => gen_input(kind, i, &mut rng),
+            };
             let oracle = match rts[0].run(&input, &compare)? {
                 RunOutcome::Ran(o) => o,
                 RunOutcome::Refused(why) | RunOutcome::Failed(why) => {
@@ -455,6 +485,20 @@ mod tests {
         assert_eq!(diff(Some("realm")), 1, "a helper the runtimes lack");
         assert_eq!(diff(Some("ops")), 1, "sockops: no BPF_PROG_TEST_RUN");
         assert_eq!(diff(None), 1);
+    }
+
+    /// Named traffic instead of generated inputs: the bundled XDP parser agrees with the
+    /// kernel on an IMIX mix; `--traffic list` names the mixes; an unknown source is a usage
+    /// error naming the mixes.
+    #[test]
+    fn diff_on_named_traffic() {
+        kops_kernel::require_kernel!();
+        let o = bundled_objects().into_iter().find(|o| o.ends_with("parse_layers.bpf.o")).expect("parse_layers");
+        let rts = "kernel,interp,jit,kops";
+        assert_eq!(crate::run_cli(&args(&["kops", "diff", "--traffic", "imix", "--inputs", "60", "--runtimes", rts, &o])), 0);
+        assert_eq!(crate::run_cli(&args(&["kops", "diff", "--traffic", "list"])), 0);
+        assert_eq!(crate::run_cli(&args(&["kops", "diff", "--traffic", "nope", &o])), 2);
+        assert_eq!(crate::run_cli(&args(&["kops", "diff", "--traffic", "imix"])), 2);
     }
 
     #[test]
