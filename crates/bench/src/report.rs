@@ -190,7 +190,7 @@ pub fn table(rep: &Report) -> String {
         s.push_str("\n* over the bundled idiom-bearing programs (not the controls, the floor or other objects)\n");
     }
     if rep.results.iter().any(|r| r.instructions_per_packet.is_some()) {
-        s.push_str("\ninstructions per run (callgrind, userspace runtimes; no timing noise):\n");
+        s.push_str("\ninstructions per run (callgrind, userspace runtimes, on the checked packet; no timing noise):\n");
         let irts: Vec<&String> = rts.iter().filter(|rt| matches!(rt.as_str(), "interp" | "jit" | "kops")).collect();
         write!(s, "{:<pw$}", "program").unwrap();
         for rt in &irts {

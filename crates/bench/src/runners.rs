@@ -65,6 +65,8 @@ pub struct KernelProg {
     maps: MapSet,
     input: ProgInput,
     cpu: usize,
+    /// Timed inputs when measuring over a traffic trace (else `input` alone).
+    trace: Vec<ProgInput>,
 }
 
 impl KernelProg {
@@ -73,7 +75,14 @@ impl KernelProg {
     pub fn load(obj: &Object, prog: &Program, btf: Option<&KernelBtf>, input: &ProgInput, cpu: usize) -> Result<KernelProg, KernelError> {
         let maps = MapSet::create(&obj.maps)?;
         let p = kops_kernel::load_object_program(obj, prog, &prog.insns, &maps, btf, 0)?;
-        Ok(KernelProg { prog: p, maps, input: input.clone(), cpu })
+        Ok(KernelProg { prog: p, maps, input: input.clone(), cpu, trace: Vec::new() })
+    }
+
+    /// Time over every input of `trace` (each packet `repeat` times per sample; the sample
+    /// is the mean per packet) instead of the one checked input.
+    pub fn with_trace(mut self, trace: Vec<ProgInput>) -> KernelProg {
+        self.trace = trace;
+        self
     }
 
     /// Maps that can be read back, by name.
@@ -122,15 +131,33 @@ impl KernelProg {
     }
 }
 
-impl Runner for KernelProg {
-    fn measure(&mut self, repeat: u32) -> Result<f64, String> {
+impl KernelProg {
+    fn measure_one(&self, input: &ProgInput, repeat: u32) -> Result<f64, String> {
         let r = self
             .prog
-            .test_run(&TestRun { data_in: Some(&self.input.data), repeat, ..TestRun::default() })
+            .test_run(&TestRun { data_in: Some(&input.data), repeat, ..TestRun::default() })
             .map_err(|e| e.to_string())?;
         // The kernel reports the mean per run in whole ns (total / repeat).
         Ok(r.duration_ns as f64)
     }
+}
+
+impl Runner for KernelProg {
+    fn measure(&mut self, repeat: u32) -> Result<f64, String> {
+        if self.trace.is_empty() {
+            return self.measure_one(&self.input, repeat);
+        }
+        mean_over(&self.trace, |i| self.measure_one(i, repeat))
+    }
+}
+
+/// Mean of `f` over a trace's inputs: time per packet over the whole trace.
+fn mean_over(trace: &[ProgInput], mut f: impl FnMut(&ProgInput) -> Result<f64, String>) -> Result<f64, String> {
+    let mut sum = 0.0;
+    for (k, i) in trace.iter().enumerate() {
+        sum += f(i).map_err(|e| format!("traffic packet {k}: {e}"))?;
+    }
+    Ok(sum / trace.len() as f64)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -459,6 +486,8 @@ pub struct VmProg {
     id: ProgId,
     input: ProgInput,
     ctl: Rc<Ctl>,
+    /// Timed inputs when measuring over a traffic trace (else `input` alone).
+    trace: Vec<ProgInput>,
 }
 
 impl VmProg {
@@ -469,7 +498,19 @@ impl VmProg {
         let vm = Vm::with_verifier(Some(obj), Box::new(eng), Box::new(verifier.clone())).map_err(|e| e.to_string())?;
         // The program record itself: the verifier needs its func_info (global functions).
         let id = vm.load_program(prog).map_err(|e| e.to_string())?;
-        Ok(VmProg { vm, id, input: input.clone(), ctl })
+        Ok(VmProg { vm, id, input: input.clone(), ctl, trace: Vec::new() })
+    }
+
+    /// Time over every input of `trace` (see [`KernelProg::with_trace`]).
+    pub fn with_trace(mut self, trace: Vec<ProgInput>) -> VmProg {
+        self.trace = trace;
+        self
+    }
+
+    fn measure_one(&self, input: &ProgInput, repeat: u32) -> Result<f64, String> {
+        self.ctl.repeat.set(repeat.max(1));
+        self.vm.run(self.id, input).map_err(|e| e.to_string())?;
+        Ok(self.ctl.elapsed_ns.get() as f64 / repeat.max(1) as f64)
     }
 
     /// The program's final instructions (maps resolved, context accesses rewritten).
@@ -497,8 +538,9 @@ impl VmProg {
 
 impl Runner for VmProg {
     fn measure(&mut self, repeat: u32) -> Result<f64, String> {
-        self.ctl.repeat.set(repeat.max(1));
-        self.vm.run(self.id, &self.input).map_err(|e| e.to_string())?;
-        Ok(self.ctl.elapsed_ns.get() as f64 / repeat.max(1) as f64)
+        if self.trace.is_empty() {
+            return self.measure_one(&self.input, repeat);
+        }
+        mean_over(&self.trace, |i| self.measure_one(i, repeat))
     }
 }

@@ -32,6 +32,9 @@ pub struct SuiteOptions {
     /// Also measure each recognizer pass alone (`kops:<pass>`).
     pub per_pass: bool,
     pub packet: Vec<u8>,
+    /// Time over these packets (a traffic trace) instead of `packet` alone; results are
+    /// checked on `packet` (use `kops diff --traffic` to check every packet).
+    pub traffic: Vec<Vec<u8>>,
     /// CPU the thread is pinned to (per-CPU map values are read there); None: not pinned.
     pub cpu: Option<usize>,
 }
@@ -46,6 +49,8 @@ pub struct Prepared {
     /// source).
     pub descriptions: BTreeMap<String, String>,
     pub code_bytes: Vec<CodeSize>,
+    /// Timing over a traffic trace (some runners cannot).
+    pub traffic: bool,
     /// What the recognizer rewrote for the `kops` runtime, per program.
     pub kops_sites: Vec<KopsSites>,
 }
@@ -97,6 +102,10 @@ impl Prepared {
     /// Keep the native run of `program` as a case when it agreed with the oracle, else record
     /// the mismatch (`detail` says what differed).
     fn native(&mut self, id: &ProgId, oracle: &str, nr: NativeRunner, agrees: bool, detail: impl FnOnce() -> String) {
+        if self.traffic {
+            self.skip(id, "native", "the native build runs one packet; not timed over traffic");
+            return;
+        }
         if agrees {
             self.cases.push(Case { id: id.clone(), runtime: "native".into(), runner: Box::new(nr) });
         } else {
@@ -201,7 +210,7 @@ pub fn prepare(files: &[String], o: &SuiteOptions, progress: bool) -> Prepared {
 }
 
 fn prepare_inner(files: &[String], o: &SuiteOptions, progress: impl Fn(&str)) -> Prepared {
-    let mut out = Prepared::default();
+    let mut out = Prepared { traffic: !o.traffic.is_empty(), ..Prepared::default() };
     let want = |r: &str| o.runtimes.iter().any(|x| x == r);
     let kernel_state = if want("kernel") { Some(kops_kernel::available().map_err(|e| e.to_string())) } else { None };
     if let Some(Err(e)) = &kernel_state {
@@ -275,6 +284,11 @@ fn prepare_program(
     let id = ProgId::new(&obj.path, name);
     let want = |r: &str| o.runtimes.iter().any(|x| x == r);
     let kind = CtxKind::for_prog_type(p.prog_type);
+    let trace: Vec<kops_vm::ProgInput> = if kind.has_packet() {
+        o.traffic.iter().filter_map(|p| input_for(kind, p).ok()).collect()
+    } else {
+        Vec::new()
+    };
     let input = match input_for(kind, &o.packet) {
         Ok(i) => i,
         Err(e) => {
@@ -350,12 +364,12 @@ fn prepare_program(
 
     if let Some(k) = kernel {
         out.code(&id, "kernel", k.jited_bytes());
-        out.cases.push(Case { id: id.clone(), runtime: "kernel".into(), runner: Box::new(k) });
+        out.cases.push(Case { id: id.clone(), runtime: "kernel".into(), runner: Box::new(k.with_trace(trace.clone())) });
         // Identity control: the same program loaded again, with its own maps.
         match KernelProg::load(obj, p, btf, &input, cpu) {
             Ok(k2) => {
                 if check(out, KERNEL_COPY, k2.outcome(&compare)) {
-                    out.cases.push(Case { id: id.clone(), runtime: KERNEL_COPY.into(), runner: Box::new(k2) });
+                    out.cases.push(Case { id: id.clone(), runtime: KERNEL_COPY.into(), runner: Box::new(k2.with_trace(trace.clone())) });
                 }
             }
             Err(e) => out.skip(&id, KERNEL_COPY, format!("load: {}", first_line(&e.to_string()))),
@@ -391,7 +405,7 @@ fn prepare_program(
         match VmProg::load(obj, p, engine, &input, verifier) {
             Ok(v) => {
                 if check(out, rt, v.outcome(&compare)) {
-                    out.cases.push(Case { id: id.clone(), runtime: rt.into(), runner: Box::new(v) });
+                    out.cases.push(Case { id: id.clone(), runtime: rt.into(), runner: Box::new(v.with_trace(trace.clone())) });
                 }
             }
             Err(e) => out.skip(&id, rt, e),
@@ -468,7 +482,7 @@ fn prepare_program(
         match VmProg::load(obj, &b.lowered, Box::new(jit), &input, verifier) {
             Ok(v) => {
                 if check(out, &rt, v.outcome(&compare)) {
-                    out.cases.push(Case { id: id.clone(), runtime: rt.clone(), runner: Box::new(v) });
+                    out.cases.push(Case { id: id.clone(), runtime: rt.clone(), runner: Box::new(v.with_trace(trace.clone())) });
                 }
             }
             Err(e) => out.skip(&id, &rt, e),

@@ -17,6 +17,7 @@ fn opts(runtimes: &str, cpu: Option<usize>) -> SuiteOptions {
         runtimes: runtimes.split(',').map(String::from).collect(),
         per_pass: false,
         packet: kops_bench::packet::udp_packet(1500, 1),
+        traffic: Vec::new(),
         cpu,
     }
 }
@@ -111,4 +112,22 @@ fn ratio_pairs_are_distinct_with_the_identity_first() {
         assert!(!v[..i].contains(x), "duplicate pair {x:?}");
     }
     assert!(v.contains(&("kops:rotate".to_string(), "jit".to_string(), false)));
+}
+
+/// Timing over traffic: every runtime that can switch packets gets the trace (a sample is
+/// the mean per packet over it); the native build, which runs one packet, is skipped with
+/// the reason.
+#[test]
+fn traffic_traces_are_timed_per_packet() {
+    let mut o = opts("interp,jit,kops,native", None);
+    let mix = kops_bench::traffic::MIXES.iter().find(|m| m.name == "imix").unwrap();
+    o.traffic = kops_bench::traffic::generate(mix, 8, 1);
+    o.packet = o.traffic[0].clone();
+    let mut p = prepare(&[obj("parse_layers")], &o, false);
+    assert!(p.mismatches.is_empty(), "{:?}", p.mismatches);
+    let s = p.skipped.iter().find(|s| s.runtime == "native").expect("native skipped");
+    assert!(s.reason.contains("not timed over traffic"), "{}", s.reason);
+    let c = p.cases.iter_mut().find(|c| c.runtime == "interp").expect("interp case");
+    let ns = c.runner.measure(2).unwrap();
+    assert!(ns > 0.0, "{ns}");
 }

@@ -77,6 +77,14 @@ pub struct Args {
     /// without timing noise; about 2 s per program and runtime).
     #[arg(long)]
     instructions: bool,
+    /// Time every program over a traffic trace instead of one packet: a pcap/pcapng file, or
+    /// a named mix (`list` prints them). Times are per packet, the mean over the trace;
+    /// results are checked on its first packet (`kops diff --traffic` checks every one).
+    #[arg(long)]
+    traffic: Option<String>,
+    /// Packets generated for a named --traffic mix.
+    #[arg(long, default_value_t = 256)]
+    traffic_packets: usize,
     /// No progress bar.
     #[arg(long)]
     no_progress: bool,
@@ -186,6 +194,10 @@ fn format_utc(secs: u64) -> String {
 
 /// `command` is the command line as typed, for the report.
 pub fn run(a: Args, command: String) -> anyhow::Result<u8> {
+    if a.traffic.as_deref() == Some("list") {
+        print!("{}", kops_bench::traffic::list());
+        return Ok(0);
+    }
     let runtimes: Vec<String> = a.runtimes.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
     for r in &runtimes {
         if !RUNTIMES.contains(&r.as_str()) {
@@ -245,10 +257,24 @@ pub fn run(a: Args, command: String) -> anyhow::Result<u8> {
         seed: a.seed,
         progress: !a.no_progress,
     };
+    let traffic = match &a.traffic {
+        Some(t) => match kops_bench::traffic::load(t, a.traffic_packets, a.seed) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!("kops bench: --traffic: {e}");
+                return Ok(2);
+            }
+        },
+        None => None,
+    };
     let opts = SuiteOptions {
         runtimes: runtimes.clone(),
         per_pass: a.per_pass,
-        packet: kops_bench::packet::udp_packet(a.packet_len, a.seed),
+        packet: match &traffic {
+            Some(t) => t.packets[0].clone(),
+            None => kops_bench::packet::udp_packet(a.packet_len, a.seed),
+        },
+        traffic: traffic.as_ref().map(|t| t.packets.clone()).unwrap_or_default(),
         cpu,
     };
     eprintln!("kops bench: preparing {} objects on {} (checking results against the oracle)", files.len(), runtimes.join(","));
@@ -303,13 +329,11 @@ pub fn run(a: Args, command: String) -> anyhow::Result<u8> {
     if runtimes.iter().any(|r| r == "native") && kops_bench::native::unavailable().is_none() {
         rep.notes.push(format!("native built with {}", kops_bench::native::compiler()));
     }
-    rep.notes.push(format!(
-        "input: {}-byte Ethernet+IPv4+UDP packet, seed {}; {} rounds, batches of ~{} ms",
-        a.packet_len,
-        a.seed,
-        st.samples,
-        st.batch_target.as_millis()
-    ));
+    let input = match &traffic {
+        Some(t) => format!("traffic {}: times are per packet, the mean over the trace; results checked on its first packet", t.source),
+        None => format!("{}-byte Ethernet+IPv4+UDP packet, seed {}", a.packet_len, a.seed),
+    };
+    rep.notes.push(format!("input: {input}; {} rounds, batches of ~{} ms", st.samples, st.batch_target.as_millis()));
     // Harness overhead matters below 1 µs per run: say which programs are that short.
     let short: Vec<String> = rep
         .results
