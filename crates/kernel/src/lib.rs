@@ -17,6 +17,7 @@
 pub mod attach;
 pub mod btf;
 pub mod conformance;
+pub mod core;
 pub mod info;
 pub mod load;
 pub mod log;
@@ -59,6 +60,10 @@ pub enum KernelError {
         insn: Option<usize>,
         log: String,
     },
+    /// CO-RE relocations or externs could not be resolved against the running kernel
+    /// (`msg` names the program and slot, with libbpf's own warnings).
+    #[error("{object}: {msg}")]
+    Relocation { object: String, msg: String },
     /// Our input could not be given to the kernel (bad instruction array, ...).
     #[error("{0}")]
     Invalid(String),

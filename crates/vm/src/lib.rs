@@ -622,6 +622,17 @@ impl Vm {
             if i.is_ld_imm64() {
                 let lo = |a: u64| a as u32 as i32;
                 let hi = |a: u64| (a >> 32) as u32 as i32;
+                // An extern still in extern form: a ksym address (or BTF id), or a kconfig
+                // value nobody resolved; loading 0 would run silently wrong.
+                if let Some(e) = self.extern_named(name, pc) {
+                    return Err(err(pc, match e.kind {
+                        kops_object::ExternKind::Kconfig => format!(
+                            "kconfig extern {} is unresolved (resolve externs with kops_kernel::core::relocate first)",
+                            e.name
+                        ),
+                        _ => format!("{} {} is not supported by the kops runtimes", e.kind.name(), e.name),
+                    }));
+                }
                 match i.src {
                     0 => {}
                     op::PSEUDO_MAP_IDX | op::PSEUDO_MAP_IDX_VALUE => {
@@ -678,7 +689,13 @@ impl Vm {
                             return Err(err(pc, format!("bpf-to-bpf call to invalid target {t}")));
                         }
                     }
-                    op::PSEUDO_KFUNC_CALL => return Err(err(pc, format!("kfunc call (BTF id {}) is not supported", i.imm))),
+                    op::PSEUDO_KFUNC_CALL => {
+                        let what = match self.extern_named(name, pc) {
+                            Some(e) => format!("kfunc {}", e.name),
+                            None => format!("kfunc call (BTF id {})", i.imm),
+                        };
+                        return Err(err(pc, format!("{what} is not supported by the kops runtimes")));
+                    }
                     op::PSEUDO_KINSN_CALL => {
                         return Err(err(pc, "kinsn site: lower it to its proof sequence before running".into()))
                     }
@@ -692,6 +709,13 @@ impl Vm {
             pc += 1;
         }
         Ok(())
+    }
+
+    /// The extern referenced at slot `pc` of the object's program `prog`.
+    fn extern_named(&self, prog: &str, pc: usize) -> Option<&kops_object::Extern> {
+        let o = self.object.as_ref()?;
+        let pi = o.programs.iter().position(|p| p.name == prog)?;
+        o.extern_at(pi, pc)
     }
 
     /// A loaded program.

@@ -69,6 +69,22 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
             return Ok(1);
         }
     };
+    // CO-RE relocations and externs are resolved against this kernel first.
+    let obj = if obj.needs_relocation() {
+        match kops_kernel::core::relocate(&obj) {
+            Ok(o) => o,
+            Err(e @ KernelError::KernelUnavailable(_)) => {
+                eprintln!("kops verify: {e}");
+                return Ok(EXIT_NO_KERNEL);
+            }
+            Err(e) => {
+                eprintln!("kops verify: {e}");
+                return Ok(1);
+            }
+        }
+    } else {
+        obj
+    };
     let progs = match select_programs(&obj, a.prog.as_deref()) {
         Ok(p) => p,
         Err(e) => {
