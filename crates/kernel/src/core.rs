@@ -196,6 +196,7 @@ fn prepare_and_map(obj: &Object, elf: &[u8]) -> Result<Object, KernelError> {
         }
     }
     for e in &mut out.externs {
+        e.resolved = true;
         if e.kind == ExternKind::Kconfig {
             e.sites.clear();
         }

@@ -260,6 +260,8 @@ pub struct Extern {
     /// kconfig references into `.kconfig` map values and drops their sites; kfunc and
     /// ksym sites stay (with the kernel's BTF ids) so that messages can name them.
     pub sites: Vec<(usize, usize)>,
+    /// Set by the kernel layer once the kernel's value, address or BTF id is in the code.
+    pub resolved: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -307,7 +309,7 @@ impl Object {
     /// Whether the programs need the kernel layer's relocation (CO-RE records or extern
     /// references) before the kernel or a runtime can take them.
     pub fn needs_relocation(&self) -> bool {
-        self.core_relos > 0 || self.externs.iter().any(|e| !e.sites.is_empty())
+        self.core_relos > 0 || self.externs.iter().any(|e| !e.resolved)
     }
 
     /// The extern referenced at `slot` of program `prog` (an index into `programs`).

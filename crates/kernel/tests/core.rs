@@ -1,0 +1,110 @@
+//! CO-RE relocations and externs resolved against the running kernel
+//! (`kops_kernel::core::relocate`), on `data/core_extern.bpf.o` (source next to it).
+
+use std::path::PathBuf;
+
+use kops_kernel::{load_object_program, require_kernel, KernelBtf, KernelError, MapSet, TestRun};
+use kops_object::{ExternKind, MapOrigin, Object};
+use kops_vm::{ProgInput, Vm};
+
+fn object() -> Object {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/core_extern.bpf.o");
+    Object::load(p).unwrap()
+}
+
+fn packet() -> Vec<u8> {
+    (0..64u8).map(|i| i.wrapping_mul(7).wrapping_add(3)).collect()
+}
+
+#[test]
+fn runtimes_refuse_unresolved_externs_by_name() {
+    let o = object();
+    let vm = Vm::new(&o).unwrap();
+    let e = vm.load("core_kfunc").unwrap_err().to_string();
+    assert!(e.contains("kfunc bpf_dynptr_from_xdp is not supported by the kops runtimes"), "{e}");
+    let e = vm.load("core_fields").unwrap_err().to_string();
+    assert!(e.contains("kconfig extern LINUX_KERNEL_VERSION is unresolved"), "{e}");
+}
+
+#[test]
+fn relocated_against_the_running_kernel() {
+    require_kernel!();
+    let o = object();
+    let r = match kops_kernel::core::relocate(&o) {
+        Ok(r) => r,
+        Err(e) => panic!("relocation failed: {e}"),
+    };
+    assert_eq!(r.core_relos, 0);
+    assert!(!r.needs_relocation());
+    // .kconfig appended after the object's own maps, read-only, LINUX_KERNEL_VERSION set.
+    let k = r.maps.last().unwrap();
+    assert_eq!((k.name.as_str(), k.origin, k.readonly, r.maps.len()), (".kconfig", MapOrigin::GlobalData, true, o.maps.len() + 1));
+    assert!(k.initial.as_ref().unwrap().iter().any(|&b| b != 0), "LINUX_KERNEL_VERSION is 0 in .kconfig");
+    assert!(r.externs.iter().filter(|e| e.kind == ExternKind::Kconfig).all(|e| e.sites.is_empty()));
+
+    // The six CO-RE loads of the swapped local `struct xdp_md` now use the kernel's offsets
+    // (data at 0, data_end at 4): every one of them changed, and nothing else did except
+    // the extern sites.
+    let (p0, p1) = (o.program("core_fields").unwrap(), r.program("core_fields").unwrap());
+    assert_eq!(p0.insns.len(), p1.insns.len());
+    let changed: Vec<usize> = (0..p0.insns.len()).filter(|&i| p0.insns[i] != p1.insns[i]).collect();
+    let ctx_loads: Vec<usize> = changed.iter().copied().filter(|&i| p1.insns[i].code == 0x61).collect();
+    assert_eq!(ctx_loads.len(), 6, "changed slots {changed:?}");
+    for &i in &ctx_loads {
+        assert_eq!(p0.insns[i].off ^ p1.insns[i].off, 4, "slot {i}");
+    }
+    // Kfunc calls carry vmlinux BTF ids.
+    let pk = r.program("core_kfunc").unwrap();
+    let ki = r.programs.iter().position(|p| p.name == "core_kfunc").unwrap();
+    for e in r.externs.iter().filter(|e| e.kind == ExternKind::Kfunc) {
+        let i = pk.insns[e.sites[0].1];
+        assert!(i.src == kops_isa::op::PSEUDO_KFUNC_CALL && i.imm > 0 && i.off == 0, "{}: {i:?}", e.name);
+        assert_eq!(e.sites[0].0, ki);
+    }
+
+    // The kernel verifies both programs, and the relocated core_fields gives the same r0
+    // in the kernel and in our interpreter and JIT.
+    let maps = MapSet::create(&r.maps).unwrap();
+    let btf = KernelBtf::for_object(&r).unwrap();
+    let data = packet();
+    let mut kernel_r0 = 0;
+    for p in &r.programs {
+        match load_object_program(&r, p, &p.insns, &maps, btf.as_ref(), 0) {
+            Ok(l) => {
+                let out = l.test_run(&TestRun { data_in: Some(&data), ..TestRun::default() }).unwrap();
+                if p.name == "core_fields" {
+                    kernel_r0 = out.retval;
+                } else {
+                    assert_eq!(out.retval, 2, "core_kfunc: dynptr of a 64-byte packet");
+                }
+            }
+            Err(KernelError::Rejected { message, log, .. }) => panic!("{}: rejected: {message}\n{log}", p.name),
+            Err(e) => panic!("{}: {e}", p.name),
+        }
+    }
+    let expect = (((data[0] as u32 + data[1] as u32 + 64) << 8) | 2) as u64;
+    assert_eq!(kernel_r0 as u64, expect);
+    let vm = Vm::new(&r).unwrap();
+    let id = vm.load("core_fields").unwrap();
+    assert_eq!(vm.run(id, &ProgInput::packet(&data)).unwrap().r0, expect);
+    let e = vm.load("core_kfunc").unwrap_err().to_string();
+    assert!(e.contains("kfunc bpf_dynptr_from_xdp is not supported by the kops runtimes"), "{e}");
+
+    // Without relocation the kernel refuses core_fields (offsets swapped, kconfig unresolved).
+    let maps0 = MapSet::create(&o.maps).unwrap();
+    let p = o.program("core_fields").unwrap();
+    assert!(load_object_program(&o, p, &p.insns, &maps0, None, 0).is_err());
+}
+
+#[test]
+fn relocation_errors_name_the_object() {
+    require_kernel!();
+    let mut o = object();
+    o.path = "/nonexistent/core.bpf.o".into();
+    let e = kops_kernel::core::relocate(&o).unwrap_err().to_string();
+    assert!(e.contains("/nonexistent/core.bpf.o"), "{e}");
+    // Bytes that are not the object's: libbpf's refusal is reported with its messages.
+    let o = object();
+    let e = kops_kernel::core::relocate_elf(&o, b"not an elf file").unwrap_err().to_string();
+    assert!(e.contains("libbpf cannot open the object"), "{e}");
+}
