@@ -300,6 +300,13 @@ mod tests {
     }
 
     #[test]
+    fn core_relocations_and_externs() {
+        kops_kernel::require_kernel!();
+        // CO-RE field offsets, .kconfig externs and kfuncs: see core_extern.bpf.c.
+        assert_eq!(run(&["kops", "verify", &data("core_extern.bpf.o")]), 0);
+    }
+
+    #[test]
     fn rejection_points_at_the_faulting_slot() {
         kops_kernel::require_kernel!();
         let obj = Object::load(data("reject.bpf.o")).unwrap();
