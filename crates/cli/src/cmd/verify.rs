@@ -215,6 +215,9 @@ fn verify_one(
             }
             if let Some(i) = insn {
                 s.push_str(&format!("  at insn {i}: {}\n", describe(insns, i)));
+                if let Some(n) = insns.get(i).and_then(poison_note) {
+                    s.push_str(&format!("  note: {n}\n"));
+                }
                 if let Some(l) = &kf.lowered {
                     s.push_str(&orig_note(l, p, i));
                 }
@@ -242,6 +245,18 @@ fn verify_one(
             Ok(Verdict::Rejected(s))
         }
         Err(e) => Err(e),
+    }
+}
+
+/// What libbpf meant by a poisoned call (see kops_kernel::core), if `i` is one.
+fn poison_note(i: &Insn) -> Option<String> {
+    if !i.is_call() || i.src != 0 {
+        return None;
+    }
+    match i.imm {
+        0xbad2310 => Some("libbpf poisoned this instruction: a CO-RE relocation failed (the field, type or enum value does not exist in this kernel's BTF) and the code is reachable".into()),
+        2002000000..=2002999999 => Some("libbpf poisoned this call: a weak kfunc this kernel does not have is called on a reachable path".into()),
+        _ => None,
     }
 }
 
