@@ -98,8 +98,12 @@ pub fn relocate_elf(obj: &Object, elf: &[u8]) -> Result<Object, KernelError> {
 
 fn fail(obj: &Object, what: String) -> KernelError {
     let log = LOG.lock().map(|l| l.clone()).unwrap_or_default();
-    let log: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
-    let tail = if log.is_empty() { String::new() } else { format!("\n  libbpf: {}", log.join("\n  libbpf: ")) };
+    let log: Vec<String> = log
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| if l.starts_with("libbpf: ") { format!("\n  {l}") } else { format!("\n  libbpf: {l}") })
+        .collect();
+    let tail = log.concat();
     KernelError::Relocation { object: obj.path.clone(), msg: format!("{what}{tail}") }
 }
 
@@ -197,6 +201,14 @@ fn prepare_and_map(obj: &Object, elf: &[u8]) -> Result<Object, KernelError> {
     }
     for e in &mut out.externs {
         e.resolved = true;
+        let ids: Vec<u32> = e
+            .sites
+            .iter()
+            .filter_map(|&(pi, s)| out.programs.get(pi).and_then(|p| p.insns.get(s)))
+            .filter(|i| (e.kind == ExternKind::Kfunc && i.src == op::PSEUDO_KFUNC_CALL) || (e.kind == ExternKind::Ksym && i.src == op::PSEUDO_BTF_ID))
+            .map(|i| i.imm as u32)
+            .collect();
+        e.btf_id = ids.first().copied().unwrap_or(0);
         if e.kind == ExternKind::Kconfig {
             e.sites.clear();
         }

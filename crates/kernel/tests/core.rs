@@ -18,10 +18,15 @@ fn packet() -> Vec<u8> {
 
 #[test]
 fn runtimes_refuse_unresolved_externs_by_name() {
-    let o = object();
+    let mut o = object();
     let vm = Vm::new(&o).unwrap();
-    let e = vm.load("core_kfunc").unwrap_err().to_string();
-    assert!(e.contains("kfunc bpf_dynptr_from_xdp is not supported by the kops runtimes"), "{e}");
+    let e = vm.load("core_fields").unwrap_err().to_string();
+    assert!(e.contains("8 CO-RE relocations not applied"), "{e}");
+    // Without the CO-RE records: the unsupported kfunc and the unresolved kconfig extern.
+    o.core_relos = 0;
+    let vm = Vm::new(&o).unwrap();
+    let e = vm.load("core_unsupported").unwrap_err().to_string();
+    assert!(e.contains("kfunc bpf_cast_to_kern_ctx is not supported by the kops runtimes"), "{e}");
     let e = vm.load("core_fields").unwrap_err().to_string();
     assert!(e.contains("kconfig extern LINUX_KERNEL_VERSION is unresolved"), "{e}");
 }
@@ -42,7 +47,7 @@ fn relocated_against_the_running_kernel() {
     assert!(k.initial.as_ref().unwrap().iter().any(|&b| b != 0), "LINUX_KERNEL_VERSION is 0 in .kconfig");
     assert!(r.externs.iter().filter(|e| e.kind == ExternKind::Kconfig).all(|e| e.sites.is_empty()));
 
-    // The six CO-RE loads of the swapped local `struct xdp_md` now use the kernel's offsets
+    // The six CO-RE loads of core_fields of the swapped local `struct xdp_md` now use the kernel's offsets
     // (data at 0, data_end at 4): every one of them changed, and nothing else did except
     // the extern sites.
     let (p0, p1) = (o.program("core_fields").unwrap(), r.program("core_fields").unwrap());
@@ -54,41 +59,51 @@ fn relocated_against_the_running_kernel() {
         assert_eq!(p0.insns[i].off ^ p1.insns[i].off, 4, "slot {i}");
     }
     // Kfunc calls carry vmlinux BTF ids.
-    let pk = r.program("core_kfunc").unwrap();
-    let ki = r.programs.iter().position(|p| p.name == "core_kfunc").unwrap();
     for e in r.externs.iter().filter(|e| e.kind == ExternKind::Kfunc) {
-        let i = pk.insns[e.sites[0].1];
-        assert!(i.src == kops_isa::op::PSEUDO_KFUNC_CALL && i.imm > 0 && i.off == 0, "{}: {i:?}", e.name);
-        assert_eq!(e.sites[0].0, ki);
+        assert!(e.resolved && e.btf_id > 0, "{}", e.name);
+        for &(pi, s) in &e.sites {
+            let i = r.programs[pi].insns[s];
+            assert!(i.src == kops_isa::op::PSEUDO_KFUNC_CALL && i.imm as u32 == e.btf_id && i.off == 0, "{}: {i:?}", e.name);
+        }
     }
 
-    // The kernel verifies both programs, and the relocated core_fields gives the same r0
-    // in the kernel and in our interpreter and JIT.
+    // The kernel verifies every program; each one our runtimes implement gives the
+    // kernel's r0 in the interpreter and the JIT (kfuncs: dynptr from xdp/skb, slices,
+    // size, conntrack lookup answering "not found").
     let maps = MapSet::create(&r.maps).unwrap();
     let btf = KernelBtf::for_object(&r).unwrap();
     let data = packet();
-    let mut kernel_r0 = 0;
+    let expect = |name: &str| -> u64 {
+        match name {
+            "core_fields" => (((data[0] as u32 + data[1] as u32 + 64) << 8) | 2) as u64,
+            "core_kfunc" => ((data[12] as u64) << 16) | ((data[13] as u64) << 8) | 2,
+            "core_skb" => ((data[12] as u64) << 8) | data[13] as u64,
+            "core_ct" => 2,
+            _ => 2,
+        }
+    };
     for p in &r.programs {
         match load_object_program(&r, p, &p.insns, &maps, btf.as_ref(), 0) {
             Ok(l) => {
                 let out = l.test_run(&TestRun { data_in: Some(&data), ..TestRun::default() }).unwrap();
-                if p.name == "core_fields" {
-                    kernel_r0 = out.retval;
-                } else {
-                    assert_eq!(out.retval, 2, "core_kfunc: dynptr of a 64-byte packet");
-                }
+                assert_eq!(out.retval as u64, expect(&p.name), "{} in the kernel", p.name);
             }
             Err(KernelError::Rejected { message, log, .. }) => panic!("{}: rejected: {message}\n{log}", p.name),
             Err(e) => panic!("{}: {e}", p.name),
         }
     }
-    let expect = (((data[0] as u32 + data[1] as u32 + 64) << 8) | 2) as u64;
-    assert_eq!(kernel_r0 as u64, expect);
-    let vm = Vm::new(&r).unwrap();
-    let id = vm.load("core_fields").unwrap();
-    assert_eq!(vm.run(id, &ProgInput::packet(&data)).unwrap().r0, expect);
-    let e = vm.load("core_kfunc").unwrap_err().to_string();
-    assert!(e.contains("kfunc bpf_dynptr_from_xdp is not supported by the kops runtimes"), "{e}");
+    for engine in ["interp", "jit"] {
+        // The JIT runs natively, so the kernel verifier gates it (on the relocated object).
+        let eng: Box<dyn kops_vm::Engine> =
+            if engine == "interp" { Box::new(kops_vm::interp::Interp) } else { Box::new(kops_vm::jit_engine::JitEngine::new().unwrap()) };
+        let vm = Vm::with_verifier(Some(&r), eng, Box::new(kops_kernel::KernelVerifier::with_cache_dir(None))).unwrap();
+        for name in ["core_fields", "core_kfunc", "core_skb", "core_ct"] {
+            let id = vm.load(name).unwrap_or_else(|e| panic!("{engine}: {name}: {e}"));
+            assert_eq!(vm.run(id, &ProgInput::packet(&data)).unwrap().r0, expect(name), "{engine}: {name}");
+        }
+        let e = vm.load("core_unsupported").unwrap_err().to_string();
+        assert!(e.contains("kfunc bpf_cast_to_kern_ctx is not supported by the kops runtimes"), "{e}");
+    }
 
     // Without relocation the kernel refuses core_fields (offsets swapped, kconfig unresolved).
     let maps0 = MapSet::create(&o.maps).unwrap();

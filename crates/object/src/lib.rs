@@ -262,6 +262,8 @@ pub struct Extern {
     pub sites: Vec<(usize, usize)>,
     /// Set by the kernel layer once the kernel's value, address or BTF id is in the code.
     pub resolved: bool,
+    /// Kfuncs and typed ksyms, once resolved: the vmlinux BTF id (0 otherwise).
+    pub btf_id: u32,
 }
 
 #[derive(Debug, Clone)]

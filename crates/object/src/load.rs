@@ -338,7 +338,7 @@ fn parse_inner(data: &[u8]) -> Result<Object, E> {
             let site = (programs.len(), slot);
             match externs.iter_mut().find(|x| x.name == ename) {
                 Some(x) => x.sites.push(site),
-                None => externs.push(Extern { name: ename, kind, weak, sites: vec![site], resolved: false }),
+                None => externs.push(Extern { name: ename, kind, weak, sites: vec![site], resolved: false, btf_id: 0 }),
             }
         }
         programs.push(p);

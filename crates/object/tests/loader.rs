@@ -369,8 +369,9 @@ fn core_relocations_and_externs_load() {
     use kops_object::ExternKind;
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kernel/tests/data/core_extern.bpf.o");
     let o = Object::load(&path).unwrap();
-    // llvm-objdump-19 -dr: six CO-RE <byte_off> records (two per subprogram).
-    assert_eq!(o.core_relos, 6);
+    // llvm-objdump-19 -dr: eight CO-RE <byte_off> records (data/data_end of the swapped
+    // local xdp_md, in three subprograms and core_ct).
+    assert_eq!(o.core_relos, 8);
     let ex: Vec<(&str, ExternKind, bool, usize)> = o.externs.iter().map(|e| (e.name.as_str(), e.kind, e.weak, e.sites.len())).collect();
     assert_eq!(
         ex,
@@ -378,18 +379,24 @@ fn core_relocations_and_externs_load() {
             ("LINUX_KERNEL_VERSION", ExternKind::Kconfig, false, 1),
             ("CONFIG_KOPS_NO_SUCH_OPTION", ExternKind::Kconfig, true, 1),
             ("bpf_dynptr_from_xdp", ExternKind::Kfunc, false, 1),
+            ("bpf_dynptr_slice", ExternKind::Kfunc, false, 3),
             ("bpf_dynptr_size", ExternKind::Kfunc, false, 1),
+            ("bpf_cast_to_kern_ctx", ExternKind::Kfunc, false, 1),
+            ("bpf_xdp_ct_lookup", ExternKind::Kfunc, false, 1),
+            ("bpf_ct_release", ExternKind::Kfunc, false, 1),
+            ("bpf_dynptr_from_skb", ExternKind::Kfunc, false, 1),
         ]
     );
     // Kfunc calls: src_reg 2, imm 0 until the kernel layer gives the BTF id.
-    let k = o.programs.iter().position(|p| p.name == "core_kfunc").unwrap();
     for e in &o.externs[2..] {
-        let (pi, slot) = e.sites[0];
-        assert_eq!(pi, k);
-        let i = o.programs[k].insns[slot];
-        assert!(i.is_call() && i.src == kops_isa::op::PSEUDO_KFUNC_CALL && i.imm == 0, "{i:?}");
-        assert_eq!(o.extern_at(k, slot).map(|x| x.name.as_str()), Some(e.name.as_str()));
+        for &(pi, slot) in &e.sites {
+            let i = o.programs[pi].insns[slot];
+            assert!(i.is_call() && i.src == kops_isa::op::PSEUDO_KFUNC_CALL && i.imm == 0, "{i:?}");
+            assert_eq!(o.extern_at(pi, slot).map(|x| x.name.as_str()), Some(e.name.as_str()));
+        }
     }
+    let sk = o.programs.iter().position(|p| p.name == "core_skb").unwrap();
+    assert_eq!(o.externs[3].sites.iter().filter(|s| s.0 == sk).count(), 1);
     // Our layout is breadth-first: core_fields, first, second, third.
     let names: Vec<String> = o.program("core_fields").unwrap().subprogs.iter().map(|s| s.name.clone()).collect();
     assert_eq!(names, ["core_fields", "first", "second", "third"]);
@@ -397,5 +404,5 @@ fn core_relocations_and_externs_load() {
     let bytes = std::fs::read(&path).unwrap();
     let back = Object::parse(&kops_object::write::rewrite_functions(&bytes, &[]).unwrap(), "back").unwrap();
     assert_eq!(back.externs, o.externs);
-    assert_eq!(back.core_relos, 6);
+    assert_eq!(back.core_relos, 8);
 }

@@ -470,7 +470,7 @@ impl Vm {
 
     /// The load path of [`Vm::load`] and [`Vm::load_insns`]: verification (native engines),
     /// site checks and lowering, relocation, the context rewrite, compilation.
-    fn load_with(&self, p: &Program, ctx: CtxKind, helpers: HelperTable, conformance: bool) -> Result<ProgId, VmError> {
+    fn load_with(&self, p: &Program, ctx: CtxKind, mut helpers: HelperTable, conformance: bool) -> Result<ProgId, VmError> {
         let name = p.name.as_str();
         // The verifier sees the program as given (sites intact, map indices), before the
         // runtime changes anything (after the sites' own checks, whose errors name the
@@ -504,7 +504,7 @@ impl Vm {
             let mut low = l.insns.clone();
             let low_subprogs = lowered_subprogs(&subprogs, &l);
             let back = |e: VmError| map_error_pc(e, &l);
-            self.relocate_and_check(name, &mut low, &helpers, conformance).map_err(back)?;
+            self.relocate_and_check(name, &mut low, &mut helpers, conformance).map_err(back)?;
             ctx::rewrite_ctx_access(name, &mut low, &low_subprogs, ctx).map_err(back)?;
             match self.engine.kinsn() {
                 KinsnSupport::Native(_) => {
@@ -534,7 +534,7 @@ impl Vm {
             }
         } else {
             verified_by = verify()?;
-            self.relocate_and_check(name, &mut insns, &helpers, conformance)?;
+            self.relocate_and_check(name, &mut insns, &mut helpers, conformance)?;
             ctx::rewrite_ctx_access(name, &mut insns, &subprogs, ctx)?;
         }
         let mut lp = LoadedProg {
@@ -588,13 +588,20 @@ impl Vm {
         &self,
         name: &str,
         insns: &mut [Insn],
-        helpers: &HelperTable,
+        helpers: &mut HelperTable,
         conformance: bool,
     ) -> Result<(), VmError> {
         let err = |pc: usize, msg: String| VmError::Load { prog: name.to_string(), pc, msg };
         let n = insns.len();
         if n == 0 {
             return Err(err(0, "empty program".into()));
+        }
+        // Unapplied CO-RE offsets would run silently wrong.
+        if let Some(o) = self.object.as_ref().filter(|o| o.core_relos > 0) {
+            return Err(err(0, format!(
+                "the object has {} CO-RE relocations not applied (relocate it against the kernel with kops_kernel::core::relocate first)",
+                o.core_relos
+            )));
         }
         // Second halves of ld_imm64, which no jump may target.
         let mut second = vec![false; n];
@@ -690,11 +697,16 @@ impl Vm {
                         }
                     }
                     op::PSEUDO_KFUNC_CALL => {
-                        let what = match self.extern_named(name, pc) {
-                            Some(e) => format!("kfunc {}", e.name),
-                            None => format!("kfunc call (BTF id {})", i.imm),
+                        let ext = self.extern_named(name, pc).or_else(|| self.kfunc_by_id(i.imm));
+                        let Some(e) = ext else {
+                            return Err(err(pc, format!("kfunc call (BTF id {}) is not supported by the kops runtimes", i.imm)));
                         };
-                        return Err(err(pc, format!("{what} is not supported by the kops runtimes")));
+                        let Some(def) = helpers::kfuncs::by_name(&e.name) else {
+                            return Err(err(pc, format!("kfunc {} is not supported by the kops runtimes", e.name)));
+                        };
+                        // Implemented kfuncs are called like helpers (see helpers::kfuncs).
+                        helpers::kfuncs::add(helpers, def);
+                        insns[pc] = Insn::new(i.code, 0, 0, 0, def.id as i32);
                     }
                     op::PSEUDO_KINSN_CALL => {
                         return Err(err(pc, "kinsn site: lower it to its proof sequence before running".into()))
@@ -709,6 +721,12 @@ impl Vm {
             pc += 1;
         }
         Ok(())
+    }
+
+    /// The kfunc the relocated object calls with vmlinux BTF id `id`.
+    fn kfunc_by_id(&self, id: i32) -> Option<&kops_object::Extern> {
+        let o = self.object.as_ref()?;
+        o.externs.iter().find(|e| e.kind == kops_object::ExternKind::Kfunc && e.resolved && e.btf_id == id as u32 && id != 0)
     }
 
     /// The extern referenced at slot `pc` of the object's program `prog`.
