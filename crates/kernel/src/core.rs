@@ -205,7 +205,7 @@ fn prepare_and_map(obj: &Object, elf: &[u8]) -> Result<Object, KernelError> {
             .sites
             .iter()
             .filter_map(|&(pi, s)| out.programs.get(pi).and_then(|p| p.insns.get(s)))
-            .filter(|i| (e.kind == ExternKind::Kfunc && i.src == op::PSEUDO_KFUNC_CALL) || (e.kind == ExternKind::Ksym && i.src == op::PSEUDO_BTF_ID))
+            .filter(|i| (i.is_call() && i.src == op::PSEUDO_KFUNC_CALL) || (i.is_ld_imm64() && i.src == op::PSEUDO_BTF_ID))
             .map(|i| i.imm as u32)
             .collect();
         e.btf_id = ids.first().copied().unwrap_or(0);
@@ -294,45 +294,43 @@ fn map_back(obj: &Object, pi: usize, p: &Program, lb: &[Insn], kconfig: Option<(
                 return Err(slot_err("ld_imm64 is missing its second half".into()));
             }
             if let Some(e) = obj.extern_at(pi, s) {
-                match e.kind {
-                    ExternKind::Kfunc => {
-                        if !theirs.is_call() {
-                            return Err(slot_err(format!("kfunc '{}': libbpf left no call here", e.name)));
-                        }
-                        if theirs.src == op::PSEUDO_KFUNC_CALL && theirs.off != 0 {
-                            return Err(slot_err(format!("kfunc '{}' is in a kernel module; module kfuncs are not supported", e.name)));
-                        }
-                        if theirs.src != op::PSEUDO_KFUNC_CALL && !(theirs.src == 0 && theirs.imm >= POISON_CALL_KFUNC_BASE) {
-                            return Err(slot_err(format!("kfunc '{}': unexpected call form src_reg {} imm {}", e.name, theirs.src, theirs.imm)));
-                        }
-                        out[s] = theirs;
+                // By the instruction: `&kfunc` (bpf_ksym_exists) is an ld_imm64 of a kfunc.
+                if ours.is_call() {
+                    if !theirs.is_call() {
+                        return Err(slot_err(format!("kfunc '{}': libbpf left no call here", e.name)));
                     }
-                    ExternKind::Kconfig | ExternKind::Ksym => {
-                        if !theirs.is_ld_imm64() {
-                            return Err(slot_err(format!("{} '{}': libbpf left no ld_imm64 here", e.kind.name(), e.name)));
-                        }
-                        let mut lo = theirs;
-                        let mut hi = lb[base + k + 1];
-                        match theirs.src {
-                            0 => {}
-                            op::PSEUDO_MAP_VALUE => match kconfig {
-                                Some((fd, idx)) if fd == theirs.imm => {
-                                    lo.src = op::PSEUDO_MAP_IDX_VALUE;
-                                    lo.imm = idx as i32;
-                                }
-                                _ => return Err(slot_err(format!("{} '{}': map value reference to a map other than .kconfig", e.kind.name(), e.name))),
-                            },
-                            op::PSEUDO_BTF_ID => {
-                                if hi.imm != 0 {
-                                    return Err(slot_err(format!("ksym '{}' is in a kernel module; module ksyms are not supported", e.name)));
-                                }
+                    if theirs.src == op::PSEUDO_KFUNC_CALL && theirs.off != 0 {
+                        return Err(slot_err(format!("kfunc '{}' is in a kernel module; module kfuncs are not supported", e.name)));
+                    }
+                    if theirs.src != op::PSEUDO_KFUNC_CALL && !(theirs.src == 0 && theirs.imm >= POISON_CALL_KFUNC_BASE) {
+                        return Err(slot_err(format!("kfunc '{}': unexpected call form src_reg {} imm {}", e.name, theirs.src, theirs.imm)));
+                    }
+                    out[s] = theirs;
+                } else {
+                    if !theirs.is_ld_imm64() {
+                        return Err(slot_err(format!("{} '{}': libbpf left no ld_imm64 here", e.kind.name(), e.name)));
+                    }
+                    let mut lo = theirs;
+                    let mut hi = lb[base + k + 1];
+                    match theirs.src {
+                        0 => {}
+                        op::PSEUDO_MAP_VALUE => match kconfig {
+                            Some((fd, idx)) if fd == theirs.imm => {
+                                lo.src = op::PSEUDO_MAP_IDX_VALUE;
+                                lo.imm = idx as i32;
                             }
-                            x => return Err(slot_err(format!("{} '{}': unexpected ld_imm64 src_reg {x}", e.kind.name(), e.name))),
+                            _ => return Err(slot_err(format!("{} '{}': map value reference to a map other than .kconfig", e.kind.name(), e.name))),
+                        },
+                        op::PSEUDO_BTF_ID => {
+                            if hi.imm != 0 {
+                                return Err(slot_err(format!("ksym '{}' is in a kernel module; module ksyms are not supported", e.name)));
+                            }
                         }
-                        hi.code = 0;
-                        out[s] = lo;
-                        out[s + 1] = hi;
+                        x => return Err(slot_err(format!("{} '{}': unexpected ld_imm64 src_reg {x}", e.kind.name(), e.name))),
                     }
+                    hi.code = 0;
+                    out[s] = lo;
+                    out[s + 1] = hi;
                 }
                 k += step;
                 continue;

@@ -669,9 +669,16 @@ impl<'a> Ctx<'a> {
         Ok(None)
     }
 
-    /// libbpf's class of an extern referenced by `ld_imm64`: a variable of the `.kconfig`
-    /// DATASEC, else (without BTF) a `CONFIG_`/`LINUX_` name, else a ksym.
+    /// libbpf's class of an extern referenced by `ld_imm64`: a BTF `FUNC` (`&kfunc`, as
+    /// `bpf_ksym_exists` takes it) is a kfunc, a variable of the `.kconfig` DATASEC (or,
+    /// without BTF, a `CONFIG_`/`LINUX_` name) a kconfig value, anything else a ksym.
     fn extern_kind(&self, name: &str) -> ExternKind {
+        if let Some(btf) = &self.btf {
+            let is_func = btf.types.get().iter().any(|(_, t)| matches!(t, btfparse::TypeVariant::Func(f) if f.name().as_deref() == Some(name)));
+            if is_func {
+                return ExternKind::Kfunc;
+            }
+        }
         if let Some((_, ds)) = self.btf.as_ref().and_then(|b| b.datasec(".kconfig")) {
             let btf = self.btf.as_ref().unwrap();
             let hit = ds.variable_list().iter().any(|v| match btf.get(v.var_decl_id) {

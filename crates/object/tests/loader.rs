@@ -384,6 +384,9 @@ fn core_relocations_and_externs_load() {
             ("bpf_cast_to_kern_ctx", ExternKind::Kfunc, false, 1),
             ("bpf_xdp_ct_lookup", ExternKind::Kfunc, false, 1),
             ("bpf_ct_release", ExternKind::Kfunc, false, 1),
+            // `&kfunc` (ld_imm64) and the call: a kfunc either way, from its BTF FUNC.
+            ("bpf_kops_no_such_kfunc", ExternKind::Kfunc, true, 2),
+            // core_skb is in section tc, after the xdp section.
             ("bpf_dynptr_from_skb", ExternKind::Kfunc, false, 1),
         ]
     );
@@ -391,11 +394,16 @@ fn core_relocations_and_externs_load() {
     for e in &o.externs[2..] {
         for &(pi, slot) in &e.sites {
             let i = o.programs[pi].insns[slot];
+            if i.is_ld_imm64() {
+                assert_eq!((i.src, i.imm), (0, 0), "{}", e.name);
+                continue;
+            }
             assert!(i.is_call() && i.src == kops_isa::op::PSEUDO_KFUNC_CALL && i.imm == 0, "{i:?}");
             assert_eq!(o.extern_at(pi, slot).map(|x| x.name.as_str()), Some(e.name.as_str()));
         }
     }
     let sk = o.programs.iter().position(|p| p.name == "core_skb").unwrap();
+    assert_eq!(o.externs[9].sites, [(sk, o.externs[9].sites[0].1)]);
     assert_eq!(o.externs[3].sites.iter().filter(|s| s.0 == sk).count(), 1);
     // Our layout is breadth-first: core_fields, first, second, third.
     let names: Vec<String> = o.program("core_fields").unwrap().subprogs.iter().map(|s| s.name.clone()).collect();

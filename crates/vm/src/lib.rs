@@ -631,7 +631,10 @@ impl Vm {
                 let hi = |a: u64| (a >> 32) as u32 as i32;
                 // An extern still in extern form: a ksym address (or BTF id), or a kconfig
                 // value nobody resolved; loading 0 would run silently wrong.
-                if let Some(e) = self.extern_named(name, pc) {
+                // A weak extern the kernel lacks is a resolved 0 (libbpf's rule), which
+                // programs test (`bpf_ksym_exists`); any other value is a kernel address.
+                let zero = i.src == 0 && i.imm == 0 && insns[pc + 1].imm == 0;
+                if let Some(e) = self.extern_named(name, pc).filter(|e| !(e.resolved && zero)) {
                     return Err(err(pc, match e.kind {
                         kops_object::ExternKind::Kconfig => format!(
                             "kconfig extern {} is unresolved (resolve externs with kops_kernel::core::relocate first)",
@@ -680,6 +683,13 @@ impl Vm {
             }
             if i.is_call() {
                 match i.src {
+                    0 if (2002000000..2003000000).contains(&i.imm) && self.extern_named(name, pc).is_some() => {
+                        // libbpf's poisoned call of a weak kfunc the kernel lacks: the
+                        // verifier proved it unreachable; should it run, it faults by name.
+                        let def = helpers::kfuncs::poisoned();
+                        helpers::kfuncs::add(helpers, def);
+                        insns[pc] = Insn::new(i.code, 0, 0, 0, def.id as i32);
+                    }
                     0 => {
                         let id = i.imm as u32;
                         if helpers.get(id).is_none() {

@@ -146,4 +146,16 @@ int core_skb(struct __sk_buff *skb)
 	return (p[0] << 8) | p[1];
 }
 
+// A weak kfunc this kernel does not have: libbpf resolves its address to 0 and poisons
+// the call, which the test makes unreachable (bpf_ksym_exists).
+extern int bpf_kops_no_such_kfunc(struct xdp_md *ctx) __ksym __weak;
+
+SEC("xdp")
+int core_weak(struct xdp_md *ctx)
+{
+	if (&bpf_kops_no_such_kfunc)
+		return bpf_kops_no_such_kfunc(ctx);
+	return 2;
+}
+
 char LICENSE[] SEC("license") = "GPL";

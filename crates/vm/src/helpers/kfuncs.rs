@@ -36,6 +36,16 @@ pub const KFUNCS: &[HelperDef] = &[
     HelperDef { id: KFUNC_BASE + 7, name: "bpf_dynptr_size", func: k_dynptr_size },
 ];
 
+/// Stands for a weak kfunc call that libbpf poisoned (the kernel lacks the kfunc): the
+/// verifier proved it unreachable, so reaching it is a fault.
+pub fn poisoned() -> HelperDef {
+    HelperDef { id: KFUNC_BASE + 0xff, name: "poisoned_weak_kfunc", func: k_poisoned }
+}
+
+extern "C" fn k_poisoned(_: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+    with_state((-errno::EINVAL) as u64, |st| fault(st, "a weak kfunc this kernel lacks was called (libbpf poisoned the call)".into()))
+}
+
 /// The implementation of kfunc `name`, if the runtimes have one.
 pub fn by_name(name: &str) -> Option<HelperDef> {
     KFUNCS.iter().find(|k| k.name == name).copied()
