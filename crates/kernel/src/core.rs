@@ -40,21 +40,28 @@ const POISON_CALL_KFUNC_BASE: i32 = 2002000000;
 
 static LOCK: Mutex<()> = Mutex::new(());
 static LOG: Mutex<String> = Mutex::new(String::new());
+/// libbpf's debug lines about CO-RE relocations: each one's local spec, and the ones it
+/// poisoned (`substituting insn`).
+static CORE_LOG: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 unsafe extern "C" {
     fn vsnprintf(buf: *mut libc::c_char, n: libc::size_t, fmt: *const libc::c_char, ap: *mut libbpf_sys::__va_list_tag) -> libc::c_int;
 }
 
 unsafe extern "C" fn capture(level: libbpf_sys::libbpf_print_level, fmt: *const libc::c_char, ap: *mut libbpf_sys::__va_list_tag) -> libc::c_int {
-    if level == libbpf_sys::LIBBPF_DEBUG {
-        return 0;
-    }
     let mut buf = [0u8; 1024];
     let n = unsafe { vsnprintf(buf.as_mut_ptr() as *mut _, buf.len(), fmt, ap) };
     if n > 0 {
         let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-        if let Ok(mut l) = LOG.lock() {
-            l.push_str(&String::from_utf8_lossy(&buf[..end]));
+        let line = String::from_utf8_lossy(&buf[..end]);
+        if level != libbpf_sys::LIBBPF_DEBUG {
+            if let Ok(mut l) = LOG.lock() {
+                l.push_str(&line);
+            }
+        } else if line.contains(": relo #") && (line.contains(": <") || line.contains("substituting insn")) {
+            if let Ok(mut l) = CORE_LOG.lock() {
+                l.push(line.trim_end().to_string());
+            }
         }
     }
     0
@@ -73,27 +80,101 @@ fn insn_from(r: &libbpf_sys::bpf_insn) -> Insn {
     Insn::new(r.code, r.dst_reg(), r.src_reg(), r.off, r.imm)
 }
 
+/// A CO-RE relocation that found no match in the kernel's BTF: libbpf replaced its
+/// instruction with `call 0xbad2310`, which the verifier refuses only where reachable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Poisoned {
+    pub program: String,
+    /// Slot in the program (our layout).
+    pub slot: usize,
+    /// Function the relocation is in, and its index among its ELF section's CO-RE records.
+    pub function: String,
+    pub relo: usize,
+    /// libbpf's rendering of the local spec (`<byte_off> [27] struct inet_sock.freebind ...`).
+    pub spec: String,
+}
+
+impl std::fmt::Display for Poisoned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CO-RE relocation #{} of function `{}` ({}) has no match in this kernel's BTF", self.relo, self.function, self.spec)
+    }
+}
+
 /// Relocates `obj` (read from its file, `obj.path`) against the running kernel; see the
 /// module doc. An object that needs nothing is returned as is.
 pub fn relocate(obj: &Object) -> Result<Object, KernelError> {
+    relocate_explained(obj).map(|r| r.0)
+}
+
+/// [`relocate`], with the CO-RE relocations libbpf had to poison.
+pub fn relocate_explained(obj: &Object) -> Result<(Object, Vec<Poisoned>), KernelError> {
     if !obj.needs_relocation() {
-        return Ok(obj.clone());
+        return Ok((obj.clone(), Vec::new()));
     }
     let elf = std::fs::read(&obj.path).map_err(|e| KernelError::Invalid(format!("{}: cannot read for relocation: {e}", obj.path)))?;
-    relocate_elf(obj, &elf)
+    relocate_elf_explained(obj, &elf)
 }
 
 /// [`relocate`] with the object's ELF bytes given (those `obj` was loaded from).
 pub fn relocate_elf(obj: &Object, elf: &[u8]) -> Result<Object, KernelError> {
+    relocate_elf_explained(obj, elf).map(|r| r.0)
+}
+
+fn relocate_elf_explained(obj: &Object, elf: &[u8]) -> Result<(Object, Vec<Poisoned>), KernelError> {
     available()?;
     let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     if let Ok(mut l) = LOG.lock() {
         l.clear();
     }
+    if let Ok(mut l) = CORE_LOG.lock() {
+        l.clear();
+    }
     unsafe { libbpf_sys::libbpf_set_print(Some(capture)) };
     let r = prepare_and_map(obj, elf);
     crate::sys::quiet_libbpf_now();
-    r
+    let out = r?;
+    let lines = CORE_LOG.lock().map(|mut l| std::mem::take(&mut *l)).unwrap_or_default();
+    let poisoned = poisoned(&out, &lines);
+    Ok((out, poisoned))
+}
+
+/// Parses `prog 'F': relo #K: ...` lines: K's spec, and `substituting insn #I` (I counted
+/// from the start of function F, as libbpf applies CO-RE before laying out subprograms).
+fn poisoned(obj: &Object, lines: &[String]) -> Vec<Poisoned> {
+    let head = |l: &str| -> Option<(String, usize, String)> {
+        let rest = l.strip_prefix("libbpf: ").unwrap_or(l).strip_prefix("prog '")?;
+        let (func, rest) = rest.split_once("': relo #")?;
+        let (k, rest) = rest.split_once(": ")?;
+        Some((func.to_string(), k.parse().ok()?, rest.to_string()))
+    };
+    let mut spec: HashMap<(String, usize), String> = HashMap::new();
+    let mut out = Vec::new();
+    for l in lines {
+        let Some((func, k, rest)) = head(l) else { continue };
+        if rest.starts_with('<') {
+            spec.entry((func, k)).or_insert(rest);
+            continue;
+        }
+        let Some(i) = rest.strip_prefix("substituting insn #").and_then(|r| r.split(' ').next()).and_then(|n| n.parse::<usize>().ok()) else {
+            continue;
+        };
+        for p in &obj.programs {
+            for sp in p.subprogs.iter().filter(|s| s.name == func && i < s.len) {
+                let slot = sp.start + i;
+                let x = p.insns[slot];
+                if x.is_call() && x.src == 0 && x.imm == 0xbad2310 {
+                    out.push(Poisoned {
+                        program: p.name.clone(),
+                        slot,
+                        function: func.clone(),
+                        relo: k,
+                        spec: spec.get(&(func.clone(), k)).cloned().unwrap_or_else(|| "spec not logged".into()),
+                    });
+                }
+            }
+        }
+    }
+    out
 }
 
 fn fail(obj: &Object, what: String) -> KernelError {

@@ -21,7 +21,7 @@ fn runtimes_refuse_unresolved_externs_by_name() {
     let mut o = object();
     let vm = Vm::new(&o).unwrap();
     let e = vm.load("core_fields").unwrap_err().to_string();
-    assert!(e.contains("8 CO-RE relocations not applied"), "{e}");
+    assert!(e.contains("10 CO-RE relocations not applied"), "{e}");
     // Without the CO-RE records: the unsupported kfunc and the unresolved kconfig extern.
     o.core_relos = 0;
     let vm = Vm::new(&o).unwrap();
@@ -35,10 +35,19 @@ fn runtimes_refuse_unresolved_externs_by_name() {
 fn relocated_against_the_running_kernel() {
     require_kernel!();
     let o = object();
-    let r = match kops_kernel::core::relocate(&o) {
+    let (r, poisoned) = match kops_kernel::core::relocate_explained(&o) {
         Ok(r) => r,
         Err(e) => panic!("relocation failed: {e}"),
     };
+    // core_exists reads a field this kernel lacks: that read (not the exists check) is
+    // poisoned, and named.
+    assert_eq!(poisoned.len(), 1, "{poisoned:?}");
+    let x = &poisoned[0];
+    let pe = r.program("core_exists").unwrap();
+    assert_eq!((x.program.as_str(), x.function.as_str()), ("core_exists", "core_exists"));
+    assert_eq!(o.program("core_exists").unwrap().insns[x.slot].code, 0x61, "slot {} was the field read", x.slot);
+    assert_eq!(pe.insns[x.slot].imm, 0xbad2310);
+    assert!(x.spec.contains("kops_no_such_field") && x.to_string().contains("has no match"), "{x}");
     assert_eq!(r.core_relos, 0);
     assert!(!r.needs_relocation());
     // .kconfig appended after the object's own maps, read-only, LINUX_KERNEL_VERSION set.
@@ -87,7 +96,7 @@ fn relocated_against_the_running_kernel() {
             "core_fields" => (((data[0] as u32 + data[1] as u32 + 64) << 8) | 2) as u64,
             "core_kfunc" => ((data[12] as u64) << 16) | ((data[13] as u64) << 8) | 2,
             "core_skb" => ((data[12] as u64) << 8) | data[13] as u64,
-            "core_ct" => 2,
+            "core_ct" | "core_exists" => 2,
             _ => 2,
         }
     };
@@ -106,7 +115,7 @@ fn relocated_against_the_running_kernel() {
         let eng: Box<dyn kops_vm::Engine> =
             if engine == "interp" { Box::new(kops_vm::interp::Interp) } else { Box::new(kops_vm::jit_engine::JitEngine::new().unwrap()) };
         let vm = Vm::with_verifier(Some(&r), eng, Box::new(kops_kernel::KernelVerifier::with_cache_dir(None))).unwrap();
-        for name in ["core_fields", "core_kfunc", "core_skb", "core_ct", "core_weak"] {
+        for name in ["core_fields", "core_kfunc", "core_skb", "core_ct", "core_weak", "core_exists"] {
             let id = vm.load(name).unwrap_or_else(|e| panic!("{engine}: {name}: {e}"));
             assert_eq!(vm.run(id, &ProgInput::packet(&data)).unwrap().r0, expect(name), "{engine}: {name}");
         }

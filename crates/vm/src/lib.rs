@@ -683,6 +683,13 @@ impl Vm {
             }
             if i.is_call() {
                 match i.src {
+                    // libbpf's poisoned instruction of a CO-RE relocation without a match: the
+                    // verifier proved it unreachable (a field-exists guard); reaching it faults.
+                    0 if i.imm == 0xbad2310 => {
+                        let def = helpers::kfuncs::poisoned_core();
+                        helpers::kfuncs::add(helpers, def);
+                        insns[pc] = Insn::new(i.code, 0, 0, 0, def.id as i32);
+                    }
                     0 if (2002000000..2003000000).contains(&i.imm) && self.extern_named(name, pc).is_some() => {
                         // libbpf's poisoned call of a weak kfunc the kernel lacks: the
                         // verifier proved it unreachable; should it run, it faults by name.

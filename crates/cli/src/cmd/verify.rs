@@ -70,8 +70,8 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
         }
     };
     // CO-RE relocations and externs are resolved against this kernel first.
-    let obj = if obj.needs_relocation() {
-        match kops_kernel::core::relocate(&obj) {
+    let (obj, poisoned) = if obj.needs_relocation() {
+        match kops_kernel::core::relocate_explained(&obj) {
             Ok(o) => o,
             Err(e @ KernelError::KernelUnavailable(_)) => {
                 eprintln!("kops verify: {e}");
@@ -83,7 +83,7 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
             }
         }
     } else {
-        obj
+        (obj, Vec::new())
     };
     let progs = match select_programs(&obj, a.prog.as_deref()) {
         Ok(p) => p,
@@ -112,7 +112,7 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
     let mut rejected = 0;
     let mut sites_lowered = 0;
     for p in &progs {
-        match verify_one(&obj, p, &maps, btf.as_ref(), a.log_level) {
+        match verify_one(&obj, p, &maps, btf.as_ref(), a.log_level, &poisoned) {
             Ok(Verdict::Verified { log, note, lowered }) => {
                 println!("{}: verified{}", p.name, processed(&log));
                 if let Some(n) = lowered {
@@ -184,6 +184,7 @@ fn verify_one(
     maps: &MapSet,
     btf: Option<&KernelBtf>,
     log_level: u32,
+    poisoned: &[kops_kernel::core::Poisoned],
 ) -> Result<Verdict, KernelError> {
     let kf = match kernel_form(p) {
         Ok(k) => k,
@@ -215,14 +216,17 @@ fn verify_one(
             }
             if let Some(i) = insn {
                 s.push_str(&format!("  at insn {i}: {}\n", describe(insns, i)));
+                // Function offsets in the original layout (what `kops disasm` shows).
+                let o = kf.lowered.as_ref().and_then(|l| l.orig_slot(i)).unwrap_or(i);
                 if let Some(n) = insns.get(i).and_then(poison_note) {
                     s.push_str(&format!("  note: {n}\n"));
+                    if let Some(x) = poisoned.iter().find(|x| x.program == p.name && x.slot == o) {
+                        s.push_str(&format!("  note: {x}\n"));
+                    }
                 }
                 if let Some(l) = &kf.lowered {
                     s.push_str(&orig_note(l, p, i));
                 }
-                // Function offsets in the original layout (what `kops disasm` shows).
-                let o = kf.lowered.as_ref().and_then(|l| l.orig_slot(i)).unwrap_or(i);
                 if let Some(sp) = p.subprog_at(o) {
                     s.push_str(&format!("  in function `{}` (+{})\n", sp.name, o - sp.start));
                 }

@@ -6,10 +6,12 @@
 // are laid out differently by libbpf (depth-first) and our loader (breadth-first).
 #include <linux/types.h>
 #include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
 
 struct xdp_md {
 	__u32 data_end;
 	__u32 data;
+	__u32 kops_no_such_field;
 } __attribute__((preserve_access_index));
 
 struct bpf_dynptr {
@@ -155,6 +157,16 @@ int core_weak(struct xdp_md *ctx)
 {
 	if (&bpf_kops_no_such_kfunc)
 		return bpf_kops_no_such_kfunc(ctx);
+	return 2;
+}
+
+// A field this kernel's xdp_md lacks: its read is poisoned by libbpf, and the
+// field-exists check makes it unreachable.
+SEC("xdp")
+int core_exists(struct xdp_md *ctx)
+{
+	if (bpf_core_field_exists(ctx->kops_no_such_field))
+		return ctx->kops_no_such_field;
 	return 2;
 }
 

@@ -46,6 +46,16 @@ extern "C" fn k_poisoned(_: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
     with_state((-errno::EINVAL) as u64, |st| fault(st, "a weak kfunc this kernel lacks was called (libbpf poisoned the call)".into()))
 }
 
+/// Stands for libbpf's poisoned instruction of a CO-RE relocation that found no match
+/// (`call 0xbad2310`): unreachable by the verifier's proof, a fault if reached.
+pub fn poisoned_core() -> HelperDef {
+    HelperDef { id: KFUNC_BASE + 0xfe, name: "poisoned_core_relocation", func: k_poisoned_core }
+}
+
+extern "C" fn k_poisoned_core(_: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+    with_state((-errno::EINVAL) as u64, |st| fault(st, "an instruction whose CO-RE relocation failed was reached (libbpf poisoned it)".into()))
+}
+
 /// The implementation of kfunc `name`, if the runtimes have one.
 pub fn by_name(name: &str) -> Option<HelperDef> {
     KFUNCS.iter().find(|k| k.name == name).copied()
