@@ -164,6 +164,8 @@ pub fn rewrite(data: &[u8]) {
             kernel_version: 0,
             btf: None,
             has_btf_ext: false,
+            externs: Vec::new(),
+            core_relos: 0,
         }
     };
 

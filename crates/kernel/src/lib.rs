@@ -10,6 +10,9 @@
 //! Building needs a C compiler, make, pkg-config, libelf-dev and zlib1g-dev (libbpf is
 //! compiled from the crate's vendored sources; libelf and zlib are linked from the system).
 //!
+//! CO-RE relocations and externs (`.kconfig`, `.ksyms`, kfuncs) are resolved against the
+//! running kernel by libbpf itself, and mapped back into the object model: see [`core`].
+//!
 //! Privilege: [`available`] probes once whether bpf(2) works and caches the answer; every
 //! entry point that needs the kernel calls it first, so a machine without BPF or without
 //! privilege gets one [`KernelError::KernelUnavailable`] line instead of a cascade of EPERMs.
@@ -17,6 +20,7 @@
 pub mod attach;
 pub mod btf;
 pub mod conformance;
+pub mod core;
 pub mod info;
 pub mod load;
 pub mod log;
@@ -59,6 +63,10 @@ pub enum KernelError {
         insn: Option<usize>,
         log: String,
     },
+    /// CO-RE relocations or externs could not be resolved against the running kernel
+    /// (`msg` names the program and slot, with libbpf's own warnings).
+    #[error("{object}: {msg}")]
+    Relocation { object: String, msg: String },
     /// Our input could not be given to the kernel (bad instruction array, ...).
     #[error("{0}")]
     Invalid(String),

@@ -13,6 +13,14 @@ pub(crate) fn quiet_libbpf() {
     });
 }
 
+/// Silences libbpf again after a call that captured its messages.
+pub(crate) fn quiet_libbpf_now() {
+    quiet_libbpf();
+    unsafe {
+        libbpf_sys::libbpf_set_print(None);
+    }
+}
+
 /// Takes a libbpf return value (fd >= 0, or -errno) into an owned fd or the errno.
 pub(crate) fn fd_or_errno(ret: i32) -> Result<OwnedFd, i32> {
     if ret >= 0 {

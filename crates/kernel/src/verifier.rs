@@ -160,6 +160,8 @@ unsafe impl kops_vm::Verifier for KernelVerifier {
                     kernel_version: 0,
                     btf: None,
                     has_btf_ext: false,
+                    externs: Vec::new(),
+                    core_relos: 0,
                 };
                 &raw
             }

@@ -29,9 +29,14 @@
 //!   line_info (with file and source line strings) are remapped to each program's layout.
 //! - **Section names**: [`prog_type_from_section`] gives the program type and expected
 //!   attach type by libbpf's `SEC()` table.
-//! - **Errors**: [`LoadError`] names the file, section, program and instruction slot.
-//!   Externs (kconfig, ksyms, kfuncs) are reported as unsupported. No input panics (see
-//!   `tests/fuzz.rs`).
+//! - **Externs**: a relocation against an undefined symbol is an [`Extern`] reference, left
+//!   unresolved (it depends on the running kernel): a kfunc call becomes `call` with
+//!   `src_reg = PSEUDO_KFUNC_CALL`, `imm = 0`; a `.kconfig`/`.ksyms` `ld_imm64` keeps
+//!   clang's `imm = 0`. [`Object::externs`] lists each with its sites. The kernel layer
+//!   (`kops_kernel::core::relocate`) resolves them, with CO-RE relocations, which the
+//!   loader only counts ([`Object::core_relos`]).
+//! - **Errors**: [`LoadError`] names the file, section, program and instruction slot. No
+//!   input panics (see `tests/fuzz.rs`).
 //!
 //! [`mod@write`] puts edited functions back into an ELF object (for `kops rewrite`).
 
@@ -223,6 +228,44 @@ pub struct Program {
     pub line_info: Vec<LineInfo>,
 }
 
+/// What an extern symbol stands for (libbpf's classes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExternKind {
+    /// A `.kconfig` variable (`CONFIG_*`, `LINUX_KERNEL_VERSION`, ...).
+    Kconfig,
+    /// A `.ksyms` variable (kernel symbol address or typed BTF ksym).
+    Ksym,
+    /// A kernel function called from BPF (kfunc).
+    Kfunc,
+}
+
+impl ExternKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ExternKind::Kconfig => "kconfig",
+            ExternKind::Ksym => "ksym",
+            ExternKind::Kfunc => "kfunc",
+        }
+    }
+}
+
+/// An extern symbol the object references.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Extern {
+    pub name: String,
+    pub kind: ExternKind,
+    /// `__weak`: may stay unresolved (value 0, call poisoned) instead of failing.
+    pub weak: bool,
+    /// (program index, slot) of each reference still in extern form. Relocation turns
+    /// kconfig references into `.kconfig` map values and drops their sites; kfunc and
+    /// ksym sites stay (with the kernel's BTF ids) so that messages can name them.
+    pub sites: Vec<(usize, usize)>,
+    /// Set by the kernel layer once the kernel's value, address or BTF id is in the code.
+    pub resolved: bool,
+    /// Kfuncs and typed ksyms, once resolved: the vmlinux BTF id (0 otherwise).
+    pub btf_id: u32,
+}
+
 #[derive(Debug, Clone)]
 pub struct Object {
     /// Path as given, for messages.
@@ -235,6 +278,10 @@ pub struct Object {
     pub btf: Option<Vec<u8>>,
     /// Whether the object has a `.BTF.ext` section (func_info/line_info/CO-RE).
     pub has_btf_ext: bool,
+    /// Extern symbols referenced by the programs (see [`Extern`]).
+    pub externs: Vec<Extern>,
+    /// Number of CO-RE relocation records in `.BTF.ext` still to apply (0 once relocated).
+    pub core_relos: usize,
 }
 
 impl Object {
@@ -259,6 +306,17 @@ impl Object {
     /// Loads an object from its bytes; `path` is only used in messages.
     pub fn parse(bytes: &[u8], path: &str) -> Result<Object, LoadError> {
         load::parse(bytes, path)
+    }
+
+    /// Whether the programs need the kernel layer's relocation (CO-RE records or extern
+    /// references) before the kernel or a runtime can take them.
+    pub fn needs_relocation(&self) -> bool {
+        self.core_relos > 0 || self.externs.iter().any(|e| !e.resolved)
+    }
+
+    /// The extern referenced at `slot` of program `prog` (an index into `programs`).
+    pub fn extern_at(&self, prog: usize, slot: usize) -> Option<&Extern> {
+        self.externs.iter().find(|e| e.sites.contains(&(prog, slot)))
     }
 
     /// Index of the map called `name`.

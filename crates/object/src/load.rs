@@ -11,7 +11,7 @@ use object::{Endianness, SectionIndex};
 
 use crate::btf::{rd_u32, Btf, BtfExt, ExtInfo, ExtSec};
 use crate::{
-    map_type, secdef, FuncInfo, LineInfo, MapDef, MapOrigin, Object, Program, Subprog,
+    map_type, secdef, Extern, ExternKind, FuncInfo, LineInfo, MapDef, MapOrigin, Object, Program, Subprog,
 };
 
 /// A load failure, with where it happened.
@@ -49,8 +49,10 @@ pub enum LoadErrorKind {
     BadCallTarget { section: String, slot: i64 },
     #[error("relocation against missing symbol index {0}")]
     MissingSymbol(usize),
-    #[error("relocation against undefined symbol '{0}' (externs, kfuncs and kconfig are not supported)")]
+    #[error("relocation against undefined symbol '{0}' at an instruction that is neither a call nor an ld_imm64")]
     UndefinedSymbol(String),
+    #[error("relocation against an undefined symbol without a name")]
+    UnnamedExtern,
     #[error("relocation at byte offset {0} is not at an instruction boundary")]
     RelocOffset(u64),
     #[error("relocation at an instruction (opcode {0:#04x}) that is neither ld_imm64 nor call")]
@@ -143,6 +145,7 @@ struct SymInfo {
     size: u64,
     typ: u8,
     global: bool,
+    weak: bool,
 }
 
 #[derive(Clone)]
@@ -246,7 +249,8 @@ fn parse_inner(data: &[u8]) -> Result<Object, E> {
             name
         };
         let global = s.st_bind() != elf::STB_LOCAL;
-        syms.push(Some(SymInfo { name, sec, value: s.st_value(endian), size: s.st_size(endian), typ, global }));
+        let weak = s.st_bind() == elf::STB_WEAK;
+        syms.push(Some(SymInfo { name, sec, value: s.st_value(endian), size: s.st_size(endian), typ, global, weak }));
     }
 
     // Relocations (REL only: BPF objects do not use RELA).
@@ -316,6 +320,7 @@ fn parse_inner(data: &[u8]) -> Result<Object, E> {
     }
 
     let mut programs = Vec::new();
+    let mut externs: Vec<Extern> = Vec::new();
     for fi in 0..cx.funcs.len() {
         let f = &cx.funcs[fi];
         if cx.secs[f.sec].name == ".text" || !f.global {
@@ -323,14 +328,22 @@ fn parse_inner(data: &[u8]) -> Result<Object, E> {
         }
         let name = f.name.clone();
         let section = cx.secs[f.sec].name.clone();
-        let p = cx.build_program(fi).map_err(|mut e| {
+        let (p, refs) = cx.build_program(fi).map_err(|mut e| {
             if e.program.is_none() {
                 e.program = Some(name.clone());
             }
             e.sec(&section)
         })?;
+        for (ename, kind, weak, slot) in refs {
+            let site = (programs.len(), slot);
+            match externs.iter_mut().find(|x| x.name == ename) {
+                Some(x) => x.sites.push(site),
+                None => externs.push(Extern { name: ename, kind, weak, sites: vec![site], resolved: false, btf_id: 0 }),
+            }
+        }
         programs.push(p);
     }
+    let core_relos = cx.ext.as_ref().and_then(|e| e.core.as_ref()).map(|c| c.secs.iter().map(|s| s.recs.len()).sum()).unwrap_or(0);
 
     Ok(Object {
         path: String::new(),
@@ -340,6 +353,8 @@ fn parse_inner(data: &[u8]) -> Result<Object, E> {
         kernel_version,
         has_btf_ext: cx.ext.is_some(),
         btf: btf_raw,
+        externs,
+        core_relos,
     })
 }
 
@@ -654,7 +669,37 @@ impl<'a> Ctx<'a> {
         Ok(None)
     }
 
-    fn build_program(&self, entry: usize) -> Result<Program, E> {
+    /// libbpf's class of an extern referenced by `ld_imm64`: a BTF `FUNC` (`&kfunc`, as
+    /// `bpf_ksym_exists` takes it) is a kfunc, a variable of the `.kconfig` DATASEC (or,
+    /// without BTF, a `CONFIG_`/`LINUX_` name) a kconfig value, anything else a ksym.
+    fn extern_kind(&self, name: &str) -> ExternKind {
+        if let Some(btf) = &self.btf {
+            let is_func = btf.types.get().iter().any(|(_, t)| matches!(t, btfparse::TypeVariant::Func(f) if f.name().as_deref() == Some(name)));
+            if is_func {
+                return ExternKind::Kfunc;
+            }
+        }
+        if let Some((_, ds)) = self.btf.as_ref().and_then(|b| b.datasec(".kconfig")) {
+            let btf = self.btf.as_ref().unwrap();
+            let hit = ds.variable_list().iter().any(|v| match btf.get(v.var_decl_id) {
+                Some(btfparse::TypeVariant::Var(var)) => var.name().as_deref() == Some(name),
+                _ => false,
+            });
+            if hit {
+                return ExternKind::Kconfig;
+            }
+        }
+        if name.starts_with("CONFIG_") || name.starts_with("LINUX_") {
+            ExternKind::Kconfig
+        } else {
+            ExternKind::Ksym
+        }
+    }
+
+    /// Extern references by (name, kind, weak, program slot).
+    #[allow(clippy::type_complexity)]
+    fn build_program(&self, entry: usize) -> Result<(Program, Vec<(String, ExternKind, bool, usize)>), E> {
+        let mut refs = Vec::new();
         // Pass 1: layout in libbpf's order (subprograms appended as first referenced while
         // scanning the growing program).
         let mut layout = vec![entry];
@@ -698,6 +743,31 @@ impl<'a> Ctx<'a> {
                 let pc = base + (i - f.start);
                 let at = |e: E| e.sec(sname).at(pc);
                 let mut insn = src[i];
+                if let Some(r) = self.reloc(f.sec, i) {
+                    let y = self.sym(r.sym).map_err(at)?;
+                    if y.sec.is_none() && y.typ != elf::STT_SECTION {
+                        if y.name.is_empty() {
+                            return Err(at(K::UnnamedExtern.into()));
+                        }
+                        if insn.is_call() {
+                            refs.push((y.name.clone(), ExternKind::Kfunc, y.weak, pc));
+                            insn.src = op::PSEUDO_KFUNC_CALL;
+                            insn.imm = 0;
+                            insn.off = 0;
+                            insns.push(insn);
+                            i += 1;
+                            continue;
+                        }
+                        if insn.is_ld_imm64() {
+                            refs.push((y.name.clone(), self.extern_kind(&y.name), y.weak, pc));
+                            insns.push(insn);
+                            insns.push(src[i + 1]);
+                            i += 2;
+                            continue;
+                        }
+                        return Err(at(K::UndefinedSymbol(y.name.clone()).into()));
+                    }
+                }
                 if let Some((ts, t)) = self.code_target(f.sec, i).map_err(at)? {
                     let tf = self.func_at(ts, t).map_err(at)?;
                     let tfn = &self.funcs[tf];
@@ -781,17 +851,20 @@ impl<'a> Ctx<'a> {
         let f0 = &self.funcs[entry];
         let section = self.secs[f0.sec].name.clone();
         let (prog_type, prog_type_id, expected_attach_type) = secdef::prog_type_from_section(&section);
-        Ok(Program {
-            name: f0.name.clone(),
-            section,
-            prog_type,
-            prog_type_id,
-            expected_attach_type,
-            insns,
-            subprogs,
-            func_info,
-            line_info,
-        })
+        Ok((
+            Program {
+                name: f0.name.clone(),
+                section,
+                prog_type,
+                prog_type_id,
+                expected_attach_type,
+                insns,
+                subprogs,
+                func_info,
+                line_info,
+            },
+            refs,
+        ))
     }
 
     fn ext_records<'b>(&'b self, info: &'b ExtInfo, sec: usize) -> impl Iterator<Item = &'b Vec<u8>> + 'b {

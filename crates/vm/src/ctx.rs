@@ -135,7 +135,7 @@ pub fn packet_bounds(kind: CtxKind, ctx: u64) -> (u64, u64) {
 }
 
 /// Packet bytes only (no metadata): `[data, data_end)`.
-fn data_bounds(kind: CtxKind, ctx: u64) -> (u64, u64) {
+pub(crate) fn data_bounds(kind: CtxKind, ctx: u64) -> (u64, u64) {
     match kind {
         CtxKind::Xdp => (rd64(ctx + XDP_DATA as u64), rd64(ctx + XDP_DATA_END as u64)),
         CtxKind::Skb { .. } => (rd64(ctx + SKB_DATA as u64), rd64(ctx + SKB_DATA_END as u64)),

@@ -16,6 +16,8 @@ use crate::mem::{RegionKind, Registry};
 use crate::Shared;
 use std::cell::{Cell, RefMut};
 
+pub mod kfuncs;
+
 /// The helper calling convention of every engine.
 pub type HelperFn = extern "C" fn(u64, u64, u64, u64, u64) -> u64;
 

@@ -644,6 +644,12 @@ impl<'a> Machine<'a> {
             return Ok(());
         }
         match id {
+            // kfuncs: the dynptr (16 stack bytes) is written by from_xdp/from_skb, read by slices.
+            k if k >= helpers::kfuncs::KFUNC_BASE => match k - helpers::kfuncs::KFUNC_BASE {
+                0 | 1 => mem(r[3], 16, true),
+                2 | 3 | 7 => mem(r[1], 16, false),
+                _ => Ok(()),
+            },
             helpers::MAP_LOOKUP_ELEM | helpers::MAP_DELETE_ELEM => {
                 let m = map_arg(1)?;
                 mem(r[2], m.def.key_size as u64, false)

@@ -383,6 +383,8 @@ mod tests {
             kernel_version: 0,
             btf: None,
             has_btf_ext: false,
+            externs: Vec::new(),
+            core_relos: 0,
         }
     }
 

@@ -474,7 +474,7 @@ impl Vm {
 
     /// The load path of [`Vm::load`] and [`Vm::load_insns`]: verification (native engines),
     /// site checks and lowering, relocation, the context rewrite, compilation.
-    fn load_with(&self, p: &Program, ctx: CtxKind, helpers: HelperTable, conformance: bool) -> Result<ProgId, VmError> {
+    fn load_with(&self, p: &Program, ctx: CtxKind, mut helpers: HelperTable, conformance: bool) -> Result<ProgId, VmError> {
         let name = p.name.as_str();
         // The verifier sees the program as given (sites intact, map indices), before the
         // runtime changes anything (after the sites' own checks, whose errors name the
@@ -508,7 +508,7 @@ impl Vm {
             let mut low = l.insns.clone();
             let low_subprogs = lowered_subprogs(&subprogs, &l);
             let back = |e: VmError| map_error_pc(e, &l);
-            self.relocate_and_check(name, &mut low, &helpers, conformance).map_err(back)?;
+            self.relocate_and_check(name, &mut low, &mut helpers, conformance).map_err(back)?;
             ctx::rewrite_ctx_access(name, &mut low, &low_subprogs, ctx).map_err(back)?;
             match self.engine.kinsn() {
                 KinsnSupport::Native(_) => {
@@ -538,7 +538,7 @@ impl Vm {
             }
         } else {
             verified_by = verify()?;
-            self.relocate_and_check(name, &mut insns, &helpers, conformance)?;
+            self.relocate_and_check(name, &mut insns, &mut helpers, conformance)?;
             ctx::rewrite_ctx_access(name, &mut insns, &subprogs, ctx)?;
         }
         if crate::interp::tail_calls_from_callee(&insns) {
@@ -595,13 +595,20 @@ impl Vm {
         &self,
         name: &str,
         insns: &mut [Insn],
-        helpers: &HelperTable,
+        helpers: &mut HelperTable,
         conformance: bool,
     ) -> Result<(), VmError> {
         let err = |pc: usize, msg: String| VmError::Load { prog: name.to_string(), pc, msg };
         let n = insns.len();
         if n == 0 {
             return Err(err(0, "empty program".into()));
+        }
+        // Unapplied CO-RE offsets would run silently wrong.
+        if let Some(o) = self.object.as_ref().filter(|o| o.core_relos > 0) {
+            return Err(err(0, format!(
+                "the object has {} CO-RE relocations not applied (relocate it against the kernel with kops_kernel::core::relocate first)",
+                o.core_relos
+            )));
         }
         // Second halves of ld_imm64, which no jump may target.
         let mut second = vec![false; n];
@@ -629,6 +636,20 @@ impl Vm {
             if i.is_ld_imm64() {
                 let lo = |a: u64| a as u32 as i32;
                 let hi = |a: u64| (a >> 32) as u32 as i32;
+                // An extern still in extern form: a ksym address (or BTF id), or a kconfig
+                // value nobody resolved; loading 0 would run silently wrong.
+                // A weak extern the kernel lacks is a resolved 0 (libbpf's rule), which
+                // programs test (`bpf_ksym_exists`); any other value is a kernel address.
+                let zero = i.src == 0 && i.imm == 0 && insns[pc + 1].imm == 0;
+                if let Some(e) = self.extern_named(name, pc).filter(|e| !(e.resolved && zero)) {
+                    return Err(err(pc, match e.kind {
+                        kops_object::ExternKind::Kconfig => format!(
+                            "kconfig extern {} is unresolved (resolve externs with kops_kernel::core::relocate first)",
+                            e.name
+                        ),
+                        _ => format!("{} {} is not supported by the kops runtimes", e.kind.name(), e.name),
+                    }));
+                }
                 match i.src {
                     0 => {}
                     op::PSEUDO_MAP_IDX | op::PSEUDO_MAP_IDX_VALUE => {
@@ -669,6 +690,20 @@ impl Vm {
             }
             if i.is_call() {
                 match i.src {
+                    // libbpf's poisoned instruction of a CO-RE relocation without a match: the
+                    // verifier proved it unreachable (a field-exists guard); reaching it faults.
+                    0 if i.imm == 0xbad2310 => {
+                        let def = helpers::kfuncs::poisoned_core();
+                        helpers::kfuncs::add(helpers, def);
+                        insns[pc] = Insn::new(i.code, 0, 0, 0, def.id as i32);
+                    }
+                    0 if (2002000000..2003000000).contains(&i.imm) && self.extern_named(name, pc).is_some() => {
+                        // libbpf's poisoned call of a weak kfunc the kernel lacks: the
+                        // verifier proved it unreachable; should it run, it faults by name.
+                        let def = helpers::kfuncs::poisoned();
+                        helpers::kfuncs::add(helpers, def);
+                        insns[pc] = Insn::new(i.code, 0, 0, 0, def.id as i32);
+                    }
                     0 => {
                         let id = i.imm as u32;
                         if helpers.get(id).is_none() {
@@ -685,7 +720,18 @@ impl Vm {
                             return Err(err(pc, format!("bpf-to-bpf call to invalid target {t}")));
                         }
                     }
-                    op::PSEUDO_KFUNC_CALL => return Err(err(pc, format!("kfunc call (BTF id {}) is not supported", i.imm))),
+                    op::PSEUDO_KFUNC_CALL => {
+                        let ext = self.extern_named(name, pc).or_else(|| self.kfunc_by_id(i.imm));
+                        let Some(e) = ext else {
+                            return Err(err(pc, format!("kfunc call (BTF id {}) is not supported by the kops runtimes", i.imm)));
+                        };
+                        let Some(def) = helpers::kfuncs::by_name(&e.name) else {
+                            return Err(err(pc, format!("kfunc {} is not supported by the kops runtimes", e.name)));
+                        };
+                        // Implemented kfuncs are called like helpers (see helpers::kfuncs).
+                        helpers::kfuncs::add(helpers, def);
+                        insns[pc] = Insn::new(i.code, 0, 0, 0, def.id as i32);
+                    }
                     op::PSEUDO_KINSN_CALL => {
                         return Err(err(pc, "kinsn site: lower it to its proof sequence before running".into()))
                     }
@@ -699,6 +745,19 @@ impl Vm {
             pc += 1;
         }
         Ok(())
+    }
+
+    /// The kfunc the relocated object calls with vmlinux BTF id `id`.
+    fn kfunc_by_id(&self, id: i32) -> Option<&kops_object::Extern> {
+        let o = self.object.as_ref()?;
+        o.externs.iter().find(|e| e.kind == kops_object::ExternKind::Kfunc && e.resolved && e.btf_id == id as u32 && id != 0)
+    }
+
+    /// The extern referenced at slot `pc` of the object's program `prog`.
+    fn extern_named(&self, prog: &str, pc: usize) -> Option<&kops_object::Extern> {
+        let o = self.object.as_ref()?;
+        let pi = o.programs.iter().position(|p| p.name == prog)?;
+        o.extern_at(pi, pc)
     }
 
     /// A loaded program.

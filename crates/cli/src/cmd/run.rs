@@ -239,6 +239,8 @@ fn run_kernel(args: &Args, obj: &Object, name: &str) -> Result<u8> {
 
 pub fn run(args: Args) -> Result<u8> {
     let obj = Object::load(&args.file)?;
+    // CO-RE and externs depend on the running kernel (see kops_kernel::core).
+    let obj = if obj.needs_relocation() { kops_kernel::core::relocate(&obj)? } else { obj };
     let name = match &args.prog {
         Some(n) => n.clone(),
         None if obj.programs.len() == 1 => obj.programs[0].name.clone(),

@@ -69,6 +69,22 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
             return Ok(1);
         }
     };
+    // CO-RE relocations and externs are resolved against this kernel first.
+    let (obj, poisoned) = if obj.needs_relocation() {
+        match kops_kernel::core::relocate_explained(&obj) {
+            Ok(o) => o,
+            Err(e @ KernelError::KernelUnavailable(_)) => {
+                eprintln!("kops verify: {e}");
+                return Ok(EXIT_NO_KERNEL);
+            }
+            Err(e) => {
+                eprintln!("kops verify: {e}");
+                return Ok(1);
+            }
+        }
+    } else {
+        (obj, Vec::new())
+    };
     let progs = match select_programs(&obj, a.prog.as_deref()) {
         Ok(p) => p,
         Err(e) => {
@@ -96,7 +112,7 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
     let mut rejected = 0;
     let mut sites_lowered = 0;
     for p in &progs {
-        match verify_one(&obj, p, &maps, btf.as_ref(), a.log_level) {
+        match verify_one(&obj, p, &maps, btf.as_ref(), a.log_level, &poisoned) {
             Ok(Verdict::Verified { log, note, lowered }) => {
                 println!("{}: verified{}", p.name, processed(&log));
                 if let Some(n) = lowered {
@@ -168,6 +184,7 @@ fn verify_one(
     maps: &MapSet,
     btf: Option<&KernelBtf>,
     log_level: u32,
+    poisoned: &[kops_kernel::core::Poisoned],
 ) -> Result<Verdict, KernelError> {
     let kf = match kernel_form(p) {
         Ok(k) => k,
@@ -199,11 +216,17 @@ fn verify_one(
             }
             if let Some(i) = insn {
                 s.push_str(&format!("  at insn {i}: {}\n", describe(insns, i)));
+                // Function offsets in the original layout (what `kops disasm` shows).
+                let o = kf.lowered.as_ref().and_then(|l| l.orig_slot(i)).unwrap_or(i);
+                if let Some(n) = insns.get(i).and_then(poison_note) {
+                    s.push_str(&format!("  note: {n}\n"));
+                    if let Some(x) = poisoned.iter().find(|x| x.program == p.name && x.slot == o) {
+                        s.push_str(&format!("  note: {x}\n"));
+                    }
+                }
                 if let Some(l) = &kf.lowered {
                     s.push_str(&orig_note(l, p, i));
                 }
-                // Function offsets in the original layout (what `kops disasm` shows).
-                let o = kf.lowered.as_ref().and_then(|l| l.orig_slot(i)).unwrap_or(i);
                 if let Some(sp) = p.subprog_at(o) {
                     s.push_str(&format!("  in function `{}` (+{})\n", sp.name, o - sp.start));
                 }
@@ -226,6 +249,18 @@ fn verify_one(
             Ok(Verdict::Rejected(s))
         }
         Err(e) => Err(e),
+    }
+}
+
+/// What libbpf meant by a poisoned call (see kops_kernel::core), if `i` is one.
+fn poison_note(i: &Insn) -> Option<String> {
+    if !i.is_call() || i.src != 0 {
+        return None;
+    }
+    match i.imm {
+        0xbad2310 => Some("libbpf poisoned this instruction: a CO-RE relocation failed (the field, type or enum value does not exist in this kernel's BTF) and the code is reachable".into()),
+        2002000000..=2002999999 => Some("libbpf poisoned this call: a weak kfunc this kernel does not have is called on a reachable path".into()),
+        _ => None,
     }
 }
 
@@ -281,6 +316,13 @@ mod tests {
         assert_eq!(run(&["kops", "verify", &obj, "--prog", "ok"]), 0);
         assert_eq!(run(&["kops", "verify", &obj, "--prog", "bad", "--log-level", "1"]), EXIT_REJECTED);
         assert_eq!(run(&["kops", "verify", &obj, "--prog", "nope"]), 1);
+    }
+
+    #[test]
+    fn core_relocations_and_externs() {
+        kops_kernel::require_kernel!();
+        // CO-RE field offsets, .kconfig externs and kfuncs: see core_extern.bpf.c.
+        assert_eq!(run(&["kops", "verify", &data("core_extern.bpf.o")]), 0);
     }
 
     #[test]

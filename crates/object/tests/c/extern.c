@@ -1,4 +1,4 @@
-// A kconfig extern: libbpf resolves it at load time; our loader reports it.
+// A kconfig extern: libbpf resolves it at load time; our loader keeps the reference.
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 

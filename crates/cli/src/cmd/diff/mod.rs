@@ -183,6 +183,7 @@ fn diff_object(
     totals: &mut Totals,
 ) -> Result<(), KernelError> {
     let obj = Object::load(path).map_err(|e| KernelError::Invalid(e.to_string()))?;
+    let obj = if obj.needs_relocation() { kops_kernel::core::relocate(&obj)? } else { obj };
     println!("== {path}");
     let progs: Vec<&Program> = match &a.prog {
         Some(n) => obj.programs.iter().filter(|p| &p.name == n).collect(),
