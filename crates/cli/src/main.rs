@@ -96,6 +96,12 @@ pub fn run_cli<S: AsRef<str>>(argv: &[S]) -> u8 {
 }
 
 fn main() -> ExitCode {
+    // Like other command-line tools: a closed stdout (`kops verify ... | head`) ends the
+    // process quietly instead of making println! panic.
+    // SAFETY: restoring the default disposition of one signal before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let argv: Vec<String> = std::env::args().collect();
     ExitCode::from(run_cli(&argv))
 }
