@@ -11,6 +11,8 @@ how many the kernel verifies, and how many of those run on every runtime with 0 
 A program's status is one of:
   ok        every runtime ran it, at least one input compared, 0 mismatches
   rejected  the kernel verifier rejects it (the selftests include programs meant to fail)
+  unloadable  libbpf itself cannot prepare the object on this kernel (a kfunc or extern the
+            kernel lacks, e.g. bpf_testmod's): bpftool cannot load it either
   mismatch  the runtimes disagree on some input
   not-run   some runtime could not load or run it (the cause names the runtime)
 Exit status: 1 when `kops diff` died on an object (a crash is never acceptable) or fewer than
@@ -107,7 +109,8 @@ def main():
             elif crashed:
                 st, cause = "not-run", f"kops diff died (signal {-r.returncode})"
             elif obj_error:
-                st, cause = "not-run", obj_error
+                st = "unloadable" if "libbpf could not resolve externs" in obj_error else "not-run"
+                cause = obj_error
             else:
                 # Static functions in program sections are subprograms, not programs.
                 continue
@@ -116,11 +119,13 @@ def main():
         for row in rows:
             f.write("\t".join(x.replace("\t", " ") for x in row) + "\n")
     core = [r for r in rows if CORE.match(r[2])]
-    verified = [r for r in core if r[3] != "rejected"]
+    verified = [r for r in core if r[3] not in ("rejected", "unloadable")]
+    unloadable = [r for r in core if r[3] == "unloadable"]
     ok = [r for r in verified if r[3] == "ok"]
     print(f"corpus: {len(objs)} objects, {len(rows)} programs ({sum(1 for r in rows if NET.match(r[2]))} networking)")
     pct = 100.0 * len(ok) / len(verified) if verified else 0.0
-    print(f"XDP/tc/socket programs: {len(core)}; the kernel verifies {len(verified)}; "
+    print(f"XDP/tc/socket programs: {len(core)}; {len(unloadable)} in objects libbpf cannot prepare on this kernel; "
+          f"the kernel verifies {len(verified)}; "
           f"{len(ok)} run end to end on {a.runtimes} with 0 mismatches ({pct:.0f}%)")
     causes = collections.Counter()
     for r in verified:
