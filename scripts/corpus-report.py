@@ -7,7 +7,8 @@ it ran end to end on every runtime, and if not, why.
 
 OUTDIR defaults to target/corpus. Writes OUTDIR/report.tsv (object, program, section,
 status, cause) and prints a summary for the networking programs (XDP, tc, socket filters):
-how many the kernel verifies, and how many of those run on every runtime with 0 mismatches.
+how many the kernel verifier does not reject, and how many of those run on every runtime with
+0 mismatches.
 A program's status is one of:
   ok        every runtime ran it, at least one input compared, 0 mismatches
   rejected  the kernel verifier rejects it (the selftests include programs meant to fail)
@@ -125,7 +126,7 @@ def main():
     print(f"corpus: {len(objs)} objects, {len(rows)} programs ({sum(1 for r in rows if NET.match(r[2]))} networking)")
     pct = 100.0 * len(ok) / len(verified) if verified else 0.0
     print(f"XDP/tc/socket programs: {len(core)}; {len(unloadable)} in objects libbpf cannot prepare on this kernel; "
-          f"the kernel verifies {len(verified)}; "
+          f"{len(verified)} not rejected by the kernel verifier (verified, or not loaded because of us); "
           f"{len(ok)} run end to end on {a.runtimes} with 0 mismatches ({pct:.0f}%)")
     causes = collections.Counter()
     for r in verified:
