@@ -194,6 +194,15 @@ struct Machine<'a> {
     tail_calls: u32,
 }
 
+/// The stack buffer (its end is the first frame's r10); see [`crate::VmOptions::poison_stack`].
+fn new_stack(len: usize, poison: bool) -> RawBuf {
+    let b = RawBuf::new(len);
+    if poison {
+        b.fill(0, len, 0xa5);
+    }
+    b
+}
+
 /// Frames the interpreter's stack holds.
 fn max_frames(deep: bool) -> usize {
     if deep {
@@ -233,7 +242,7 @@ impl<'a> Machine<'a> {
             code: prog.insns.as_ptr(),
             code_len: prog.insns.len(),
             prog,
-            stack: RawBuf::new(STACK_SIZE * max_frames(env.vm.shared.deep_stack.get())),
+            stack: new_stack(STACK_SIZE * max_frames(env.vm.shared.deep_stack.get()), env.vm.options.poison_stack),
             frames: Vec::new(),
             reg: [0; 11],
             pc: 0,

@@ -492,6 +492,32 @@ mod tests {
         assert_eq!(results, vec![(1042, 1), (1042, 1)]);
     }
 
+    /// The poisoned run (VmOptions::poison_stack) changes exactly the results that depend on
+    /// uninitialized stack or addresses: a read of an unwritten stack slot gives 0 vs
+    /// 0xa5a5..., a returned stack address moves, a plain computation stays.
+    #[test]
+    fn poisoned_runs_expose_uninitialized_stack_and_addresses() {
+        use kops_isa::op;
+        let obj = tail_object();
+        let uninit = vec![Insn::ldx(op::DW, 0, 10, -16), Insn::exit()];
+        let address = vec![Insn::mov64_reg(0, 10), Insn::exit()];
+        let plain = vec![Insn::st(op::DW, 10, -8, 7), Insn::ldx(op::DW, 0, 10, -8), Insn::exit()];
+        let run = |insns: &Vec<Insn>, poison: bool, keep: Option<&crate::Vm>| {
+            let _ = keep;
+            let mut vm = crate::Vm::new(&obj).unwrap();
+            vm.options.poison_stack = poison;
+            let id = vm.load_insns("p", insns.clone(), Vec::new(), kops_object::ProgType::Unspec, crate::CtxKind::Mem, HelperTable::kernel(), false).unwrap();
+            let r0 = vm.run(id, &crate::ProgInput { data: vec![0; 8], ctx: None }).unwrap().r0;
+            (vm, r0)
+        };
+        let (vm, a) = run(&uninit, false, None);
+        assert_eq!((a, run(&uninit, true, Some(&vm)).1), (0, 0xa5a5_a5a5_a5a5_a5a5));
+        let (vm, a) = run(&address, false, None);
+        assert_ne!(a, run(&address, true, Some(&vm)).1);
+        let (vm, a) = run(&plain, false, None);
+        assert_eq!((a, run(&plain, true, Some(&vm)).1), (7, 7));
+    }
+
     /// A program whose callee tail-calls the program itself (selftests'
     /// tailcall_bpf2bpf_hierarchy): every tail call runs in the callee's frame and calls
     /// one frame deeper, so 33 tail calls nest 34 callee frames, beyond the 8 of plain

@@ -275,11 +275,16 @@ pub struct VmOptions {
     pub seed: u64,
     /// First value of the `bpf_ktime_get_ns` clock (advances 1 µs per call).
     pub ktime_base: u64,
+    /// [`Vm::run`]: the interpreter's stack starts filled with 0xa5 instead of zeros, and
+    /// context, packet and stack lie 4 KiB into bigger allocations (other addresses). A run
+    /// whose result changes with this reads uninitialized stack or depends on memory
+    /// addresses: results that no two runtimes need to share.
+    pub poison_stack: bool,
 }
 
 impl Default for VmOptions {
     fn default() -> VmOptions {
-        VmOptions { budget: 10_000_000, seed: 0x005e_ed0f_b0f5_u64, ktime_base: 1_000_000_000 }
+        VmOptions { budget: 10_000_000, seed: 0x005e_ed0f_b0f5_u64, ktime_base: 1_000_000_000, poison_stack: false }
     }
 }
 
@@ -864,6 +869,10 @@ impl Vm {
 
     /// Runs a loaded program once on `input`.
     pub fn run(&self, prog: ProgId, input: &ProgInput) -> Result<RunResult, VmError> {
+        if self.options.poison_stack {
+            // Context, packet and stack 4168 bytes into their allocations: other addresses, low byte too.
+            return mem::with_gap(4096 + 72, || self.run_repeat(prog, input, 1)).map(|(r, _)| r);
+        }
         self.run_repeat(prog, input, 1).map(|(r, _)| r)
     }
 

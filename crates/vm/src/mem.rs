@@ -7,25 +7,44 @@
 //! may write them.
 
 use std::alloc::{alloc_zeroed, dealloc, Layout};
+use std::cell::Cell;
 use std::collections::BTreeMap;
+
+thread_local! {
+    /// Bytes left free before every buffer allocated on this thread (see [`with_gap`]).
+    static GAP: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Run `f` with every [`RawBuf`] it allocates placed `gap` bytes into a bigger allocation,
+/// so its buffers get other addresses than an otherwise identical run's.
+pub(crate) fn with_gap<T>(gap: usize, f: impl FnOnce() -> T) -> T {
+    let old = GAP.with(|g| g.replace(gap));
+    let r = f();
+    GAP.with(|g| g.set(old));
+    r
+}
 
 /// A zeroed, 8-byte aligned heap buffer that never moves. Freed on drop.
 pub struct RawBuf {
     ptr: *mut u8,
     len: usize,
+    /// Unused bytes before `ptr` in the allocation.
+    gap: usize,
 }
 
 impl RawBuf {
     pub fn new(len: usize) -> RawBuf {
         // Zero-length buffers still get a real (1-word) allocation so that every buffer
         // has a distinct, valid address.
-        let layout = Layout::from_size_align(len.max(8), 8).expect("buffer size overflows");
+        let gap = GAP.with(|g| g.get()) / 8 * 8;
+        let layout = Layout::from_size_align(len.max(8) + gap, 8).expect("buffer size overflows");
         // SAFETY: layout has non-zero size.
-        let ptr = unsafe { alloc_zeroed(layout) };
-        if ptr.is_null() {
+        let base = unsafe { alloc_zeroed(layout) };
+        if base.is_null() {
             std::alloc::handle_alloc_error(layout);
         }
-        RawBuf { ptr, len }
+        // SAFETY: the allocation holds gap + len bytes.
+        RawBuf { ptr: unsafe { base.add(gap) }, len, gap }
     }
 
     pub fn from_bytes(bytes: &[u8]) -> RawBuf {
@@ -71,9 +90,9 @@ impl RawBuf {
 
 impl Drop for RawBuf {
     fn drop(&mut self) {
-        let layout = Layout::from_size_align(self.len.max(8), 8).unwrap();
-        // SAFETY: allocated in `new` with this layout.
-        unsafe { dealloc(self.ptr, layout) };
+        let layout = Layout::from_size_align(self.len.max(8) + self.gap, 8).unwrap();
+        // SAFETY: allocated in `new` with this layout, `gap` bytes before `ptr`.
+        unsafe { dealloc(self.ptr.sub(self.gap), layout) };
     }
 }
 

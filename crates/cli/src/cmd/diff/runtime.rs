@@ -32,6 +32,25 @@ pub(super) fn check_runtime_name(n: &str) -> Result<(), String> {
     vm_engine(n).map(|_| ()).map_err(|e| format!("runtime `{n}`: {e} (or `kernel`)"))
 }
 
+/// Whether the interpreter's result on `input` changes when its stack starts poisoned and
+/// moved ([`kops_vm::VmOptions::poison_stack`]): then the program reads uninitialized stack
+/// or lets addresses into its result, which correct runtimes need not agree on.
+pub(super) fn address_dependent(obj: &Object, prog: &Program, input: &ProgInput, compare: &[String]) -> bool {
+    let run = |poison: bool, keep: Option<&Vm>| -> Option<(Vm, Outcome)> {
+        let _ = keep; // the other Vm stays alive, so the two runs get different buffers
+        let mut vm = Vm::new(obj).ok()?;
+        vm.options.poison_stack = poison;
+        let id = vm.load(&prog.name).ok()?;
+        let r = vm.run(id, input).ok()?;
+        let kind = CtxKind::for_prog_type(prog.prog_type);
+        let maps = vm.snapshot_maps(compare);
+        Some((vm, Outcome { r0: r.r0, data_out: kind.has_packet().then_some(r.data_out), maps }))
+    };
+    let Some((vm_a, a)) = run(false, None) else { return false };
+    let Some((_vm_b, b)) = run(true, Some(&vm_a)) else { return false };
+    !kops_vm::compare::differences(&a, &b, false).is_empty()
+}
+
 /// One program on one runtime.
 pub(super) enum Runtime<'a> {
     Kernel {
