@@ -117,44 +117,7 @@ const KERNEL_HELPERS: &[HelperDef] = &[
     HelperDef { id: XDP_GET_BUFF_LEN, name: "xdp_get_buff_len", func: h_xdp_get_buff_len },
 ];
 
-/// Kernel name of a helper id, for error messages (the ids programs commonly use).
-pub fn kernel_helper_name(id: u32) -> Option<&'static str> {
-    const NAMES: &[(u32, &str)] = &[
-        (4, "probe_read"),
-        (13, "clone_redirect"),
-        (14, "get_current_pid_tgid"),
-        (15, "get_current_uid_gid"),
-        (16, "get_current_comm"),
-        (17, "get_cgroup_classid"),
-        (18, "skb_vlan_push"),
-        (19, "skb_vlan_pop"),
-        (20, "skb_get_tunnel_key"),
-        (21, "skb_set_tunnel_key"),
-        (22, "perf_event_read"),
-        (24, "get_route_realm"),
-        (27, "get_stackid"),
-        (29, "skb_get_tunnel_opt"),
-        (30, "skb_set_tunnel_opt"),
-        (31, "skb_change_proto"),
-        (32, "skb_change_type"),
-        (34, "get_hash_recalc"),
-        (35, "get_current_task"),
-        (38, "skb_change_tail"),
-        (39, "skb_pull_data"),
-        (40, "csum_update"),
-        (43, "skb_change_head"),
-        (50, "skb_adjust_room"),
-        (69, "fib_lookup"),
-        (113, "probe_read_kernel"),
-        (121, "xdp_output"),
-        (181, "loop"),
-    ];
-    KERNEL_HELPERS
-        .iter()
-        .find(|d| d.id == id)
-        .map(|d| d.name)
-        .or_else(|| NAMES.iter().find(|(i, _)| *i == id).map(|(_, n)| *n))
-}
+pub use crate::helper_names::{describe_helper, kernel_helper_id, kernel_helper_name, KERNEL_HELPER_NAMES};
 
 /// Where an XDP or tc program asked to redirect the packet.
 #[derive(Debug, Clone, PartialEq, Eq)]

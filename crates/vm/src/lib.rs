@@ -94,6 +94,7 @@
 
 pub mod compare;
 pub mod ctx;
+pub mod helper_names;
 pub mod helpers;
 pub mod interp;
 pub mod jit_engine;
@@ -665,10 +666,10 @@ impl Vm {
                     0 => {
                         let id = i.imm as u32;
                         if helpers.get(id).is_none() {
-                            let nm = if conformance { None } else { helpers::kernel_helper_name(id) };
-                            return Err(err(pc, match nm {
-                                Some(nm) => format!("unknown helper {id} (bpf_{nm}): not implemented by the runtime"),
-                                None => format!("unknown helper {id}"),
+                            return Err(err(pc, if conformance {
+                                format!("unknown helper {id}")
+                            } else {
+                                format!("helper {} is not supported by the kops runtimes", helpers::describe_helper(id))
                             }));
                         }
                     }
