@@ -18,6 +18,7 @@ fn opts(runtimes: &str, cpu: Option<usize>) -> SuiteOptions {
         per_pass: false,
         packet: kops_bench::packet::udp_packet(1500, 1),
         cpu,
+        prog_type: None,
     }
 }
 

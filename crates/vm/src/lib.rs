@@ -100,6 +100,7 @@ pub mod interp;
 pub mod jit_engine;
 pub mod maps;
 pub mod mem;
+pub mod net;
 pub mod verify;
 
 pub use ctx::{CtxKind, ProgInput};
@@ -351,6 +352,8 @@ pub struct Vm {
     engine: Box<dyn Engine>,
     verifier: Box<dyn Verifier>,
     pub options: VmOptions,
+    /// Devices and routes the networking helpers see (see [`net`]).
+    pub net: net::NetModel,
 }
 
 impl Vm {
@@ -385,6 +388,7 @@ impl Vm {
             engine,
             verifier,
             options: VmOptions::default(),
+            net: net::NetModel::default(),
         };
         // Program arrays declared with initial slots (BTF `values = { [i] = &prog }`).
         if let Some(o) = object {
@@ -819,6 +823,8 @@ impl Vm {
             ktime: self.options.ktime_base,
             redirect: None,
             fault: None,
+            skb: net::SkbModel::for_run(p.ctx, rc.buffer_range()),
+            net: &self.net,
         };
         let env = RunEnv { vm: self, ctx: &rc, prog, budget: self.options.budget, executed: Cell::new(None) };
         let n = repeat.max(1);

@@ -69,6 +69,10 @@ pub struct Args {
     /// No progress bar.
     #[arg(long)]
     no_progress: bool,
+    /// Program type for programs whose section name gives none (legacy names such as
+    /// `redirect_xmit`): xdp, tc, socket, cgroup_skb, lwt_xmit, ... (see `kops inspect`).
+    #[arg(long = "type", value_name = "TYPE")]
+    prog_type: Option<String>,
 }
 
 /// bpf/out next to the working directory, else the one of the source tree this binary was
@@ -237,6 +241,7 @@ pub fn run(a: Args, command: String) -> anyhow::Result<u8> {
         per_pass: a.per_pass,
         packet: kops_bench::packet::udp_packet(a.packet_len, a.seed),
         cpu,
+        prog_type: a.prog_type.clone(),
     };
     eprintln!("kops bench: preparing {} objects on {} (checking results against the oracle)", files.len(), runtimes.join(","));
     let prepared = suite::prepare(&files, &opts, !a.no_progress);

@@ -67,6 +67,10 @@ pub struct Args {
     /// Prints a warning for every program.
     #[arg(long)]
     unverified: bool,
+    /// Program type for programs whose section name gives none (legacy names such as
+    /// `redirect_xmit`): xdp, tc, socket, cgroup_skb, lwt_xmit, ... (see `kops inspect`).
+    #[arg(long = "type", value_name = "TYPE")]
+    prog_type: Option<String>,
 }
 
 const EXIT_NO_KERNEL: u8 = 3;
@@ -140,7 +144,10 @@ fn diff_object(
     kernel_cpu: Option<usize>,
     totals: &mut Totals,
 ) -> Result<(), KernelError> {
-    let obj = Object::load(path).map_err(|e| KernelError::Invalid(e.to_string()))?;
+    let mut obj = Object::load(path).map_err(|e| KernelError::Invalid(e.to_string()))?;
+    let only: Vec<&str> = a.prog.iter().map(String::as_str).collect();
+    obj.resolve_prog_types(a.prog_type.as_deref(), a.prog.is_some().then_some(&only[..])).map_err(KernelError::Invalid)?;
+    let obj = obj;
     println!("== {path}");
     let progs: Vec<&Program> = match &a.prog {
         Some(n) => obj.programs.iter().filter(|p| &p.name == n).collect(),
