@@ -351,7 +351,17 @@ impl RunCtx {
                 } else {
                     3 // PACKET_OTHERHOST
                 };
-                let proto = u16::from_ne_bytes([d[12], d[13]]) as u32; // __be16 as stored
+                // eth_type_trans: an 802.3 length field (< 0x600) gives ETH_P_802_3 when the
+                // payload starts with 0xffff (raw IPX), else ETH_P_802_2. __be16 as stored.
+                let ethertype = u16::from_be_bytes([d[12], d[13]]);
+                let proto = if ethertype >= 0x600 {
+                    ethertype
+                } else if d.len() >= 16 && d[14..16] == [0xff, 0xff] {
+                    1
+                } else {
+                    4
+                };
+                let proto = u16::from_ne_bytes(proto.to_be_bytes()) as u32;
                 // Socket filters see the packet from the network header.
                 let start = if tc { 0 } else { ETH_HLEN as usize };
                 let len = d.len() - start;
