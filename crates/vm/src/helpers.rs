@@ -101,6 +101,7 @@ pub const SKB_CHANGE_HEAD: u32 = 43;
 pub const SET_HASH: u32 = 48;
 pub const SKB_ADJUST_ROOM: u32 = 50;
 pub const FIB_LOOKUP: u32 = 69;
+pub const SKB_ECN_SET_CE: u32 = 97;
 pub const SKC_LOOKUP_TCP: u32 = 99;
 pub const CSUM_LEVEL: u32 = 135;
 pub const REDIRECT_NEIGH: u32 = 152;
@@ -155,6 +156,7 @@ const KERNEL_HELPERS: &[HelperDef] = &[
     HelperDef { id: SET_HASH, name: "set_hash", func: net::h_set_hash },
     HelperDef { id: SKB_ADJUST_ROOM, name: "skb_adjust_room", func: net::h_skb_adjust_room },
     HelperDef { id: FIB_LOOKUP, name: "fib_lookup", func: net::h_fib_lookup },
+    HelperDef { id: SKB_ECN_SET_CE, name: "skb_ecn_set_ce", func: net::h_skb_ecn_set_ce },
     HelperDef { id: SKC_LOOKUP_TCP, name: "skc_lookup_tcp", func: net::h_skc_lookup_tcp },
     HelperDef { id: CSUM_LEVEL, name: "csum_level", func: net::h_csum_level },
     HelperDef { id: REDIRECT_NEIGH, name: "redirect_neigh", func: net::h_redirect_neigh },

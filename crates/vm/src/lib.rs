@@ -49,7 +49,13 @@
 //!   skb_store_bytes, skb_load_bytes, l3_csum_replace, l4_csum_replace, tail_call, redirect,
 //!   perf_event_output (no event attached: -ENOENT, as in a kernel test run), csum_diff,
 //!   xdp_adjust_head/meta/tail, redirect_map, ringbuf output/reserve/submit/discard,
-//!   xdp_get_buff_len. Any other id is a load error naming the helper and instruction.
+//!   xdp_get_buff_len, and the networking helpers of [`net`] (xdp_load/store_bytes,
+//!   skb_adjust_room, skb_change_head/tail, skb_pull_data, skb_vlan_push/pop,
+//!   skb_get/set_tunnel_key, clone_redirect, redirect_peer/neigh, get_hash_recalc,
+//!   set_hash(_invalid), csum_level, csum_update, check_mtu, fib_lookup, skc_lookup_tcp,
+//!   skb_set_tstamp) over a documented skb/device/FIB model ([`Vm::net`]), trace_vprintk,
+//!   ktime_get_coarse_ns/tai_ns (the same deterministic clock). Any other id is a load
+//!   error naming the helper as `bpf_<name> (id N)` ([`helper_names`]) and the instruction.
 //!
 //! # Engines
 //!

@@ -106,6 +106,8 @@ pub struct TunnelInfo {
 pub struct SkbModel {
     /// Network header offset from `data`.
     pub net_off: u64,
+    /// `skb->mac_len`: 0 in a test run's skb until a helper resets it.
+    pub mac_len: u64,
     /// Transport header offset from `data`, once set.
     pub trans_off: Option<u64>,
     pub encapsulation: bool,
@@ -397,6 +399,7 @@ pub(crate) extern "C" fn h_skb_change_head(ctx: u64, room: u64, flags: u64, _: u
         }
         // The mac header is reset to the new start; the network header stays put.
         st.skb.net_off += room;
+        st.skb.mac_len = st.skb.net_off;
         if let Some(t) = &mut st.skb.trans_off {
             *t += room;
         }
@@ -603,6 +606,7 @@ pub(crate) extern "C" fn h_skb_vlan_push(ctx: u64, proto: u64, tci: u64, _: u64,
             }
         }
         set_vlan(c, Some((vproto, tci as u16)));
+        st.skb.mac_len = st.skb.net_off;
         0
     })
 }
@@ -640,6 +644,7 @@ fn vlan_pop_packet(st: &mut RunState, c: u64) -> Result<u16, i64> {
     if let Some(t) = &mut st.skb.trans_off {
         *t = t.saturating_sub(VLAN_HLEN);
     }
+    st.skb.mac_len = st.skb.net_off;
     Ok(tci)
 }
 
@@ -947,6 +952,75 @@ pub(crate) extern "C" fn h_skb_set_tstamp(ctx: u64, tstamp: u64, ty: u64, _: u64
         wr32(c + skb::TSTAMP_TYPE as u64, ty as u32);
         0
     })
+}
+
+/// `bpf_skb_ecn_set_ce` (`INET_ECN_set_ce`): marks an ECN-capable IPv4 or IPv6 header
+/// CE (IPv4: with the incremental checksum update); 1 when the packet is CE afterwards.
+/// On VLAN-tagged skbs the kernel finds the protocol by walking the tags from `mac_len`
+/// (`vlan_get_protocol`) but still edits the bytes at the network header.
+pub(crate) extern "C" fn h_skb_ecn_set_ce(ctx: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+    with_state(0, |st| {
+        let Some(c) = tc_skb(st, ctx, "skb_ecn_set_ce") else { return 0 };
+        let (d, e) = skb_data(c);
+        let nh = d + st.skb.net_off;
+        match vlan_get_protocol(st, c) {
+            ETH_P_IP if nh + 20 <= e => {
+                // SAFETY: 20 bytes at nh are inside the packet.
+                let h = unsafe { std::slice::from_raw_parts_mut(nh as *mut u8, 20) };
+                let ecn = (h[1].wrapping_add(1) & 3) as u16;
+                if ecn & 2 == 0 {
+                    return (ecn == 0) as u64;
+                }
+                // iph->check = csum16_add(check, htons(0xFFFB) + htons(ecn)), in memory order.
+                let add = 0xfffbu16.to_be().wrapping_add(ecn.to_be());
+                let old = u16::from_ne_bytes([h[10], h[11]]);
+                let mut sum = old.wrapping_add(add);
+                sum = sum.wrapping_add((sum < add) as u16);
+                h[10..12].copy_from_slice(&sum.to_ne_bytes());
+                h[1] |= 3;
+                1
+            }
+            ETH_P_IPV6 if nh + 40 <= e => {
+                // SAFETY: 40 bytes at nh are inside the packet.
+                let h = unsafe { std::slice::from_raw_parts_mut(nh as *mut u8, 4) };
+                let dsfield = ((h[0] as u16) << 8 | h[1] as u16) >> 4;
+                if dsfield & 3 == 0 {
+                    return 0;
+                }
+                h[1] |= 3 << 4;
+                1
+            }
+            _ => 0,
+        }
+    })
+}
+
+/// `__vlan_get_protocol(skb, skb->protocol, NULL)`: 0 when a tag cannot be read.
+fn vlan_get_protocol(st: &RunState, c: u64) -> u16 {
+    let is_vlan = |p: u16| p == ETH_P_8021Q || p == ETH_P_8021AD;
+    let mut ty = protocol(c);
+    if !is_vlan(ty) {
+        return ty;
+    }
+    let (d, e) = skb_data(c);
+    let mut depth = match st.skb.mac_len {
+        0 => ETH_HLEN,
+        m if m < VLAN_HLEN => return 0,
+        m => m - VLAN_HLEN,
+    };
+    for _ in 0..8 {
+        if depth + VLAN_HLEN > e - d {
+            return 0;
+        }
+        // SAFETY: the 4-byte tag at depth is inside the packet.
+        let b = unsafe { std::slice::from_raw_parts((d + depth) as *const u8, 4) };
+        ty = u16::from_be_bytes([b[2], b[3]]);
+        depth += VLAN_HLEN;
+        if !is_vlan(ty) {
+            return ty;
+        }
+    }
+    0
 }
 
 /// `bpf_skc_lookup_tcp`: the model has no sockets, so every lookup finds nothing (NULL).

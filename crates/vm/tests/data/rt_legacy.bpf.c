@@ -1,6 +1,6 @@
 // Section names of Linux 6.12 samples/bpf: `redirect_xmit` (tc, loaded by iproute2 with an
 // explicit type, so unknown to libbpf), `xdp_fwd` and `socket1` (pre-1.0 libbpf prefixes);
-// and a helper the runtimes do not implement (bpf_skb_ecn_set_ce, id 97).
+// and a helper the runtimes do not implement (bpf_get_route_realm, id 24).
 // Build: clang-19 -O2 -g -target bpf -mcpu=v3 -I/usr/include/x86_64-linux-gnu -c rt_legacy.bpf.c -o rt_legacy.bpf.o
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -24,9 +24,9 @@ int do_socket1(struct __sk_buff *skb)
 }
 
 SEC("tc")
-int ecn(struct __sk_buff *skb)
+int realm(struct __sk_buff *skb)
 {
-	return bpf_skb_ecn_set_ce(skb);
+	return bpf_get_route_realm(skb);
 }
 
 char LICENSE[] SEC("license") = "GPL";

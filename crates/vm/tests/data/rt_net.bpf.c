@@ -189,6 +189,17 @@ int tc_misc(struct __sk_buff *skb)
 	return bpf_redirect_peer(9999, 1);
 }
 
+// ECN: CE on ECN-capable IPv4 (with the checksum update) and IPv6 headers; the rest of
+// the packet is compared too. The second call reports an already marked packet.
+SEC("tc")
+int tc_ecn(struct __sk_buff *skb)
+{
+	long a = bpf_skb_ecn_set_ce(skb);
+	long b = bpf_skb_ecn_set_ce(skb);
+
+	return a | (b << 1);
+}
+
 SEC("xdp")
 int xdp_misc(struct xdp_md *ctx)
 {
