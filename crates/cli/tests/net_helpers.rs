@@ -32,8 +32,8 @@ fn net_helpers_agree_with_the_kernel() {
     println!("{t}");
     assert_eq!(out.status.code(), Some(0), "{t}");
     let last = t.lines().rev().find(|l| l.contains(" programs, ")).unwrap_or("");
-    assert!(last.starts_with("8 programs, ") && last.ends_with(", 0 mismatches"), "{last}");
-    for p in ["xdp_bytes", "xdp_misc", "tc_room", "tc_size", "tc_vlan", "tc_tunnel", "tc_misc", "tc_ecn"] {
+    assert!(last.starts_with("10 programs, ") && last.ends_with(", 0 mismatches"), "{last}");
+    for p in ["xdp_bytes", "xdp_misc", "tc_room", "tc_size", "tc_vlan", "tc_tunnel", "tc_misc", "tc_ecn", "tc_sock", "sock_rel"] {
         let line = t.lines().find(|l| l.starts_with(&format!("{p}: "))).unwrap_or_else(|| panic!("no summary for {p}: {t}"));
         let n: usize = line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
         assert!(n >= 150, "{p}: only {n} inputs compared: {line}");
@@ -56,7 +56,7 @@ fn net_helper_models_on_the_interpreter() {
         b.chunks(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect()
     };
     // .bss layout: xdp_res[8], room_res[12], size_res[12], vlan_res[16], tun_res[24],
-    // misc_res[24], xmisc_res[8].
+    // misc_res[24], xmisc_res[8], sock_res[12], filt_res[4].
     let misc = &bss("tc_misc")[8 + 12 + 12 + 16 + 24..][..24];
     // csum_level: query on CHECKSUM_NONE is -EACCES; two INCs give level 1; DEC 0.
     assert_eq!(&misc[0..7], &[-13, 0, 0, 1, 0, 0, -22]);
@@ -72,6 +72,12 @@ fn net_helper_models_on_the_interpreter() {
     let flags = (tun[4] >> 16) as u16;
     assert_eq!(flags, ((1u16 << 2) | (1 << 3) | (1 << 13)).to_be(), "{:#x}", tun[4]);
     assert_eq!((tun[4] >> 32) as u32 ^ 0x0a00_0001, tun[3] as u32, "local = set's remote");
+    let sock = &bss("tc_sock")[8 + 12 + 12 + 16 + 24 + 24 + 8..][..12];
+    assert_eq!(&sock[..3], &[0, 0, 0], "no socket serves the tuple");
+    // Bytes 6 and 11 from the MAC header: the source MAC's first and last bytes (66, bb).
+    assert_eq!((sock[3], sock[4]), (0, 0xbb66));
+    assert_eq!((sock[7], sock[8]), (-14, -14), "bad start header; past the end: -EFAULT");
+    assert_eq!((sock[9], sock[10], sock[11]), (0, 2, -22), "pkt_type to PACKET_MULTICAST; 6 is refused");
     let vlan = &bss("tc_vlan")[8 + 12 + 12..][..16];
     // First push: metadata only (present, TCI 5, 802.1Q as the __be16 in memory: 0x0081),
     // length unchanged.

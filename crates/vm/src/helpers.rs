@@ -43,7 +43,14 @@ pub struct HelperTable {
 impl HelperTable {
     /// The helpers of a Linux program (the set the runtime implements).
     pub fn kernel() -> HelperTable {
-        HelperTable { defs: KERNEL_HELPERS.to_vec() }
+        let mut defs = KERNEL_HELPERS.to_vec();
+        // Helpers that take a socket from a lookup (see `net::socket_arg_helper`).
+        for id in 0..KERNEL_HELPER_NAMES.len() as u32 {
+            if let (Some(func), Some(name)) = (net::socket_arg_helper(id), kernel_helper_name(id)) {
+                defs.push(HelperDef { id, name, func });
+            }
+        }
+        HelperTable { defs }
     }
     /// The conformance suite's helpers: only id 5 ("unwind").
     pub fn conformance() -> HelperTable {
@@ -103,6 +110,12 @@ pub const SKB_ADJUST_ROOM: u32 = 50;
 pub const FIB_LOOKUP: u32 = 69;
 pub const SKB_ECN_SET_CE: u32 = 97;
 pub const SKC_LOOKUP_TCP: u32 = 99;
+pub const SKB_CHANGE_TYPE: u32 = 32;
+pub const SKB_LOAD_BYTES_RELATIVE: u32 = 68;
+pub const SK_LOOKUP_TCP: u32 = 84;
+pub const SK_LOOKUP_UDP: u32 = 85;
+pub const XDP_OUTPUT: u32 = 121;
+
 pub const CSUM_LEVEL: u32 = 135;
 pub const REDIRECT_NEIGH: u32 = 152;
 pub const REDIRECT_PEER: u32 = 155;
@@ -157,7 +170,12 @@ const KERNEL_HELPERS: &[HelperDef] = &[
     HelperDef { id: SKB_ADJUST_ROOM, name: "skb_adjust_room", func: net::h_skb_adjust_room },
     HelperDef { id: FIB_LOOKUP, name: "fib_lookup", func: net::h_fib_lookup },
     HelperDef { id: SKB_ECN_SET_CE, name: "skb_ecn_set_ce", func: net::h_skb_ecn_set_ce },
-    HelperDef { id: SKC_LOOKUP_TCP, name: "skc_lookup_tcp", func: net::h_skc_lookup_tcp },
+    HelperDef { id: SKC_LOOKUP_TCP, name: "skc_lookup_tcp", func: net::h_sk_lookup },
+    HelperDef { id: SK_LOOKUP_TCP, name: "sk_lookup_tcp", func: net::h_sk_lookup },
+    HelperDef { id: SK_LOOKUP_UDP, name: "sk_lookup_udp", func: net::h_sk_lookup },
+    HelperDef { id: SKB_CHANGE_TYPE, name: "skb_change_type", func: net::h_skb_change_type },
+    HelperDef { id: SKB_LOAD_BYTES_RELATIVE, name: "skb_load_bytes_relative", func: net::h_skb_load_bytes_relative },
+    HelperDef { id: XDP_OUTPUT, name: "xdp_output", func: h_perf_event_output },
     HelperDef { id: CSUM_LEVEL, name: "csum_level", func: net::h_csum_level },
     HelperDef { id: REDIRECT_NEIGH, name: "redirect_neigh", func: net::h_redirect_neigh },
     HelperDef { id: REDIRECT_PEER, name: "redirect_peer", func: net::h_redirect_peer },
@@ -358,7 +376,7 @@ extern "C" fn h_trace_printk(fmt: u64, size: u64, a1: u64, a2: u64, a3: u64) -> 
 extern "C" fn h_trace_vprintk(fmt: u64, size: u64, args: u64, args_size: u64, _: u64) -> u64 {
     with_state((-errno::EINVAL) as u64, |st| {
         let n = args_size as u32 as usize;
-        if n % 8 != 0 || n > 8 * 12 || (args == 0 && n != 0) {
+        if !n.is_multiple_of(8) || n > 8 * 12 || (args == 0 && n != 0) {
             return (-errno::EINVAL) as u64;
         }
         // SAFETY: see `bytes`.

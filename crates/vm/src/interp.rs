@@ -648,6 +648,11 @@ impl<'a> Machine<'a> {
             helpers::RINGBUF_RESERVE | helpers::REDIRECT_MAP => map_arg(1).map(|_| ()),
             helpers::XDP_LOAD_BYTES => mem(r[3], r[4] as u32 as u64, true),
             helpers::SKB_GET_TUNNEL_KEY => mem(r[2], r[3] as u32 as u64, true),
+            helpers::SKB_LOAD_BYTES_RELATIVE => mem(r[3], r[4] as u32 as u64, true),
+            helpers::XDP_OUTPUT => {
+                map_arg(2)?;
+                mem(r[4], r[5], false)
+            }
             helpers::XDP_STORE_BYTES => mem(r[3], r[4] as u32 as u64, false),
             helpers::SKB_SET_TUNNEL_KEY => mem(r[2], r[3] as u32 as u64, false),
             helpers::FIB_LOOKUP => mem(r[2], r[3] as u32 as u64, true),

@@ -1023,12 +1023,89 @@ fn vlan_get_protocol(st: &RunState, c: u64) -> u16 {
     0
 }
 
-/// `bpf_skc_lookup_tcp`: the model has no sockets, so every lookup finds nothing (NULL).
-pub(crate) extern "C" fn h_skc_lookup_tcp(ctx: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+/// `bpf_sk_lookup_tcp/udp`, `bpf_skc_lookup_tcp`: the model has no sockets, so every
+/// lookup finds nothing (NULL), as the kernel does for a tuple no local socket serves.
+pub(crate) extern "C" fn h_sk_lookup(ctx: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
     with_state(0, |st| {
         if ctx != st.ctx || !st.ctx_kind.has_packet() {
-            fault(st, format!("bpf_skc_lookup_tcp: {ctx:#x} is not the packet context of this run"));
+            fault(st, format!("bpf_sk_lookup_*: {ctx:#x} is not the packet context of this run"));
         }
+        0
+    })
+}
+
+/// Helpers that take a socket (`bpf_sk_release`, `bpf_tcp_check_syncookie`, ...): the
+/// verifier lets a program reach them only with a socket from a lookup, which the model
+/// never returns; reaching one anyway is a helper fault.
+fn socket_arg(id: u32, sk: u64) -> u64 {
+    with_state(0, |st| {
+        let h = crate::helper_names::describe_helper(id);
+        fault(st, format!("{h} got the socket {sk:#x}, but the model's socket lookups return none"));
+        0
+    })
+}
+
+macro_rules! socket_helpers {
+    ($($id:literal),*) => {
+        /// The implementation of socket-taking helper `id` (see `socket_arg`).
+        pub(crate) fn socket_arg_helper(id: u32) -> Option<crate::HelperFn> {
+            $({
+                extern "C" fn f(sk: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+                    socket_arg($id, sk)
+                }
+                if id == $id {
+                    return Some(f);
+                }
+            })*
+            None
+        }
+    };
+}
+
+// sk_release, sk_fullsock, tcp_sock, get_listener_sock, tcp_check_syncookie,
+// tcp_gen_syncookie, skc_to_{tcp6,tcp,tcp_timewait,tcp_request,udp6}_sock.
+socket_helpers!(86, 95, 96, 98, 100, 110, 136, 137, 138, 139, 140);
+
+/// `bpf_skb_change_type`: only between PACKET_HOST..PACKET_OTHERHOST.
+pub(crate) extern "C" fn h_skb_change_type(ctx: u64, ty: u64, _: u64, _: u64, _: u64) -> u64 {
+    with_state(EINVAL, |st| {
+        let Some(c) = tc_skb(st, ctx, "skb_change_type") else { return EINVAL };
+        let cur = rd32(c + skb::PKT_TYPE as u64);
+        if cur > 3 || ty as u32 > 3 {
+            return EINVAL;
+        }
+        wr32(c + skb::PKT_TYPE as u64, ty as u32);
+        0
+    })
+}
+
+/// `bpf_skb_load_bytes_relative` from the MAC (0) or network (1) header; the buffer is
+/// cleared on error.
+pub(crate) extern "C" fn h_skb_load_bytes_relative(ctx: u64, off: u64, to: u64, len: u64, start: u64) -> u64 {
+    with_state(EINVAL, |st| {
+        let Some(c) = any_skb(st, ctx, "skb_load_bytes_relative") else { return EINVAL };
+        let len = len as u32 as u64;
+        let clear = || {
+            // SAFETY: the caller checked `len` bytes at `to`.
+            unsafe { std::ptr::write_bytes(to as *mut u8, 0, len as usize) };
+            (-EFAULT) as u64
+        };
+        let (d, e) = skb_data(c);
+        let tc = st.ctx_kind == (CtxKind::Skb { tc: true });
+        // Socket filters and cgroup skb programs start at the network header, with the
+        // Ethernet header in front of it in our buffer.
+        let (mac, nh) = if tc { (d, d + st.skb.net_off) } else { (d - ETH_HLEN, d) };
+        let base = match start {
+            0 => mac,
+            1 => nh,
+            _ => return clear(),
+        };
+        let off = off as u32 as u64;
+        if off > 0xffff || base + off + len > e {
+            return clear();
+        }
+        // SAFETY: [base + off, + len) lies in the packet buffer.
+        unsafe { std::ptr::copy((base + off) as *const u8, to as *mut u8, len as usize) };
         0
     })
 }
@@ -1036,6 +1113,47 @@ pub(crate) extern "C" fn h_skc_lookup_tcp(ctx: u64, _: u64, _: u64, _: u64, _: u
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{interp::Interp, HelperTable, ProgInput, Vm, VmError};
+    use kops_isa::Insn;
+    use kops_object::ProgType;
+
+    fn run_tc(insns: Vec<Insn>) -> Result<u64, VmError> {
+        let vm = Vm::with_engine(None, Box::new(Interp))?;
+        let id = vm.load_insns("t", insns, Vec::new(), ProgType::SchedCls, CtxKind::Skb { tc: true }, HelperTable::kernel(), false)?;
+        vm.run(id, &ProgInput::packet(&[0u8; 64])).map(|r| r.r0)
+    }
+
+    #[test]
+    fn helper_messages_name_the_helper() {
+        // A helper the runtimes lack: a load error with its name and id.
+        let e = run_tc(vec![Insn::call_helper(24), Insn::exit()]).unwrap_err();
+        assert_eq!(e.to_string(), "program `t`, insn 0: helper bpf_get_route_realm (id 24) is not supported by the kops runtimes");
+        // An id the kernel does not have.
+        let e = run_tc(vec![Insn::call_helper(4000), Insn::exit()]).unwrap_err();
+        assert!(e.to_string().contains("helper id 4000 (not a kernel helper)"), "{e}");
+        // A socket helper reached with a made-up socket: a fault naming it.
+        let e = run_tc(vec![Insn::mov64_imm(1, 8), Insn::call_helper(86), Insn::exit()]).unwrap_err();
+        assert!(e.to_string().contains("bpf_sk_release (id 86) got the socket 0x8"), "{e}");
+        // A tc-only helper from a socket filter is refused by name.
+        let vm = Vm::with_engine(None, Box::new(Interp)).unwrap();
+        let id = vm
+            .load_insns("s", vec![Insn::mov64_imm(2, 4), Insn::call_helper(38), Insn::exit()], Vec::new(), ProgType::SocketFilter, CtxKind::Skb { tc: false }, HelperTable::kernel(), false)
+            .unwrap();
+        let e = vm.run(id, &ProgInput::packet(&[0u8; 64])).unwrap_err();
+        assert!(e.to_string().contains("bpf_skb_change_tail") && e.to_string().contains("tc programs only"), "{e}");
+    }
+
+    #[test]
+    fn skb_grows_to_the_kernel_maximum_and_no_further() {
+        // change_tail to SKB_MAX_LEN succeeds, one more byte is -EINVAL (filter.c).
+        let tail = |n: i32| vec![Insn::mov64_imm(2, n), Insn::mov64_imm(3, 0), Insn::call_helper(38), Insn::exit()];
+        assert_eq!(run_tc(tail(SKB_MAX_LEN as i32)).unwrap(), 0);
+        assert_eq!(run_tc(tail(SKB_MAX_LEN as i32 + 1)).unwrap(), EINVAL);
+        // change_head by the rest of the maximum succeeds (64-byte packet).
+        let head = |n: i32| vec![Insn::mov64_imm(2, n), Insn::mov64_imm(3, 0), Insn::call_helper(43), Insn::exit()];
+        assert_eq!(run_tc(head(SKB_MAX_LEN as i32 - 64)).unwrap(), 0);
+        assert_eq!(run_tc(head(SKB_MAX_LEN as i32 - 63)).unwrap(), EINVAL);
+    }
 
     #[test]
     fn prefixes() {

@@ -14,6 +14,8 @@ __s64 vlan_res[16];
 __s64 tun_res[24];
 __s64 misc_res[24];
 __s64 xmisc_res[8];
+__s64 sock_res[12];
+__s64 filt_res[4];
 
 SEC("xdp")
 int xdp_bytes(struct xdp_md *ctx)
@@ -216,6 +218,55 @@ int xdp_misc(struct xdp_md *ctx)
 	xmisc_res[4] = bpf_fib_lookup(ctx, &fib, sizeof(fib), BPF_FIB_LOOKUP_OUTPUT);
 	xmisc_res[5] = bpf_fib_lookup(ctx, &fib, 8, 0);
 	return XDP_PASS;
+}
+
+// Socket lookups (no local socket serves 192.0.2.200:9 from 198.51.100.1), headers
+// relative to MAC and network header, packet type changes.
+SEC("tc")
+int tc_sock(struct __sk_buff *skb)
+{
+	struct bpf_sock_tuple t = {};
+	struct bpf_sock *sk;
+	__u8 b[6] = {};
+
+	t.ipv4.saddr = bpf_htonl(0xc6336401);
+	t.ipv4.daddr = bpf_htonl(0xc00002c8);
+	t.ipv4.sport = bpf_htons(40000);
+	t.ipv4.dport = bpf_htons(9);
+	sk = bpf_sk_lookup_tcp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+	sock_res[0] = sk != 0;
+	if (sk)
+		bpf_sk_release(sk);
+	sk = bpf_sk_lookup_udp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+	sock_res[1] = sk != 0;
+	if (sk)
+		bpf_sk_release(sk);
+	sk = (struct bpf_sock *)bpf_skc_lookup_tcp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+	sock_res[2] = sk != 0;
+	if (sk)
+		bpf_sk_release(sk);
+	sock_res[3] = bpf_skb_load_bytes_relative(skb, 6, b, 6, BPF_HDR_START_MAC);
+	sock_res[4] = b[0] | (b[5] << 8);
+	sock_res[5] = bpf_skb_load_bytes_relative(skb, 1, b, 4, BPF_HDR_START_NET);
+	sock_res[6] = b[0] | (b[3] << 8);
+	sock_res[7] = bpf_skb_load_bytes_relative(skb, 0, b, 6, 2);
+	sock_res[8] = bpf_skb_load_bytes_relative(skb, skb->len - 3, b, 6, BPF_HDR_START_MAC);
+	sock_res[9] = bpf_skb_change_type(skb, 2);
+	sock_res[10] = skb->pkt_type;
+	sock_res[11] = bpf_skb_change_type(skb, 6);
+	return 0;
+}
+
+SEC("socket")
+int sock_rel(struct __sk_buff *skb)
+{
+	__u8 b[4] = {};
+
+	filt_res[0] = bpf_skb_load_bytes_relative(skb, 12, b, 2, BPF_HDR_START_MAC);
+	filt_res[1] = b[0] << 8 | b[1];
+	filt_res[2] = bpf_skb_load_bytes_relative(skb, 0, b, 4, BPF_HDR_START_NET);
+	filt_res[3] = b[0] | (b[3] << 8);
+	return skb->len;
 }
 
 char LICENSE[] SEC("license") = "GPL";
