@@ -10,7 +10,11 @@
 //!   loopback device (ifindex 1, MTU 65536, 14-byte header, forwarding off, as the test
 //!   run's device on a host that does not forward), so `bpf_fib_lookup` answers
 //!   `BPF_FIB_LKUP_RET_FWD_DISABLED` for it and -ENODEV for other ifindexes, and
-//!   `bpf_check_mtu` checks against 65536; a harness adds devices and routes;
+//!   `bpf_check_mtu` checks against 65536; a harness adds devices and routes (a matching
+//!   route answers SUCCESS with its egress device and MACs: the model has no neighbour
+//!   table, does not check `tot_len` against the MTU and ignores DIRECT/TBID/MARK);
+//! - sockets: none, so `bpf_sk_lookup_*`/`bpf_skc_lookup_tcp` return NULL (a host socket
+//!   matching the tuple would make the kernel differ);
 //! - `bpf_get_hash_recalc`: the kernel hashes the flow with a per-boot random key; we
 //!   use FNV-1a of the packet bytes (never 0), stored as the skb hash.
 //!
@@ -1141,6 +1145,48 @@ mod tests {
             .unwrap();
         let e = vm.run(id, &ProgInput::packet(&[0u8; 64])).unwrap_err();
         assert!(e.to_string().contains("bpf_skb_change_tail") && e.to_string().contains("tc programs only"), "{e}");
+    }
+
+    /// fib_lookup from a harness-configured model: the longest matching route answers.
+    #[test]
+    fn configured_fib_routes() {
+        let mut vm = Vm::with_engine(None, Box::new(Interp)).unwrap();
+        vm.net.devices[0].forwarding = true;
+        vm.net.devices.push(NetDevice { ifindex: 3, mtu: 1500, hard_header_len: 14, forwarding: true });
+        let r = |plen: u8, ifindex: u32| FibRoute { family: 2, dst: [10, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], prefix_len: plen, ifindex, smac: [2; 6], dmac: [ifindex as u8; 6] };
+        vm.net.routes = vec![r(8, 1), r(16, 3)];
+        // params on the stack at fp-64: family 2, ifindex 1, ipv4_dst at +32; r0 = ret
+        // | egress ifindex << 8 | dmac[0] << 16.
+        let dst = |a: u32| {
+            vec![
+                Insn::st(kops_isa::op::DW, 10, -8, 0),
+                Insn::st(kops_isa::op::B, 10, -64, 2),
+                Insn::st(kops_isa::op::W, 10, -56, 1),
+                Insn::st(kops_isa::op::W, 10, -32, a as i32),
+                Insn::mov64_reg(2, 10),
+                Insn::alu64_imm(kops_isa::op::ADD, 2, -64),
+                Insn::mov64_imm(3, 64),
+                Insn::mov64_imm(4, 0),
+                Insn::call_helper(69),
+                Insn::ldx(kops_isa::op::W, 1, 10, -56),
+                Insn::alu64_imm(kops_isa::op::LSH, 1, 8),
+                Insn::alu64_reg(kops_isa::op::OR, 0, 1),
+                Insn::ldx(kops_isa::op::B, 1, 10, -6),
+                Insn::alu64_imm(kops_isa::op::LSH, 1, 16),
+                Insn::alu64_reg(kops_isa::op::OR, 0, 1),
+                Insn::exit(),
+            ]
+        };
+        let run = |vm: &Vm, a: u32| {
+            let id = vm.load_insns(&format!("f{a:x}"), dst(a), Vec::new(), ProgType::Xdp, CtxKind::Xdp, HelperTable::kernel(), false).unwrap();
+            vm.run(id, &ProgInput::packet(&[0u8; 64])).unwrap().r0
+        };
+        // Address bytes in network order: 10.1.2.3 is 0x0302010a as a little-endian u32.
+        assert_eq!(run(&vm, 0x0302_010a), 0x03_03_00, "10.1.2.3: the /16 via ifindex 3");
+        assert_eq!(run(&vm, 0x0302_020a), 0x01_01_00, "10.2.2.3: the /8 via ifindex 1");
+        assert_eq!(run(&vm, 0x0302_020b), 0x00_01_04, "11.2.2.3: NOT_FWDED, params untouched");
+        vm.net.devices[0].forwarding = false;
+        assert_eq!(run(&vm, 0x0302_010a), 0x00_01_05, "forwarding off: FWD_DISABLED");
     }
 
     #[test]
