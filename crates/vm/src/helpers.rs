@@ -110,6 +110,7 @@ pub const SKB_ADJUST_ROOM: u32 = 50;
 pub const FIB_LOOKUP: u32 = 69;
 pub const SKB_ECN_SET_CE: u32 = 97;
 pub const SKC_LOOKUP_TCP: u32 = 99;
+pub const SKB_CHANGE_PROTO: u32 = 31;
 pub const SKB_CHANGE_TYPE: u32 = 32;
 pub const SKB_LOAD_BYTES_RELATIVE: u32 = 68;
 pub const SK_LOOKUP_TCP: u32 = 84;
@@ -173,6 +174,7 @@ const KERNEL_HELPERS: &[HelperDef] = &[
     HelperDef { id: SKC_LOOKUP_TCP, name: "skc_lookup_tcp", func: net::h_sk_lookup },
     HelperDef { id: SK_LOOKUP_TCP, name: "sk_lookup_tcp", func: net::h_sk_lookup },
     HelperDef { id: SK_LOOKUP_UDP, name: "sk_lookup_udp", func: net::h_sk_lookup },
+    HelperDef { id: SKB_CHANGE_PROTO, name: "skb_change_proto", func: net::h_skb_change_proto },
     HelperDef { id: SKB_CHANGE_TYPE, name: "skb_change_type", func: net::h_skb_change_type },
     HelperDef { id: SKB_LOAD_BYTES_RELATIVE, name: "skb_load_bytes_relative", func: net::h_skb_load_bytes_relative },
     HelperDef { id: XDP_OUTPUT, name: "xdp_output", func: h_perf_event_output },

@@ -562,6 +562,49 @@ fn net_shrink(st: &mut RunState, c: u64, off: u64, len: u64, flags: u64) -> i64 
     0
 }
 
+/// `bpf_skb_change_proto`: IPv4 <-> IPv6 by growing or shrinking the network header by
+/// 20 bytes (zeros inserted, or bytes removed, right after the MAC header); the program
+/// writes the new header itself. Clears the hash.
+pub(crate) extern "C" fn h_skb_change_proto(ctx: u64, proto: u64, flags: u64, _: u64, _: u64) -> u64 {
+    with_state(EINVAL, |st| {
+        let Some(c) = tc_skb(st, ctx, "skb_change_proto") else { return EINVAL };
+        if flags != 0 {
+            return EINVAL;
+        }
+        let to = u16::from_be(proto as u16);
+        let off = st.skb.net_off;
+        let trans_same = st.skb.trans_off == Some(st.skb.net_off);
+        match (protocol(c), to) {
+            (ETH_P_IP, ETH_P_IPV6) => {
+                if !push_at(st, c, off, 20) {
+                    return (-errno::ENOMEM) as u64;
+                }
+                if let Some(t) = &mut st.skb.trans_off {
+                    if !trans_same {
+                        *t += 20;
+                    }
+                }
+            }
+            (ETH_P_IPV6, ETH_P_IP) => {
+                let (d, e) = skb_data(c);
+                if off + 20 > e - d {
+                    return (-errno::ENOMEM) as u64;
+                }
+                pop_at(c, off, 20);
+                if let Some(t) = &mut st.skb.trans_off {
+                    if !trans_same {
+                        *t = t.saturating_sub(20);
+                    }
+                }
+            }
+            _ => return (-errno::ENOTSUPP) as u64,
+        }
+        set_protocol(c, to);
+        wr32(c + skb::HASH as u64, 0);
+        0
+    })
+}
+
 // ---- VLAN ----
 
 fn vlan_fields(c: u64) -> (bool, u16, u16) {

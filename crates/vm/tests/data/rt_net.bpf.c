@@ -16,6 +16,7 @@ __s64 misc_res[24];
 __s64 xmisc_res[8];
 __s64 sock_res[12];
 __s64 filt_res[4];
+__s64 proto_res[8];
 
 SEC("xdp")
 int xdp_bytes(struct xdp_md *ctx)
@@ -267,6 +268,23 @@ int sock_rel(struct __sk_buff *skb)
 	filt_res[2] = bpf_skb_load_bytes_relative(skb, 0, b, 4, BPF_HDR_START_NET);
 	filt_res[3] = b[0] | (b[3] << 8);
 	return skb->len;
+}
+
+// NAT64-style protocol changes: IPv4 -> IPv6 (20 zero bytes after the MAC header), and
+// back; other pairs and flags are refused.
+SEC("tc")
+int tc_proto(struct __sk_buff *skb)
+{
+	proto_res[0] = bpf_skb_change_proto(skb, bpf_htons(0x86dd), 0);
+	proto_res[1] = skb->len | ((__u64)skb->protocol << 32);
+	proto_res[2] = bpf_skb_change_proto(skb, bpf_htons(0x86dd), 0);
+	proto_res[3] = bpf_skb_change_proto(skb, bpf_htons(0x0800), 1);
+	proto_res[4] = bpf_skb_change_proto(skb, bpf_htons(0x0800), 0);
+	proto_res[5] = skb->len | ((__u64)skb->protocol << 32);
+	proto_res[6] = bpf_skb_change_proto(skb, bpf_htons(0x0806), 0);
+	if (proto_res[4] == 0)
+		proto_res[7] = bpf_skb_change_proto(skb, bpf_htons(0x86dd), 0);
+	return 0;
 }
 
 char LICENSE[] SEC("license") = "GPL";
