@@ -110,7 +110,11 @@ pub const SKB_ADJUST_ROOM: u32 = 50;
 pub const FIB_LOOKUP: u32 = 69;
 pub const SKB_ECN_SET_CE: u32 = 97;
 pub const SKC_LOOKUP_TCP: u32 = 99;
+pub const SKB_GET_TUNNEL_OPT: u32 = 29;
+pub const SKB_SET_TUNNEL_OPT: u32 = 30;
 pub const SKB_CHANGE_PROTO: u32 = 31;
+pub const SPIN_LOCK: u32 = 93;
+pub const SPIN_UNLOCK: u32 = 94;
 pub const SKB_CHANGE_TYPE: u32 = 32;
 pub const SKB_LOAD_BYTES_RELATIVE: u32 = 68;
 pub const SK_LOOKUP_TCP: u32 = 84;
@@ -174,6 +178,10 @@ const KERNEL_HELPERS: &[HelperDef] = &[
     HelperDef { id: SKC_LOOKUP_TCP, name: "skc_lookup_tcp", func: net::h_sk_lookup },
     HelperDef { id: SK_LOOKUP_TCP, name: "sk_lookup_tcp", func: net::h_sk_lookup },
     HelperDef { id: SK_LOOKUP_UDP, name: "sk_lookup_udp", func: net::h_sk_lookup },
+    HelperDef { id: SKB_GET_TUNNEL_OPT, name: "skb_get_tunnel_opt", func: net::h_skb_get_tunnel_opt },
+    HelperDef { id: SKB_SET_TUNNEL_OPT, name: "skb_set_tunnel_opt", func: net::h_skb_set_tunnel_opt },
+    HelperDef { id: SPIN_LOCK, name: "spin_lock", func: net::h_spin_lock },
+    HelperDef { id: SPIN_UNLOCK, name: "spin_unlock", func: net::h_spin_lock },
     HelperDef { id: SKB_CHANGE_PROTO, name: "skb_change_proto", func: net::h_skb_change_proto },
     HelperDef { id: SKB_CHANGE_TYPE, name: "skb_change_type", func: net::h_skb_change_type },
     HelperDef { id: SKB_LOAD_BYTES_RELATIVE, name: "skb_load_bytes_relative", func: net::h_skb_load_bytes_relative },

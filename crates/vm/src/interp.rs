@@ -654,7 +654,8 @@ impl<'a> Machine<'a> {
                 mem(r[4], r[5], false)
             }
             helpers::XDP_STORE_BYTES => mem(r[3], r[4] as u32 as u64, false),
-            helpers::SKB_SET_TUNNEL_KEY => mem(r[2], r[3] as u32 as u64, false),
+            helpers::SKB_SET_TUNNEL_KEY | helpers::SKB_SET_TUNNEL_OPT => mem(r[2], r[3] as u32 as u64, false),
+            helpers::SKB_GET_TUNNEL_OPT => mem(r[2], r[3] as u32 as u64, true),
             helpers::FIB_LOOKUP => mem(r[2], r[3] as u32 as u64, true),
             helpers::CHECK_MTU => mem(r[3], 4, true),
             helpers::REDIRECT_NEIGH => mem(r[2], r[3] as u32 as u64, false),

@@ -29,6 +29,7 @@ use crate::maps::errno;
 const EINVAL: u64 = (-errno::EINVAL) as u64;
 const EFAULT: i64 = 14;
 const ENODEV: i64 = 19;
+const ENOENT: i64 = 2;
 const EPROTO: i64 = 71;
 const EALREADY: i64 = 114;
 const EAFNOSUPPORT: i64 = 97;
@@ -119,6 +120,8 @@ pub struct SkbModel {
     pub csum_unnecessary: bool,
     pub csum_level: u8,
     pub tunnel: Option<TunnelInfo>,
+    /// Tunnel options (`bpf_skb_set_tunnel_opt`), cleared by `set_tunnel_key`.
+    pub tunnel_opts: Vec<u8>,
     /// The packet buffer `[start, end)` the packet may grow into.
     pub buf: (u64, u64),
 }
@@ -783,8 +786,69 @@ pub(crate) extern "C" fn h_skb_set_tunnel_key(ctx: u64, from: u64, size: u64, fl
             t.src[..4].copy_from_slice(&k[28..32]);
         }
         st.skb.tunnel = Some(t);
+        st.skb.tunnel_opts.clear();
         0
     })
+}
+
+/// `IP_TUNNEL_{GENEVE,VXLAN,ERSPAN,GTP}_OPT_BIT`: options present.
+const TUNNEL_OPT_FLAGS: u16 = (1 << 11) | (1 << 12) | (1 << 14) | (1 << 15);
+
+/// `bpf_skb_set_tunnel_opt`: options for the metadata `set_tunnel_key` made (-EINVAL
+/// without it), whole 32-bit words, at most 255 bytes.
+pub(crate) extern "C" fn h_skb_set_tunnel_opt(ctx: u64, from: u64, size: u64, _: u64, _: u64) -> u64 {
+    with_state(EINVAL, |st| {
+        if tc_skb(st, ctx, "skb_set_tunnel_opt").is_none() {
+            return EINVAL;
+        }
+        let size = size as u32 as usize;
+        let Some(t) = &mut st.skb.tunnel else { return EINVAL };
+        if !size.is_multiple_of(4) {
+            return EINVAL;
+        }
+        if size > 255 {
+            return (-errno::ENOMEM) as u64;
+        }
+        if size > 0 {
+            t.flags |= TUNNEL_OPT_FLAGS;
+        }
+        // SAFETY: the caller checked `size` bytes at `from`.
+        st.skb.tunnel_opts = unsafe { std::slice::from_raw_parts(from as *const u8, size) }.to_vec();
+        0
+    })
+}
+
+/// `bpf_skb_get_tunnel_opt`: the options' length, the rest of `to` zeroed.
+pub(crate) extern "C" fn h_skb_get_tunnel_opt(ctx: u64, to: u64, size: u64, _: u64, _: u64) -> u64 {
+    with_state(EINVAL, |st| {
+        if tc_skb(st, ctx, "skb_get_tunnel_opt").is_none() {
+            return EINVAL;
+        }
+        let size = size as u32 as usize;
+        let opts = &st.skb.tunnel_opts;
+        let present = st.skb.tunnel.is_some_and(|t| t.flags & TUNNEL_OPT_FLAGS != 0);
+        let ret = if !present {
+            -ENOENT
+        } else if size < opts.len() {
+            -errno::ENOMEM
+        } else {
+            // SAFETY: the caller checked `size` bytes at `to`.
+            unsafe {
+                std::ptr::copy_nonoverlapping(opts.as_ptr(), to as *mut u8, opts.len());
+                std::ptr::write_bytes((to as *mut u8).add(opts.len()), 0, size - opts.len());
+            }
+            return opts.len() as u64;
+        };
+        // SAFETY: as above.
+        unsafe { std::ptr::write_bytes(to as *mut u8, 0, size) };
+        ret as u64
+    })
+}
+
+/// `bpf_spin_lock`/`bpf_spin_unlock`: runs are single-threaded, so there is nothing to
+/// wait for; the lock word (which the verifier keeps programs from reading) is left as is.
+pub(crate) extern "C" fn h_spin_lock(_: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+    0
 }
 
 /// `bpf_skb_get_tunnel_key`: reads the skb's tunnel metadata as received (so after a

@@ -17,6 +17,7 @@ __s64 xmisc_res[8];
 __s64 sock_res[12];
 __s64 filt_res[4];
 __s64 proto_res[8];
+__s64 opt_res[12];
 
 SEC("xdp")
 int xdp_bytes(struct xdp_md *ctx)
@@ -284,6 +285,37 @@ int tc_proto(struct __sk_buff *skb)
 	proto_res[6] = bpf_skb_change_proto(skb, bpf_htons(0x0806), 0);
 	if (proto_res[4] == 0)
 		proto_res[7] = bpf_skb_change_proto(skb, bpf_htons(0x86dd), 0);
+	return 0;
+}
+
+// Tunnel options: only after set_tunnel_key, in 32-bit words; they show in the key's
+// flags. A key whose tunnel_ext (here: the flags just read) is set is refused, so the
+// options stay.
+SEC("tc")
+int tc_tunopt(struct __sk_buff *skb)
+{
+	struct bpf_tunnel_key k = {};
+	__u32 opt[4] = { 0x01020304, 0x05060708, 0, 0 };
+	__u32 out[6] = {};
+
+	opt_res[0] = bpf_skb_set_tunnel_opt(skb, opt, 8);            // no key yet: -EINVAL
+	opt_res[1] = bpf_skb_get_tunnel_opt(skb, out, sizeof(out));  // -ENOENT
+	k.tunnel_id = skb->len;
+	k.remote_ipv4 = 0x0a000009;
+	bpf_skb_set_tunnel_key(skb, &k, sizeof(k), 0);
+	opt_res[2] = bpf_skb_get_tunnel_opt(skb, out, sizeof(out));  // key but no options
+	opt_res[3] = bpf_skb_set_tunnel_opt(skb, opt, 6);            // not whole words
+	opt_res[4] = bpf_skb_set_tunnel_opt(skb, opt, 12);
+	out[5] = 0xffffffff;
+	opt_res[5] = bpf_skb_get_tunnel_opt(skb, out, sizeof(out));
+	opt_res[6] = out[0] | ((__u64)out[1] << 32);
+	opt_res[7] = out[2] | ((__u64)out[5] << 32);
+	opt_res[8] = bpf_skb_get_tunnel_opt(skb, out, 8);            // too small: -ENOMEM
+	bpf_skb_get_tunnel_key(skb, &k, sizeof(k), BPF_F_TUNINFO_FLAGS);
+	opt_res[9] = k.tunnel_flags;
+	bpf_skb_set_tunnel_key(skb, &k, sizeof(k), 0);
+	opt_res[10] = bpf_skb_get_tunnel_opt(skb, out, sizeof(out));
+	opt_res[11] = out[0];
 	return 0;
 }
 
