@@ -207,8 +207,6 @@ pub enum Redirect {
     Ifindex { ifindex: u32, flags: u64 },
     /// `bpf_redirect_map(map, key, flags)` that found its target.
     Map { map: usize, key: u32 },
-    /// `bpf_clone_redirect(skb, ifindex, flags)`: a copy went there (the last one).
-    Clone { ifindex: u32, flags: u64 },
     /// `bpf_redirect_peer(ifindex, 0)`.
     Peer { ifindex: u32 },
     /// `bpf_redirect_neigh(ifindex, params, plen, 0)`.
@@ -225,6 +223,8 @@ pub(crate) struct RunState {
     pub rng: u64,
     pub ktime: u64,
     pub redirect: Option<Redirect>,
+    /// `bpf_clone_redirect` targets, in call order: (ifindex, flags).
+    pub clones: Vec<(u32, u64)>,
     pub fault: Option<String>,
     /// The skb as the networking helpers see it (see [`crate::net`]).
     pub skb: crate::net::SkbModel,

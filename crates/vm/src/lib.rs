@@ -303,6 +303,8 @@ pub struct RunResult {
     /// `bpf_trace_printk` lines.
     pub trace: Vec<String>,
     pub redirect: Option<Redirect>,
+    /// Where `bpf_clone_redirect` sent copies: (ifindex, flags), in call order.
+    pub clones: Vec<(u32, u64)>,
     /// Instructions executed (interpreter only).
     pub executed: Option<u64>,
 }
@@ -828,6 +830,7 @@ impl Vm {
             rng: self.options.seed.max(1),
             ktime: self.options.ktime_base,
             redirect: None,
+            clones: Vec::new(),
             fault: None,
             skb: net::SkbModel::for_run(p.ctx, rc.buffer_range()),
             net: &self.net,
@@ -863,6 +866,7 @@ impl Vm {
             ctx_out: rc.ctx_out(),
             trace: st.trace,
             redirect: st.redirect,
+            clones: st.clones,
             executed: env.executed.get(),
         };
         Ok((result, elapsed.as_nanos() as f64 / n as f64))

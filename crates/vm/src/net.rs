@@ -906,8 +906,8 @@ fn net(st: &RunState) -> &crate::net::NetModel {
     unsafe { &*st.net }
 }
 
-/// `bpf_clone_redirect`: the clone goes to `ifindex` (recorded like a redirect); the
-/// program goes on with its skb.
+/// `bpf_clone_redirect`: a copy goes to `ifindex` (recorded in the run's clones, apart
+/// from the redirect the program's return asks for); the program goes on with its skb.
 pub(crate) extern "C" fn h_clone_redirect(ctx: u64, ifindex: u64, flags: u64, _: u64, _: u64) -> u64 {
     with_state(EINVAL, |st| {
         let Some(c) = tc_skb(st, ctx, "clone_redirect") else { return EINVAL };
@@ -920,7 +920,7 @@ pub(crate) extern "C" fn h_clone_redirect(ctx: u64, ifindex: u64, flags: u64, _:
         if net(st).device(ifindex as u32).is_none() {
             return EINVAL;
         }
-        st.redirect = Some(crate::helpers::Redirect::Clone { ifindex: ifindex as u32, flags });
+        st.clones.push((ifindex as u32, flags));
         0
     })
 }
@@ -1252,6 +1252,25 @@ mod tests {
             .unwrap();
         let e = vm.run(id, &ProgInput::packet(&[0u8; 64])).unwrap_err();
         assert!(e.to_string().contains("bpf_skb_change_tail") && e.to_string().contains("tc programs only"), "{e}");
+    }
+
+    #[test]
+    fn clone_redirect_is_recorded_apart_from_the_redirect() {
+        let vm = Vm::with_engine(None, Box::new(Interp)).unwrap();
+        let p = vec![
+            Insn::mov64_imm(2, 1),
+            Insn::mov64_imm(3, 1),
+            Insn::call_helper(13), // clone to lo, ingress
+            Insn::mov64_imm(1, 5),
+            Insn::mov64_imm(2, 0),
+            Insn::call_helper(23), // redirect(5, 0)
+            Insn::exit(),
+        ];
+        let id = vm.load_insns("c", p, Vec::new(), ProgType::SchedCls, CtxKind::Skb { tc: true }, HelperTable::kernel(), false).unwrap();
+        let r = vm.run(id, &ProgInput::packet(&[0u8; 64])).unwrap();
+        assert_eq!(r.r0, TC_ACT_REDIRECT);
+        assert_eq!(r.clones, vec![(1, 1)]);
+        assert_eq!(r.redirect, Some(crate::Redirect::Ifindex { ifindex: 5, flags: 0 }));
     }
 
     /// fib_lookup from a harness-configured model: the longest matching route answers.

@@ -281,6 +281,9 @@ pub fn run(args: Args) -> Result<u8> {
     if let Some(rd) = &r.redirect {
         outln!("redirect: {rd:?}");
     }
+    for (ifindex, flags) in &r.clones {
+        outln!("clone_redirect: ifindex {ifindex}, flags {flags:#x}");
+    }
     for t in &r.trace {
         outln!("trace: {t}");
     }
