@@ -22,12 +22,12 @@ fn text(o: &Output) -> String {
 
 /// Every program of rt_net (XDP and tc, each calling a family of helpers and storing every
 /// return value, with the packet coming back out) agrees with BPF_PROG_TEST_RUN on
-/// generated inputs, for the interpreter and the JIT.
+/// generated inputs, for the interpreter, the JIT and the Kops JIT.
 #[test]
 fn net_helpers_agree_with_the_kernel() {
     kops_kernel::require_kernel!();
     let o = data("rt_net.bpf.o");
-    let out = kops(&["diff", "--runtimes", "kernel,interp,jit", "--inputs", "200", "--seed", "7", &o]);
+    let out = kops(&["diff", "--runtimes", "kernel,interp,jit,kops", "--inputs", "200", "--seed", "7", &o]);
     let t = text(&out);
     println!("{t}");
     assert_eq!(out.status.code(), Some(0), "{t}");
