@@ -131,6 +131,8 @@ pub const XDP_LOAD_BYTES: u32 = 189;
 pub const XDP_STORE_BYTES: u32 = 190;
 pub const SKB_SET_TSTAMP: u32 = 192;
 pub const KTIME_GET_TAI_NS: u32 = 208;
+pub const GET_NUMA_NODE_ID: u32 = 42;
+pub const JIFFIES64: u32 = 118;
 /// Conformance suite: returns r1; the engine ends the program when it is 0.
 pub const UNWIND: u32 = 5;
 
@@ -196,6 +198,8 @@ const KERNEL_HELPERS: &[HelperDef] = &[
     HelperDef { id: XDP_STORE_BYTES, name: "xdp_store_bytes", func: net::h_xdp_store_bytes },
     HelperDef { id: SKB_SET_TSTAMP, name: "skb_set_tstamp", func: net::h_skb_set_tstamp },
     HelperDef { id: KTIME_GET_TAI_NS, name: "ktime_get_tai_ns", func: h_ktime_get_ns },
+    HelperDef { id: GET_NUMA_NODE_ID, name: "get_numa_node_id", func: h_get_smp_processor_id },
+    HelperDef { id: JIFFIES64, name: "jiffies64", func: h_jiffies64 },
 ];
 
 pub use crate::helper_names::{describe_helper, kernel_helper_id, kernel_helper_name, KERNEL_HELPER_NAMES};
@@ -337,6 +341,12 @@ extern "C" fn h_ktime_get_ns(_: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
     })
 }
 
+/// `bpf_jiffies64`: the deterministic clock in ticks of a HZ=250 kernel (4 ms); it
+/// advances like `bpf_ktime_get_ns`.
+extern "C" fn h_jiffies64(_: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+    h_ktime_get_ns(0, 0, 0, 0, 0) / 4_000_000
+}
+
 extern "C" fn h_get_prandom_u32(_: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
     with_state(0, |st| {
         // xorshift64*: deterministic for a given seed.
@@ -349,6 +359,7 @@ extern "C" fn h_get_prandom_u32(_: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
     })
 }
 
+/// CPU 0 of NUMA node 0: the runtimes model one CPU.
 extern "C" fn h_get_smp_processor_id(_: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
     0
 }
