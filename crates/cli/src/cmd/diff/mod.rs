@@ -68,7 +68,7 @@ pub struct Args {
     #[arg(long)]
     unverified: bool,
     /// Program type for programs whose section name gives none (legacy names such as
-    /// `redirect_xmit`): xdp, tc, socket, cgroup_skb, lwt_xmit, ... (see `kops inspect`).
+    /// `redirect_xmit`): xdp, tc, socket, cgroup_skb, lwt_xmit, ... (an unknown name lists them all).
     #[arg(long = "type", value_name = "TYPE")]
     prog_type: Option<String>,
 }
