@@ -50,12 +50,15 @@
 //!   perf_event_output (no event attached: -ENOENT, as in a kernel test run), csum_diff,
 //!   xdp_adjust_head/meta/tail, redirect_map, ringbuf output/reserve/submit/discard,
 //!   xdp_get_buff_len, and the networking helpers of [`net`] (xdp_load/store_bytes,
-//!   skb_adjust_room, skb_change_head/tail, skb_pull_data, skb_vlan_push/pop,
-//!   skb_get/set_tunnel_key, clone_redirect, redirect_peer/neigh, get_hash_recalc,
-//!   set_hash(_invalid), csum_level, csum_update, check_mtu, fib_lookup, skc_lookup_tcp,
-//!   skb_set_tstamp) over a documented skb/device/FIB model ([`Vm::net`]), trace_vprintk,
-//!   ktime_get_coarse_ns/tai_ns (the same deterministic clock). Any other id is a load
-//!   error naming the helper as `bpf_<name> (id N)` ([`helper_names`]) and the instruction.
+//!   skb_adjust_room, skb_change_head/tail/proto/type, skb_pull_data,
+//!   skb_load_bytes_relative, skb_vlan_push/pop, skb_get/set_tunnel_key and _opt,
+//!   skb_ecn_set_ce, clone_redirect, redirect_peer/neigh, get_hash_recalc,
+//!   set_hash(_invalid), csum_level, csum_update, check_mtu, fib_lookup,
+//!   sk/skc_lookup_* (no sockets: NULL), skb_set_tstamp, xdp_output, spin_lock/unlock)
+//!   over a documented skb/device/FIB model ([`Vm::net`]), trace_vprintk,
+//!   ktime_get_coarse_ns/tai_ns and jiffies64 (the same deterministic clock),
+//!   get_numa_node_id. Any other id is a load error naming the helper as
+//!   `bpf_<name> (id N)` ([`helper_names`]) and the instruction.
 //!
 //! # Engines
 //!
