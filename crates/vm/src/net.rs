@@ -477,7 +477,7 @@ pub(crate) extern "C" fn h_skb_adjust_room(ctx: u64, len_diff: u64, mode: u64, f
         }
         let (d, e) = skb_data(c);
         let len = e - d;
-        let len_cur = len - st.skb.net_off;
+        let len_cur = len.saturating_sub(st.skb.net_off);
         if (shrink && (abs >= len_cur || len_cur - abs < len_min)) || (!shrink && len + abs > SKB_MAX_LEN && !gso(c)) {
             return (-errno::ENOTSUPP) as u64;
         }
@@ -677,9 +677,9 @@ fn vlan_pop_packet(st: &mut RunState, c: u64) -> Result<u16, i64> {
     let p = if inner >= 0x0600 {
         inner
     } else {
-        // SAFETY: at least 14 bytes remain after the pop.
-        let two = unsafe { std::ptr::read_unaligned((d + VLAN_HLEN + ETH_HLEN) as *const u16) };
-        if e - d >= ETH_HLEN + VLAN_HLEN + 2 && two == 0xffff {
+        let at = d + VLAN_HLEN + ETH_HLEN;
+        // SAFETY: read only when the two bytes after the new Ethernet header exist.
+        if at + 2 <= e && unsafe { std::ptr::read_unaligned(at as *const u16) } == 0xffff {
             0x0001 // ETH_P_802_3
         } else {
             0x0004 // ETH_P_802_2
