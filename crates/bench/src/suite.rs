@@ -37,6 +37,8 @@ pub struct SuiteOptions {
     pub traffic: Vec<Vec<u8>>,
     /// CPU the thread is pinned to (per-CPU map values are read there); None: not pinned.
     pub cpu: Option<usize>,
+    /// Program type for programs whose section name gives none (`--type`).
+    pub prog_type: Option<String>,
 }
 
 #[derive(Default)]
@@ -228,7 +230,7 @@ fn prepare_inner(files: &[String], o: &SuiteOptions, progress: impl Fn(&str)) ->
     let mut described = Vec::new();
     for f in files {
         progress(f);
-        let obj = match Object::load(f) {
+        let obj = match Object::load(f).map_err(|e| e.to_string()).and_then(|mut obj| obj.resolve_prog_types(o.prog_type.as_deref(), None).map(|_| obj)) {
             Ok(obj) => obj,
             Err(e) => {
                 out.skip(&ProgId::new(f, "*"), "*", format!("cannot load the object: {e}"));

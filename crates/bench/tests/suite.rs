@@ -19,6 +19,7 @@ fn opts(runtimes: &str, cpu: Option<usize>) -> SuiteOptions {
         packet: kops_bench::packet::udp_packet(1500, 1),
         traffic: Vec::new(),
         cpu,
+        prog_type: None,
     }
 }
 

@@ -51,7 +51,7 @@ mod secdef;
 pub mod write;
 
 pub use load::{LoadError, LoadErrorKind};
-pub use secdef::{attach_type, prog_type_from_section};
+pub use secdef::{attach_type, prog_type_from_name, prog_type_from_section, prog_type_names};
 
 /// Linux `enum bpf_prog_type` values for the program types we know by section name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -319,9 +319,84 @@ impl Object {
         self.externs.iter().find(|e| e.sites.contains(&(prog, slot)))
     }
 
+    /// Applies a `--type` choice: every program whose section name gives no program type
+    /// gets `ty`. Without `ty`, each such program among `selected` (all when None) is an
+    /// error that names it and its section and offers `--type`. Programs whose section
+    /// names a type keep it.
+    pub fn resolve_prog_types(&mut self, ty: Option<&str>, selected: Option<&[&str]>) -> Result<(), String> {
+        let chosen = match ty {
+            Some(t) => Some(prog_type_from_name(t).ok_or_else(|| {
+                format!("unknown program type `{t}` (known: {})", prog_type_names().join(", "))
+            })?),
+            None => None,
+        };
+        for p in self.programs.iter_mut().filter(|p| p.prog_type_id == 0) {
+            match chosen {
+                Some((pt, id, at)) => {
+                    p.prog_type = pt;
+                    p.prog_type_id = id;
+                    p.expected_attach_type = at;
+                }
+                None if selected.is_none_or(|s| s.contains(&p.name.as_str())) => {
+                    return Err(format!(
+                        "{}: program `{}`: section name `{}` is unknown (neither libbpf nor its legacy prefixes give it a program type); pass --type <{}>",
+                        self.path,
+                        p.name,
+                        p.section,
+                        "xdp|tc|socket|cgroup_skb|lwt_xmit|..."
+                    ));
+                }
+                None => {}
+            }
+        }
+        Ok(())
+    }
+
     /// Index of the map called `name`.
     pub fn map_index(&self, name: &str) -> Option<usize> {
         self.maps.iter().position(|m| m.name == name)
+    }
+}
+
+#[cfg(test)]
+mod type_tests {
+    use super::*;
+
+    fn obj(sections: &[&str]) -> Object {
+        let programs = sections
+            .iter()
+            .map(|s| {
+                let (prog_type, prog_type_id, expected_attach_type) = prog_type_from_section(s);
+                Program {
+                    name: format!("p_{s}"),
+                    section: s.to_string(),
+                    prog_type,
+                    prog_type_id,
+                    expected_attach_type,
+                    insns: Vec::new(),
+                    subprogs: Vec::new(),
+                    func_info: Vec::new(),
+                    line_info: Vec::new(),
+                }
+            })
+            .collect();
+        Object { path: "t.o".into(), programs, maps: Vec::new(), license: String::new(), kernel_version: 0, btf: None, has_btf_ext: false, externs: Vec::new(), core_relos: 0 }
+    }
+
+    #[test]
+    fn unknown_sections_need_a_type() {
+        let mut o = obj(&["xdp", "redirect_xmit"]);
+        let e = o.resolve_prog_types(None, None).unwrap_err();
+        assert!(e.contains("program `p_redirect_xmit`") && e.contains("section name `redirect_xmit` is unknown") && e.contains("--type"), "{e}");
+        // Only the selected programs matter.
+        o.resolve_prog_types(None, Some(&["p_xdp"])).unwrap();
+        let e = o.resolve_prog_types(Some("nope"), None).unwrap_err();
+        assert!(e.contains("unknown program type `nope`"), "{e}");
+        o.resolve_prog_types(Some("tc"), None).unwrap();
+        assert_eq!(o.programs[1].prog_type, ProgType::SchedCls);
+        assert_eq!(o.programs[1].prog_type_id, 3);
+        // Known sections keep their type.
+        assert_eq!(o.programs[0].prog_type, ProgType::Xdp);
     }
 }
 

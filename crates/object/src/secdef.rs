@@ -54,6 +54,14 @@ pub mod attach_type {
     pub const TCX_INGRESS: u32 = 46;
     pub const TCX_EGRESS: u32 = 47;
     pub const TRACE_UPROBE_MULTI: u32 = 48;
+    pub const CGROUP_UNIX_CONNECT: u32 = 49;
+    pub const CGROUP_UNIX_SENDMSG: u32 = 50;
+    pub const CGROUP_UNIX_RECVMSG: u32 = 51;
+    pub const CGROUP_UNIX_GETPEERNAME: u32 = 52;
+    pub const CGROUP_UNIX_GETSOCKNAME: u32 = 53;
+    pub const NETKIT_PRIMARY: u32 = 54;
+    pub const NETKIT_PEER: u32 = 55;
+    pub const TRACE_KPROBE_SESSION: u32 = 56;
 }
 
 // Kernel prog type numbers without a ProgType variant.
@@ -94,6 +102,7 @@ const DEFS: &[(&str, M, u32, u32)] = &[
     ("sk_reuseport/migrate", M::Exact, SK_REUSEPORT, at::SK_REUSEPORT_SELECT_OR_MIGRATE),
     ("sk_reuseport", M::Exact, SK_REUSEPORT, at::SK_REUSEPORT_SELECT),
     ("kprobe.multi", M::Prefix, 2, at::TRACE_KPROBE_MULTI),
+    ("kprobe.session", M::Prefix, 2, at::TRACE_KPROBE_SESSION),
     ("kretprobe.multi", M::Prefix, 2, at::TRACE_KPROBE_MULTI),
     ("uprobe.multi", M::Prefix, 2, at::TRACE_UPROBE_MULTI),
     ("uretprobe.multi", M::Prefix, 2, at::TRACE_UPROBE_MULTI),
@@ -116,6 +125,8 @@ const DEFS: &[(&str, M, u32, u32)] = &[
     ("tc", M::Prefix, 3, 0),
     ("classifier", M::Prefix, 3, 0),
     ("action", M::Prefix, 4, 0),
+    ("netkit/primary", M::Exact, 3, at::NETKIT_PRIMARY),
+    ("netkit/peer", M::Exact, 3, at::NETKIT_PEER),
     ("tracepoint", M::Prefix, 5, 0),
     ("tp", M::Prefix, 5, 0),
     ("raw_tracepoint.w", M::Prefix, RAW_TRACEPOINT_WRITABLE, 0),
@@ -167,14 +178,19 @@ const DEFS: &[(&str, M, u32, u32)] = &[
     ("cgroup/bind6", M::Exact, CGROUP_SOCK_ADDR, at::CGROUP_INET6_BIND),
     ("cgroup/connect4", M::Exact, CGROUP_SOCK_ADDR, at::CGROUP_INET4_CONNECT),
     ("cgroup/connect6", M::Exact, CGROUP_SOCK_ADDR, at::CGROUP_INET6_CONNECT),
+    ("cgroup/connect_unix", M::Exact, CGROUP_SOCK_ADDR, at::CGROUP_UNIX_CONNECT),
     ("cgroup/sendmsg4", M::Exact, CGROUP_SOCK_ADDR, at::CGROUP_UDP4_SENDMSG),
     ("cgroup/sendmsg6", M::Exact, CGROUP_SOCK_ADDR, at::CGROUP_UDP6_SENDMSG),
+    ("cgroup/sendmsg_unix", M::Exact, CGROUP_SOCK_ADDR, at::CGROUP_UNIX_SENDMSG),
     ("cgroup/recvmsg4", M::Exact, CGROUP_SOCK_ADDR, at::CGROUP_UDP4_RECVMSG),
     ("cgroup/recvmsg6", M::Exact, CGROUP_SOCK_ADDR, at::CGROUP_UDP6_RECVMSG),
+    ("cgroup/recvmsg_unix", M::Exact, CGROUP_SOCK_ADDR, at::CGROUP_UNIX_RECVMSG),
     ("cgroup/getpeername4", M::Exact, CGROUP_SOCK_ADDR, at::CGROUP_INET4_GETPEERNAME),
     ("cgroup/getpeername6", M::Exact, CGROUP_SOCK_ADDR, at::CGROUP_INET6_GETPEERNAME),
+    ("cgroup/getpeername_unix", M::Exact, CGROUP_SOCK_ADDR, at::CGROUP_UNIX_GETPEERNAME),
     ("cgroup/getsockname4", M::Exact, CGROUP_SOCK_ADDR, at::CGROUP_INET4_GETSOCKNAME),
     ("cgroup/getsockname6", M::Exact, CGROUP_SOCK_ADDR, at::CGROUP_INET6_GETSOCKNAME),
+    ("cgroup/getsockname_unix", M::Exact, CGROUP_SOCK_ADDR, at::CGROUP_UNIX_GETSOCKNAME),
     ("cgroup/sysctl", M::Exact, CGROUP_SYSCTL, at::CGROUP_SYSCTL),
     ("cgroup/getsockopt", M::Exact, CGROUP_SOCKOPT, at::CGROUP_GETSOCKOPT),
     ("cgroup/setsockopt", M::Exact, CGROUP_SOCKOPT, at::CGROUP_SETSOCKOPT),
@@ -184,6 +200,80 @@ const DEFS: &[(&str, M, u32, u32)] = &[
     ("sk_lookup", M::Exact, SK_LOOKUP, at::SK_LOOKUP),
     ("netfilter", M::Exact, NETFILTER, at::NETFILTER),
 ];
+
+/// libbpf before 1.0 ("sloppy" mode) and the samples/bpf loaders matched these names as
+/// plain prefixes (`xdp_fwd`, `socket1`, `kprobe/x`); tried only when the table above has
+/// no match. Longer names first.
+const LEGACY: &[(&str, u32, u32)] = &[
+    ("xdp_devmap/", 6, at::XDP_DEVMAP),
+    ("xdp_cpumap/", 6, at::XDP_CPUMAP),
+    ("xdp", 6, at::XDP),
+    ("socket", 1, 0),
+    ("sk_reuseport", SK_REUSEPORT, at::SK_REUSEPORT_SELECT),
+    ("classifier", 3, 0),
+    ("action", 4, 0),
+    ("perf_event", 7, 0),
+    ("lwt_in", LWT_IN, 0),
+    ("lwt_out", LWT_OUT, 0),
+    ("lwt_xmit", LWT_XMIT, 0),
+    ("lwt_seg6local", LWT_SEG6LOCAL, 0),
+    ("cgroup_skb/ingress", 8, at::CGROUP_INET_INGRESS),
+    ("cgroup_skb/egress", 8, at::CGROUP_INET_EGRESS),
+    ("cgroup/skb", 8, 0),
+    ("sockops", SOCK_OPS, at::CGROUP_SOCK_OPS),
+    ("sk_skb/stream_parser", SK_SKB, at::SK_SKB_STREAM_PARSER),
+    ("sk_skb/stream_verdict", SK_SKB, at::SK_SKB_STREAM_VERDICT),
+    ("sk_skb", SK_SKB, 0),
+    ("sk_msg", SK_MSG, at::SK_MSG_VERDICT),
+    ("lirc_mode2", LIRC_MODE2, at::LIRC_MODE2),
+    ("flow_dissector", FLOW_DISSECTOR, at::FLOW_DISSECTOR),
+];
+
+/// Program types `--type` names: the kernel's names (`sched_cls`), libbpf's section roots
+/// (`tc`, `socket`) and common short forms. `(name, kernel prog type, expected attach)`.
+const TYPE_NAMES: &[(&str, u32, u32)] = &[
+    ("socket", 1, 0),
+    ("socket_filter", 1, 0),
+    ("kprobe", 2, 0),
+    ("tc", 3, 0),
+    ("sched_cls", 3, 0),
+    ("classifier", 3, 0),
+    ("action", 4, 0),
+    ("sched_act", 4, 0),
+    ("tracepoint", 5, 0),
+    ("xdp", 6, at::XDP),
+    ("perf_event", 7, 0),
+    ("cgroup_skb", 8, 0),
+    ("cgroup_sock", CGROUP_SOCK, 0),
+    ("lwt_in", LWT_IN, 0),
+    ("lwt_out", LWT_OUT, 0),
+    ("lwt_xmit", LWT_XMIT, 0),
+    ("sock_ops", SOCK_OPS, at::CGROUP_SOCK_OPS),
+    ("sockops", SOCK_OPS, at::CGROUP_SOCK_OPS),
+    ("sk_skb", SK_SKB, 0),
+    ("cgroup_device", CGROUP_DEVICE, at::CGROUP_DEVICE),
+    ("sk_msg", SK_MSG, at::SK_MSG_VERDICT),
+    ("raw_tracepoint", 17, 0),
+    ("cgroup_sock_addr", CGROUP_SOCK_ADDR, 0),
+    ("lwt_seg6local", LWT_SEG6LOCAL, 0),
+    ("lirc_mode2", LIRC_MODE2, at::LIRC_MODE2),
+    ("sk_reuseport", SK_REUSEPORT, at::SK_REUSEPORT_SELECT),
+    ("flow_dissector", FLOW_DISSECTOR, at::FLOW_DISSECTOR),
+    ("cgroup_sysctl", CGROUP_SYSCTL, at::CGROUP_SYSCTL),
+    ("syscall", 31, 0),
+    ("sk_lookup", SK_LOOKUP, at::SK_LOOKUP),
+    ("netfilter", NETFILTER, at::NETFILTER),
+];
+
+/// The names `--type` accepts, for messages.
+pub fn prog_type_names() -> Vec<&'static str> {
+    TYPE_NAMES.iter().map(|t| t.0).collect()
+}
+
+/// `(prog_type, kernel prog type number, expected attach type)` for a `--type` value.
+pub fn prog_type_from_name(name: &str) -> Option<(ProgType, u32, u32)> {
+    TYPE_NAMES.iter().find(|t| t.0 == name).map(|&(_, id, at)| (enum_of(id), id, at))
+}
 
 fn matches(sec: &str, pat: &str, m: M) -> bool {
     match m {
@@ -222,6 +312,11 @@ pub fn prog_type_from_section(section: &str) -> (ProgType, u32, u32) {
             return (enum_of(id), id, attach);
         }
     }
+    for &(pfx, id, attach) in LEGACY {
+        if section.starts_with(pfx) {
+            return (enum_of(id), id, attach);
+        }
+    }
     (ProgType::Unspec, 0, 0)
 }
 
@@ -255,9 +350,43 @@ mod tests {
         assert_eq!(prog_type_from_section("perf_event"), (ProgType::PerfEvent, 7, 0));
         assert_eq!(prog_type_from_section("sockops"), (ProgType::Unspec, 13, 3));
         assert_eq!(prog_type_from_section("?xdp"), (ProgType::Xdp, 6, 37));
-        // Not libbpf names.
-        assert_eq!(prog_type_from_section("xdpfoo"), (ProgType::Unspec, 0, 0));
+        // Not libbpf names (`xdpfoo` is a legacy prefix match, see below).
+        assert_eq!(prog_type_from_section("xdpfoo"), (ProgType::Xdp, 6, 37));
         assert_eq!(prog_type_from_section("tcfoo"), (ProgType::Unspec, 0, 0));
         assert_eq!(prog_type_from_section("prog"), (ProgType::Unspec, 0, 0));
+        assert_eq!(prog_type_from_section("redirect_xmit"), (ProgType::Unspec, 0, 0));
+        assert_eq!(prog_type_from_section("tc_mark"), (ProgType::Unspec, 0, 0));
+        // libbpf 1.x names added since 6.6.
+        assert_eq!(prog_type_from_section("netkit/peer"), (ProgType::SchedCls, 3, 55));
+        assert_eq!(prog_type_from_section("kprobe.session/f"), (ProgType::Kprobe, 2, 56));
+        assert_eq!(prog_type_from_section("cgroup/connect_unix"), (ProgType::Unspec, 18, 49));
+        assert_eq!(prog_type_from_section("cgroup/getsockname_unix"), (ProgType::Unspec, 18, 53));
+    }
+
+    #[test]
+    fn legacy_prefix_names() {
+        // Section names of Linux 6.12 samples/bpf that pre-1.0 libbpf matched by prefix.
+        assert_eq!(prog_type_from_section("xdp_fwd"), (ProgType::Xdp, 6, 37));
+        assert_eq!(prog_type_from_section("xdp_fwd_direct"), (ProgType::Xdp, 6, 37));
+        assert_eq!(prog_type_from_section("xdp_icmp"), (ProgType::Xdp, 6, 37));
+        assert_eq!(prog_type_from_section("xdp_devmap/x"), (ProgType::Xdp, 6, 33));
+        assert_eq!(prog_type_from_section("socket1"), (ProgType::SocketFilter, 1, 0));
+        assert_eq!(prog_type_from_section("socket2"), (ProgType::SocketFilter, 1, 0));
+        assert_eq!(prog_type_from_section("sockops_x"), (ProgType::Unspec, 13, 3));
+        // Exact libbpf 1.x entries still win over the legacy prefixes.
+        assert_eq!(prog_type_from_section("xdp.frags"), (ProgType::Xdp, 6, 37));
+        assert_eq!(prog_type_from_section("sk_skb/verdict"), (ProgType::Unspec, 14, 38));
+    }
+
+    #[test]
+    fn type_names() {
+        assert_eq!(prog_type_from_name("xdp"), Some((ProgType::Xdp, 6, 37)));
+        assert_eq!(prog_type_from_name("tc"), Some((ProgType::SchedCls, 3, 0)));
+        assert_eq!(prog_type_from_name("socket"), Some((ProgType::SocketFilter, 1, 0)));
+        assert_eq!(prog_type_from_name("lwt_xmit"), Some((ProgType::Unspec, 12, 0)));
+        assert_eq!(prog_type_from_name("bogus"), None);
+        for n in prog_type_names() {
+            assert!(prog_type_from_name(n).is_some_and(|t| t.1 != 0), "{n}");
+        }
     }
 }

@@ -75,6 +75,10 @@ pub const SKB_DATA_META: usize = 208;
 pub const SKB_CTX_SIZE: usize = 216;
 /// Headroom BPF_PROG_TEST_RUN gives an skb (`NET_SKB_PAD + NET_IP_ALIGN`).
 pub const SKB_HEADROOM: usize = 64 + 2;
+/// Room we keep before the headroom and after the packet, so that the resizing helpers
+/// (`crate::net`) can grow an skb to the kernel's maximum without moving it. Programs
+/// cannot observe an skb's headroom.
+const SKB_GROW_ROOM: usize = 16384;
 
 /// `__sk_buff` field offsets.
 pub mod skb {
@@ -223,7 +227,6 @@ pub(crate) struct RunCtx {
     pub ctx: RawBuf,
     /// Packet buffer (Xdp/Skb): owned here so it lives as long as the run; reached through
     /// the pointers in `ctx`.
-    #[allow(dead_code)]
     pub pkt: Option<RawBuf>,
     /// r1 and r2 at entry.
     pub r1: u64,
@@ -348,7 +351,17 @@ impl RunCtx {
                 } else {
                     3 // PACKET_OTHERHOST
                 };
-                let proto = u16::from_ne_bytes([d[12], d[13]]) as u32; // __be16 as stored
+                // eth_type_trans: an 802.3 length field (< 0x600) gives ETH_P_802_3 when the
+                // payload starts with 0xffff (raw IPX), else ETH_P_802_2. __be16 as stored.
+                let ethertype = u16::from_be_bytes([d[12], d[13]]);
+                let proto = if ethertype >= 0x600 {
+                    ethertype
+                } else if d.len() >= 16 && d[14..16] == [0xff, 0xff] {
+                    1
+                } else {
+                    4
+                };
+                let proto = u16::from_ne_bytes(proto.to_be_bytes()) as u32;
                 // Socket filters see the packet from the network header.
                 let start = if tc { 0 } else { ETH_HLEN as usize };
                 let len = d.len() - start;
@@ -365,17 +378,23 @@ impl RunCtx {
                 if get_u32(&u, skb::GSO_SEGS) == 0 {
                     put(&mut u, skb::GSO_SEGS, 1);
                 }
-                let pkt = RawBuf::new(SKB_HEADROOM + d.len());
-                pkt.write(SKB_HEADROOM, d);
+                let front = SKB_GROW_ROOM + SKB_HEADROOM;
+                let pkt = RawBuf::new(front + d.len().max(crate::net::SKB_MAX_LEN as usize) + 64);
+                pkt.write(front, d);
                 let ctx = RawBuf::new(SKB_CTX_SIZE);
                 ctx.write(0, &u);
-                let data = pkt.addr() + (SKB_HEADROOM + start) as u64;
+                let data = pkt.addr() + (front + start) as u64;
                 ctx.write(SKB_DATA, &data.to_le_bytes());
                 ctx.write(SKB_DATA_END, &(data + len as u64).to_le_bytes());
                 ctx.write(SKB_DATA_META, &data.to_le_bytes());
                 Ok(RunCtx { kind, r1: ctx.addr(), r2: 0, ctx_len: SKB_UAPI_SIZE as u64, ctx, pkt: Some(pkt), ctx_writable: true })
             }
         }
+    }
+
+    /// `[start, end)` of the packet buffer (what the packet may grow into).
+    pub fn buffer_range(&self) -> (u64, u64) {
+        self.pkt.as_ref().map(|p| (p.addr(), p.addr() + p.len() as u64)).unwrap_or((0, 0))
     }
 
     /// `[start, end)` of the packet the program may access now (it moves with adjust_head).

@@ -13,6 +13,7 @@
 use crate::ctx::{self, CtxKind};
 use crate::maps::{errno, Map};
 use crate::mem::{RegionKind, Registry};
+use crate::net;
 use crate::Shared;
 use std::cell::{Cell, RefMut};
 
@@ -44,7 +45,14 @@ pub struct HelperTable {
 impl HelperTable {
     /// The helpers of a Linux program (the set the runtime implements).
     pub fn kernel() -> HelperTable {
-        HelperTable { defs: KERNEL_HELPERS.to_vec() }
+        let mut defs = KERNEL_HELPERS.to_vec();
+        // Helpers that take a socket from a lookup (see `net::socket_arg_helper`).
+        for id in 0..KERNEL_HELPER_NAMES.len() as u32 {
+            if let (Some(func), Some(name)) = (net::socket_arg_helper(id), kernel_helper_name(id)) {
+                defs.push(HelperDef { id, name, func });
+            }
+        }
+        HelperTable { defs }
     }
     /// The conformance suite's helpers: only id 5 ("unwind").
     pub fn conformance() -> HelperTable {
@@ -88,6 +96,45 @@ pub const RINGBUF_RESERVE: u32 = 131;
 pub const RINGBUF_SUBMIT: u32 = 132;
 pub const RINGBUF_DISCARD: u32 = 133;
 pub const XDP_GET_BUFF_LEN: u32 = 188;
+pub const CLONE_REDIRECT: u32 = 13;
+pub const SKB_VLAN_PUSH: u32 = 18;
+pub const SKB_VLAN_POP: u32 = 19;
+pub const SKB_GET_TUNNEL_KEY: u32 = 20;
+pub const SKB_SET_TUNNEL_KEY: u32 = 21;
+pub const GET_HASH_RECALC: u32 = 34;
+pub const SKB_CHANGE_TAIL: u32 = 38;
+pub const SKB_PULL_DATA: u32 = 39;
+pub const CSUM_UPDATE: u32 = 40;
+pub const SET_HASH_INVALID: u32 = 41;
+pub const SKB_CHANGE_HEAD: u32 = 43;
+pub const SET_HASH: u32 = 48;
+pub const SKB_ADJUST_ROOM: u32 = 50;
+pub const FIB_LOOKUP: u32 = 69;
+pub const SKB_ECN_SET_CE: u32 = 97;
+pub const SKC_LOOKUP_TCP: u32 = 99;
+pub const SKB_GET_TUNNEL_OPT: u32 = 29;
+pub const SKB_SET_TUNNEL_OPT: u32 = 30;
+pub const SKB_CHANGE_PROTO: u32 = 31;
+pub const SPIN_LOCK: u32 = 93;
+pub const SPIN_UNLOCK: u32 = 94;
+pub const SKB_CHANGE_TYPE: u32 = 32;
+pub const SKB_LOAD_BYTES_RELATIVE: u32 = 68;
+pub const SK_LOOKUP_TCP: u32 = 84;
+pub const SK_LOOKUP_UDP: u32 = 85;
+pub const XDP_OUTPUT: u32 = 121;
+
+pub const CSUM_LEVEL: u32 = 135;
+pub const REDIRECT_NEIGH: u32 = 152;
+pub const REDIRECT_PEER: u32 = 155;
+pub const KTIME_GET_COARSE_NS: u32 = 160;
+pub const CHECK_MTU: u32 = 163;
+pub const TRACE_VPRINTK: u32 = 177;
+pub const XDP_LOAD_BYTES: u32 = 189;
+pub const XDP_STORE_BYTES: u32 = 190;
+pub const SKB_SET_TSTAMP: u32 = 192;
+pub const KTIME_GET_TAI_NS: u32 = 208;
+pub const GET_NUMA_NODE_ID: u32 = 42;
+pub const JIFFIES64: u32 = 118;
 /// Conformance suite: returns r1; the engine ends the program when it is 0.
 pub const UNWIND: u32 = 5;
 
@@ -117,46 +164,47 @@ const KERNEL_HELPERS: &[HelperDef] = &[
     HelperDef { id: RINGBUF_SUBMIT, name: "ringbuf_submit", func: h_ringbuf_submit },
     HelperDef { id: RINGBUF_DISCARD, name: "ringbuf_discard", func: h_ringbuf_discard },
     HelperDef { id: XDP_GET_BUFF_LEN, name: "xdp_get_buff_len", func: h_xdp_get_buff_len },
+    HelperDef { id: CLONE_REDIRECT, name: "clone_redirect", func: net::h_clone_redirect },
+    HelperDef { id: SKB_VLAN_PUSH, name: "skb_vlan_push", func: net::h_skb_vlan_push },
+    HelperDef { id: SKB_VLAN_POP, name: "skb_vlan_pop", func: net::h_skb_vlan_pop },
+    HelperDef { id: SKB_GET_TUNNEL_KEY, name: "skb_get_tunnel_key", func: net::h_skb_get_tunnel_key },
+    HelperDef { id: SKB_SET_TUNNEL_KEY, name: "skb_set_tunnel_key", func: net::h_skb_set_tunnel_key },
+    HelperDef { id: GET_HASH_RECALC, name: "get_hash_recalc", func: net::h_get_hash_recalc },
+    HelperDef { id: SKB_CHANGE_TAIL, name: "skb_change_tail", func: net::h_skb_change_tail },
+    HelperDef { id: SKB_PULL_DATA, name: "skb_pull_data", func: net::h_skb_pull_data },
+    HelperDef { id: CSUM_UPDATE, name: "csum_update", func: net::h_csum_update },
+    HelperDef { id: SET_HASH_INVALID, name: "set_hash_invalid", func: net::h_set_hash_invalid },
+    HelperDef { id: SKB_CHANGE_HEAD, name: "skb_change_head", func: net::h_skb_change_head },
+    HelperDef { id: SET_HASH, name: "set_hash", func: net::h_set_hash },
+    HelperDef { id: SKB_ADJUST_ROOM, name: "skb_adjust_room", func: net::h_skb_adjust_room },
+    HelperDef { id: FIB_LOOKUP, name: "fib_lookup", func: net::h_fib_lookup },
+    HelperDef { id: SKB_ECN_SET_CE, name: "skb_ecn_set_ce", func: net::h_skb_ecn_set_ce },
+    HelperDef { id: SKC_LOOKUP_TCP, name: "skc_lookup_tcp", func: net::h_sk_lookup },
+    HelperDef { id: SK_LOOKUP_TCP, name: "sk_lookup_tcp", func: net::h_sk_lookup },
+    HelperDef { id: SK_LOOKUP_UDP, name: "sk_lookup_udp", func: net::h_sk_lookup },
+    HelperDef { id: SKB_GET_TUNNEL_OPT, name: "skb_get_tunnel_opt", func: net::h_skb_get_tunnel_opt },
+    HelperDef { id: SKB_SET_TUNNEL_OPT, name: "skb_set_tunnel_opt", func: net::h_skb_set_tunnel_opt },
+    HelperDef { id: SPIN_LOCK, name: "spin_lock", func: net::h_spin_lock },
+    HelperDef { id: SPIN_UNLOCK, name: "spin_unlock", func: net::h_spin_lock },
+    HelperDef { id: SKB_CHANGE_PROTO, name: "skb_change_proto", func: net::h_skb_change_proto },
+    HelperDef { id: SKB_CHANGE_TYPE, name: "skb_change_type", func: net::h_skb_change_type },
+    HelperDef { id: SKB_LOAD_BYTES_RELATIVE, name: "skb_load_bytes_relative", func: net::h_skb_load_bytes_relative },
+    HelperDef { id: XDP_OUTPUT, name: "xdp_output", func: h_perf_event_output },
+    HelperDef { id: CSUM_LEVEL, name: "csum_level", func: net::h_csum_level },
+    HelperDef { id: REDIRECT_NEIGH, name: "redirect_neigh", func: net::h_redirect_neigh },
+    HelperDef { id: REDIRECT_PEER, name: "redirect_peer", func: net::h_redirect_peer },
+    HelperDef { id: KTIME_GET_COARSE_NS, name: "ktime_get_coarse_ns", func: h_ktime_get_ns },
+    HelperDef { id: CHECK_MTU, name: "check_mtu", func: net::h_check_mtu },
+    HelperDef { id: TRACE_VPRINTK, name: "trace_vprintk", func: h_trace_vprintk },
+    HelperDef { id: XDP_LOAD_BYTES, name: "xdp_load_bytes", func: net::h_xdp_load_bytes },
+    HelperDef { id: XDP_STORE_BYTES, name: "xdp_store_bytes", func: net::h_xdp_store_bytes },
+    HelperDef { id: SKB_SET_TSTAMP, name: "skb_set_tstamp", func: net::h_skb_set_tstamp },
+    HelperDef { id: KTIME_GET_TAI_NS, name: "ktime_get_tai_ns", func: h_ktime_get_ns },
+    HelperDef { id: GET_NUMA_NODE_ID, name: "get_numa_node_id", func: h_get_smp_processor_id },
+    HelperDef { id: JIFFIES64, name: "jiffies64", func: h_jiffies64 },
 ];
 
-/// Kernel name of a helper id, for error messages (the ids programs commonly use).
-pub fn kernel_helper_name(id: u32) -> Option<&'static str> {
-    const NAMES: &[(u32, &str)] = &[
-        (4, "probe_read"),
-        (13, "clone_redirect"),
-        (14, "get_current_pid_tgid"),
-        (15, "get_current_uid_gid"),
-        (16, "get_current_comm"),
-        (17, "get_cgroup_classid"),
-        (18, "skb_vlan_push"),
-        (19, "skb_vlan_pop"),
-        (20, "skb_get_tunnel_key"),
-        (21, "skb_set_tunnel_key"),
-        (22, "perf_event_read"),
-        (24, "get_route_realm"),
-        (27, "get_stackid"),
-        (29, "skb_get_tunnel_opt"),
-        (30, "skb_set_tunnel_opt"),
-        (31, "skb_change_proto"),
-        (32, "skb_change_type"),
-        (34, "get_hash_recalc"),
-        (35, "get_current_task"),
-        (38, "skb_change_tail"),
-        (39, "skb_pull_data"),
-        (40, "csum_update"),
-        (43, "skb_change_head"),
-        (50, "skb_adjust_room"),
-        (69, "fib_lookup"),
-        (113, "probe_read_kernel"),
-        (121, "xdp_output"),
-        (181, "loop"),
-    ];
-    KERNEL_HELPERS
-        .iter()
-        .find(|d| d.id == id)
-        .map(|d| d.name)
-        .or_else(|| NAMES.iter().find(|(i, _)| *i == id).map(|(_, n)| *n))
-}
+pub use crate::helper_names::{describe_helper, kernel_helper_id, kernel_helper_name, KERNEL_HELPER_NAMES};
 
 /// Where an XDP or tc program asked to redirect the packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,6 +213,10 @@ pub enum Redirect {
     Ifindex { ifindex: u32, flags: u64 },
     /// `bpf_redirect_map(map, key, flags)` that found its target.
     Map { map: usize, key: u32 },
+    /// `bpf_redirect_peer(ifindex, 0)`.
+    Peer { ifindex: u32 },
+    /// `bpf_redirect_neigh(ifindex, params, plen, 0)`.
+    Neigh { ifindex: u32 },
 }
 
 /// State of the run in progress on this thread.
@@ -177,7 +229,13 @@ pub(crate) struct RunState {
     pub rng: u64,
     pub ktime: u64,
     pub redirect: Option<Redirect>,
+    /// `bpf_clone_redirect` targets, in call order: (ifindex, flags).
+    pub clones: Vec<(u32, u64)>,
     pub fault: Option<String>,
+    /// The skb as the networking helpers see it (see [`crate::net`]).
+    pub skb: crate::net::SkbModel,
+    /// Devices and routes (owned by the Vm).
+    pub net: *const crate::net::NetModel,
 }
 
 thread_local! {
@@ -203,7 +261,7 @@ impl Drop for RunGuard {
 }
 
 /// Runs `f` with the current run state, or returns `none` when no run is in progress.
-fn with_state<R>(none: R, f: impl FnOnce(&mut RunState) -> R) -> R {
+pub(crate) fn with_state<R>(none: R, f: impl FnOnce(&mut RunState) -> R) -> R {
     let p = CURRENT.with(|c| c.get());
     if p.is_null() {
         return none;
@@ -213,7 +271,7 @@ fn with_state<R>(none: R, f: impl FnOnce(&mut RunState) -> R) -> R {
     f(unsafe { &mut *p })
 }
 
-fn fault(st: &mut RunState, msg: String) -> u64 {
+pub(crate) fn fault(st: &mut RunState, msg: String) -> u64 {
     if st.fault.is_none() {
         st.fault = Some(msg);
     }
@@ -285,6 +343,12 @@ extern "C" fn h_ktime_get_ns(_: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
     })
 }
 
+/// `bpf_jiffies64`: the deterministic clock in ticks of a HZ=250 kernel (4 ms); it
+/// advances like `bpf_ktime_get_ns`.
+extern "C" fn h_jiffies64(_: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+    h_ktime_get_ns(0, 0, 0, 0, 0) / 4_000_000
+}
+
 extern "C" fn h_get_prandom_u32(_: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
     with_state(0, |st| {
         // xorshift64*: deterministic for a given seed.
@@ -297,6 +361,7 @@ extern "C" fn h_get_prandom_u32(_: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
     })
 }
 
+/// CPU 0 of NUMA node 0: the runtimes model one CPU.
 extern "C" fn h_get_smp_processor_id(_: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
     0
 }
@@ -329,10 +394,38 @@ extern "C" fn h_trace_printk(fmt: u64, size: u64, a1: u64, a2: u64, a3: u64) -> 
     })
 }
 
+/// `bpf_trace_vprintk(fmt, fmt_size, args, args_size)`: up to 12 u64 arguments in an
+/// array (formatted here with the conversions of [`format_printk`]).
+extern "C" fn h_trace_vprintk(fmt: u64, size: u64, args: u64, args_size: u64, _: u64) -> u64 {
+    with_state((-errno::EINVAL) as u64, |st| {
+        let n = args_size as u32 as usize;
+        if !n.is_multiple_of(8) || n > 8 * 12 || (args == 0 && n != 0) {
+            return (-errno::EINVAL) as u64;
+        }
+        // SAFETY: see `bytes`.
+        let raw = unsafe { bytes(fmt, size as usize) };
+        let raw = raw.split(|b| *b == 0).next().unwrap_or(&[]);
+        // SAFETY: see `bytes`.
+        let a: Vec<u64> = unsafe { bytes(args, n) }.chunks(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect();
+        match format_printk_n(raw, &a) {
+            Some(s) => {
+                let len = s.len() as u64;
+                st.trace.push(s);
+                len
+            }
+            None => (-errno::EINVAL) as u64,
+        }
+    })
+}
+
 /// printf-style formatting of the conversions `bpf_trace_printk` accepts
 /// (`%d %i %u %x %X %c`, with `l`/`ll` length and `%p`, `%%`). `%s` is rejected: its
 /// argument would be an unchecked pointer.
 pub fn format_printk(fmt: &[u8], args: [u64; 3]) -> Option<String> {
+    format_printk_n(fmt, &args)
+}
+
+fn format_printk_n(fmt: &[u8], args: &[u64]) -> Option<String> {
     let mut out = String::new();
     let mut ai = 0;
     let mut i = 0;
@@ -498,8 +591,9 @@ extern "C" fn h_xdp_adjust_tail(ctx: u64, delta: u64, _: u64, _: u64, _: u64) ->
 
 extern "C" fn h_xdp_get_buff_len(ctx: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
     with_state(0, |st| match xdp_fields(st, ctx, "xdp_get_buff_len") {
+        // data_end - data: the metadata before data is not part of the buffer's length.
         Some(c) => {
-            let (d, e) = ctx::packet_bounds(CtxKind::Xdp, c);
+            let (d, e) = ctx::data_bounds(CtxKind::Xdp, c);
             e - d
         }
         None => 0,

@@ -596,7 +596,11 @@ impl<'a> Machine<'a> {
             return self.tail_call();
         }
         let Some(h) = u32::try_from(id).ok().and_then(|id| table.get(id)).copied() else {
-            return Err(self.err_exec(format!("call to unknown helper {id}")));
+            let what = match u32::try_from(id) {
+                Ok(i) if !conformance => helpers::describe_helper(i),
+                _ => format!("{id}"),
+            };
+            return Err(self.err_exec(format!("call to unknown helper {what}")));
         };
         self.check_helper_args(h.id)?;
         let r = &self.reg;
@@ -640,7 +644,7 @@ impl<'a> Machine<'a> {
         let vm = self.env.vm;
         let map_arg = |reg: usize| -> R<&crate::Map> {
             vm.map_by_addr(r[reg]).ok_or_else(|| {
-                self.err_exec(format!("helper {id}: r{reg} = {:#x} is not a map", r[reg]))
+                self.err_exec(format!("helper {}: r{reg} = {:#x} is not a map", helpers::describe_helper(id), r[reg]))
             })
         };
         let mem = |p: u64, n: u64, w: bool| -> R<()> {
@@ -684,6 +688,23 @@ impl<'a> Machine<'a> {
                 mem(r[2], r[3], false)
             }
             helpers::RINGBUF_RESERVE | helpers::REDIRECT_MAP => map_arg(1).map(|_| ()),
+            helpers::XDP_LOAD_BYTES => mem(r[3], r[4] as u32 as u64, true),
+            helpers::SKB_GET_TUNNEL_KEY => mem(r[2], r[3] as u32 as u64, true),
+            helpers::SKB_LOAD_BYTES_RELATIVE => mem(r[3], r[4] as u32 as u64, true),
+            helpers::XDP_OUTPUT => {
+                map_arg(2)?;
+                mem(r[4], r[5], false)
+            }
+            helpers::XDP_STORE_BYTES => mem(r[3], r[4] as u32 as u64, false),
+            helpers::SKB_SET_TUNNEL_KEY | helpers::SKB_SET_TUNNEL_OPT => mem(r[2], r[3] as u32 as u64, false),
+            helpers::SKB_GET_TUNNEL_OPT => mem(r[2], r[3] as u32 as u64, true),
+            helpers::FIB_LOOKUP => mem(r[2], r[3] as u32 as u64, true),
+            helpers::CHECK_MTU => mem(r[3], 4, true),
+            helpers::REDIRECT_NEIGH => mem(r[2], r[3] as u32 as u64, false),
+            helpers::TRACE_VPRINTK => {
+                mem(r[1], r[2], false)?;
+                mem(r[3], r[4] as u32 as u64, false)
+            }
             _ => Ok(()),
         }
     }

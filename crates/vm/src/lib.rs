@@ -49,7 +49,16 @@
 //!   skb_store_bytes, skb_load_bytes, l3_csum_replace, l4_csum_replace, tail_call, redirect,
 //!   perf_event_output (no event attached: -ENOENT, as in a kernel test run), csum_diff,
 //!   xdp_adjust_head/meta/tail, redirect_map, ringbuf output/reserve/submit/discard,
-//!   xdp_get_buff_len. Any other id is a load error naming the helper and instruction.
+//!   xdp_get_buff_len, and the networking helpers of [`net`] (xdp_load/store_bytes,
+//!   skb_adjust_room, skb_change_head/tail/proto/type, skb_pull_data,
+//!   skb_load_bytes_relative, skb_vlan_push/pop, skb_get/set_tunnel_key and _opt,
+//!   skb_ecn_set_ce, clone_redirect, redirect_peer/neigh, get_hash_recalc,
+//!   set_hash(_invalid), csum_level, csum_update, check_mtu, fib_lookup,
+//!   sk/skc_lookup_* (no sockets: NULL), skb_set_tstamp, xdp_output, spin_lock/unlock)
+//!   over a documented skb/device/FIB model ([`Vm::net`]), trace_vprintk,
+//!   ktime_get_coarse_ns/tai_ns and jiffies64 (the same deterministic clock),
+//!   get_numa_node_id. Any other id is a load error naming the helper as
+//!   `bpf_<name> (id N)` ([`helper_names`]) and the instruction.
 //!
 //! # Engines
 //!
@@ -94,11 +103,13 @@
 
 pub mod compare;
 pub mod ctx;
+pub mod helper_names;
 pub mod helpers;
 pub mod interp;
 pub mod jit_engine;
 pub mod maps;
 pub mod mem;
+pub mod net;
 pub mod verify;
 
 pub use ctx::{CtxKind, ProgInput};
@@ -300,6 +311,8 @@ pub struct RunResult {
     /// `bpf_trace_printk` lines.
     pub trace: Vec<String>,
     pub redirect: Option<Redirect>,
+    /// Where `bpf_clone_redirect` sent copies: (ifindex, flags), in call order.
+    pub clones: Vec<(u32, u64)>,
     /// Instructions executed (interpreter only).
     pub executed: Option<u64>,
 }
@@ -359,6 +372,8 @@ pub struct Vm {
     engine: Box<dyn Engine>,
     verifier: Box<dyn Verifier>,
     pub options: VmOptions,
+    /// Devices and routes the networking helpers see (see [`net`]).
+    pub net: net::NetModel,
 }
 
 impl Vm {
@@ -393,6 +408,7 @@ impl Vm {
             engine,
             verifier,
             options: VmOptions::default(),
+            net: net::NetModel::default(),
         };
         // Program arrays declared with initial slots (BTF `values = { [i] = &prog }`).
         if let Some(o) = object {
@@ -712,10 +728,10 @@ impl Vm {
                     0 => {
                         let id = i.imm as u32;
                         if helpers.get(id).is_none() {
-                            let nm = if conformance { None } else { helpers::kernel_helper_name(id) };
-                            return Err(err(pc, match nm {
-                                Some(nm) => format!("unknown helper {id} (bpf_{nm}): not implemented by the runtime"),
-                                None => format!("unknown helper {id}"),
+                            return Err(err(pc, if conformance {
+                                format!("unknown helper {id}")
+                            } else {
+                                format!("helper {} is not supported by the kops runtimes", helpers::describe_helper(id))
                             }));
                         }
                     }
@@ -892,7 +908,10 @@ impl Vm {
             rng: self.options.seed.max(1),
             ktime: self.options.ktime_base,
             redirect: None,
+            clones: Vec::new(),
             fault: None,
+            skb: net::SkbModel::for_run(p.ctx, rc.buffer_range()),
+            net: &self.net,
         };
         let env = RunEnv { vm: self, ctx: &rc, prog, budget: self.options.budget, executed: Cell::new(None) };
         let n = repeat.max(1);
@@ -925,6 +944,7 @@ impl Vm {
             ctx_out: rc.ctx_out(),
             trace: st.trace,
             redirect: st.redirect,
+            clones: st.clones,
             executed: env.executed.get(),
         };
         Ok((result, elapsed.as_nanos() as f64 / n as f64))

@@ -88,6 +88,10 @@ pub struct Args {
     /// No progress bar.
     #[arg(long)]
     no_progress: bool,
+    /// Program type for programs whose section name gives none (legacy names such as
+    /// `redirect_xmit`): xdp, tc, socket, cgroup_skb, lwt_xmit, ... (an unknown name lists them all).
+    #[arg(long = "type", value_name = "TYPE")]
+    prog_type: Option<String>,
 }
 
 /// bpf/out next to the working directory, else the one of the source tree this binary was
@@ -276,6 +280,7 @@ pub fn run(a: Args, command: String) -> anyhow::Result<u8> {
         },
         traffic: traffic.as_ref().map(|t| t.packets.clone()).unwrap_or_default(),
         cpu,
+        prog_type: a.prog_type.clone(),
     };
     eprintln!("kops bench: preparing {} objects on {} (checking results against the oracle)", files.len(), runtimes.join(","));
     let prepared = suite::prepare(&files, &opts, !a.no_progress);

@@ -38,12 +38,19 @@ pub struct Args {
     /// Print only the per-program summaries, not the listings.
     #[arg(long)]
     summary: bool,
+    /// Program type for programs whose section name gives none (legacy names such as
+    /// `redirect_xmit`): xdp, tc, socket, cgroup_skb, lwt_xmit, ... (an unknown name lists them all).
+    #[arg(long = "type", value_name = "TYPE")]
+    prog_type: Option<String>,
 }
 
 const EXIT_NO_KERNEL: u8 = 3;
 
 pub fn run(a: Args) -> Result<u8> {
-    let obj = Object::load(&a.file).with_context(|| format!("loading {}", a.file))?;
+    let mut obj = Object::load(&a.file).with_context(|| format!("loading {}", a.file))?;
+    let only: Vec<&str> = a.prog.iter().map(String::as_str).collect();
+    obj.resolve_prog_types(a.prog_type.as_deref(), a.prog.is_some().then_some(&only[..])).map_err(anyhow::Error::msg)?;
+    let obj = obj;
     let progs = super::verify::select_programs(&obj, a.prog.as_deref()).map_err(|e| anyhow::anyhow!("{}: {e}", a.file))?;
     let maps = match super::verify::kernel_maps("jit-diff", &obj.maps) {
         Ok(Some(m)) => m,

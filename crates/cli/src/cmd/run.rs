@@ -60,6 +60,10 @@ pub struct Args {
     /// Print every data map's contents after the runs.
     #[arg(long)]
     dump_maps: bool,
+    /// Program type for programs whose section name gives none (legacy names such as
+    /// `redirect_xmit`): xdp, tc, socket, cgroup_skb, lwt_xmit, ... (an unknown name lists them all).
+    #[arg(long = "type", value_name = "TYPE")]
+    prog_type: Option<String>,
 }
 
 /// The engine for `--runtime NAME`. This is the dispatch point where the JIT engine
@@ -238,9 +242,7 @@ fn run_kernel(args: &Args, obj: &Object, name: &str) -> Result<u8> {
 }
 
 pub fn run(args: Args) -> Result<u8> {
-    let obj = Object::load(&args.file)?;
-    // CO-RE and externs depend on the running kernel (see kops_kernel::core).
-    let obj = if obj.needs_relocation() { kops_kernel::core::relocate(&obj)? } else { obj };
+    let mut obj = Object::load(&args.file)?;
     let name = match &args.prog {
         Some(n) => n.clone(),
         None if obj.programs.len() == 1 => obj.programs[0].name.clone(),
@@ -249,6 +251,9 @@ pub fn run(args: Args) -> Result<u8> {
             bail!("{}: --prog is required (programs: {})", args.file.display(), names.join(", "));
         }
     };
+    obj.resolve_prog_types(args.prog_type.as_deref(), Some(&[name.as_str()])).map_err(anyhow::Error::msg)?;
+    // CO-RE and externs depend on the running kernel (see kops_kernel::core).
+    let obj = if obj.needs_relocation() { kops_kernel::core::relocate(&obj)? } else { obj };
     if args.runtime == "kernel" {
         return run_kernel(&args, &obj, &name);
     }
@@ -277,6 +282,9 @@ pub fn run(args: Args) -> Result<u8> {
     }
     if let Some(rd) = &r.redirect {
         outln!("redirect: {rd:?}");
+    }
+    for (ifindex, flags) in &r.clones {
+        outln!("clone_redirect: ifindex {ifindex}, flags {flags:#x}");
     }
     for t in &r.trace {
         outln!("trace: {t}");

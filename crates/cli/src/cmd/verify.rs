@@ -27,6 +27,10 @@ pub struct Args {
     /// printed when the level is not 0.
     #[arg(long, default_value_t = 0)]
     log_level: u32,
+    /// Program type for programs whose section name gives none (legacy names such as
+    /// `redirect_xmit`): xdp, tc, socket, cgroup_skb, lwt_xmit, ... (an unknown name lists them all).
+    #[arg(long = "type", value_name = "TYPE")]
+    prog_type: Option<String>,
 }
 
 pub const EXIT_REJECTED: u8 = 1;
@@ -62,13 +66,18 @@ pub(crate) fn kernel_maps(cmd: &str, maps: &[kops_object::MapDef]) -> Result<Opt
 }
 
 pub fn run(a: Args) -> anyhow::Result<u8> {
-    let obj = match Object::load(&a.file) {
+    let mut obj = match Object::load(&a.file) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("kops verify: {e}");
             return Ok(1);
         }
     };
+    let only: Vec<&str> = a.prog.iter().map(String::as_str).collect();
+    if let Err(e) = obj.resolve_prog_types(a.prog_type.as_deref(), a.prog.is_some().then_some(&only[..])) {
+        eprintln!("kops verify: {e}");
+        return Ok(1);
+    }
     // CO-RE relocations and externs are resolved against this kernel first.
     let (obj, poisoned) = if obj.needs_relocation() {
         match kops_kernel::core::relocate_explained(&obj) {

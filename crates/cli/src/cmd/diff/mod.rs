@@ -75,6 +75,10 @@ pub struct Args {
     /// Prints a warning for every program.
     #[arg(long)]
     unverified: bool,
+    /// Program type for programs whose section name gives none (legacy names such as
+    /// `redirect_xmit`): xdp, tc, socket, cgroup_skb, lwt_xmit, ... (an unknown name lists them all).
+    #[arg(long = "type", value_name = "TYPE")]
+    prog_type: Option<String>,
 }
 
 const EXIT_NO_KERNEL: u8 = 3;
@@ -182,7 +186,9 @@ fn diff_object(
     traffic: Option<&kops_bench::traffic::Traffic>,
     totals: &mut Totals,
 ) -> Result<(), KernelError> {
-    let obj = Object::load(path).map_err(|e| KernelError::Invalid(e.to_string()))?;
+    let mut obj = Object::load(path).map_err(|e| KernelError::Invalid(e.to_string()))?;
+    let only: Vec<&str> = a.prog.iter().map(String::as_str).collect();
+    obj.resolve_prog_types(a.prog_type.as_deref(), a.prog.is_some().then_some(&only[..])).map_err(KernelError::Invalid)?;
     let obj = if obj.needs_relocation() { kops_kernel::core::relocate(&obj)? } else { obj };
     println!("== {path}");
     let progs: Vec<&Program> = match &a.prog {

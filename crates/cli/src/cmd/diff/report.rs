@@ -34,6 +34,7 @@ pub(super) fn nondeterministic_helpers(p: &Program, kernel_cpu: Option<usize>) -
             8 if kernel_cpu.unwrap_or(0) != 0 => "get_smp_processor_id",
             42 => "get_numa_node_id",
             118 => "jiffies64",
+            34 => "get_hash_recalc",
             125 => "ktime_get_boot_ns",
             160 => "ktime_get_coarse_ns",
             208 => "ktime_get_tai_ns",
