@@ -642,6 +642,15 @@ impl<'a> Machine<'a> {
                 mem(r[2], r[3], false)
             }
             helpers::RINGBUF_RESERVE | helpers::REDIRECT_MAP => map_arg(1).map(|_| ()),
+            helpers::MAP_PUSH_ELEM => {
+                let m = map_arg(1)?;
+                mem(r[2], m.def.value_size as u64, false)
+            }
+            helpers::MAP_POP_ELEM | helpers::MAP_PEEK_ELEM => {
+                // A bloom filter's peek reads the value asked about; queues and stacks write.
+                let m = map_arg(1)?;
+                mem(r[2], m.def.value_size as u64, m.def.map_type != map_type::BLOOM_FILTER)
+            }
             _ => Ok(()),
         }
     }

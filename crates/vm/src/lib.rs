@@ -385,6 +385,16 @@ impl Vm {
             verifier,
             options: VmOptions::default(),
         };
+        // Map-in-map slots declared with initial maps (BTF `values = { [i] = &map }`; for
+        // a hash of maps `i` is the key).
+        if let Some(o) = object {
+            for d in o.maps.iter().filter(|d| map_type::is_map_in_map(d.map_type)) {
+                for (slot, name) in &d.init_slots {
+                    vm.set_map_in_map(&d.name, &slot.to_le_bytes(), name)
+                        .map_err(|e| VmError::Setup(format!("{}: {e}", o.path)))?;
+                }
+            }
+        }
         // Program arrays declared with initial slots (BTF `values = { [i] = &prog }`).
         if let Some(o) = object {
             for (mi, d) in o.maps.iter().enumerate() {
@@ -767,6 +777,15 @@ impl Vm {
             state.insert(m.def.name.clone(), entries);
         }
         state
+    }
+
+    /// Userspace update of an array/hash of maps: slot `key` of `outer` holds map `inner`
+    /// (checked against the inner template, as the kernel does).
+    pub fn set_map_in_map(&self, outer: &str, key: &[u8], inner: &str) -> Result<(), MapError> {
+        let no = |n: &str| MapError { map: n.into(), msg: "no such map".into() };
+        let o = self.map(outer).ok_or_else(|| no(outer))?;
+        let i = self.shared.maps.iter().position(|m| m.def.name == inner).ok_or_else(|| no(inner))?;
+        o.map_in_map_set(key, &self.shared.maps[i], i)
     }
 
     /// Sets slot `index` of program array `map` (by map index) to a loaded program.
