@@ -100,7 +100,12 @@ impl Map {
         let err = |msg: String| MapError { map: def.name.clone(), msg };
         let vs = def.value_size as usize;
         let n = def.max_entries as usize;
-        if n == 0 && def.map_type != map_type::PERF_EVENT_ARRAY {
+        // Local storage maps have max_entries 0 (one value per socket/task/...).
+        let storage = matches!(
+            def.map_type,
+            map_type::SK_STORAGE | map_type::INODE_STORAGE | map_type::TASK_STORAGE | map_type::CGRP_STORAGE
+        );
+        if n == 0 && def.map_type != map_type::PERF_EVENT_ARRAY && !storage {
             return Err(err(format!("max_entries is 0 ({})", map_type::describe(def.map_type))));
         }
         let array_like = |key_ok: bool| -> Result<(), MapError> {

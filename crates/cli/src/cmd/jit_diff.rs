@@ -45,7 +45,7 @@ const EXIT_NO_KERNEL: u8 = 3;
 pub fn run(a: Args) -> Result<u8> {
     let obj = Object::load(&a.file).with_context(|| format!("loading {}", a.file))?;
     let progs = super::verify::select_programs(&obj, a.prog.as_deref()).map_err(|e| anyhow::anyhow!("{}: {e}", a.file))?;
-    let maps = match super::verify::kernel_maps("jit-diff", &obj.maps) {
+    let maps = match super::verify::kernel_maps("jit-diff", &obj.maps, None) {
         Ok(Some(m)) => m,
         Ok(None) => return Ok(EXIT_NO_KERNEL),
         Err(e) => bail!("{}: creating maps: {e}", a.file),

@@ -1,6 +1,7 @@
 // Test object for the map types of real XDP programs (issue 13): LPM trie, array and hash
 // of maps (BTF __array inner templates with initial slots), devmap_hash and cpumap as
-// redirect targets, queue, stack and bloom filter. Built with
+// redirect targets, queue, stack and bloom filter; socket, cgroup and sk_storage maps that
+// the runtimes create but do not run (sk_storage needs BTF ids in the kernel). Built with
 // clang-19 -O2 -g -target bpf -mcpu=v3 -I/usr/include/x86_64-linux-gnu -c rt_mapkinds.bpf.c
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -31,32 +32,49 @@ static __always_inline void put(__u32 i, __s64 v)
 	bpf_map_update_elem(&out, &i, &v, BPF_ANY);
 }
 
-// Four inserts from the packet (prefix length, data, flags), then lookups: ENOSPC after
-// three entries, EEXIST/ENOENT from the flags, longest-prefix match on lookup.
+// Four inserts from the packet (prefix length, data, flags), then lookups and a delete:
+// ENOSPC after three entries, EEXIST/ENOENT from the flags, EINVAL for prefix length 33,
+// longest-prefix match on lookup. Few distinct prefixes, so that entries collide (the
+// kernel keeps the key bytes last written for an entry, also past its prefix).
+static __always_inline __u32 lpm_len(unsigned char b)
+{
+	__u32 x = b % 6; // 0, 4, 8, 9, 16, 33
+	return x == 5 ? 33 : x == 4 ? 16 : x == 3 ? 9 : x * 4;
+}
+
+static __always_inline void lpm_key_at(struct lpm_key *k, unsigned char *p)
+{
+	k->prefixlen = lpm_len(p[0]);
+	k->data[0] = p[1] & 0x13;
+	k->data[1] = p[2] & 0x81;
+	k->data[2] = p[3];
+	k->data[3] = p[4];
+}
+
 SEC("xdp")
 int lpm(struct xdp_md *ctx)
 {
 	unsigned char *p = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
-	if (p + 24 > end)
+	if (p + 26 > end)
 		return XDP_PASS;
 #pragma unroll
 	for (int i = 0; i < 4; i++) {
-		struct lpm_key k = { .prefixlen = p[5 * i] % 40 };
-		__builtin_memcpy(k.data, p + 5 * i + 1, 4);
+		struct lpm_key k;
+		lpm_key_at(&k, p + 5 * i);
 		__u32 v = p[5 * i] + 1;
-		put(i, bpf_map_update_elem(&routes, &k, &v, p[5 * i + 1] % 3));
+		put(i, bpf_map_update_elem(&routes, &k, &v, (p[5 * i + 3] >> 4) % 3));
 	}
-	struct lpm_key q = { .prefixlen = 32 };
-	__builtin_memcpy(q.data, p + 1, 4);
-	q.data[3] ^= p[20];
+	struct lpm_key q;
+	lpm_key_at(&q, p + 20);
+	q.prefixlen = 32;
 	__u32 *hit = bpf_map_lookup_elem(&routes, &q);
 	put(4, hit ? *hit : -1);
-	q.prefixlen = p[21] % 33;
+	q.prefixlen = p[25] % 33;
 	hit = bpf_map_lookup_elem(&routes, &q);
 	put(5, hit ? *hit : -1);
-	struct lpm_key d = { .prefixlen = p[10] % 40 };
-	__builtin_memcpy(d.data, p + 11, 4);
-	d.data[3] &= p[22];
+	struct lpm_key d;
+	lpm_key_at(&d, p + 10);
+	d.prefixlen = lpm_len(p[25]);
 	put(6, bpf_map_delete_elem(&routes, &d));
 	return hit ? XDP_TX : XDP_DROP;
 }
@@ -199,6 +217,49 @@ int qs(struct xdp_md *ctx)
 	put(8, bpf_map_peek_elem(&seen, &probe));
 	put(9, bpf_map_push_elem(&fifo, &probe, BPF_NOEXIST));
 	return XDP_PASS;
+}
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, __u64);
+} sk_data SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKMAP);
+	__uint(max_entries, 4);
+	__type(key, __u32);
+	__type(value, __u64);
+} socks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, 4);
+	__type(key, __u32);
+	__type(value, __u64);
+} sock_hash SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_CGROUP_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, __u32);
+} cgroups SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_REUSEPORT_SOCKARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, __u64);
+} reuse SEC(".maps");
+
+// Needs a real socket map: the runtimes refuse it at this call, naming the map.
+SEC("xdp")
+int sockuse(struct xdp_md *ctx)
+{
+	__u32 k = 1;
+	return bpf_map_delete_elem(&socks, &k) == 0 ? XDP_TX : XDP_PASS;
 }
 
 char _license[] SEC("license") = "GPL";

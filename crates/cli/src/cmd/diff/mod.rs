@@ -151,7 +151,6 @@ fn diff_object(
     }
     let uses_kernel = names.iter().any(|n| n == "kernel");
     let verifier: Rc<dyn kops_vm::Verifier> = Rc::from(super::run::verifier(a.unverified));
-    let kmaps = if uses_kernel { Some(MapSet::create(&obj.maps)?) } else { None };
     let btf = if uses_kernel {
         match KernelBtf::for_object(&obj) {
             Ok(b) => b,
@@ -163,6 +162,8 @@ fn diff_object(
     } else {
         None
     };
+    // With the object's BTF the maps get their BTF key/value ids (sk_storage needs them).
+    let kmaps = if uses_kernel { Some(MapSet::create_with_btf(&obj.maps, btf.as_ref())?) } else { None };
     // Program arrays declared with initial slots get their programs, as the vm does.
     let mut _slot_progs = Vec::new();
     if let Some(maps) = &kmaps {
