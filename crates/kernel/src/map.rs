@@ -200,6 +200,16 @@ impl Map {
         }
     }
 
+    /// The key pointer for bpf(2): NULL for maps without keys (queue, stack, bloom filter),
+    /// which the kernel requires.
+    fn key_ptr(key: &[u8]) -> *const std::ffi::c_void {
+        if key.is_empty() {
+            std::ptr::null()
+        } else {
+            key.as_ptr() as *const _
+        }
+    }
+
     fn check_key(&self, key: &[u8]) -> Result<(), KernelError> {
         if key.len() != self.def.key_size as usize {
             return Err(KernelError::Map {
@@ -217,7 +227,7 @@ impl Map {
         let r = unsafe {
             libbpf_sys::bpf_map_lookup_elem(
                 self.fd.as_raw_fd(),
-                key.as_ptr() as *const _,
+                Map::key_ptr(key),
                 v.as_mut_ptr() as *mut _,
             )
         };
@@ -250,7 +260,7 @@ impl Map {
         let r = unsafe {
             libbpf_sys::bpf_map_update_elem(
                 self.fd.as_raw_fd(),
-                key.as_ptr() as *const _,
+                Map::key_ptr(key),
                 v.as_ptr() as *const _,
                 flags,
             )
@@ -260,7 +270,7 @@ impl Map {
 
     pub fn delete(&self, key: &[u8]) -> Result<(), KernelError> {
         self.check_key(key)?;
-        let r = unsafe { libbpf_sys::bpf_map_delete_elem(self.fd.as_raw_fd(), key.as_ptr() as *const _) };
+        let r = unsafe { libbpf_sys::bpf_map_delete_elem(self.fd.as_raw_fd(), Map::key_ptr(key)) };
         sys::check(r).map_err(|e| self.sys_err("delete", e))
     }
 

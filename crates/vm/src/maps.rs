@@ -332,7 +332,11 @@ impl Map {
     fn lpm_match<'a>(&self, entries: &'a BTreeMap<(u32, Vec<u8>), (Vec<u8>, RawBuf)>, key: &[u8]) -> Option<&'a (Vec<u8>, RawBuf)> {
         let (plen, data) = lpm_parts(key)?;
         let max = data.len() as u32 * 8;
-        (0..=plen.min(max)).rev().find_map(|l| entries.get(&(l, mask_prefix(data, l))))
+        // trie_lookup_elem: a prefix length beyond the data matches nothing.
+        if plen > max {
+            return None;
+        }
+        (0..=plen).rev().find_map(|l| entries.get(&(l, mask_prefix(data, l))))
     }
 
     /// `bpf_map_update_elem` from a program: `value` is `value_size` bytes. Returns 0 or a
