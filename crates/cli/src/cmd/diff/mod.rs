@@ -403,6 +403,27 @@ mod tests {
         assert_eq!(crate::run_cli(&args(&["kops", "diff", "--runtimes", "kernel,nope", &o])), 2);
     }
 
+    /// The map types of real XDP programs (crates/vm/tests/data/rt_mapkinds.bpf.c): LPM trie,
+    /// array and hash of maps with BTF inner templates, devmap_hash and cpumap redirects,
+    /// queue, stack and bloom filter agree between the kernel and every runtime on 200
+    /// inputs each. The program that needs a real socket map is a failure that names the
+    /// map, not a silent pass. (Mutating the runtime's LPM key handling or the stack's pop
+    /// order makes this test fail: see the commit that added it.)
+    #[test]
+    fn map_kinds_agree_with_the_kernel_on_every_runtime() {
+        kops_kernel::require_kernel!();
+        let o = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../vm/tests/data/rt_mapkinds.bpf.o")
+            .display()
+            .to_string();
+        for p in ["lpm", "mim", "redir", "qs"] {
+            let a = args(&["kops", "diff", "--runtimes", "kernel,interp,jit,kops", "--inputs", "200", "--prog", p, &o]);
+            assert_eq!(crate::run_cli(&a), 0, "kops diff --prog {p} {o}");
+        }
+        let a = args(&["kops", "diff", "--runtimes", "kernel,interp", "--inputs", "20", "--prog", "sockuse", &o]);
+        assert_eq!(crate::run_cli(&a), 1, "sockuse needs a socket map: not supported at run time");
+    }
+
     /// libxdp's own load conventions for its dispatcher: `.rodata` holds the
     /// configuration (libxdp 1.3, `struct xdp_dispatcher_config`, 124 bytes: magic,
     /// version, num_progs_enabled, is_xdp_frags, then chain_call_actions[10],
