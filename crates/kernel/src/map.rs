@@ -7,6 +7,28 @@ use kops_object::{map_type, MapDef, MapOrigin};
 use crate::sys;
 use crate::{available, possible_cpus, KernelBtf, KernelError};
 
+/// Map types that take no BTF key/value ids (their ops refuse them: `map_check_no_btf`);
+/// libbpf's list in bpf_object__create_map.
+fn takes_no_btf(t: u32) -> bool {
+    matches!(
+        t,
+        map_type::PERF_EVENT_ARRAY
+            | map_type::CGROUP_ARRAY
+            | map_type::STACK_TRACE
+            | map_type::ARRAY_OF_MAPS
+            | map_type::HASH_OF_MAPS
+            | map_type::DEVMAP
+            | map_type::DEVMAP_HASH
+            | map_type::CPUMAP
+            | map_type::XSKMAP
+            | map_type::SOCKMAP
+            | map_type::SOCKHASH
+            | map_type::QUEUE
+            | map_type::STACK
+            | map_type::ARENA
+    )
+}
+
 /// Map types the kernel creates only with BTF key/value type ids (bpf_local_storage).
 fn needs_btf(t: u32) -> bool {
     matches!(t, map_type::SK_STORAGE | map_type::INODE_STORAGE | map_type::TASK_STORAGE | map_type::CGRP_STORAGE)
@@ -23,6 +45,9 @@ pub struct Map {
     pub def: MapDef,
     /// max_entries as created (PERF_EVENT_ARRAY with 0 becomes the CPU count, as libbpf does).
     pub max_entries: u32,
+    /// Why the kernel refused the map with its BTF ids, when it was then created without
+    /// them (as libbpf retries, with a warning); callers show it.
+    pub btf_refused: Option<String>,
 }
 
 /// One map entry as read back: key and value(s) (one per CPU for per-CPU maps).
@@ -81,7 +106,7 @@ impl Map {
             None
         };
         let with_btf = match btf {
-            Some(b) if def.btf_value_type_id != 0 || def.btf_key_type_id != 0 => Some(b),
+            Some(b) if (def.btf_value_type_id != 0 || def.btf_key_type_id != 0) && !takes_no_btf(def.map_type) => Some(b),
             _ => None,
         };
         if needs_btf(def.map_type) && with_btf.is_none() {
@@ -129,7 +154,9 @@ impl Map {
             sys::fd_or_errno(ret)
         };
         let mut ret = create(with_btf);
-        if ret.is_err() && with_btf.is_some() && !needs_btf(def.map_type) {
+        let mut btf_refused = None;
+        if let (Err(e), Some(_), false) = (&ret, with_btf, needs_btf(def.map_type)) {
+            btf_refused = Some(format!("refused with BTF key/value ids ({}), created without", sys::errno_text(*e)));
             ret = create(None);
         }
         let fd = ret.map_err(|e| {
@@ -143,7 +170,7 @@ impl Map {
                 sys::errno_text(e)
             ))
         })?;
-        let map = Map { fd, def: def.clone(), max_entries };
+        let map = Map { fd, def: def.clone(), max_entries, btf_refused };
         if let Some(init) = &def.initial {
             if init.len() != def.value_size as usize {
                 return Err(err(format!(

@@ -40,10 +40,14 @@
 //!   registers and spilled stack slots finds the context pointer (through bpf-to-bpf calls)
 //!   and rejects accesses it cannot type, and context writes the kernel forbids.
 //! - **Maps** ([`maps`]): array, per-CPU array, hash, per-CPU hash, LRU hash, LRU per-CPU
-//!   hash, program array, ring buffer, perf event array, devmap, xskmap; global data
-//!   (`.data`, `.rodata` read-only, `.bss`) as one-element arrays with their initial
-//!   contents. Per-CPU maps model one CPU with the kernel's userspace layout (value size
-//!   rounded up to 8 per CPU).
+//!   hash, LPM trie, array and hash of maps (a lookup gives the inner map, which helpers
+//!   take; slots from BTF `values`), program array, ring buffer, perf event array, devmap,
+//!   devmap_hash, cpumap, xskmap (redirect targets: [`Redirect`]), queue, stack, bloom
+//!   filter (an exact set: never a false positive); global data (`.data`, `.rodata`
+//!   read-only, `.bss`) as one-element arrays with their initial contents. Socket, cgroup
+//!   and local-storage maps are created, and the first helper call on one is a fault
+//!   ("not supported at run time: <map> (<type>)"). Per-CPU maps model one CPU with the
+//!   kernel's userspace layout (value size rounded up to 8 per CPU).
 //! - **Helpers** ([`helpers`]): map lookup/update/delete, ktime_get_ns and ktime_get_boot_ns
 //!   (deterministic clock), trace_printk, get_prandom_u32 (seeded), get_smp_processor_id,
 //!   skb_store_bytes, skb_load_bytes, l3_csum_replace, l4_csum_replace, tail_call, redirect,

@@ -103,7 +103,12 @@ impl Map {
         // Local storage maps have max_entries 0 (one value per socket/task/...).
         let storage = matches!(
             def.map_type,
-            map_type::SK_STORAGE | map_type::INODE_STORAGE | map_type::TASK_STORAGE | map_type::CGRP_STORAGE
+            map_type::SK_STORAGE
+                | map_type::INODE_STORAGE
+                | map_type::TASK_STORAGE
+                | map_type::CGRP_STORAGE
+                | map_type::CGROUP_STORAGE
+                | map_type::PERCPU_CGROUP_STORAGE
         );
         if n == 0 && def.map_type != map_type::PERF_EVENT_ARRAY && !storage {
             return Err(err(format!("max_entries is 0 ({})", map_type::describe(def.map_type))));
@@ -230,6 +235,8 @@ impl Map {
             | map_type::INODE_STORAGE
             | map_type::TASK_STORAGE
             | map_type::CGRP_STORAGE
+            | map_type::CGROUP_STORAGE
+            | map_type::PERCPU_CGROUP_STORAGE
             | map_type::STACK_TRACE => Store::Unsupported,
             t => return Err(err(format!("unsupported map type: {}", map_type::describe(t)))),
         };
@@ -820,6 +827,9 @@ impl Map {
         }
         if self.def.readonly {
             return Err(err("read-only (frozen) map".into()));
+        }
+        if map_type::is_map_in_map(self.def.map_type) {
+            return Err(err("a map-in-map slot is set with Vm::set_map_in_map (it holds a map)".into()));
         }
         self.update_inner(key, value, flags, reg)
             .map_err(|e| err(format!("update failed with errno {e}")))

@@ -27,6 +27,16 @@ use kops_vm::CtxKind;
 /// cut short; other program types get random context bytes. Maps are reset to their
 /// initial contents before every input.
 ///
+/// Maps compared: arrays, hashes (all variants), LPM tries (as sets of key bytes ->
+/// value), queues and stacks (by position in pop order; the kernel's are read by popping
+/// and pushing back). Not compared, and listed per program: map-in-map (holds map ids; the
+/// inner maps are compared), redirect targets (devmap, devmap_hash, cpumap, xskmap: empty
+/// in both, so `bpf_redirect_map` returns its fallback action), bloom filters, ring
+/// buffers, perf event arrays, program arrays, socket/cgroup/storage maps. A bloom filter
+/// cannot be emptied in the kernel: what earlier inputs pushed stays, while the runtimes
+/// start empty, and the kernel may answer "maybe" for a value never pushed; programs whose
+/// bloom lookups depend on that can differ.
+///
 /// A mismatch prints a reproducer (program, input hex, each result), shrunk to a small
 /// input that still differs. The last line is `P programs, I inputs, M mismatches`.
 ///
@@ -164,6 +174,11 @@ fn diff_object(
     };
     // With the object's BTF the maps get their BTF key/value ids (sk_storage needs them).
     let kmaps = if uses_kernel { Some(MapSet::create_with_btf(&obj.maps, btf.as_ref())?) } else { None };
+    for m in kmaps.iter().flat_map(|s| &s.maps) {
+        if let Some(why) = &m.btf_refused {
+            println!("  note: map `{}`: {why}", m.def.name);
+        }
+    }
     // Program arrays declared with initial slots get their programs, as the vm does.
     let mut _slot_progs = Vec::new();
     if let Some(maps) = &kmaps {
