@@ -51,6 +51,9 @@ struct HashEntry {
     tick: u64,
 }
 
+/// LPM trie entries: (prefix length, masked data) -> (key as written, value).
+type LpmEntries = BTreeMap<(u32, Vec<u8>), (Vec<u8>, RawBuf)>;
+
 enum Store {
     /// array, per-CPU array, global data, devmap, xskmap. `present` is used by devmap/xskmap
     /// (a slot without a device or socket looks up as NULL).
@@ -63,7 +66,7 @@ enum Store {
     PerfEventArray,
     /// LPM trie: (prefix length, data masked to it) -> (the key as last written, value).
     /// The kernel keeps the written key bytes (also past the prefix), so dumps show them.
-    Lpm { entries: BTreeMap<(u32, Vec<u8>), (Vec<u8>, RawBuf)> },
+    Lpm { entries: LpmEntries },
     /// Array or hash of maps: key -> (index of the inner map in the Vm, its address).
     MapInMap { slots: BTreeMap<Vec<u8>, (usize, u64)> },
     /// Queue (FIFO) or stack (LIFO): front = oldest.
@@ -336,7 +339,7 @@ impl Map {
 
     /// Longest-prefix match: the entry with the longest prefix (at most the key's prefix
     /// length) whose bits equal the key's.
-    fn lpm_match<'a>(&self, entries: &'a BTreeMap<(u32, Vec<u8>), (Vec<u8>, RawBuf)>, key: &[u8]) -> Option<&'a (Vec<u8>, RawBuf)> {
+    fn lpm_match<'a>(&self, entries: &'a LpmEntries, key: &[u8]) -> Option<&'a (Vec<u8>, RawBuf)> {
         let (plen, data) = lpm_parts(key)?;
         let max = data.len() as u32 * 8;
         // trie_lookup_elem: a prefix length beyond the data matches nothing.
