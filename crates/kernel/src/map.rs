@@ -304,6 +304,12 @@ impl Map {
     /// All keys, by BPF_MAP_GET_NEXT_KEY.
     pub fn keys(&self) -> Result<Vec<Vec<u8>>, KernelError> {
         let ks = self.def.key_size as usize;
+        if ks == 0 {
+            return Err(KernelError::Map {
+                name: self.def.name.clone(),
+                msg: format!("{} has no keys (queues and stacks are read with dump)", map_type::describe(self.def.map_type)),
+            });
+        }
         let mut out: Vec<Vec<u8>> = Vec::new();
         let mut next = vec![0u8; ks];
         loop {
@@ -340,6 +346,12 @@ impl Map {
                     "redirect target map (devices, sockets, CPUs)"
                 }
                 map_type::BLOOM_FILTER => "bloom filter (membership queries only, cannot be listed)",
+                map_type::SOCKMAP | map_type::SOCKHASH | map_type::REUSEPORT_SOCKARRAY | map_type::CGROUP_ARRAY => {
+                    "socket/cgroup map (holds kernel objects)"
+                }
+                map_type::SK_STORAGE | map_type::INODE_STORAGE | map_type::TASK_STORAGE | map_type::CGRP_STORAGE => {
+                    "local storage map (values live on sockets, tasks, ...)"
+                }
                 _ => "map type without syscall lookup support in kops",
             })
         }

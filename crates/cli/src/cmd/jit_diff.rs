@@ -45,12 +45,12 @@ const EXIT_NO_KERNEL: u8 = 3;
 pub fn run(a: Args) -> Result<u8> {
     let obj = Object::load(&a.file).with_context(|| format!("loading {}", a.file))?;
     let progs = super::verify::select_programs(&obj, a.prog.as_deref()).map_err(|e| anyhow::anyhow!("{}: {e}", a.file))?;
-    let maps = match super::verify::kernel_maps("jit-diff", &obj.maps, None) {
+    let btf = KernelBtf::for_object(&obj).unwrap_or(None);
+    let maps = match super::verify::kernel_maps("jit-diff", &obj.maps, btf.as_ref()) {
         Ok(Some(m)) => m,
         Ok(None) => return Ok(EXIT_NO_KERNEL),
         Err(e) => bail!("{}: creating maps: {e}", a.file),
     };
-    let btf = KernelBtf::for_object(&obj).unwrap_or(None);
     // The kernel JIT checks the boot CPU's features (BMI2); no masking here.
     let features = CpuFeatures::host();
     let harden = std::fs::read_to_string("/proc/sys/net/core/bpf_jit_harden").map(|s| s.trim().to_string()).unwrap_or_else(|_| "?".into());

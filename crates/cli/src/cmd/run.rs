@@ -225,6 +225,16 @@ fn run_kernel(args: &Args, obj: &Object, name: &str) -> Result<u8> {
                 outln!("map {}: not dumped ({why})", m.def.name);
                 continue;
             }
+            let t = m.def.map_type;
+            if matches!(t, kops_object::map_type::QUEUE | kops_object::map_type::STACK) {
+                // Keyless: listed in pop order, by position, as the runtimes list them.
+                let d = m.dump()?;
+                outln!("map {}: {} entries", m.def.name, d.entries.len());
+                for (k, v) in d.entries {
+                    outln!("  {} => {}", hex(&k), hex(&v.concat()));
+                }
+                continue;
+            }
             let keys = m.keys()?;
             outln!("map {}: {} entries", m.def.name, keys.len());
             for k in keys {
