@@ -929,7 +929,7 @@ fn mask_prefix(data: &[u8], plen: u32) -> Vec<u8> {
 
 impl std::fmt::Debug for Map {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Map({} type {} at {:#x})", self.def.name, self.def.map_type, self.addr())
+        write!(f, "Map({} {} at {:#x})", self.def.name, map_type::describe(self.def.map_type), self.addr())
     }
 }
 
