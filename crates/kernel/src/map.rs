@@ -98,7 +98,8 @@ impl Map {
         let inner = if map_type::is_map_in_map(def.map_type) {
             let Some(t) = def.inner.as_deref() else {
                 return Err(err(format!(
-                    "{what} has no inner map template (BTF `__array(values, ...)` or legacy inner_map_idx)"
+                    "{what} has no inner map template (BTF `__array(values, ...)` or legacy inner_map_idx; \
+                         without either, libbpf's user sets one with bpf_map__set_inner_map_fd)"
                 )));
             };
             Some(Map::create_with_btf(t, btf).map_err(|e| err(format!("inner map template: {e}")))?)

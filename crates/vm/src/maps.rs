@@ -190,7 +190,8 @@ impl Map {
             map_type::ARRAY_OF_MAPS | map_type::HASH_OF_MAPS => {
                 if def.inner.is_none() {
                     return Err(err(format!(
-                        "{} has no inner map template (BTF `__array(values, ...)` or legacy inner_map_idx)",
+                        "{} has no inner map template (BTF `__array(values, ...)` or legacy inner_map_idx; \
+                         without either, libbpf's user sets one with bpf_map__set_inner_map_fd)",
                         map_type::describe(def.map_type)
                     )));
                 }
