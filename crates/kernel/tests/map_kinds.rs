@@ -245,3 +245,29 @@ fn redirect_to_populated_devmap_hash_and_cpumap() {
         assert_eq!(v.redirect, redirect, "interp's recorded target on {head:?}");
     }
 }
+
+/// Legacy (samples/bpf bpf_load.c) map-in-map: the template comes from `inner_map_idx`;
+/// the outer map starts empty (XDP_DROP), and once slot 0 holds `port_a` the lookup
+/// succeeds (XDP_PASS) in the kernel and in the interpreter alike.
+#[test]
+fn legacy_map_in_map_from_inner_map_idx() {
+    require_kernel!();
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../vm/tests/data/rt_legacy_mim.bpf.o");
+    let obj = Object::load(p).unwrap();
+    let set = MapSet::create(&obj.maps).unwrap();
+    let prog = obj.program("prog").unwrap();
+    let kp = kops_kernel::load_object_program(&obj, prog, &prog.insns, &set, None, 0).unwrap();
+    let vm = Vm::new(&obj).unwrap();
+    let vid = vm.load("prog").unwrap();
+    let pkt = vec![0u8; 64];
+    let both = || {
+        let k = kp.test_run(&TestRun { data_in: Some(&pkt), ..TestRun::default() }).unwrap().retval as u64;
+        let v = vm.run(vid, &ProgInput { data: pkt.clone(), ctx: None }).unwrap().r0;
+        (k, v)
+    };
+    assert_eq!(both(), (1, 1));
+    let port_a = set.get("port_a").unwrap().fd.as_raw_fd() as u32;
+    set.get("outer").unwrap().update(&0u32.to_ne_bytes(), &port_a.to_ne_bytes(), 0).unwrap();
+    vm.set_map_in_map("outer", &0u32.to_le_bytes(), "port_a").unwrap();
+    assert_eq!(both(), (2, 2));
+}
