@@ -22,7 +22,9 @@
 //!   the layout and where each function came from (`section`, `sec_start`).
 //! - **Maps**: legacy `maps` (`struct bpf_map_def`, stride = symbol size), then BTF `.maps`
 //!   (`type`, `max_entries`, `map_flags`, `pinning`, `key`/`value` types or
-//!   `key_size`/`value_size`, `values` initializers of prog arrays and map-in-map), then
+//!   `key_size`/`value_size`, `map_extra`, `values` initializers of prog arrays and
+//!   map-in-map, whose inner template comes from `__array(values, struct {...})`; legacy
+//!   definitions with samples/bpf's `inner_map_idx` give it too), then
 //!   global data sections as single-element `ARRAY` maps (key 4 bytes, value = section,
 //!   `.rodata*` read-only with `BPF_F_RDONLY_PROG`).
 //! - **BTF**: the raw `.BTF` is kept in [`Object::btf`]; `.BTF.ext` func_info and
