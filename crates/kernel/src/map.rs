@@ -107,7 +107,9 @@ impl Map {
             None
         };
         let with_btf = match btf {
-            Some(b) if (def.btf_value_type_id != 0 || def.btf_key_type_id != 0) && !takes_no_btf(def.map_type) => Some(b),
+            Some(b) if (def.btf_value_type_id != 0 || def.btf_key_type_id != 0) && !takes_no_btf(def.map_type) => {
+                Some(b)
+            }
             _ => None,
         };
         if needs_btf(def.map_type) && with_btf.is_none() {
@@ -308,7 +310,10 @@ impl Map {
         if ks == 0 {
             return Err(KernelError::Map {
                 name: self.def.name.clone(),
-                msg: format!("{} has no keys (queues and stacks are read with dump)", map_type::describe(self.def.map_type)),
+                msg: format!(
+                    "{} has no keys (queues and stacks are read with dump)",
+                    map_type::describe(self.def.map_type)
+                ),
             });
         }
         let mut out: Vec<Vec<u8>> = Vec::new();
@@ -379,7 +384,8 @@ impl Map {
         loop {
             let mut v = vec![0u8; self.def.value_size as usize];
             let r = unsafe {
-                libbpf_sys::bpf_map_lookup_and_delete_elem(self.fd.as_raw_fd(), std::ptr::null(), v.as_mut_ptr() as *mut _)
+                let fd = self.fd.as_raw_fd();
+                libbpf_sys::bpf_map_lookup_and_delete_elem(fd, std::ptr::null(), v.as_mut_ptr() as *mut _)
             };
             match sys::check(r) {
                 Ok(()) => out.push(v),
@@ -415,7 +421,8 @@ impl Map {
             entries = self.dump_array_batch(skip_zero)?;
         } else if is_queue(self.def.map_type) {
             // Keyed by position in pop order, as the runtimes' snapshots are.
-            entries = self.queue_items()?.into_iter().enumerate().map(|(i, v)| ((i as u32).to_ne_bytes().to_vec(), vec![v])).collect();
+            let items = self.queue_items()?.into_iter().enumerate();
+            entries = items.map(|(i, v)| ((i as u32).to_ne_bytes().to_vec(), vec![v])).collect();
         } else {
             for k in self.keys()? {
                 // A key can vanish between next_key and lookup only under concurrency.

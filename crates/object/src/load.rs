@@ -545,10 +545,12 @@ impl<'a> Ctx<'a> {
         let shapes: Vec<MapDef> = out.iter().map(|o| o.1.clone()).collect();
         for (_, def, inner_idx) in &mut out {
             if let Some(i) = *inner_idx {
-                let shape = shapes.get(i as usize).filter(|s| s.name != def.name && !map_type::is_map_in_map(s.map_type));
+                let ok = |s: &&MapDef| s.name != def.name && !map_type::is_map_in_map(s.map_type);
+                let shape = shapes.get(i as usize).filter(ok);
                 let Some(shape) = shape else {
                     return Err(E::from(K::Map(format!(
-                        "legacy map '{}': inner_map_idx {i} does not name another non-map-in-map map of the {} in 'maps'",
+                        "legacy map '{}': inner_map_idx {i} does not name another map \
+                         (not a map-in-map) of the {} in 'maps'",
                         def.name,
                         shapes.len()
                     )))

@@ -466,7 +466,8 @@ extern "C" fn h_redirect_map(map: u64, key: u64, flags: u64, _: u64, _: u64) -> 
             return XDP_ABORTED;
         }
         if !matches!(m.def.map_type, map_type::DEVMAP | map_type::DEVMAP_HASH | map_type::CPUMAP | map_type::XSKMAP) {
-            let msg = format!("redirect_map: map `{}` is a {}, not a redirect target", m.def.name, map_type::describe(m.def.map_type));
+            let t = map_type::describe(m.def.map_type);
+            let msg = format!("redirect_map: map `{}` is a {t}, not a redirect target", m.def.name);
             return fault(st, msg);
         }
         let index = m.index;

@@ -195,7 +195,8 @@ impl Map {
                         map_type::describe(def.map_type)
                     )));
                 }
-                if def.value_size != 4 || def.key_size == 0 || (def.map_type == map_type::ARRAY_OF_MAPS && def.key_size != 4) {
+                let array = def.map_type == map_type::ARRAY_OF_MAPS;
+                if def.value_size != 4 || def.key_size == 0 || (array && def.key_size != 4) {
                     return Err(err(format!("{}: key size {}, value size {} (value must be 4)",
                         map_type::describe(def.map_type), def.key_size, def.value_size)));
                 }
@@ -203,7 +204,8 @@ impl Map {
             }
             map_type::DEVMAP_HASH => {
                 if def.key_size != 4 || !(vs == 4 || vs == 8) {
-                    return Err(err(format!("devmap_hash key size {} value size {vs} (must be 4 and 4 or 8)", def.key_size)));
+                    let ks = def.key_size;
+                    return Err(err(format!("devmap_hash key size {ks} value size {vs} (must be 4 and 4 or 8)")));
                 }
                 Store::Hash { entries: HashMap::new(), stride: round8(vs), tick: 0 }
             }
@@ -224,7 +226,8 @@ impl Map {
                 }
                 if def.map_type == map_type::BLOOM_FILTER {
                     if def.map_extra & !0xf != 0 {
-                        return Err(err(format!("bloom_filter map_extra {:#x} (only the low 4 bits: hash count)", def.map_extra)));
+                        let x = def.map_extra;
+                        return Err(err(format!("bloom_filter map_extra {x:#x} (only the low 4 bits: hash count)")));
                     }
                     Store::Bloom { set: HashSet::new() }
                 } else {
@@ -619,9 +622,11 @@ impl Map {
         let same_entries = d.max_entries == t.max_entries
             || (t.flags & BPF_F_INNER_MAP != 0 && matches!(t.map_type, map_type::ARRAY | map_type::PERCPU_ARRAY))
             || !matches!(t.map_type, map_type::ARRAY | map_type::PERCPU_ARRAY);
-        if d.map_type != t.map_type || d.key_size != t.key_size || d.value_size != t.value_size || d.flags != t.flags || !same_entries {
+        let same_shape = d.map_type == t.map_type && d.key_size == t.key_size && d.value_size == t.value_size;
+        if !same_shape || d.flags != t.flags || !same_entries {
             return Err(err(format!(
-                "map `{}` ({}, key {}, value {}, max_entries {}, flags {:#x}) does not match the inner template ({}, key {}, value {}, max_entries {}, flags {:#x})",
+                "map `{}` ({}, key {}, value {}, max_entries {}, flags {:#x}) does not match the inner template \
+                 ({}, key {}, value {}, max_entries {}, flags {:#x})",
                 d.name, map_type::describe(d.map_type), d.key_size, d.value_size, d.max_entries, d.flags,
                 map_type::describe(t.map_type), t.key_size, t.value_size, t.max_entries, t.flags
             )));
@@ -632,7 +637,8 @@ impl Map {
         let max = self.def.max_entries as usize;
         let array = self.def.map_type == map_type::ARRAY_OF_MAPS;
         if array && self.array_index(key).is_none() {
-            return Err(err(format!("index {} out of range (max_entries {max})", u32::from_le_bytes(key.try_into().unwrap()))));
+            let i = u32::from_le_bytes(key.try_into().unwrap_or_default());
+            return Err(err(format!("index {i} out of range (max_entries {max})")));
         }
         match self.store() {
             Store::MapInMap { slots } => {
@@ -872,7 +878,8 @@ impl Map {
     /// Queues and stacks: (position in pop order as u32, value).
     pub fn dump(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
         if matches!(self.store(), Store::Queue { .. }) {
-            return self.queue_items().into_iter().enumerate().map(|(i, v)| ((i as u32).to_le_bytes().to_vec(), v)).collect();
+            let items = self.queue_items().into_iter().enumerate();
+            return items.map(|(i, v)| ((i as u32).to_le_bytes().to_vec(), v)).collect();
         }
         self.keys()
             .into_iter()

@@ -46,7 +46,11 @@ pub(crate) fn select_programs<'o>(obj: &'o Object, name: Option<&str>) -> Result
 
 /// The object's maps, created in the kernel; None, with the reason printed under the
 /// subcommand's name `cmd`, where there is no kernel to use (exit with [`EXIT_NO_KERNEL`]).
-pub(crate) fn kernel_maps(cmd: &str, maps: &[kops_object::MapDef], btf: Option<&KernelBtf>) -> Result<Option<MapSet>, KernelError> {
+pub(crate) fn kernel_maps(
+    cmd: &str,
+    maps: &[kops_object::MapDef],
+    btf: Option<&KernelBtf>,
+) -> Result<Option<MapSet>, KernelError> {
     let unavailable = |e: KernelError| {
         eprintln!("kops {cmd}: {e}");
         Ok(None)
