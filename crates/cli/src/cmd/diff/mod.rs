@@ -178,6 +178,13 @@ fn diff_object(
         if let Some(why) = &m.btf_refused {
             println!("  note: map `{}`: {why}", m.def.name);
         }
+        if m.def.map_type == map_type::BLOOM_FILTER {
+            println!(
+                "  note: bloom filter `{}`: the kernel's keeps what earlier inputs pushed (it cannot be emptied) \
+                 and may answer \"maybe\" for values never pushed; the runtimes start empty and answer exactly",
+                m.def.name
+            );
+        }
     }
     // Program arrays declared with initial slots get their programs, as the vm does.
     let mut _slot_progs = Vec::new();
