@@ -522,7 +522,7 @@ impl VmProg {
     pub fn comparable_maps(&self) -> Vec<String> {
         self.vm
             .maps()
-            .filter(|m| !matches!(m.def.map_type, map_type::RINGBUF | map_type::PERF_EVENT_ARRAY | map_type::PROG_ARRAY))
+            .filter(|m| kops_vm::maps::comparable(m.def.map_type))
             .map(|m| m.def.name.clone())
             .collect()
     }

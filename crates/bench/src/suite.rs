@@ -12,7 +12,7 @@ use std::path::Path;
 use std::rc::Rc;
 
 use kops_kernel::KernelBtf;
-use kops_object::{map_type, Object, Program};
+use kops_object::{Object, Program};
 use kops_recognize::{Mode, Pass, Policy};
 use kops_vm::{CtxKind, Engine};
 
@@ -302,7 +302,7 @@ fn prepare_program(
     let vm_maps: Vec<String> = obj
         .maps
         .iter()
-        .filter(|m| !matches!(m.map_type, map_type::RINGBUF | map_type::PERF_EVENT_ARRAY | map_type::PROG_ARRAY))
+        .filter(|m| kops_vm::maps::comparable(m.map_type))
         .map(|m| m.name.clone())
         .collect();
 

@@ -5,10 +5,38 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use kops_object::{map_type, MapDef, MapOrigin};
 
 use crate::sys;
-use crate::{available, possible_cpus, KernelError};
+use crate::{available, possible_cpus, KernelBtf, KernelError};
 
-const ARRAY_OF_MAPS: u32 = 12;
-const HASH_OF_MAPS: u32 = 13;
+/// Map types that take no BTF key/value ids (their ops refuse them: `map_check_no_btf`);
+/// libbpf's list in bpf_object__create_map.
+fn takes_no_btf(t: u32) -> bool {
+    matches!(
+        t,
+        map_type::PERF_EVENT_ARRAY
+            | map_type::CGROUP_ARRAY
+            | map_type::STACK_TRACE
+            | map_type::ARRAY_OF_MAPS
+            | map_type::HASH_OF_MAPS
+            | map_type::DEVMAP
+            | map_type::DEVMAP_HASH
+            | map_type::CPUMAP
+            | map_type::XSKMAP
+            | map_type::SOCKMAP
+            | map_type::SOCKHASH
+            | map_type::QUEUE
+            | map_type::STACK
+            | map_type::ARENA
+    )
+}
+
+/// Map types the kernel creates only with BTF key/value type ids (bpf_local_storage).
+fn needs_btf(t: u32) -> bool {
+    matches!(t, map_type::SK_STORAGE | map_type::INODE_STORAGE | map_type::TASK_STORAGE | map_type::CGRP_STORAGE)
+}
+
+fn is_queue(t: u32) -> bool {
+    matches!(t, map_type::QUEUE | map_type::STACK)
+}
 
 /// A map created in the kernel from a definition.
 #[derive(Debug)]
@@ -17,6 +45,9 @@ pub struct Map {
     pub def: MapDef,
     /// max_entries as created (PERF_EVENT_ARRAY with 0 becomes the CPU count, as libbpf does).
     pub max_entries: u32,
+    /// Why the kernel refused the map with its BTF ids, when it was then created without
+    /// them (as libbpf retries, with a warning); callers show it.
+    pub btf_refused: Option<String>,
 }
 
 /// One map entry as read back: key and value(s) (one per CPU for per-CPU maps).
@@ -51,13 +82,40 @@ fn is_hash(map_type: u32) -> bool {
 
 impl Map {
     /// Creates the map, writes its initial contents (global data) and freezes `.rodata`.
+    /// Without BTF; see [`Map::create_with_btf`].
     pub fn create(def: &MapDef) -> Result<Map, KernelError> {
+        Map::create_with_btf(def, None)
+    }
+
+    /// Like [`Map::create`]; with the object's BTF loaded, the map gets its BTF key/value
+    /// type ids as libbpf gives them (required by sk_storage and the other local storage
+    /// maps; for other maps a refusal with BTF is retried without, as libbpf does).
+    /// Map-in-map: the inner template is created first and given as `inner_map_fd`.
+    pub fn create_with_btf(def: &MapDef, btf: Option<&KernelBtf>) -> Result<Map, KernelError> {
         available()?;
         let err = |msg: String| KernelError::Map { name: def.name.clone(), msg };
-        if matches!(def.map_type, ARRAY_OF_MAPS | HASH_OF_MAPS) {
+        let what = map_type::describe(def.map_type);
+        let inner = if map_type::is_map_in_map(def.map_type) {
+            let Some(t) = def.inner.as_deref() else {
+                return Err(err(format!(
+                    "{what} has no inner map template (BTF `__array(values, ...)` or legacy inner_map_idx; \
+                         without either, libbpf's user sets one with bpf_map__set_inner_map_fd)"
+                )));
+            };
+            Some(Map::create_with_btf(t, btf).map_err(|e| err(format!("inner map template: {e}")))?)
+        } else {
+            None
+        };
+        let with_btf = match btf {
+            Some(b) if (def.btf_value_type_id != 0 || def.btf_key_type_id != 0) && !takes_no_btf(def.map_type) => {
+                Some(b)
+            }
+            _ => None,
+        };
+        if needs_btf(def.map_type) && with_btf.is_none() {
             return Err(err(format!(
-                "map-in-map type {} needs an inner map template, which the object model does not carry",
-                def.map_type
+                "{what} needs BTF key/value type ids (btf_fd, btf_key_type_id, btf_value_type_id): {}",
+                if btf.is_none() { "the object's BTF is not loaded" } else { "the map has no BTF key/value types" }
             )));
         }
         let mut max_entries = def.max_entries;
@@ -70,34 +128,52 @@ impl Map {
             // treats its contents as constants (loop bounds, feature switches).
             flags |= libbpf_sys::BPF_F_RDONLY_PROG;
         }
-        let opts = libbpf_sys::bpf_map_create_opts {
-            sz: std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as _,
-            map_flags: flags,
-            ..Default::default()
+        let create = |b: Option<&KernelBtf>| {
+            let (btf_fd, key_id, value_id) = match b {
+                Some(b) => (b.fd.as_raw_fd() as u32, def.btf_key_type_id, def.btf_value_type_id),
+                None => (0, 0, 0),
+            };
+            let opts = libbpf_sys::bpf_map_create_opts {
+                sz: std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as _,
+                map_flags: flags,
+                map_extra: def.map_extra,
+                inner_map_fd: inner.as_ref().map_or(0, |m| m.fd.as_raw_fd() as u32),
+                btf_fd,
+                btf_key_type_id: key_id,
+                btf_value_type_id: value_id,
+                ..Default::default()
+            };
+            let name = sys::kernel_name(&def.name);
+            let ret = unsafe {
+                libbpf_sys::bpf_map_create(
+                    def.map_type,
+                    name.as_ptr(),
+                    def.key_size,
+                    def.value_size,
+                    max_entries,
+                    &opts,
+                )
+            };
+            sys::fd_or_errno(ret)
         };
-        let name = sys::kernel_name(&def.name);
-        let ret = unsafe {
-            libbpf_sys::bpf_map_create(
-                def.map_type,
-                name.as_ptr(),
-                def.key_size,
-                def.value_size,
-                max_entries,
-                &opts,
-            )
-        };
-        let fd = sys::fd_or_errno(ret).map_err(|e| {
+        let mut ret = create(with_btf);
+        let mut btf_refused = None;
+        if let (Err(e), Some(_), false) = (&ret, with_btf, needs_btf(def.map_type)) {
+            btf_refused = Some(format!("refused with BTF key/value ids ({}), created without", sys::errno_text(*e)));
+            ret = create(None);
+        }
+        let fd = ret.map_err(|e| {
             err(format!(
-                "BPF_MAP_CREATE (type {}, key {}, value {}, max_entries {}, flags {:#x}) failed: {}",
-                def.map_type,
+                "BPF_MAP_CREATE ({what}, key {}, value {}, max_entries {}, flags {:#x}{}) failed: {}",
                 def.key_size,
                 def.value_size,
                 max_entries,
                 flags,
+                if with_btf.is_some() { ", with BTF ids" } else { "" },
                 sys::errno_text(e)
             ))
         })?;
-        let map = Map { fd, def: def.clone(), max_entries };
+        let map = Map { fd, def: def.clone(), max_entries, btf_refused };
         if let Some(init) = &def.initial {
             if init.len() != def.value_size as usize {
                 return Err(err(format!(
@@ -154,6 +230,16 @@ impl Map {
         }
     }
 
+    /// The key pointer for bpf(2): NULL for maps without keys (queue, stack, bloom filter),
+    /// which the kernel requires.
+    fn key_ptr(key: &[u8]) -> *const std::ffi::c_void {
+        if key.is_empty() {
+            std::ptr::null()
+        } else {
+            key.as_ptr() as *const _
+        }
+    }
+
     fn check_key(&self, key: &[u8]) -> Result<(), KernelError> {
         if key.len() != self.def.key_size as usize {
             return Err(KernelError::Map {
@@ -171,7 +257,7 @@ impl Map {
         let r = unsafe {
             libbpf_sys::bpf_map_lookup_elem(
                 self.fd.as_raw_fd(),
-                key.as_ptr() as *const _,
+                Map::key_ptr(key),
                 v.as_mut_ptr() as *mut _,
             )
         };
@@ -204,7 +290,7 @@ impl Map {
         let r = unsafe {
             libbpf_sys::bpf_map_update_elem(
                 self.fd.as_raw_fd(),
-                key.as_ptr() as *const _,
+                Map::key_ptr(key),
                 v.as_ptr() as *const _,
                 flags,
             )
@@ -214,13 +300,22 @@ impl Map {
 
     pub fn delete(&self, key: &[u8]) -> Result<(), KernelError> {
         self.check_key(key)?;
-        let r = unsafe { libbpf_sys::bpf_map_delete_elem(self.fd.as_raw_fd(), key.as_ptr() as *const _) };
+        let r = unsafe { libbpf_sys::bpf_map_delete_elem(self.fd.as_raw_fd(), Map::key_ptr(key)) };
         sys::check(r).map_err(|e| self.sys_err("delete", e))
     }
 
     /// All keys, by BPF_MAP_GET_NEXT_KEY.
     pub fn keys(&self) -> Result<Vec<Vec<u8>>, KernelError> {
         let ks = self.def.key_size as usize;
+        if ks == 0 {
+            return Err(KernelError::Map {
+                name: self.def.name.clone(),
+                msg: format!(
+                    "{} has no keys (queues and stacks are read with dump)",
+                    map_type::describe(self.def.map_type)
+                ),
+            });
+        }
         let mut out: Vec<Vec<u8>> = Vec::new();
         let mut next = vec![0u8; ks];
         loop {
@@ -240,17 +335,66 @@ impl Map {
     }
 
     /// Why the map's contents cannot be read back by syscalls, if they cannot.
+    /// Agrees with `kops_vm::maps::comparable`, which says what the runtimes compare.
     pub fn undumpable(&self) -> Option<&'static str> {
-        if is_array(self.def.map_type) || is_hash(self.def.map_type) {
+        let t = self.def.map_type;
+        if is_array(t) || is_hash(t) || t == map_type::LPM_TRIE || is_queue(t) {
             None
         } else {
-            Some(match self.def.map_type {
+            Some(match t {
                 map_type::RINGBUF => "ring buffer (records are consumed, not looked up)",
                 map_type::PERF_EVENT_ARRAY => "perf event array",
                 map_type::PROG_ARRAY => "program array (holds programs)",
-                map_type::DEVMAP | map_type::XSKMAP => "device/socket map",
+                map_type::ARRAY_OF_MAPS | map_type::HASH_OF_MAPS => {
+                    "map-in-map (holds map ids; the inner maps are compared themselves)"
+                }
+                map_type::DEVMAP | map_type::DEVMAP_HASH | map_type::XSKMAP | map_type::CPUMAP => {
+                    "redirect target map (devices, sockets, CPUs)"
+                }
+                map_type::BLOOM_FILTER => "bloom filter (membership queries only, cannot be listed)",
+                map_type::SOCKMAP | map_type::SOCKHASH | map_type::REUSEPORT_SOCKARRAY | map_type::CGROUP_ARRAY => {
+                    "socket/cgroup map (holds kernel objects)"
+                }
+                map_type::SK_STORAGE | map_type::INODE_STORAGE | map_type::TASK_STORAGE | map_type::CGRP_STORAGE => {
+                    "local storage map (values live on sockets, tasks, ...)"
+                }
                 _ => "map type without syscall lookup support in kops",
             })
+        }
+    }
+
+    /// Queue/stack contents in pop order, read by popping everything and pushing it back
+    /// (the kernel has no other way to list them).
+    fn queue_items(&self) -> Result<Vec<Vec<u8>>, KernelError> {
+        let items = self.pop_all()?;
+        // A stack pops newest first: push back oldest first.
+        let order: Vec<&Vec<u8>> =
+            if self.def.map_type == map_type::STACK { items.iter().rev().collect() } else { items.iter().collect() };
+        for v in order {
+            let r = unsafe {
+                libbpf_sys::bpf_map_update_elem(self.fd.as_raw_fd(), std::ptr::null(), v.as_ptr() as *const _, 0)
+            };
+            sys::check(r).map_err(|e| self.sys_err("push (restoring after a dump)", e))?;
+        }
+        Ok(items)
+    }
+
+    fn pop_all(&self) -> Result<Vec<Vec<u8>>, KernelError> {
+        let mut out = Vec::new();
+        loop {
+            let mut v = vec![0u8; self.def.value_size as usize];
+            let r = unsafe {
+                let fd = self.fd.as_raw_fd();
+                libbpf_sys::bpf_map_lookup_and_delete_elem(fd, std::ptr::null(), v.as_mut_ptr() as *mut _)
+            };
+            match sys::check(r) {
+                Ok(()) => out.push(v),
+                Err(libc::ENOENT) => return Ok(out),
+                Err(e) => return Err(self.sys_err("pop", e)),
+            }
+            if out.len() > self.max_entries as usize {
+                return Err(self.sys_err("pop (more values than max_entries)", libc::E2BIG));
+            }
         }
     }
 
@@ -275,6 +419,10 @@ impl Map {
         let mut entries = Vec::new();
         if is_array(self.def.map_type) {
             entries = self.dump_array_batch(skip_zero)?;
+        } else if is_queue(self.def.map_type) {
+            // Keyed by position in pop order, as the runtimes' snapshots are.
+            let items = self.queue_items()?.into_iter().enumerate();
+            entries = items.map(|(i, v)| ((i as u32).to_ne_bytes().to_vec(), vec![v])).collect();
         } else {
             for k in self.keys()? {
                 // A key can vanish between next_key and lookup only under concurrency.
@@ -363,6 +511,9 @@ impl Map {
         if self.def.readonly || self.undumpable().is_some() {
             return Ok(());
         }
+        if is_queue(self.def.map_type) {
+            return self.pop_all().map(|_| ());
+        }
         if is_array(self.def.map_type) {
             let zero = vec![0u8; self.def.value_size as usize];
             for k in keys {
@@ -391,6 +542,9 @@ impl Map {
     pub fn reset(&self) -> Result<(), KernelError> {
         if self.def.readonly || self.undumpable().is_some() {
             return Ok(());
+        }
+        if is_queue(self.def.map_type) {
+            return self.pop_all().map(|_| ());
         }
         if is_array(self.def.map_type) {
             let zero = vec![0u8; self.def.value_size as usize];
@@ -456,12 +610,32 @@ pub struct MapSet {
 }
 
 impl MapSet {
+    /// The maps without BTF ids (see [`MapSet::create_with_btf`]).
     pub fn create(defs: &[MapDef]) -> Result<MapSet, KernelError> {
+        MapSet::create_with_btf(defs, None)
+    }
+
+    /// Creates every map (with BTF ids when `btf` is the object's loaded BTF, see
+    /// [`Map::create_with_btf`]), then fills map-in-map slots declared with initial maps
+    /// (BTF `values = { [i] = &map }`; for a hash of maps `i` is the key).
+    pub fn create_with_btf(defs: &[MapDef], btf: Option<&KernelBtf>) -> Result<MapSet, KernelError> {
         let mut maps = Vec::with_capacity(defs.len());
         for d in defs {
-            maps.push(Map::create(d)?);
+            maps.push(Map::create_with_btf(d, btf)?);
         }
-        Ok(MapSet { maps })
+        let set = MapSet { maps };
+        for m in set.maps.iter().filter(|m| map_type::is_map_in_map(m.def.map_type)) {
+            for (slot, name) in &m.def.init_slots {
+                let inner = set.get(name).ok_or_else(|| KernelError::Map {
+                    name: m.def.name.clone(),
+                    msg: format!("slot {slot} names `{name}`, which is not a map of the object"),
+                })?;
+                m.update(&slot.to_ne_bytes(), &(inner.fd.as_raw_fd() as u32).to_ne_bytes(), 0).map_err(|e| {
+                    KernelError::Map { name: m.def.name.clone(), msg: format!("slot {slot} = map `{name}`: {e}") }
+                })?;
+            }
+        }
+        Ok(set)
     }
 
     /// The fd_array for `BPF_PROG_LOAD`: `ld_imm64 src=PSEUDO_MAP_IDX(_VALUE), imm=i`

@@ -111,9 +111,9 @@ impl KernelVerifier {
         {
             let mut slot = self.object.borrow_mut();
             if slot.as_ref().map(|(k, _, _)| k) != Some(&okey) {
-                let maps = MapSet::create(&obj.maps).map_err(|e| unavailable(&e))?;
                 // Without BTF the kernel still verifies the code (as `kops verify` does).
                 let btf = KernelBtf::for_object(obj).unwrap_or(None);
+                let maps = MapSet::create_with_btf(&obj.maps, btf.as_ref()).map_err(|e| unavailable(&e))?;
                 *slot = Some((okey, maps, btf));
             }
         }

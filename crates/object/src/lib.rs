@@ -22,7 +22,9 @@
 //!   the layout and where each function came from (`section`, `sec_start`).
 //! - **Maps**: legacy `maps` (`struct bpf_map_def`, stride = symbol size), then BTF `.maps`
 //!   (`type`, `max_entries`, `map_flags`, `pinning`, `key`/`value` types or
-//!   `key_size`/`value_size`, `values` initializers of prog arrays and map-in-map), then
+//!   `key_size`/`value_size`, `map_extra`, `values` initializers of prog arrays and
+//!   map-in-map, whose inner template comes from `__array(values, struct {...})`; legacy
+//!   definitions with samples/bpf's `inner_map_idx` give it too), then
 //!   global data sections as single-element `ARRAY` maps (key 4 bytes, value = section,
 //!   `.rodata*` read-only with `BPF_F_RDONLY_PROG`).
 //! - **BTF**: the raw `.BTF` is kept in [`Object::btf`]; `.BTF.ext` func_info and
@@ -93,7 +95,7 @@ impl ProgType {
     }
 }
 
-/// Linux `enum bpf_map_type` numbers used by the runtimes.
+/// Linux `enum bpf_map_type` numbers, and their names for messages ([`map_type::describe`]).
 pub mod map_type {
     pub const HASH: u32 = 1;
     pub const ARRAY: u32 = 2;
@@ -101,11 +103,60 @@ pub mod map_type {
     pub const PERF_EVENT_ARRAY: u32 = 4;
     pub const PERCPU_HASH: u32 = 5;
     pub const PERCPU_ARRAY: u32 = 6;
+    pub const STACK_TRACE: u32 = 7;
+    pub const CGROUP_ARRAY: u32 = 8;
     pub const LRU_HASH: u32 = 9;
     pub const LRU_PERCPU_HASH: u32 = 10;
+    pub const LPM_TRIE: u32 = 11;
+    pub const ARRAY_OF_MAPS: u32 = 12;
+    pub const HASH_OF_MAPS: u32 = 13;
     pub const DEVMAP: u32 = 14;
+    pub const SOCKMAP: u32 = 15;
+    pub const CPUMAP: u32 = 16;
     pub const XSKMAP: u32 = 17;
+    pub const SOCKHASH: u32 = 18;
+    pub const CGROUP_STORAGE: u32 = 19;
+    pub const REUSEPORT_SOCKARRAY: u32 = 20;
+    pub const PERCPU_CGROUP_STORAGE: u32 = 21;
+    pub const QUEUE: u32 = 22;
+    pub const STACK: u32 = 23;
+    pub const SK_STORAGE: u32 = 24;
+    pub const DEVMAP_HASH: u32 = 25;
+    pub const STRUCT_OPS: u32 = 26;
     pub const RINGBUF: u32 = 27;
+    pub const INODE_STORAGE: u32 = 28;
+    pub const TASK_STORAGE: u32 = 29;
+    pub const BLOOM_FILTER: u32 = 30;
+    pub const USER_RINGBUF: u32 = 31;
+    pub const CGRP_STORAGE: u32 = 32;
+    pub const ARENA: u32 = 33;
+
+    /// The kernel's name (`enum bpf_map_type` without `BPF_MAP_TYPE_`, lower case), as
+    /// bpftool prints it; None for numbers this kernel generation does not define.
+    pub fn name(t: u32) -> Option<&'static str> {
+        const NAMES: [&str; 34] = [
+            "unspec", "hash", "array", "prog_array", "perf_event_array", "percpu_hash", "percpu_array",
+            "stack_trace", "cgroup_array", "lru_hash", "lru_percpu_hash", "lpm_trie", "array_of_maps",
+            "hash_of_maps", "devmap", "sockmap", "cpumap", "xskmap", "sockhash", "cgroup_storage",
+            "reuseport_sockarray", "percpu_cgroup_storage", "queue", "stack", "sk_storage", "devmap_hash",
+            "struct_ops", "ringbuf", "inode_storage", "task_storage", "bloom_filter", "user_ringbuf",
+            "cgrp_storage", "arena",
+        ];
+        NAMES.get(t as usize).copied()
+    }
+
+    /// `lpm_trie (11)`, or `unknown map type 99` for a number the table does not know.
+    pub fn describe(t: u32) -> String {
+        match name(t) {
+            Some(n) => format!("{n} ({t})"),
+            None => format!("unknown map type {t}"),
+        }
+    }
+
+    /// Map-in-map types (their values are maps; creation needs an inner map template).
+    pub fn is_map_in_map(t: u32) -> bool {
+        matches!(t, ARRAY_OF_MAPS | HASH_OF_MAPS)
+    }
 }
 
 /// Where a map definition came from.
@@ -140,6 +191,11 @@ pub struct MapDef {
     pub btf_value_type_id: u32,
     /// BTF-defined map-in-map / prog-array initial slots: (index, program or map name).
     pub init_slots: Vec<(u32, String)>,
+    /// Map-in-map: the inner map template (BTF `__array(values, struct {...})`, or the
+    /// legacy `inner_map_idx` map). Its name is `<outer>.inner`.
+    pub inner: Option<Box<MapDef>>,
+    /// `map_extra` (bloom filter: number of hash functions in the low 4 bits).
+    pub map_extra: u64,
 }
 
 impl MapDef {
@@ -160,6 +216,8 @@ impl MapDef {
             btf_key_type_id: 0,
             btf_value_type_id: 0,
             init_slots: Vec::new(),
+            inner: None,
+            map_extra: 0,
         }
     }
 }

@@ -194,6 +194,100 @@ pub(crate) fn parse(bytes: &[u8], path: &str) -> Result<Object, LoadError> {
     Ok(o)
 }
 
+/// One BTF map definition (`struct { __uint(type, ..); __type(key, ..); ... }` of type
+/// `tid`): the map and the offset of its `values` member, if any. A map-in-map's
+/// `__array(values, struct {...})` gives its inner template (`depth` 1; nesting stops there).
+fn btf_map_def(btf: &Btf, name: &str, tid: u32, depth: u32) -> Result<(MapDef, Option<u64>), String> {
+    let (_, st) = btf.skip_mods(tid).map_err(|e| format!("map '{name}': {e}"))?;
+    let btfparse::TypeVariant::Struct(st) = st else {
+        return Err(format!("map '{name}' is not a struct"));
+    };
+    let mut m = MapDef::new(name.to_string(), MapOrigin::Btf, 0, 0, 0, 0);
+    let mut values_off = None;
+    let mut values_tid = None;
+    let mut key_size = None;
+    let mut value_size = None;
+    for mem in st.member_list() {
+        let mname = mem.name().unwrap_or_default();
+        let moff = match mem.offset() {
+            btfparse::Offset::ByteOffset(b) => b as u64,
+            _ => return Err(format!("map '{name}': member '{mname}' is a bitfield")),
+        };
+        let e = |x: String| format!("map '{name}': member '{mname}': {x}");
+        // `__uint(name, N)` is `int (*name)[N]`.
+        let uint = || -> Result<u32, String> {
+            let (_, p) = btf.skip_mods(mem.tid()).map_err(e)?;
+            let btfparse::TypeVariant::Ptr(p) = p else { return Err(e("not a pointer".into())) };
+            let (_, a) = btf.skip_mods(*p.tid()).map_err(e)?;
+            let btfparse::TypeVariant::Array(a) = a else { return Err(e("not a pointer to an array".into())) };
+            Ok(*a.element_count())
+        };
+        // `__type(name, T)` is `T *name`.
+        let typ = || -> Result<(u32, u32), String> {
+            let (_, p) = btf.skip_mods(mem.tid()).map_err(e)?;
+            let btfparse::TypeVariant::Ptr(p) = p else { return Err(e("not a pointer".into())) };
+            let id = *p.tid();
+            let sz = btf.size_of(id).map_err(e)?;
+            let sz = u32::try_from(sz).map_err(|_| e(format!("size {sz} too large")))?;
+            Ok((id, sz))
+        };
+        match mname.as_str() {
+            "type" => m.map_type = uint()?,
+            "max_entries" => m.max_entries = uint()?,
+            "map_flags" => m.flags = uint()?,
+            "pinning" => m.pinning = uint()?,
+            "map_extra" => m.map_extra = uint()? as u64,
+            "key_size" => key_size = Some(uint()?),
+            "value_size" => value_size = Some(uint()?),
+            "key" => {
+                let (id, sz) = typ()?;
+                m.btf_key_type_id = id;
+                m.key_size = sz;
+            }
+            "value" => {
+                let (id, sz) = typ()?;
+                m.btf_value_type_id = id;
+                m.value_size = sz;
+            }
+            "values" => {
+                values_off = Some(moff);
+                values_tid = Some(mem.tid());
+            }
+            // numa_node: not needed by our runtimes.
+            _ => {}
+        }
+    }
+    for (what, explicit, cur) in [("key", key_size, &mut m.key_size), ("value", value_size, &mut m.value_size)] {
+        if let Some(x) = explicit {
+            if *cur != 0 && *cur != x {
+                return Err(format!("map '{name}': {what}_size {x} disagrees with the {what} type's size {cur}"));
+            }
+            *cur = x;
+        }
+    }
+    if let (Some(vt), true) = (values_tid, map_type::is_map_in_map(m.map_type)) {
+        // `__array(values, struct {...})` is `typeof(struct {...}) *values[]`.
+        let e = |x: String| format!("map '{name}': member 'values': {x}");
+        let (_, a) = btf.skip_mods(vt).map_err(e)?;
+        let btfparse::TypeVariant::Array(a) = a else { return Err(e("not an array".into())) };
+        let (_, p) = btf.skip_mods(*a.element_tid()).map_err(e)?;
+        let btfparse::TypeVariant::Ptr(p) = p else { return Err(e("not an array of pointers".into())) };
+        if depth > 0 {
+            return Err(e("a map-in-map inside a map-in-map template is not supported".into()));
+        }
+        let (inner, _) = btf_map_def(btf, &format!("{name}.inner"), *p.tid(), depth + 1)?;
+        m.inner = Some(Box::new(inner));
+    }
+    if values_off.is_some() && m.value_size == 0 {
+        // Prog arrays and map-in-map hold 4-byte ids/fds.
+        m.value_size = 4;
+    }
+    if values_off.is_some() && m.key_size == 0 {
+        m.key_size = 4;
+    }
+    Ok((m, values_off))
+}
+
 fn is_global_data(name: &str) -> bool {
     let pre = |p: &str| name == p || name.starts_with(&format!("{p}."));
     pre(".data") || pre(".rodata") || pre(".bss")
@@ -458,9 +552,29 @@ impl<'a> Ctx<'a> {
             };
             let mut def = MapDef::new(y.name.clone(), MapOrigin::Legacy, at(0)?, at(1)?, at(2)?, at(3)?);
             def.flags = at(4)?;
-            out.push((y.value, def));
+            // samples/bpf's bpf_load.c layout adds `inner_map_idx`: the map (in offset
+            // order) whose shape a map-in-map's inner maps have. libbpf has no such field.
+            let inner_idx = (map_type::is_map_in_map(def.map_type) && stride >= 24).then(|| at(5)).transpose()?;
+            out.push((y.value, def, inner_idx));
         }
-        for (off, m) in out {
+        let shapes: Vec<MapDef> = out.iter().map(|o| o.1.clone()).collect();
+        for (_, def, inner_idx) in &mut out {
+            if let Some(i) = *inner_idx {
+                let ok = |s: &&MapDef| s.name != def.name && !map_type::is_map_in_map(s.map_type);
+                let shape = shapes.get(i as usize).filter(ok);
+                let Some(shape) = shape else {
+                    return Err(E::from(K::Map(format!(
+                        "legacy map '{}': inner_map_idx {i} does not name another map \
+                         (not a map-in-map) of the {} in 'maps'",
+                        def.name,
+                        shapes.len()
+                    )))
+                    .sec("maps"));
+                };
+                def.inner = Some(Box::new(MapDef { name: format!("{}.inner", def.name), ..shape.clone() }));
+            }
+        }
+        for (off, m, _) in out {
             self.map_at.insert((si, off), self.maps.len());
             self.maps.push(m);
         }
@@ -500,75 +614,7 @@ impl<'a> Ctx<'a> {
                 Ok(s) => s.max(sym_size),
                 Err(e) => return Err(bad(format!("map '{name}': {e}"))),
             };
-            let (_, st) = btf.skip_mods(tid).map_err(|e| bad(format!("map '{name}': {e}")))?;
-            let btfparse::TypeVariant::Struct(st) = st else {
-                return Err(bad(format!("map '{name}' is not a struct")));
-            };
-            let mut m = MapDef::new(name.clone(), MapOrigin::Btf, 0, 0, 0, 0);
-            let mut values_off = None;
-            let mut key_size = None;
-            let mut value_size = None;
-            for mem in st.member_list() {
-                let mname = mem.name().unwrap_or_default();
-                let moff = match mem.offset() {
-                    btfparse::Offset::ByteOffset(b) => b as u64,
-                    _ => return Err(bad(format!("map '{name}': member '{mname}' is a bitfield"))),
-                };
-                let e = |x: String| bad(format!("map '{name}': member '{mname}': {x}"));
-                // `__uint(name, N)` is `int (*name)[N]`.
-                let uint = || -> Result<u32, E> {
-                    let (_, p) = btf.skip_mods(mem.tid()).map_err(e)?;
-                    let btfparse::TypeVariant::Ptr(p) = p else { return Err(e("not a pointer".into())) };
-                    let (_, a) = btf.skip_mods(*p.tid()).map_err(e)?;
-                    let btfparse::TypeVariant::Array(a) = a else { return Err(e("not a pointer to an array".into())) };
-                    Ok(*a.element_count())
-                };
-                // `__type(name, T)` is `T *name`.
-                let typ = || -> Result<(u32, u32), E> {
-                    let (_, p) = btf.skip_mods(mem.tid()).map_err(e)?;
-                    let btfparse::TypeVariant::Ptr(p) = p else { return Err(e("not a pointer".into())) };
-                    let id = *p.tid();
-                    let sz = btf.size_of(id).map_err(e)?;
-                    let sz = u32::try_from(sz).map_err(|_| e(format!("size {sz} too large")))?;
-                    Ok((id, sz))
-                };
-                match mname.as_str() {
-                    "type" => m.map_type = uint()?,
-                    "max_entries" => m.max_entries = uint()?,
-                    "map_flags" => m.flags = uint()?,
-                    "pinning" => m.pinning = uint()?,
-                    "key_size" => key_size = Some(uint()?),
-                    "value_size" => value_size = Some(uint()?),
-                    "key" => {
-                        let (id, sz) = typ()?;
-                        m.btf_key_type_id = id;
-                        m.key_size = sz;
-                    }
-                    "value" => {
-                        let (id, sz) = typ()?;
-                        m.btf_value_type_id = id;
-                        m.value_size = sz;
-                    }
-                    "values" => values_off = Some(moff),
-                    // numa_node, map_extra, inner-map details: not needed by our runtimes.
-                    _ => {}
-                }
-            }
-            for (what, explicit, cur) in [("key", key_size, &mut m.key_size), ("value", value_size, &mut m.value_size)] {
-                if let Some(x) = explicit {
-                    if *cur != 0 && *cur != x {
-                        return Err(bad(format!("map '{name}': {what}_size {x} disagrees with the {what} type's size {cur}")));
-                    }
-                    *cur = x;
-                }
-            }
-            if values_off.is_some() && m.value_size == 0 {
-                // Prog arrays and map-in-map hold 4-byte ids/fds.
-                m.value_size = 4;
-            }
-            if values_off.is_some() && m.key_size == 0 {
-                m.key_size = 4;
-            }
+            let (m, values_off) = btf_map_def(btf, &name, tid, 0).map_err(bad)?;
             defs.push((map_off, var_size, values_off, m));
         }
         // `values` initializers: relocations inside the map definition.

@@ -414,3 +414,40 @@ fn core_relocations_and_externs_load() {
     assert_eq!(back.externs, o.externs);
     assert_eq!(back.core_relos, 10);
 }
+
+/// BTF `__array(values, struct {...})` gives the inner template of array and hash of
+/// maps; `values` initializers name the slots' maps (hash of maps: the key).
+#[test]
+fn map_in_map_inner_templates() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../vm/tests/data/rt_mapkinds.bpf.o");
+    let o = Object::load(&path).unwrap();
+    let oa = &o.maps[o.map_index("outer_arr").unwrap()];
+    assert_eq!((oa.map_type, oa.key_size, oa.value_size, oa.max_entries), (map_type::ARRAY_OF_MAPS, 4, 4, 3));
+    assert_eq!(oa.init_slots, vec![(0, "arr_a".to_string()), (1, "arr_b".to_string())]);
+    let i = oa.inner.as_deref().expect("inner template");
+    assert_eq!((i.name.as_str(), i.map_type, i.key_size, i.value_size, i.max_entries), ("outer_arr.inner", 2, 4, 8, 4));
+    let oh = &o.maps[o.map_index("outer_hash").unwrap()];
+    assert_eq!(oh.init_slots, vec![(5, "hash_a".to_string())]);
+    let i = oh.inner.as_deref().expect("inner template");
+    assert_eq!((i.map_type, i.key_size, i.value_size, i.max_entries), (map_type::HASH, 4, 4, 4));
+    let r = &o.maps[o.map_index("routes").unwrap()];
+    assert_eq!((r.map_type, r.key_size, r.value_size, r.flags), (map_type::LPM_TRIE, 8, 4, 1));
+    assert!(o.maps.iter().filter(|m| m.name != "outer_arr" && m.name != "outer_hash").all(|m| m.inner.is_none()));
+    assert_eq!(map_type::describe(11), "lpm_trie (11)");
+    assert_eq!(map_type::describe(99), "unknown map type 99");
+}
+
+#[test]
+fn legacy_inner_map_idx() {
+    let Some(path) = compile("legacy_mim") else { return };
+    let o = Object::load(&path).unwrap();
+    let outer = &o.maps[o.map_index("outer").unwrap()];
+    let i = outer.inner.as_deref().expect("inner template from inner_map_idx");
+    assert_eq!((i.name.as_str(), i.map_type, i.key_size, i.value_size, i.max_entries), ("outer.inner", 1, 2, 4, 16));
+    // An index naming the map itself is an error that names the map.
+    let mut b = std::fs::read(&path).unwrap();
+    let (off, _, _) = section(&b, "maps");
+    b[off + 28 + 20..off + 28 + 24].copy_from_slice(&1u32.to_le_bytes());
+    let e = err(&b).to_string();
+    assert!(e.contains("legacy map 'outer': inner_map_idx 1"), "{e}");
+}

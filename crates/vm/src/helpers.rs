@@ -15,6 +15,7 @@ use crate::maps::{errno, Map};
 use crate::mem::{RegionKind, Registry};
 use crate::net;
 use crate::Shared;
+use kops_object::map_type;
 use std::cell::{Cell, RefMut};
 
 pub mod kfuncs;
@@ -88,6 +89,9 @@ pub const SKB_LOAD_BYTES: u32 = 26;
 pub const CSUM_DIFF: u32 = 28;
 pub const XDP_ADJUST_HEAD: u32 = 44;
 pub const REDIRECT_MAP: u32 = 51;
+pub const MAP_PUSH_ELEM: u32 = 87;
+pub const MAP_POP_ELEM: u32 = 88;
+pub const MAP_PEEK_ELEM: u32 = 89;
 pub const XDP_ADJUST_META: u32 = 54;
 pub const XDP_ADJUST_TAIL: u32 = 65;
 pub const KTIME_GET_BOOT_NS: u32 = 125;
@@ -156,6 +160,9 @@ const KERNEL_HELPERS: &[HelperDef] = &[
     HelperDef { id: CSUM_DIFF, name: "csum_diff", func: h_csum_diff },
     HelperDef { id: XDP_ADJUST_HEAD, name: "xdp_adjust_head", func: h_xdp_adjust_head },
     HelperDef { id: REDIRECT_MAP, name: "redirect_map", func: h_redirect_map },
+    HelperDef { id: MAP_PUSH_ELEM, name: "map_push_elem", func: h_map_push_elem },
+    HelperDef { id: MAP_POP_ELEM, name: "map_pop_elem", func: h_map_pop_elem },
+    HelperDef { id: MAP_PEEK_ELEM, name: "map_peek_elem", func: h_map_peek_elem },
     HelperDef { id: XDP_ADJUST_META, name: "xdp_adjust_meta", func: h_xdp_adjust_meta },
     HelperDef { id: XDP_ADJUST_TAIL, name: "xdp_adjust_tail", func: h_xdp_adjust_tail },
     HelperDef { id: KTIME_GET_BOOT_NS, name: "ktime_get_boot_ns", func: h_ktime_get_ns },
@@ -217,6 +224,9 @@ pub enum Redirect {
     Peer { ifindex: u32 },
     /// `bpf_redirect_neigh(ifindex, params, plen, 0)`.
     Neigh { ifindex: u32 },
+    /// `bpf_redirect_map` on a devmap with BPF_F_BROADCAST: to every device of the map
+    /// (but the ingress one with BPF_F_EXCLUDE_INGRESS).
+    Broadcast { map: usize, exclude_ingress: bool },
 }
 
 /// State of the run in progress on this thread.
@@ -286,6 +296,15 @@ impl RunState {
     fn map(&self, addr: u64) -> Option<&Map> {
         self.shared().maps.iter().find(|m| m.addr() == addr).map(|m| &**m)
     }
+    /// The map a helper was given, or the fault to record: not a map, or a map we do not
+    /// model at run time.
+    fn map_arg(&self, addr: u64, helper: &str) -> Result<&Map, String> {
+        let m = self.map(addr).ok_or_else(|| format!("{helper}: {addr:#x} is not a map"))?;
+        match m.runtime_unsupported() {
+            Some(why) => Err(format!("{helper}: {why}")),
+            None => Ok(m),
+        }
+    }
     fn registry(&self) -> RefMut<'_, Registry> {
         self.shared().registry.borrow_mut()
     }
@@ -300,38 +319,72 @@ unsafe fn bytes<'a>(addr: u64, len: usize) -> &'a [u8] {
 }
 
 extern "C" fn h_map_lookup_elem(map: u64, key: u64, _: u64, _: u64, _: u64) -> u64 {
-    with_state(0, |st| match st.map(map) {
+    with_state(0, |st| match st.map_arg(map, "map_lookup_elem") {
         // SAFETY: see `bytes`.
-        Some(m) => m.prog_lookup(unsafe { bytes(key, m.def.key_size as usize) }),
-        None => {
-            fault(st, format!("map_lookup_elem: {map:#x} is not a map"));
+        Ok(m) => m.prog_lookup(unsafe { bytes(key, m.def.key_size as usize) }),
+        Err(msg) => {
+            fault(st, msg);
             0
         }
     })
 }
 
 extern "C" fn h_map_update_elem(map: u64, key: u64, value: u64, flags: u64, _: u64) -> u64 {
-    with_state((-errno::EINVAL) as u64, |st| match st.map(map) {
-        Some(m) => {
+    with_state((-errno::EINVAL) as u64, |st| match st.map_arg(map, "map_update_elem") {
+        Ok(m) => {
             // SAFETY: see `bytes`.
             let (k, v) = unsafe {
                 (bytes(key, m.def.key_size as usize), bytes(value, m.def.value_size as usize))
             };
             m.prog_update(k, v, flags, &mut st.registry()) as u64
         }
-        None => fault(st, format!("map_update_elem: {map:#x} is not a map")),
+        Err(msg) => fault(st, msg),
     })
 }
 
 extern "C" fn h_map_delete_elem(map: u64, key: u64, _: u64, _: u64, _: u64) -> u64 {
-    with_state((-errno::EINVAL) as u64, |st| match st.map(map) {
-        Some(m) => {
+    with_state((-errno::EINVAL) as u64, |st| match st.map_arg(map, "map_delete_elem") {
+        Ok(m) => {
             // SAFETY: see `bytes`.
             let k = unsafe { bytes(key, m.def.key_size as usize) };
             m.prog_delete(k, &mut st.registry()) as u64
         }
-        None => fault(st, format!("map_delete_elem: {map:#x} is not a map")),
+        Err(msg) => fault(st, msg),
     })
+}
+
+/// `bpf_map_push_elem(map, value, flags)`: queue, stack, bloom filter.
+extern "C" fn h_map_push_elem(map: u64, value: u64, flags: u64, _: u64, _: u64) -> u64 {
+    with_state((-errno::EINVAL) as u64, |st| match st.map_arg(map, "map_push_elem") {
+        Ok(m) => {
+            // SAFETY: see `bytes`.
+            let v = unsafe { bytes(value, m.def.value_size as usize) };
+            m.prog_push(v, flags, &mut st.registry()) as u64
+        }
+        Err(msg) => fault(st, msg),
+    })
+}
+
+fn pop_peek(map: u64, value: u64, pop: bool) -> u64 {
+    let what = if pop { "map_pop_elem" } else { "map_peek_elem" };
+    with_state((-errno::EINVAL) as u64, |st| match st.map_arg(map, what) {
+        Ok(m) => {
+            let n = m.def.value_size as usize;
+            // SAFETY: `value` holds value_size bytes (see `bytes`); the interpreter checked
+            // it writable for queues and stacks, readable for bloom filters (which only read).
+            let out = unsafe { std::slice::from_raw_parts_mut(value as *mut u8, n) };
+            m.prog_pop_peek(out, pop) as u64
+        }
+        Err(msg) => fault(st, msg),
+    })
+}
+
+extern "C" fn h_map_pop_elem(map: u64, value: u64, _: u64, _: u64, _: u64) -> u64 {
+    pop_peek(map, value, true)
+}
+
+extern "C" fn h_map_peek_elem(map: u64, value: u64, _: u64, _: u64, _: u64) -> u64 {
+    pop_peek(map, value, false)
 }
 
 /// Deterministic clock: starts at the Vm's base and advances 1 µs per call, so runs are
@@ -476,6 +529,8 @@ const XDP_REDIRECT: u64 = 4;
 const TC_ACT_SHOT: u64 = 2;
 const TC_ACT_REDIRECT: u64 = 7;
 const BPF_F_INGRESS: u64 = 1;
+const BPF_F_BROADCAST: u64 = 8;
+const BPF_F_EXCLUDE_INGRESS: u64 = 16;
 
 extern "C" fn h_redirect(ifindex: u64, flags: u64, _: u64, _: u64, _: u64) -> u64 {
     with_state(XDP_ABORTED, |st| {
@@ -494,19 +549,32 @@ extern "C" fn h_redirect(ifindex: u64, flags: u64, _: u64, _: u64, _: u64) -> u6
 
 extern "C" fn h_redirect_map(map: u64, key: u64, flags: u64, _: u64, _: u64) -> u64 {
     with_state(XDP_ABORTED, |st| {
-        let Some(m) = st.map(map) else {
-            return fault(st, format!("redirect_map: {map:#x} is not a map"));
+        let m = match st.map_arg(map, "redirect_map") {
+            Ok(m) => m,
+            Err(msg) => return fault(st, msg),
         };
-        // Low bits of flags are the action to return when the slot is empty; the kernel
-        // also accepts BPF_F_BROADCAST (8) and BPF_F_EXCLUDE_INGRESS (16) for devmaps.
-        if flags & !(3 | 8 | 16) != 0 {
+        // __bpf_xdp_redirect_map: the low bits of flags are the action to return when the
+        // slot is empty; devmaps also take BPF_F_BROADCAST and BPF_F_EXCLUDE_INGRESS.
+        let devmap = matches!(m.def.map_type, map_type::DEVMAP | map_type::DEVMAP_HASH);
+        let extra = if devmap { BPF_F_BROADCAST | BPF_F_EXCLUDE_INGRESS } else { 0 };
+        if flags & !(3 | extra) != 0 {
             return XDP_ABORTED;
         }
+        if !matches!(m.def.map_type, map_type::DEVMAP | map_type::DEVMAP_HASH | map_type::CPUMAP | map_type::XSKMAP) {
+            let t = map_type::describe(m.def.map_type);
+            let msg = format!("redirect_map: map `{}` is a {t}, not a redirect target", m.def.name);
+            return fault(st, msg);
+        }
+        let index = m.index;
+        if flags & BPF_F_BROADCAST != 0 {
+            st.redirect = Some(Redirect::Broadcast { map: index, exclude_ingress: flags & BPF_F_EXCLUDE_INGRESS != 0 });
+            return XDP_REDIRECT;
+        }
+        // The key is a u32 for every redirect map.
         let k = key as u32;
         if m.prog_lookup(&k.to_le_bytes()) == 0 {
             return flags & 3;
         }
-        let index = m.index;
         st.redirect = Some(Redirect::Map { map: index, key: k });
         XDP_REDIRECT
     })

@@ -705,6 +705,15 @@ impl<'a> Machine<'a> {
                 mem(r[1], r[2], false)?;
                 mem(r[3], r[4] as u32 as u64, false)
             }
+            helpers::MAP_PUSH_ELEM => {
+                let m = map_arg(1)?;
+                mem(r[2], m.def.value_size as u64, false)
+            }
+            helpers::MAP_POP_ELEM | helpers::MAP_PEEK_ELEM => {
+                // A bloom filter's peek reads the value asked about; queues and stacks write.
+                let m = map_arg(1)?;
+                mem(r[2], m.def.value_size as u64, m.def.map_type != map_type::BLOOM_FILTER)
+            }
             _ => Ok(()),
         }
     }

@@ -40,10 +40,14 @@
 //!   registers and spilled stack slots finds the context pointer (through bpf-to-bpf calls)
 //!   and rejects accesses it cannot type, and context writes the kernel forbids.
 //! - **Maps** ([`maps`]): array, per-CPU array, hash, per-CPU hash, LRU hash, LRU per-CPU
-//!   hash, program array, ring buffer, perf event array, devmap, xskmap; global data
-//!   (`.data`, `.rodata` read-only, `.bss`) as one-element arrays with their initial
-//!   contents. Per-CPU maps model one CPU with the kernel's userspace layout (value size
-//!   rounded up to 8 per CPU).
+//!   hash, LPM trie, array and hash of maps (a lookup gives the inner map, which helpers
+//!   take; slots from BTF `values`), program array, ring buffer, perf event array, devmap,
+//!   devmap_hash, cpumap, xskmap (redirect targets: [`Redirect`]), queue, stack, bloom
+//!   filter (an exact set: never a false positive); global data (`.data`, `.rodata`
+//!   read-only, `.bss`) as one-element arrays with their initial contents. Socket, cgroup
+//!   and local-storage maps are created, and the first helper call on one is a fault
+//!   ("not supported at run time: <map> (<type>)"). Per-CPU maps model one CPU with the
+//!   kernel's userspace layout (value size rounded up to 8 per CPU).
 //! - **Helpers** ([`helpers`]): map lookup/update/delete, ktime_get_ns and ktime_get_boot_ns
 //!   (deterministic clock), trace_printk, get_prandom_u32 (seeded), get_smp_processor_id,
 //!   skb_store_bytes, skb_load_bytes, l3_csum_replace, l4_csum_replace, tail_call, redirect,
@@ -410,6 +414,16 @@ impl Vm {
             options: VmOptions::default(),
             net: net::NetModel::default(),
         };
+        // Map-in-map slots declared with initial maps (BTF `values = { [i] = &map }`; for
+        // a hash of maps `i` is the key).
+        if let Some(o) = object {
+            for d in o.maps.iter().filter(|d| map_type::is_map_in_map(d.map_type)) {
+                for (slot, name) in &d.init_slots {
+                    vm.set_map_in_map(&d.name, &slot.to_le_bytes(), name)
+                        .map_err(|e| VmError::Setup(format!("{}: {e}", o.path)))?;
+                }
+            }
+        }
         // Program arrays declared with initial slots (BTF `values = { [i] = &prog }`).
         if let Some(o) = object {
             for (mi, d) in o.maps.iter().enumerate() {
@@ -854,6 +868,15 @@ impl Vm {
             state.insert(m.def.name.clone(), entries);
         }
         state
+    }
+
+    /// Userspace update of an array/hash of maps: slot `key` of `outer` holds map `inner`
+    /// (checked against the inner template, as the kernel does).
+    pub fn set_map_in_map(&self, outer: &str, key: &[u8], inner: &str) -> Result<(), MapError> {
+        let no = |n: &str| MapError { map: n.into(), msg: "no such map".into() };
+        let o = self.map(outer).ok_or_else(|| no(outer))?;
+        let i = self.shared.maps.iter().position(|m| m.def.name == inner).ok_or_else(|| no(inner))?;
+        o.map_in_map_set(key, &self.shared.maps[i], i)
     }
 
     /// Sets slot `index` of program array `map` (by map index) to a loaded program.

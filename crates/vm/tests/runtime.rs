@@ -285,3 +285,38 @@ fn l3_l4_checksum_helpers() {
     // csum_diff form and error codes (kernel: 1).
     assert_eq!(run(&v, "nat_diff").unwrap().r0, 1);
 }
+
+/// rt_mapkinds `mim`: the outer lookups give the inner maps (slots from BTF `values`), and
+/// lookup/update/delete on them act on those maps. Expected values by hand from the source.
+#[test]
+fn map_in_map_lookups_reach_inner_maps() {
+    let v = vm("rt_mapkinds.bpf.o");
+    let go = |head: [u8; 8]| {
+        let mut p = packet();
+        p[..8].copy_from_slice(&head);
+        let id = v.load("mim").unwrap();
+        v.run(id, &ProgInput::packet(&p)).unwrap().r0
+    };
+    let out = |i: u32| i64::from_le_bytes(v.map("out").unwrap().lookup(&i.to_le_bytes()).unwrap().try_into().unwrap());
+    // outer_arr[1] = arr_b, arr_b[2] += 4 + 1; outer_hash[5] = hash_a: insert 3 = 9
+    // (NOEXIST: 0), delete 3 (0), look 3 up (absent: -1 as the u32 of `x ? *x : -1`,
+    // 0xffffffff); XDP_TX.
+    assert_eq!(go([1, 2, 4, 5, 3, 9, 1, 3]), 3);
+    assert_eq!((out(0), out(1), out(2)), (0, 0, 0xffff_ffff));
+    assert_eq!(v.map("arr_b").unwrap().lookup(&2u32.to_le_bytes()).unwrap(), 5u64.to_le_bytes());
+    assert!(v.map("arr_a").unwrap().dump().iter().all(|(_, x)| x.iter().all(|&b| b == 0)));
+    // Again, deleting 4 instead: ENOENT (-2), and 3 = 9 stays in hash_a.
+    assert_eq!(go([1, 2, 4, 5, 3, 9, 1, 4]), 3);
+    assert_eq!((out(0), out(1), out(2)), (0, -2, 0xffff_ffff));
+    assert_eq!(v.map("hash_a").unwrap().dump(), vec![(3u32.to_le_bytes().to_vec(), 9u32.to_le_bytes().to_vec())]);
+    assert_eq!(v.map("arr_b").unwrap().lookup(&2u32.to_le_bytes()).unwrap(), 10u64.to_le_bytes());
+    // outer_arr[2] is empty: XDP_DROP; outer_hash[6] is absent: XDP_ABORTED.
+    assert_eq!(go([2, 0, 0, 0, 0, 0, 0, 0]), 1);
+    assert_eq!(go([0, 0, 0, 6, 0, 0, 0, 0]), 0);
+    // A slot can be pointed at another compatible map, not at an incompatible one.
+    v.set_map_in_map("outer_arr", &2u32.to_le_bytes(), "arr_a").unwrap();
+    assert_eq!(go([2, 1, 6, 5, 0, 0, 0, 0]), 3);
+    assert_eq!(v.map("arr_a").unwrap().lookup(&1u32.to_le_bytes()).unwrap(), 7u64.to_le_bytes());
+    let e = v.set_map_in_map("outer_arr", &2u32.to_le_bytes(), "hash_a").unwrap_err();
+    assert!(e.to_string().contains("does not match the inner template"), "{e}");
+}

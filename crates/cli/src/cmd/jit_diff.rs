@@ -52,12 +52,12 @@ pub fn run(a: Args) -> Result<u8> {
     obj.resolve_prog_types(a.prog_type.as_deref(), a.prog.is_some().then_some(&only[..])).map_err(anyhow::Error::msg)?;
     let obj = obj;
     let progs = super::verify::select_programs(&obj, a.prog.as_deref()).map_err(|e| anyhow::anyhow!("{}: {e}", a.file))?;
-    let maps = match super::verify::kernel_maps("jit-diff", &obj.maps) {
+    let btf = KernelBtf::for_object(&obj).unwrap_or(None);
+    let maps = match super::verify::kernel_maps("jit-diff", &obj.maps, btf.as_ref()) {
         Ok(Some(m)) => m,
         Ok(None) => return Ok(EXIT_NO_KERNEL),
         Err(e) => bail!("{}: creating maps: {e}", a.file),
     };
-    let btf = KernelBtf::for_object(&obj).unwrap_or(None);
     // The kernel JIT checks the boot CPU's features (BMI2); no masking here.
     let features = CpuFeatures::host();
     let harden = std::fs::read_to_string("/proc/sys/net/core/bpf_jit_harden").map(|s| s.trim().to_string()).unwrap_or_else(|_| "?".into());

@@ -200,8 +200,8 @@ fn run_kernel(args: &Args, obj: &Object, name: &str) -> Result<u8> {
         .with_context(|| format!("{}: no program `{name}`", args.file.display()))?;
     let ctx = CtxKind::for_prog_type(p.prog_type);
     let input = input_for(args, ctx)?;
-    let maps = kops_kernel::MapSet::create(&obj.maps)?;
     let btf = kops_kernel::KernelBtf::for_object(obj).unwrap_or(None);
+    let maps = kops_kernel::MapSet::create_with_btf(&obj.maps, btf.as_ref())?;
     // Sites go to the kernel lowered, as for `kops verify`.
     let kf = super::verify::kernel_form(p).map_err(|e| anyhow::anyhow!("{}: program `{}`: {e}", args.file.display(), p.name))?;
     let prog = kops_kernel::load_object_program(obj, &kf.prog, &kf.prog.insns, &maps, btf.as_ref(), 0)?;
@@ -227,6 +227,16 @@ fn run_kernel(args: &Args, obj: &Object, name: &str) -> Result<u8> {
         for m in &maps.maps {
             if let Some(why) = m.undumpable() {
                 outln!("map {}: not dumped ({why})", m.def.name);
+                continue;
+            }
+            let t = m.def.map_type;
+            if matches!(t, kops_object::map_type::QUEUE | kops_object::map_type::STACK) {
+                // Keyless: listed in pop order, by position, as the runtimes list them.
+                let d = m.dump()?;
+                outln!("map {}: {} entries", m.def.name, d.entries.len());
+                for (k, v) in d.entries {
+                    outln!("  {} => {}", hex(&k), hex(&v.concat()));
+                }
                 continue;
             }
             let keys = m.keys()?;

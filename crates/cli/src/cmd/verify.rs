@@ -50,7 +50,11 @@ pub(crate) fn select_programs<'o>(obj: &'o Object, name: Option<&str>) -> Result
 
 /// The object's maps, created in the kernel; None, with the reason printed under the
 /// subcommand's name `cmd`, where there is no kernel to use (exit with [`EXIT_NO_KERNEL`]).
-pub(crate) fn kernel_maps(cmd: &str, maps: &[kops_object::MapDef]) -> Result<Option<MapSet>, KernelError> {
+pub(crate) fn kernel_maps(
+    cmd: &str,
+    maps: &[kops_object::MapDef],
+    btf: Option<&KernelBtf>,
+) -> Result<Option<MapSet>, KernelError> {
     let unavailable = |e: KernelError| {
         eprintln!("kops {cmd}: {e}");
         Ok(None)
@@ -58,7 +62,7 @@ pub(crate) fn kernel_maps(cmd: &str, maps: &[kops_object::MapDef]) -> Result<Opt
     if let Err(e) = kops_kernel::available() {
         return unavailable(e);
     }
-    match MapSet::create(maps) {
+    match MapSet::create_with_btf(maps, btf) {
         Ok(m) => Ok(Some(m)),
         Err(e @ KernelError::KernelUnavailable(_)) => unavailable(e),
         Err(e) => Err(e),
@@ -101,14 +105,10 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
             return Ok(1);
         }
     };
-    let maps = match kernel_maps("verify", &obj.maps) {
-        Ok(Some(m)) => m,
-        Ok(None) => return Ok(EXIT_NO_KERNEL),
-        Err(e) => {
-            eprintln!("kops verify: {}: {e}", a.file);
-            return Ok(1);
-        }
-    };
+    if let Err(e) = kops_kernel::available() {
+        eprintln!("kops verify: {e}");
+        return Ok(EXIT_NO_KERNEL);
+    }
     let btf = match KernelBtf::for_object(&obj) {
         Ok(b) => b,
         Err(e) => {
@@ -116,6 +116,14 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
             // say so rather than failing the whole object.
             println!("{}: note: {e}; verifying without BTF (no func_info/line_info)", a.file);
             None
+        }
+    };
+    let maps = match kernel_maps("verify", &obj.maps, btf.as_ref()) {
+        Ok(Some(m)) => m,
+        Ok(None) => return Ok(EXIT_NO_KERNEL),
+        Err(e) => {
+            eprintln!("kops verify: {}: {e}", a.file);
+            return Ok(1);
         }
     };
     let mut rejected = 0;

@@ -89,17 +89,9 @@ impl Runtime<'_> {
             Runtime::Kernel { maps, .. } => {
                 maps.maps.iter().filter(|m| m.undumpable().is_none()).map(|m| m.def.name.clone()).collect()
             }
-            Runtime::Vm { obj, .. } => obj
-                .maps
-                .iter()
-                .filter(|d| {
-                    !matches!(
-                        d.map_type,
-                        map_type::RINGBUF | map_type::PERF_EVENT_ARRAY | map_type::PROG_ARRAY
-                    )
-                })
-                .map(|d| d.name.clone())
-                .collect(),
+            Runtime::Vm { obj, .. } => {
+                obj.maps.iter().filter(|d| kops_vm::maps::comparable(d.map_type)).map(|d| d.name.clone()).collect()
+            }
         }
     }
 
