@@ -73,11 +73,12 @@ fn verified_programs_run_and_unverified_warns() {
     // 20 inputs, of which the kernel test-runs those of at least 14 bytes.
     assert!(out.contains("good: 16 inputs compared, 0 mismatches"), "{out}");
     assert!(out.ends_with("1 programs, 16 inputs, 0 mismatches\n"), "{out}");
-    // ... and a rejected program is an error there (nothing compared), not a pass.
+    // ... and a rejected program is "not run" there (with the reason), not a pass.
     let o = kops(&["diff", &obj, "--prog", "evil", "--runtimes", "jit,interp", "--inputs", "2"]);
     let out = String::from_utf8_lossy(&o.stdout);
     assert_eq!(o.status.code(), Some(1), "{out}");
-    assert!(out.contains("rejected by the kernel verifier") && out.contains("no input of `evil` was compared"), "{out}");
+    assert!(out.contains("evil: not run") && out.contains("rejected by the kernel verifier"), "{out}");
+    assert!(out.ends_with("1 programs, 0 inputs, 0 mismatches, 1 not run\n"), "{out}");
 }
 
 #[test]

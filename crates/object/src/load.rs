@@ -288,6 +288,25 @@ fn btf_map_def(btf: &Btf, name: &str, tid: u32, depth: u32) -> Result<(MapDef, O
     Ok((m, values_off))
 }
 
+/// libbpf's ring buffer size rule: a size that is already a power-of-2 multiple of the
+/// page size stays; another one becomes the smallest such size above it (0 stays 0, so
+/// the kernel reports it).
+pub(crate) fn ringbuf_size(sz: u32) -> u32 {
+    const PAGE: u64 = 4096;
+    let sz64 = sz as u64;
+    if sz == 0 || (sz64 % PAGE == 0 && (sz64 / PAGE).is_power_of_two()) {
+        return sz;
+    }
+    let mut n = PAGE;
+    while n <= u32::MAX as u64 {
+        if n > sz64 {
+            return n as u32;
+        }
+        n *= 2;
+    }
+    sz
+}
+
 fn is_global_data(name: &str) -> bool {
     let pre = |p: &str| name == p || name.starts_with(&format!("{p}."));
     pre(".data") || pre(".rodata") || pre(".bss")
@@ -436,6 +455,10 @@ fn parse_inner(data: &[u8]) -> Result<Object, E> {
             }
         }
         programs.push(p);
+    }
+    // As libbpf does at load: ring buffer sizes become a power-of-2 number of pages.
+    for m in cx.maps.iter_mut().filter(|m| matches!(m.map_type, map_type::RINGBUF | map_type::USER_RINGBUF)) {
+        m.max_entries = ringbuf_size(m.max_entries);
     }
     let core_relos = cx.ext.as_ref().and_then(|e| e.core.as_ref()).map(|c| c.secs.iter().map(|s| s.recs.len()).sum()).unwrap_or(0);
 
@@ -961,5 +984,15 @@ impl<'a> Ctx<'a> {
             }
         }
         Ok((fis, lis))
+    }
+}
+
+#[cfg(test)]
+mod ringbuf_tests {
+    #[test]
+    fn ringbuf_sizes_round_like_libbpf() {
+        use super::ringbuf_size as r;
+        assert_eq!((r(0), r(8), r(4096), r(4097), r(8192), r(12288), r(1 << 20)), (0, 4096, 4096, 8192, 8192, 16384, 1 << 20));
+        assert_eq!(r(u32::MAX), u32::MAX, "no power-of-2 page multiple fits: left for the kernel to refuse");
     }
 }
