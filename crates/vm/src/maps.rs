@@ -244,7 +244,8 @@ impl Map {
             | map_type::CGRP_STORAGE
             | map_type::CGROUP_STORAGE
             | map_type::PERCPU_CGROUP_STORAGE
-            | map_type::STACK_TRACE => Store::Unsupported,
+            | map_type::STACK_TRACE
+            | map_type::USER_RINGBUF => Store::Unsupported,
             t => return Err(err(format!("unsupported map type: {}", map_type::describe(t)))),
         };
         Ok(Map {
@@ -1134,6 +1135,8 @@ mod tests {
         assert_eq!(h.prog_lookup(&1u32.to_le_bytes()), 0);
         let s = Map::new(&def(map_type::SOCKMAP, 4, 4, 2), 2, &mut reg).unwrap();
         assert_eq!(s.runtime_unsupported().unwrap(), "not supported at run time: m (sockmap (15))");
+        let u = Map::new(&def(map_type::USER_RINGBUF, 0, 0, 4096), 3, &mut reg).unwrap();
+        assert_eq!(u.runtime_unsupported().unwrap(), "not supported at run time: m (user_ringbuf (31))");
         assert!(h.runtime_unsupported().is_none());
         let e = Map::new(&def(99, 4, 4, 2), 3, &mut reg).unwrap_err();
         assert_eq!(e.msg, "unsupported map type: unknown map type 99");
