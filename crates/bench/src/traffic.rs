@@ -38,6 +38,19 @@ pub struct Mix {
 /// The classic IMIX: 64, 594 and 1518-byte frames on the wire (7:4:1), here without FCS.
 const IMIX: &[(usize, u64)] = &[(60, 7), (590, 4), (1514, 1)];
 
+const IPV4_TCP: Mix = Mix {
+    name: "ipv4-tcp",
+    about: "IPv4 TCP (2% SYN), 1000 flows (Zipf 1.1), IMIX sizes",
+    v6: 0,
+    l4: [1, 0, 0],
+    vlan: 0,
+    frag: 0,
+    syn: 2,
+    flows: 1000,
+    zipf: 1.1,
+    sizes: IMIX,
+};
+
 /// The named mixes `--traffic` knows.
 pub const MIXES: &[Mix] = &[
     Mix {
@@ -64,30 +77,8 @@ pub const MIXES: &[Mix] = &[
         zipf: 1.0,
         sizes: IMIX,
     },
-    Mix {
-        name: "ipv4-tcp",
-        about: "IPv4 TCP (2% SYN), 1000 flows (Zipf 1.1), IMIX sizes",
-        v6: 0,
-        l4: [1, 0, 0],
-        vlan: 0,
-        frag: 0,
-        syn: 2,
-        flows: 1000,
-        zipf: 1.1,
-        sizes: IMIX,
-    },
-    Mix {
-        name: "ipv6-tcp",
-        about: "IPv6 TCP (2% SYN), 1000 flows (Zipf 1.1), IMIX sizes",
-        v6: 100,
-        l4: [1, 0, 0],
-        vlan: 0,
-        frag: 0,
-        syn: 2,
-        flows: 1000,
-        zipf: 1.1,
-        sizes: IMIX,
-    },
+    IPV4_TCP,
+    Mix { name: "ipv6-tcp", about: "IPv6 TCP (2% SYN), 1000 flows (Zipf 1.1), IMIX sizes", v6: 100, ..IPV4_TCP },
     Mix {
         name: "vlan",
         about: "every frame VLAN-tagged (10% 802.1ad double tags), IPv4/IPv6 TCP/UDP, IMIX sizes",

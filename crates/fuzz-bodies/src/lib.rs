@@ -156,17 +156,7 @@ pub fn rewrite(data: &[u8]) {
         if slots.is_empty() {
             return;
         }
-        Object {
-            path: "fuzz-insns".into(),
-            programs: vec![raw_program(slots)],
-            maps: Vec::new(),
-            license: "GPL".into(),
-            kernel_version: 0,
-            btf: None,
-            has_btf_ext: false,
-            externs: Vec::new(),
-            core_relos: 0,
-        }
+        Object { programs: vec![raw_program(slots)], ..Object::empty("fuzz-insns", Vec::new()) }
     };
 
     // The round trip, per program.

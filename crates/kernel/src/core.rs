@@ -203,12 +203,7 @@ fn prepare_and_map(obj: &Object, elf: &[u8]) -> Result<Object, KernelError> {
     }
     let lo = LibbpfObject(raw);
     // Only `.kconfig` is needed from the kernel: our maps keep their indices.
-    let mut m = std::ptr::null_mut();
-    loop {
-        m = unsafe { libbpf_sys::bpf_object__next_map(lo.0, m) };
-        if m.is_null() {
-            break;
-        }
+    for m in maps_of(&lo) {
         if !is_kconfig(m) {
             unsafe { libbpf_sys::bpf_map__set_autocreate(m, false) };
         }
@@ -230,12 +225,7 @@ fn prepare_and_map(obj: &Object, elf: &[u8]) -> Result<Object, KernelError> {
     let mut out = obj.clone();
     // The `.kconfig` map, as libbpf filled it.
     let mut kconfig: Option<(i32, usize)> = None;
-    let mut m = std::ptr::null_mut();
-    loop {
-        m = unsafe { libbpf_sys::bpf_object__next_map(lo.0, m) };
-        if m.is_null() {
-            break;
-        }
+    for m in maps_of(&lo) {
         if !is_kconfig(m) {
             continue;
         }
@@ -296,6 +286,20 @@ fn prepare_and_map(obj: &Object, elf: &[u8]) -> Result<Object, KernelError> {
     }
     out.core_relos = 0;
     Ok(out)
+}
+
+/// The maps of an open libbpf object, in its order.
+fn maps_of(lo: &LibbpfObject) -> Vec<*mut libbpf_sys::bpf_map> {
+    let mut v = Vec::new();
+    let mut m = std::ptr::null_mut();
+    loop {
+        // SAFETY: `lo` is open; `m` is null or a map of it.
+        m = unsafe { libbpf_sys::bpf_object__next_map(lo.0, m) };
+        if m.is_null() {
+            return v;
+        }
+        v.push(m);
+    }
 }
 
 fn is_kconfig(m: *const libbpf_sys::bpf_map) -> bool {

@@ -450,10 +450,7 @@ impl Map {
         let mut first = true;
         loop {
             let mut count = chunk as u32;
-            let opts = libbpf_sys::bpf_map_batch_opts {
-                sz: std::mem::size_of::<libbpf_sys::bpf_map_batch_opts>() as _,
-                ..Default::default()
-            };
+            let opts = batch_opts();
             let r = unsafe {
                 libbpf_sys::bpf_map_lookup_batch(
                     self.fd.as_raw_fd(),
@@ -504,15 +501,21 @@ impl Map {
         Ok(out)
     }
 
+    /// What [`Map::reset`] and [`Map::reset_keys`] share: frozen and undumpable maps stay as
+    /// they are, queues and stacks are emptied; None for maps whose keys must be put back.
+    fn reset_without_keys(&self) -> Option<Result<(), KernelError>> {
+        if self.def.readonly || self.undumpable().is_some() {
+            return Some(Ok(()));
+        }
+        is_queue(self.def.map_type).then(|| self.pop_all().map(|_| ()))
+    }
+
     /// Puts these keys back to their state right after [`Map::create`]: array entries to
     /// their initial value (zeros, or the global data), hash entries deleted. Cheaper than
     /// [`Map::reset`] when a run changed a few entries of a big map.
     pub fn reset_keys(&self, keys: &[Vec<u8>]) -> Result<(), KernelError> {
-        if self.def.readonly || self.undumpable().is_some() {
-            return Ok(());
-        }
-        if is_queue(self.def.map_type) {
-            return self.pop_all().map(|_| ());
+        if let Some(r) = self.reset_without_keys() {
+            return r;
         }
         if is_array(self.def.map_type) {
             let zero = vec![0u8; self.def.value_size as usize];
@@ -540,11 +543,8 @@ impl Map {
     /// (zeros, or the global data), hashes emptied. Frozen and undumpable maps are left as
     /// they are (the program cannot change the former; the latter are not compared).
     pub fn reset(&self) -> Result<(), KernelError> {
-        if self.def.readonly || self.undumpable().is_some() {
-            return Ok(());
-        }
-        if is_queue(self.def.map_type) {
-            return self.pop_all().map(|_| ());
+        if let Some(r) = self.reset_without_keys() {
+            return r;
         }
         if is_array(self.def.map_type) {
             let zero = vec![0u8; self.def.value_size as usize];
@@ -562,10 +562,7 @@ impl Map {
                     vals.extend_from_slice(if i == 0 { &first } else { &one });
                 }
                 let mut count = m as u32;
-                let opts = libbpf_sys::bpf_map_batch_opts {
-                    sz: std::mem::size_of::<libbpf_sys::bpf_map_batch_opts>() as _,
-                    ..Default::default()
-                };
+                let opts = batch_opts();
                 let r = unsafe {
                     libbpf_sys::bpf_map_update_batch(
                         self.fd.as_raw_fd(),
@@ -651,4 +648,9 @@ impl MapSet {
     pub fn get(&self, name: &str) -> Option<&Map> {
         self.maps.iter().find(|m| m.def.name == name)
     }
+}
+
+/// Options of the batch operations (only their size set).
+fn batch_opts() -> libbpf_sys::bpf_map_batch_opts {
+    libbpf_sys::bpf_map_batch_opts { sz: std::mem::size_of::<libbpf_sys::bpf_map_batch_opts>() as _, ..Default::default() }
 }

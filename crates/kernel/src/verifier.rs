@@ -152,17 +152,7 @@ unsafe impl kops_vm::Verifier for KernelVerifier {
         let obj = match req.object {
             Some(o) => o,
             None => {
-                raw = Object {
-                    path: format!("<program {}>", p.name),
-                    programs: Vec::new(),
-                    maps: Vec::new(),
-                    license: "GPL".into(),
-                    kernel_version: 0,
-                    btf: None,
-                    has_btf_ext: false,
-                    externs: Vec::new(),
-                    core_relos: 0,
-                };
+                raw = Object::empty(&format!("<program {}>", p.name), Vec::new());
                 &raw
             }
         };

@@ -14,17 +14,7 @@ fn def(name: &str, ty: u32, ks: u32, vs: u32, n: u32) -> MapDef {
 }
 
 fn object(maps: Vec<MapDef>) -> Object {
-    Object {
-        path: "map_kinds".into(),
-        programs: vec![],
-        maps,
-        license: "GPL".into(),
-        kernel_version: 0,
-        btf: None,
-        has_btf_ext: false,
-        externs: Vec::new(),
-        core_relos: 0,
-    }
+    Object::empty("map_kinds", maps)
 }
 
 fn mapkinds() -> Object {

@@ -361,6 +361,22 @@ impl Object {
         Object::parse(&bytes, &shown)
     }
 
+    /// An object with `maps` and nothing else (no programs, no BTF; GPL), for programs
+    /// built in code; `path` names it in messages.
+    pub fn empty(path: &str, maps: Vec<MapDef>) -> Object {
+        Object {
+            path: path.to_string(),
+            programs: Vec::new(),
+            maps,
+            license: "GPL".into(),
+            kernel_version: 0,
+            btf: None,
+            has_btf_ext: false,
+            externs: Vec::new(),
+            core_relos: 0,
+        }
+    }
+
     /// Loads an object from its bytes; `path` is only used in messages.
     pub fn parse(bytes: &[u8], path: &str) -> Result<Object, LoadError> {
         load::parse(bytes, path)

@@ -375,17 +375,7 @@ mod tests {
 
     fn tail_object() -> kops_object::Object {
         use kops_object::{MapDef, MapOrigin, Object};
-        Object {
-            path: "tail-test".into(),
-            programs: Vec::new(),
-            maps: vec![MapDef::new("jmp", MapOrigin::Btf, kops_object::map_type::PROG_ARRAY, 4, 4, 4)],
-            license: "GPL".into(),
-            kernel_version: 0,
-            btf: None,
-            has_btf_ext: false,
-            externs: Vec::new(),
-            core_relos: 0,
-        }
+        Object::empty("tail-test", vec![MapDef::new("jmp", MapOrigin::Btf, kops_object::map_type::PROG_ARRAY, 4, 4, 4)])
     }
 
     /// `buf[0] += 1; tail_call(ctx, jmp, index); return 7` (+ a callee-saved register and

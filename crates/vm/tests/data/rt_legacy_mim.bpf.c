@@ -1,4 +1,4 @@
-// Copy of crates/object/tests/c/legacy_mim.c, built and committed for the kernel tests.
+// Legacy map-in-map (samples/bpf's inner_map_idx), for the object loader and kernel tests.
 // samples/bpf's bpf_load.c map layout: `inner_map_idx` names the map whose shape the
 // inner maps of a map-in-map have (index in offset order within `maps`).
 #include <linux/bpf.h>
