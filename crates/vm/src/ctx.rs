@@ -73,10 +73,14 @@ pub const SKB_DATA: usize = 192;
 pub const SKB_DATA_END: usize = 200;
 pub const SKB_DATA_META: usize = 208;
 pub const SKB_CTX_SIZE: usize = 216;
+/// `SKB_MAX_ALLOC`: 16 KiB minus the shared info (the limit of adjust_room and
+/// change_head/tail).
+pub const SKB_MAX_LEN: u64 = 16384 - 320;
+
 /// Headroom BPF_PROG_TEST_RUN gives an skb (`NET_SKB_PAD + NET_IP_ALIGN`).
 pub const SKB_HEADROOM: usize = 64 + 2;
 /// Room we keep before the headroom and after the packet, so that the resizing helpers
-/// (`crate::net`) can grow an skb to the kernel's maximum without moving it. Programs
+/// (`crate::helpers::net`) can grow an skb to the kernel's maximum without moving it. Programs
 /// cannot observe an skb's headroom.
 const SKB_GROW_ROOM: usize = 16384;
 
@@ -379,7 +383,7 @@ impl RunCtx {
                     put(&mut u, skb::GSO_SEGS, 1);
                 }
                 let front = SKB_GROW_ROOM + SKB_HEADROOM;
-                let pkt = RawBuf::new(front + d.len().max(crate::net::SKB_MAX_LEN as usize) + 64);
+                let pkt = RawBuf::new(front + d.len().max(SKB_MAX_LEN as usize) + 64);
                 pkt.write(front, d);
                 let ctx = RawBuf::new(SKB_CTX_SIZE);
                 ctx.write(0, &u);

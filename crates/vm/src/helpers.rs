@@ -13,12 +13,12 @@
 use crate::ctx::{self, CtxKind};
 use crate::maps::{errno, Map};
 use crate::mem::{RegionKind, Registry};
-use crate::net;
 use crate::Shared;
 use kops_object::map_type;
 use std::cell::{Cell, RefMut};
 
 pub mod kfuncs;
+pub mod net;
 
 /// The helper calling convention of every engine.
 pub type HelperFn = extern "C" fn(u64, u64, u64, u64, u64) -> u64;
@@ -242,10 +242,10 @@ pub(crate) struct RunState {
     /// `bpf_clone_redirect` targets, in call order: (ifindex, flags).
     pub clones: Vec<(u32, u64)>,
     pub fault: Option<String>,
-    /// The skb as the networking helpers see it (see [`crate::net`]).
-    pub skb: crate::net::SkbModel,
+    /// The skb as the networking helpers see it (see [`net`]).
+    pub skb: net::SkbModel,
     /// Devices and routes (owned by the Vm).
-    pub net: *const crate::net::NetModel,
+    pub net: *const net::NetModel,
 }
 
 thread_local! {

@@ -113,7 +113,6 @@ pub mod interp;
 pub mod jit_engine;
 pub mod maps;
 pub mod mem;
-pub mod net;
 pub mod verify;
 
 pub use ctx::{CtxKind, ProgInput};
@@ -377,7 +376,7 @@ pub struct Vm {
     verifier: Box<dyn Verifier>,
     pub options: VmOptions,
     /// Devices and routes the networking helpers see (see [`net`]).
-    pub net: net::NetModel,
+    pub net: helpers::net::NetModel,
 }
 
 impl Vm {
@@ -412,7 +411,7 @@ impl Vm {
             engine,
             verifier,
             options: VmOptions::default(),
-            net: net::NetModel::default(),
+            net: helpers::net::NetModel::default(),
         };
         // Map-in-map slots declared with initial maps (BTF `values = { [i] = &map }`; for
         // a hash of maps `i` is the key).
@@ -933,7 +932,7 @@ impl Vm {
             redirect: None,
             clones: Vec::new(),
             fault: None,
-            skb: net::SkbModel::for_run(p.ctx, rc.buffer_range()),
+            skb: helpers::net::SkbModel::for_run(p.ctx, rc.buffer_range()),
             net: &self.net,
         };
         let env = RunEnv { vm: self, ctx: &rc, prog, budget: self.options.budget, executed: Cell::new(None) };

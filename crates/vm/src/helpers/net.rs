@@ -35,9 +35,7 @@ const EALREADY: i64 = 114;
 const EAFNOSUPPORT: i64 = 97;
 const EACCES: i64 = 13;
 
-/// `SKB_MAX_ALLOC`: 16 KiB minus the shared info (the limit of adjust_room and
-/// change_head/tail).
-pub const SKB_MAX_LEN: u64 = 16384 - 320;
+pub use crate::ctx::SKB_MAX_LEN;
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
@@ -901,7 +899,7 @@ pub(crate) extern "C" fn h_skb_get_tunnel_key(ctx: u64, to: u64, size: u64, flag
 
 // ---- redirects, devices and routes ----
 
-fn net(st: &RunState) -> &crate::net::NetModel {
+fn net(st: &RunState) -> &NetModel {
     // SAFETY: the model is owned by the Vm that runs the program and outlives the run.
     unsafe { &*st.net }
 }
