@@ -36,8 +36,7 @@ pub(super) fn check_runtime_name(n: &str) -> Result<(), String> {
 /// moved ([`kops_vm::VmOptions::poison_stack`]): then the program reads uninitialized stack
 /// or lets addresses into its result, which correct runtimes need not agree on.
 pub(super) fn address_dependent(obj: &Object, prog: &Program, input: &ProgInput, compare: &[String]) -> bool {
-    let run = |poison: bool, keep: Option<&Vm>| -> Option<(Vm, Outcome)> {
-        let _ = keep; // the other Vm stays alive, so the two runs get different buffers
+    let run = |poison: bool| -> Option<(Vm, Outcome)> {
         let mut vm = Vm::new(obj).ok()?;
         vm.options.poison_stack = poison;
         let id = vm.load(&prog.name).ok()?;
@@ -46,9 +45,19 @@ pub(super) fn address_dependent(obj: &Object, prog: &Program, input: &ProgInput,
         let maps = vm.snapshot_maps(compare);
         Some((vm, Outcome { r0: r.r0, data_out: kind.has_packet().then_some(r.data_out), maps }))
     };
-    let Some((vm_a, a)) = run(false, None) else { return false };
-    let Some((_vm_b, b)) = run(true, Some(&vm_a)) else { return false };
+    // The first Vm stays alive during the second run, so their maps get other addresses.
+    let Some((_vm_a, a)) = run(false) else { return false };
+    let Some((_vm_b, b)) = run(true) else { return false };
     !kops_vm::compare::differences(&a, &b, false).is_empty()
+}
+
+/// A fresh Vm of userspace runtime `name` with `prog` loaded. One verifier per object is
+/// shared by these Vms, so each program is verified once, not once per input.
+fn load_vm(name: &str, obj: &Object, prog: &Program, verifier: &Rc<dyn kops_vm::Verifier>) -> Result<(Vm, kops_vm::ProgId), String> {
+    let vm = Vm::with_verifier(Some(obj), vm_engine(name)?, Box::new(verifier.clone()))
+        .map_err(|e| format!("setting up the object: {e}"))?;
+    let id = vm.load(&prog.name).map_err(|e| format!("load: {e}"))?;
+    Ok((vm, id))
 }
 
 /// One program on one runtime.
@@ -100,14 +109,11 @@ impl Runtime<'_> {
     pub(super) fn check_load(&self) -> Result<(), String> {
         match self {
             Runtime::Kernel { .. } => Ok(()),
-            Runtime::Vm { name, obj, prog, verifier } => {
-                let engine = vm_engine(name)?;
-                let vm = Vm::with_verifier(Some(obj), engine, Box::new(verifier.clone()))
-                    .map_err(|e| format!("setting up the object: {e}"))?;
-                vm.load(&prog.name).map(|_| ()).map_err(|e| format!("load: {e}"))
-            }
+            Runtime::Vm { name, obj, prog, verifier } => load_vm(name, obj, prog, verifier).map(|_| ()),
         }
     }
+
+
 
     pub(super) fn run(&self, input: &ProgInput, compare: &[String]) -> Result<RunOutcome, KernelError> {
         match self {
@@ -156,20 +162,10 @@ impl Runtime<'_> {
                 }))
             }
             Runtime::Vm { name, obj, prog, verifier } => {
-                let engine = match vm_engine(name) {
-                    Ok(e) => e,
-                    Err(e) => return Ok(RunOutcome::Failed(e)),
-                };
                 // A fresh Vm per input: maps exactly as the object defines them.
-                // One verifier per object, shared by these Vms: each program is verified
-                // once, not once per input.
-                let vm = match Vm::with_verifier(Some(obj), engine, Box::new(verifier.clone())) {
+                let (vm, id) = match load_vm(name, obj, prog, verifier) {
                     Ok(v) => v,
-                    Err(e) => return Ok(RunOutcome::Failed(format!("setting up the object: {e}"))),
-                };
-                let id = match vm.load(&prog.name) {
-                    Ok(id) => id,
-                    Err(e) => return Ok(RunOutcome::Failed(format!("load: {e}"))),
+                    Err(e) => return Ok(RunOutcome::Failed(e)),
                 };
                 let r = match vm.run(id, input) {
                     Ok(r) => r,
