@@ -230,7 +230,7 @@ fn prepare_inner(files: &[String], o: &SuiteOptions, progress: impl Fn(&str)) ->
     let mut described = Vec::new();
     for f in files {
         progress(f);
-        let obj = match Object::load(f).map_err(|e| e.to_string()).and_then(|mut obj| obj.resolve_prog_types(o.prog_type.as_deref(), None).map(|_| obj)) {
+        let obj = match Object::load(f).map_err(|e| e.to_string()).and_then(|mut obj| obj.resolve_prog_types(o.prog_type.as_deref()).map(|_| obj)) {
             Ok(obj) => obj,
             Err(e) => {
                 out.skip(&ProgId::new(f, "*"), "*", format!("cannot load the object: {e}"));

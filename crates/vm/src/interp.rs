@@ -602,6 +602,9 @@ impl<'a> Machine<'a> {
             };
             return Err(self.err_exec(format!("call to unknown helper {what}")));
         };
+        if h.id == helpers::kfuncs::THROW {
+            return Ok(self.throw());
+        }
         self.check_helper_args(h.id)?;
         let r = &self.reg;
         let r0 = (h.func)(r[1], r[2], r[3], r[4], r[5]);
@@ -613,6 +616,22 @@ impl<'a> Machine<'a> {
             return Ok(Flow::Exit(0));
         }
         Ok(Flow::Next)
+    }
+
+    /// `bpf_throw(r1)`: back on the main frame (of the program running there), then its
+    /// exception callback with r1 = cookie, or the cookie as the result.
+    fn throw(&mut self) -> Flow {
+        let cookie = self.reg[1];
+        if let Some(f) = self.frames.first() {
+            self.reg[10] = f.saved_fp;
+            let p = f.prog.clone();
+            self.set_prog(p);
+        }
+        self.frames.clear();
+        match self.prog.exception_cb {
+            Some(cb) => Flow::Jump(cb),
+            None => Flow::Exit(cookie),
+        }
     }
 
     fn tail_call(&mut self) -> R<Flow> {

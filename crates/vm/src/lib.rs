@@ -185,6 +185,9 @@ pub struct ProgImage<'a> {
     pub helpers: &'a HelperTable,
     /// Conformance-suite conventions (helper 5 = unwind, callx).
     pub conformance: bool,
+    /// Start slot of the program's exception callback in `insns` (`__exception_cb`):
+    /// where `bpf_throw` ([`helpers::kfuncs::THROW`]) continues.
+    pub exception_cb: Option<usize>,
     /// The verifier's acceptance of exactly these `insns` ([`Engine::native`] engines
     /// refuse images without it).
     pub verified: Option<&'a Verified>,
@@ -342,6 +345,8 @@ pub struct LoadedProg {
     pub subprogs: Vec<Subprog>,
     pub helpers: HelperTable,
     pub conformance: bool,
+    /// See [`ProgImage::exception_cb`].
+    pub exception_cb: Option<usize>,
     /// Kinsn sites of the program as given (0 when it has none).
     pub kinsn_sites: usize,
     /// When the runtime lowered the sites for the engine ([`KinsnSupport::Lower`]):
@@ -362,6 +367,7 @@ impl LoadedProg {
             subprogs: &self.subprogs,
             helpers: &self.helpers,
             conformance: self.conformance,
+            exception_cb: self.exception_cb,
             verified: self.verified.as_ref(),
         }
     }
@@ -461,10 +467,7 @@ impl Vm {
         let p = obj
             .program(name)
             .or_else(|| obj.programs.iter().find(|p| p.section == name))
-            .ok_or_else(|| {
-                let names: Vec<&str> = obj.programs.iter().map(|p| p.name.as_str()).collect();
-                VmError::Setup(format!("{}: no program `{name}` (programs: {})", obj.path, names.join(", ")))
-            })?;
+            .ok_or_else(|| VmError::Setup(format!("{}: {}", obj.path, obj.missing_program(name))))?;
         if let Some(i) = self.progs.borrow().iter().position(|q| q.name == p.name) {
             return Ok(ProgId(i));
         }
@@ -578,6 +581,14 @@ impl Vm {
         if crate::interp::tail_calls_from_callee(&insns) {
             self.shared.deep_stack.set(true);
         }
+        // The exception callback the object declares for this program, by name: its start
+        // in the final instructions (after lowering).
+        let exception_cb = self
+            .object
+            .as_ref()
+            .and_then(|o| o.exception_callbacks.iter().find(|(prog, _)| *prog == p.name))
+            .and_then(|(_, cb)| subprogs.iter().find(|s| s.name == *cb))
+            .map(|s| s.start);
         let mut lp = LoadedProg {
             name: name.to_string(),
             prog_type,
@@ -586,6 +597,7 @@ impl Vm {
             subprogs,
             helpers,
             conformance,
+            exception_cb,
             kinsn_sites,
             lowering,
             verified: None,

@@ -197,7 +197,7 @@ fn run_kernel(args: &Args, obj: &Object, name: &str) -> Result<u8> {
     let p = obj
         .program(name)
         .or_else(|| obj.programs.iter().find(|p| p.section == name))
-        .with_context(|| format!("{}: no program `{name}`", args.file.display()))?;
+        .with_context(|| format!("{}: {}", args.file.display(), obj.missing_program(name)))?;
     let ctx = CtxKind::for_prog_type(p.prog_type);
     let input = input_for(args, ctx)?;
     let btf = kops_kernel::KernelBtf::for_object(obj).unwrap_or(None);
@@ -261,7 +261,7 @@ pub fn run(args: Args) -> Result<u8> {
             bail!("{}: --prog is required (programs: {})", args.file.display(), names.join(", "));
         }
     };
-    obj.resolve_prog_types(args.prog_type.as_deref(), Some(&[name.as_str()])).map_err(anyhow::Error::msg)?;
+    obj.resolve_prog_types(args.prog_type.as_deref()).map_err(anyhow::Error::msg)?;
     // CO-RE and externs depend on the running kernel (see kops_kernel::core).
     let obj = if obj.needs_relocation() { kops_kernel::core::relocate(&obj)? } else { obj };
     if args.runtime == "kernel" {

@@ -199,6 +199,9 @@ impl Cx<'_> {
                 return self.emit_tail_call(mode);
             }
         }
+        if self.opts().throw.is_some_and(|t| t.helper == i.imm) {
+            return self.emit_throw();
+        }
         let addr = self.p.res.helper(i.imm).ok_or_else(|| self.err(format!("unknown helper {}", i.imm)))?;
         match self.opts().call_mode {
             CallMode::Rel32 => {
@@ -223,6 +226,23 @@ impl Cx<'_> {
             let rel = self.rel(6, |l| Ok(l.unwind_stub))?;
             self.a.jcc_rel32(Cond::E, rel);
         }
+        Ok(())
+    }
+
+    /// `bpf_throw` ([`crate::Throw`]): back to the main frame's stack pointer (r12), call
+    /// the exception callback with the cookie still in rdi (r1), or take the cookie as r0,
+    /// then leave through the unwind stub, which restores the main frame's registers.
+    fn emit_throw(&mut self) -> Result<(), JitError> {
+        self.a.mov_rr(Width::W64, Reg::Rsp, UNWIND_REG);
+        match self.p.exception_cb {
+            Some(cb) => {
+                let rel = self.rel(5, |l| l.func_at.get(cb).copied().flatten().ok_or_else(|| self.err("the exception callback is not a function start")))?;
+                self.a.call_rel32(rel);
+            }
+            None => self.a.mov_rr(Width::W64, Reg::Rax, Reg::Rdi),
+        }
+        let rel = self.rel(5, |l| Ok(l.unwind_stub))?;
+        self.a.jmp_rel32(rel);
         Ok(())
     }
 

@@ -34,7 +34,18 @@ pub const KFUNCS: &[HelperDef] = &[
     HelperDef { id: KFUNC_BASE + 5, name: "bpf_skb_ct_lookup", func: k_ct_lookup },
     HelperDef { id: KFUNC_BASE + 6, name: "bpf_ct_release", func: k_ct_release },
     HelperDef { id: KFUNC_BASE + 7, name: "bpf_dynptr_size", func: k_dynptr_size },
+    HelperDef { id: THROW, name: "bpf_throw", func: k_throw },
 ];
+
+/// `bpf_throw(cookie)`: the engines do not call this function; each lowers the call
+/// itself: the program's frames are dropped and its exception callback runs with r1 =
+/// cookie on the main frame, its r0 being the program's result; without a callback
+/// (`__exception_cb`) the result is the cookie, like the kernel's default callback.
+pub const THROW: u32 = KFUNC_BASE + 8;
+
+extern "C" fn k_throw(_: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+    with_state((-errno::EINVAL) as u64, |st| fault(st, "bpf_throw reached as a plain call (the engine must unwind it)".into()))
+}
 
 /// Stands for a weak kfunc call that libbpf poisoned (the kernel lacks the kfunc): the
 /// verifier proved it unreachable, so reaching it is a fault.

@@ -197,16 +197,26 @@ fn diff_object(
     totals: &mut Totals,
 ) -> Result<(), KernelError> {
     let mut obj = Object::load(path).map_err(|e| KernelError::Invalid(e.to_string()))?;
-    let only: Vec<&str> = a.prog.iter().map(String::as_str).collect();
-    obj.resolve_prog_types(a.prog_type.as_deref(), a.prog.is_some().then_some(&only[..])).map_err(KernelError::Invalid)?;
+    obj.resolve_prog_types(a.prog_type.as_deref()).map_err(KernelError::Invalid)?;
     let obj = if obj.needs_relocation() { kops_kernel::core::relocate(&obj)? } else { obj };
     println!("== {path}");
     let progs: Vec<&Program> = match &a.prog {
         Some(n) => obj.programs.iter().filter(|p| &p.name == n).collect(),
         None => obj.programs.iter().collect(),
     };
-    if progs.is_empty() {
-        return Err(KernelError::Invalid(format!("{path}: no program to test")));
+    let broken = super::broken_programs(&obj, a.prog.as_deref());
+    if progs.is_empty() && broken.is_empty() {
+        return Err(KernelError::Invalid(match &a.prog {
+            Some(n) => format!("{path}: {}", obj.missing_program(n)),
+            None => format!("{path}: no program to test"),
+        }));
+    }
+    // Programs our loader could not build are not run, with the loader's reason.
+    for b in &broken {
+        totals.programs += 1;
+        totals.not_run += 1;
+        println!("{}: not run", b.name);
+        println!("  loader: {}", b.error);
     }
     let uses_kernel = names.iter().any(|n| n == "kernel");
     let verifier: Rc<dyn kops_vm::Verifier> = Rc::from(super::run::verifier(a.unverified));
@@ -533,6 +543,29 @@ mod tests {
         assert_eq!(diff(Some("fine")), 0);
         assert_eq!(diff(Some("realm")), 1, "a helper the runtimes lack");
         assert_eq!(diff(Some("ops")), 1, "sockops: no BPF_PROG_TEST_RUN");
+        assert_eq!(diff(None), 1);
+    }
+
+    /// bpf_throw with and without an exception callback agrees with the kernel on every
+    /// runtime; the object's program that our loader cannot build is "not run" (exit 1)
+    /// while the others still run.
+    #[test]
+    fn exceptions_and_a_broken_program() {
+        kops_kernel::require_kernel!();
+        let o = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../vm/tests/data/rt_throw.bpf.o");
+        let o = o.display().to_string();
+        let diff = |prog: Option<&str>| {
+            // IMIX has packets over and under 100 bytes: both paths of throw_cb run.
+            let mut a = args(&["kops", "diff", "--traffic", "imix", "--inputs", "40", "--runtimes", "kernel,interp,jit,kops"]);
+            if let Some(p) = prog {
+                a.extend(args(&["--prog", p]));
+            }
+            a.push(o.clone());
+            crate::run_cli(&a)
+        };
+        assert_eq!(diff(Some("throw_cb")), 0);
+        assert_eq!(diff(Some("throw_default")), 0);
+        assert_eq!(diff(Some("bad_jump")), 1);
         assert_eq!(diff(None), 1);
     }
 
