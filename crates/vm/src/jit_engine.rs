@@ -654,6 +654,37 @@ mod tests {
         }
     }
 
+    /// `may_goto` falls through 8M times (BPF_MAX_LOOPS) per function call, then jumps:
+    /// a loop that only may_goto ends counts 8388608 in a subprogram called twice (each call
+    /// its own counter), and the main function's counter is separate from both.
+    #[test]
+    fn may_goto_counts_per_call() {
+        use kops_isa::op;
+        let may_goto = |off: i16| Insn::new(op::JMP | kops_isa::decode::JCOND, 0, 0, off, 0);
+        let p = vec![
+            Insn::mov64_imm(6, 0),                     // 0
+            may_goto(2),                               // 1: main's own loop, 8M times
+            Insn::alu64_imm(op::ADD, 6, 1),            // 2
+            Insn::ja(-3),                              // 3
+            Insn::new(op::JMP | op::CALL, 0, 1, 0, 5), // 4: call f (slot 10)
+            Insn::alu64_reg(op::ADD, 6, 0),            // 5
+            Insn::new(op::JMP | op::CALL, 0, 1, 0, 3), // 6: call f
+            Insn::alu64_reg(op::ADD, 6, 0),            // 7
+            Insn::alu64_reg(op::MOV, 0, 6),            // 8
+            Insn::exit(),                              // 9
+            // f: count until may_goto jumps
+            Insn::mov64_imm(0, 0),                     // 10
+            may_goto(2),                               // 11
+            Insn::alu64_imm(op::ADD, 0, 1),            // 12
+            Insn::ja(-3),                              // 13
+            Insn::exit(),                              // 14
+        ];
+        let want = 3 * 8 * 1024 * 1024;
+        let jit = crate::run_conformance_with(&p, &[], Some(Box::new(JitEngine::new().unwrap())), test_gate()).unwrap();
+        let int = crate::run_conformance(&p, &[], None).unwrap();
+        assert_eq!((jit, int), (want, want));
+    }
+
     /// A packet for the bundled programs: Ethernet + IPv4/IPv6/VLAN/other + TCP/UDP/ICMP +
     /// payload, with random fields (lengths consistent or not, on purpose).
     fn packet(rng: &mut kops_jit_tools::gen::Rng) -> Vec<u8> {

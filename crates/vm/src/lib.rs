@@ -283,6 +283,10 @@ impl RunEnv<'_> {
     }
 }
 
+/// The interpreter's instruction budget for programs with `may_goto`, at least: a loop
+/// that only may_goto ends falls through [`interp::MAY_GOTO_LOOPS`] times per call.
+pub const MAY_GOTO_BUDGET: u64 = 12 * interp::MAY_GOTO_LOOPS;
+
 /// Run options.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VmOptions {
@@ -347,6 +351,8 @@ pub struct LoadedProg {
     pub conformance: bool,
     /// See [`ProgImage::exception_cb`].
     pub exception_cb: Option<usize>,
+    /// The program has `may_goto` (its interpreter budget is [`MAY_GOTO_BUDGET`]).
+    pub may_goto: bool,
     /// Kinsn sites of the program as given (0 when it has none).
     pub kinsn_sites: usize,
     /// When the runtime lowered the sites for the engine ([`KinsnSupport::Lower`]):
@@ -589,6 +595,7 @@ impl Vm {
             .and_then(|o| o.exception_callbacks.iter().find(|(prog, _)| *prog == p.name))
             .and_then(|(_, cb)| subprogs.iter().find(|s| s.name == *cb))
             .map(|s| s.start);
+        let may_goto = insns.iter().any(|i| i.code == op::JMP | kops_isa::decode::JCOND);
         let mut lp = LoadedProg {
             name: name.to_string(),
             prog_type,
@@ -598,6 +605,7 @@ impl Vm {
             helpers,
             conformance,
             exception_cb,
+            may_goto,
             kinsn_sites,
             lowering,
             verified: None,
@@ -678,6 +686,17 @@ impl Vm {
         let mut pc = 0;
         while pc < n {
             let i = insns[pc];
+            if !conformance && interp::writes_r10(&i) && !i.is_ld_imm64() {
+                // The kernel verifier accepts a write to r10 only in code it proved
+                // unreachable (and removes). Native engines run only verified programs and
+                // the interpreter checks at run time: either way it becomes a call that
+                // faults, naming the cause, if it is ever reached.
+                let def = helpers::kfuncs::unreachable_code();
+                helpers::kfuncs::add(helpers, def);
+                insns[pc] = Insn::new(op::JMP | op::CALL, 0, 0, 0, def.id as i32);
+                pc += 1;
+                continue;
+            }
             interp::validate(&i, conformance).map_err(|m| err(pc, m))?;
             if i.is_ld_imm64() {
                 let lo = |a: u64| a as u32 as i32;
@@ -947,7 +966,9 @@ impl Vm {
             skb: helpers::net::SkbModel::for_run(p.ctx, rc.buffer_range()),
             net: &self.net,
         };
-        let env = RunEnv { vm: self, ctx: &rc, prog, budget: self.options.budget, executed: Cell::new(None) };
+        // A loop that only may_goto ends runs MAY_GOTO_LOOPS times per call: room for that.
+        let budget = if p.may_goto { self.options.budget.max(MAY_GOTO_BUDGET) } else { self.options.budget };
+        let env = RunEnv { vm: self, ctx: &rc, prog, budget, executed: Cell::new(None) };
         let n = repeat.max(1);
         let (r, elapsed) = {
             let _g = RunGuard::install(&mut st);

@@ -87,6 +87,8 @@ struct Func {
     end: usize,
     is_subprog: bool,
     depth: u32,
+    /// The function has `may_goto`: its counter is the lowest 8 bytes of `depth`.
+    may_goto: bool,
     /// Which of rbx, r13, r14, r15 (BPF r6..r9) the function uses.
     callee_used: [bool; 4],
     tail_call_reachable: bool,
@@ -524,13 +526,19 @@ fn functions(insns: &[Insn], second: &[bool], orig: &[usize], starts: &[usize], 
                 }
             }
         }
-        let depth = opts.stack_depth.unwrap_or_else(|| stack::stack_depth(insns, s, e, second, opts.verified));
+        let mut depth = opts.stack_depth.unwrap_or_else(|| stack::stack_depth(insns, s, e, second, opts.verified));
+        // may_goto's counter gets 8 more bytes below the function's own stack.
+        let may_goto = (s..e).any(|k| !second[k] && insns[k].code == op::JMP | kops_isa::decode::JCOND);
+        if may_goto {
+            depth = depth.div_ceil(8) * 8 + 8;
+        }
         let n = e - s;
         funcs.push(Func {
             start: s,
             end: e,
             is_subprog: fi > 0,
             depth,
+            may_goto,
             callee_used: used,
             tail_call_reachable: false,
             addrs: (0..=n as i64).map(|k| (k + 1) * 64).collect(),

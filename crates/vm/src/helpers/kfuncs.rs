@@ -47,6 +47,16 @@ extern "C" fn k_throw(_: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
     with_state((-errno::EINVAL) as u64, |st| fault(st, "bpf_throw reached as a plain call (the engine must unwind it)".into()))
 }
 
+/// Stands for an instruction of a verified program that writes r10: the verifier accepts
+/// it only as code it proved unreachable (and removes), so reaching it is a fault.
+pub fn unreachable_code() -> HelperDef {
+    HelperDef { id: KFUNC_BASE + 0xfd, name: "unreachable_code", func: k_unreachable }
+}
+
+extern "C" fn k_unreachable(_: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+    with_state((-errno::EINVAL) as u64, |st| fault(st, "an instruction that writes r10, in code the kernel verifier proved unreachable, was reached".into()))
+}
+
 /// Stands for a weak kfunc call that libbpf poisoned (the kernel lacks the kfunc): the
 /// verifier proved it unreachable, so reaching it is a fault.
 pub fn poisoned() -> HelperDef {

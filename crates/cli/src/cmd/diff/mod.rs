@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::rc::Rc;
 
 use kops_kernel::{KernelBtf, KernelError, MapSet};
-use kops_object::{map_type, Object, Program};
+use kops_object::{attach_type, map_type, Object, Program};
 use kops_bench::packet::gen_input;
 use kops_rng::Rng;
 
@@ -288,7 +288,29 @@ fn diff_object(
                         continue;
                     }
                 };
-                match kops_kernel::load_object_program(&obj, &kf.prog, &kf.prog.insns, maps, btf.as_ref(), 0) {
+                let mut loaded = kops_kernel::load_object_program(&obj, &kf.prog, &kf.prog.insns, maps, btf.as_ref(), 0);
+                // BPF_PROG_TEST_RUN refuses XDP programs for devmap/cpumap entries (EINVAL):
+                // verified with their own attach type above, they run as plain XDP.
+                let at = kf.prog.expected_attach_type;
+                if loaded.is_ok() && (at == attach_type::XDP_DEVMAP || at == attach_type::XDP_CPUMAP) {
+                    let mut plain = kf.prog.clone();
+                    plain.expected_attach_type = 0;
+                    loaded = kops_kernel::load_object_program(&obj, &plain, &plain.insns, maps, btf.as_ref(), 0).map_err(|e| {
+                        KernelError::Invalid(format!(
+                            "the kernel does not test-run xdp programs for {} entries, and as a plain XDP program the verifier rejects it: {}",
+                            if at == attach_type::XDP_DEVMAP { "devmap" } else { "cpumap" },
+                            e.to_string().lines().next().unwrap_or("")
+                        ))
+                    });
+                    if loaded.is_ok() {
+                        println!(
+                            "  note: `{}`: the kernel does not test-run xdp programs for {} entries; its runs are of the same instructions loaded as plain XDP",
+                            p.name,
+                            if at == attach_type::XDP_DEVMAP { "devmap" } else { "cpumap" }
+                        );
+                    }
+                }
+                match loaded {
                     Ok(prog) => {
                         // Whatever earlier programs of the object left in the maps goes.
                         maps.reset()?;
