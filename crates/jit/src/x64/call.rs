@@ -31,6 +31,12 @@ pub(super) fn pop_callee(used: &[bool; 4], a: &mut Asm) {
 /// `BPF_MAX_LOOPS`), then jumps.
 const MAY_GOTO_LOOPS: i32 = 8 * 1024 * 1024;
 
+/// The `may_goto` counter's distance below rbp: the lowest 8 bytes of a frame of `depth`
+/// (which [`super::functions`] grew by 8 for it).
+pub(super) fn may_goto_slot(depth: u32) -> i32 {
+    (depth.div_ceil(8) * 8) as i32
+}
+
 /// `LOAD_TAIL_CALL_CNT_PTR`: mov rax, [rbp - round_up(depth, 8) - 16].
 fn load_tcc_ptr(f: &Func, a: &mut Asm) {
     a.load64_disp32(Reg::Rax, Reg::Rbp, -16 - (f.depth.div_ceil(8) * 8) as i32);
@@ -51,7 +57,7 @@ impl Program<'_> {
             a.alu_ri32(Alu::Sub, Width::W64, Reg::Rsp, f.depth.div_ceil(8) as i32 * 8);
         }
         if f.may_goto {
-            a.store_imm(Size::S64, Mem::new(Reg::Rbp, -super::jmp::may_goto_slot(f.depth)), MAY_GOTO_LOOPS);
+            a.store_imm(Size::S64, Mem::new(Reg::Rbp, -may_goto_slot(f.depth)), MAY_GOTO_LOOPS);
         }
         if f.tail_call_reachable {
             if !f.is_subprog {

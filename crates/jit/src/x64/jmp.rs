@@ -6,14 +6,10 @@ use kops_isa::decode::JCOND;
 use kops_isa::op;
 use kops_x86::{is_simm32, Alu, Cond, Mem, Reg, Size, Width};
 
+use super::call::may_goto_slot;
 use super::{cond_of, Cx};
 use crate::{JitError, AUX_REG, UNWIND_REG};
 
-/// The `may_goto` counter's distance below rbp: the lowest 8 bytes of a frame of `depth`
-/// (which [`super::functions`] grew by 8 for it).
-pub(super) fn may_goto_slot(depth: u32) -> i32 {
-    (depth.div_ceil(8) * 8) as i32
-}
 
 /// Signed 8-bit jump offsets only up to 123, as the kernel's `is_imm8_jmp_offset` (a
 /// bigger limit can keep the convergence loop from terminating).
