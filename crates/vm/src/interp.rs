@@ -706,6 +706,8 @@ impl<'a> Machine<'a> {
             k if k >= helpers::kfuncs::KFUNC_BASE => match k - helpers::kfuncs::KFUNC_BASE {
                 0 | 1 => mem(r[3], 16, true),
                 2 | 3 | 7 => mem(r[1], 16, false),
+                // bpf_iter_num_*: the iterator, 8 stack bytes.
+                9..=11 => mem(r[1], 8, true),
                 _ => Ok(()),
             },
             helpers::MAP_LOOKUP_ELEM | helpers::MAP_DELETE_ELEM => {

@@ -568,11 +568,12 @@ mod tests {
         assert_eq!(diff(None), 1);
     }
 
-    /// bpf_throw with and without an exception callback agrees with the kernel on every
+    /// bpf_throw with and without an exception callback, and the bpf_iter_num kfuncs, agree
+    /// with the kernel on every
     /// runtime; the object's program that our loader cannot build is "not run" (exit 1)
     /// while the others still run.
     #[test]
-    fn exceptions_and_a_broken_program() {
+    fn exceptions_iterators_and_a_broken_program() {
         kops_kernel::require_kernel!();
         let o = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../vm/tests/data/rt_throw.bpf.o");
         let o = o.display().to_string();
@@ -586,6 +587,9 @@ mod tests {
             crate::run_cli(&a)
         };
         assert_eq!(diff(Some("throw_cb")), 0);
+        let iter = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../vm/tests/data/rt_iter.bpf.o");
+        let a = args(&["kops", "diff", "--traffic", "imix", "--inputs", "40", "--runtimes", "kernel,interp,jit,kops", &iter.display().to_string()]);
+        assert_eq!(crate::run_cli(&a), 0, "bpf_iter_num kfuncs");
         assert_eq!(diff(Some("throw_default")), 0);
         assert_eq!(diff(Some("bad_jump")), 1);
         assert_eq!(diff(None), 1);
