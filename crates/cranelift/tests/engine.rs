@@ -1,0 +1,268 @@
+//! The Cranelift engine against the interpreter: the conformance suite, random programs,
+//! tail calls, legacy packet loads, kinsn sites (lowered), the verifier gate and bad input.
+
+use kops_cranelift::CraneliftEngine;
+use kops_isa::conformance::TestFile;
+use kops_isa::{op, Insn};
+use kops_vm::{CtxKind, Engine, HelperTable, ProgInput, Vm, VmError};
+
+/// These tests run programs that are safe by construction (the suite, generated programs,
+/// hand-written ones); the gate itself is tested in `gate_refuses_unverified_images`.
+fn test_gate() -> Box<dyn kops_vm::Verifier> {
+    Box::new(kops_vm::Unverified::quiet())
+}
+
+fn cranelift() -> Box<dyn Engine> {
+    Box::new(CraneliftEngine::new())
+}
+
+/// Every file of the suite; expected r0 from the file. 313 passed, 0 failed.
+#[test]
+fn conformance_suite_on_cranelift() {
+    let Some(files) = kops_isa::conformance::suite_files_for_test() else { return };
+    let mut failures = Vec::new();
+    for f in &files {
+        let name = f.file_name().unwrap().to_string_lossy().to_string();
+        let t = TestFile::parse(&std::fs::read_to_string(f).unwrap()).unwrap();
+        let expected = t.result.expect("expected result");
+        match kops_vm::run_conformance_with(&t.insns, &t.mem, Some(cranelift()), test_gate()) {
+            Ok(r0) if r0 == expected => {}
+            Ok(r0) => failures.push(format!("{name}: r0 = {r0:#x}, expected {expected:#x}")),
+            Err(e) => failures.push(format!("{name}: {e}")),
+        }
+    }
+    for f in &failures {
+        eprintln!("FAIL {f}");
+    }
+    println!("{} passed, {} failed", files.len() - failures.len(), failures.len());
+    assert!(failures.is_empty(), "{} conformance failures", failures.len());
+    assert_eq!(files.len(), 313);
+}
+
+/// The suite once more without Cranelift's optimizer: the translation alone is right.
+#[test]
+fn conformance_suite_unoptimized() {
+    let Some(files) = kops_isa::conformance::suite_files_for_test() else { return };
+    for f in &files {
+        let t = TestFile::parse(&std::fs::read_to_string(f).unwrap()).unwrap();
+        let e = Box::new(CraneliftEngine::with_opt(kops_cranelift::OptLevel::None));
+        let r0 = kops_vm::run_conformance_with(&t.insns, &t.mem, Some(e), test_gate()).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        assert_eq!(Some(r0), t.result, "{}", f.display());
+    }
+}
+
+/// Run `insns` on `engine` with the generator's buffer; (r0, buffer after).
+fn run_on(engine: Box<dyn Engine>, insns: &[Insn], buf: &[u8]) -> Result<(u64, Vec<u8>), VmError> {
+    let vm = Vm::with_verifier(None, engine, test_gate())?;
+    let id =
+        vm.load_insns("gen", insns.to_vec(), Vec::new(), kops_object::ProgType::Unspec, CtxKind::Mem, HelperTable::conformance(), true)?;
+    let r = vm.run(id, &ProgInput { data: buf.to_vec(), ctx: None })?;
+    Ok((r.r0, r.data_out))
+}
+
+/// Random programs (kops_jit_tools::gen: every ALU width and opcode, loads, stores,
+/// atomics, jumps, loops, calls): r0 and the buffer (every register and the stack at
+/// exit) exactly as the interpreter. 1500 programs; `KOPS_CRANELIFT_PROPTEST=N` for more.
+#[test]
+fn random_programs_match_interpreter() {
+    let count: u64 = std::env::var("KOPS_CRANELIFT_PROPTEST").ok().and_then(|v| v.parse().ok()).unwrap_or(1500);
+    let mut failures = Vec::new();
+    for seed in 0..count {
+        let mut rng = kops_jit_tools::gen::Rng::new(seed);
+        let size = 10 + rng.below(60) as usize;
+        let prog = kops_jit_tools::gen::program(&mut rng, size);
+        let buf: Vec<u8> = (0..kops_jit_tools::gen::BUF_SIZE).map(|_| rng.next() as u8).collect();
+        let want = run_on(Box::new(kops_vm::interp::Interp), &prog, &buf);
+        let got = run_on(cranelift(), &prog, &buf);
+        match (want, got) {
+            (Ok(w), Ok(g)) if w == g => {}
+            (Ok(w), Ok(g)) => {
+                let first = w.1.iter().zip(&g.1).position(|(a, b)| a != b);
+                failures.push(format!("seed {seed}: interp r0={:#x} cranelift r0={:#x}, first buffer difference at {first:?}", w.0, g.0));
+            }
+            (Err(e), _) => failures.push(format!("seed {seed}: the interpreter rejects the generated program: {e}")),
+            (_, Err(e)) => failures.push(format!("seed {seed}: cranelift failed: {e}")),
+        }
+        if failures.len() > 10 {
+            break;
+        }
+    }
+    for f in &failures {
+        eprintln!("{f}");
+    }
+    assert!(failures.is_empty(), "{} of {count} random programs differ", failures.len());
+}
+
+fn tail_object() -> kops_object::Object {
+    use kops_object::{MapDef, MapOrigin, Object};
+    Object::empty("tail-test", vec![MapDef::new("jmp", MapOrigin::Btf, kops_object::map_type::PROG_ARRAY, 4, 4, 4)])
+}
+
+/// `buf[0] += 1; tail_call(ctx, jmp, index); return stack + 2` with a spilled value.
+fn tail_caller(index: i32) -> Vec<Insn> {
+    let mut p = vec![
+        Insn::mov64_reg(6, 1),
+        Insn::st(op::DW, 10, -16, 5),
+        Insn::ldx(op::DW, 2, 6, 0),
+        Insn::alu64_imm(op::ADD, 2, 1),
+        Insn::stx(op::DW, 6, 2, 0),
+        Insn::mov64_reg(1, 6),
+    ];
+    p.extend(Insn::ld_imm64(2, op::PSEUDO_MAP_IDX, 0));
+    p.extend([
+        Insn::mov64_imm(3, index),
+        Insn::call_helper(12),
+        Insn::ldx(op::DW, 0, 10, -16),
+        Insn::alu64_imm(op::ADD, 0, 2),
+        Insn::exit(),
+    ]);
+    p
+}
+
+/// (r0, buf[0]) after running the caller with slot 0 = `target` (0: a callee returning
+/// 42, 1: the caller itself).
+fn tail_run(engine: Box<dyn Engine>, index: i32, target: usize) -> (u64, u64) {
+    let obj = tail_object();
+    let vm = Vm::with_verifier(Some(&obj), engine, test_gate()).unwrap();
+    let load = |name: &str, insns: Vec<Insn>| {
+        vm.load_insns(name, insns, Vec::new(), kops_object::ProgType::Unspec, CtxKind::Mem, HelperTable::kernel(), false).unwrap()
+    };
+    let b = load("callee", vec![Insn::mov64_imm(0, 42), Insn::exit()]);
+    let a = load("caller", tail_caller(index));
+    vm.set_prog_array(0, 0, Some(if target == 0 { b } else { a })).unwrap();
+    let r = vm.run(a, &ProgInput { data: vec![0; 8], ctx: None }).unwrap();
+    (r.r0, u64::from_le_bytes(r.data_out[..8].try_into().unwrap()))
+}
+
+/// Taken, empty-slot, out-of-range and self tail calls (33 at most) as on the interpreter.
+#[test]
+fn tail_calls_match_interpreter() {
+    for (index, target) in [(0, 0), (1, 0), (7, 0), (0, 1)] {
+        let want = tail_run(Box::new(kops_vm::interp::Interp), index, target);
+        let got = tail_run(cranelift(), index, target);
+        assert_eq!(got, want, "index {index} target {target}");
+    }
+    // Hand-computed: the callee's 42; an empty slot falls through to 5 + 2; the self call
+    // runs 1 + 33 times before falling through.
+    assert_eq!(tail_run(cranelift(), 0, 0), (42, 1));
+    assert_eq!(tail_run(cranelift(), 1, 0), (7, 1));
+    assert_eq!(tail_run(cranelift(), 0, 1), (7, 34));
+}
+
+/// LD_ABS / LD_IND on tc and socket-filter contexts, in and out of range, against the
+/// interpreter (and two hand-computed values).
+#[test]
+fn legacy_packet_loads_match_interpreter() {
+    let ld_abs = |sz: u8, imm: i32| Insn::new(op::LD | op::ABS | sz, 0, 0, 0, imm);
+    let ld_ind = |sz: u8, src: u8, imm: i32| Insn::new(op::LD | op::IND | sz, 0, src, 0, imm);
+    let prog = |abs_off: i32, ind_off: i32| {
+        vec![
+            Insn::mov64_reg(6, 1),
+            Insn::mov64_imm(7, 0),
+            ld_abs(op::H, 12),
+            Insn::mov64_reg(7, 0),
+            Insn::alu64_imm(op::LSH, 7, 32),
+            Insn::mov64_imm(8, 2),
+            ld_ind(op::B, 8, abs_off),
+            Insn::alu64_reg(op::OR, 7, 0),
+            ld_abs(op::W, ind_off),
+            Insn::alu64_imm(op::LSH, 0, 8),
+            Insn::alu64_reg(op::XOR, 0, 7),
+            Insn::exit(),
+        ]
+    };
+    let run = |engine: Box<dyn Engine>, insns: &[Insn], tc: bool, pkt: &[u8]| -> u64 {
+        let vm = Vm::with_verifier(None, engine, test_gate()).unwrap();
+        let pt = if tc { kops_object::ProgType::SchedCls } else { kops_object::ProgType::SocketFilter };
+        let id = vm.load_insns("ldabs", insns.to_vec(), Vec::new(), pt, CtxKind::for_prog_type(pt), HelperTable::kernel(), false).unwrap();
+        vm.run(id, &ProgInput::packet(pkt)).unwrap().r0
+    };
+    let pkt: Vec<u8> = (0u8..64).collect();
+    let want = ((0x0c0du64 << 32) | 6) ^ (0x0809_0a0bu64 << 8);
+    assert_eq!(run(cranelift(), &prog(4, 8), true, &pkt), want);
+    assert_eq!(run(cranelift(), &prog(4, 62), true, &pkt), 0);
+    let offs = [0, 1, 13, 60, 100, 1500, -1, -0x10_0000, -0x10_0000 + 3, -0x20_0000, -0x20_0000 + 13, -0x30_0000];
+    for &a in &offs {
+        for &b in &offs {
+            for tc in [false, true] {
+                let i = run(Box::new(kops_vm::interp::Interp), &prog(a, b), tc, &pkt);
+                let j = run(cranelift(), &prog(a, b), tc, &pkt);
+                assert_eq!(i, j, "offsets {a} {b} tc {tc}");
+            }
+        }
+    }
+}
+
+/// A program with kinsn sites (rotate and popcount) runs lowered and computes Rust's
+/// rotate_left ^ count_ones.
+#[test]
+fn kinsn_sites_run_lowered() {
+    use kops_einsn::{EInsn, Popcount64, Rotate64};
+    let mut p = Insn::ld_imm64(1, 0, 0x0123_4567_89ab_cdef).to_vec();
+    p.extend(Rotate64::new(0, 1, 2, 13, true).unwrap().site().unwrap());
+    p.extend(Popcount64::new(3, 1, 4, 5).unwrap().site().unwrap());
+    p.extend([Insn::alu64_reg(op::XOR, 0, 3), Insn::exit()]);
+    let x = 0x0123_4567_89ab_cdefu64;
+    let e = Box::new(kops_vm::Lowering::new(CraneliftEngine::new(), kops_einsn::registry()));
+    let vm = Vm::with_verifier(None, e, test_gate()).unwrap();
+    let id = vm.load_insns("t", p, Vec::new(), kops_object::ProgType::Unspec, CtxKind::Mem, HelperTable::kernel(), false).unwrap();
+    assert_eq!(vm.program(id).unwrap().kinsn_sites, 2);
+    let r = vm.run(id, &ProgInput { data: vec![0; 8], ctx: None }).unwrap();
+    assert_eq!(r.r0, x.rotate_left(13) ^ x.count_ones() as u64);
+}
+
+/// Without a verifier the engine compiles nothing.
+#[test]
+fn gate_refuses_unverified_images() {
+    let vm = Vm::with_engine(None, cranelift()).unwrap();
+    let r = vm.load_insns(
+        "t",
+        vec![Insn::mov64_imm(0, 1), Insn::exit()],
+        Vec::new(),
+        kops_object::ProgType::Unspec,
+        CtxKind::Mem,
+        HelperTable::kernel(),
+        false,
+    );
+    match r {
+        Err(e) => assert!(e.to_string().contains("verif"), "{e}"),
+        Ok(_) => panic!("an unverified program was compiled"),
+    }
+}
+
+/// Malformed programs are load errors naming the instruction, never panics.
+#[test]
+fn bad_programs_are_errors() {
+    let cases: Vec<(Vec<Insn>, &str)> = vec![
+        (vec![Insn::mov64_imm(0, 1)], "fall off the end"),
+        (vec![Insn::mov64_imm(0, 1), Insn::new(op::JMP | op::JA, 0, 0, 5, 0), Insn::exit()], "jump"),
+        (vec![Insn::new(0xff, 0, 0, 0, 0), Insn::exit()], "invalid"),
+        (vec![Insn::call_helper(9999), Insn::exit()], "helper"),
+    ];
+    for (p, what) in cases {
+        let vm = Vm::with_verifier(None, cranelift(), test_gate()).unwrap();
+        match vm.load_insns("bad", p.clone(), Vec::new(), kops_object::ProgType::Unspec, CtxKind::Mem, HelperTable::kernel(), false) {
+            Err(e) => assert!(e.to_string().to_lowercase().contains(what), "{what}: {e}"),
+            Ok(_) => panic!("{what}: loaded {p:?}"),
+        }
+        // The compiler itself (without the Vm's checks first) refuses too.
+        assert!(kops_cranelift::compile(&p, &HelperTable::kernel(), false, kops_cranelift::OptLevel::Speed).is_err(), "{what}");
+    }
+}
+
+/// The second compile of the same image is served from the cache, and stats say so.
+#[test]
+fn compile_cache_and_stats() {
+    let p = vec![Insn::mov64_imm(0, 3), Insn::alu64_imm(op::MUL, 0, 7), Insn::exit()];
+    for _ in 0..2 {
+        let vm = Vm::with_verifier(None, cranelift(), test_gate()).unwrap();
+        let id = vm
+            .load_insns("cache-me", p.clone(), Vec::new(), kops_object::ProgType::Unspec, CtxKind::Mem, HelperTable::kernel(), false)
+            .unwrap();
+        assert_eq!(vm.run(id, &ProgInput { data: vec![0; 8], ctx: None }).unwrap().r0, 21);
+    }
+    let s: Vec<_> = kops_cranelift::stats().into_iter().filter(|s| s.name == "cache-me").collect();
+    assert_eq!(s.len(), 2);
+    assert!(!s[0].cached && s[0].micros > 0.0 && s[0].code_bytes > 0);
+    assert!(s[1].cached);
+}
