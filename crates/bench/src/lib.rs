@@ -154,6 +154,17 @@ pub struct Report {
     pub stopped: String,
     /// Static native code size per (program, runtime), a stable complement to time.
     pub code_bytes: Vec<CodeSize>,
+    /// Compile time per (program, runtime), where the runtime measures it (`cranelift`).
+    pub compile_us: Vec<CompileTime>,
+}
+
+/// Wall time one runtime took to compile a program, in microseconds.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CompileTime {
+    #[serde(flatten)]
+    pub id: ProgId,
+    pub runtime: String,
+    pub micros: f64,
 }
 
 /// Bytes of native code one runtime made of a program (functions only, no stubs).

@@ -45,7 +45,8 @@ use kops_vm::CtxKind;
 ///
 /// Runtimes: `kernel` (BPF_PROG_TEST_RUN, needs root), and every engine `kops run
 /// --runtime` knows (`interp`, the reference interpreter; `jit`; `kops`, the JIT with
-/// kinsn dispatch). Programs with kinsn sites go to kernel, interp and jit lowered to their
+/// kinsn dispatch; `cranelift`, the whole program through Cranelift). Programs with kinsn
+/// sites go to kernel, interp, jit and cranelift lowered to their
 /// proof sequences; `kops` compiles them natively. For an object without sites, `kops`
 /// runs the recognizer's rewrite of it (policy auto), so `--runtimes interp,kops` on a
 /// plain object checks the rewrite too.
