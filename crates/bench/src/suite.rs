@@ -402,8 +402,9 @@ fn prepare_program(
                     continue;
                 }
             },
-            // Uncached, so that every program's compile time is measured.
-            "cranelift" => Box::new(kops_cranelift::CraneliftEngine::new().uncached()),
+            // Uncached, so that every program's compile time is measured; kinsn sites
+            // compiled by the engine (rotates and popcounts as Cranelift operations).
+            "cranelift" => Box::new(kops_cranelift::CraneliftEngine::new().uncached().with_kinsn(kops_einsn::registry())),
             _ => Box::new(RbpfEngine),
         };
         if rt == "rbpf" {
@@ -412,7 +413,23 @@ fn prepare_program(
                 continue;
             }
         }
-        match VmProg::load(obj, p, engine, &input, verifier) {
+        // `cranelift` runs the recognizer's rewrite (policy auto), as `kops` does.
+        let rewritten;
+        let prog = if rt == "cranelift" {
+            match kops_recognize::run_program(p, &Policy::default()) {
+                Ok(rw) => {
+                    rewritten = rw.program;
+                    &rewritten
+                }
+                Err(e) => {
+                    out.skip(&id, rt, format!("recognizer: {e}"));
+                    continue;
+                }
+            }
+        } else {
+            p
+        };
+        match VmProg::load(obj, prog, engine, &input, verifier) {
             Ok(v) => {
                 if rt == "cranelift" {
                     if let Some(s) = kops_cranelift::last_stat(name) {

@@ -48,7 +48,7 @@ use kops_isa::Insn;
 use kops_vm::{Compiled, Engine, HelperTable, ProgImage, RunEnv, VmError};
 use sha2::{Digest, Sha256};
 
-use translate::{Abi, FnTranslator, Func, Program, Runtime};
+use translate::{Abi, FnTranslator, Func, NativeOp, NativeSite, Program, Runtime};
 
 /// A compile error at an instruction (or 0 for the whole program).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -85,6 +85,8 @@ pub struct CompileStat {
     pub functions: usize,
     /// Served from the in-memory cache.
     pub cached: bool,
+    /// kinsn sites compiled to a Cranelift operation (rotl, popcnt).
+    pub native_sites: usize,
 }
 
 thread_local! {
@@ -119,15 +121,25 @@ fn record(stat: CompileStat) {
 pub struct CraneliftEngine {
     opt: OptLevel,
     cache: bool,
+    /// With a registry the engine takes kinsn sites itself ([`kops_vm::KinsnSupport::Native`]):
+    /// rotates and population counts become Cranelift's `rotl`/`popcnt`, every other op
+    /// its proof sequence.
+    registry: Option<kops_kinsn::Registry>,
 }
 
 impl CraneliftEngine {
-    /// Optimizing, with the in-memory cache.
+    /// Optimizing, with the in-memory cache; programs with kinsn sites are refused (wrap
+    /// the engine in [`kops_vm::Lowering`], or use [`CraneliftEngine::with_kinsn`]).
     pub fn new() -> CraneliftEngine {
-        CraneliftEngine { opt: OptLevel::Speed, cache: true }
+        CraneliftEngine { opt: OptLevel::Speed, cache: true, registry: None }
     }
     pub fn with_opt(opt: OptLevel) -> CraneliftEngine {
-        CraneliftEngine { opt, cache: true }
+        CraneliftEngine { opt, cache: true, registry: None }
+    }
+    /// Takes programs with kinsn sites of `registry`'s ops and compiles the sites itself.
+    pub fn with_kinsn(mut self, registry: kops_kinsn::Registry) -> CraneliftEngine {
+        self.registry = Some(registry);
+        self
     }
     /// Without the compiled-image cache (every compile is measured).
     pub fn uncached(mut self) -> CraneliftEngine {
@@ -151,10 +163,17 @@ impl Engine for CraneliftEngine {
         true
     }
 
+    fn kinsn(&self) -> kops_vm::KinsnSupport<'_> {
+        match &self.registry {
+            Some(r) => kops_vm::KinsnSupport::Native(r),
+            None => kops_vm::KinsnSupport::None,
+        }
+    }
+
     fn compile(&self, prog: &ProgImage<'_>) -> Result<Box<dyn Compiled>, VmError> {
         kops_vm::verify::require(prog, "cranelift")?;
         let load_err = |e: Error| VmError::Load { prog: prog.name.to_string(), pc: e.pc, msg: format!("cranelift: {}", e.msg) };
-        let key = cache_key(prog.insns, prog.helpers, prog.conformance, self.opt);
+        let key = cache_key(prog.insns, prog.helpers, prog.conformance, self.opt, self.registry.is_some());
         let hit = if self.cache { CACHE.with(|c| c.borrow().get(&key).cloned()) } else { None };
         let code = match hit {
             Some(c) => {
@@ -164,12 +183,20 @@ impl Engine for CraneliftEngine {
                     code_bytes: c.code_bytes,
                     functions: c.functions,
                     cached: true,
+                    native_sites: c.native_sites,
                 });
                 c
             }
             None => {
                 let t = Instant::now();
-                let c = Rc::new(compile(prog.insns, prog.helpers, prog.conformance, self.opt).map_err(load_err)?);
+                let c = match &self.registry {
+                    Some(reg) => {
+                        let starts: Vec<usize> = prog.subprogs.iter().map(|s| s.start).collect();
+                        compile_with_sites(prog.insns, &starts, reg, prog.helpers, prog.conformance, self.opt)
+                    }
+                    None => compile(prog.insns, prog.helpers, prog.conformance, self.opt),
+                };
+                let c = Rc::new(c.map_err(load_err)?);
                 let micros = t.elapsed().as_secs_f64() * 1e6;
                 record(CompileStat {
                     name: prog.name.to_string(),
@@ -177,6 +204,7 @@ impl Engine for CraneliftEngine {
                     code_bytes: c.code_bytes,
                     functions: c.functions,
                     cached: false,
+                    native_sites: c.native_sites,
                 });
                 if self.cache {
                     CACHE.with(|m| {
@@ -195,10 +223,10 @@ impl Engine for CraneliftEngine {
 }
 
 /// SHA-256 of what compiled code depends on.
-fn cache_key(insns: &[Insn], helpers: &HelperTable, conformance: bool, opt: OptLevel) -> [u8; 32] {
+fn cache_key(insns: &[Insn], helpers: &HelperTable, conformance: bool, opt: OptLevel, sites: bool) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(b"kops-cranelift 1\0");
-    h.update([conformance as u8, opt as u8]);
+    h.update([conformance as u8, opt as u8, sites as u8]);
     h.update((insns.len() as u64).to_le_bytes());
     for i in insns {
         h.update(i.to_bytes());
@@ -220,6 +248,7 @@ pub struct Code {
     pub functions: usize,
     uses_tail_calls: bool,
     uses_ld_abs: bool,
+    pub native_sites: usize,
 }
 
 impl Drop for Code {
@@ -266,8 +295,48 @@ fn isa(opt: OptLevel) -> Result<cranelift_codegen::isa::OwnedTargetIsa, Error> {
     ib.finish(settings::Flags::new(fb)).map_err(|x| e(x.to_string()))
 }
 
+/// Compiles final instructions with kinsn sites: the sites are lowered to their proof
+/// sequences (`kops_kinsn::lower`, the form the verifier checked), and the sites of ops
+/// with a Cranelift operation are compiled to it (see `translate::NativeSite`). Errors
+/// name slots of `insns`.
+pub fn compile_with_sites(
+    insns: &[Insn],
+    subprog_starts: &[usize],
+    registry: &kops_kinsn::Registry,
+    helpers: &HelperTable,
+    conformance: bool,
+    opt: OptLevel,
+) -> Result<Code, Error> {
+    use kops_einsn::{OpInfo, Popcount32, Popcount64, Rotate32, Rotate64};
+    use kops_kinsn::payload::Payload;
+    if !insns.iter().any(|i| i.is_kinsn_sidecar() || i.is_kinsn_call()) {
+        return compile(insns, helpers, conformance, opt);
+    }
+    let l = kops_kinsn::lower(insns, subprog_starts, &[], &[], registry).map_err(|e| Error::at(0, format!("kinsn: {e}")))?;
+    let mut sites = Vec::new();
+    for r in &l.regions {
+        let (start, end) = (r.start, r.end());
+        let op = match r.op_id {
+            Rotate64::ID => Rotate64::decode(r.payload).ok().map(|p| NativeOp::Rotate { w: 64, dst: p.dst, src: p.src, k: p.k }),
+            Rotate32::ID => Rotate32::decode(r.payload).ok().map(|p| NativeOp::Rotate { w: 32, dst: p.dst, src: p.src, k: p.k }),
+            Popcount64::ID => Popcount64::decode(r.payload).ok().map(|p| NativeOp::Popcount { w: 64, dst: p.dst, src: p.src }),
+            Popcount32::ID => Popcount32::decode(r.payload).ok().map(|p| NativeOp::Popcount { w: 32, dst: p.dst, src: p.src }),
+            _ => None,
+        };
+        if let Some(op) = op {
+            sites.push(NativeSite { start, end, op });
+        }
+    }
+    compile_inner(&l.insns, &sites, helpers, conformance, opt)
+        .map_err(|e| Error { pc: l.orig_of.get(e.pc).copied().unwrap_or(e.pc), msg: e.msg })
+}
+
 /// Compiles final instructions (see `kops_vm::ProgImage::insns`) to native code.
 pub fn compile(insns: &[Insn], helpers: &HelperTable, conformance: bool, opt: OptLevel) -> Result<Code, Error> {
+    compile_inner(insns, &[], helpers, conformance, opt)
+}
+
+fn compile_inner(insns: &[Insn], sites: &[NativeSite], helpers: &HelperTable, conformance: bool, opt: OptLevel) -> Result<Code, Error> {
     if insns.is_empty() {
         return Err(Error::at(0, "empty program".into()));
     }
@@ -297,7 +366,7 @@ pub fn compile(insns: &[Insn], helpers: &HelperTable, conformance: bool, opt: Op
     };
     let isa = isa(opt)?;
     let frontend = isa.frontend_config();
-    let program = Program { insns, conformance, helper_tail_call: tail_id, unwind_helper: unwind_id, frontend };
+    let program = Program { insns, sites, conformance, helper_tail_call: tail_id, unwind_helper: unwind_id, frontend };
     let mut module = JITModule::new(JITBuilder::with_isa(isa, cranelift_module::default_libcall_names()));
     let merr = |e: cranelift_module::ModuleError| Error::at(0, format!("Cranelift: {e}"));
     // Declare: the entry, then an internal function per call target.
@@ -342,5 +411,6 @@ pub fn compile(insns: &[Insn], helpers: &HelperTable, conformance: bool, opt: Op
     module.clear_context(&mut ctx);
     module.finalize_definitions().map_err(merr)?;
     let entry = module.get_finalized_function(entry_id) as usize;
-    Ok(Code { module: Some(module), entry, _callx: callx, code_bytes, functions: jobs.len(), uses_tail_calls, uses_ld_abs })
+    let native_sites = sites.len();
+    Ok(Code { module: Some(module), entry, _callx: callx, code_bytes, functions: jobs.len(), uses_tail_calls, uses_ld_abs, native_sites })
 }

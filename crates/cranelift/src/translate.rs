@@ -58,6 +58,28 @@ pub struct Runtime<'a> {
 /// Entries of the conformance `callx` table.
 pub const CALLX_SLOTS: u64 = 256;
 
+/// A kinsn site whose op Cranelift has an operation for: its proof sequence (slots
+/// `[start, end)` of the lowered program, straight-line) is translated as usual, so every
+/// register ends exactly as the verified instructions leave it, and then the op's result
+/// register is redefined by the Cranelift operation on the inputs as they were before the
+/// site. The two values are equal (that is what the op's proof sequence means, checked by
+/// `kops prove` and the ops' tests); Cranelift drops whichever computation is dead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NativeSite {
+    pub start: usize,
+    pub end: usize,
+    pub op: NativeOp,
+}
+
+/// The ops with a Cranelift operation (`rotl`, `popcnt`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NativeOp {
+    /// `dst = rol(src, k)` at width `w` (32: zero-extended).
+    Rotate { w: u8, dst: u8, src: u8, k: u8 },
+    /// `dst = popcount(src)` at width `w`.
+    Popcount { w: u8, dst: u8, src: u8 },
+}
+
 /// What the translator needs to know about the whole program.
 pub struct Program<'a> {
     pub insns: &'a [Insn],
@@ -65,6 +87,8 @@ pub struct Program<'a> {
     pub helper_tail_call: Option<u32>,
     pub unwind_helper: Option<u32>,
     pub frontend: cranelift_codegen::isa::TargetFrontendConfig,
+    /// Sites compiled to Cranelift operations, by start slot.
+    pub sites: &'a [NativeSite],
 }
 
 /// Splits the program into functions: pc 0 and every bpf-to-bpf call target start one.
@@ -251,7 +275,15 @@ impl<'a, 'b> FnTranslator<'a, 'b> {
         self.b.ins().jump(first, &[]);
         let mut filled = true;
         let mut pc = self.f.start;
+        // A native site in progress: (end slot, result register, native value).
+        let mut pending: Option<(usize, u8, Value)> = None;
         while pc < self.f.end {
+            if let Some((end, dst, v)) = pending {
+                if end == pc {
+                    self.set(dst, v);
+                    pending = None;
+                }
+            }
             if let Some(blk) = self.leaders[pc - self.f.start] {
                 if !filled {
                     self.b.ins().jump(blk, &[]);
@@ -262,8 +294,14 @@ impl<'a, 'b> FnTranslator<'a, 'b> {
                 let blk = self.b.create_block();
                 self.b.switch_to_block(blk);
             }
+            if let Some(s) = self.p.sites.iter().find(|s| s.start == pc) {
+                pending = self.native_site(s).map(|(dst, v)| (s.end, dst, v));
+            }
             let i = self.insn(pc);
             let (next, ends) = self.one(pc, i)?;
+            if ends && pending.is_some() {
+                return Err(Error::at(pc, "a native kinsn site's proof sequence ends its block".into()));
+            }
             filled = ends;
             pc = next;
         }
@@ -273,6 +311,46 @@ impl<'a, 'b> FnTranslator<'a, 'b> {
         self.b.seal_all_blocks();
         self.b.finalize(self.p.frontend);
         Ok(())
+    }
+
+    /// The native value of site `s` from the registers as they are at its start, or None
+    /// (the proof sequence alone) when the site is not straight-line code in one block.
+    fn native_site(&mut self, s: &NativeSite) -> Option<(u8, Value)> {
+        let (lo, hi) = (s.start.checked_sub(self.f.start)?, s.end.checked_sub(self.f.start)?);
+        if hi > self.leaders.len() || self.leaders[lo + 1..hi].iter().any(|l| l.is_some()) {
+            return None;
+        }
+        let straight =
+            self.p.insns[s.start..s.end].iter().all(|i| matches!(i.class(), op::ALU | op::ALU64) || i.is_ld_imm64() || i.code == 0);
+        if !straight {
+            return None;
+        }
+        match s.op {
+            NativeOp::Rotate { w, dst, src, k } => {
+                let x = self.get(src);
+                let v = if w == 32 {
+                    let x = self.low(x);
+                    let k = self.iconst(I32, k as i64);
+                    let r = self.b.ins().rotl(x, k);
+                    self.b.ins().uextend(I64, r)
+                } else {
+                    let k = self.iconst(I64, k as i64);
+                    self.b.ins().rotl(x, k)
+                };
+                Some((dst, v))
+            }
+            NativeOp::Popcount { w, dst, src } => {
+                let x = self.get(src);
+                let v = if w == 32 {
+                    let x = self.low(x);
+                    let r = self.b.ins().popcnt(x);
+                    self.b.ins().uextend(I64, r)
+                } else {
+                    self.b.ins().popcnt(x)
+                };
+                Some((dst, v))
+            }
+        }
     }
 
     /// `return r0` from this function (the unwind flag clear).

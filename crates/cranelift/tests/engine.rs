@@ -266,3 +266,53 @@ fn compile_cache_and_stats() {
     assert!(!s[0].cached && s[0].micros > 0.0 && s[0].code_bytes > 0);
     assert!(s[1].cached);
 }
+
+/// A program with one site of every EInsn op: the Cranelift engine taking the sites
+/// itself (rotates and popcounts as `rotl`/`popcnt`, the rest as proof sequences) and
+/// lowered, against the lowering interpreter; rotates and popcounts with their temporaries
+/// live afterwards (the program stores every register).
+#[test]
+fn every_op_native_sites_match_interpreter() {
+    use kops_einsn::*;
+    let mut p = vec![Insn::mov64_reg(6, 1)];
+    p.extend(Memset::new(10, -64, 8, 8, 0).unwrap().site().unwrap());
+    p.extend(Insn::ld_imm64(1, 0, 0x0123_4567_89ab_cdef));
+    p.push(Insn::stx(op::DW, 10, 1, -8));
+    p.extend(EndianLoad64::new(2, 10, -8).unwrap().site().unwrap());
+    p.extend(EndianLoad32::new(3, 10, -8).unwrap().site().unwrap());
+    p.extend(EndianLoad16::new(4, 10, -6).unwrap().site().unwrap());
+    p.extend(Rotate64::new(2, 2, 5, 13, false).unwrap().site().unwrap());
+    p.extend(Rotate32::new(3, 3, 5, 7, true).unwrap().site().unwrap());
+    p.extend(Select::new(0, 2, 3, 4, false, false).unwrap().site().unwrap());
+    p.extend(Extract::new(0, 0, 3, 5).unwrap().site().unwrap());
+    p.extend(Popcount64::new(7, 2, 8, 9).unwrap().site().unwrap());
+    p.extend(Popcount32::new(8, 3, 9).unwrap().site().unwrap());
+    p.push(Insn::alu64_reg(op::ADD, 7, 8));
+    p.extend(Memcpy::new(10, -32, 10, -64, 1, 8, 4, true).unwrap().site().unwrap());
+    p.push(Insn::ldx(op::DW, 1, 10, -8));
+    p.push(Insn::alu64_reg(op::XOR, 7, 1));
+    p.extend(Prefetch::new(10, -8).unwrap().site().unwrap());
+    p.extend(SpecBarrier.site().unwrap());
+    p.extend(Extract::new(1, 7, 0, 32).unwrap().site().unwrap());
+    p.extend(Rotate64::new(4, 7, 5, 3, true).unwrap().site().unwrap());
+    p.extend(Popcount64::new(3, 4, 8, 9).unwrap().site().unwrap());
+    // Every register into the buffer (r6), so temporaries count too.
+    for r in [0u8, 1, 2, 3, 4, 5, 7, 8, 9] {
+        p.push(Insn::stx(op::DW, 6, r, 8 * r as i16));
+    }
+    p.extend([Insn::alu64_reg(op::ADD, 0, 1), Insn::alu64_reg(op::XOR, 0, 7), Insn::exit()]);
+    let reg = kops_einsn::registry();
+    let run = |e: Box<dyn Engine>| {
+        let vm = Vm::with_verifier(None, e, test_gate()).unwrap();
+        let id =
+            vm.load_insns("all", p.clone(), Vec::new(), kops_object::ProgType::Unspec, CtxKind::Mem, HelperTable::kernel(), false).unwrap();
+        let r = vm.run(id, &ProgInput { data: vec![0; 80], ctx: None }).unwrap();
+        (r.r0, r.data_out)
+    };
+    let want = run(Box::new(kops_vm::Lowering::new(kops_vm::interp::Interp, reg.clone())));
+    assert_eq!(run(Box::new(CraneliftEngine::new().with_kinsn(reg.clone()))), want, "native sites");
+    // Three rotates and three population counts went to rotl/popcnt.
+    assert_eq!(kops_cranelift::last_stat("all").map(|s| s.native_sites), Some(6));
+    assert_eq!(run(Box::new(kops_vm::Lowering::new(CraneliftEngine::new(), reg.clone()))), want, "lowered");
+    assert_eq!(run(Box::new(CraneliftEngine::with_opt(kops_cranelift::OptLevel::None).with_kinsn(reg))), want, "native, unoptimized");
+}

@@ -48,8 +48,9 @@ pub struct Args {
     /// recognizer, policy auto, as `kops rewrite` does; verified like jit) or kernel (load
     /// into the running kernel and run with BPF_PROG_TEST_RUN; r0 is its low 32 bits) or
     /// cranelift (the whole program compiled by Cranelift, an optimizing compiler that is
-    /// then trusted too; verified like jit; prints the compile time).
-    /// interp, jit, cranelift and kernel run programs with kinsn sites lowered to their
+    /// then trusted too; the object is first rewritten by the recognizer as for kops, and
+    /// rotate/popcount sites become Cranelift's rotl/popcnt; verified like jit; prints the
+    /// compile time). interp, jit and kernel run programs with kinsn sites lowered to their
     /// proof sequences.
     #[arg(long, default_value = "interp")]
     runtime: String,
@@ -78,7 +79,7 @@ pub fn engine(name: &str) -> Result<Box<dyn Engine>> {
         "interp" => Ok(Box::new(Lowering::new(kops_vm::interp::Interp, kops_einsn::registry()))),
         "jit" => Ok(Box::new(Lowering::new(kops_vm::jit_engine::JitEngine::new()?, kops_einsn::registry()))),
         "kops" => Ok(Box::new(kops_vm::jit_engine::KopsEngine::new(kops_einsn::registry())?)),
-        "cranelift" => Ok(Box::new(Lowering::new(kops_cranelift::CraneliftEngine::new(), kops_einsn::registry()))),
+        "cranelift" => Ok(Box::new(kops_cranelift::CraneliftEngine::new().with_kinsn(kops_einsn::registry()))),
         "kernel" => bail!("runtime `kernel` runs through the kernel layer (BPF_PROG_TEST_RUN), not as a vm engine"),
         _ => bail!("unknown runtime `{name}` (known: interp, jit, kops, cranelift, kernel)"),
     }
@@ -271,7 +272,7 @@ pub fn run(args: Args) -> Result<u8> {
     if args.runtime == "kernel" {
         return run_kernel(&args, &obj, &name);
     }
-    let obj = if args.runtime == "kops" {
+    let obj = if args.runtime == "kops" || args.runtime == "cranelift" {
         let (o, note) = kops_object(&obj)?;
         outln!("{note}");
         o
@@ -289,7 +290,12 @@ pub fn run(args: Args) -> Result<u8> {
     if args.runtime == "cranelift" {
         if let Some(s) = kops_cranelift::last_stat(&prog.name) {
             let how = if s.cached { "cached image".to_string() } else { format!("compiled in {:.0} µs", s.micros) };
-            outln!("cranelift: {how}, {} bytes of code in {} function(s)", s.code_bytes, s.functions);
+            outln!(
+                "cranelift: {how}, {} bytes of code in {} function(s), {} kinsn site(s) as Cranelift operations",
+                s.code_bytes,
+                s.functions,
+                s.native_sites
+            );
         }
     }
     let input = input_for(&args, prog.ctx)?;
