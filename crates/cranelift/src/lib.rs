@@ -407,6 +407,14 @@ fn compile_inner(insns: &[Insn], sites: &[NativeSite], helpers: &HelperTable, co
             e => merr(e),
         })?;
         code_bytes += ctx.compiled_code().map_or(0, |c| c.code_buffer().len());
+        // KOPS_CRANELIFT_DUMP=DIR: the optimized CLIF and machine code of every function.
+        if let Some(dir) = std::env::var_os("KOPS_CRANELIFT_DUMP") {
+            let base = std::path::Path::new(&dir).join(format!("f{}-{k}", f.start));
+            let _ = std::fs::write(base.with_extension("clif"), ctx.func.display().to_string());
+            if let Some(c) = ctx.compiled_code() {
+                let _ = std::fs::write(base.with_extension("bin"), c.code_buffer());
+            }
+        }
     }
     module.clear_context(&mut ctx);
     module.finalize_definitions().map_err(merr)?;
