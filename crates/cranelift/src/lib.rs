@@ -64,6 +64,21 @@ impl Error {
     }
 }
 
+/// How the engine runs Cranelift.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Config {
+    pub level: OptLevel,
+    /// Run Cranelift's IR verifier on every function (default: with `KOPS_CRANELIFT_VERIFY`
+    /// set; the tests turn it on).
+    pub verify_ir: bool,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config { level: OptLevel::Speed, verify_ir: std::env::var_os("KOPS_CRANELIFT_VERIFY").is_some() }
+    }
+}
+
 /// Cranelift's optimization level for this engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OptLevel {
@@ -119,7 +134,7 @@ fn record(stat: CompileStat) {
 
 /// The Cranelift engine (`--runtime cranelift`).
 pub struct CraneliftEngine {
-    opt: OptLevel,
+    opt: Config,
     cache: bool,
     /// With a registry the engine takes kinsn sites itself ([`kops_vm::KinsnSupport::Native`]):
     /// rotates and population counts become Cranelift's `rotl`/`popcnt`, every other op
@@ -131,10 +146,15 @@ impl CraneliftEngine {
     /// Optimizing, with the in-memory cache; programs with kinsn sites are refused (wrap
     /// the engine in [`kops_vm::Lowering`], or use [`CraneliftEngine::with_kinsn`]).
     pub fn new() -> CraneliftEngine {
-        CraneliftEngine { opt: OptLevel::Speed, cache: true, registry: None }
+        CraneliftEngine { opt: Config::default(), cache: true, registry: None }
     }
     pub fn with_opt(opt: OptLevel) -> CraneliftEngine {
-        CraneliftEngine { opt, cache: true, registry: None }
+        CraneliftEngine { opt: Config { level: opt, ..Config::default() }, cache: true, registry: None }
+    }
+    /// With Cranelift's IR verifier on every function.
+    pub fn verify_ir(mut self) -> CraneliftEngine {
+        self.opt.verify_ir = true;
+        self
     }
     /// Takes programs with kinsn sites of `registry`'s ops and compiles the sites itself.
     pub fn with_kinsn(mut self, registry: kops_kinsn::Registry) -> CraneliftEngine {
@@ -223,10 +243,10 @@ impl Engine for CraneliftEngine {
 }
 
 /// SHA-256 of what compiled code depends on.
-fn cache_key(insns: &[Insn], helpers: &HelperTable, conformance: bool, opt: OptLevel, sites: bool) -> [u8; 32] {
+fn cache_key(insns: &[Insn], helpers: &HelperTable, conformance: bool, opt: Config, sites: bool) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(b"kops-cranelift 1\0");
-    h.update([conformance as u8, opt as u8, sites as u8]);
+    h.update([conformance as u8, opt.level as u8, sites as u8]);
     h.update((insns.len() as u64).to_le_bytes());
     for i in insns {
         h.update(i.to_bytes());
@@ -282,13 +302,13 @@ impl Compiled for CraneliftProg {
 }
 
 /// The ISA: the host's, optimizing.
-fn isa(opt: OptLevel) -> Result<cranelift_codegen::isa::OwnedTargetIsa, Error> {
+fn isa(opt: Config) -> Result<cranelift_codegen::isa::OwnedTargetIsa, Error> {
     let e = |m: String| Error::at(0, m);
     let mut fb = settings::builder();
-    fb.set("opt_level", if opt == OptLevel::Speed { "speed" } else { "none" }).map_err(|x| e(x.to_string()))?;
+    fb.set("opt_level", if opt.level == OptLevel::Speed { "speed" } else { "none" }).map_err(|x| e(x.to_string()))?;
     fb.set("use_colocated_libcalls", "false").map_err(|x| e(x.to_string()))?;
     fb.set("is_pic", "false").map_err(|x| e(x.to_string()))?;
-    fb.set("enable_verifier", "false").map_err(|x| e(x.to_string()))?;
+    fb.set("enable_verifier", if opt.verify_ir { "true" } else { "false" }).map_err(|x| e(x.to_string()))?;
     // Conformance-mode callees return r0, the unwind flag and r1-r5.
     fb.set("enable_multi_ret_implicit_sret", "true").map_err(|x| e(x.to_string()))?;
     let ib = cranelift_native::builder().map_err(|m| e(format!("host not supported by Cranelift: {m}")))?;
@@ -305,7 +325,7 @@ pub fn compile_with_sites(
     registry: &kops_kinsn::Registry,
     helpers: &HelperTable,
     conformance: bool,
-    opt: OptLevel,
+    opt: Config,
 ) -> Result<Code, Error> {
     use kops_einsn::{OpInfo, Popcount32, Popcount64, Rotate32, Rotate64};
     use kops_kinsn::payload::Payload;
@@ -332,11 +352,11 @@ pub fn compile_with_sites(
 }
 
 /// Compiles final instructions (see `kops_vm::ProgImage::insns`) to native code.
-pub fn compile(insns: &[Insn], helpers: &HelperTable, conformance: bool, opt: OptLevel) -> Result<Code, Error> {
+pub fn compile(insns: &[Insn], helpers: &HelperTable, conformance: bool, opt: Config) -> Result<Code, Error> {
     compile_inner(insns, &[], helpers, conformance, opt)
 }
 
-fn compile_inner(insns: &[Insn], sites: &[NativeSite], helpers: &HelperTable, conformance: bool, opt: OptLevel) -> Result<Code, Error> {
+fn compile_inner(insns: &[Insn], sites: &[NativeSite], helpers: &HelperTable, conformance: bool, opt: Config) -> Result<Code, Error> {
     if insns.is_empty() {
         return Err(Error::at(0, "empty program".into()));
     }

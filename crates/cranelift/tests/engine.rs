@@ -13,7 +13,7 @@ fn test_gate() -> Box<dyn kops_vm::Verifier> {
 }
 
 fn cranelift() -> Box<dyn Engine> {
-    Box::new(CraneliftEngine::new())
+    Box::new(CraneliftEngine::new().verify_ir())
 }
 
 /// Every file of the suite; expected r0 from the file. 313 passed, 0 failed.
@@ -45,7 +45,7 @@ fn conformance_suite_unoptimized() {
     let Some(files) = kops_isa::conformance::suite_files_for_test() else { return };
     for f in &files {
         let t = TestFile::parse(&std::fs::read_to_string(f).unwrap()).unwrap();
-        let e = Box::new(CraneliftEngine::with_opt(kops_cranelift::OptLevel::None));
+        let e = Box::new(CraneliftEngine::with_opt(kops_cranelift::OptLevel::None).verify_ir());
         let r0 = kops_vm::run_conformance_with(&t.insns, &t.mem, Some(e), test_gate()).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
         assert_eq!(Some(r0), t.result, "{}", f.display());
     }
@@ -203,7 +203,7 @@ fn kinsn_sites_run_lowered() {
     p.extend(Popcount64::new(3, 1, 4, 5).unwrap().site().unwrap());
     p.extend([Insn::alu64_reg(op::XOR, 0, 3), Insn::exit()]);
     let x = 0x0123_4567_89ab_cdefu64;
-    let e = Box::new(kops_vm::Lowering::new(CraneliftEngine::new(), kops_einsn::registry()));
+    let e = Box::new(kops_vm::Lowering::new(CraneliftEngine::new().verify_ir(), kops_einsn::registry()));
     let vm = Vm::with_verifier(None, e, test_gate()).unwrap();
     let id = vm.load_insns("t", p, Vec::new(), kops_object::ProgType::Unspec, CtxKind::Mem, HelperTable::kernel(), false).unwrap();
     assert_eq!(vm.program(id).unwrap().kinsn_sites, 2);
@@ -246,7 +246,7 @@ fn bad_programs_are_errors() {
             Ok(_) => panic!("{what}: loaded {p:?}"),
         }
         // The compiler itself (without the Vm's checks first) refuses too.
-        assert!(kops_cranelift::compile(&p, &HelperTable::kernel(), false, kops_cranelift::OptLevel::Speed).is_err(), "{what}");
+        assert!(kops_cranelift::compile(&p, &HelperTable::kernel(), false, kops_cranelift::Config::default()).is_err(), "{what}");
     }
 }
 
@@ -310,9 +310,13 @@ fn every_op_native_sites_match_interpreter() {
         (r.r0, r.data_out)
     };
     let want = run(Box::new(kops_vm::Lowering::new(kops_vm::interp::Interp, reg.clone())));
-    assert_eq!(run(Box::new(CraneliftEngine::new().with_kinsn(reg.clone()))), want, "native sites");
+    assert_eq!(run(Box::new(CraneliftEngine::new().verify_ir().with_kinsn(reg.clone()))), want, "native sites");
     // Three rotates and three population counts went to rotl/popcnt.
     assert_eq!(kops_cranelift::last_stat("all").map(|s| s.native_sites), Some(6));
-    assert_eq!(run(Box::new(kops_vm::Lowering::new(CraneliftEngine::new(), reg.clone()))), want, "lowered");
-    assert_eq!(run(Box::new(CraneliftEngine::with_opt(kops_cranelift::OptLevel::None).with_kinsn(reg))), want, "native, unoptimized");
+    assert_eq!(run(Box::new(kops_vm::Lowering::new(CraneliftEngine::new().verify_ir(), reg.clone()))), want, "lowered");
+    assert_eq!(
+        run(Box::new(CraneliftEngine::with_opt(kops_cranelift::OptLevel::None).verify_ir().with_kinsn(reg))),
+        want,
+        "native, unoptimized"
+    );
 }

@@ -393,7 +393,7 @@ pub fn run(a: Args, command: String) -> anyhow::Result<u8> {
         wrote.push(format!("JSON {}", p.display()));
     }
     if let Some(p) = out_path(&a.svg, "speedup.svg") {
-        let series: Vec<(&str, &str)> = [("kops", "kernel"), ("jit", "kernel"), ("native", "kernel"), ("kops", "jit")]
+        let series: Vec<(&str, &str)> = [("kops", "kernel"), ("jit", "kernel"), ("cranelift", "kernel"), ("native", "kernel"), ("kops", "jit")]
             .into_iter()
             .filter(|(n, d)| runtimes.iter().any(|r| r == n) && runtimes.iter().any(|r| r == d))
             .collect();
