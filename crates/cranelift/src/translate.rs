@@ -71,9 +71,16 @@ pub struct NativeSite {
     pub op: NativeOp,
 }
 
-/// The ops with a Cranelift operation (`rotl`, `popcnt`).
+/// The ops with a Cranelift operation (`rotl`, `popcnt`, `select`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NativeOp {
+    /// select64: `dst = cond != 0 ? a : b` (cond32: low half tested; mov32: the moved value
+    /// zero-extended from its low half). Its proof writes only dst, so the whole proof is
+    /// replaced (no branch is left).
+    Select { dst: u8, cond: u8, a: u8, b: u8, cond32: bool, mov32: bool },
+    /// select_cmp: `dst = (lhs <cmp> rhs) ? dst : src` (jmp32: low halves compared; mov32 as
+    /// for Select). Replaced like Select.
+    SelectCmp { dst: u8, lhs: u8, rhs: u8, src: u8, cmp: u8, jmp32: bool, mov32: bool },
     /// `dst = rol(src, k)` at width `w` (32: zero-extended).
     Rotate { w: u8, dst: u8, src: u8, k: u8 },
     /// `dst = popcount(src)` at width `w`.
@@ -150,6 +157,14 @@ pub struct FnTranslator<'a, 'b> {
     flags: MemFlagsData,
 }
 
+impl NativeOp {
+    /// Whether the site's proof sequence is replaced (it writes only the result register)
+    /// rather than translated and then overridden.
+    pub fn replaces_proof(&self) -> bool {
+        matches!(self, NativeOp::Select { .. } | NativeOp::SelectCmp { .. })
+    }
+}
+
 impl<'a, 'b> FnTranslator<'a, 'b> {
     pub fn new(
         mut b: FunctionBuilder<'b>,
@@ -217,6 +232,11 @@ impl<'a, 'b> FnTranslator<'a, 'b> {
         let mut pc = start;
         while pc < end {
             let i = self.insn(pc);
+            if let Some(s) = self.p.sites.iter().find(|s| s.start == pc && s.op.replaces_proof() && s.end <= end) {
+                // The proof's own jumps are not translated.
+                pc = s.end;
+                continue;
+            }
             if i.is_ld_imm64() {
                 if pc + 1 >= end {
                     return Err(Error::at(pc, "ld_imm64 without its second slot".into()));
@@ -240,6 +260,11 @@ impl<'a, 'b> FnTranslator<'a, 'b> {
         for (k, l) in self.leaders.iter().enumerate() {
             if l.is_some() && second[k] {
                 return Err(Error::at(start + k, "jump into the second slot of ld_imm64".into()));
+            }
+        }
+        for s in self.p.sites.iter().filter(|s| s.op.replaces_proof() && s.start >= start && s.end <= end) {
+            if let Some(k) = (s.start + 1..s.end).find(|&k| self.leaders[k - start].is_some()) {
+                return Err(Error::at(k, format!("a jump enters the kinsn site at {}", s.start)));
             }
         }
         Ok(())
@@ -295,6 +320,13 @@ impl<'a, 'b> FnTranslator<'a, 'b> {
                 self.b.switch_to_block(blk);
             }
             if let Some(s) = self.p.sites.iter().find(|s| s.start == pc) {
+                if s.op.replaces_proof() && s.end <= self.f.end {
+                    let (dst, v) = self.replace_site(s);
+                    self.set(dst, v);
+                    filled = false;
+                    pc = s.end;
+                    continue;
+                }
                 pending = self.native_site(s).map(|(dst, v)| (s.end, dst, v));
             }
             let i = self.insn(pc);
@@ -311,6 +343,50 @@ impl<'a, 'b> FnTranslator<'a, 'b> {
         self.b.seal_all_blocks();
         self.b.finalize(self.p.frontend);
         Ok(())
+    }
+
+    /// The value of a site whose proof is replaced (it writes only dst).
+    fn replace_site(&mut self, s: &NativeSite) -> (u8, Value) {
+        let mov = |t: &mut Self, r: u8, mov32: bool| {
+            let v = t.get(r);
+            if mov32 {
+                let x = t.low(v);
+                t.b.ins().uextend(I64, x)
+            } else {
+                v
+            }
+        };
+        match s.op {
+            NativeOp::Select { dst, cond, a, b, cond32, mov32 } => {
+                let c = self.get(cond);
+                let c = if cond32 { self.low(c) } else { c };
+                let va = mov(self, a, mov32);
+                let vb = mov(self, b, mov32);
+                let v = self.b.ins().select(c, va, vb);
+                (dst, v)
+            }
+            NativeOp::SelectCmp { dst, lhs, rhs, src, cmp, jmp32, mov32 } => {
+                let l = self.get(lhs);
+                let r = self.get(rhs);
+                let (l, r) = if jmp32 { (self.low(l), self.low(r)) } else { (l, r) };
+                let taken = match cmp_cc(cmp) {
+                    Some(cc) => self.b.ins().icmp(cc, l, r),
+                    None => {
+                        let x = self.b.ins().band(l, r);
+                        self.b.ins().icmp_imm_s(IntCC::NotEqual, x, 0)
+                    }
+                };
+                let keep = self.get(dst);
+                let moved = mov(self, src, mov32);
+                let v = self.b.ins().select(taken, keep, moved);
+                (dst, v)
+            }
+            // Not replaced (see `replaces_proof`).
+            NativeOp::Rotate { dst, .. } | NativeOp::Popcount { dst, .. } => {
+                let v = self.get(dst);
+                (dst, v)
+            }
+        }
     }
 
     /// The native value of site `s` from the registers as they are at its start, or None
@@ -339,6 +415,7 @@ impl<'a, 'b> FnTranslator<'a, 'b> {
                 };
                 Some((dst, v))
             }
+            NativeOp::Select { .. } | NativeOp::SelectCmp { .. } => None,
             NativeOp::Popcount { w, dst, src } => {
                 let x = self.get(src);
                 let v = if w == 32 {
@@ -768,19 +845,10 @@ impl<'a, 'b> FnTranslator<'a, 'b> {
             op::CALL if !is32 => return self.call(pc, i),
             _ => {}
         }
-        let cc = match i.op() {
-            op::JEQ => IntCC::Equal,
-            op::JNE => IntCC::NotEqual,
-            op::JGT => IntCC::UnsignedGreaterThan,
-            op::JGE => IntCC::UnsignedGreaterThanOrEqual,
-            op::JLT => IntCC::UnsignedLessThan,
-            op::JLE => IntCC::UnsignedLessThanOrEqual,
-            op::JSGT => IntCC::SignedGreaterThan,
-            op::JSGE => IntCC::SignedGreaterThanOrEqual,
-            op::JSLT => IntCC::SignedLessThan,
-            op::JSLE => IntCC::SignedLessThanOrEqual,
-            op::JSET => IntCC::NotEqual,
-            o => return Err(Error::at(pc, format!("unknown jump operation {o:#x}"))),
+        let cc = match (i.op(), cmp_cc(i.op())) {
+            (_, Some(cc)) => cc,
+            (op::JSET, None) => IntCC::NotEqual,
+            (o, None) => return Err(Error::at(pc, format!("unknown jump operation {o:#x}"))),
         };
         let d = self.get(i.dst);
         let a = if is32 { self.low(d) } else { d };
@@ -946,4 +1014,21 @@ impl<'a, 'b> FnTranslator<'a, 'b> {
             .map(|(_, f)| *f)
             .ok_or_else(|| Error::at(pc, format!("bpf-to-bpf call to {t}, which starts no function")))
     }
+}
+
+/// The condition of a conditional jump op (None for JSET and non-comparisons).
+fn cmp_cc(o: u8) -> Option<IntCC> {
+    Some(match o {
+        op::JEQ => IntCC::Equal,
+        op::JNE => IntCC::NotEqual,
+        op::JGT => IntCC::UnsignedGreaterThan,
+        op::JGE => IntCC::UnsignedGreaterThanOrEqual,
+        op::JLT => IntCC::UnsignedLessThan,
+        op::JLE => IntCC::UnsignedLessThanOrEqual,
+        op::JSGT => IntCC::SignedGreaterThan,
+        op::JSGE => IntCC::SignedGreaterThanOrEqual,
+        op::JSLT => IntCC::SignedLessThan,
+        op::JSLE => IntCC::SignedLessThanOrEqual,
+        _ => return None,
+    })
 }

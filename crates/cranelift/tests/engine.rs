@@ -296,6 +296,10 @@ fn every_op_native_sites_match_interpreter() {
     p.extend(Extract::new(1, 7, 0, 32).unwrap().site().unwrap());
     p.extend(Rotate64::new(4, 7, 5, 3, true).unwrap().site().unwrap());
     p.extend(Popcount64::new(3, 4, 8, 9).unwrap().site().unwrap());
+    p.extend(SelectCmp::new(5, 7, 8, op::JGT, false, 2, false).unwrap().site().unwrap());
+    p.extend(SelectCmp::new(4, 3, 2, op::JSLT, true, 7, true).unwrap().site().unwrap());
+    p.extend(SelectCmp::new(2, 2, 3, op::JSET, false, 4, false).unwrap().site().unwrap());
+    p.extend(Select::new(9, 5, 4, 2, true, true).unwrap().site().unwrap());
     // Every register into the buffer (r6), so temporaries count too.
     for r in [0u8, 1, 2, 3, 4, 5, 7, 8, 9] {
         p.push(Insn::stx(op::DW, 6, r, 8 * r as i16));
@@ -311,12 +315,70 @@ fn every_op_native_sites_match_interpreter() {
     };
     let want = run(Box::new(kops_vm::Lowering::new(kops_vm::interp::Interp, reg.clone())));
     assert_eq!(run(Box::new(CraneliftEngine::new().verify_ir().with_kinsn(reg.clone()))), want, "native sites");
-    // Three rotates and three population counts went to rotl/popcnt.
-    assert_eq!(kops_cranelift::last_stat("all").map(|s| s.native_sites), Some(6));
+    // Three rotates, three population counts, two selects and three compare-selects went
+    // to rotl/popcnt/select.
+    assert_eq!(kops_cranelift::last_stat("all").map(|s| s.native_sites), Some(11));
     assert_eq!(run(Box::new(kops_vm::Lowering::new(CraneliftEngine::new().verify_ir(), reg.clone()))), want, "lowered");
     assert_eq!(
         run(Box::new(CraneliftEngine::with_opt(kops_cranelift::OptLevel::None).verify_ir().with_kinsn(reg))),
         want,
         "native, unoptimized"
     );
+}
+
+/// Random sites of the ops the engine compiles to Cranelift operations (rotates,
+/// population counts, selects, compare-selects), every register aliasing the payload
+/// allows, on random and edge-case register values: every register after the site as on
+/// the lowering interpreter.
+#[test]
+fn random_native_sites_match_interpreter() {
+    use kops_einsn::*;
+    const REGS: [u8; 9] = [0, 1, 2, 3, 4, 5, 7, 8, 9];
+    const EDGES: [u64; 8] = [0, 1, u64::MAX, 0x8000_0000, 0xffff_ffff, 0x1_0000_0000, 0x8000_0000_0000_0000, 0x7fff_ffff];
+    let reg = kops_einsn::registry();
+    let mut rng = kops_rng::Rng::new(99);
+    let mut checked = 0;
+    for _ in 0..600 {
+        let r = |rng: &mut kops_rng::Rng| REGS[rng.below(REGS.len() as u64) as usize];
+        let flag = |rng: &mut kops_rng::Rng| rng.below(2) == 1;
+        let site = match rng.below(6) {
+            0 => Rotate64::new(r(&mut rng), r(&mut rng), r(&mut rng), 1 + rng.below(63) as u8, flag(&mut rng)).ok().map(|s| s.site()),
+            1 => Rotate32::new(r(&mut rng), r(&mut rng), r(&mut rng), 1 + rng.below(31) as u8, flag(&mut rng)).ok().map(|s| s.site()),
+            2 => Popcount64::new(r(&mut rng), r(&mut rng), r(&mut rng), r(&mut rng)).ok().map(|s| s.site()),
+            3 => Popcount32::new(r(&mut rng), r(&mut rng), r(&mut rng)).ok().map(|s| s.site()),
+            4 => Select::new(r(&mut rng), r(&mut rng), r(&mut rng), r(&mut rng), flag(&mut rng), flag(&mut rng)).ok().map(|s| s.site()),
+            _ => {
+                let cmp = CMP_OPS[rng.below(CMP_OPS.len() as u64) as usize];
+                SelectCmp::new(r(&mut rng), r(&mut rng), r(&mut rng), cmp, flag(&mut rng), r(&mut rng), flag(&mut rng))
+                    .ok()
+                    .map(|s| s.site())
+            }
+        };
+        let Some(Ok(site)) = site else { continue };
+        let mut p = vec![Insn::mov64_reg(6, 1)];
+        for (k, &rg) in REGS.iter().enumerate() {
+            p.push(Insn::ldx(op::DW, rg, 6, 8 * k as i16));
+        }
+        p.extend(site);
+        for (k, &rg) in REGS.iter().enumerate() {
+            p.push(Insn::stx(op::DW, 6, rg, 8 * k as i16));
+        }
+        p.push(Insn::exit());
+        let buf: Vec<u8> =
+            (0..REGS.len()).flat_map(|_| if rng.below(2) == 0 { EDGES[rng.below(8) as usize] } else { rng.next() }.to_le_bytes()).collect();
+        let run = |e: Box<dyn Engine>| {
+            let vm = Vm::with_verifier(None, e, test_gate()).unwrap();
+            let id = vm
+                .load_insns("site", p.clone(), Vec::new(), kops_object::ProgType::Unspec, CtxKind::Mem, HelperTable::kernel(), false)
+                .unwrap();
+            let r = vm.run(id, &ProgInput { data: buf.clone(), ctx: None }).unwrap();
+            (r.r0, r.data_out)
+        };
+        let want = run(Box::new(kops_vm::Lowering::new(kops_vm::interp::Interp, reg.clone())));
+        let got = run(Box::new(CraneliftEngine::new().verify_ir().with_kinsn(reg.clone())));
+        assert_eq!(got, want, "program {p:?}");
+        assert_eq!(kops_cranelift::last_stat("site").map(|s| s.native_sites), Some(1));
+        checked += 1;
+    }
+    assert!(checked > 300, "only {checked} valid sites");
 }
