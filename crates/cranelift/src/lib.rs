@@ -327,7 +327,7 @@ pub fn compile_with_sites(
     conformance: bool,
     opt: Config,
 ) -> Result<Code, Error> {
-    use kops_einsn::{OpInfo, Popcount32, Popcount64, Rotate32, Rotate64, Select, SelectCmp};
+    use kops_einsn::{Abs, OpInfo, Popcount32, Popcount64, Rotate32, Rotate64, Select, SelectCmp};
     use kops_kinsn::payload::Payload;
     if !insns.iter().any(|i| i.is_kinsn_sidecar() || i.is_kinsn_call()) {
         return compile(insns, helpers, conformance, opt);
@@ -341,6 +341,7 @@ pub fn compile_with_sites(
             Rotate32::ID => Rotate32::decode(r.payload).ok().map(|p| NativeOp::Rotate { w: 32, dst: p.dst, src: p.src, k: p.k }),
             Popcount64::ID => Popcount64::decode(r.payload).ok().map(|p| NativeOp::Popcount { w: 64, dst: p.dst, src: p.src }),
             Popcount32::ID => Popcount32::decode(r.payload).ok().map(|p| NativeOp::Popcount { w: 32, dst: p.dst, src: p.src }),
+            Abs::ID => Abs::decode(r.payload).ok().map(|p| NativeOp::Abs { w: if p.alu32 { 32 } else { 64 }, dst: p.dst, src: p.src }),
             Select::ID => Select::decode(r.payload).ok().map(|p| NativeOp::Select {
                 dst: p.dst,
                 cond: p.cond,

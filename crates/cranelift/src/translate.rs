@@ -71,7 +71,7 @@ pub struct NativeSite {
     pub op: NativeOp,
 }
 
-/// The ops with a Cranelift operation (`rotl`, `popcnt`, `select`).
+/// The ops with a Cranelift operation (`rotl`, `popcnt`, `iabs`, `select`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NativeOp {
     /// select64: `dst = cond != 0 ? a : b` (cond32: low half tested; mov32: the moved value
@@ -85,6 +85,8 @@ pub enum NativeOp {
     Rotate { w: u8, dst: u8, src: u8, k: u8 },
     /// `dst = popcount(src)` at width `w`.
     Popcount { w: u8, dst: u8, src: u8 },
+    /// `dst = |src|` (wrapping) at width `w`.
+    Abs { w: u8, dst: u8, src: u8 },
 }
 
 /// What the translator needs to know about the whole program.
@@ -382,7 +384,7 @@ impl<'a, 'b> FnTranslator<'a, 'b> {
                 (dst, v)
             }
             // Not replaced (see `replaces_proof`).
-            NativeOp::Rotate { dst, .. } | NativeOp::Popcount { dst, .. } => {
+            NativeOp::Rotate { dst, .. } | NativeOp::Popcount { dst, .. } | NativeOp::Abs { dst, .. } => {
                 let v = self.get(dst);
                 (dst, v)
             }
@@ -416,6 +418,17 @@ impl<'a, 'b> FnTranslator<'a, 'b> {
                 Some((dst, v))
             }
             NativeOp::Select { .. } | NativeOp::SelectCmp { .. } => None,
+            NativeOp::Abs { w, dst, src } => {
+                let x = self.get(src);
+                let v = if w == 32 {
+                    let x = self.low(x);
+                    let r = self.b.ins().iabs(x);
+                    self.b.ins().uextend(I64, r)
+                } else {
+                    self.b.ins().iabs(x)
+                };
+                Some((dst, v))
+            }
             NativeOp::Popcount { w, dst, src } => {
                 let x = self.get(src);
                 let v = if w == 32 {

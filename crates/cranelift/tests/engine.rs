@@ -341,7 +341,8 @@ fn random_native_sites_match_interpreter() {
     for _ in 0..600 {
         let r = |rng: &mut kops_rng::Rng| REGS[rng.below(REGS.len() as u64) as usize];
         let flag = |rng: &mut kops_rng::Rng| rng.below(2) == 1;
-        let site = match rng.below(6) {
+        let site = match rng.below(7) {
+            6 => Abs::new(r(&mut rng), r(&mut rng), r(&mut rng), flag(&mut rng)).ok().map(|s| s.site()),
             0 => Rotate64::new(r(&mut rng), r(&mut rng), r(&mut rng), 1 + rng.below(63) as u8, flag(&mut rng)).ok().map(|s| s.site()),
             1 => Rotate32::new(r(&mut rng), r(&mut rng), r(&mut rng), 1 + rng.below(31) as u8, flag(&mut rng)).ok().map(|s| s.site()),
             2 => Popcount64::new(r(&mut rng), r(&mut rng), r(&mut rng), r(&mut rng)).ok().map(|s| s.site()),
