@@ -24,12 +24,19 @@
 //!   r0 = 0 from any depth; `callx` goes through a 256-entry helper table.
 //!
 //! Native code has no per-access checks: like the other native engines, this one compiles
-//! only images that carry a [`kops_vm::Verified`] token. Programs with kinsn sites run
-//! lowered to their proof sequences ([`kops_vm::KinsnSupport::Lower`]): Cranelift then
-//! sees the plain eBPF idioms and selects instructions for them itself.
+//! only images that carry a [`kops_vm::Verified`] token.
+//!
+//! Kinsn sites ([`CraneliftEngine::with_kinsn`], [`kops_vm::KinsnSupport::Native`]): the
+//! engine lowers the sites to their proof sequences itself (the form the verifier
+//! checked) and compiles rotates, population counts and abs to `rotl`/`popcnt`/`iabs`
+//! (the proof is translated too, then the result register redefined: Cranelift drops
+//! what is dead) and select/select_cmp to `select` (the proof writes only the result, so
+//! its branches are replaced); the other ops run as their proof sequences. Without a
+//! registry, wrap the engine in [`kops_vm::Lowering`].
 //!
 //! Compiled code is cached in memory per thread under a SHA-256 of everything it depends
-//! on (instructions, helper addresses, conformance mode); [`stats`] reports compile times.
+//! on (instructions, helper addresses, conformance mode, optimization level, kinsn mode);
+//! [`stats`] reports compile times.
 
 pub mod rt;
 mod translate;
@@ -100,7 +107,7 @@ pub struct CompileStat {
     pub functions: usize,
     /// Served from the in-memory cache.
     pub cached: bool,
-    /// kinsn sites compiled to a Cranelift operation (rotl, popcnt).
+    /// kinsn sites compiled to a Cranelift operation (rotl, popcnt, iabs, select).
     pub native_sites: usize,
 }
 
@@ -137,7 +144,7 @@ pub struct CraneliftEngine {
     opt: Config,
     cache: bool,
     /// With a registry the engine takes kinsn sites itself ([`kops_vm::KinsnSupport::Native`]):
-    /// rotates and population counts become Cranelift's `rotl`/`popcnt`, every other op
+    /// rotates, population counts, abs and selects become Cranelift's `rotl`/`popcnt`/`iabs`/`select`, every other op
     /// its proof sequence.
     registry: Option<kops_kinsn::Registry>,
 }
