@@ -158,7 +158,8 @@ pub struct Report {
     pub compile_us: Vec<CompileTime>,
 }
 
-/// Wall time one runtime took to compile a program, in microseconds.
+/// Time one runtime took to compile a program, in microseconds (the compiling thread's CPU
+/// time, so a loaded machine does not inflate it).
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct CompileTime {
     #[serde(flatten)]

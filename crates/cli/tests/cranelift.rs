@@ -74,7 +74,7 @@ fn run_prints_compile_time() {
     let (code, out, err) = run(&["run", obj, "--runtime", "cranelift"]);
     assert_eq!(code, 0, "{out}{err}");
     let line = out.lines().find(|l| l.starts_with("cranelift: compiled in ")).unwrap_or_else(|| panic!("no compile line: {out}"));
-    assert!(line.contains(" µs, ") && line.contains("bytes of code"), "{line}");
+    assert!(line.contains(" µs (thread CPU time; ") && line.contains("bytes of code"), "{line}");
     let (_, interp, _) = run(&["run", obj, "--runtime", "interp"]);
     let r0 = |s: &str| s.lines().find(|l| l.starts_with("r0 = ")).map(str::to_string);
     assert_eq!(r0(&out), r0(&interp));

@@ -306,7 +306,7 @@ pub fn run(a: Args, command: String) -> anyhow::Result<u8> {
         us.sort_by(f64::total_cmp);
         let worst = rep.compile_us.iter().max_by(|a, b| a.micros.total_cmp(&b.micros)).expect("not empty");
         rep.notes.push(format!(
-            "cranelift compile time per program (whole program, uncached): median {:.0} µs, max {:.0} µs ({}), over {} programs",
+            "cranelift compile time per program (whole program, uncached, thread CPU time): median {:.0} µs, max {:.0} µs ({}), over {} programs",
             us[us.len() / 2],
             worst.micros,
             worst.id.key,

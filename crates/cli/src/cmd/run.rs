@@ -289,7 +289,11 @@ pub fn run(args: Args) -> Result<u8> {
     let prog = vm.program(id).expect("just loaded");
     if args.runtime == "cranelift" {
         if let Some(s) = kops_cranelift::last_stat(&prog.name) {
-            let how = if s.cached { "cached image".to_string() } else { format!("compiled in {:.0} µs", s.micros) };
+            let how = if s.cached {
+                "cached image".to_string()
+            } else {
+                format!("compiled in {:.0} µs (thread CPU time; {:.0} µs wall)", s.micros, s.wall_micros)
+            };
             outln!(
                 "cranelift: {how}, {} bytes of code in {} function(s), {} kinsn site(s) as Cranelift operations",
                 s.code_bytes,
