@@ -274,7 +274,7 @@ pub fn run(args: Args) -> Result<u8> {
     }
     let obj = if args.runtime == "kops" || args.runtime == "cranelift" {
         let (o, note) = kops_object(&obj)?;
-        outln!("{note}");
+        outln!("{}", note.replacen("runtime kops", &format!("runtime {}", args.runtime), 1));
         o
     } else {
         obj

@@ -257,7 +257,9 @@ fn diff_object(
     }
     let kobj = if names.iter().any(|n| n == "kops" || n == "cranelift") {
         let (o, note) = super::run::kops_object(&obj).map_err(|e| KernelError::Invalid(format!("{e:#}")))?;
-        println!("  {note}");
+        // The same object for kops and cranelift.
+        let users: Vec<&str> = names.iter().map(String::as_str).filter(|n| *n == "kops" || *n == "cranelift").collect();
+        println!("  {}", note.replacen("runtime kops", &format!("runtime {}", users.join(", ")), 1));
         Some(o)
     } else {
         None
