@@ -624,7 +624,7 @@ impl<'a, 'b> FnTranslator<'a, 'b> {
         } else if is64 {
             (None, Some(i.imm as i64))
         } else {
-            (None, Some(i.imm as i32 as i64))
+            (None, Some(i.imm as i64))
         };
         let b_val = |s: &mut Self| -> Value {
             match bv {
@@ -874,7 +874,7 @@ impl<'a, 'b> FnTranslator<'a, 'b> {
                 s
             }
         } else {
-            self.iconst(ty, if is32 { i.imm as i64 } else { i.imm as i64 })
+            self.iconst(ty, i.imm as i64)
         };
         let c = if i.op() == op::JSET {
             let x = self.b.ins().band(a, b);
