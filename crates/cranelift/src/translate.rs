@@ -617,12 +617,11 @@ impl<'a, 'b> FnTranslator<'a, 'b> {
         }
         let d64 = self.get(i.dst);
         let a = if is64 { d64 } else { self.low(d64) };
-        // The source: a register, or the immediate (sign-extended for ALU64).
+        // The source: a register, or the immediate (sign-extended for ALU64; for ALU the
+        // constant is made at I32, its low 32 bits).
         let (bv, bimm): (Option<Value>, Option<i64>) = if i.source() == op::X {
             let s = self.get(i.src);
             (Some(if is64 { s } else { self.low(s) }), None)
-        } else if is64 {
-            (None, Some(i.imm as i64))
         } else {
             (None, Some(i.imm as i64))
         };
