@@ -281,6 +281,14 @@ impl RunEnv<'_> {
     pub fn packet_range(&self) -> (u64, u64) {
         self.ctx.packet_range()
     }
+    /// `[start, end)` of the packet buffer, headroom included (what LD_ABS may reach).
+    pub fn buffer_range(&self) -> (u64, u64) {
+        self.ctx.buffer_range()
+    }
+    /// The context kind of the run.
+    pub fn ctx_kind(&self) -> CtxKind {
+        self.ctx.kind
+    }
 }
 
 /// The interpreter's instruction budget for programs with `may_goto`, at least: a loop

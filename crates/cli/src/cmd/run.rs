@@ -46,8 +46,12 @@ pub struct Args {
     /// JIT with kinsn dispatch: each site as its op's native instruction(s), proof sequence
     /// where the op or the CPU has none; an object without sites is first rewritten by the
     /// recognizer, policy auto, as `kops rewrite` does; verified like jit) or kernel (load
-    /// into the running kernel and run with BPF_PROG_TEST_RUN; r0 is its low 32 bits).
-    /// interp, jit and kernel run programs with kinsn sites lowered to their proof sequences.
+    /// into the running kernel and run with BPF_PROG_TEST_RUN; r0 is its low 32 bits) or
+    /// cranelift (the whole program compiled by Cranelift, an optimizing compiler that is
+    /// then trusted too; the object is first rewritten by the recognizer as for kops, and
+    /// rotate/popcount sites become Cranelift's rotl/popcnt; verified like jit; prints the
+    /// compile time). interp, jit and kernel run programs with kinsn sites lowered to their
+    /// proof sequences.
     #[arg(long, default_value = "interp")]
     runtime: String,
     /// Run on jit/kops WITHOUT the kernel verifier. A bad program then crashes or hangs
@@ -75,8 +79,9 @@ pub fn engine(name: &str) -> Result<Box<dyn Engine>> {
         "interp" => Ok(Box::new(Lowering::new(kops_vm::interp::Interp, kops_einsn::registry()))),
         "jit" => Ok(Box::new(Lowering::new(kops_vm::jit_engine::JitEngine::new()?, kops_einsn::registry()))),
         "kops" => Ok(Box::new(kops_vm::jit_engine::KopsEngine::new(kops_einsn::registry())?)),
+        "cranelift" => Ok(Box::new(kops_cranelift::CraneliftEngine::new().with_kinsn(kops_einsn::registry()))),
         "kernel" => bail!("runtime `kernel` runs through the kernel layer (BPF_PROG_TEST_RUN), not as a vm engine"),
-        _ => bail!("unknown runtime `{name}` (known: interp, jit, kops, kernel)"),
+        _ => bail!("unknown runtime `{name}` (known: interp, jit, kops, cranelift, kernel)"),
     }
 }
 
@@ -267,9 +272,9 @@ pub fn run(args: Args) -> Result<u8> {
     if args.runtime == "kernel" {
         return run_kernel(&args, &obj, &name);
     }
-    let obj = if args.runtime == "kops" {
+    let obj = if args.runtime == "kops" || args.runtime == "cranelift" {
         let (o, note) = kops_object(&obj)?;
-        outln!("{note}");
+        outln!("{}", note.replacen("runtime kops", &format!("runtime {}", args.runtime), 1));
         o
     } else {
         obj
@@ -282,6 +287,21 @@ pub fn run(args: Args) -> Result<u8> {
     let shown = args.file.display().to_string();
     let id = vm.load(&name).with_context(|| shown.clone())?;
     let prog = vm.program(id).expect("just loaded");
+    if args.runtime == "cranelift" {
+        if let Some(s) = kops_cranelift::last_stat(&prog.name) {
+            let how = if s.cached {
+                "cached image".to_string()
+            } else {
+                format!("compiled in {:.0} µs (thread CPU time; {:.0} µs wall)", s.micros, s.wall_micros)
+            };
+            outln!(
+                "cranelift: {how}, {} bytes of code in {} function(s), {} kinsn site(s) as Cranelift operations",
+                s.code_bytes,
+                s.functions,
+                s.native_sites
+            );
+        }
+    }
     let input = input_for(&args, prog.ctx)?;
     let n = args.repeat.max(1);
     let (r, ns_per_run) = vm.run_repeat(id, &input, n).with_context(|| shown.clone())?;

@@ -45,10 +45,11 @@ use kops_vm::CtxKind;
 ///
 /// Runtimes: `kernel` (BPF_PROG_TEST_RUN, needs root), and every engine `kops run
 /// --runtime` knows (`interp`, the reference interpreter; `jit`; `kops`, the JIT with
-/// kinsn dispatch). Programs with kinsn sites go to kernel, interp and jit lowered to their
-/// proof sequences; `kops` compiles them natively. For an object without sites, `kops`
-/// runs the recognizer's rewrite of it (policy auto), so `--runtimes interp,kops` on a
-/// plain object checks the rewrite too.
+/// kinsn dispatch; `cranelift`, the whole program through Cranelift, rotate and popcount
+/// sites as Cranelift operations). Programs with kinsn sites go to kernel, interp and jit
+/// lowered to their proof sequences; `kops` and `cranelift` compile them themselves. For an
+/// object without sites, `kops` and `cranelift` run the recognizer's rewrite of it (policy
+/// auto), so `--runtimes interp,kops` on a plain object checks the rewrite too.
 ///
 /// Exit status: 0 every program ran with no mismatch, 1 mismatches or programs not run,
 /// 2 usage, 3 the kernel refused bpf(2).
@@ -264,9 +265,11 @@ fn diff_object(
             }
         }
     }
-    let kobj = if names.iter().any(|n| n == "kops") {
+    let kobj = if names.iter().any(|n| n == "kops" || n == "cranelift") {
         let (o, note) = super::run::kops_object(&obj).map_err(|e| KernelError::Invalid(format!("{e:#}")))?;
-        println!("  {note}");
+        // The same object for kops and cranelift.
+        let users: Vec<&str> = names.iter().map(String::as_str).filter(|n| *n == "kops" || *n == "cranelift").collect();
+        println!("  {}", note.replacen("runtime kops", &format!("runtime {}", users.join(", ")), 1));
         Some(o)
     } else {
         None
@@ -325,10 +328,10 @@ fn diff_object(
                     Err(e @ KernelError::KernelUnavailable(_)) => return Err(e),
                     Err(e) => setup_err.push(format!("kernel: {}", e.to_string().lines().next().unwrap_or(""))),
                 }
-            } else if n == "kops" {
+            } else if n == "kops" || n == "cranelift" {
                 // `--runtime kops` semantics (run::kops_object): the object's own sites, or
-                // the recognizer's rewrite of an object without sites.
-                let ko = kobj.as_ref().expect("built above when kops is a runtime");
+                // the recognizer's rewrite of an object without sites (cranelift too).
+                let ko = kobj.as_ref().expect("built above when kops or cranelift is a runtime");
                 match ko.program(&p.name) {
                     Some(kp) => {
                         let rt = Runtime::Vm { name: n.clone(), obj: ko, prog: kp, verifier: verifier.clone() };
@@ -337,7 +340,7 @@ fn diff_object(
                             Err(e) => setup_err.push(format!("{n}: {e}")),
                         }
                     }
-                    None => setup_err.push(format!("kops: the rewritten object has no program `{}`", p.name)),
+                    None => setup_err.push(format!("{n}: the rewritten object has no program `{}`", p.name)),
                 }
             } else {
                 let rt = Runtime::Vm { name: n.clone(), obj: &obj, prog: p, verifier: verifier.clone() };
