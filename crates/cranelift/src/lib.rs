@@ -407,6 +407,13 @@ fn compile_inner(insns: &[Insn], sites: &[NativeSite], helpers: &HelperTable, co
             return Err(Error::at(pc, "kinsn site: the runtime lowers sites before this engine sees them".into()));
         }
         kops_vm::interp::validate(&i, conformance).map_err(|m| Error::at(pc, m))?;
+        // Not translated yet: said at load, never a wrong run.
+        if i.code == kops_isa::op::JMP | kops_isa::decode::JCOND {
+            return Err(Error::at(pc, "may_goto is not supported by the cranelift runtime (interp, jit and kops run it)".into()));
+        }
+        if !conformance && i.is_helper_call() && i.imm as u32 == kops_vm::helpers::kfuncs::THROW {
+            return Err(Error::at(pc, "bpf_throw (exceptions) is not supported by the cranelift runtime (interp, jit and kops run it)".into()));
+        }
         pc += if i.is_ld_imm64() { 2 } else { 1 };
     }
     let funcs = translate::split_functions(insns)?;

@@ -238,6 +238,7 @@ fn bad_programs_are_errors() {
         (vec![Insn::mov64_imm(0, 1), Insn::new(op::JMP | op::JA, 0, 0, 5, 0), Insn::exit()], "jump"),
         (vec![Insn::new(0xff, 0, 0, 0, 0), Insn::exit()], "invalid"),
         (vec![Insn::call_helper(9999), Insn::exit()], "helper"),
+        (vec![Insn::new(op::JMP | kops_isa::decode::JCOND, 0, 0, 0, 0), Insn::mov64_imm(0, 1), Insn::exit()], "may_goto is not supported"),
     ];
     for (p, what) in cases {
         let vm = Vm::with_verifier(None, cranelift(), test_gate()).unwrap();
