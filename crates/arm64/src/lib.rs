@@ -799,6 +799,12 @@ pub fn pop_pair(rt1: Reg, rt2: Reg) -> Result<u32> {
     ldst_pair(true, W::X64, rt1, rt2, Sp, 16, PairMode::PostIndex)
 }
 
+/// `ldr rt, <literal>`: load from pc + `off` instructions (±2^18), 32 or 64 bits.
+pub fn ldr_literal(w: W, rt: Reg, off: i64) -> Result<u32> {
+    let base = if w == W::X64 { 0x5800_0000 } else { 0x1800_0000 };
+    Ok(base | simm("ldr (literal)", "offset", off, 19)? << 5 | zr("ldr (literal)", rt)?)
+}
+
 /// `prfm <op>, [rn, #off]` with `prfop` 0..31 (0 = pldl1keep); `off` a multiple of 8.
 pub fn prfm(prfop: u8, rn: Reg, off: i64) -> Result<u32> {
     let rn = sp("prfm", rn)?;

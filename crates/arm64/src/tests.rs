@@ -535,6 +535,15 @@ fn branches_all_ranges() {
         refused(cbz(X64, X(0), off), "cbz out of range");
     }
     refused(cbz(X64, Sp, 0), "cbz sp");
+    for off in [0, 2, -3, (1 << 18) - 1, -(1 << 18)] {
+        for w in WS {
+            for t in with_zr() {
+                check(ldr_literal(w, t, off), &format!("ldr {}, {}", r(w, t), rel(off)));
+            }
+        }
+    }
+    refused(ldr_literal(X64, X(1), 1 << 18), "ldr literal out of range");
+    refused(ldr_literal(X64, Sp, 0), "ldr literal into sp");
     for n in gprs() {
         check(br(n), &format!("br {}", x(n)));
         check(blr(n), &format!("blr {}", x(n)));

@@ -245,6 +245,11 @@ struct Func {
     start: usize,
     end: usize,
     is_main: bool,
+    /// `find_used_callee_regs`: the callee-saved registers the function saves, in push
+    /// order (r6..r9 and the frame pointer when named, plus x27 in a main function that
+    /// can unwind), and whether it names r10.
+    callee: Vec<Reg>,
+    fp_used: bool,
     stack_size: u32,
     /// Word index (in the function) where local instruction k starts; `addrs[n]` is the
     /// epilogue.
@@ -313,6 +318,18 @@ impl Cx<'_> {
     fn mov_i(&mut self, is64: bool, reg: Reg, val: i32) -> Result<(), JitError> {
         let r = mov_i(&mut self.a, is64, reg, val);
         self.wrap(r)
+    }
+    /// `emit_a64_add_i`: dst = src + imm with an add/sub immediate, else through `tmp`.
+    fn add_i(&mut self, is64: bool, dst: Reg, src: Reg, tmp: Reg, imm: i32) -> Result<(), JitError> {
+        let w = if is64 { W::X64 } else { W::W32 };
+        if a64::is_addsub_imm(imm as u32 as u64) {
+            self.e(a64::add_imm(w, dst, src, imm as u32 as u64))
+        } else if a64::is_addsub_imm(imm.wrapping_neg() as u32 as u64) {
+            self.e(a64::sub_imm(w, dst, src, imm.wrapping_neg() as u32 as u64))
+        } else {
+            self.mov_i(is64, tmp, imm)?;
+            self.e(a64::add(w, dst, src, tmp))
+        }
     }
     fn mov_i64(&mut self, reg: Reg, val: u64) -> Result<(), JitError> {
         let r = mov_i64(&mut self.a, reg, val);
@@ -632,7 +649,7 @@ impl Cx<'_> {
         self.e(a64::mov(W::X64, TMP2, X(0)))?;
         self.e(a64::ldst_pair(true, W::X64, r1, Zr, Sp, 16, a64::PairMode::PostIndex))?;
         // Words from here to `out`, fixed by construction (checked below).
-        let pops = 4;
+        let pops = self.f.callee.len().div_ceil(2);
         let tail = 1 + 1 + 1 + 1 + 1 + 1 + 1 + (self.f.stack_size != 0) as usize + pops + 2;
         self.e(a64::cbz(W::X64, TMP2, tail as i64))?;
         // if (*tcc_ptr >= MAX_TAIL_CALL_CNT) goto out; (*tcc_ptr)++
@@ -658,10 +675,8 @@ impl Cx<'_> {
     }
 
     fn pop_callee(&mut self) -> Result<(), JitError> {
-        self.e(a64::pop_pair(X(27), X(28)))?;
-        self.e(a64::pop_pair(REGMAP[10], X(26)))?;
-        self.e(a64::pop_pair(REGMAP[8], REGMAP[9]))?;
-        self.e(a64::pop_pair(REGMAP[6], REGMAP[7]))
+        let r = pop_callee(&self.f.callee, &mut self.a);
+        self.wrap(r)
     }
 
     // ---- loads and stores ----------------------------------------------------------------
@@ -763,8 +778,7 @@ impl Cx<'_> {
         if self.i.off == 0 {
             return Ok(dst);
         }
-        self.mov_i(true, TMP1, self.i.off as i32)?;
-        self.e(a64::add(W::X64, TMP1, TMP1, dst))?;
+        self.add_i(true, TMP1, dst, TMP1, self.i.off as i32)?;
         Ok(TMP1)
     }
 
@@ -849,7 +863,8 @@ impl Cx<'_> {
 }
 
 impl Program<'_> {
-    /// `build_prologue`.
+    /// `build_prologue`: landing pad, patch site, frame record, tail-call counter, the
+    /// callee-saved registers the function uses, frame pointer, stack.
     fn prologue(&self, f: &Func, a: &mut a64::Asm) -> a64::Result<()> {
         let o = self.opts;
         if o.bti {
@@ -862,7 +877,8 @@ impl Program<'_> {
         }
         a.emit(a64::push_pair(a64::FP, a64::LR))?;
         a.emit(a64::mov_sp(W::X64, a64::FP, Sp))?;
-        // prepare_bpf_tail_call_cnt
+        // prepare_bpf_tail_call_cnt: the main function keeps the counter in a stack slot
+        // and its address in x26; subprograms keep the caller's x26.
         if f.is_main {
             a.emit(a64::push_pair(Zr, TCCNT_PTR))?;
             a.emit(a64::mov_sp(W::X64, TCCNT_PTR, Sp))?;
@@ -872,14 +888,11 @@ impl Program<'_> {
             }
         } else {
             a.emit(a64::push_pair(TCCNT_PTR, TCCNT_PTR))?;
-            a.put(a64::NOP);
         }
-        // push_callee_regs
-        a.emit(a64::push_pair(REGMAP[6], REGMAP[7]))?;
-        a.emit(a64::push_pair(REGMAP[8], REGMAP[9]))?;
-        a.emit(a64::push_pair(REGMAP[10], X(26)))?;
-        a.emit(a64::push_pair(X(27), X(28)))?;
-        a.emit(a64::mov_sp(W::X64, REGMAP[10], Sp))?;
+        push_callee(&f.callee, a)?;
+        if f.fp_used {
+            a.emit(a64::mov_sp(W::X64, REGMAP[10], Sp))?;
+        }
         if f.is_main && self.needs_unwind {
             a.emit(a64::mov_sp(W::X64, UNWIND_REG, Sp))?;
         }
@@ -889,22 +902,28 @@ impl Program<'_> {
         Ok(())
     }
 
-    /// `build_epilogue`.
+    /// `build_epilogue`, then `build_plt` (the long-jump slot for trampolines: its target
+    /// is 0 here, nothing attaches to our images).
     fn epilogue(&self, f: &Func, a: &mut a64::Asm) -> a64::Result<()> {
         if f.stack_size != 0 {
             a.emit(a64::add_imm(W::X64, Sp, Sp, f.stack_size as u64))?;
         }
-        a.emit(a64::pop_pair(X(27), X(28)))?;
-        a.emit(a64::pop_pair(REGMAP[10], X(26)))?;
-        a.emit(a64::pop_pair(REGMAP[8], REGMAP[9]))?;
-        a.emit(a64::pop_pair(REGMAP[6], REGMAP[7]))?;
+        pop_callee(&f.callee, a)?;
         a.emit(a64::pop_pair(Zr, TCCNT_PTR))?;
         a.emit(a64::pop_pair(a64::FP, a64::LR))?;
         a.emit(a64::mov(W::X64, X(0), REGMAP[0]))?;
         if self.opts.pac {
             a.put(AUTIASP);
         }
-        a.emit(a64::ret(a64::LR))
+        a.emit(a64::ret(a64::LR))?;
+        if a.len() % 2 == 1 {
+            a.put(a64::NOP);
+        }
+        a.emit(a64::ldr_literal(W::X64, TMP1, 2))?;
+        a.emit(a64::br(TMP1))?;
+        a.put(0);
+        a.put(0);
+        Ok(())
     }
 
     /// One pass over a function: its words and address relocations.
@@ -942,6 +961,22 @@ impl Program<'_> {
         f.len = a.len();
         Ok((a, relocs))
     }
+}
+
+/// `push_callee_regs`: pairs in order, an odd last one with xzr (sp stays 16-aligned).
+fn push_callee(regs: &[Reg], a: &mut a64::Asm) -> a64::Result<()> {
+    for pair in regs.chunks(2) {
+        a.emit(a64::push_pair(pair[0], pair.get(1).copied().unwrap_or(Zr)))?;
+    }
+    Ok(())
+}
+
+/// `pop_callee_regs`: the reverse of [`push_callee`].
+fn pop_callee(regs: &[Reg], a: &mut a64::Asm) -> a64::Result<()> {
+    for pair in regs.chunks(2).rev() {
+        a.emit(a64::pop_pair(pair[0], pair.get(1).copied().unwrap_or(Zr)))?;
+    }
+    Ok(())
 }
 
 /// Programs from outside the kernel: register numbers above r10 are the JIT's.
@@ -998,7 +1033,12 @@ pub fn compile(insns: &[Insn], opts: &Arm64Options, res: &dyn Resolver) -> Resul
             return Err(JitError::Insn { pc: orig[last], msg: "the function can run past its last instruction (no exit or jump)".into() });
         }
         let depth = opts.stack_depth.unwrap_or_else(|| kops_jit::stack::stack_depth(&prog, s, e, &second, opts.verified));
-        funcs.push(Func { start: s, end: e, is_main: fi == 0, stack_size: depth.div_ceil(16) * 16, addrs: Vec::new(), epilogue: 0, prologue_len: 0, len: 0, base: 0 });
+        let named = |r: u8| prog[s..e].iter().any(|i| i.dst == r || i.src == r);
+        let mut callee: Vec<Reg> = (6..=10).filter(|&r| named(r)).map(|r| REGMAP[r as usize]).collect();
+        if fi == 0 && needs_unwind {
+            callee.push(UNWIND_REG);
+        }
+        funcs.push(Func { start: s, end: e, is_main: fi == 0, callee, fp_used: named(10), stack_size: depth.div_ceil(16) * 16, addrs: Vec::new(), epilogue: 0, prologue_len: 0, len: 0, base: 0 });
     }
     let p = Program { insns: prog, second, orig: orig.clone(), opts, res, needs_unwind };
     // Pass 1: sizes (every sequence's length is independent of branch distances).
