@@ -50,6 +50,11 @@ pub struct Args {
     /// interp, jit and kernel run programs with kinsn sites lowered to their proof sequences.
     #[arg(long, default_value = "interp")]
     runtime: String,
+    /// Target architecture of the native runtimes: x86_64 (run natively) or arm64 (`jit`
+    /// only: our arm64 JIT, run in-process under the unicorn emulator; emulated time says
+    /// nothing about arm64 speed).
+    #[arg(long, default_value = "x86_64")]
+    arch: String,
     /// Run on jit/kops WITHOUT the kernel verifier. A bad program then crashes or hangs
     /// this process. Prints a warning every time.
     #[arg(long)]
@@ -75,8 +80,26 @@ pub fn engine(name: &str) -> Result<Box<dyn Engine>> {
         "interp" => Ok(Box::new(Lowering::new(kops_vm::interp::Interp, kops_einsn::registry()))),
         "jit" => Ok(Box::new(Lowering::new(kops_vm::jit_engine::JitEngine::new()?, kops_einsn::registry()))),
         "kops" => Ok(Box::new(kops_vm::jit_engine::KopsEngine::new(kops_einsn::registry())?)),
+        // The arm64 JIT under emulation, by one name (for `kops diff --runtimes ...`).
+        "jit-arm64" => engine_arch("jit", "arm64"),
         "kernel" => bail!("runtime `kernel` runs through the kernel layer (BPF_PROG_TEST_RUN), not as a vm engine"),
-        _ => bail!("unknown runtime `{name}` (known: interp, jit, kops, kernel)"),
+        _ => bail!("unknown runtime `{name}` (known: interp, jit, kops, kernel, jit-arm64)"),
+    }
+}
+
+/// The engine for `--runtime NAME --arch ARCH`: x86_64 as [`engine`]; arm64 has the
+/// interpreter and `jit` (the arm64 JIT under emulation, kinsn sites lowered to their proof
+/// sequences).
+pub fn engine_arch(name: &str, arch: &str) -> Result<Box<dyn Engine>> {
+    match arch {
+        "x86_64" | "x86-64" => engine(name),
+        "arm64" | "aarch64" => match name {
+            "interp" => engine(name),
+            "jit" => Ok(Box::new(kops_vm::Lowering::new(kops_emu_arm64::Arm64EmuEngine::new(), kops_einsn::registry()))),
+            "kops" | "kernel" => bail!("runtime `{name}` has no arm64 form yet (arm64 runtimes: interp, jit)"),
+            _ => bail!("unknown runtime `{name}` (known: interp, jit, kops, kernel)"),
+        },
+        _ => bail!("unknown architecture `{arch}` (known: x86_64, arm64)"),
     }
 }
 
@@ -264,6 +287,10 @@ pub fn run(args: Args) -> Result<u8> {
     obj.resolve_prog_types(args.prog_type.as_deref(), Some(&[name.as_str()])).map_err(anyhow::Error::msg)?;
     // CO-RE and externs depend on the running kernel (see kops_kernel::core).
     let obj = if obj.needs_relocation() { kops_kernel::core::relocate(&obj)? } else { obj };
+    // Refuse an unknown runtime/architecture pair before any work.
+    if args.runtime != "kernel" || args.arch != "x86_64" {
+        engine_arch(&args.runtime, &args.arch)?;
+    }
     if args.runtime == "kernel" {
         return run_kernel(&args, &obj, &name);
     }
@@ -274,7 +301,7 @@ pub fn run(args: Args) -> Result<u8> {
     } else {
         obj
     };
-    let mut vm = Vm::with_verifier(Some(&obj), engine(&args.runtime)?, verifier(args.unverified))
+    let mut vm = Vm::with_verifier(Some(&obj), engine_arch(&args.runtime, &args.arch)?, verifier(args.unverified))
         .with_context(|| args.file.display().to_string())?;
     if let Some(b) = args.budget {
         vm.options.budget = b;
