@@ -211,6 +211,12 @@ impl EmuCompiled {
         let code = image.link(mem.addr()).map_err(|e| e.to_string())?;
         // SAFETY: `mem` has at least code.len() writable bytes.
         unsafe { std::ptr::copy_nonoverlapping(code.as_ptr(), mem.ptr, code.len()) };
+        // W^X: the code is never writable again; it is never executable on the host, and
+        // the emulator maps it read+execute.
+        // SAFETY: the whole mapping made by HostMem::new.
+        if unsafe { libc::mprotect(mem.ptr as *mut libc::c_void, mem.len, libc::PROT_READ) } != 0 {
+            return Err(format!("mprotect: {}", std::io::Error::last_os_error()));
+        }
         images().lock().map_err(|_| "image registry poisoned")?.push((mem.addr(), mem.len as u64));
         Ok(EmuCompiled { mem, len: code.len() })
     }

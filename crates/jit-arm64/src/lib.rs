@@ -882,7 +882,10 @@ impl Program<'_> {
         if f.is_main {
             a.emit(a64::push_pair(Zr, TCCNT_PTR))?;
             a.emit(a64::mov_sp(W::X64, TCCNT_PTR, Sp))?;
-            debug_assert_eq!(a.len(), o.prologue_offset());
+            // Tail calls enter here (PROLOGUE_OFFSET); a mismatch would skip or repeat code.
+            if a.len() != o.prologue_offset() {
+                return Err(a64::EncodeError { insn: "prologue", msg: format!("tail-call entry at word {}, expected {}", a.len(), o.prologue_offset()) });
+            }
             if o.bti {
                 a.put(a64::bti(Bti::J));
             }
