@@ -131,6 +131,7 @@ impl Arm64EmuEngine {
         o.div_fixups = true;
         let lookup = tail_lookup as extern "C" fn(u64, u64, u64, u64, u64) -> u64 as usize as u64;
         o.tail_call = helper_slot(lookup).map(|a| (TAIL_CALL as i32, a));
+        o.ld_abs = helper_slot(ld_abs as extern "C" fn(u64, u64, u64, u64, u64) -> u64 as usize as u64);
         if conformance {
             o.unwind_helper = Some(UNWIND as i32);
             o.callx_helpers = Some(CALLX_HELPERS);
@@ -161,6 +162,39 @@ impl kops_jit::Resolver for Resolver<'_> {
 thread_local! {
     /// Program arrays of the run in progress: (map address, slot table, max_entries).
     static TAIL_MAPS: std::cell::RefCell<Vec<(u64, u64, u64)>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// skb run in progress, for LD_ABS/LD_IND: (context address, lowest packet address, tc).
+    static SKB_RUN: std::cell::Cell<Option<(u64, u64, bool)>> = const { std::cell::Cell::new(None) };
+}
+
+/// `LD_ABS`/`LD_IND` for the JIT's code, with the interpreter's (the kernel's) semantics:
+/// the big-endian value of `size` bytes at `off` from the skb data; negative offsets
+/// address the network (`SKF_NET_OFF`) or link-layer (`SKF_LL_OFF`) header; bit 63 set
+/// when out of range.
+extern "C" fn ld_abs(size: u64, off: u64, _: u64, _: u64, _: u64) -> u64 {
+    const FAIL: u64 = 1 << 63;
+    const SKF_NET_OFF: i64 = -0x10_0000;
+    const SKF_LL_OFF: i64 = -0x20_0000;
+    let off = off as i64;
+    let Some((c, head, tc)) = SKB_RUN.with(|s| s.get()) else { return FAIL };
+    // SAFETY: `c` is the run's `__sk_buff` (alive for the run).
+    let rd = |o: usize| unsafe { std::ptr::read_unaligned((c + o as u64) as *const u64) };
+    let (data, end) = (rd(kops_vm::ctx::SKB_DATA), rd(kops_vm::ctx::SKB_DATA_END));
+    let (net, mac) = if tc { (data + 14, data) } else { (data, data.wrapping_sub(14)) };
+    let addr = if off >= 0 {
+        data.wrapping_add(off as u64)
+    } else if off >= SKF_NET_OFF {
+        net.wrapping_add((off - SKF_NET_OFF) as u64)
+    } else if off >= SKF_LL_OFF {
+        mac.wrapping_add((off - SKF_LL_OFF) as u64)
+    } else {
+        return FAIL;
+    };
+    if addr < head || addr > end || addr.wrapping_add(size) > end || !matches!(size, 1 | 2 | 4) {
+        return FAIL;
+    }
+    // SAFETY: [addr, addr + size) lies inside the run's packet (checked above).
+    let b = unsafe { std::slice::from_raw_parts(addr as *const u8, size as usize) };
+    b.iter().fold(0u64, |v, x| v << 8 | *x as u64)
 }
 
 /// Entry of slot `index` of program array `map` (0: none), for the JIT's tail calls.
@@ -268,7 +302,13 @@ impl EmuCompiled {
                 } else {
                     // SAFETY: the host has this page mapped; a verified program only
                     // touches memory it may, so the page is one the Vm gave it.
-                    host_mapped(page) && unsafe { uc.mem_map_ptr(page, PAGE, Prot::READ | Prot::WRITE, page as *mut _) }.is_ok()
+                    host_mapped(page)
+                        && match unsafe { uc.mem_map_ptr(page, PAGE, Prot::READ | Prot::WRITE, page as *mut _) } {
+                            Ok(()) => true,
+                            // Already mapped: the access spans into it from an unmapped page.
+                            Err(unicorn_engine::uc_error::MAP) => true,
+                            Err(_) => false,
+                        }
                 };
                 if !ok {
                     f2.set(Some((addr, kind)));
@@ -318,8 +358,17 @@ impl Compiled for EmuCompiled {
         let tables: Vec<(u64, u64, u64)> =
             env.vm().maps().filter(|m| m.prog_array_table() != 0).map(|m| (m.addr(), m.prog_array_table(), m.def.max_entries as u64)).collect();
         TAIL_MAPS.with(|t| *t.borrow_mut() = tables);
+        // For LD_ABS: r1 is the `__sk_buff`; the packet's lowest address is its data at the
+        // start of the run, less the Ethernet header a socket filter's data starts after.
+        let kind = env.vm().program(env.prog).map(|p| p.ctx);
+        let skb = match kind {
+            Some(kops_vm::CtxKind::Skb { tc }) => Some((r1, env.packet_range().0.wrapping_sub(if tc { 0 } else { 14 }), tc)),
+            _ => None,
+        };
+        SKB_RUN.with(|s| s.set(skb));
         let r = self.call(r1, r2);
         TAIL_MAPS.with(|t| t.borrow_mut().clear());
+        SKB_RUN.with(|s| s.set(None));
         let name = env.vm().program(env.prog).map(|p| p.name.clone()).unwrap_or_default();
         r.map_err(|msg| VmError::Exec { prog: name, pc: 0, msg })
     }

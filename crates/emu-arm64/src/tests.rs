@@ -63,11 +63,11 @@ fn gen_program(rng: &mut kops_jit_tools::gen::Rng, size: usize) -> Vec<Insn> {
 }
 
 /// Random programs (kops_jit_tools::gen, which store every register and the stack into
-/// the buffer at exit): r0 and the buffer must be the interpreter's. 600 programs by
+/// the buffer at exit): r0 and the buffer must be the interpreter's. 3000 programs by
 /// default, rotating LSE/exclusives and BTI/PAC; `KOPS_ARM64_PROPTEST=N` for more.
 #[test]
 fn random_programs_match_interpreter() {
-    let count: u64 = std::env::var("KOPS_ARM64_PROPTEST").ok().and_then(|v| v.parse().ok()).unwrap_or(600);
+    let count: u64 = std::env::var("KOPS_ARM64_PROPTEST").ok().and_then(|v| v.parse().ok()).unwrap_or(3000);
     let first: u64 = std::env::var("KOPS_ARM64_PROPTEST_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
     let es = engines();
     let mut failures = Vec::new();
@@ -201,6 +201,51 @@ fn debug_seed() {
         let b = u64::from_le_bytes(g.1[8 * k..8 * k + 8].try_into().unwrap());
         if a != b {
             println!("word {k} (byte {}): interp {a:#x} arm64 {b:#x}", 8 * k);
+        }
+    }
+}
+
+/// LD_ABS/LD_IND (a runtime extra, as on x86): the interpreter's values for tc and socket
+/// filters, in range and out (the program then returns 0), from a subprogram too.
+#[test]
+fn ld_abs_and_ind_match_interpreter() {
+    let ld_abs = |sz: u8, imm: i32| Insn::new(op::LD | op::ABS | sz, 0, 0, 0, imm);
+    let ld_ind = |sz: u8, src: u8, imm: i32| Insn::new(op::LD | op::IND | sz, 0, src, 0, imm);
+    let prog = |a: i32, b: i32| {
+        vec![
+            Insn::mov64_reg(6, 1),
+            ld_abs(op::H, 12),
+            Insn::mov64_reg(7, 0),
+            Insn::alu64_imm(op::LSH, 7, 32),
+            Insn::mov64_imm(8, 2),
+            ld_ind(op::B, 8, a),
+            Insn::alu64_reg(op::OR, 7, 0),
+            ld_abs(op::W, b),
+            Insn::alu64_imm(op::LSH, 0, 8),
+            Insn::alu64_reg(op::XOR, 0, 7),
+            Insn::exit(),
+        ]
+    };
+    let run = |engine: Box<dyn Engine>, insns: &[Insn], tc: bool, pkt: &[u8]| -> u64 {
+        let vm = kops_vm::Vm::with_verifier(None, engine, gate()).unwrap();
+        let pt = if tc { kops_object::ProgType::SchedCls } else { kops_object::ProgType::SocketFilter };
+        let id = vm.load_insns("ldabs", insns.to_vec(), Vec::new(), pt, kops_vm::CtxKind::for_prog_type(pt), HelperTable::kernel(), false).unwrap();
+        vm.run(id, &kops_vm::ProgInput::packet(pkt)).unwrap().r0
+    };
+    let pkt: Vec<u8> = (0u8..64).collect();
+    let want = ((0x0c0du64 << 32) | 6) ^ (0x0809_0a0bu64 << 8);
+    assert_eq!(run(Box::new(Arm64EmuEngine::new()), &prog(4, 8), true, &pkt), want);
+    assert_eq!(run(Box::new(Arm64EmuEngine::new()), &prog(4, 62), true, &pkt), 0);
+    let mut rng = kops_jit_tools::gen::Rng::new(77);
+    let offs = [0, 1, 13, 60, 100, 1500, -1, -0x10_0000, -0x10_0000 + 3, -0x20_0000, -0x20_0000 + 13, -0x30_0000];
+    for _ in 0..300 {
+        let len = rng.pick(&[14usize, 20, 34, 60, 64, 128, 1500]);
+        let p: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+        let (a, b) = (rng.pick(&offs), rng.pick(&offs));
+        for tc in [false, true] {
+            let i = run(Box::new(kops_vm::interp::Interp), &prog(a, b), tc, &p);
+            let j = run(Box::new(Arm64EmuEngine::new()), &prog(a, b), tc, &p);
+            assert_eq!(i, j, "offsets {a} {b} tc {tc} packet {} bytes", p.len());
         }
     }
 }

@@ -1,46 +1,65 @@
-//! Baseline eBPF -> ARM64 JIT, faithful to Linux's `arch/arm64/net/bpf_jit_comp.c`
-//! (kernels 6.12-6.18) (trusted code).
+//! Baseline eBPF -> ARM64 JIT, faithful to Linux's `arch/arm64/net/bpf_jit_comp.c` as of
+//! the 6.13+ kernels (trusted code).
 //!
-//! Like the kernel it translates one eBPF instruction at a time with the kernel's register
-//! map ([`REGMAP`], the kernel's `bpf2a64`), prologue and epilogue (`bti jc`, the
-//! `mov x9, lr; nop` patch site, `paciasp`, the frame record, the tail-call counter slot
-//! and its pointer in x26, `bti j` as the tail-call landing pad, the callee-saved pairs
-//! x19/x20, x21/x22, x25/x26, x27/x28, BPF's frame pointer x25 = sp, then the stack), the
-//! same immediate choices (`emit_a64_mov_i`, `emit_a64_mov_i64`, add/sub immediates with
-//! the negated form, logical immediates with a move to a temporary when unencodable),
-//! SP-relative stack accesses, loads/stores with the register-offset fallback, atomics
-//! (LSE when [`Arm64Options::lse`], else exclusive load/store loops with the kernel's
-//! barriers), and one epilogue per function that `exit` branches to (the last `exit`
-//! falls through). Every word is produced by an encoder of `kops-arm64`.
+//! Like the kernel it translates one eBPF instruction at a time, with:
+//! - the kernel's register map ([`REGMAP`], its `bpf2a64`): r0 x7, r1..r5 x0..x4, r6..r9
+//!   x19..x22, r10 x25, scratch x10..x12, `BPF_REG_AX` x9, the tail-call counter pointer
+//!   x26;
+//! - its prologue (`build_prologue`): `bti jc`, the `mov x9, lr; nop` patch site,
+//!   `paciasp`, the frame record, `prepare_bpf_tail_call_cnt` (main: a zeroed counter slot
+//!   and x26 pointing at it; subprograms: x26 kept), `bti j` where tail calls land
+//!   (`PROLOGUE_OFFSET`), then only the callee-saved registers the function names
+//!   (`find_used_callee_regs`, pushed in pairs, an odd one with xzr), `mov x25, sp` when
+//!   it uses r10, and the stack (`round_up(depth, 16)`); the epilogue in reverse, `autiasp`,
+//!   `ret`, then the PLT (`ldr x10, #8; br x10; .quad`) the kernel appends;
+//! - its immediate choices: `emit_a64_mov_i` / `emit_a64_mov_i64` (movz or movn, whichever
+//!   leaves fewer blocks, then movk), `emit_a64_add_i` (12-bit or shifted immediate, the
+//!   negated form, else through x10), logical immediates when encodable, else through x10;
+//! - SP-relative r10 accesses (`sp + stack_size + off`), the unsigned-offset forms when
+//!   the offset fits, else the offset in a scratch register (register-offset form);
+//! - atomics: LSE (`stadd`..., `ldaddal`..., `swpal`, `casal`) when [`Arm64Options::lse`],
+//!   else the kernel's exclusive loops (`ldxr`/`stxr`, `stlxr` + `dmb ish` for the fetching
+//!   forms);
+//! - one epilogue per function that `exit` branches to; the last `exit` falls through.
+//! Every word is produced by an encoder of `kops-arm64`.
 //!
 //! Division: AArch64's `udiv`/`sdiv` give 0 for a zero divisor and `MIN / -1 = MIN`, and
 //! `msub` then leaves the dividend for a modulo, which is what the eBPF ISA defines; the
-//! verifier's rewrites (`kops_jit::fixup`, applied by the kernel on every architecture)
-//! are applied as well when [`Arm64Options::div_fixups`] is on, so the instructions are
-//! the kernel's xlated ones.
+//! verifier's rewrites (`kops_jit::fixup`, which the kernel applies on every architecture)
+//! are applied as well when [`Arm64Options::div_fixups`] is on, so the code is that of the
+//! kernel's xlated program.
 //!
 //! Deliberate differences from the kernel:
-//! - addresses (helpers, subprograms) are user-space addresses, below 2^48: they are built
-//!   with `movz/movk/movk` where the kernel's kernel-space addresses use
-//!   `movn/movk/movk` (same count, same register); an address with other top bits is an
-//!   error. Subprogram addresses are patched at link time ([`Arm64Image::link`]);
+//! - helper and subprogram calls are always `movz/movk/movk x10; blr x10`: the kernel uses
+//!   `movn/movk/movk` for its kernel-space addresses (same length) and a direct `bl` when
+//!   the target is within ±128 MB of the image; our targets are user-space addresses
+//!   below 2^48 (other addresses are an error). Subprogram addresses are patched at link
+//!   time ([`Arm64Image::link`]); the PLT's target is 0 (nothing attaches to our images);
+//! - `bpf_get_smp_processor_id` and `bpf_get_current_task(_btf)`, which the kernel inlines
+//!   as reads of `sp_el0`, are ordinary helper calls;
 //! - tail calls find their target through a runtime lookup function
 //!   ([`Arm64Options::tail_call`], like the x86 JIT's `TailCallMode::Lookup`) instead of
-//!   reading `struct bpf_array`; counter, frame teardown and the jump past the target's
-//!   prologue head are the kernel's;
+//!   reading `struct bpf_array`; the counter check through x26, its update only when a
+//!   target exists, the frame teardown and the jump to `PROLOGUE_OFFSET` are the kernel's;
 //! - the conformance suite's extras (the kernel rewrites or rejects these): the "unwind"
 //!   helper and `callx` through a helper table, both able to end the program from any
-//!   depth. The main function then keeps its stack pointer in x27 (one more `mov` in its
-//!   prologue); x27 is saved by every function as in the kernel;
+//!   depth. The main function then also saves x27 and keeps its stack pointer there (one
+//!   more pair and one `mov`); nothing else touches x27;
 //! - immediate shift counts are taken modulo the width (the verifier rejects larger ones;
-//!   the interpreter masks them);
-//! - division by an immediate 0 gets the register-zero semantics (the kernel's verifier
-//!   rejects it);
+//!   the interpreter masks them); division by an immediate 0 gets the register-zero
+//!   semantics (the verifier rejects it);
 //! - after a 32-bit `cmpxchg` the zero extension of r0 that `kops_jit::fixup` adds is
-//!   kept (`mov w7, w7`; arm64's `cas` already zero-extends, and the kernel adds it only
-//!   where the JIT asks for zero extensions);
-//! - not supported yet (clear errors): `LD_ABS`/`LD_IND`, kfunc calls, kinsn sites,
-//!   arena and per-CPU address instructions, load-acquire/store-release.
+//!   kept (`mov w7, w7`; the kernel adds it only for JITs that need zero extensions, and
+//!   `cas` already zero-extends);
+//! - no exception tables (`PROBE_MEM`), no BHB mitigation for classic BPF, no exception
+//!   boundaries or callbacks;
+//! - `LD_ABS`/`LD_IND` (which the kernel rewrites before its JIT runs) call a runtime
+//!   loader ([`Arm64Options::ld_abs`]), as the x86 JIT does;
+//! - not supported (clear errors): kfunc calls, kinsn sites (lower them first), arena and
+//!   per-CPU address instructions, load-acquire/store-release.
+//!
+//! Written from the kernel's source (read, not copied); the per-instruction expectations
+//! in `tests.rs` are the kernel's choices written out by hand.
 
 #[cfg(test)]
 mod tests;
@@ -102,6 +121,11 @@ pub struct Arm64Options {
     pub tail_call: Option<(i32, u64)>,
     /// Stack depth per function: computed ([`kops_jit::stack::stack_depth`]) or fixed.
     pub stack_depth: Option<u32>,
+    /// Legacy packet loads (`LD_ABS`/`LD_IND`, which the kernel rewrites before its JIT
+    /// runs): address of the runtime's `extern "C" fn(size: u64, off: i64) -> u64`
+    /// returning the big-endian value, or a value with bit 63 set when out of range (the
+    /// function then returns 0). None: such loads are rejected.
+    pub ld_abs: Option<u64>,
     /// The program passed the kernel verifier (see [`kops_jit::stack`]).
     pub verified: bool,
 }
@@ -119,6 +143,7 @@ impl Default for Arm64Options {
             callx_helpers: None,
             tail_call: None,
             stack_depth: None,
+            ld_abs: None,
             verified: false,
         }
     }
@@ -684,7 +709,7 @@ impl Cx<'_> {
     fn emit_ld(&mut self) -> Result<(), JitError> {
         let i = self.i;
         if !i.is_ld_imm64() {
-            return Err(self.unsupported("legacy packet access (LD_ABS/LD_IND)"));
+            return self.emit_ld_abs();
         }
         if self.pc + 1 >= self.f.end {
             return Err(self.err("ld_imm64 without its second slot"));
@@ -708,6 +733,33 @@ impl Cx<'_> {
                 self.mov_i64(dst, v)
             }
         }
+    }
+
+    /// `LD_ABS`/`LD_IND` through the runtime's loader: r0 = the value; r1..r5 clobbered;
+    /// out of range, r0 = 0 and the function returns (the kernel's `bpf_gen_ld_abs`).
+    fn emit_ld_abs(&mut self) -> Result<(), JitError> {
+        let i = self.i;
+        let func = self.p.opts.ld_abs.ok_or_else(|| self.unsupported("legacy packet access (LD_ABS/LD_IND)"))?;
+        if !matches!(i.mode(), op::ABS | op::IND) || i.size() == op::DW {
+            return Err(self.unsupported(format!("load opcode {:#04x}", i.code)));
+        }
+        // The offset is computed in 64 bits and used as an int.
+        if i.mode() == op::IND {
+            let src = self.reg(i.src)?;
+            self.add_i(true, X(1), src, TMP1, i.imm)?;
+            self.e(a64::sxtw(X(1), X(1)))?;
+        } else {
+            self.mov_i(true, X(1), i.imm)?;
+        }
+        self.e(a64::movz(W::X64, X(0), i.size_bytes() as u16, 0))?;
+        self.mov_addr(TMP1, func)?;
+        self.e(a64::blr(TMP1))?;
+        self.e(a64::mov(W::X64, REGMAP[0], X(0)))?;
+        self.e(a64::cmp_imm(W::X64, REGMAP[0], 0))?;
+        self.e(a64::b_cond(Cond::Ge, 3))?;
+        self.e(a64::movz(W::X64, REGMAP[0], 0, 0))?;
+        let off = if self.lay.final_pass { self.f.epilogue as i64 - self.here() as i64 } else { 0 };
+        self.e(a64::b(off))
     }
 
     fn size(&self) -> Size {
