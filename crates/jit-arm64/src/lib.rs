@@ -30,11 +30,13 @@
 //! kernel's xlated program.
 //!
 //! Deliberate differences from the kernel:
-//! - helper and subprogram calls are always `movz/movk/movk x10; blr x10`: the kernel uses
+//! - helper calls are always `movz/movk/movk x10; blr x10`: the kernel uses
 //!   `movn/movk/movk` for its kernel-space addresses (same length) and a direct `bl` when
-//!   the target is within ±128 MB of the image; our targets are user-space addresses
-//!   below 2^48 (other addresses are an error). Subprogram addresses are patched at link
-//!   time ([`Arm64Image::link`]); the PLT's target is 0 (nothing attaches to our images);
+//!   the helper is within ±128 MB of the image; our helpers are user-space addresses
+//!   below 2^48 (other addresses are an error). Subprogram calls are `bl`, as in the
+//!   kernel's final pass; function pointers (`ld_imm64` of a subprogram) are patched at
+//!   link time ([`Arm64Image::link`]); the PLT's target is 0 (nothing attaches to our
+//!   images);
 //! - `bpf_get_smp_processor_id` and `bpf_get_current_task(_btf)`, which the kernel inlines
 //!   as reads of `sp_el0`, are ordinary helper calls;
 //! - tail calls find their target through a runtime lookup function
@@ -441,8 +443,10 @@ impl Cx<'_> {
             };
         }
         let imm = i.imm;
-        // The immediate as the operation sees it: sign-extended in 64 bits, as is in 32.
-        let value = if is64 { imm as i64 as u64 } else { imm as u32 as u64 };
+        // The immediate as the kernel hands it to its logical-immediate encoder: always
+        // sign-extended to 64 bits, so a negative one never fits a 32-bit operation (which
+        // then goes through x10, as in the kernel).
+        let value = imm as i64 as u64;
         match i.op() {
             op::NEG => self.e(a64::neg(w, dst, dst)),
             op::END => self.emit_end(is64, dst),
@@ -558,7 +562,8 @@ impl Cx<'_> {
             let src = self.reg(i.src)?;
             self.e(if i.op() == op::JSET { a64::tst(w, dst, src) } else { a64::cmp(w, dst, src) })?;
         } else if i.op() == op::JSET {
-            let value = if is64 { i.imm as i64 as u64 } else { i.imm as u32 as u64 };
+            // Sign-extended as for the ALU's logical immediates.
+            let value = i.imm as i64 as u64;
             if a64::bitmask_imm(w, value).is_some() {
                 self.e(a64::tst_imm(w, dst, value))?;
             } else {
@@ -612,14 +617,16 @@ impl Cx<'_> {
                 Ok(())
             }
             op::PSEUDO_CALL => {
+                // The kernel's final pass calls a subprogram directly (`bl`): it is in
+                // range (±128 MB), here in the same image.
                 let target = self.pc as i64 + 1 + i.imm as i64;
-                let word = if self.lay.final_pass {
-                    *usize::try_from(target).ok().and_then(|t| self.lay.func_at.get(&t)).ok_or_else(|| self.err("call target is not a function start"))?
-                } else {
-                    0
+                let word = usize::try_from(target).ok().and_then(|t| self.lay.func_at.get(&t).copied());
+                let off = match (self.lay.final_pass, word) {
+                    (false, _) => 0,
+                    (true, Some(w)) => self.to_image(w),
+                    (true, None) => return Err(self.err("call target is not a function start")),
                 };
-                self.mov_image_addr(TMP1, word * 4)?;
-                self.e(a64::blr(TMP1))?;
+                self.e(a64::bl(off))?;
                 self.e(a64::mov(W::X64, REGMAP[0], X(0)))
             }
             op::PSEUDO_KINSN_CALL => Err(self.unsupported("kinsn site (lower it first)")),
