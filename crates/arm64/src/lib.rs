@@ -864,6 +864,16 @@ pub fn stxr(release: bool, w: W, rs: Reg, rt: Reg, rn: Reg) -> Result<u32> {
     Ok(size_of_w(w) << 30 | 0x0800_7c00 | s << 16 | (release as u32) << 15 | n << 5 | t)
 }
 
+/// `ldar{b,h} rt, [rn]`: load-acquire of `size` bytes (zero-extended).
+pub fn ldar(size: Size, rt: Reg, rn: Reg) -> Result<u32> {
+    Ok(size.code() << 30 | 0x08df_fc00 | sp("ldar", rn)? << 5 | zr("ldar", rt)?)
+}
+
+/// `stlr{b,h} rt, [rn]`: store-release of the low `size` bytes of rt.
+pub fn stlr(size: Size, rt: Reg, rn: Reg) -> Result<u32> {
+    Ok(size.code() << 30 | 0x089f_fc00 | sp("stlr", rn)? << 5 | zr("stlr", rt)?)
+}
+
 // ---- branches -------------------------------------------------------------------------------
 
 /// `b off` (`off` in instructions from this one, ±2^25).

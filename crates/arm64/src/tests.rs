@@ -500,6 +500,17 @@ fn lse_atomics_and_exclusives() {
         refused(stxr(false, w, X(11), X(11), X(10)), "status = data");
         refused(stxr(true, w, X(10), X(11), X(10)), "status = address");
     }
+    // Load-acquire / store-release, every size.
+    for (size, sfx, w) in [(Size::B, "b", W32), (Size::H, "h", W32), (Size::S32, "", W32), (Size::D64, "", X64)] {
+        for t in with_zr() {
+            for n in [X(0), X(30), Sp] {
+                check(ldar(size, t, n), &format!("ldar{sfx} {}, [{}]", r(w, t), x(n)));
+                check(stlr(size, t, n), &format!("stlr{sfx} {}, [{}]", r(w, t), x(n)));
+            }
+        }
+        refused(ldar(size, X(1), Zr), "ldar from zr");
+        refused(stlr(size, Sp, X(1)), "stlr of sp");
+    }
 }
 
 // ---- branches and system ---------------------------------------------------------------------------

@@ -249,3 +249,30 @@ fn ld_abs_and_ind_match_interpreter() {
         }
     }
 }
+
+/// Load-acquire / store-release of every size, at several offsets, against the
+/// interpreter (the buffer and r0).
+#[test]
+fn load_acquire_store_release_match_interpreter() {
+    let mut rng = kops_jit_tools::gen::Rng::new(5);
+    for _ in 0..200 {
+        let size = rng.pick(&[op::B, op::H, op::W, op::DW]);
+        let n = kops_isa::op::size_bytes(size) as i16;
+        let (a, b) = ((rng.below(8) as i16) * n, (rng.below(8) as i16) * n);
+        let mut p = vec![Insn::mov64_reg(6, 1)];
+        p.extend(Insn::ld_imm64(2, 0, rng.next()));
+        p.extend([
+            Insn::new(op::STX | op::ATOMIC | size, 6, 2, a, 0x110),
+            Insn::new(op::STX | op::ATOMIC | size, 0, 6, b, 0x100),
+            Insn::alu64_imm(op::ADD, 6, 64),
+            Insn::new(op::STX | op::ATOMIC | size, 3, 6, -64 + a, 0x100),
+            Insn::alu64_reg(op::XOR, 0, 3),
+            Insn::exit(),
+        ]);
+        let buf: Vec<u8> = (0..128).map(|_| rng.next() as u8).collect();
+        let want = run_on(Box::new(kops_vm::interp::Interp), &p, &buf).unwrap();
+        for (what, o) in engines() {
+            assert_eq!(run_on(Box::new(Arm64EmuEngine::with_options(o)), &p, &buf).unwrap(), want, "{what} size {size:#x} offsets {a} {b}");
+        }
+    }
+}

@@ -19,7 +19,7 @@
 //!   the offset fits, else the offset in a scratch register (register-offset form);
 //! - atomics: LSE (`stadd`..., `ldaddal`..., `swpal`, `casal`) when [`Arm64Options::lse`],
 //!   else the kernel's exclusive loops (`ldxr`/`stxr`, `stlxr` + `dmb ish` for the fetching
-//!   forms);
+//!   forms); load-acquire / store-release as `ldar` / `stlr`;
 //! - one epilogue per function that `exit` branches to; the last `exit` falls through.
 //! Every word is produced by an encoder of `kops-arm64`.
 //!
@@ -58,7 +58,7 @@
 //! - `LD_ABS`/`LD_IND` (which the kernel rewrites before its JIT runs) call a runtime
 //!   loader ([`Arm64Options::ld_abs`]), as the x86 JIT does;
 //! - not supported (clear errors): kfunc calls, kinsn sites (lower them first), arena and
-//!   per-CPU address instructions, load-acquire/store-release.
+//!   per-CPU address instructions.
 //!
 //! Written from the kernel's source (read, not copied); the per-instruction expectations
 //! in `tests.rs` are the kernel's choices written out by hand.
@@ -85,6 +85,10 @@ pub const REG_AX: Reg = X(9);
 /// Saved with x28 as the kernel does (private stack / arena there); here it holds the
 /// main frame's stack pointer when the program can unwind.
 pub const UNWIND_REG: Reg = X(27);
+
+/// `BPF_LOAD_ACQ` / `BPF_STORE_REL`: the atomic load-acquire and store-release (6.15).
+pub const LOAD_ACQ: i32 = 0x100;
+pub const STORE_REL: i32 = 0x110;
 
 /// `MAX_TAIL_CALL_CNT`.
 pub const MAX_TAIL_CALL_CNT: u64 = 33;
@@ -821,6 +825,7 @@ impl Cx<'_> {
         let (dst, src) = (self.reg(i.dst)?, self.reg(i.src)?);
         match i.mode() {
             op::MEM => self.access(Access::Store, src, dst, i.off, TMP1),
+            op::ATOMIC if i.imm == LOAD_ACQ || i.imm == STORE_REL => self.emit_atomic_ld_st(dst, src),
             op::ATOMIC if matches!(i.size(), op::W | op::DW) => {
                 if self.p.opts.lse {
                     self.emit_lse_atomic(dst, src)
@@ -830,6 +835,17 @@ impl Cx<'_> {
             }
             _ => Err(self.unsupported(format!("store opcode {:#04x}", i.code))),
         }
+    }
+
+    /// `emit_atomic_ld_st`: load-acquire (`ldar`) / store-release (`stlr`) of any size.
+    fn emit_atomic_ld_st(&mut self, dst: Reg, src: Reg) -> Result<(), JitError> {
+        let (load, size) = (self.i.imm == LOAD_ACQ, self.size());
+        let mut reg = if load { src } else { dst };
+        if self.i.off != 0 {
+            self.add_i(true, TMP1, reg, TMP1, self.i.off as i32)?;
+            reg = TMP1;
+        }
+        self.e(if load { a64::ldar(size, dst, reg) } else { a64::stlr(size, src, reg) })
     }
 
     /// The address register of an atomic: dst, or TMP1 = dst + off.

@@ -231,6 +231,10 @@ fn atomics_lse_and_exclusives() {
     assert_eq!(at(XOR as i32 | FETCH, DW, 0, true), "ldeoral x1, x1, [x0]");
     assert_eq!(at(XCHG, DW, 0, true), "swpal x1, x1, [x0]");
     assert_eq!(at(CMPXCHG, DW, -8, true), "sub x10, x0, #0x8; casal x7, x1, [x10]");
+    assert_eq!(at(LOAD_ACQ, B, 0, true), "ldarb w0, [x1]");
+    assert_eq!(at(LOAD_ACQ, DW, 16, false), "add x10, x1, #0x10; ldar x0, [x10]");
+    assert_eq!(at(STORE_REL, H, -2, true), "sub x10, x0, #0x2; stlrh w1, [x10]");
+    assert_eq!(at(STORE_REL, W, 0, true), "stlr w1, [x0]");
     assert_eq!(at(add, DW, 0, false), "ldxr x11, [x0]; add x11, x11, x1; stxr w12, x11, [x0]; cbnz w12, $-0xc");
     assert_eq!(at(add | FETCH, W, 0, false), "mov w9, w1; ldxr w1, [x0]; add w11, w1, w9; stlxr w12, w11, [x0]; cbnz w12, $-0xc; dmb ish");
     assert_eq!(at(XCHG, DW, 0, false), "mov x11, x1; ldxr x1, [x0]; stlxr w12, x11, [x0]; cbnz w12, $-0x8; dmb ish");
