@@ -276,3 +276,73 @@ fn load_acquire_store_release_match_interpreter() {
         }
     }
 }
+
+/// The conformance suite's unwind helper (5) from inside a subprogram, with stack and
+/// callee-saved registers in use on both levels, ends the whole program with r0 = 0; and
+/// `callx` of it does too; as the interpreter.
+#[test]
+fn unwind_from_a_subprogram_matches_interpreter() {
+    let call_sub = Insn::new(op::JMP | op::CALL, 0, op::PSEUDO_CALL, 0, 4);
+    for (k, arg) in [0i32, 1, -1].into_iter().enumerate() {
+        for callx in [false, true] {
+            let call5 = if callx { Insn::new(op::JMP | op::CALL | op::X, 8, 0, 0, 0) } else { Insn::call_helper(5) };
+            let p = vec![
+                Insn::mov64_imm(6, 100 + k as i32),
+                Insn::st(op::DW, 10, -8, 3),
+                call_sub,
+                Insn::ldx(op::DW, 1, 10, -8),
+                Insn::alu64_reg(op::ADD, 0, 6),
+                Insn::alu64_reg(op::ADD, 0, 1),
+                Insn::exit(),
+                // subprogram at 7
+                Insn::mov64_imm(7, 5),
+                Insn::mov64_imm(8, 5),
+                Insn::st(op::DW, 10, -16, 4),
+                Insn::mov64_imm(1, arg),
+                call5,
+                Insn::ldx(op::DW, 0, 10, -16),
+                Insn::alu64_reg(op::ADD, 0, 7),
+                Insn::exit(),
+            ];
+            // Fix the call offset: main's call at 2 targets slot 7.
+            let mut p = p;
+            p[2].imm = 7 - 2 - 1;
+            let want = run_on(Box::new(kops_vm::interp::Interp), &p, &[0; 8]).unwrap().0;
+            for (what, o) in engines() {
+                let got = run_on(Box::new(Arm64EmuEngine::with_options(o)), &p, &[0; 8]).unwrap().0;
+                assert_eq!(got, want, "{what} arg {arg} callx {callx}");
+            }
+            if arg == 0 {
+                assert_eq!(want, 0, "unwind ends the program with 0");
+            } else {
+                assert_eq!(want, 4 + 5 + 100 + k as u64 + 3, "no unwind: both frames finish");
+            }
+        }
+    }
+}
+
+/// A tail call from a subprogram: the target's result comes back to the subprogram's
+/// caller, as in the interpreter.
+#[test]
+fn tail_call_from_a_subprogram() {
+    let obj = tail_object();
+    for (what, o) in engines() {
+        let mut results = Vec::new();
+        for engine in [Box::new(kops_vm::interp::Interp) as Box<dyn Engine>, Box::new(Arm64EmuEngine::with_options(o.clone()))] {
+            let vm = kops_vm::Vm::with_verifier(Some(&obj), engine, gate()).unwrap();
+            let load = |name: &str, insns: Vec<Insn>| {
+                vm.load_insns(name, insns, Vec::new(), kops_object::ProgType::Unspec, kops_vm::CtxKind::Mem, HelperTable::kernel(), false).unwrap()
+            };
+            let callee = load("callee", vec![Insn::mov64_imm(0, 42), Insn::exit()]);
+            // main: r6 = 1000; call sub; r0 += r6; exit. sub: tail_call(ctx, jmp, 0); r0 = 7; exit
+            let mut p = vec![Insn::mov64_imm(6, 1000), Insn::new(op::JMP | op::CALL, 0, op::PSEUDO_CALL, 0, 2), Insn::alu64_reg(op::ADD, 0, 6), Insn::exit()];
+            p.extend(Insn::ld_imm64(2, op::PSEUDO_MAP_IDX, 0));
+            p.extend([Insn::mov64_imm(3, 0), Insn::call_helper(12), Insn::mov64_imm(0, 7), Insn::exit()]);
+            let main = load("main", p);
+            vm.set_prog_array(0, 0, Some(callee)).unwrap();
+            results.push(vm.run(main, &kops_vm::ProgInput { data: vec![0; 8], ctx: None }).unwrap().r0);
+        }
+        assert_eq!(results[0], 1042, "the interpreter: the target returns to the subprogram's caller");
+        assert_eq!(results[0], results[1], "{what}");
+    }
+}
