@@ -26,8 +26,9 @@ use kops_vm::{Compiled, Engine, ProgImage, RunEnv, VmError};
 use unicorn_engine::{Arch, HookType, MemType, Mode, Prot, RegisterARM64, Unicorn};
 
 const PAGE: u64 = 4096;
-/// Helper slots per page; the last one is where programs return to.
-const SLOTS: u64 = PAGE / 4 - 1;
+/// Bytes of the helper area (4-byte slots; the last one is where programs return to).
+const HELPER_AREA: u64 = 4 * PAGE;
+const SLOTS: u64 = HELPER_AREA / 4 - 1;
 /// Largest helper id given a callx table slot (as the x86 engine).
 const CALLX_HELPERS: u32 = 256;
 /// Guest stack bytes.
@@ -45,7 +46,7 @@ fn helper_page() -> &'static HelperPage {
     static P: OnceLock<HelperPage> = OnceLock::new();
     P.get_or_init(|| {
         // SAFETY: an anonymous PROT_NONE reservation; never accessed by the host.
-        let p = unsafe { libc::mmap(std::ptr::null_mut(), PAGE as usize, libc::PROT_NONE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0) };
+        let p = unsafe { libc::mmap(std::ptr::null_mut(), HELPER_AREA as usize, libc::PROT_NONE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0) };
         assert!(p != libc::MAP_FAILED, "cannot reserve the helper page");
         HelperPage { base: p as u64, fns: Mutex::new(Vec::new()) }
     })
@@ -272,12 +273,12 @@ impl EmuCompiled {
             uc.mem_map_ptr(self.mem.addr(), self.mem.len as u64, Prot::READ | Prot::EXEC, self.mem.ptr as *mut _).map_err(|e| ue("map code", e))?;
             uc.mem_map_ptr(stack.addr(), stack.len as u64, Prot::READ | Prot::WRITE, stack.ptr as *mut _).map_err(|e| ue("map stack", e))?;
         }
-        uc.mem_map(hp.base, PAGE, Prot::READ | Prot::EXEC).map_err(|e| ue("map helper page", e))?;
-        let rets: Vec<u8> = (0..PAGE / 4).flat_map(|_| RET.to_le_bytes()).collect();
+        uc.mem_map(hp.base, HELPER_AREA, Prot::READ | Prot::EXEC).map_err(|e| ue("map helper page", e))?;
+        let rets: Vec<u8> = (0..HELPER_AREA / 4).flat_map(|_| RET.to_le_bytes()).collect();
         uc.mem_write(hp.base, &rets).map_err(|e| ue("write helper page", e))?;
         let fault: std::rc::Rc<std::cell::Cell<Option<(u64, MemType)>>> = Default::default();
         let f2 = fault.clone();
-        uc.add_code_hook(hp.base, hp.base + PAGE - 1, move |uc, addr, _| {
+        uc.add_code_hook(hp.base, hp.base + HELPER_AREA - 1, move |uc, addr, _| {
             let k = ((addr - hp.base) / 4) as usize;
             let Some(f) = hp.fns.lock().ok().and_then(|v| v.get(k).copied()) else { return };
             let rd = |r| uc.reg_read(r).unwrap_or(0);
