@@ -238,6 +238,26 @@ impl Engine for Arm64EmuEngine {
 pub struct EmuCompiled {
     mem: HostMem,
     len: usize,
+    /// The emulator of the previous run, kept for the next (its setup costs more than most
+    /// runs); dropped after a fault.
+    emu: std::cell::RefCell<Option<Emu>>,
+}
+
+/// One emulator instance with the image, the helper area and a stack mapped, and the pages
+/// of the run in progress that were mapped on first access (unmapped after each run, so no
+/// run sees another's mappings).
+struct Emu {
+    uc: Unicorn<'static, ()>,
+    stack: HostMem,
+    fault: Rc<Cell<Option<(u64, MemType)>>>,
+    lazy: Rc<RefCell<Vec<u64>>>,
+}
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+fn ue(what: &str, e: unicorn_engine::uc_error) -> String {
+    format!("emulator: {what}: {e:?}")
 }
 
 impl EmuCompiled {
@@ -253,22 +273,21 @@ impl EmuCompiled {
             return Err(format!("mprotect: {}", std::io::Error::last_os_error()));
         }
         images().lock().map_err(|_| "image registry poisoned")?.push((mem.addr(), mem.len as u64));
-        Ok(EmuCompiled { mem, len: code.len() })
+        Ok(EmuCompiled { mem, len: code.len(), emu: RefCell::new(None) })
     }
     /// The linked code as the emulator sees it.
     pub fn code(&self) -> &[u8] {
         // SAFETY: `len` bytes were written in `new`.
         unsafe { std::slice::from_raw_parts(self.mem.ptr, self.len) }
     }
-    /// Run with x0 = r1, x1 = r2; returns x0 or an error naming the fault.
-    pub fn call(&self, r1: u64, r2: u64) -> Result<u64, String> {
+
+    fn new_emu(&self) -> Result<Emu, String> {
         let stack = HostMem::new(STACK)?;
         let hp = helper_page();
-        let exit = hp.base + 4 * SLOTS;
-        let ue = |what: &str, e: unicorn_engine::uc_error| format!("emulator: {what}: {e:?}");
         let mut uc = Unicorn::new(Arch::ARM64, Mode::ARM).map_err(|e| ue("init", e))?;
         uc.ctl_set_cpu_model(unicorn_engine::Arm64CpuModel::MAX as i32).map_err(|e| ue("cpu model", e))?;
-        // SAFETY: the image and the stack stay alive (and unmoved) for the whole run.
+        // SAFETY: the image and the stack stay alive (and unmoved) as long as the emulator
+        // (both are owned with it).
         unsafe {
             uc.mem_map_ptr(self.mem.addr(), self.mem.len as u64, Prot::READ | Prot::EXEC, self.mem.ptr as *mut _).map_err(|e| ue("map code", e))?;
             uc.mem_map_ptr(stack.addr(), stack.len as u64, Prot::READ | Prot::WRITE, stack.ptr as *mut _).map_err(|e| ue("map stack", e))?;
@@ -276,8 +295,9 @@ impl EmuCompiled {
         uc.mem_map(hp.base, HELPER_AREA, Prot::READ | Prot::EXEC).map_err(|e| ue("map helper page", e))?;
         let rets: Vec<u8> = (0..HELPER_AREA / 4).flat_map(|_| RET.to_le_bytes()).collect();
         uc.mem_write(hp.base, &rets).map_err(|e| ue("write helper page", e))?;
-        let fault: std::rc::Rc<std::cell::Cell<Option<(u64, MemType)>>> = Default::default();
-        let f2 = fault.clone();
+        let fault: Rc<Cell<Option<(u64, MemType)>>> = Default::default();
+        let lazy: Rc<RefCell<Vec<u64>>> = Default::default();
+        let (f2, l2) = (fault.clone(), lazy.clone());
         uc.add_code_hook(hp.base, hp.base + HELPER_AREA - 1, move |uc, addr, _| {
             let k = ((addr - hp.base) / 4) as usize;
             let Some(f) = hp.fns.lock().ok().and_then(|v| v.get(k).copied()) else { return };
@@ -296,21 +316,24 @@ impl EmuCompiled {
             let last = (addr + size.max(1) as u64 - 1) & !(PAGE - 1);
             let mut page = first;
             while page <= last {
-                let ok = if kind == MemType::FETCH_UNMAPPED {
+                let (allowed, prot) = if kind == MemType::FETCH_UNMAPPED {
                     let inside = images().lock().map(|v| v.iter().any(|&(s, l)| page >= s && page < s + l)).unwrap_or(false);
-                    // SAFETY: a live code image of this process.
-                    inside && unsafe { uc.mem_map_ptr(page, PAGE, Prot::READ | Prot::EXEC, page as *mut _) }.is_ok()
+                    (inside, Prot::READ | Prot::EXEC)
                 } else {
-                    // SAFETY: the host has this page mapped; a verified program only
-                    // touches memory it may, so the page is one the Vm gave it.
-                    host_mapped(page)
-                        && match unsafe { uc.mem_map_ptr(page, PAGE, Prot::READ | Prot::WRITE, page as *mut _) } {
-                            Ok(()) => true,
-                            // Already mapped: the access spans into it from an unmapped page.
-                            Err(unicorn_engine::uc_error::MAP) => true,
-                            Err(_) => false,
-                        }
+                    (host_mapped(page), Prot::READ | Prot::WRITE)
                 };
+                // SAFETY: a live code image of this process, or a page the host has mapped:
+                // a verified program only touches memory it may, so it is one the Vm gave it.
+                let ok = allowed
+                    && match unsafe { uc.mem_map_ptr(page, PAGE, prot, page as *mut _) } {
+                        Ok(()) => {
+                            l2.borrow_mut().push(page);
+                            true
+                        }
+                        // Already mapped: the access spans into it from an unmapped page.
+                        Err(unicorn_engine::uc_error::MAP) => true,
+                        Err(_) => false,
+                    };
                 if !ok {
                     f2.set(Some((addr, kind)));
                     return false;
@@ -320,20 +343,26 @@ impl EmuCompiled {
             true
         })
         .map_err(|e| ue("hook", e))?;
+        Ok(Emu { uc, stack, fault, lazy })
+    }
+
+    fn run_on(&self, emu: &mut Emu, r1: u64, r2: u64) -> Result<u64, String> {
+        let exit = helper_page().base + 4 * SLOTS;
+        emu.fault.set(None);
         let regs = [
             (RegisterARM64::X0, r1),
             (RegisterARM64::X1, r2),
-            (RegisterARM64::SP, stack.addr() + stack.len as u64),
+            (RegisterARM64::SP, emu.stack.addr() + emu.stack.len as u64),
             (RegisterARM64::X30, exit),
         ];
         for (r, v) in regs {
-            uc.reg_write(r, v).map_err(|e| ue("registers", e))?;
+            emu.uc.reg_write(r, v).map_err(|e| ue("registers", e))?;
         }
-        let res = uc.emu_start(self.mem.addr(), exit, 0, 0);
-        let pc = uc.reg_read(RegisterARM64::PC).unwrap_or(0);
+        let res = emu.uc.emu_start(self.mem.addr(), exit, 0, 0);
+        let pc = emu.uc.reg_read(RegisterARM64::PC).unwrap_or(0);
         if let Err(e) = res {
             let at = if pc >= self.mem.addr() && pc < self.mem.addr() + self.len as u64 { format!("image offset {:#x}", pc - self.mem.addr()) } else { format!("pc {pc:#x}") };
-            return Err(match fault.get() {
+            return Err(match emu.fault.get() {
                 Some((addr, kind)) => format!("emulated arm64 code faulted at {at}: {kind:?} at {addr:#x}"),
                 None => format!("emulated arm64 code stopped at {at}: {e:?}"),
             });
@@ -341,7 +370,31 @@ impl EmuCompiled {
         if pc != exit {
             return Err(format!("emulation ended at pc {pc:#x}, not at the return address"));
         }
-        uc.reg_read(RegisterARM64::X0).map_err(|e| ue("result", e))
+        emu.uc.reg_read(RegisterARM64::X0).map_err(|e| ue("result", e))
+    }
+
+    /// Run with x0 = r1, x1 = r2; returns x0 or an error naming the fault.
+    pub fn call(&self, r1: u64, r2: u64) -> Result<u64, String> {
+        // A run inside a run of the same image (a helper running it again) gets its own
+        // emulator.
+        let Ok(mut slot) = self.emu.try_borrow_mut() else {
+            let mut e = self.new_emu()?;
+            return self.run_on(&mut e, r1, r2);
+        };
+        if slot.is_none() {
+            *slot = Some(self.new_emu()?);
+        }
+        let emu = slot.as_mut().expect("just set");
+        let r = self.run_on(emu, r1, r2);
+        let pages: Vec<u64> = emu.lazy.borrow_mut().drain(..).collect();
+        let mut clean = true;
+        for p in pages {
+            clean &= emu.uc.mem_unmap(p, PAGE).is_ok();
+        }
+        if r.is_err() || !clean {
+            *slot = None;
+        }
+        r
     }
 }
 
