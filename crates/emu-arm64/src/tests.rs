@@ -487,3 +487,29 @@ fn every_jit_word_reassembles_identically_with_llvm_mc() {
     assert!(bad.is_empty(), "{} of {} words differ:\n{}", bad.len(), words.len(), bad.join("\n"));
     println!("{} distinct words reassembled identically ({aliases} as the other encoding of the same wide move)", words.len());
 }
+
+/// One compiled program run many times (the emulator is kept between runs): every run
+/// sees only its own input, as the interpreter; a faulting run does not spoil the next.
+#[test]
+fn repeated_runs_are_independent() {
+    let mut rng = kops_jit_tools::gen::Rng::new(99);
+    let size = 40;
+    let prog = gen_program(&mut rng, size);
+    let vm_i = kops_vm::Vm::with_verifier(None, Box::new(kops_vm::interp::Interp), gate()).unwrap();
+    let vm_a = kops_vm::Vm::with_verifier(None, Box::new(Arm64EmuEngine::new()), gate()).unwrap();
+    let load = |vm: &kops_vm::Vm| vm.load_insns("gen", prog.clone(), Vec::new(), kops_object::ProgType::Unspec, kops_vm::CtxKind::Mem, HelperTable::conformance(), true).unwrap();
+    let (pi, pa) = (load(&vm_i), load(&vm_a));
+    for _ in 0..50 {
+        let buf: Vec<u8> = (0..kops_jit_tools::gen::BUF_SIZE).map(|_| rng.next() as u8).collect();
+        let input = kops_vm::ProgInput { data: buf, ctx: None };
+        let (a, b) = (vm_i.run(pi, &input).unwrap(), vm_a.run(pa, &input).unwrap());
+        assert_eq!((a.r0, a.data_out), (b.r0, b.data_out));
+    }
+    let e = Arm64EmuEngine::new();
+    let bad = EmuCompiled::new(&e.compile_image(&[Insn::ldx(op::DW, 0, 1, 0), Insn::exit()], &HelperTable::kernel(), false).unwrap()).unwrap();
+    let x = 0x1234_5678_9abc_def0u64;
+    for _ in 0..3 {
+        assert!(bad.call(16, 0).is_err());
+        assert_eq!(bad.call(&x as *const u64 as u64, 0).unwrap(), x);
+    }
+}
