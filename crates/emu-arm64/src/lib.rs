@@ -9,11 +9,14 @@
 //!   buffers) is mapped on first access, from the same host page at the same address, by a
 //!   hook on unmapped accesses; a page the host has not mapped is a fault reported with its
 //!   address. Instruction fetches are mapped only inside a compiled image (tail calls).
-//! - Helpers: the JIT calls them at addresses on a reserved page (host `PROT_NONE`, so no
-//!   host data can be there); each 4-byte slot holds a `ret`, and a code hook on the page
+//! - Helpers: the JIT calls them at addresses in a reserved area (host `PROT_NONE`, so no
+//!   host data can be there); each 4-byte slot holds a `ret`, and a code hook on the area
 //!   calls the Rust helper (`extern "C" fn(u64, u64, u64, u64, u64) -> u64`) with x0..x4
-//!   and puts its result in x0 before the `ret` runs.
-//! - The program returns to a last slot on that page, where emulation stops.
+//!   and puts its result in x0 before the `ret` runs. The runtime's tail-call lookup and
+//!   packet loader (`LD_ABS`) are called the same way.
+//! - The program returns to the area's last slot, where emulation stops.
+//! - An image keeps its emulator between runs; the pages mapped on first access are
+//!   unmapped after every run, and a run that faults drops the emulator.
 //!
 //! Emulated time says nothing about arm64 performance: the engine is for correctness.
 
