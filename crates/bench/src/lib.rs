@@ -154,6 +154,18 @@ pub struct Report {
     pub stopped: String,
     /// Static native code size per (program, runtime), a stable complement to time.
     pub code_bytes: Vec<CodeSize>,
+    /// Compile time per (program, runtime), where the runtime measures it (`cranelift`).
+    pub compile_us: Vec<CompileTime>,
+}
+
+/// Time one runtime took to compile a program, in microseconds (the compiling thread's CPU
+/// time, so a loaded machine does not inflate it).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CompileTime {
+    #[serde(flatten)]
+    pub id: ProgId,
+    pub runtime: String,
+    pub micros: f64,
 }
 
 /// Bytes of native code one runtime made of a program (functions only, no stubs).

@@ -14,7 +14,7 @@ pub fn fmt_ns(ns: f64) -> String {
 }
 
 /// Column order of the known runtimes; others (per-pass `kops:<pass>`) follow as seen.
-const ORDER: [&str; 7] = ["kernel", "kernel2", "jit", "kops", "native", "rbpf", "interp"];
+const ORDER: [&str; 8] = ["kernel", "kernel2", "jit", "kops", "cranelift", "native", "rbpf", "interp"];
 
 /// Runtimes in column order.
 fn runtimes(rep: &Report) -> Vec<String> {

@@ -18,10 +18,10 @@ use kops_vm::{CtxKind, Engine};
 
 use crate::native::{self, NativeRunner};
 use crate::runners::{differences, input_for, KernelProg, KinsnProgram, OurJit, Outcome, RbpfEngine, VmProg};
-use crate::{Case, CodeSize, Mismatch, ProgId, Skipped};
+use crate::{Case, CodeSize, CompileTime, Mismatch, ProgId, Skipped};
 
 /// Every runtime name `kops bench` knows, in column order.
-pub const RUNTIMES: [&str; 6] = ["kernel", "interp", "jit", "kops", "native", "rbpf"];
+pub const RUNTIMES: [&str; 7] = ["kernel", "interp", "jit", "kops", "cranelift", "native", "rbpf"];
 /// The identity control: a second, independently loaded copy on the kernel.
 pub const KERNEL_COPY: &str = "kernel2";
 /// The harness-floor program (bpf/progs/xdp_return.bpf.c: returns XDP_PASS at once).
@@ -51,6 +51,8 @@ pub struct Prepared {
     /// source).
     pub descriptions: BTreeMap<String, String>,
     pub code_bytes: Vec<CodeSize>,
+    /// Compile times (`cranelift`).
+    pub compile_us: Vec<CompileTime>,
     /// Timing over a traffic trace (some runners cannot).
     pub traffic: bool,
     /// What the recognizer rewrote for the `kops` runtime, per program.
@@ -124,6 +126,9 @@ pub fn ratio_pairs(runtimes: &[String], per_pass: bool) -> Vec<(String, String, 
         ("kops", "kernel"),
         ("kops", "jit"),
         ("jit", "kernel"),
+        ("cranelift", "kernel"),
+        ("cranelift", "jit"),
+        ("cranelift", "kops"),
         ("native", "kernel"),
         ("rbpf", "kernel"),
         ("interp", "kernel"),
@@ -230,7 +235,7 @@ fn prepare_inner(files: &[String], o: &SuiteOptions, progress: impl Fn(&str)) ->
     let mut described = Vec::new();
     for f in files {
         progress(f);
-        let obj = match Object::load(f).map_err(|e| e.to_string()).and_then(|mut obj| obj.resolve_prog_types(o.prog_type.as_deref(), None).map(|_| obj)) {
+        let obj = match Object::load(f).map_err(|e| e.to_string()).and_then(|mut obj| obj.resolve_prog_types(o.prog_type.as_deref()).map(|_| obj)) {
             Ok(obj) => obj,
             Err(e) => {
                 out.skip(&ProgId::new(f, "*"), "*", format!("cannot load the object: {e}"));
@@ -263,6 +268,7 @@ fn prepare_inner(files: &[String], o: &SuiteOptions, progress: impl Fn(&str)) ->
             .chain(out.skipped.iter_mut().map(|c| &mut c.id))
             .chain(out.mismatches.iter_mut().map(|c| &mut c.id))
             .chain(out.code_bytes.iter_mut().map(|c| &mut c.id))
+            .chain(out.compile_us.iter_mut().map(|c| &mut c.id))
             .chain(out.kops_sites.iter_mut().map(|c| &mut c.id))
             .chain(described.iter_mut().map(|d| &mut d.0)),
     );
@@ -378,7 +384,7 @@ fn prepare_program(
         }
     }
 
-    for rt in ["interp", "jit", "rbpf"] {
+    for rt in ["interp", "jit", "cranelift", "rbpf"] {
         if !want(rt) {
             continue;
         }
@@ -396,6 +402,9 @@ fn prepare_program(
                     continue;
                 }
             },
+            // Uncached, so that every program's compile time is measured; kinsn sites
+            // compiled by the engine (rotates and popcounts as Cranelift operations).
+            "cranelift" => Box::new(kops_cranelift::CraneliftEngine::new().uncached().with_kinsn(kops_einsn::registry())),
             _ => Box::new(RbpfEngine),
         };
         if rt == "rbpf" {
@@ -404,8 +413,30 @@ fn prepare_program(
                 continue;
             }
         }
-        match VmProg::load(obj, p, engine, &input, verifier) {
+        // `cranelift` runs the recognizer's rewrite (policy auto), as `kops` does.
+        let rewritten;
+        let prog = if rt == "cranelift" {
+            match kops_recognize::run_program(p, &Policy::default()) {
+                Ok(rw) => {
+                    rewritten = rw.program;
+                    &rewritten
+                }
+                Err(e) => {
+                    out.skip(&id, rt, format!("recognizer: {e}"));
+                    continue;
+                }
+            }
+        } else {
+            p
+        };
+        match VmProg::load(obj, prog, engine, &input, verifier) {
             Ok(v) => {
+                if rt == "cranelift" {
+                    if let Some(s) = kops_cranelift::last_stat(name) {
+                        out.code(&id, rt, Some(s.code_bytes));
+                        out.compile_us.push(CompileTime { id: id.clone(), runtime: rt.into(), micros: s.micros });
+                    }
+                }
                 if check(out, rt, v.outcome(&compare)) {
                     out.cases.push(Case { id: id.clone(), runtime: rt.into(), runner: Box::new(v.with_trace(trace.clone())) });
                 }

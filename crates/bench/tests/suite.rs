@@ -132,3 +132,23 @@ fn traffic_traces_are_timed_per_packet() {
     let ns = c.runner.measure(2).unwrap();
     assert!(ns > 0.0, "{ns}");
 }
+
+/// The `cranelift` runner (the recognizer's rewrite compiled by Cranelift) is checked
+/// against the oracle before it is timed, and reports its compile time and code size.
+#[test]
+fn cranelift_runner_is_checked_and_reports_compile_time() {
+    if let Some(r) = kops_kernel::skip_reason() {
+        // Native runtimes need the kernel verifier.
+        println!("SKIPPED: {r}");
+        return;
+    }
+    let p = prepare(&[obj("murmur3_rot32"), obj("popcount_bitmap")], &opts("interp,cranelift", None), false);
+    assert!(p.mismatches.is_empty(), "{:?}", p.mismatches);
+    let c = cases(&p);
+    for prog in ["murmur3_rot32", "popcount_bitmap"] {
+        assert!(c.contains(&(prog.into(), "cranelift".into())), "{prog} on cranelift missing: {:?} {:?}", c, p.skipped);
+        let t = p.compile_us.iter().find(|t| t.id.program == prog && t.runtime == "cranelift").expect("compile time recorded");
+        assert!(t.micros > 0.0, "{t:?}");
+        assert!(p.code_bytes.iter().any(|b| b.id.program == prog && b.runtime == "cranelift" && b.bytes > 0));
+    }
+}

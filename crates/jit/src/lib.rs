@@ -121,6 +121,15 @@ pub fn compile_kinsn(insns: &[Insn], kinsn: &Kinsn<'_>, opts: &JitOptions, res: 
         .filter_map(|(r, p)| p.native.clone().map(|code| NativeRegion { start: r.start, len: r.len, code }))
         .collect();
     let orig = |pc: usize| lowered.orig_of.get(pc).copied().unwrap_or(pc);
+    // The exception callback's slot, in the lowered program.
+    let mut lowered_opts;
+    let mut opts = opts;
+    if let Some(Throw { helper, callback: Some(cb) }) = opts.throw {
+        let cb = lowered.lowered_of.get(cb).copied().ok_or_else(|| JitError::Other(format!("exception callback slot {cb} is outside the program")))?;
+        lowered_opts = opts.clone();
+        lowered_opts.throw = Some(Throw { helper, callback: Some(cb) });
+        opts = &lowered_opts;
+    }
     let image = x64::compile_regions(&lowered.insns, &regions, opts, res).map_err(|e| match e {
         JitError::Insn { pc, msg } => JitError::Insn { pc: orig(pc), msg },
         JitError::Unsupported { pc, what } => JitError::Unsupported { pc: orig(pc), what },
@@ -188,6 +197,8 @@ pub struct JitOptions {
     /// Helper id with the conformance suite's "unwind" semantics: when it returns 0, the
     /// whole program ends with r0 = 0.
     pub unwind_helper: Option<i32>,
+    /// `bpf_throw` (see [`Throw`]).
+    pub throw: Option<Throw>,
     /// `callx` support: helper table size (ids `0..n`); the JIT builds the table itself
     /// from [`Resolver::helper`].
     pub callx_helpers: Option<u32>,
@@ -226,6 +237,7 @@ impl JitOptions {
             call_mode: CallMode::Trampoline,
             div_fixups: true,
             unwind_helper: None,
+            throw: None,
             callx_helpers: None,
             tail_call: None,
             stack_depth: None,
@@ -243,6 +255,7 @@ impl JitOptions {
             call_mode: CallMode::Rel32,
             div_fixups: false,
             unwind_helper: None,
+            throw: None,
             callx_helpers: None,
             tail_call: Some((12, TailCallMode::Kernel(KERNEL_TAIL_CALL_LAYOUT))),
             stack_depth: None,
@@ -253,6 +266,16 @@ impl JitOptions {
             percpu_off: Some(FAKE_THIS_CPU_OFF),
         }
     }
+}
+
+/// `bpf_throw`: calls of helper `helper` drop every frame down to the main one (as the
+/// conformance unwind does), then call the exception callback (the function at slot
+/// `callback`, r1 = cookie) and end the program with its r0; without a callback the
+/// program ends with r0 = cookie (the kernel's default callback).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Throw {
+    pub helper: i32,
+    pub callback: Option<usize>,
 }
 
 /// What the JIT asks its environment.

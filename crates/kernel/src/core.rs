@@ -312,8 +312,9 @@ fn is_kconfig(m: *const libbpf_sys::bpf_map) -> bool {
 }
 
 /// libbpf's subprogram order for `p`: depth-first from the entry, each callee appended when
-/// the scan first reaches a reference to it (`bpf_object__reloc_code`).
-fn libbpf_order(p: &Program) -> Vec<usize> {
+/// the scan first reaches a reference to it (`bpf_object__reloc_code`); then the exception
+/// callback `exception_cb` (a subprogram index) if not yet placed, and what it reaches.
+fn libbpf_order(p: &Program, exception_cb: Option<usize>) -> Vec<usize> {
     let sub_of = |t: i64| p.subprogs.iter().position(|s| t >= s.start as i64 && t < (s.start + s.len) as i64);
     let mut order = vec![0usize];
     let mut placed = vec![false; p.subprogs.len()];
@@ -322,7 +323,19 @@ fn libbpf_order(p: &Program) -> Vec<usize> {
     }
     // (function, next slot to scan)
     let mut stack = vec![(0usize, p.subprogs.first().map(|s| s.start).unwrap_or(0))];
-    while let Some(&mut (f, ref mut s)) = stack.last_mut() {
+    let mut exception_cb = exception_cb;
+    loop {
+        let Some(&mut (f, ref mut s)) = stack.last_mut() else {
+            match exception_cb.take() {
+                Some(cb) if cb < placed.len() && !placed[cb] => {
+                    placed[cb] = true;
+                    order.push(cb);
+                    stack.push((cb, p.subprogs[cb].start));
+                    continue;
+                }
+                _ => break,
+            }
+        };
         let sp = &p.subprogs[f];
         if *s >= sp.start + sp.len || *s >= p.insns.len() {
             stack.pop();
@@ -347,7 +360,8 @@ fn libbpf_order(p: &Program) -> Vec<usize> {
 
 /// Our program with libbpf's relocated instructions `lb` put in.
 fn map_back(obj: &Object, pi: usize, p: &Program, lb: &[Insn], kconfig: Option<(i32, usize)>) -> Result<Vec<Insn>, String> {
-    let order = libbpf_order(p);
+    let cb = obj.exception_callback(p).and_then(|start| p.subprogs.iter().position(|s| s.start == start));
+    let order = libbpf_order(p, cb);
     let total: usize = order.iter().map(|&f| p.subprogs[f].len).sum();
     if order.len() != p.subprogs.len() || total != lb.len() {
         return Err(format!(

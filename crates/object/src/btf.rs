@@ -122,6 +122,22 @@ impl Btf {
     }
 
     /// Id of the DATASEC called `name`.
+    /// The exception callback declared for function `func` (`__exception_cb(cb)`: a BTF
+    /// decl tag `exception_callback:cb` on the function), by name.
+    pub fn exception_callback(&self, func: &str) -> Option<String> {
+        let types = self.types.get();
+        let fid = types.iter().find_map(|(id, t)| match t {
+            TypeVariant::Func(f) if f.name().as_deref() == Some(func) => Some(*id),
+            _ => None,
+        })?;
+        types.iter().find_map(|(_, t)| match t {
+            TypeVariant::DeclTag(d) if *d.tid() == fid && *d.component_index() == u32::MAX => {
+                d.name().as_deref().and_then(|n| n.strip_prefix("exception_callback:")).map(str::to_string)
+            }
+            _ => None,
+        })
+    }
+
     pub fn datasec(&self, name: &str) -> Option<(u32, btfparse::DataSec)> {
         self.types.get().iter().find_map(|(id, t)| match t {
             TypeVariant::DataSec(d) if d.name().as_deref() == Some(name) => Some((*id, d.clone())),

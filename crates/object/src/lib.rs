@@ -340,11 +340,44 @@ pub struct Object {
     pub externs: Vec<Extern>,
     /// Number of CO-RE relocation records in `.BTF.ext` still to apply (0 once relocated).
     pub core_relos: usize,
+    /// Programs the loader could not build (a jump out of their function, a truncated
+    /// `ld_imm64`, ...): the rest of the object stays usable, as with libbpf, and every
+    /// command that works on all programs reports these by name.
+    pub broken: Vec<BrokenProgram>,
+    /// `(program, function)`: the exception callback each program declares with
+    /// `__exception_cb` (a BTF decl tag); its code is in the program (appended as libbpf
+    /// does). `bpf_throw` ends the program through it.
+    pub exception_callbacks: Vec<(String, String)>,
+}
+
+/// A program of the object that could not be built, and why.
+#[derive(Debug, Clone)]
+pub struct BrokenProgram {
+    pub name: String,
+    pub section: String,
+    pub error: LoadError,
 }
 
 impl Object {
     pub fn program(&self, name: &str) -> Option<&Program> {
         self.programs.iter().find(|p| p.name == name)
+    }
+
+    /// Why there is no program `name`: it is one the loader could not build (with the
+    /// reason), or no program has that name (with the names there are).
+    /// Start slot of the exception callback of program `p` (see
+    /// [`Object::exception_callbacks`]) in `p.insns`, found by subprogram name.
+    pub fn exception_callback(&self, p: &Program) -> Option<usize> {
+        let (_, cb) = self.exception_callbacks.iter().find(|(prog, _)| *prog == p.name)?;
+        p.subprogs.iter().find(|s| s.name == *cb).map(|s| s.start)
+    }
+
+    pub fn missing_program(&self, name: &str) -> String {
+        if let Some(b) = self.broken.iter().find(|b| b.name == name) {
+            return format!("program `{name}` cannot be loaded: {}", b.error);
+        }
+        let names: Vec<&str> = self.programs.iter().map(|p| p.name.as_str()).collect();
+        format!("no program `{name}` (programs: {})", names.join(", "))
     }
 
     /// Reads and loads a file (see [`Object::parse`]).
@@ -374,6 +407,8 @@ impl Object {
             has_btf_ext: false,
             externs: Vec::new(),
             core_relos: 0,
+            broken: Vec::new(),
+            exception_callbacks: Vec::new(),
         }
     }
 
@@ -394,36 +429,48 @@ impl Object {
     }
 
     /// Applies a `--type` choice: every program whose section name gives no program type
-    /// gets `ty`. Without `ty`, each such program among `selected` (all when None) is an
-    /// error that names it and its section and offers `--type`. Programs whose section
-    /// names a type keep it.
-    pub fn resolve_prog_types(&mut self, ty: Option<&str>, selected: Option<&[&str]>) -> Result<(), String> {
+    /// gets `ty`. Without `ty`, each such program moves to [`Object::broken`] with an error
+    /// that names its section and offers `--type`; the other programs stay loadable.
+    /// Programs whose section names a type keep it.
+    pub fn resolve_prog_types(&mut self, ty: Option<&str>) -> Result<(), String> {
         let chosen = match ty {
             Some(t) => Some(prog_type_from_name(t).ok_or_else(|| {
                 format!("unknown program type `{t}` (known: {})", prog_type_names().join(", "))
             })?),
             None => None,
         };
-        for p in self.programs.iter_mut().filter(|p| p.prog_type_id == 0) {
-            match chosen {
-                Some((pt, id, at)) => {
-                    p.prog_type = pt;
-                    p.prog_type_id = id;
-                    p.expected_attach_type = at;
-                }
-                None if selected.is_none_or(|s| s.contains(&p.name.as_str())) => {
-                    return Err(format!(
-                        "{}: program `{}`: section name `{}` is unknown (neither libbpf nor its legacy prefixes give it a program type); pass --type <{}>",
-                        self.path,
-                        p.name,
-                        p.section,
-                        "xdp|tc|socket|cgroup_skb|lwt_xmit|..."
-                    ));
-                }
-                None => {}
+        let mut i = self.programs.len();
+        while i > 0 {
+            i -= 1;
+            if self.programs[i].prog_type_id != 0 {
+                continue;
             }
+            if let Some((pt, id, at)) = chosen {
+                let p = &mut self.programs[i];
+                p.prog_type = pt;
+                p.prog_type_id = id;
+                p.expected_attach_type = at;
+                continue;
+            }
+            let p = self.remove_program(i);
+            let kind = LoadErrorKind::UnknownSection(p.section.clone());
+            let error = LoadError { file: self.path.clone(), section: Some(p.section.clone()), program: Some(p.name.clone()), insn: None, kind };
+            self.broken.push(BrokenProgram { name: p.name, section: p.section, error });
         }
         Ok(())
+    }
+
+    /// Removes program `i`, keeping the extern sites (which index programs) right.
+    fn remove_program(&mut self, i: usize) -> Program {
+        for e in &mut self.externs {
+            e.sites.retain(|&(pi, _)| pi != i);
+            for site in &mut e.sites {
+                if site.0 > i {
+                    site.0 -= 1;
+                }
+            }
+        }
+        self.programs.remove(i)
     }
 
     /// Index of the map called `name`.
@@ -454,19 +501,23 @@ mod type_tests {
                 }
             })
             .collect();
-        Object { path: "t.o".into(), programs, maps: Vec::new(), license: String::new(), kernel_version: 0, btf: None, has_btf_ext: false, externs: Vec::new(), core_relos: 0 }
+        Object { path: "t.o".into(), programs, maps: Vec::new(), license: String::new(), kernel_version: 0, btf: None, has_btf_ext: false, externs: Vec::new(), core_relos: 0, broken: Vec::new(), exception_callbacks: Vec::new() }
     }
 
     #[test]
     fn unknown_sections_need_a_type() {
-        let mut o = obj(&["xdp", "redirect_xmit"]);
-        let e = o.resolve_prog_types(None, None).unwrap_err();
+        // Without --type the program with the unknown section cannot be loaded; the
+        // others can.
+        let mut without = obj(&["xdp", "redirect_xmit"]);
+        without.resolve_prog_types(None).unwrap();
+        assert_eq!(without.programs.len(), 1);
+        assert_eq!(without.programs[0].name, "p_xdp");
+        let e = without.missing_program("p_redirect_xmit");
         assert!(e.contains("program `p_redirect_xmit`") && e.contains("section name `redirect_xmit` is unknown") && e.contains("--type"), "{e}");
-        // Only the selected programs matter.
-        o.resolve_prog_types(None, Some(&["p_xdp"])).unwrap();
-        let e = o.resolve_prog_types(Some("nope"), None).unwrap_err();
+        let mut o = obj(&["xdp", "redirect_xmit"]);
+        let e = o.resolve_prog_types(Some("nope")).unwrap_err();
         assert!(e.contains("unknown program type `nope`"), "{e}");
-        o.resolve_prog_types(Some("tc"), None).unwrap();
+        o.resolve_prog_types(Some("tc")).unwrap();
         assert_eq!(o.programs[1].prog_type, ProgType::SchedCls);
         assert_eq!(o.programs[1].prog_type_id, 3);
         // Known sections keep their type.

@@ -65,6 +65,10 @@ pub enum LoadErrorKind {
     Btf(String),
     #[error("bad map definition: {0}")]
     Map(String),
+    #[error("section name `{0}` is unknown (neither libbpf nor its legacy prefixes give it a program type); pass --type <xdp|tc|socket|cgroup_skb|lwt_xmit|...>")]
+    UnknownSection(String),
+    #[error("exception callback '{0}' (BTF decl tag exception_callback:) is not a function of the object")]
+    ExceptionCallback(String),
     #[error("function '{name}' (slots {start}..{end}) extends past the section's {len} slots")]
     FuncRange { name: String, start: u64, end: u64, len: usize },
 }
@@ -104,6 +108,9 @@ impl From<K> for E {
 }
 
 impl E {
+    fn located(self, file: &str) -> LoadError {
+        LoadError { file: file.to_string(), section: self.section, program: self.program, insn: self.insn, kind: self.kind }
+    }
     fn sec(mut self, s: &str) -> E {
         if self.section.is_none() {
             self.section = Some(s.to_string());
@@ -183,14 +190,11 @@ struct Ctx<'a> {
 }
 
 pub(crate) fn parse(bytes: &[u8], path: &str) -> Result<Object, LoadError> {
-    let mut o = parse_inner(bytes).map_err(|e| LoadError {
-        file: path.to_string(),
-        section: e.section,
-        program: e.program,
-        insn: e.insn,
-        kind: e.kind,
-    })?;
+    let mut o = parse_inner(bytes).map_err(|e| e.located(path))?;
     o.path = path.to_string();
+    for b in &mut o.broken {
+        b.error.file = path.to_string();
+    }
     Ok(o)
 }
 
@@ -434,6 +438,8 @@ fn parse_inner(data: &[u8]) -> Result<Object, E> {
 
     let mut programs = Vec::new();
     let mut externs: Vec<Extern> = Vec::new();
+    let mut broken = Vec::new();
+    let mut exception_callbacks = Vec::new();
     for fi in 0..cx.funcs.len() {
         let f = &cx.funcs[fi];
         if cx.secs[f.sec].name == ".text" || !f.global {
@@ -441,18 +447,26 @@ fn parse_inner(data: &[u8]) -> Result<Object, E> {
         }
         let name = f.name.clone();
         let section = cx.secs[f.sec].name.clone();
-        let (p, refs) = cx.build_program(fi).map_err(|mut e| {
-            if e.program.is_none() {
-                e.program = Some(name.clone());
+        let (p, refs) = match cx.build_program(fi) {
+            Ok(built) => built,
+            Err(mut e) => {
+                if e.program.is_none() {
+                    e.program = Some(name.clone());
+                }
+                let error = e.sec(&section).located("");
+                broken.push(crate::BrokenProgram { name, section, error });
+                continue;
             }
-            e.sec(&section)
-        })?;
+        };
         for (ename, kind, weak, slot) in refs {
             let site = (programs.len(), slot);
             match externs.iter_mut().find(|x| x.name == ename) {
                 Some(x) => x.sites.push(site),
                 None => externs.push(Extern { name: ename, kind, weak, sites: vec![site], resolved: false, btf_id: 0 }),
             }
+        }
+        if let Some(cb) = cx.btf.as_ref().and_then(|b| b.exception_callback(&p.name)) {
+            exception_callbacks.push((p.name.clone(), cb));
         }
         programs.push(p);
     }
@@ -472,6 +486,8 @@ fn parse_inner(data: &[u8]) -> Result<Object, E> {
         btf: btf_raw,
         externs,
         core_relos,
+        broken,
+        exception_callbacks,
     })
 }
 
@@ -693,6 +709,17 @@ impl<'a> Ctx<'a> {
         Ok(())
     }
 
+    /// The function `__exception_cb` names for entry function `entry`, if any.
+    fn exception_callback(&self, entry: usize) -> Result<Option<usize>, E> {
+        let Some(cb) = self.btf.as_ref().and_then(|b| b.exception_callback(&self.funcs[entry].name)) else {
+            return Ok(None);
+        };
+        match self.funcs.iter().position(|f| f.name == cb) {
+            Some(fi) => Ok(Some(fi)),
+            None => Err(K::ExceptionCallback(cb).into()),
+        }
+    }
+
     fn func_at(&self, sec: usize, slot: i64) -> Result<usize, E> {
         self.funcs
             .iter()
@@ -773,8 +800,20 @@ impl<'a> Ctx<'a> {
         // scanning the growing program).
         let mut layout = vec![entry];
         let mut pos_of: HashMap<usize, usize> = HashMap::from([(entry, 0)]);
+        // As libbpf, the exception callback (`__exception_cb`) goes after everything the
+        // program reaches, followed by what it reaches in turn.
+        let mut exception_cb = self.exception_callback(entry)?;
         let mut k = 0;
-        while k < layout.len() {
+        loop {
+            if k == layout.len() {
+                match exception_cb.take() {
+                    Some(cb) if !pos_of.contains_key(&cb) => {
+                        pos_of.insert(cb, layout.len());
+                        layout.push(cb);
+                    }
+                    _ => break,
+                }
+            }
             let f = self.funcs[layout[k]].clone();
             let mut i = f.start;
             while i < f.start + f.len {

@@ -274,9 +274,18 @@ fn section(bytes: &[u8], name: &str) -> (usize, usize, usize) {
     panic!("no section {name}");
 }
 
+/// The error of a bad object: the object's, or (when only one program is bad and the rest
+/// of the object loads) that program's.
 fn err(bytes: &[u8]) -> kops_object::LoadError {
     match Object::parse(bytes, "bad.o") {
-        Ok(_) => panic!("loaded a bad object"),
+        Ok(o) => match o.broken.as_slice() {
+            [b] => {
+                assert!(o.program(&b.name).is_none(), "broken program {} is also loaded", b.name);
+                assert_eq!(b.error.file, "bad.o");
+                b.error.clone()
+            }
+            _ => panic!("loaded a bad object ({} broken programs)", o.broken.len()),
+        },
         Err(e) => e,
     }
 }

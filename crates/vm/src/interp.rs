@@ -105,9 +105,6 @@ pub fn validate(i: &Insn, conformance: bool) -> Result<(), String> {
                 }
                 _ => return bad("unknown ALU operation"),
             }
-            if i.dst == 10 {
-                return bad("write to r10");
-            }
         }
         op::JMP | op::JMP32 => match i.op() {
             op::JA => {
@@ -123,6 +120,11 @@ pub fn validate(i: &Insn, conformance: bool) -> Result<(), String> {
                 }
             }
             op::EXIT if class == op::JMP => {}
+            kops_isa::decode::JCOND if class == op::JMP => {
+                if i.source() != op::K || i.src != 0 || i.dst != 0 || i.imm != 0 {
+                    return bad("may_goto with a register or immediate");
+                }
+            }
             _ => return bad("unknown jump operation"),
         },
         op::LDX => match i.mode() {
@@ -156,17 +158,19 @@ pub fn validate(i: &Insn, conformance: bool) -> Result<(), String> {
         },
         _ => return bad("unknown class"),
     }
-    let writes_r10 = match class {
-        op::LDX | op::LD => i.dst == 10,
-        op::STX if i.mode() == op::ATOMIC => {
-            (i.imm & op::FETCH != 0 && i.src == 10) || (i.imm == LOAD_ACQ && i.dst == 10)
-        }
-        _ => false,
-    };
-    if writes_r10 {
+    if writes_r10(i) {
         return bad("write to r10");
     }
     Ok(())
+}
+
+/// Whether the instruction writes r10 (the read-only frame pointer).
+pub fn writes_r10(i: &Insn) -> bool {
+    match i.class() {
+        op::ALU | op::ALU64 | op::LDX | op::LD => i.dst == 10,
+        op::STX if i.mode() == op::ATOMIC => (i.imm & op::FETCH != 0 && i.src == 10) || (i.imm == LOAD_ACQ && i.dst == 10),
+        _ => false,
+    }
 }
 
 const LOAD_ACQ: i32 = 0x100;
@@ -177,7 +181,15 @@ struct Frame {
     ret_pc: usize,
     saved: [u64; 4],
     saved_fp: u64,
+    saved_may_goto: u64,
 }
+
+/// `may_goto` falls through this many times per function call, then jumps: the kernel's
+/// `BPF_MAX_LOOPS` (kernels with timed may_goto, 6.13+ on x86-64, instead jump once about
+/// 250 ms have passed, so a loop that ends only through may_goto runs a different number
+/// of times there).
+pub const MAY_GOTO_LOOPS: u64 = 8 * 1024 * 1024;
+
 
 struct Machine<'a> {
     env: &'a RunEnv<'a>,
@@ -192,6 +204,9 @@ struct Machine<'a> {
     pc: usize,
     count: u64,
     tail_calls: u32,
+    /// `may_goto` counter of the running function (each call starts its own, as the
+    /// kernel's counter lives in the function's frame).
+    may_goto: u64,
 }
 
 /// The stack buffer (its end is the first frame's r10); see [`crate::VmOptions::poison_stack`].
@@ -248,6 +263,7 @@ impl<'a> Machine<'a> {
             pc: 0,
             count: 0,
             tail_calls: 0,
+            may_goto: MAY_GOTO_LOOPS,
         }
     }
 
@@ -548,6 +564,7 @@ impl<'a> Machine<'a> {
             Some(f) => {
                 self.reg[6..10].copy_from_slice(&f.saved);
                 self.reg[10] = f.saved_fp;
+                self.may_goto = f.saved_may_goto;
                 self.set_prog(f.prog);
                 Flow::Jump(f.ret_pc)
             }
@@ -563,6 +580,13 @@ impl<'a> Machine<'a> {
             }
             op::EXIT => return Ok(self.exit_frame()),
             op::CALL => return self.call(i),
+            kops_isa::decode::JCOND => {
+                if self.may_goto == 0 {
+                    return Ok(Flow::Jump((self.pc as i64 + 1 + i.off as i64) as usize));
+                }
+                self.may_goto -= 1;
+                return Ok(Flow::Next);
+            }
             _ => {}
         }
         let taken = if i.class() == op::JMP {
@@ -585,7 +609,8 @@ impl<'a> Machine<'a> {
             }
             let mut saved = [0u64; 4];
             saved.copy_from_slice(&self.reg[6..10]);
-            self.frames.push(Frame { prog: self.prog.clone(), ret_pc: self.pc + 1, saved, saved_fp: self.reg[10] });
+            self.frames.push(Frame { prog: self.prog.clone(), ret_pc: self.pc + 1, saved, saved_fp: self.reg[10], saved_may_goto: self.may_goto });
+            self.may_goto = MAY_GOTO_LOOPS;
             self.reg[10] -= STACK_SIZE as u64;
             return Ok(Flow::Jump((self.pc as i64 + 1 + i.imm as i64) as usize));
         }
@@ -602,6 +627,9 @@ impl<'a> Machine<'a> {
             };
             return Err(self.err_exec(format!("call to unknown helper {what}")));
         };
+        if h.id == helpers::kfuncs::THROW {
+            return Ok(self.throw());
+        }
         self.check_helper_args(h.id)?;
         let r = &self.reg;
         let r0 = (h.func)(r[1], r[2], r[3], r[4], r[5]);
@@ -613,6 +641,22 @@ impl<'a> Machine<'a> {
             return Ok(Flow::Exit(0));
         }
         Ok(Flow::Next)
+    }
+
+    /// `bpf_throw(r1)`: back on the main frame (of the program running there), then its
+    /// exception callback with r1 = cookie, or the cookie as the result.
+    fn throw(&mut self) -> Flow {
+        let cookie = self.reg[1];
+        if let Some(f) = self.frames.first() {
+            self.reg[10] = f.saved_fp;
+            let p = f.prog.clone();
+            self.set_prog(p);
+        }
+        self.frames.clear();
+        match self.prog.exception_cb {
+            Some(cb) => Flow::Jump(cb),
+            None => Flow::Exit(cookie),
+        }
     }
 
     fn tail_call(&mut self) -> R<Flow> {
@@ -634,6 +678,7 @@ impl<'a> Machine<'a> {
             return Ok(Flow::Next);
         };
         self.tail_calls += 1;
+        self.may_goto = MAY_GOTO_LOOPS;
         self.set_prog(p);
         Ok(Flow::Jump(0))
     }
@@ -661,6 +706,8 @@ impl<'a> Machine<'a> {
             k if k >= helpers::kfuncs::KFUNC_BASE => match k - helpers::kfuncs::KFUNC_BASE {
                 0 | 1 => mem(r[3], 16, true),
                 2 | 3 | 7 => mem(r[1], 16, false),
+                // bpf_iter_num_*: the iterator, 8 stack bytes.
+                9..=11 => mem(r[1], 8, true),
                 _ => Ok(()),
             },
             helpers::MAP_LOOKUP_ELEM | helpers::MAP_DELETE_ELEM => {

@@ -121,7 +121,7 @@ impl Engine for JitEngine {
 
     fn compile(&self, prog: &ProgImage<'_>) -> Result<Box<dyn Compiled>, VmError> {
         crate::verify::require(prog, "jit")?;
-        let o = runtime_options(&self.options, prog.conformance);
+        let o = runtime_options(&self.options, prog.conformance, throw(prog.helpers, prog.exception_cb));
         let jp = JitProgram::new(prog.insns, &o, &Helpers(prog.helpers)).map_err(|e| match e {
             kops_jit::JitError::Insn { pc, msg } => VmError::Load { prog: prog.name.to_string(), pc, msg },
             kops_jit::JitError::Unsupported { pc, what } => {
@@ -162,14 +162,23 @@ impl KopsEngine {
 
     /// Compile instructions with sites (what [`Engine::compile`] does, without a Vm).
     pub fn compile_insns(&self, name: &str, insns: &[Insn], subprog_starts: &[usize], helpers: &HelperTable, conformance: bool) -> Result<JitProgram, VmError> {
-        Ok(self.compile_planned(name, insns, subprog_starts, helpers, conformance)?.program)
+        Ok(self.compile_planned(name, insns, subprog_starts, helpers, conformance, None)?.program)
     }
 
     /// [`KopsEngine::compile_insns`] keeping the plan: the lowered program the JIT compiled
     /// and, per site, its native code or fallback (for listings such as `kops disasm
     /// --native`).
-    pub fn compile_planned(&self, name: &str, insns: &[Insn], subprog_starts: &[usize], helpers: &HelperTable, conformance: bool) -> Result<KopsCompiled, VmError> {
-        let o = runtime_options(&self.options, conformance);
+    /// `exception_cb`: see [`ProgImage::exception_cb`].
+    pub fn compile_planned(
+        &self,
+        name: &str,
+        insns: &[Insn],
+        subprog_starts: &[usize],
+        helpers: &HelperTable,
+        conformance: bool,
+        exception_cb: Option<usize>,
+    ) -> Result<KopsCompiled, VmError> {
+        let o = runtime_options(&self.options, conformance, throw(helpers, exception_cb));
         let load_err = |pc: usize, msg: String| VmError::Load { prog: name.to_string(), pc, msg };
         let k = kops_jit::Kinsn { registry: &self.registry, subprog_starts, func_info: &[] };
         // The JIT lowers the sites itself; its errors name slots of `insns`.
@@ -209,7 +218,7 @@ impl Engine for KopsEngine {
     fn compile(&self, prog: &ProgImage<'_>) -> Result<Box<dyn Compiled>, VmError> {
         crate::verify::require(prog, "kops")?;
         let starts: Vec<usize> = prog.subprogs.iter().map(|s| s.start).collect();
-        let jp = self.compile_insns(prog.name, prog.insns, &starts, prog.helpers, prog.conformance)?;
+        let jp = self.compile_planned(prog.name, prog.insns, &starts, prog.helpers, prog.conformance, prog.exception_cb)?.program;
         Ok(Box::new(JitCompiled { prog: jp }))
     }
 
@@ -222,9 +231,16 @@ impl Engine for KopsEngine {
     }
 }
 
+/// `bpf_throw` for the JIT when the program calls it (its table has the kfunc).
+fn throw(helpers: &HelperTable, exception_cb: Option<usize>) -> Option<kops_jit::Throw> {
+    let id = crate::helpers::kfuncs::THROW;
+    helpers.get(id).map(|_| kops_jit::Throw { helper: id as i32, callback: exception_cb })
+}
+
 /// The per-program JIT options of the runtime engines.
-fn runtime_options(base: &JitOptions, conformance: bool) -> JitOptions {
+fn runtime_options(base: &JitOptions, conformance: bool, throw: Option<kops_jit::Throw>) -> JitOptions {
     let mut o = base.clone();
+    o.throw = throw;
     o.call_mode = CallMode::Trampoline;
     o.div_fixups = true;
     o.tail_call = Some((TAIL_CALL as i32, TailCallMode::Lookup(tail_lookup as extern "C" fn(u64, u64) -> u64 as usize as u64)));
@@ -638,6 +654,37 @@ mod tests {
         }
     }
 
+    /// `may_goto` falls through 8M times (BPF_MAX_LOOPS) per function call, then jumps:
+    /// a loop that only may_goto ends counts 8388608 in a subprogram called twice (each call
+    /// its own counter), and the main function's counter is separate from both.
+    #[test]
+    fn may_goto_counts_per_call() {
+        use kops_isa::op;
+        let may_goto = |off: i16| Insn::new(op::JMP | kops_isa::decode::JCOND, 0, 0, off, 0);
+        let p = vec![
+            Insn::mov64_imm(6, 0),                     // 0
+            may_goto(2),                               // 1: main's own loop, 8M times
+            Insn::alu64_imm(op::ADD, 6, 1),            // 2
+            Insn::ja(-3),                              // 3
+            Insn::new(op::JMP | op::CALL, 0, 1, 0, 5), // 4: call f (slot 10)
+            Insn::alu64_reg(op::ADD, 6, 0),            // 5
+            Insn::new(op::JMP | op::CALL, 0, 1, 0, 3), // 6: call f
+            Insn::alu64_reg(op::ADD, 6, 0),            // 7
+            Insn::alu64_reg(op::MOV, 0, 6),            // 8
+            Insn::exit(),                              // 9
+            // f: count until may_goto jumps
+            Insn::mov64_imm(0, 0),                     // 10
+            may_goto(2),                               // 11
+            Insn::alu64_imm(op::ADD, 0, 1),            // 12
+            Insn::ja(-3),                              // 13
+            Insn::exit(),                              // 14
+        ];
+        let want = 3 * 8 * 1024 * 1024;
+        let jit = crate::run_conformance_with(&p, &[], Some(Box::new(JitEngine::new().unwrap())), test_gate()).unwrap();
+        let int = crate::run_conformance(&p, &[], None).unwrap();
+        assert_eq!((jit, int), (want, want));
+    }
+
     /// A packet for the bundled programs: Ethernet + IPv4/IPv6/VLAN/other + TCP/UDP/ICMP +
     /// payload, with random fields (lengths consistent or not, on purpose).
     fn packet(rng: &mut kops_jit_tools::gen::Rng) -> Vec<u8> {
@@ -997,7 +1044,7 @@ mod tests {
             assert_eq!(run(Box::new(KopsEngine::with_options(o.clone(), reg.clone()))), want, "kops, features {features}");
             assert_eq!(run(Box::new(crate::Lowering::new(JitEngine::with_options(o.clone()), reg.clone()))), want, "jit, features {features}");
             let e = KopsEngine::with_options(o, reg.clone());
-            let kc = e.compile_planned("all", &p, &[0], &HelperTable::kernel(), false).unwrap();
+            let kc = e.compile_planned("all", &p, &[0], &HelperTable::kernel(), false, None).unwrap();
             assert_eq!(kc.lowered.regions.len(), 14);
             for (r, plan) in kc.lowered.regions.iter().zip(&kc.plans) {
                 let name = reg.get(r.op_id).unwrap().name().to_string();

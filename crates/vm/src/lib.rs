@@ -185,6 +185,9 @@ pub struct ProgImage<'a> {
     pub helpers: &'a HelperTable,
     /// Conformance-suite conventions (helper 5 = unwind, callx).
     pub conformance: bool,
+    /// Start slot of the program's exception callback in `insns` (`__exception_cb`):
+    /// where `bpf_throw` ([`helpers::kfuncs::THROW`]) continues.
+    pub exception_cb: Option<usize>,
     /// The verifier's acceptance of exactly these `insns` ([`Engine::native`] engines
     /// refuse images without it).
     pub verified: Option<&'a Verified>,
@@ -278,7 +281,19 @@ impl RunEnv<'_> {
     pub fn packet_range(&self) -> (u64, u64) {
         self.ctx.packet_range()
     }
+    /// `[start, end)` of the packet buffer, headroom included (what LD_ABS may reach).
+    pub fn buffer_range(&self) -> (u64, u64) {
+        self.ctx.buffer_range()
+    }
+    /// The context kind of the run.
+    pub fn ctx_kind(&self) -> CtxKind {
+        self.ctx.kind
+    }
 }
+
+/// The interpreter's instruction budget for programs with `may_goto`, at least: a loop
+/// that only may_goto ends falls through [`interp::MAY_GOTO_LOOPS`] times per call.
+pub const MAY_GOTO_BUDGET: u64 = 12 * interp::MAY_GOTO_LOOPS;
 
 /// Run options.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -342,6 +357,10 @@ pub struct LoadedProg {
     pub subprogs: Vec<Subprog>,
     pub helpers: HelperTable,
     pub conformance: bool,
+    /// See [`ProgImage::exception_cb`].
+    pub exception_cb: Option<usize>,
+    /// The program has `may_goto` (its interpreter budget is [`MAY_GOTO_BUDGET`]).
+    pub may_goto: bool,
     /// Kinsn sites of the program as given (0 when it has none).
     pub kinsn_sites: usize,
     /// When the runtime lowered the sites for the engine ([`KinsnSupport::Lower`]):
@@ -362,6 +381,7 @@ impl LoadedProg {
             subprogs: &self.subprogs,
             helpers: &self.helpers,
             conformance: self.conformance,
+            exception_cb: self.exception_cb,
             verified: self.verified.as_ref(),
         }
     }
@@ -461,10 +481,7 @@ impl Vm {
         let p = obj
             .program(name)
             .or_else(|| obj.programs.iter().find(|p| p.section == name))
-            .ok_or_else(|| {
-                let names: Vec<&str> = obj.programs.iter().map(|p| p.name.as_str()).collect();
-                VmError::Setup(format!("{}: no program `{name}` (programs: {})", obj.path, names.join(", ")))
-            })?;
+            .ok_or_else(|| VmError::Setup(format!("{}: {}", obj.path, obj.missing_program(name))))?;
         if let Some(i) = self.progs.borrow().iter().position(|q| q.name == p.name) {
             return Ok(ProgId(i));
         }
@@ -578,6 +595,15 @@ impl Vm {
         if crate::interp::tail_calls_from_callee(&insns) {
             self.shared.deep_stack.set(true);
         }
+        // The exception callback the object declares for this program, by name: its start
+        // in the final instructions (after lowering).
+        let exception_cb = self
+            .object
+            .as_ref()
+            .and_then(|o| o.exception_callbacks.iter().find(|(prog, _)| *prog == p.name))
+            .and_then(|(_, cb)| subprogs.iter().find(|s| s.name == *cb))
+            .map(|s| s.start);
+        let may_goto = insns.iter().any(|i| i.code == op::JMP | kops_isa::decode::JCOND);
         let mut lp = LoadedProg {
             name: name.to_string(),
             prog_type,
@@ -586,6 +612,8 @@ impl Vm {
             subprogs,
             helpers,
             conformance,
+            exception_cb,
+            may_goto,
             kinsn_sites,
             lowering,
             verified: None,
@@ -666,6 +694,17 @@ impl Vm {
         let mut pc = 0;
         while pc < n {
             let i = insns[pc];
+            if !conformance && interp::writes_r10(&i) && !i.is_ld_imm64() {
+                // The kernel verifier accepts a write to r10 only in code it proved
+                // unreachable (and removes). Native engines run only verified programs and
+                // the interpreter checks at run time: either way it becomes a call that
+                // faults, naming the cause, if it is ever reached.
+                let def = helpers::kfuncs::unreachable_code();
+                helpers::kfuncs::add(helpers, def);
+                insns[pc] = Insn::new(op::JMP | op::CALL, 0, 0, 0, def.id as i32);
+                pc += 1;
+                continue;
+            }
             interp::validate(&i, conformance).map_err(|m| err(pc, m))?;
             if i.is_ld_imm64() {
                 let lo = |a: u64| a as u32 as i32;
@@ -935,7 +974,9 @@ impl Vm {
             skb: helpers::net::SkbModel::for_run(p.ctx, rc.buffer_range()),
             net: &self.net,
         };
-        let env = RunEnv { vm: self, ctx: &rc, prog, budget: self.options.budget, executed: Cell::new(None) };
+        // A loop that only may_goto ends runs MAY_GOTO_LOOPS times per call: room for that.
+        let budget = if p.may_goto { self.options.budget.max(MAY_GOTO_BUDGET) } else { self.options.budget };
+        let env = RunEnv { vm: self, ctx: &rc, prog, budget, executed: Cell::new(None) };
         let n = repeat.max(1);
         let (r, elapsed) = {
             let _g = RunGuard::install(&mut st);

@@ -180,6 +180,7 @@ mod tests {
             subprogs: &[],
             helpers,
             conformance: true,
+            exception_cb: None,
             verified,
         }
     }

@@ -320,3 +320,36 @@ fn map_in_map_lookups_reach_inner_maps() {
     let e = v.set_map_in_map("outer_arr", &2u32.to_le_bytes(), "hash_a").unwrap_err();
     assert!(e.to_string().contains("does not match the inner template"), "{e}");
 }
+
+/// bpf_throw (rt_throw.bpf.c), on the interpreter; the native engines are compared with the
+/// kernel by `kops diff` (crates/cli). kernel: 401 = cb(200) = 2 * 200 + 1 for a 200-byte
+/// packet, 7 without a throw (64 bytes), 42 = the cookie 2 + 40 without a callback.
+#[test]
+fn bpf_throw_runs_the_exception_callback() {
+    let v = vm("rt_throw.bpf.o");
+    let id = v.load("throw_cb").unwrap();
+    assert_eq!(v.run(id, &ProgInput::packet(&[0u8; 200])).unwrap().r0, 401);
+    assert_eq!(v.run(id, &ProgInput::packet(&packet())).unwrap().r0, 7);
+    assert_eq!(run(&v, "throw_default").unwrap().r0, 42);
+}
+
+/// A program the loader cannot build leaves the rest of the object usable, and loading it
+/// by name says why.
+#[test]
+fn a_broken_program_does_not_take_the_object_down() {
+    let o = Object::load(data("rt_throw.bpf.o")).unwrap();
+    assert_eq!(o.programs.len(), 2);
+    assert_eq!(o.broken.len(), 1);
+    let e = vm("rt_throw.bpf.o").load("bad_jump").unwrap_err().to_string();
+    assert!(e.contains("bad_jump") && e.contains("jump to 102 is outside its function"), "{e}");
+}
+
+/// bpf_for's kfuncs (rt_iter.bpf.c) on the interpreter. kernel: 1189 = 2 + ... + 19 + 1000
+/// for 200 bytes, 1044 = 2 + ... + 9 + 1000 for the 64-byte packet.
+#[test]
+fn numeric_iterators() {
+    let v = vm("rt_iter.bpf.o");
+    let id = v.load("iter_sum").unwrap();
+    assert_eq!(v.run(id, &ProgInput::packet(&[0u8; 200])).unwrap().r0, 1189);
+    assert_eq!(v.run(id, &ProgInput::packet(&packet())).unwrap().r0, 1044);
+}

@@ -266,3 +266,23 @@ fn invalid_programs_are_load_errors() {
     let e = bad(vec![Insn::mov64_imm(0, 0)]);
     assert!(e.to_string().contains("past the end"), "{e}");
 }
+
+/// Outside the conformance convention a write to r10 loads (the kernel verifier accepts
+/// one only in code it proved unreachable): skipped, it changes nothing; reached, the run
+/// fails naming it.
+#[test]
+fn unreachable_write_to_r10_loads_and_faults_when_reached() {
+    use kops_object::ProgType;
+    use kops_vm::{CtxKind, HelperTable, ProgInput, Vm};
+    let src = "mov %r0, 3\njeq %r1, 0, +1\nexit\nmov %r10, 0\nexit";
+    let insns = assemble(src).unwrap();
+    let vm = Vm::empty();
+    let id = vm.load_insns("dead_r10", insns, Vec::new(), ProgType::Unspec, CtxKind::Mem, HelperTable::kernel(), false).unwrap();
+    // r1 is the context pointer (non-zero): the write is skipped.
+    assert_eq!(vm.run(id, &ProgInput::packet(&[0u8; 8])).unwrap().r0, 3);
+    // A program that reaches it.
+    let insns = assemble("mov %r0, 3\nmov %r10, 0\nexit").unwrap();
+    let id = vm.load_insns("live_r10", insns, Vec::new(), ProgType::Unspec, CtxKind::Mem, HelperTable::kernel(), false).unwrap();
+    let e = vm.run(id, &ProgInput::packet(&[0u8; 8])).unwrap_err().to_string();
+    assert!(e.contains("writes r10"), "{e}");
+}

@@ -11,7 +11,9 @@ use kops_bench::{report, Settings};
 ///
 /// Runtimes: `kernel` (the running kernel's JIT, BPF_PROG_TEST_RUN with repeat; needs
 /// root), `interp` (our interpreter), `jit` (our baseline x86-64 JIT), `kops` (recognizer
-/// rewrite, policy auto, then our JIT with native emits at the kinsn sites), `native` (the
+/// rewrite, policy auto, then our JIT with native emits at the kinsn sites), `cranelift`
+/// (the whole program compiled by Cranelift; compile times in the JSON's `compile_us`;
+/// not in the default set), `native` (the
 /// same C kernel compiled for the host with -O2, bpf/native), `rbpf` (the rbpf crate's
 /// x86-64 JIT, for programs without helpers or bpf-to-bpf calls).
 ///
@@ -32,7 +34,7 @@ use kops_bench::{report, Settings};
 pub struct Args {
     /// Object files (default: bpf/out/*.bpf.o).
     files: Vec<String>,
-    /// Comma-separated runtimes (kernel, interp, jit, kops, native, rbpf).
+    /// Comma-separated runtimes (kernel, interp, jit, kops, cranelift, native, rbpf).
     #[arg(long, default_value = "kernel,interp,jit,kops,native,rbpf")]
     runtimes: String,
     /// Interleaved rounds (samples per program and runtime).
@@ -298,6 +300,19 @@ pub fn run(a: Args, command: String) -> anyhow::Result<u8> {
     rep.descriptions = prepared.descriptions;
     rep.notes = prepared.notes;
     rep.code_bytes = prepared.code_bytes;
+    rep.compile_us = prepared.compile_us;
+    if !rep.compile_us.is_empty() {
+        let mut us: Vec<f64> = rep.compile_us.iter().map(|c| c.micros).collect();
+        us.sort_by(f64::total_cmp);
+        let worst = rep.compile_us.iter().max_by(|a, b| a.micros.total_cmp(&b.micros)).expect("not empty");
+        rep.notes.push(format!(
+            "cranelift compile time per program (whole program, uncached, thread CPU time): median {:.0} µs, max {:.0} µs ({}), over {} programs",
+            us[us.len() / 2],
+            worst.micros,
+            worst.id.key,
+            us.len()
+        ));
+    }
     if !prepared.kops_sites.is_empty() {
         rep.notes.insert(0, suite::kops_sites_line(&prepared.kops_sites));
     }
@@ -378,7 +393,7 @@ pub fn run(a: Args, command: String) -> anyhow::Result<u8> {
         wrote.push(format!("JSON {}", p.display()));
     }
     if let Some(p) = out_path(&a.svg, "speedup.svg") {
-        let series: Vec<(&str, &str)> = [("kops", "kernel"), ("jit", "kernel"), ("native", "kernel"), ("kops", "jit")]
+        let series: Vec<(&str, &str)> = [("kops", "kernel"), ("jit", "kernel"), ("cranelift", "kernel"), ("native", "kernel"), ("kops", "jit")]
             .into_iter()
             .filter(|(n, d)| runtimes.iter().any(|r| r == n) && runtimes.iter().any(|r| r == d))
             .collect();

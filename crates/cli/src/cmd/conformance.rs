@@ -26,7 +26,8 @@ pub struct Args {
     /// Directory with the `.data` files (e.g. ../shared/conformance/tests), or one file.
     dir: PathBuf,
     /// Runtime: interp, jit, kops (the JIT with kinsn dispatch; the suite has no sites, so
-    /// this checks that the Kops engine compiles plain eBPF like the JIT), or kernel
+    /// this checks that the Kops engine compiles plain eBPF like the JIT), cranelift (the
+    /// whole program through Cranelift), or kernel
     /// (BPF_PROG_TEST_RUN; programs the verifier refuses are listed as REJECTED and counted
     /// as skipped).
     #[arg(long, default_value = "interp")]
@@ -170,7 +171,7 @@ r2 = its length, and prints r0 in hex on stdout. On failure it prints the error 
 and exits 1 (the runner compares that line with a test's expected error).
 
 options (also accepted inside one argument, as the runner passes --plugin_options):
-  --runtime NAME   interp (default), jit, kops or kernel
+  --runtime NAME   interp (default), jit, kops, cranelift or kernel
   --arch ARCH      x86_64 (default) or arm64 (jit under emulation)
   --debug          print the instructions to stderr
   --elf            accepted for compatibility (the program is always raw bytes)

@@ -67,6 +67,7 @@ fn native(args: &Args, out: &mut dyn Write) -> Result<()> {
     let path = args.file.display().to_string();
     let obj = kops_object::Object::load(&args.file).with_context(|| format!("{path}: cannot load"))?;
     let progs = super::verify::select_programs(&obj, args.prog.as_deref()).map_err(|e| anyhow!("{path}: {e}"))?;
+    super::note_broken("disasm", &obj, args.prog.as_deref());
     for p in progs {
         let text = match args.arch.as_str() {
             "x86_64" | "x86-64" => native_listing(&path, &obj, p)?,
@@ -95,7 +96,7 @@ fn native_listing(path: &str, obj: &kops_object::Object, p: &kops_object::Progra
     let engine = KopsEngine::new(registry.clone())?;
     let starts: Vec<usize> = lp.subprogs.iter().map(|s| s.start).collect();
     let kc = engine
-        .compile_planned(&lp.name, &lp.insns, &starts, &lp.helpers, lp.conformance)
+        .compile_planned(&lp.name, &lp.insns, &starts, &lp.helpers, lp.conformance, lp.exception_cb)
         .with_context(|| path.to_string())?;
     let l = &kc.lowered;
     // The runtime keeps the object's layout for the Kops engine: slots are the object's.

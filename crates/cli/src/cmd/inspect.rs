@@ -118,6 +118,7 @@ pub(crate) fn emit(f: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> any
 pub fn run(a: Args) -> anyhow::Result<u8> {
     let policy = a.sel.policy()?;
     let obj = kops_object::Object::load(&a.file).with_context(|| format!("loading {}", a.file))?;
+    super::note_broken("inspect", &obj, None);
     let (_, rep, _) = rewrite_object(&obj, &policy).with_context(|| a.file.clone())?;
     if a.json {
         let text = serde_json::to_string_pretty(&json_report(&rep))?;

@@ -48,10 +48,10 @@ const EXIT_NO_KERNEL: u8 = 3;
 
 pub fn run(a: Args) -> Result<u8> {
     let mut obj = Object::load(&a.file).with_context(|| format!("loading {}", a.file))?;
-    let only: Vec<&str> = a.prog.iter().map(String::as_str).collect();
-    obj.resolve_prog_types(a.prog_type.as_deref(), a.prog.is_some().then_some(&only[..])).map_err(anyhow::Error::msg)?;
+    obj.resolve_prog_types(a.prog_type.as_deref()).map_err(anyhow::Error::msg)?;
     let obj = obj;
     let progs = super::verify::select_programs(&obj, a.prog.as_deref()).map_err(|e| anyhow::anyhow!("{}: {e}", a.file))?;
+    super::note_broken("jit-diff", &obj, a.prog.as_deref());
     let btf = KernelBtf::for_object(&obj).unwrap_or(None);
     let maps = match super::verify::kernel_maps("jit-diff", &obj.maps, btf.as_ref()) {
         Ok(Some(m)) => m,

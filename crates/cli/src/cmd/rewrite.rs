@@ -22,6 +22,7 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
     let policy = a.sel.policy()?;
     let bytes = std::fs::read(&a.file).with_context(|| format!("reading {}", a.file))?;
     let obj = kops_object::Object::parse(&bytes, &a.file).with_context(|| format!("loading {}", a.file))?;
+    super::note_broken("rewrite", &obj, None);
     let (new, rep, maps) = rewrite_object(&obj, &policy).with_context(|| a.file.clone())?;
     let out = write_object(&bytes, &obj, &new, &maps).map_err(anyhow::Error::msg).with_context(|| format!("writing {}", a.output))?;
     // Read the result back: it must load, and carry exactly the rewritten programs.

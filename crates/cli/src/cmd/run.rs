@@ -46,8 +46,12 @@ pub struct Args {
     /// JIT with kinsn dispatch: each site as its op's native instruction(s), proof sequence
     /// where the op or the CPU has none; an object without sites is first rewritten by the
     /// recognizer, policy auto, as `kops rewrite` does; verified like jit) or kernel (load
-    /// into the running kernel and run with BPF_PROG_TEST_RUN; r0 is its low 32 bits).
-    /// interp, jit and kernel run programs with kinsn sites lowered to their proof sequences.
+    /// into the running kernel and run with BPF_PROG_TEST_RUN; r0 is its low 32 bits) or
+    /// cranelift (the whole program compiled by Cranelift, an optimizing compiler that is
+    /// then trusted too; the object is first rewritten by the recognizer as for kops, and
+    /// rotate/popcount sites become Cranelift's rotl/popcnt; verified like jit; prints the
+    /// compile time). interp, jit and kernel run programs with kinsn sites lowered to their
+    /// proof sequences.
     #[arg(long, default_value = "interp")]
     runtime: String,
     /// Target architecture of the native runtimes: x86_64 (run natively) or arm64 (`jit`
@@ -80,10 +84,11 @@ pub fn engine(name: &str) -> Result<Box<dyn Engine>> {
         "interp" => Ok(Box::new(Lowering::new(kops_vm::interp::Interp, kops_einsn::registry()))),
         "jit" => Ok(Box::new(Lowering::new(kops_vm::jit_engine::JitEngine::new()?, kops_einsn::registry()))),
         "kops" => Ok(Box::new(kops_vm::jit_engine::KopsEngine::new(kops_einsn::registry())?)),
+        "cranelift" => Ok(Box::new(kops_cranelift::CraneliftEngine::new().with_kinsn(kops_einsn::registry()))),
         // The arm64 JIT under emulation, by one name (for `kops diff --runtimes ...`).
         "jit-arm64" => engine_arch("jit", "arm64"),
         "kernel" => bail!("runtime `kernel` runs through the kernel layer (BPF_PROG_TEST_RUN), not as a vm engine"),
-        _ => bail!("unknown runtime `{name}` (known: interp, jit, kops, kernel, jit-arm64)"),
+        _ => bail!("unknown runtime `{name}` (known: interp, jit, kops, cranelift, kernel, jit-arm64)"),
     }
 }
 
@@ -96,8 +101,8 @@ pub fn engine_arch(name: &str, arch: &str) -> Result<Box<dyn Engine>> {
         "arm64" | "aarch64" => match name {
             "interp" => engine(name),
             "jit" => Ok(Box::new(kops_vm::Lowering::new(kops_emu_arm64::Arm64EmuEngine::new(), kops_einsn::registry()))),
-            "kops" | "kernel" => bail!("runtime `{name}` has no arm64 form yet (arm64 runtimes: interp, jit)"),
-            _ => bail!("unknown runtime `{name}` (known: interp, jit, kops, kernel)"),
+            "kops" | "cranelift" | "kernel" => bail!("runtime `{name}` has no arm64 form yet (arm64 runtimes: interp, jit)"),
+            _ => bail!("unknown runtime `{name}` (known: interp, jit, kops, cranelift, kernel)"),
         },
         _ => bail!("unknown architecture `{arch}` (known: x86_64, arm64)"),
     }
@@ -220,7 +225,7 @@ fn run_kernel(args: &Args, obj: &Object, name: &str) -> Result<u8> {
     let p = obj
         .program(name)
         .or_else(|| obj.programs.iter().find(|p| p.section == name))
-        .with_context(|| format!("{}: no program `{name}`", args.file.display()))?;
+        .with_context(|| format!("{}: {}", args.file.display(), obj.missing_program(name)))?;
     let ctx = CtxKind::for_prog_type(p.prog_type);
     let input = input_for(args, ctx)?;
     let btf = kops_kernel::KernelBtf::for_object(obj).unwrap_or(None);
@@ -284,7 +289,7 @@ pub fn run(args: Args) -> Result<u8> {
             bail!("{}: --prog is required (programs: {})", args.file.display(), names.join(", "));
         }
     };
-    obj.resolve_prog_types(args.prog_type.as_deref(), Some(&[name.as_str()])).map_err(anyhow::Error::msg)?;
+    obj.resolve_prog_types(args.prog_type.as_deref()).map_err(anyhow::Error::msg)?;
     // CO-RE and externs depend on the running kernel (see kops_kernel::core).
     let obj = if obj.needs_relocation() { kops_kernel::core::relocate(&obj)? } else { obj };
     // Refuse an unknown runtime/architecture pair before any work.
@@ -294,9 +299,9 @@ pub fn run(args: Args) -> Result<u8> {
     if args.runtime == "kernel" {
         return run_kernel(&args, &obj, &name);
     }
-    let obj = if args.runtime == "kops" {
+    let obj = if args.runtime == "kops" || args.runtime == "cranelift" {
         let (o, note) = kops_object(&obj)?;
-        outln!("{note}");
+        outln!("{}", note.replacen("runtime kops", &format!("runtime {}", args.runtime), 1));
         o
     } else {
         obj
@@ -309,6 +314,21 @@ pub fn run(args: Args) -> Result<u8> {
     let shown = args.file.display().to_string();
     let id = vm.load(&name).with_context(|| shown.clone())?;
     let prog = vm.program(id).expect("just loaded");
+    if args.runtime == "cranelift" {
+        if let Some(s) = kops_cranelift::last_stat(&prog.name) {
+            let how = if s.cached {
+                "cached image".to_string()
+            } else {
+                format!("compiled in {:.0} µs (thread CPU time; {:.0} µs wall)", s.micros, s.wall_micros)
+            };
+            outln!(
+                "cranelift: {how}, {} bytes of code in {} function(s), {} kinsn site(s) as Cranelift operations",
+                s.code_bytes,
+                s.functions,
+                s.native_sites
+            );
+        }
+    }
     let input = input_for(&args, prog.ctx)?;
     let n = args.repeat.max(1);
     let (r, ns_per_run) = vm.run_repeat(id, &input, n).with_context(|| shown.clone())?;

@@ -41,10 +41,7 @@ pub(crate) fn select_programs<'o>(obj: &'o Object, name: Option<&str>) -> Result
     let Some(n) = name else { return Ok(obj.programs.iter().collect()) };
     match obj.program(n) {
         Some(p) => Ok(vec![p]),
-        None => {
-            let names: Vec<&str> = obj.programs.iter().map(|p| p.name.as_str()).collect();
-            Err(format!("no program `{n}` (programs: {})", names.join(", ")))
-        }
+        None => Err(obj.missing_program(n)),
     }
 }
 
@@ -77,8 +74,7 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
             return Ok(1);
         }
     };
-    let only: Vec<&str> = a.prog.iter().map(String::as_str).collect();
-    if let Err(e) = obj.resolve_prog_types(a.prog_type.as_deref(), a.prog.is_some().then_some(&only[..])) {
+    if let Err(e) = obj.resolve_prog_types(a.prog_type.as_deref()) {
         eprintln!("kops verify: {e}");
         return Ok(1);
     }
@@ -159,9 +155,16 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
             }
         }
     }
+    // Programs our loader could not build never reach the kernel: reported, and a failure.
+    let broken = super::broken_programs(&obj, a.prog.as_deref());
+    for b in &broken {
+        println!("{}: not loaded", b.name);
+        println!("  {}", b.error);
+    }
+    let not_loaded = if broken.is_empty() { String::new() } else { format!(", {} not loaded", broken.len()) };
     let with_sites = if sites_lowered > 0 { format!(" ({sites_lowered} with kinsn sites, verified lowered)") } else { String::new() };
-    println!("{} programs, {} verified{with_sites}, {} rejected", progs.len(), progs.len() - rejected, rejected);
-    Ok(if rejected > 0 { EXIT_REJECTED } else { 0 })
+    println!("{} programs, {} verified{with_sites}, {} rejected{not_loaded}", progs.len() + broken.len(), progs.len() - rejected, rejected);
+    Ok(if rejected > 0 || !broken.is_empty() { EXIT_REJECTED } else { 0 })
 }
 
 enum Verdict {

@@ -27,6 +27,16 @@ pub(super) fn pop_callee(used: &[bool; 4], a: &mut Asm) {
     }
 }
 
+/// `may_goto` falls through this many times per function call (the kernel's
+/// `BPF_MAX_LOOPS`), then jumps.
+const MAY_GOTO_LOOPS: i32 = 8 * 1024 * 1024;
+
+/// The `may_goto` counter's distance below rbp: the lowest 8 bytes of a frame of `depth`
+/// (which [`super::functions`] grew by 8 for it).
+pub(super) fn may_goto_slot(depth: u32) -> i32 {
+    (depth.div_ceil(8) * 8) as i32
+}
+
 /// `LOAD_TAIL_CALL_CNT_PTR`: mov rax, [rbp - round_up(depth, 8) - 16].
 fn load_tcc_ptr(f: &Func, a: &mut Asm) {
     a.load64_disp32(Reg::Rax, Reg::Rbp, -16 - (f.depth.div_ceil(8) * 8) as i32);
@@ -45,6 +55,9 @@ impl Program<'_> {
         a.mov_rr(Width::W64, Reg::Rbp, Reg::Rsp);
         if f.depth > 0 {
             a.alu_ri32(Alu::Sub, Width::W64, Reg::Rsp, f.depth.div_ceil(8) as i32 * 8);
+        }
+        if f.may_goto {
+            a.store_imm(Size::S64, Mem::new(Reg::Rbp, -may_goto_slot(f.depth)), MAY_GOTO_LOOPS);
         }
         if f.tail_call_reachable {
             if !f.is_subprog {
@@ -199,6 +212,9 @@ impl Cx<'_> {
                 return self.emit_tail_call(mode);
             }
         }
+        if self.opts().throw.is_some_and(|t| t.helper == i.imm) {
+            return self.emit_throw();
+        }
         let addr = self.p.res.helper(i.imm).ok_or_else(|| self.err(format!("unknown helper {}", i.imm)))?;
         match self.opts().call_mode {
             CallMode::Rel32 => {
@@ -223,6 +239,23 @@ impl Cx<'_> {
             let rel = self.rel(6, |l| Ok(l.unwind_stub))?;
             self.a.jcc_rel32(Cond::E, rel);
         }
+        Ok(())
+    }
+
+    /// `bpf_throw` ([`crate::Throw`]): back to the main frame's stack pointer (r12), call
+    /// the exception callback with the cookie still in rdi (r1), or take the cookie as r0,
+    /// then leave through the unwind stub, which restores the main frame's registers.
+    fn emit_throw(&mut self) -> Result<(), JitError> {
+        self.a.mov_rr(Width::W64, Reg::Rsp, UNWIND_REG);
+        match self.p.exception_cb {
+            Some(cb) => {
+                let rel = self.rel(5, |l| l.func_at.get(cb).copied().flatten().ok_or_else(|| self.err("the exception callback is not a function start")))?;
+                self.a.call_rel32(rel);
+            }
+            None => self.a.mov_rr(Width::W64, Reg::Rax, Reg::Rdi),
+        }
+        let rel = self.rel(5, |l| Ok(l.unwind_stub))?;
+        self.a.jmp_rel32(rel);
         Ok(())
     }
 

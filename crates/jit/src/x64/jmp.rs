@@ -2,11 +2,14 @@
 //! the previous pass allows (the kernel's `is_imm8_jmp_offset`), with the kernel's padding
 //! rule in the padding passes.
 
+use kops_isa::decode::JCOND;
 use kops_isa::op;
-use kops_x86::{is_simm32, Width};
+use kops_x86::{is_simm32, Alu, Cond, Mem, Reg, Size, Width};
 
+use super::call::may_goto_slot;
 use super::{cond_of, Cx};
-use crate::{JitError, UNWIND_REG};
+use crate::{JitError, AUX_REG, UNWIND_REG};
+
 
 /// Signed 8-bit jump offsets only up to 123, as the kernel's `is_imm8_jmp_offset` (a
 /// bigger limit can keep the convergence loop from terminating).
@@ -57,26 +60,37 @@ impl Cx<'_> {
             }
             return Ok(());
         }
-        if opc == 0xe0 {
-            return Err(self.unsupported("may_goto"));
-        }
-        let cc = cond_of(opc).ok_or_else(|| self.unsupported(format!("jump opcode {:#04x}", i.code)))?;
-        let jw = Width::from_is64(i.class() == op::JMP);
-        let dst = self.reg(i.dst)?;
-        if i.source() == op::X {
-            let src = self.reg(i.src)?;
-            if opc == op::JSET {
-                self.a.test_rr(jw, dst, src);
-            } else {
-                self.a.cmp_rr(jw, dst, src);
-            }
-        } else if opc == op::JSET {
-            self.a.test_ri(jw, dst, i.imm);
-        } else if i.imm == 0 {
-            self.a.test_rr(jw, dst, dst);
+        let cc = if opc == JCOND && i.class() == op::JMP {
+            // may_goto: the function's counter (below its frame, set by the prologue)
+            // counts down; once it is 0 the jump is taken and it stays 0. With r11:
+            // `sub 1` borrows exactly when it was 0, `adc 0` undoes that borrow (and
+            // carries exactly then), the store keeps the flags.
+            let slot = Mem::new(Reg::Rbp, -may_goto_slot(self.f.depth));
+            self.a.load(Size::S64, AUX_REG, slot);
+            self.a.alu_ri8(Alu::Sub, Width::W64, AUX_REG, 1);
+            self.a.alu_ri8(Alu::Adc, Width::W64, AUX_REG, 0);
+            self.a.store(Size::S64, slot, AUX_REG);
+            Cond::B
         } else {
-            self.a.cmp_ri(jw, dst, i.imm);
-        }
+            let cc = cond_of(opc).ok_or_else(|| self.unsupported(format!("jump opcode {:#04x}", i.code)))?;
+            let jw = Width::from_is64(i.class() == op::JMP);
+            let dst = self.reg(i.dst)?;
+            if i.source() == op::X {
+                let src = self.reg(i.src)?;
+                if opc == op::JSET {
+                    self.a.test_rr(jw, dst, src);
+                } else {
+                    self.a.cmp_rr(jw, dst, src);
+                }
+            } else if opc == op::JSET {
+                self.a.test_ri(jw, dst, i.imm);
+            } else if i.imm == 0 {
+                self.a.test_rr(jw, dst, dst);
+            } else {
+                self.a.cmp_ri(jw, dst, i.imm);
+            }
+            cc
+        };
         let off = self.jump_off(self.local_target(i.off as i32)?);
         if is_imm8_jmp(off) {
             if self.padding {

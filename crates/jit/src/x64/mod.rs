@@ -87,6 +87,8 @@ struct Func {
     end: usize,
     is_subprog: bool,
     depth: u32,
+    /// The function has `may_goto`: its counter is the lowest 8 bytes of `depth`.
+    may_goto: bool,
     /// Which of rbx, r13, r14, r15 (BPF r6..r9) the function uses.
     callee_used: [bool; 4],
     tail_call_reachable: bool,
@@ -129,6 +131,8 @@ struct Program<'a> {
     opts: &'a JitOptions,
     res: &'a dyn Resolver,
     needs_unwind: bool,
+    /// Start slot of the exception callback (see [`crate::Throw`]).
+    exception_cb: Option<usize>,
     main_callee: [bool; 4],
     main_depth: u32,
     main_tcr: bool,
@@ -316,8 +320,20 @@ pub(crate) fn compile_regions(insns: &[Insn], regions: &[NativeRegion], opts: &J
         native.insert(s, (e - s, r.code.clone()));
     }
     let second = fixup::second_slots(&prog_insns);
-    let starts = kops_analysis::function_starts(&prog_insns, &second)
+    let mut starts = kops_analysis::function_starts(&prog_insns, &second)
         .map_err(|(pc, t)| JitError::Insn { pc: orig[pc], msg: format!("call target {t} outside the program") })?;
+    // The exception callback is a function although nothing calls it.
+    let exception_cb = match opts.throw.and_then(|t| t.callback) {
+        Some(cb) => {
+            let s = start_of.get(cb).copied().filter(|&s| s < prog_insns.len() && !second[s]);
+            let s = s.ok_or_else(|| JitError::Other(format!("exception callback slot {cb} is not an instruction of the program")))?;
+            starts.push(s);
+            starts.sort();
+            starts.dedup();
+            Some(s)
+        }
+        None => None,
+    };
     let needs = Needs::of(&prog_insns, &second, &orig, opts, res)?;
     let mut funcs = functions(&prog_insns, &second, &orig, &starts, opts)?;
     if needs.tail_call {
@@ -336,6 +352,7 @@ pub(crate) fn compile_regions(insns: &[Insn], regions: &[NativeRegion], opts: &J
         opts,
         res,
         needs_unwind: needs.unwind,
+        exception_cb,
         main_callee: funcs[0].callee_used,
         main_depth: funcs[0].depth,
         main_tcr: funcs[0].tail_call_reachable,
@@ -479,7 +496,8 @@ impl Needs {
             tramp_targets.insert(f);
         }
         // LD_ABS needs no unwind: out of range it returns 0 from its own function.
-        let unwind = any(&|i| (i.is_helper_call() && Some(i.imm) == opts.unwind_helper) || is_callx(i));
+        let throw = opts.throw.map(|t| t.helper);
+        let unwind = any(&|i| (i.is_helper_call() && (Some(i.imm) == opts.unwind_helper || Some(i.imm) == throw)) || is_callx(i));
         Ok(Needs { tail_call, callx, unwind, tramp_targets })
     }
 }
@@ -508,13 +526,19 @@ fn functions(insns: &[Insn], second: &[bool], orig: &[usize], starts: &[usize], 
                 }
             }
         }
-        let depth = opts.stack_depth.unwrap_or_else(|| stack::stack_depth(insns, s, e, second, opts.verified));
+        let mut depth = opts.stack_depth.unwrap_or_else(|| stack::stack_depth(insns, s, e, second, opts.verified));
+        // may_goto's counter gets 8 more bytes below the function's own stack.
+        let may_goto = (s..e).any(|k| !second[k] && insns[k].code == op::JMP | kops_isa::decode::JCOND);
+        if may_goto {
+            depth = depth.div_ceil(8) * 8 + 8;
+        }
         let n = e - s;
         funcs.push(Func {
             start: s,
             end: e,
             is_subprog: fi > 0,
             depth,
+            may_goto,
             callee_used: used,
             tail_call_reachable: false,
             addrs: (0..=n as i64).map(|k| (k + 1) * 64).collect(),

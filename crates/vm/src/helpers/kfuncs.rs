@@ -34,7 +34,77 @@ pub const KFUNCS: &[HelperDef] = &[
     HelperDef { id: KFUNC_BASE + 5, name: "bpf_skb_ct_lookup", func: k_ct_lookup },
     HelperDef { id: KFUNC_BASE + 6, name: "bpf_ct_release", func: k_ct_release },
     HelperDef { id: KFUNC_BASE + 7, name: "bpf_dynptr_size", func: k_dynptr_size },
+    HelperDef { id: THROW, name: "bpf_throw", func: k_throw },
+    HelperDef { id: KFUNC_BASE + 9, name: "bpf_iter_num_new", func: k_iter_num_new },
+    HelperDef { id: KFUNC_BASE + 10, name: "bpf_iter_num_next", func: k_iter_num_next },
+    HelperDef { id: KFUNC_BASE + 11, name: "bpf_iter_num_destroy", func: k_iter_num_destroy },
 ];
+
+/// `struct bpf_iter_num` (8 opaque stack bytes, what `bpf_for` uses) as the kernel keeps
+/// it: `int cur; int end;`.
+fn iter_num_put(it: u64, cur: i32, end: i32) {
+    // SAFETY: the verifier (kernel, or the interpreter's argument check) makes `it` 8
+    // writable stack bytes.
+    unsafe {
+        std::ptr::write_unaligned(it as *mut i32, cur);
+        std::ptr::write_unaligned((it + 4) as *mut i32, end);
+    }
+}
+
+/// `int bpf_iter_num_new(struct bpf_iter_num *it, int start, int end)`: iterates
+/// `start..end`; start > end is -EINVAL and more than BPF_MAX_LOOPS steps -E2BIG (both
+/// leave an empty iterator).
+extern "C" fn k_iter_num_new(it: u64, start: u64, end: u64, _: u64, _: u64) -> u64 {
+    let (start, end) = (start as i32, end as i32);
+    if start > end {
+        iter_num_put(it, 0, 0);
+        return (-errno::EINVAL) as u64;
+    }
+    if end as i64 - start as i64 > 8 * 1024 * 1024 {
+        iter_num_put(it, 0, 0);
+        return (-errno::E2BIG) as u64;
+    }
+    iter_num_put(it, start.wrapping_sub(1), end);
+    0
+}
+
+/// `int *bpf_iter_num_next(struct bpf_iter_num *it)`: a pointer to the next value (in the
+/// iterator itself), or NULL at the end (the iterator is then empty).
+extern "C" fn k_iter_num_next(it: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+    // SAFETY: as in `iter_num_put`.
+    let (cur, end) = unsafe { (std::ptr::read_unaligned(it as *const i32), std::ptr::read_unaligned((it + 4) as *const i32)) };
+    if cur as i64 + 1 >= end as i64 {
+        iter_num_put(it, 0, 0);
+        return 0;
+    }
+    iter_num_put(it, cur + 1, end);
+    it
+}
+
+extern "C" fn k_iter_num_destroy(it: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+    iter_num_put(it, 0, 0);
+    0
+}
+
+/// `bpf_throw(cookie)`: the engines do not call this function; each lowers the call
+/// itself: the program's frames are dropped and its exception callback runs with r1 =
+/// cookie on the main frame, its r0 being the program's result; without a callback
+/// (`__exception_cb`) the result is the cookie, like the kernel's default callback.
+pub const THROW: u32 = KFUNC_BASE + 8;
+
+extern "C" fn k_throw(_: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+    with_state((-errno::EINVAL) as u64, |st| fault(st, "bpf_throw reached as a plain call (the engine must unwind it)".into()))
+}
+
+/// Stands for an instruction of a verified program that writes r10: the verifier accepts
+/// it only as code it proved unreachable (and removes), so reaching it is a fault.
+pub fn unreachable_code() -> HelperDef {
+    HelperDef { id: KFUNC_BASE + 0xfd, name: "unreachable_code", func: k_unreachable }
+}
+
+extern "C" fn k_unreachable(_: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+    with_state((-errno::EINVAL) as u64, |st| fault(st, "an instruction that writes r10, in code the kernel verifier proved unreachable, was reached".into()))
+}
 
 /// Stands for a weak kfunc call that libbpf poisoned (the kernel lacks the kfunc): the
 /// verifier proved it unreachable, so reaching it is a fault.

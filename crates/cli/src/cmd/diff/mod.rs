@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::rc::Rc;
 
 use kops_kernel::{KernelBtf, KernelError, MapSet};
-use kops_object::{map_type, Object, Program};
+use kops_object::{attach_type, map_type, Object, Program};
 use kops_bench::packet::gen_input;
 use kops_rng::Rng;
 
@@ -45,10 +45,11 @@ use kops_vm::CtxKind;
 ///
 /// Runtimes: `kernel` (BPF_PROG_TEST_RUN, needs root), and every engine `kops run
 /// --runtime` knows (`interp`, the reference interpreter; `jit`; `kops`, the JIT with
-/// kinsn dispatch). Programs with kinsn sites go to kernel, interp and jit lowered to their
-/// proof sequences; `kops` compiles them natively. For an object without sites, `kops`
-/// runs the recognizer's rewrite of it (policy auto), so `--runtimes interp,kops` on a
-/// plain object checks the rewrite too.
+/// kinsn dispatch; `cranelift`, the whole program through Cranelift, rotate and popcount
+/// sites as Cranelift operations). Programs with kinsn sites go to kernel, interp and jit
+/// lowered to their proof sequences; `kops` and `cranelift` compile them themselves. For an
+/// object without sites, `kops` and `cranelift` run the recognizer's rewrite of it (policy
+/// auto), so `--runtimes interp,kops` on a plain object checks the rewrite too.
 ///
 /// Exit status: 0 every program ran with no mismatch, 1 mismatches or programs not run,
 /// 2 usage, 3 the kernel refused bpf(2).
@@ -197,16 +198,26 @@ fn diff_object(
     totals: &mut Totals,
 ) -> Result<(), KernelError> {
     let mut obj = Object::load(path).map_err(|e| KernelError::Invalid(e.to_string()))?;
-    let only: Vec<&str> = a.prog.iter().map(String::as_str).collect();
-    obj.resolve_prog_types(a.prog_type.as_deref(), a.prog.is_some().then_some(&only[..])).map_err(KernelError::Invalid)?;
+    obj.resolve_prog_types(a.prog_type.as_deref()).map_err(KernelError::Invalid)?;
     let obj = if obj.needs_relocation() { kops_kernel::core::relocate(&obj)? } else { obj };
     println!("== {path}");
     let progs: Vec<&Program> = match &a.prog {
         Some(n) => obj.programs.iter().filter(|p| &p.name == n).collect(),
         None => obj.programs.iter().collect(),
     };
-    if progs.is_empty() {
-        return Err(KernelError::Invalid(format!("{path}: no program to test")));
+    let broken = super::broken_programs(&obj, a.prog.as_deref());
+    if progs.is_empty() && broken.is_empty() {
+        return Err(KernelError::Invalid(match &a.prog {
+            Some(n) => format!("{path}: {}", obj.missing_program(n)),
+            None => format!("{path}: no program to test"),
+        }));
+    }
+    // Programs our loader could not build are not run, with the loader's reason.
+    for b in &broken {
+        totals.programs += 1;
+        totals.not_run += 1;
+        println!("{}: not run", b.name);
+        println!("  loader: {}", b.error);
     }
     let uses_kernel = names.iter().any(|n| n == "kernel");
     let verifier: Rc<dyn kops_vm::Verifier> = Rc::from(super::run::verifier(a.unverified));
@@ -254,9 +265,11 @@ fn diff_object(
             }
         }
     }
-    let kobj = if names.iter().any(|n| n == "kops") {
+    let kobj = if names.iter().any(|n| n == "kops" || n == "cranelift") {
         let (o, note) = super::run::kops_object(&obj).map_err(|e| KernelError::Invalid(format!("{e:#}")))?;
-        println!("  {note}");
+        // The same object for kops and cranelift.
+        let users: Vec<&str> = names.iter().map(String::as_str).filter(|n| *n == "kops" || *n == "cranelift").collect();
+        println!("  {}", note.replacen("runtime kops", &format!("runtime {}", users.join(", ")), 1));
         Some(o)
     } else {
         None
@@ -278,7 +291,29 @@ fn diff_object(
                         continue;
                     }
                 };
-                match kops_kernel::load_object_program(&obj, &kf.prog, &kf.prog.insns, maps, btf.as_ref(), 0) {
+                let mut loaded = kops_kernel::load_object_program(&obj, &kf.prog, &kf.prog.insns, maps, btf.as_ref(), 0);
+                // BPF_PROG_TEST_RUN refuses XDP programs for devmap/cpumap entries (EINVAL):
+                // verified with their own attach type above, they run as plain XDP.
+                let at = kf.prog.expected_attach_type;
+                if loaded.is_ok() && (at == attach_type::XDP_DEVMAP || at == attach_type::XDP_CPUMAP) {
+                    let mut plain = kf.prog.clone();
+                    plain.expected_attach_type = 0;
+                    loaded = kops_kernel::load_object_program(&obj, &plain, &plain.insns, maps, btf.as_ref(), 0).map_err(|e| {
+                        KernelError::Invalid(format!(
+                            "the kernel does not test-run xdp programs for {} entries, and as a plain XDP program the verifier rejects it: {}",
+                            if at == attach_type::XDP_DEVMAP { "devmap" } else { "cpumap" },
+                            e.to_string().lines().next().unwrap_or("")
+                        ))
+                    });
+                    if loaded.is_ok() {
+                        println!(
+                            "  note: `{}`: the kernel does not test-run xdp programs for {} entries; its runs are of the same instructions loaded as plain XDP",
+                            p.name,
+                            if at == attach_type::XDP_DEVMAP { "devmap" } else { "cpumap" }
+                        );
+                    }
+                }
+                match loaded {
                     Ok(prog) => {
                         // Whatever earlier programs of the object left in the maps goes.
                         maps.reset()?;
@@ -293,10 +328,10 @@ fn diff_object(
                     Err(e @ KernelError::KernelUnavailable(_)) => return Err(e),
                     Err(e) => setup_err.push(format!("kernel: {}", e.to_string().lines().next().unwrap_or(""))),
                 }
-            } else if n == "kops" {
+            } else if n == "kops" || n == "cranelift" {
                 // `--runtime kops` semantics (run::kops_object): the object's own sites, or
-                // the recognizer's rewrite of an object without sites.
-                let ko = kobj.as_ref().expect("built above when kops is a runtime");
+                // the recognizer's rewrite of an object without sites (cranelift too).
+                let ko = kobj.as_ref().expect("built above when kops or cranelift is a runtime");
                 match ko.program(&p.name) {
                     Some(kp) => {
                         let rt = Runtime::Vm { name: n.clone(), obj: ko, prog: kp, verifier: verifier.clone() };
@@ -305,7 +340,7 @@ fn diff_object(
                             Err(e) => setup_err.push(format!("{n}: {e}")),
                         }
                     }
-                    None => setup_err.push(format!("kops: the rewritten object has no program `{}`", p.name)),
+                    None => setup_err.push(format!("{n}: the rewritten object has no program `{}`", p.name)),
                 }
             } else {
                 let rt = Runtime::Vm { name: n.clone(), obj: &obj, prog: p, verifier: verifier.clone() };
@@ -533,6 +568,33 @@ mod tests {
         assert_eq!(diff(Some("fine")), 0);
         assert_eq!(diff(Some("realm")), 1, "a helper the runtimes lack");
         assert_eq!(diff(Some("ops")), 1, "sockops: no BPF_PROG_TEST_RUN");
+        assert_eq!(diff(None), 1);
+    }
+
+    /// bpf_throw with and without an exception callback, and the bpf_iter_num kfuncs, agree
+    /// with the kernel on every
+    /// runtime; the object's program that our loader cannot build is "not run" (exit 1)
+    /// while the others still run.
+    #[test]
+    fn exceptions_iterators_and_a_broken_program() {
+        kops_kernel::require_kernel!();
+        let o = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../vm/tests/data/rt_throw.bpf.o");
+        let o = o.display().to_string();
+        let diff = |prog: Option<&str>| {
+            // IMIX has packets over and under 100 bytes: both paths of throw_cb run.
+            let mut a = args(&["kops", "diff", "--traffic", "imix", "--inputs", "40", "--runtimes", "kernel,interp,jit,kops"]);
+            if let Some(p) = prog {
+                a.extend(args(&["--prog", p]));
+            }
+            a.push(o.clone());
+            crate::run_cli(&a)
+        };
+        assert_eq!(diff(Some("throw_cb")), 0);
+        let iter = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../vm/tests/data/rt_iter.bpf.o");
+        let a = args(&["kops", "diff", "--traffic", "imix", "--inputs", "40", "--runtimes", "kernel,interp,jit,kops", &iter.display().to_string()]);
+        assert_eq!(crate::run_cli(&a), 0, "bpf_iter_num kfuncs");
+        assert_eq!(diff(Some("throw_default")), 0);
+        assert_eq!(diff(Some("bad_jump")), 1);
         assert_eq!(diff(None), 1);
     }
 
