@@ -5,9 +5,10 @@
 #   libelf-dev, zlib1g-dev, pkg-config: libbpf (vendored by libbpf-sys) links them
 #   bpftool: independent loader checks; z3: the equivalence prover; valgrind: callgrind
 #   libbpf-tools: real CO-RE objects (embedded in its binaries) for the kops verify test
+#   cmake: builds the unicorn emulator (crate unicorn-engine) that runs the arm64 JIT's code
 set -eu
 need=""
-for p in clang-19 llvm-19 libbpf-dev libelf-dev zlib1g-dev pkg-config bpftool z3 valgrind build-essential libbpf-tools; do
+for p in clang-19 llvm-19 libbpf-dev libelf-dev zlib1g-dev pkg-config bpftool z3 valgrind build-essential libbpf-tools cmake; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need="$need $p"
 done
 # apt-get download (libxdp1 tests) needs package lists even when nothing is missing.

@@ -38,6 +38,8 @@ crates/isa/src/op.rs|Opcode constants shared by the JIT, the lowering and the en
 crates/einsn/src/lib.rs|Adapter from each op to `KinsnOp`: validates every payload before its emit runs.
 crates/vm/src/verify.rs|The gate: native engines compile only images sealed with a `Verified` token.
 crates/kernel/src/verifier.rs|The running kernel's verifier on the lowered program, and the verdict cache key.
+crates/arm64/src/lib.rs|The AArch64 encoder: every word the arm64 JIT emits is written here (yaxpeax-arm round-trip tests in `crates/arm64/src/tests.rs`).
+crates/jit-arm64/src/lib.rs|The arm64 JIT: register map, prologue/epilogue, lowering per instruction, tail calls, linking of subprogram addresses.
 EOF
     for f in $(grep -rl 'fn emit_x86' crates/einsn/src --include='*.rs' | sort); do
         case "$f" in

@@ -32,6 +32,10 @@ pub struct Args {
     /// as skipped).
     #[arg(long, default_value = "interp")]
     runtime: String,
+    /// Architecture of the native runtime: x86_64, or arm64 (`--runtime jit`: our arm64 JIT
+    /// under the unicorn emulator).
+    #[arg(long, default_value = "x86_64")]
+    arch: String,
     /// Also print a line for every passing test.
     #[arg(long, short = 'v')]
     verbose: bool,
@@ -51,9 +55,10 @@ pub enum Outcome {
 /// `interp`, `jit`, `kops` (any [`kops_vm::Engine`] from `run::engine`) go through
 /// [`kops_vm::run_conformance`]; `kernel` through [`kops_kernel::conformance::run`].
 /// An `Err` here is an environment problem (e.g. no bpf(2)), not a test failure.
-pub fn run_one(runtime: &str, insns: &[Insn], mem: &[u8]) -> Result<Outcome> {
+/// `arch` is the native runtimes' target (`x86_64`, or `arm64`: see `run::engine_arch`).
+pub fn run_one_arch(runtime: &str, arch: &str, insns: &[Insn], mem: &[u8]) -> Result<Outcome> {
     match runtime {
-        "kernel" => {
+        "kernel" if arch == "x86_64" => {
             use kops_kernel::conformance::{run, KernelConformance};
             match run(insns, mem) {
                 Ok(KernelConformance::Ran { r0 }) => Ok(Outcome::Ok(r0)),
@@ -66,7 +71,7 @@ pub fn run_one(runtime: &str, insns: &[Insn], mem: &[u8]) -> Result<Outcome> {
             }
         }
         other => {
-            let engine = super::run::engine(other)?;
+            let engine = super::run::engine_arch(other, arch)?;
             // The suite's programs are not kernel-verifiable by design (raw memory, callx):
             // native runtimes run them unverified, as `main` says in its first line.
             let verifier = Box::new(kops_vm::Unverified::quiet());
@@ -96,11 +101,15 @@ fn files(dir: &Path) -> Result<Vec<PathBuf>> {
 
 pub fn run(args: Args) -> Result<u8> {
     // Fail early on an unknown runtime rather than once per file.
-    if args.runtime != "kernel" && super::run::engine(&args.runtime)?.native() {
-        println!(
-            "runtime {}: native code, UNVERIFIED: the suite's programs are not kernel-verifiable by design (raw memory, callx), so they run without the verifier gate",
-            args.runtime
-        );
+    if args.runtime != "kernel" || args.arch != "x86_64" {
+        let e = super::run::engine_arch(&args.runtime, &args.arch)?;
+        if e.native() {
+            let arch = if args.arch == "x86_64" { String::new() } else { format!(" ({}, emulated)", args.arch) };
+            println!(
+                "runtime {}{arch}: native code, UNVERIFIED: the suite's programs are not kernel-verifiable by design (raw memory, callx), so they run without the verifier gate",
+                args.runtime
+            );
+        }
     }
     let (mut passed, mut failed, mut rejected) = (0usize, 0usize, 0usize);
     for f in files(&args.dir)? {
@@ -111,7 +120,7 @@ pub fn run(args: Args) -> Result<u8> {
                 Ok(t) => t,
                 Err(e) => return Ok(Err(format!("cannot parse: {e}"))),
             };
-            let out = run_one(&args.runtime, &t.insns, &t.mem)?;
+            let out = run_one_arch(&args.runtime, &args.arch, &t.insns, &t.mem)?;
             if let Outcome::Rejected(why) = out {
                 return Ok(Err(format!("REJECTED {why}")));
             }
@@ -163,6 +172,7 @@ and exits 1 (the runner compares that line with a test's expected error).
 
 options (also accepted inside one argument, as the runner passes --plugin_options):
   --runtime NAME   interp (default), jit, kops, cranelift or kernel
+  --arch ARCH      x86_64 (default) or arm64 (jit under emulation)
   --debug          print the instructions to stderr
   --elf            accepted for compatibility (the program is always raw bytes)
 
@@ -177,6 +187,7 @@ The upstream runner needs one executable; use a wrapper script:
 pub fn plugin_main(args: Vec<String>) -> Result<u8> {
     let mut memory: Option<String> = None;
     let mut runtime = "interp".to_string();
+    let mut arch = "x86_64".to_string();
     let mut debug = false;
     let mut words: Vec<String> = Vec::new();
     for (i, a) in args.iter().enumerate().skip(1) {
@@ -195,6 +206,7 @@ pub fn plugin_main(args: Vec<String>) -> Result<u8> {
                 return Ok(0);
             }
             "--runtime" => runtime = it.next().context("--runtime needs a value")?,
+            "--arch" => arch = it.next().context("--arch needs a value")?,
             "--debug" => debug = true,
             "--elf" => {}
             other => {
@@ -224,7 +236,7 @@ pub fn plugin_main(args: Vec<String>) -> Result<u8> {
             eprintln!("{i}: {x:?}");
         }
     }
-    match run_one(&runtime, &insns, &mem)? {
+    match run_one_arch(&runtime, &arch, &insns, &mem)? {
         Outcome::Ok(r0) => {
             outln!("{r0:x}");
             Ok(0)

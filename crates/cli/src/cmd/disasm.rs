@@ -43,6 +43,11 @@ pub struct Args {
     /// With --native: only this program (default: every program).
     #[arg(long, short = 'p', requires = "native")]
     prog: Option<String>,
+    /// With --native: x86_64 (the Kops JIT) or arm64 (our arm64 JIT as `kops run --runtime
+    /// jit --arch arm64` compiles it, kinsn sites lowered to their proof sequences;
+    /// disassembled by yaxpeax-arm).
+    #[arg(long, default_value = "x86_64", requires = "native")]
+    arch: String,
 }
 
 pub fn run(args: Args) -> Result<u8> {
@@ -64,7 +69,12 @@ fn native(args: &Args, out: &mut dyn Write) -> Result<()> {
     let progs = super::verify::select_programs(&obj, args.prog.as_deref()).map_err(|e| anyhow!("{path}: {e}"))?;
     super::note_broken("disasm", &obj, args.prog.as_deref());
     for p in progs {
-        out.write_all(native_listing(&path, &obj, p)?.as_bytes())?;
+        let text = match args.arch.as_str() {
+            "x86_64" | "x86-64" => native_listing(&path, &obj, p)?,
+            "arm64" | "aarch64" => native_listing_arm64(&path, &obj, p)?,
+            a => bail!("unknown architecture `{a}` (known: x86_64, arm64)"),
+        };
+        out.write_all(text.as_bytes())?;
     }
     Ok(())
 }
@@ -151,6 +161,71 @@ fn native_listing(path: &str, obj: &kops_object::Object, p: &kops_object::Progra
         }
     }
     s.push_str(&format!("  (not attributed to a slot: {stubs} instructions of subprogram prologues and runtime stubs)\n"));
+    Ok(s)
+}
+
+/// The arm64 listing of one program: loaded by the runtime on the arm64 engine (sites
+/// lowered), compiled again here, each slot followed by its words.
+fn native_listing_arm64(path: &str, obj: &kops_object::Object, p: &kops_object::Program) -> Result<String> {
+    use kops_emu_arm64::{disassemble, Arm64EmuEngine};
+    let listed_only = Box::new(kops_vm::Unverified::quiet());
+    let engine = kops_vm::Lowering::new(Arm64EmuEngine::new(), kops_einsn::registry());
+    let vm = kops_vm::Vm::with_verifier(Some(obj), Box::new(engine), listed_only).with_context(|| path.to_string())?;
+    let id = vm.load(&p.name).with_context(|| path.to_string())?;
+    let lp = vm.program(id).expect("just loaded");
+    let img = Arm64EmuEngine::new().compile_image(&lp.insns, &lp.helpers, lp.conformance).map_err(|e| anyhow!("{path}: program `{}`: {e}", p.name))?;
+    let words = img.words();
+    let lowered = if lp.lowering.is_some() { " (kinsn sites lowered to proof sequences: slots of the lowered program)" } else { "" };
+    let mut s = format!(
+        "{path}: program `{}` on the arm64 JIT{lowered}: {} slots; {} arm64 instructions, {} bytes ({} functions)\n",
+        p.name,
+        lp.insns.len(),
+        words,
+        img.code.len(),
+        img.funcs.len()
+    );
+    let line = |s: &mut String, (off, w, t): &(usize, u32, String)| s.push_str(&format!("    {off:6x}:  {w:08x}  {t}\n"));
+    // Linked at address 0: subprogram addresses read as image offsets.
+    let code = img.link(0).map_err(|e| anyhow!("{path}: program `{}`: {e}", p.name))?;
+    let all = disassemble(&code[..words * 4], 0);
+    let mut shown = vec![false; words];
+    let mut text = format_program(&lp.insns, Options { alu32: false, kinsn: true }).into_iter().peekable();
+    for (fi, f) in img.funcs.iter().enumerate() {
+        s.push_str(&format!("  (function {fi}: prologue, {} bytes of stack)\n", f.stack_size));
+        for l in &all[f.code_start / 4..(f.code_start + f.prologue_len) / 4] {
+            line(&mut s, l);
+            shown[l.0 / 4] = true;
+        }
+        while let Some((pc, t)) = text.next_if(|(pc, _)| *pc < f.insn_end) {
+            s.push_str(&format!("{pc:>8}: {t}\n"));
+            let (a, b) = img.insn_ranges[pc];
+            for l in &all[a as usize / 4..b as usize / 4] {
+                line(&mut s, l);
+                shown[l.0 / 4] = true;
+            }
+        }
+        s.push_str("  (epilogue and PLT)\n");
+        let end = (f.code_start + f.code_len) / 4;
+        let left: Vec<usize> = (f.code_start / 4..end).filter(|&k| !shown[k]).collect();
+        for k in left {
+            let l = &all[k];
+            // The PLT's 8-byte target is data.
+            let data = l.0 + 8 >= f.code_start + f.code_len;
+            if data {
+                s.push_str(&format!("    {:6x}:  {:08x}  (PLT target)\n", l.0, l.1));
+            } else {
+                line(&mut s, l);
+            }
+            shown[l.0 / 4] = true;
+        }
+    }
+    let rest = shown.iter().filter(|x| !**x).count();
+    if rest > 0 {
+        s.push_str(&format!("  (runtime stubs: {rest} instructions)\n"));
+        for l in all.iter().filter(|l| !shown[l.0 / 4]) {
+            line(&mut s, l);
+        }
+    }
     Ok(s)
 }
 

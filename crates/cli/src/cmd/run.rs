@@ -54,6 +54,11 @@ pub struct Args {
     /// proof sequences.
     #[arg(long, default_value = "interp")]
     runtime: String,
+    /// Target architecture of the native runtimes: x86_64 (run natively) or arm64 (`jit`
+    /// only: our arm64 JIT, run in-process under the unicorn emulator; emulated time says
+    /// nothing about arm64 speed).
+    #[arg(long, default_value = "x86_64")]
+    arch: String,
     /// Run on jit/kops WITHOUT the kernel verifier. A bad program then crashes or hangs
     /// this process. Prints a warning every time.
     #[arg(long)]
@@ -80,8 +85,26 @@ pub fn engine(name: &str) -> Result<Box<dyn Engine>> {
         "jit" => Ok(Box::new(Lowering::new(kops_vm::jit_engine::JitEngine::new()?, kops_einsn::registry()))),
         "kops" => Ok(Box::new(kops_vm::jit_engine::KopsEngine::new(kops_einsn::registry())?)),
         "cranelift" => Ok(Box::new(kops_cranelift::CraneliftEngine::new().with_kinsn(kops_einsn::registry()))),
+        // The arm64 JIT under emulation, by one name (for `kops diff --runtimes ...`).
+        "jit-arm64" => engine_arch("jit", "arm64"),
         "kernel" => bail!("runtime `kernel` runs through the kernel layer (BPF_PROG_TEST_RUN), not as a vm engine"),
-        _ => bail!("unknown runtime `{name}` (known: interp, jit, kops, cranelift, kernel)"),
+        _ => bail!("unknown runtime `{name}` (known: interp, jit, kops, cranelift, kernel, jit-arm64)"),
+    }
+}
+
+/// The engine for `--runtime NAME --arch ARCH`: x86_64 as [`engine`]; arm64 has the
+/// interpreter and `jit` (the arm64 JIT under emulation, kinsn sites lowered to their proof
+/// sequences).
+pub fn engine_arch(name: &str, arch: &str) -> Result<Box<dyn Engine>> {
+    match arch {
+        "x86_64" | "x86-64" => engine(name),
+        "arm64" | "aarch64" => match name {
+            "interp" => engine(name),
+            "jit" => Ok(Box::new(kops_vm::Lowering::new(kops_emu_arm64::Arm64EmuEngine::new(), kops_einsn::registry()))),
+            "kops" | "cranelift" | "kernel" => bail!("runtime `{name}` has no arm64 form yet (arm64 runtimes: interp, jit)"),
+            _ => bail!("unknown runtime `{name}` (known: interp, jit, kops, cranelift, kernel)"),
+        },
+        _ => bail!("unknown architecture `{arch}` (known: x86_64, arm64)"),
     }
 }
 
@@ -269,6 +292,10 @@ pub fn run(args: Args) -> Result<u8> {
     obj.resolve_prog_types(args.prog_type.as_deref()).map_err(anyhow::Error::msg)?;
     // CO-RE and externs depend on the running kernel (see kops_kernel::core).
     let obj = if obj.needs_relocation() { kops_kernel::core::relocate(&obj)? } else { obj };
+    // Refuse an unknown runtime/architecture pair before any work.
+    if args.runtime != "kernel" || args.arch != "x86_64" {
+        engine_arch(&args.runtime, &args.arch)?;
+    }
     if args.runtime == "kernel" {
         return run_kernel(&args, &obj, &name);
     }
@@ -279,7 +306,7 @@ pub fn run(args: Args) -> Result<u8> {
     } else {
         obj
     };
-    let mut vm = Vm::with_verifier(Some(&obj), engine(&args.runtime)?, verifier(args.unverified))
+    let mut vm = Vm::with_verifier(Some(&obj), engine_arch(&args.runtime, &args.arch)?, verifier(args.unverified))
         .with_context(|| args.file.display().to_string())?;
     if let Some(b) = args.budget {
         vm.options.budget = b;
@@ -327,7 +354,9 @@ pub fn run(args: Args) -> Result<u8> {
         outln!("kinsn sites: {} ({how})", prog.kinsn_sites);
     }
     if n > 1 {
-        outln!("{n} runs on {}: {ns_per_run:.1} ns/run", vm.engine_name());
+        // Emulated arm64 code: the time is the emulator's, not an arm64 CPU's.
+        let note = if vm.engine_name() == "jit-arm64" { " (emulated: says nothing about arm64 speed)" } else { "" };
+        outln!("{n} runs on {}: {ns_per_run:.1} ns/run{note}", vm.engine_name());
     }
     if args.dump_maps {
         for (m, entries) in vm.dump_maps() {
