@@ -224,6 +224,12 @@ impl Engine for Arm64EmuEngine {
     }
     fn compile(&self, prog: &ProgImage<'_>) -> Result<Box<dyn Compiled>, VmError> {
         kops_vm::verify::require(prog, "jit-arm64")?;
+        // Exceptions need the JIT's unwind to the main frame, which the arm64 JIT lacks:
+        // refused at load, never a run that faults halfway.
+        let throw = kops_vm::helpers::kfuncs::THROW as i32;
+        if let Some(pc) = prog.insns.iter().position(|i| !prog.conformance && i.is_helper_call() && i.imm == throw) {
+            return Err(VmError::Load { prog: prog.name.to_string(), pc, msg: "arm64 JIT: unsupported bpf_throw (exceptions)".into() });
+        }
         let image = self.compile_image(prog.insns, prog.helpers, prog.conformance).map_err(|e| match e {
             kops_jit::JitError::Insn { pc, msg } => VmError::Load { prog: prog.name.to_string(), pc, msg },
             kops_jit::JitError::Unsupported { pc, what } => VmError::Load { prog: prog.name.to_string(), pc, msg: format!("arm64 JIT: unsupported {what}") },
