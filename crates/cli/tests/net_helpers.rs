@@ -95,7 +95,7 @@ fn section_names_and_type_option() {
     let out = kops(&["run", "--prog", "do_redirect_xmit", &o]);
     let t = text(&out);
     assert_ne!(out.status.code(), Some(0), "{t}");
-    assert!(t.contains("program `do_redirect_xmit`: section name `redirect_xmit` is unknown") && t.contains("--type"), "{t}");
+    assert!(t.contains("program `do_redirect_xmit` cannot be loaded: section name `redirect_xmit` is unknown") && t.contains("--type"), "{t}");
     let out = kops(&["run", "--type", "tc", "--prog", "do_redirect_xmit", &o]);
     let t = text(&out);
     assert!(t.contains("r0 = 7 (0x7) TC_ACT_REDIRECT") && t.contains("redirect: Ifindex { ifindex: 7"), "{t}");

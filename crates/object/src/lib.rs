@@ -374,7 +374,10 @@ impl Object {
 
     pub fn missing_program(&self, name: &str) -> String {
         if let Some(b) = self.broken.iter().find(|b| b.name == name) {
-            return format!("program `{name}` cannot be loaded: {}", b.error);
+            return match b.error.insn {
+                Some(i) => format!("program `{name}` cannot be loaded: insn {i}: {}", b.error.kind),
+                None => format!("program `{name}` cannot be loaded: {}", b.error.kind),
+            };
         }
         let names: Vec<&str> = self.programs.iter().map(|p| p.name.as_str()).collect();
         format!("no program `{name}` (programs: {})", names.join(", "))

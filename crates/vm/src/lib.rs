@@ -481,7 +481,7 @@ impl Vm {
         let p = obj
             .program(name)
             .or_else(|| obj.programs.iter().find(|p| p.section == name))
-            .ok_or_else(|| VmError::Setup(format!("{}: {}", obj.path, obj.missing_program(name))))?;
+            .ok_or_else(|| VmError::Setup(obj.missing_program(name)))?;
         if let Some(i) = self.progs.borrow().iter().position(|q| q.name == p.name) {
             return Ok(ProgId(i));
         }
