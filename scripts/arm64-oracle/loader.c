@@ -1,0 +1,583 @@
+/*
+ * Kops arm64 oracle loader: /init of an initramfs booted under qemu-system-aarch64.
+ *
+ * Reads a batch of jobs from /jobs.bin (format below, little-endian), and for each job
+ * creates its maps, loads its program with bpf(2) directly (no libbpf), prints the
+ * verifier's verdict and log, the xlated and jited images (BPF_OBJ_GET_INFO_BY_FD) and
+ * the result of each BPF_PROG_TEST_RUN on the console, then powers the machine off.
+ * Built static with aarch64-linux-gnu-gcc by scripts/arm64-kernel.sh.
+ *
+ * Batch: "KOPSBAT1", u32 njobs, then njobs jobs. A "bytes" field is u32 length + data.
+ *   job:  u32 prog_type, expected_attach_type, prog_flags, log_level, kern_version, flags
+ *         (bit 0: dump every map after the runs); bytes name, license, insns (8-byte
+ *         slots; map references as ld_imm64 src=PSEUDO_MAP_IDX(_VALUE), imm = map index),
+ *         btf (empty: none), func_info (8-byte records), line_info (16-byte records);
+ *         u32 nmaps, maps; u32 nruns, runs.
+ *   map:  u32 type, key_size, value_size, max_entries, flags, btf_key_type_id,
+ *         btf_value_type_id, freeze; u64 map_extra; u32 inner type (0: none), key_size,
+ *         value_size, max_entries, flags; bytes name; u32 nentries, (bytes key, bytes value)*.
+ *   run:  bytes data_in, ctx_in; u32 data_out capacity, ctx_out capacity, repeat, flags.
+ *
+ * Output: lines "KOPS <what> <job> ..." (binary fields in hex, "-" when empty):
+ *   KOPS begin <njobs> <release> | job <j> | btf <j> ok|err <errno> <log>
+ *   map <j> <m> ok|err <errno> | load <j> ok|err <errno> | log <j> <log>
+ *   info <j> <verified_insns> <nr_jited_ksyms> | xlated <j> <hex> | jited <j> <hex>
+ *   funclens <j> <n,n,...|-> | run <j> <r> ok <retval> <data_out> <ctx_out> | run <j> <r> err <errno>
+ *   dump <j> <m> <key> <value> | dumperr <j> <m> <errno> | done <j> | end | fatal <message>
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/bpf.h>
+#include <linux/reboot.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/reboot.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/utsname.h>
+#include <termios.h>
+#include <unistd.h>
+
+static FILE *out;
+
+static void finish(void)
+{
+	fflush(out);
+	tcdrain(fileno(out));
+	sync();
+	reboot(RB_POWER_OFF);
+	for (;;)
+		pause();
+}
+
+static void hex(const void *p, size_t n)
+{
+	static const char d[] = "0123456789abcdef";
+	const uint8_t *b = p;
+	if (n == 0) {
+		fputc('-', out);
+		return;
+	}
+	for (size_t i = 0; i < n; i++) {
+		fputc(d[b[i] >> 4], out);
+		fputc(d[b[i] & 15], out);
+	}
+}
+
+static void fatal(const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	fprintf(out, "\nKOPS fatal ");
+	hex(msg, strlen(msg));
+	fputc('\n', out);
+	finish();
+}
+
+static long sys_bpf(int cmd, union bpf_attr *attr)
+{
+	return syscall(__NR_bpf, cmd, attr, sizeof *attr);
+}
+
+/* ---- batch reader ---- */
+
+static const uint8_t *start, *cur, *end;
+
+static uint32_t u32(void)
+{
+	uint32_t v;
+	if (end - cur < 4)
+		fatal("batch truncated at byte %ld", (long)(cur - start));
+	memcpy(&v, cur, 4);
+	cur += 4;
+	return v;
+}
+
+static uint64_t u64(void)
+{
+	uint64_t lo = u32();
+	return lo | (uint64_t)u32() << 32;
+}
+
+struct bytes {
+	const uint8_t *p;
+	uint32_t n;
+};
+
+static struct bytes bytes(void)
+{
+	struct bytes b;
+	b.n = u32();
+	if ((size_t)(end - cur) < b.n)
+		fatal("batch truncated: a field of %u bytes runs past the end", b.n);
+	b.p = cur;
+	cur += b.n;
+	return b;
+}
+
+static void write_file(const char *path, const char *v)
+{
+	int fd = open(path, O_WRONLY);
+	if (fd >= 0) {
+		if (write(fd, v, strlen(v)) < 0) {
+			/* best effort: the settings only quiet the console or confirm defaults */
+		}
+		close(fd);
+	}
+}
+
+static int possible_cpus(void)
+{
+	char buf[64] = {0};
+	int fd = open("/sys/devices/system/cpu/possible", O_RDONLY);
+	if (fd < 0)
+		return 1;
+	ssize_t n = read(fd, buf, sizeof buf - 1);
+	close(fd);
+	if (n <= 0)
+		return 1;
+	/* "0" or "0-N" */
+	char *dash = strchr(buf, '-');
+	return dash ? atoi(dash + 1) + 1 : 1;
+}
+
+static int is_percpu(uint32_t t)
+{
+	return t == BPF_MAP_TYPE_PERCPU_ARRAY || t == BPF_MAP_TYPE_PERCPU_HASH ||
+	       t == BPF_MAP_TYPE_LRU_PERCPU_HASH;
+}
+
+#define MAX_MAPS 256
+
+static char *logbuf;
+static size_t logcap = 1 << 20;
+#define LOG_MAX (256u << 20)
+
+static int load_prog(union bpf_attr *a, uint32_t level)
+{
+	for (;;) {
+		logbuf[0] = 0;
+		a->log_level = level;
+		a->log_buf = level ? (uint64_t)(uintptr_t)logbuf : 0;
+		a->log_size = level ? logcap : 0;
+		int fd = sys_bpf(BPF_PROG_LOAD, a);
+		if (fd < 0 && errno == ENOSPC && level && logcap < LOG_MAX) {
+			free(logbuf);
+			logcap *= 4;
+			logbuf = malloc(logcap);
+			if (!logbuf)
+				fatal("out of memory for a %zu-byte verifier log", logcap);
+			continue;
+		}
+		return fd < 0 ? -errno : fd;
+	}
+}
+
+static void run_job(uint32_t j, int ncpus)
+{
+	uint32_t prog_type = u32(), attach = u32(), prog_flags = u32(), log_level = u32();
+	uint32_t kver = u32(), flags = u32();
+	struct bytes name = bytes(), license = bytes(), insns = bytes(), btf = bytes();
+	struct bytes finfo = bytes(), linfo = bytes();
+	int map_fds[MAX_MAPS], nmap_fds = 0;
+	uint32_t map_types[MAX_MAPS], key_sizes[MAX_MAPS], value_sizes[MAX_MAPS];
+	int btf_fd = -1, prog_fd = -1;
+	char namebuf[BPF_OBJ_NAME_LEN] = {0}, lic[128] = {0};
+
+	fprintf(out, "KOPS job %u\n", j);
+	memcpy(namebuf, name.p, name.n < BPF_OBJ_NAME_LEN - 1 ? name.n : BPF_OBJ_NAME_LEN - 1);
+	memcpy(lic, license.p, license.n < sizeof lic - 1 ? license.n : sizeof lic - 1);
+	if (!lic[0])
+		strcpy(lic, "GPL");
+
+	if (btf.n) {
+		union bpf_attr a;
+		memset(&a, 0, sizeof a);
+		a.btf = (uint64_t)(uintptr_t)btf.p;
+		a.btf_size = btf.n;
+		btf_fd = sys_bpf(BPF_BTF_LOAD, &a);
+		if (btf_fd < 0) {
+			int e = errno;
+			memset(&a, 0, sizeof a);
+			a.btf = (uint64_t)(uintptr_t)btf.p;
+			a.btf_size = btf.n;
+			a.btf_log_buf = (uint64_t)(uintptr_t)logbuf;
+			a.btf_log_size = logcap;
+			a.btf_log_level = 1;
+			logbuf[0] = 0;
+			sys_bpf(BPF_BTF_LOAD, &a);
+			fprintf(out, "KOPS btf %u err %d ", j, e);
+			hex(logbuf, strnlen(logbuf, logcap));
+			fputc('\n', out);
+		} else {
+			fprintf(out, "KOPS btf %u ok\n", j);
+		}
+	}
+
+	uint32_t nmaps = u32();
+	int maps_ok = 1;
+	if (nmaps > MAX_MAPS)
+		fatal("job %u declares %u maps (at most %d)", j, nmaps, MAX_MAPS);
+	for (uint32_t m = 0; m < nmaps; m++) {
+		uint32_t type = u32(), ks = u32(), vs = u32(), max = u32(), mflags = u32();
+		uint32_t bkey = u32(), bval = u32(), freeze = u32();
+		uint64_t extra = u64();
+		uint32_t itype = u32(), iks = u32(), ivs = u32(), imax = u32(), iflags = u32();
+		struct bytes mname = bytes();
+		uint32_t nent = u32();
+		int inner = -1, fd = -1, err = 0;
+		union bpf_attr a;
+		if (itype) {
+			memset(&a, 0, sizeof a);
+			a.map_type = itype;
+			a.key_size = iks;
+			a.value_size = ivs;
+			a.max_entries = imax;
+			a.map_flags = iflags;
+			inner = sys_bpf(BPF_MAP_CREATE, &a);
+			if (inner < 0)
+				err = errno;
+		}
+		if (!err) {
+			memset(&a, 0, sizeof a);
+			a.map_type = type;
+			a.key_size = ks;
+			a.value_size = vs;
+			a.max_entries = max;
+			a.map_flags = mflags;
+			a.map_extra = extra;
+			if (inner >= 0)
+				a.inner_map_fd = inner;
+			memcpy(a.map_name, mname.p, mname.n < BPF_OBJ_NAME_LEN - 1 ? mname.n : BPF_OBJ_NAME_LEN - 1);
+			for (char *c = a.map_name; *c; c++)
+				if (!(*c == '_' || *c == '.' || (*c >= '0' && *c <= '9') ||
+				      ((*c | 32) >= 'a' && (*c | 32) <= 'z')))
+					*c = '_';
+			if (btf_fd >= 0 && (bkey || bval)) {
+				a.btf_fd = btf_fd;
+				a.btf_key_type_id = bkey;
+				a.btf_value_type_id = bval;
+			}
+			fd = sys_bpf(BPF_MAP_CREATE, &a);
+			if (fd < 0 && a.btf_fd) {
+				/* as libbpf: retry without BTF ids */
+				a.btf_fd = a.btf_key_type_id = a.btf_value_type_id = 0;
+				fd = sys_bpf(BPF_MAP_CREATE, &a);
+			}
+			if (fd < 0)
+				err = errno;
+		}
+		if (inner >= 0)
+			close(inner);
+		for (uint32_t e = 0; e < nent; e++) {
+			struct bytes k = bytes(), v = bytes();
+			if (fd >= 0 && !err) {
+				memset(&a, 0, sizeof a);
+				a.map_fd = fd;
+				a.key = (uint64_t)(uintptr_t)k.p;
+				a.value = (uint64_t)(uintptr_t)v.p;
+				if (sys_bpf(BPF_MAP_UPDATE_ELEM, &a) < 0)
+					err = errno;
+			}
+		}
+		if (fd >= 0 && !err && freeze) {
+			memset(&a, 0, sizeof a);
+			a.map_fd = fd;
+			if (sys_bpf(BPF_MAP_FREEZE, &a) < 0)
+				err = errno;
+		}
+		if (err) {
+			fprintf(out, "KOPS map %u %u err %d\n", j, m, err);
+			maps_ok = 0;
+			if (fd >= 0)
+				close(fd);
+			fd = -1;
+		} else {
+			fprintf(out, "KOPS map %u %u ok\n", j, m);
+		}
+		map_fds[nmap_fds] = fd;
+		map_types[nmap_fds] = type;
+		key_sizes[nmap_fds] = ks;
+		value_sizes[nmap_fds] = vs;
+		nmap_fds++;
+	}
+
+	if (maps_ok) {
+		union bpf_attr a;
+		memset(&a, 0, sizeof a);
+		a.prog_type = prog_type;
+		a.expected_attach_type = attach;
+		a.prog_flags = prog_flags;
+		a.kern_version = kver;
+		a.insns = (uint64_t)(uintptr_t)insns.p;
+		a.insn_cnt = insns.n / 8;
+		a.license = (uint64_t)(uintptr_t)lic;
+		memcpy(a.prog_name, namebuf, sizeof a.prog_name - 1);
+		for (char *c = a.prog_name; *c; c++)
+			if (!(*c == '_' || *c == '.' || (*c >= '0' && *c <= '9') ||
+			      ((*c | 32) >= 'a' && (*c | 32) <= 'z')))
+				*c = '_';
+		if (nmap_fds)
+			a.fd_array = (uint64_t)(uintptr_t)map_fds;
+		if (btf_fd >= 0) {
+			a.prog_btf_fd = btf_fd;
+			if (finfo.n) {
+				a.func_info = (uint64_t)(uintptr_t)finfo.p;
+				a.func_info_cnt = finfo.n / 8;
+				a.func_info_rec_size = 8;
+			}
+			if (linfo.n) {
+				a.line_info = (uint64_t)(uintptr_t)linfo.p;
+				a.line_info_cnt = linfo.n / 16;
+				a.line_info_rec_size = 16;
+			}
+		}
+		prog_fd = load_prog(&a, log_level);
+		if (prog_fd < 0 && (log_level & 3) == 0) {
+			int e = -prog_fd;
+			union bpf_attr b = a;
+			int again = load_prog(&b, log_level | 1);
+			if (again >= 0)
+				close(again);
+			prog_fd = -e;
+			log_level |= 1;
+		}
+		if (prog_fd < 0)
+			fprintf(out, "KOPS load %u err %d\n", j, -prog_fd);
+		else
+			fprintf(out, "KOPS load %u ok\n", j);
+		if (log_level) {
+			fprintf(out, "KOPS log %u ", j);
+			hex(logbuf, strnlen(logbuf, logcap));
+			fputc('\n', out);
+		}
+	}
+
+	if (prog_fd >= 0) {
+		struct bpf_prog_info info;
+		union bpf_attr a;
+		memset(&info, 0, sizeof info);
+		memset(&a, 0, sizeof a);
+		a.info.bpf_fd = prog_fd;
+		a.info.info_len = sizeof info;
+		a.info.info = (uint64_t)(uintptr_t)&info;
+		if (sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &a) < 0) {
+			fprintf(out, "KOPS infoerr %u %d\n", j, errno);
+		} else {
+			uint32_t xl = info.xlated_prog_len, jl = info.jited_prog_len;
+			uint32_t nfl = info.nr_jited_func_lens;
+			uint8_t *xb = malloc(xl + 1), *jb = malloc(jl + 1);
+			uint32_t *fl = malloc(sizeof(uint32_t) * (nfl + 1));
+			if (!xb || !jb || !fl)
+				fatal("out of memory for the images of job %u", j);
+			memset(&info, 0, sizeof info);
+			info.xlated_prog_len = xl;
+			info.xlated_prog_insns = (uint64_t)(uintptr_t)xb;
+			info.jited_prog_len = jl;
+			info.jited_prog_insns = (uint64_t)(uintptr_t)jb;
+			info.nr_jited_func_lens = nfl;
+			info.jited_func_lens = (uint64_t)(uintptr_t)fl;
+			memset(&a, 0, sizeof a);
+			a.info.bpf_fd = prog_fd;
+			a.info.info_len = sizeof info;
+			a.info.info = (uint64_t)(uintptr_t)&info;
+			if (sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &a) < 0) {
+				fprintf(out, "KOPS infoerr %u %d\n", j, errno);
+			} else {
+				if (info.xlated_prog_len < xl)
+					xl = info.xlated_prog_len;
+				if (info.jited_prog_len < jl)
+					jl = info.jited_prog_len;
+				if (info.nr_jited_func_lens < nfl)
+					nfl = info.nr_jited_func_lens;
+				fprintf(out, "KOPS info %u %u %u\n", j, info.verified_insns, info.nr_jited_ksyms);
+				fprintf(out, "KOPS xlated %u ", j);
+				hex(xb, xl);
+				fprintf(out, "\nKOPS jited %u ", j);
+				hex(jb, jl);
+				fprintf(out, "\nKOPS funclens %u ", j);
+				if (!nfl)
+					fputc('-', out);
+				for (uint32_t i = 0; i < nfl; i++)
+					fprintf(out, i ? ",%u" : "%u", fl[i]);
+				fputc('\n', out);
+			}
+			free(xb);
+			free(jb);
+			free(fl);
+		}
+	}
+
+	uint32_t nruns = u32();
+	for (uint32_t r = 0; r < nruns; r++) {
+		struct bytes din = bytes(), cin = bytes();
+		uint32_t dcap = u32(), ccap = u32(), repeat = u32(), rflags = u32();
+		if (prog_fd < 0)
+			continue;
+		uint8_t *dout = malloc(dcap + 1), *cout = malloc(ccap + 1);
+		if (!dout || !cout)
+			fatal("out of memory for the output of run %u of job %u", r, j);
+		union bpf_attr a;
+		memset(&a, 0, sizeof a);
+		a.test.prog_fd = prog_fd;
+		a.test.repeat = repeat;
+		a.test.flags = rflags;
+		if (din.n) {
+			a.test.data_in = (uint64_t)(uintptr_t)din.p;
+			a.test.data_size_in = din.n;
+		}
+		if (dcap) {
+			a.test.data_out = (uint64_t)(uintptr_t)dout;
+			a.test.data_size_out = dcap;
+		}
+		if (cin.n) {
+			a.test.ctx_in = (uint64_t)(uintptr_t)cin.p;
+			a.test.ctx_size_in = cin.n;
+		}
+		if (ccap) {
+			a.test.ctx_out = (uint64_t)(uintptr_t)cout;
+			a.test.ctx_size_out = ccap;
+		}
+		if (sys_bpf(BPF_PROG_TEST_RUN, &a) < 0) {
+			fprintf(out, "KOPS run %u %u err %d\n", j, r, errno);
+		} else {
+			uint32_t dn = a.test.data_size_out < dcap ? a.test.data_size_out : dcap;
+			uint32_t cn = a.test.ctx_size_out < ccap ? a.test.ctx_size_out : ccap;
+			fprintf(out, "KOPS run %u %u ok %u ", j, r, a.test.retval);
+			hex(dout, dn);
+			fputc(' ', out);
+			hex(cout, cn);
+			fputc('\n', out);
+		}
+		free(dout);
+		free(cout);
+	}
+
+	if (prog_fd >= 0 && (flags & 1)) {
+		for (int m = 0; m < nmap_fds; m++) {
+			int fd = map_fds[m];
+			if (fd < 0)
+				continue;
+			size_t vsz = is_percpu(map_types[m]) ? (size_t)((value_sizes[m] + 7) & ~7u) * ncpus
+							     : value_sizes[m];
+			uint8_t *key = calloc(1, key_sizes[m] + 1), *next = calloc(1, key_sizes[m] + 1);
+			uint8_t *val = calloc(1, vsz + 1);
+			if (!key || !next || !val)
+				fatal("out of memory dumping map %d of job %u", m, j);
+			union bpf_attr a;
+			int first = 1;
+			for (;;) {
+				memset(&a, 0, sizeof a);
+				a.map_fd = fd;
+				a.key = first ? 0 : (uint64_t)(uintptr_t)key;
+				a.next_key = (uint64_t)(uintptr_t)next;
+				if (sys_bpf(BPF_MAP_GET_NEXT_KEY, &a) < 0) {
+					if (errno != ENOENT)
+						fprintf(out, "KOPS dumperr %u %d %d\n", j, m, errno);
+					break;
+				}
+				first = 0;
+				memcpy(key, next, key_sizes[m]);
+				memset(&a, 0, sizeof a);
+				a.map_fd = fd;
+				a.key = (uint64_t)(uintptr_t)key;
+				a.value = (uint64_t)(uintptr_t)val;
+				if (sys_bpf(BPF_MAP_LOOKUP_ELEM, &a) < 0) {
+					fprintf(out, "KOPS dumperr %u %d %d\n", j, m, errno);
+					break;
+				}
+				fprintf(out, "KOPS dump %u %d ", j, m);
+				hex(key, key_sizes[m]);
+				fputc(' ', out);
+				hex(val, vsz);
+				fputc('\n', out);
+			}
+			free(key);
+			free(next);
+			free(val);
+		}
+	}
+
+	if (prog_fd >= 0)
+		close(prog_fd);
+	for (int m = 0; m < nmap_fds; m++)
+		if (map_fds[m] >= 0)
+			close(map_fds[m]);
+	if (btf_fd >= 0)
+		close(btf_fd);
+	fprintf(out, "KOPS done %u\n", j);
+	fflush(out);
+}
+
+int main(void)
+{
+	mkdir("/dev", 0755);
+	mount("devtmpfs", "/dev", "devtmpfs", 0, NULL);
+	int cfd = open("/dev/console", O_WRONLY | O_NOCTTY);
+	out = cfd >= 0 ? fdopen(cfd, "w") : stdout;
+	if (!out)
+		out = stdout;
+	setvbuf(out, NULL, _IOFBF, 1 << 16);
+	if (cfd >= 0) {
+		/* Raw output: no \r added before each \n. */
+		struct termios t;
+		if (tcgetattr(cfd, &t) == 0) {
+			t.c_oflag &= ~OPOST;
+			tcsetattr(cfd, TCSANOW, &t);
+		}
+	}
+	mkdir("/proc", 0755);
+	mkdir("/sys", 0755);
+	mount("proc", "/proc", "proc", 0, NULL);
+	mount("sysfs", "/sys", "sysfs", 0, NULL);
+	/* Only emergencies on the console from here on: our lines must not be split. */
+	write_file("/proc/sys/kernel/printk", "1 4 1 1");
+	write_file("/proc/sys/net/core/bpf_jit_enable", "1");
+	write_file("/proc/sys/net/core/bpf_jit_harden", "0");
+	write_file("/proc/sys/kernel/kptr_restrict", "0");
+
+	logbuf = malloc(logcap);
+	if (!logbuf)
+		fatal("out of memory for the verifier log");
+
+	int fd = open("/jobs.bin", O_RDONLY);
+	if (fd < 0)
+		fatal("cannot open /jobs.bin: %s", strerror(errno));
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		fatal("cannot stat /jobs.bin: %s", strerror(errno));
+	uint8_t *batch = malloc(st.st_size + 1);
+	if (!batch)
+		fatal("out of memory for a %lld-byte batch", (long long)st.st_size);
+	size_t got = 0;
+	while (got < (size_t)st.st_size) {
+		ssize_t n = read(fd, batch + got, st.st_size - got);
+		if (n <= 0)
+			fatal("reading /jobs.bin: %s", n < 0 ? strerror(errno) : "short file");
+		got += n;
+	}
+	close(fd);
+	start = cur = batch;
+	end = batch + got;
+	if (got < 8 || memcmp(cur, "KOPSBAT1", 8) != 0)
+		fatal("/jobs.bin is not a Kops batch (bad magic)");
+	cur += 8;
+	uint32_t njobs = u32();
+	struct utsname u;
+	uname(&u);
+	int ncpus = possible_cpus();
+	fprintf(out, "\nKOPS begin %u %s %d\n", njobs, u.release, ncpus);
+	for (uint32_t j = 0; j < njobs; j++)
+		run_job(j, ncpus);
+	fprintf(out, "KOPS end\n");
+	finish();
+	return 0;
+}
