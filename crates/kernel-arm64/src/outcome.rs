@@ -1,0 +1,274 @@
+//! What the guest said about each job: the console lines `KOPS ...` of the loader, parsed.
+
+use kops_isa::Insn;
+
+/// The verifier's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Accepted,
+    /// BPF_PROG_LOAD failed: `errno` and the verifier's last message (the full log is in
+    /// [`Outcome::log`]).
+    Rejected { errno: i32, message: String },
+    /// The program was not given to the verifier: a map could not be created.
+    NotLoaded { reason: String },
+}
+
+/// Result of one BPF_PROG_TEST_RUN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunResult {
+    /// The program's return value (the kernel reports its low 32 bits).
+    pub retval: u32,
+    pub data_out: Vec<u8>,
+    pub ctx_out: Vec<u8>,
+}
+
+/// One job's outcome, in the order of the jobs given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub name: String,
+    pub verdict: Verdict,
+    /// The verifier log: at the job's log level when accepted (empty at level 0), at
+    /// level 1 at least when rejected.
+    pub log: String,
+    /// BPF_BTF_LOAD failed (errno, log); the job went on without BTF.
+    pub btf_error: Option<(i32, String)>,
+    /// `verified_insns` from BPF_OBJ_GET_INFO_BY_FD.
+    pub verified_insns: u32,
+    /// The program after the verifier's rewrites.
+    pub xlated: Vec<Insn>,
+    /// The arm64 image the kernel's JIT produced (all functions, main program first);
+    /// empty when the JIT did not run (the interpreter runs the program then).
+    pub jited: Vec<u8>,
+    /// Byte length of each jited function.
+    pub jited_func_lens: Vec<u32>,
+    /// One per [`crate::Run`] of the job: the result or the errno of BPF_PROG_TEST_RUN.
+    /// Empty when the program was not loaded.
+    pub runs: Vec<Result<RunResult, i32>>,
+    /// With [`crate::Job::dump_maps`]: every element of every map after the runs, as
+    /// (map index, key, value).
+    pub dumps: Vec<(usize, Vec<u8>, Vec<u8>)>,
+}
+
+impl Outcome {
+    fn new(name: String) -> Outcome {
+        Outcome {
+            name,
+            verdict: Verdict::NotLoaded { reason: "the loader said nothing about this job".into() },
+            log: String::new(),
+            btf_error: None,
+            verified_insns: 0,
+            xlated: Vec::new(),
+            jited: Vec::new(),
+            jited_func_lens: Vec::new(),
+            runs: Vec::new(),
+            dumps: Vec::new(),
+        }
+    }
+
+    pub fn accepted(&self) -> bool {
+        self.verdict == Verdict::Accepted
+    }
+
+    /// The jited image as 32-bit arm64 instruction words (little-endian).
+    pub fn jited_words(&self) -> Vec<u32> {
+        self.jited.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+    }
+}
+
+/// `EACCES (13)`: the errno's name where we know it.
+pub fn errno_name(e: i32) -> String {
+    let name = match e {
+        1 => "EPERM",
+        2 => "ENOENT",
+        7 => "E2BIG",
+        12 => "ENOMEM",
+        13 => "EACCES",
+        14 => "EFAULT",
+        16 => "EBUSY",
+        22 => "EINVAL",
+        28 => "ENOSPC",
+        95 => "EOPNOTSUPP",
+        524 => "ENOTSUPP",
+        _ => return format!("errno {e}"),
+    };
+    format!("{name} ({e})")
+}
+
+/// The verifier's reason: the last non-empty line before its statistics.
+fn last_message(log: &str) -> String {
+    log.lines()
+        .rev()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("processed ") && !l.starts_with("verification time"))
+        .find(|_| true)
+        .unwrap_or("")
+        .to_string()
+}
+
+fn unhex(s: &str) -> Result<Vec<u8>, String> {
+    if s == "-" {
+        return Ok(Vec::new());
+    }
+    if !s.len().is_multiple_of(2) {
+        return Err(format!("odd-length hex field ({} digits)", s.len()));
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).map_err(|_| format!("bad hex digits `{}`", &s[i..i + 2])))
+        .collect()
+}
+
+fn text(s: &str) -> Result<String, String> {
+    Ok(String::from_utf8_lossy(&unhex(s)?).into_owned())
+}
+
+/// What the console shows, parsed.
+pub(crate) enum Parsed {
+    /// `KOPS end` reached.
+    Done(Vec<Outcome>),
+    /// The loader stopped with a message (`KOPS fatal`).
+    Fatal(String),
+    /// The console stops before `KOPS end`: how many jobs were finished, and whether the
+    /// loader started at all.
+    Incomplete { started: bool, jobs_done: usize },
+}
+
+fn num<T: std::str::FromStr>(f: Option<&&str>, what: &str) -> Result<T, String> {
+    let s = f.ok_or_else(|| format!("missing {what}"))?;
+    s.parse().map_err(|_| format!("bad {what} `{s}`"))
+}
+
+/// Parses the console output of a batch of jobs named `names`. A malformed `KOPS` line is
+/// an error naming it (a line split by kernel messages would be one).
+pub(crate) fn parse(console: &str, names: &[String]) -> Result<Parsed, String> {
+    let mut outs: Vec<Outcome> = names.iter().cloned().map(Outcome::new).collect();
+    let mut started = false;
+    let mut done = 0usize;
+    for (lineno, raw) in console.lines().enumerate() {
+        let line = raw.trim_end_matches('\r');
+        let Some(rest) = line.strip_prefix("KOPS ") else { continue };
+        let f: Vec<&str> = rest.split(' ').collect();
+        let bad = |e: String| format!("console line {}: {e}: `{}`", lineno + 1, shorten(line));
+        match f[0] {
+            "begin" => {
+                let n: usize = num(f.get(1), "job count").map_err(bad)?;
+                if n != names.len() {
+                    return Err(bad(format!("the loader read {n} jobs, the batch has {}", names.len())));
+                }
+                started = true;
+                continue;
+            }
+            "end" => return Ok(Parsed::Done(outs)),
+            "fatal" => return Ok(Parsed::Fatal(text(f.get(1).copied().unwrap_or("-")).map_err(bad)?)),
+            _ => {}
+        }
+        let j: usize = num(f.get(1), "job index").map_err(bad)?;
+        let o = outs.get_mut(j).ok_or_else(|| bad(format!("job {j} is not in the batch")))?;
+        let field = |i: usize| f.get(i).copied().ok_or_else(|| bad(format!("missing field {i}")));
+        match f[0] {
+            "job" => {}
+            "btf" if field(2)? == "err" => {
+                o.btf_error = Some((num(f.get(3), "errno").map_err(bad)?, text(field(4)?).map_err(bad)?));
+            }
+            "btf" => {}
+            "map" if field(3)? == "err" => {
+                let m: usize = num(f.get(2), "map index").map_err(bad)?;
+                let e: i32 = num(f.get(4), "errno").map_err(bad)?;
+                o.verdict = Verdict::NotLoaded { reason: format!("creating map {m} failed: {}", errno_name(e)) };
+            }
+            "map" => {}
+            "load" if field(2)? == "ok" => o.verdict = Verdict::Accepted,
+            "load" => {
+                let e: i32 = num(f.get(3), "errno").map_err(bad)?;
+                o.verdict = Verdict::Rejected { errno: e, message: String::new() };
+            }
+            "log" => {
+                o.log = text(field(2)?).map_err(bad)?;
+                if let Verdict::Rejected { message, .. } = &mut o.verdict {
+                    *message = last_message(&o.log);
+                }
+            }
+            "info" => o.verified_insns = num(f.get(2), "verified_insns").map_err(bad)?,
+            "infoerr" => {
+                let e: i32 = num(f.get(2), "errno").map_err(bad)?;
+                return Err(bad(format!("BPF_OBJ_GET_INFO_BY_FD failed: {}", errno_name(e))));
+            }
+            "xlated" => {
+                o.xlated = kops_isa::slots_from_bytes(&unhex(field(2)?).map_err(bad)?).map_err(|e| bad(e.to_string()))?
+            }
+            "jited" => o.jited = unhex(field(2)?).map_err(bad)?,
+            "funclens" if field(2)? == "-" => {}
+            "funclens" => {
+                o.jited_func_lens = field(2)?
+                    .split(',')
+                    .map(|s| s.parse().map_err(|_| bad(format!("bad length `{s}`"))))
+                    .collect::<Result<_, _>>()?
+            }
+            "run" if field(3)? == "ok" => {
+                let r = RunResult {
+                    retval: num(f.get(4), "retval").map_err(bad)?,
+                    data_out: unhex(field(5)?).map_err(bad)?,
+                    ctx_out: unhex(field(6)?).map_err(bad)?,
+                };
+                o.runs.push(Ok(r));
+            }
+            "run" => o.runs.push(Err(num(f.get(4), "errno").map_err(bad)?)),
+            "dump" => {
+                let m: usize = num(f.get(2), "map index").map_err(bad)?;
+                o.dumps.push((m, unhex(field(3)?).map_err(bad)?, unhex(field(4)?).map_err(bad)?));
+            }
+            "dumperr" => {
+                let m: usize = num(f.get(2), "map index").map_err(bad)?;
+                let e: i32 = num(f.get(3), "errno").map_err(bad)?;
+                return Err(bad(format!("reading map {m} back failed: {}", errno_name(e))));
+            }
+            "done" => done = j + 1,
+            other => return Err(bad(format!("unknown record `{other}`"))),
+        }
+    }
+    Ok(Parsed::Incomplete { started, jobs_done: done })
+}
+
+fn shorten(s: &str) -> String {
+    if s.len() <= 120 {
+        s.to_string()
+    } else {
+        let mut end = 120;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}... ({} bytes)", &s[..end], s.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_batch() {
+        let console = "boot noise\r\n\nKOPS begin 2 6.12 1\nKOPS job 0\nKOPS load 0 ok\nKOPS info 0 2 1\n\
+            KOPS xlated 0 b70000002a0000009500000000000000\nKOPS jited 0 c9030091\nKOPS funclens 0 4\n\
+            KOPS run 0 0 ok 42 0000 -\nKOPS done 0\nKOPS job 1\nKOPS load 1 err 13\n\
+            KOPS log 1 303a20657869740a52302021726561645f6f6b0a70726f63657373656420310a\nKOPS done 1\nKOPS end\n";
+        let Parsed::Done(o) = parse(console, &["a".into(), "b".into()]).unwrap() else { panic!() };
+        assert!(o[0].accepted());
+        assert_eq!(o[0].xlated.len(), 2);
+        assert_eq!(o[0].jited_words(), [0x910003c9]);
+        assert_eq!(o[0].runs, [Ok(RunResult { retval: 42, data_out: vec![0, 0], ctx_out: vec![] })]);
+        assert_eq!(o[1].verdict, Verdict::Rejected { errno: 13, message: "R0 !read_ok".into() });
+    }
+
+    #[test]
+    fn bad_lines_are_errors() {
+        for c in ["KOPS begin 1\nKOPS jited 0 abc\n", "KOPS begin 1\nKOPS run 7 0 ok 1 - -\n", "KOPS begin 3\n", "KOPS zzz 0\n"] {
+            assert!(parse(c, &["a".into()]).is_err(), "{c}");
+        }
+        let Parsed::Incomplete { started: true, jobs_done: 0 } = parse("KOPS begin 1\nKOPS job 0\n", &["a".into()]).unwrap()
+        else {
+            panic!()
+        };
+        let Parsed::Fatal(m) = parse("KOPS fatal 6869\n", &["a".into()]).unwrap() else { panic!() };
+        assert_eq!(m, "hi");
+    }
+}
