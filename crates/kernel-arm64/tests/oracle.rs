@@ -1,0 +1,192 @@
+//! One boot of the arm64 kernel serves every check here (a boot costs 10-20 s under TCG).
+//! Prints `SKIPPED: <reason>` without the cached kernel or qemu (run
+//! scripts/arm64-kernel.sh), unless `KOPS_REQUIRE_KERNEL=1`, when that is a failure.
+
+use kops_isa::{asm::assemble, op, Insn};
+use kops_kernel_arm64::{errno_name, Error, Job, JobMap, Oracle, Run, Verdict};
+use kops_object::map_type;
+
+const XDP: u32 = 6;
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+const EACCES: i32 = 13;
+const EINVAL: i32 = 22;
+
+fn asm(text: &str) -> Vec<Insn> {
+    assemble(text).unwrap_or_else(|e| panic!("test program does not assemble: {e}"))
+}
+
+// AArch64 encodings, written from the field layouts of the Arm ARM (not copied from a
+// disassembler), for the instructions the kernel's prologue and epilogue start and end with.
+/// ADD (immediate), 64-bit: sf=1 op=0 S=0 100010 sh=0 imm12 Rn Rd. `mov xd, xn` for imm 0.
+fn add_imm64(rd: u32, rn: u32, imm12: u32) -> u32 {
+    0x9100_0000 | imm12 << 10 | rn << 5 | rd
+}
+/// HINT #imm (NOP = 0, PACIASP = 25, AUTIASP = 29, BTI c = 34, BTI jc = 38).
+fn hint(imm: u32) -> u32 {
+    0xd503_201f | imm << 5
+}
+/// STP (pre-index), 64-bit: opc=10 101 0 011 0 imm7 Rt2 Rn Rt, offset scaled by 8.
+fn stp_pre64(rt: u32, rt2: u32, rn: u32, off: i32) -> u32 {
+    0xa980_0000 | ((off / 8) as u32 & 0x7f) << 15 | rt2 << 10 | rn << 5 | rt
+}
+/// MOVZ, 64-bit, shift 0.
+fn movz64(rd: u32, imm16: u32) -> u32 {
+    0xd280_0000 | imm16 << 5 | rd
+}
+/// RET Xn.
+fn ret(rn: u32) -> u32 {
+    0xd65f_0000 | rn << 5
+}
+const SP: u32 = 31;
+const FP: u32 = 29;
+const LR: u32 = 30;
+
+/// The XDP program with a map: adds the packet's byte 12 to element 0 of an array map
+/// (8-byte values) and passes the packet; drops packets shorter than 14 bytes.
+fn map_program() -> Vec<Insn> {
+    let mut p = asm(
+        "mov %r6, %r1
+         ldxw %r2, [%r6+0]
+         ldxw %r3, [%r6+4]
+         mov %r4, %r2
+         add %r4, 14
+         jgt %r4, %r3, drop
+         ldxb %r7, [%r2+12]
+         stw [%r10-4], 0
+         lddw %r1, 0
+         mov %r2, %r10
+         add %r2, -4
+         call 1
+         jeq %r0, 0, drop
+         ldxdw %r1, [%r0+0]
+         add %r1, %r7
+         stxdw [%r0+0], %r1
+         mov %r0, 2
+         exit
+         drop:
+         mov %r0, 1
+         exit",
+    );
+    // `lddw %r1, 0` is the map reference: map 0 of the job (fd_array form).
+    let at = p.iter().position(|i| i.is_ld_imm64()).expect("the program has an ld_imm64");
+    p[at].src = op::PSEUDO_MAP_IDX;
+    p
+}
+
+#[test]
+fn arm64_kernel_batch() {
+    let oracle = match Oracle::find() {
+        Ok(o) => o,
+        Err(e) => {
+            if std::env::var("KOPS_REQUIRE_KERNEL").map(|v| v == "1").unwrap_or(false) {
+                panic!("KOPS_REQUIRE_KERNEL=1 but {e}");
+            }
+            println!("SKIPPED: {e}");
+            return;
+        }
+    };
+    let constant = Job::new("ret42", XDP, vec![Insn::mov64_imm(0, 42), Insn::exit()]).with_run(Run::packet(vec![0u8; 64]));
+    // r0 is never written: the verifier refuses the exit.
+    let rejected = Job::new("no_r0", XDP, vec![Insn::exit()]);
+    let mut counter = JobMap::new("counter", map_type::ARRAY, 4, 8, 4);
+    counter.entries.push((0u32.to_le_bytes().to_vec(), 1000u64.to_le_bytes().to_vec()));
+    let mut packet = vec![0u8; 64];
+    packet[12] = 0x08;
+    let mut with_map = Job::new("xdp_count", XDP, map_program())
+        .with_map(counter)
+        .with_run(Run::packet(packet.clone()))
+        .with_run(Run::packet(vec![0u8; 10])); // shorter than an Ethernet header
+    with_map.dump_maps = true;
+    let jobs = [constant, rejected, with_map];
+
+    let report = oracle.run_report(&jobs).unwrap_or_else(|e| panic!("{e}"));
+    println!(
+        "arm64 kernel {} ({}): boot {:.1} s, batch of {} jobs {:.1} s",
+        oracle.release,
+        oracle.package,
+        report.boot.as_secs_f64(),
+        jobs.len(),
+        report.total.as_secs_f64()
+    );
+    let out = &report.outcomes;
+    assert_eq!(out.len(), 3);
+
+    // 1. A constant: accepted, JIT-compiled to arm64, returns 42.
+    let c = &out[0];
+    assert_eq!(c.verdict, Verdict::Accepted, "log: {}", c.log);
+    assert_eq!(c.runs.len(), 1);
+    let r = c.runs[0].as_ref().unwrap_or_else(|e| panic!("test run failed: {}", errno_name(*e)));
+    assert_eq!(r.retval, 42);
+    assert_eq!(r.data_out, vec![0u8; 64]);
+    assert_eq!(c.xlated, jobs[0].insns, "nothing to rewrite in r0 = 42; exit");
+    assert!(!c.jited.is_empty() && c.jited.len() % 4 == 0, "jited image: {} bytes", c.jited.len());
+    assert_eq!(c.jited_func_lens.iter().sum::<u32>() as usize, c.jited.len());
+    let w = c.jited_words();
+    // Linux 6.12 arch/arm64/net/bpf_jit_comp.c build_prologue(): [bti jc when
+    // CONFIG_ARM64_BTI_KERNEL], mov x9, lr; nop (the patchable entry for trampolines);
+    // paciasp (CONFIG_ARM64_PTR_AUTH_KERNEL, on in Debian); stp x29, x30, [sp, #-16]!;
+    // mov x29, sp.
+    let start = usize::from(w.first() == Some(&hint(38)));
+    let prologue = [add_imm64(9, LR, 0), hint(0), hint(25), stp_pre64(FP, LR, SP, -16), add_imm64(FP, SP, 0)];
+    assert_eq!(
+        &w[start..start + 5],
+        &prologue,
+        "prologue {:08x?}, expected {:08x?}",
+        &w[start..(start + 5).min(w.len())],
+        prologue
+    );
+    // r0 lives in x7: `mov x7, #42` is in the body; the epilogue moves x7 to x0, then
+    // autiasp; ret.
+    assert!(w.contains(&movz64(7, 42)), "no movz x7, #42 in {w:08x?}");
+    let epilogue = [add_imm64(0, 7, 0), hint(29), ret(LR)];
+    assert!(w.windows(3).any(|x| x == epilogue), "no mov x0, x7; autiasp; ret in {w:08x?}");
+
+    // 2. A rejection: the verdict and the verifier's reason.
+    let j = &out[1];
+    match &j.verdict {
+        Verdict::Rejected { errno, message } => {
+            assert_eq!(*errno, EACCES);
+            assert!(message.contains("R0 !read_ok"), "message: {message}");
+        }
+        v => panic!("expected a rejection, got {v:?}"),
+    }
+    assert!(j.log.contains("R0 !read_ok"), "log: {}", j.log);
+    assert!(j.jited.is_empty() && j.runs.is_empty());
+
+    // 3. XDP with a map: the packet passes, the map element grows by the packet's byte 12;
+    // a 10-byte packet is refused by BPF_PROG_TEST_RUN itself.
+    let m = &out[2];
+    assert_eq!(m.verdict, Verdict::Accepted, "log: {}", m.log);
+    assert!(!m.jited.is_empty());
+    let r = m.runs[0].as_ref().unwrap_or_else(|e| panic!("test run failed: {}", errno_name(*e)));
+    assert_eq!(r.retval, XDP_PASS);
+    assert_eq!(r.data_out, packet);
+    assert_eq!(m.runs[1], Err(EINVAL));
+    let elem0: Vec<_> = m.dumps.iter().filter(|(map, k, _)| *map == 0 && k == &0u32.to_le_bytes()).collect();
+    assert_eq!(elem0.len(), 1, "dumps: {:?}", m.dumps);
+    assert_eq!(elem0[0].2, 1008u64.to_le_bytes());
+    assert_eq!(m.dumps.len(), 4, "an array map of 4 elements reads back 4 elements");
+    let _ = XDP_DROP;
+}
+
+#[test]
+fn bad_jobs_are_errors_before_any_boot() {
+    // No kernel needed: the batch is checked before qemu starts.
+    let Ok(oracle) = Oracle::find() else {
+        println!("SKIPPED: no oracle to hand the job to (the check itself runs in Job::check)");
+        assert!(Job::new("empty", XDP, vec![]).check().is_err());
+        return;
+    };
+    match oracle.run(&[Job::new("empty", XDP, vec![])]) {
+        Err(Error::Job(msg)) => assert!(msg.contains("job 0") && msg.contains("no instructions"), "{msg}"),
+        other => panic!("expected a job error, got {other:?}"),
+    }
+    let mut m = JobMap::new("m", map_type::ARRAY, 4, 8, 1);
+    m.entries.push((vec![0; 4], vec![0; 3]));
+    let j = Job::new("bad_entry", XDP, vec![Insn::mov64_imm(0, 0), Insn::exit()]).with_map(m);
+    match oracle.run(&[j]) {
+        Err(Error::Job(msg)) => assert!(msg.contains("3-byte value"), "{msg}"),
+        other => panic!("expected a job error, got {other:?}"),
+    }
+}
