@@ -24,10 +24,12 @@
 //! assert_eq!(out[0].runs[0].as_ref().unwrap().retval, 42);
 //! ```
 
+mod btf;
 mod cpio;
 mod job;
 mod outcome;
 
+pub use btf::object_btf;
 pub use job::{encode, Job, JobMap, Run, MAX_INSNS, MAX_MAPS};
 pub use outcome::{errno_name, Outcome, RunResult, Verdict};
 
