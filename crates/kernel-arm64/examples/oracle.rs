@@ -88,6 +88,10 @@ fn run() -> Result<ExitCode, String> {
     let (mut accepted, mut rejected) = (0, 0);
     for ((file, section, job), o) in jobs.iter().zip(&report.outcomes) {
         let what = format!("{file} {} ({section})", job.name);
+        if let Some((e, log)) = &o.btf_error {
+            let last = log.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+            println!("{what}: BTF refused ({}): {last}; loaded without BTF", errno_name(*e));
+        }
         match &o.verdict {
             Verdict::Accepted => {
                 accepted += 1;

@@ -3,8 +3,8 @@
 //! scripts/arm64-kernel.sh), unless `KOPS_REQUIRE_KERNEL=1`, when that is a failure.
 
 use kops_isa::{asm::assemble, op, Insn};
-use kops_kernel_arm64::{errno_name, Error, Job, JobMap, Oracle, Run, Verdict};
-use kops_object::map_type;
+use kops_kernel_arm64::{errno_name, object_btf, Error, Job, JobMap, Oracle, Run, Verdict};
+use kops_object::{map_type, Object};
 
 const XDP: u32 = 6;
 const XDP_DROP: u32 = 1;
@@ -98,7 +98,15 @@ fn arm64_kernel_batch() {
         .with_run(Run::packet(packet.clone()))
         .with_run(Run::packet(vec![0u8; 10])); // shorter than an Ethernet header
     with_map.dump_maps = true;
-    let jobs = [constant, rejected, with_map];
+    // A real object (clang-built, with BTF): one program passes, one reads past the packet.
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../kernel/tests/data/reject.bpf.o");
+    let obj = Object::load(path).unwrap_or_else(|e| panic!("{e}"));
+    let btf = object_btf(&obj).unwrap_or_else(|e| panic!("{e}")).expect("reject.bpf.o has BTF");
+    let from_obj = |name: &str| {
+        let p = obj.program(name).unwrap_or_else(|| panic!("no program `{name}` in {path}"));
+        Job::from_program(&obj, p).unwrap_or_else(|e| panic!("{e}")).with_btf(btf.clone()).with_run(Run::packet(vec![0u8; 64]))
+    };
+    let jobs = [constant, rejected, with_map, from_obj("ok"), from_obj("bad")];
 
     let report = oracle.run_report(&jobs).unwrap_or_else(|e| panic!("{e}"));
     println!(
@@ -110,7 +118,7 @@ fn arm64_kernel_batch() {
         report.total.as_secs_f64()
     );
     let out = &report.outcomes;
-    assert_eq!(out.len(), 3);
+    assert_eq!(out.len(), jobs.len());
 
     // 1. A constant: accepted, JIT-compiled to arm64, returns 42.
     let c = &out[0];
@@ -167,7 +175,37 @@ fn arm64_kernel_batch() {
     assert_eq!(elem0.len(), 1, "dumps: {:?}", m.dumps);
     assert_eq!(elem0[0].2, 1008u64.to_le_bytes());
     assert_eq!(m.dumps.len(), 4, "an array map of 4 elements reads back 4 elements");
+
+    // 4. The object's programs, loaded with their BTF.
+    let (ok, bad) = (&out[3], &out[4]);
+    assert_eq!(ok.btf_error, None);
+    assert_eq!(ok.verdict, Verdict::Accepted, "log: {}", ok.log);
+    assert_eq!(ok.runs[0].as_ref().map(|r| r.retval), Ok(XDP_PASS));
+    match &bad.verdict {
+        Verdict::Rejected { errno, message } => {
+            assert_eq!(*errno, EACCES);
+            assert!(message.contains("outside of the packet"), "message: {message}");
+        }
+        v => panic!("expected a rejection, got {v:?}"),
+    }
     let _ = XDP_DROP;
+}
+
+#[test]
+fn a_guest_that_does_not_finish_is_a_timeout_with_the_console() {
+    let Ok(mut oracle) = Oracle::find() else {
+        println!("SKIPPED: no oracle (arm64_kernel_batch says why)");
+        return;
+    };
+    // No kernel gets to /init within a second under TCG.
+    oracle.timeout = Some(std::time::Duration::from_secs(1));
+    match oracle.run(&[Job::new("ret0", XDP, vec![Insn::mov64_imm(0, 0), Insn::exit()])]) {
+        Err(e @ Error::Timeout { .. }) => {
+            let msg = e.to_string();
+            assert!(msg.contains("within 1 s") && msg.contains("never started"), "{msg}");
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
 }
 
 #[test]
