@@ -74,18 +74,19 @@ fn map_program() -> Vec<Insn> {
     p
 }
 
+/// The oracle, or `None` after printing `SKIPPED: <reason>` (a failure instead under
+/// `KOPS_REQUIRE_KERNEL=1`).
+fn oracle() -> Option<Oracle> {
+    if let Some(reason) = kops_kernel_arm64::skip_reason() {
+        println!("SKIPPED: {reason}");
+        return None;
+    }
+    Oracle::find().ok()
+}
+
 #[test]
 fn arm64_kernel_batch() {
-    let oracle = match Oracle::find() {
-        Ok(o) => o,
-        Err(e) => {
-            if std::env::var("KOPS_REQUIRE_KERNEL").map(|v| v == "1").unwrap_or(false) {
-                panic!("KOPS_REQUIRE_KERNEL=1 but {e}");
-            }
-            println!("SKIPPED: {e}");
-            return;
-        }
-    };
+    let Some(oracle) = oracle() else { return };
     let constant = Job::new("ret42", XDP, vec![Insn::mov64_imm(0, 42), Insn::exit()]).with_run(Run::packet(vec![0u8; 64]));
     // r0 is never written: the verifier refuses the exit.
     let rejected = Job::new("no_r0", XDP, vec![Insn::exit()]);
@@ -193,10 +194,7 @@ fn arm64_kernel_batch() {
 
 #[test]
 fn a_guest_that_does_not_finish_is_a_timeout_with_the_console() {
-    let Ok(mut oracle) = Oracle::find() else {
-        println!("SKIPPED: no oracle (arm64_kernel_batch says why)");
-        return;
-    };
+    let Some(mut oracle) = oracle() else { return };
     // No kernel gets to /init within a second under TCG.
     oracle.timeout = Some(std::time::Duration::from_secs(1));
     match oracle.run(&[Job::new("ret0", XDP, vec![Insn::mov64_imm(0, 0), Insn::exit()])]) {
@@ -211,11 +209,8 @@ fn a_guest_that_does_not_finish_is_a_timeout_with_the_console() {
 #[test]
 fn bad_jobs_are_errors_before_any_boot() {
     // No kernel needed: the batch is checked before qemu starts.
-    let Ok(oracle) = Oracle::find() else {
-        println!("SKIPPED: no oracle to hand the job to (the check itself runs in Job::check)");
-        assert!(Job::new("empty", XDP, vec![]).check().is_err());
-        return;
-    };
+    assert!(Job::new("empty", XDP, vec![]).check().is_err());
+    let Some(oracle) = oracle() else { return };
     match oracle.run(&[Job::new("empty", XDP, vec![])]) {
         Err(Error::Job(msg)) => assert!(msg.contains("job 0") && msg.contains("no instructions"), "{msg}"),
         other => panic!("expected a job error, got {other:?}"),
