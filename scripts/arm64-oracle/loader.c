@@ -22,7 +22,7 @@
  *   KOPS begin <njobs> <release> | job <j> | btf <j> ok|err <errno> <log>
  *   map <j> <m> ok|err <errno> | load <j> ok|err <errno> | log <j> <log>
  *   info <j> <verified_insns> <nr_jited_ksyms> | xlated <j> <hex> | jited <j> <hex>
- *   funclens <j> <n,n,...|-> | run <j> <r> ok <retval> <data_out> <ctx_out> | run <j> <r> err <errno>
+ *   funclens <j> <n,n,...|-> | ksyms <j> <hex address,...|-> (of each jited function) | run <j> <r> ok <retval> <data_out> <ctx_out> | run <j> <r> err <errno>
  *   dump <j> <m> <key> <value> | dumperr <j> <m> <errno> | done <j> | end | fatal <message>
  */
 #define _GNU_SOURCE
@@ -373,10 +373,11 @@ static void run_job(uint32_t j, int ncpus)
 			fprintf(out, "KOPS infoerr %u %d\n", j, errno);
 		} else {
 			uint32_t xl = info.xlated_prog_len, jl = info.jited_prog_len;
-			uint32_t nfl = info.nr_jited_func_lens;
+			uint32_t nfl = info.nr_jited_func_lens, nks = info.nr_jited_ksyms;
 			uint8_t *xb = malloc(xl + 1), *jb = malloc(jl + 1);
 			uint32_t *fl = malloc(sizeof(uint32_t) * (nfl + 1));
-			if (!xb || !jb || !fl)
+			uint64_t *ks = malloc(sizeof(uint64_t) * (nks + 1));
+			if (!xb || !jb || !fl || !ks)
 				fatal("out of memory for the images of job %u", j);
 			memset(&info, 0, sizeof info);
 			info.xlated_prog_len = xl;
@@ -385,6 +386,8 @@ static void run_job(uint32_t j, int ncpus)
 			info.jited_prog_insns = (uint64_t)(uintptr_t)jb;
 			info.nr_jited_func_lens = nfl;
 			info.jited_func_lens = (uint64_t)(uintptr_t)fl;
+			info.nr_jited_ksyms = nks;
+			info.jited_ksyms = (uint64_t)(uintptr_t)ks;
 			memset(&a, 0, sizeof a);
 			a.info.bpf_fd = prog_fd;
 			a.info.info_len = sizeof info;
@@ -398,6 +401,8 @@ static void run_job(uint32_t j, int ncpus)
 					jl = info.jited_prog_len;
 				if (info.nr_jited_func_lens < nfl)
 					nfl = info.nr_jited_func_lens;
+				if (info.nr_jited_ksyms < nks)
+					nks = info.nr_jited_ksyms;
 				fprintf(out, "KOPS info %u %u %u\n", j, info.verified_insns, info.nr_jited_ksyms);
 				fprintf(out, "KOPS xlated %u ", j);
 				hex(xb, xl);
@@ -408,11 +413,17 @@ static void run_job(uint32_t j, int ncpus)
 					fputc('-', out);
 				for (uint32_t i = 0; i < nfl; i++)
 					fprintf(out, i ? ",%u" : "%u", fl[i]);
+				fprintf(out, "\nKOPS ksyms %u ", j);
+				if (!nks)
+					fputc('-', out);
+				for (uint32_t i = 0; i < nks; i++)
+					fprintf(out, i ? ",%llx" : "%llx", (unsigned long long)ks[i]);
 				fputc('\n', out);
 			}
 			free(xb);
 			free(jb);
 			free(fl);
+			free(ks);
 		}
 	}
 

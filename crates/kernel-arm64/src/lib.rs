@@ -181,7 +181,6 @@ impl Oracle {
         let initrd_path = dir.0.join("initrd.cpio");
         std::fs::write(&initrd_path, &initrd)
             .map_err(|err| Error::Io { what: format!("writing {}", initrd_path.display()), err })?;
-        let names: Vec<String> = jobs.iter().map(|j| j.name.clone()).collect();
         let (console, status, boot, total, timed_out) = self.boot(&initrd_path, self.limit(jobs.len()))?;
         let tail = tail(&console, 40);
         let stage = |started: bool, done: usize| {
@@ -191,7 +190,7 @@ impl Oracle {
                 "the loader never started: the kernel did not finish booting".to_string()
             }
         };
-        match outcome::parse(&console, &names) {
+        match outcome::parse(&console, jobs) {
             Ok(outcome::Parsed::Done(outcomes)) => Ok(Report { outcomes, boot: boot.unwrap_or(total), total, console }),
             Ok(outcome::Parsed::Fatal(message)) => Err(Error::Loader { message, tail }),
             Ok(outcome::Parsed::Incomplete { started, jobs_done }) if timed_out => {

@@ -2,6 +2,8 @@
 
 use kops_isa::Insn;
 
+use crate::job::Job;
+
 /// The verifier's answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -41,6 +43,9 @@ pub struct Outcome {
     pub jited: Vec<u8>,
     /// Byte length of each jited function.
     pub jited_func_lens: Vec<u32>,
+    /// Kernel address of each jited function (the guest runs with `kptr_restrict=0`):
+    /// what pc-relative branches and calls in the image are relative to.
+    pub jited_ksyms: Vec<u64>,
     /// One per [`crate::Run`] of the job: the result or the errno of BPF_PROG_TEST_RUN.
     /// Empty when the program was not loaded.
     pub runs: Vec<Result<RunResult, i32>>,
@@ -60,6 +65,7 @@ impl Outcome {
             xlated: Vec::new(),
             jited: Vec::new(),
             jited_func_lens: Vec::new(),
+            jited_ksyms: Vec::new(),
             runs: Vec::new(),
             dumps: Vec::new(),
         }
@@ -138,10 +144,10 @@ fn num<T: std::str::FromStr>(f: Option<&&str>, what: &str) -> Result<T, String> 
     s.parse().map_err(|_| format!("bad {what} `{s}`"))
 }
 
-/// Parses the console output of a batch of jobs named `names`. A malformed `KOPS` line is
-/// an error naming it (a line split by kernel messages would be one).
-pub(crate) fn parse(console: &str, names: &[String]) -> Result<Parsed, String> {
-    let mut outs: Vec<Outcome> = names.iter().cloned().map(Outcome::new).collect();
+/// Parses the console output of a batch of `jobs`. A malformed `KOPS` line is an error
+/// naming it (a line split by kernel messages would be one).
+pub(crate) fn parse(console: &str, jobs: &[Job]) -> Result<Parsed, String> {
+    let mut outs: Vec<Outcome> = jobs.iter().map(|j| Outcome::new(j.name.clone())).collect();
     let mut started = false;
     let mut done = 0usize;
     for (lineno, raw) in console.lines().enumerate() {
@@ -152,8 +158,8 @@ pub(crate) fn parse(console: &str, names: &[String]) -> Result<Parsed, String> {
         match f[0] {
             "begin" => {
                 let n: usize = num(f.get(1), "job count").map_err(bad)?;
-                if n != names.len() {
-                    return Err(bad(format!("the loader read {n} jobs, the batch has {}", names.len())));
+                if n != jobs.len() {
+                    return Err(bad(format!("the loader read {n} jobs, the batch has {}", jobs.len())));
                 }
                 started = true;
                 continue;
@@ -174,7 +180,8 @@ pub(crate) fn parse(console: &str, names: &[String]) -> Result<Parsed, String> {
             "map" if field(3)? == "err" => {
                 let m: usize = num(f.get(2), "map index").map_err(bad)?;
                 let e: i32 = num(f.get(4), "errno").map_err(bad)?;
-                o.verdict = Verdict::NotLoaded { reason: format!("creating map {m} failed: {}", errno_name(e)) };
+                let name = jobs.get(j).and_then(|job| job.maps.get(m)).map(|x| x.name.as_str()).unwrap_or("?");
+                o.verdict = Verdict::NotLoaded { reason: format!("creating map {m} (`{name}`) failed: {}", errno_name(e)) };
             }
             "map" => {}
             "load" if field(2)? == "ok" => o.verdict = Verdict::Accepted,
@@ -202,6 +209,13 @@ pub(crate) fn parse(console: &str, names: &[String]) -> Result<Parsed, String> {
                 o.jited_func_lens = field(2)?
                     .split(',')
                     .map(|s| s.parse().map_err(|_| bad(format!("bad length `{s}`"))))
+                    .collect::<Result<_, _>>()?
+            }
+            "ksyms" if field(2)? == "-" => {}
+            "ksyms" => {
+                o.jited_ksyms = field(2)?
+                    .split(',')
+                    .map(|s| u64::from_str_radix(s, 16).map_err(|_| bad(format!("bad address `{s}`"))))
                     .collect::<Result<_, _>>()?
             }
             "run" if field(3)? == "ok" => {
@@ -245,16 +259,21 @@ fn shorten(s: &str) -> String {
 mod tests {
     use super::*;
 
+    fn jobs(n: usize) -> Vec<Job> {
+        (0..n).map(|i| Job::new(format!("p{i}"), 6, vec![Insn::exit()])).collect()
+    }
+
     #[test]
     fn parses_a_batch() {
         let console = "boot noise\r\n\nKOPS begin 2 6.12 1\nKOPS job 0\nKOPS load 0 ok\nKOPS info 0 2 1\n\
-            KOPS xlated 0 b70000002a0000009500000000000000\nKOPS jited 0 c9030091\nKOPS funclens 0 4\n\
+            KOPS xlated 0 b70000002a0000009500000000000000\nKOPS jited 0 c9030091\nKOPS funclens 0 4\nKOPS ksyms 0 ffff800080001000\n\
             KOPS run 0 0 ok 42 0000 -\nKOPS done 0\nKOPS job 1\nKOPS load 1 err 13\n\
             KOPS log 1 303a20657869740a52302021726561645f6f6b0a70726f63657373656420310a\nKOPS done 1\nKOPS end\n";
-        let Parsed::Done(o) = parse(console, &["a".into(), "b".into()]).unwrap() else { panic!() };
+        let Parsed::Done(o) = parse(console, &jobs(2)).unwrap() else { panic!() };
         assert!(o[0].accepted());
         assert_eq!(o[0].xlated.len(), 2);
         assert_eq!(o[0].jited_words(), [0x910003c9]);
+        assert_eq!(o[0].jited_ksyms, [0xffff800080001000]);
         assert_eq!(o[0].runs, [Ok(RunResult { retval: 42, data_out: vec![0, 0], ctx_out: vec![] })]);
         assert_eq!(o[1].verdict, Verdict::Rejected { errno: 13, message: "R0 !read_ok".into() });
     }
@@ -262,13 +281,13 @@ mod tests {
     #[test]
     fn bad_lines_are_errors() {
         for c in ["KOPS begin 1\nKOPS jited 0 abc\n", "KOPS begin 1\nKOPS run 7 0 ok 1 - -\n", "KOPS begin 3\n", "KOPS zzz 0\n"] {
-            assert!(parse(c, &["a".into()]).is_err(), "{c}");
+            assert!(parse(c, &jobs(1)).is_err(), "{c}");
         }
-        let Parsed::Incomplete { started: true, jobs_done: 0 } = parse("KOPS begin 1\nKOPS job 0\n", &["a".into()]).unwrap()
+        let Parsed::Incomplete { started: true, jobs_done: 0 } = parse("KOPS begin 1\nKOPS job 0\n", &jobs(1)).unwrap()
         else {
             panic!()
         };
-        let Parsed::Fatal(m) = parse("KOPS fatal 6869\n", &["a".into()]).unwrap() else { panic!() };
+        let Parsed::Fatal(m) = parse("KOPS fatal 6869\n", &jobs(1)).unwrap() else { panic!() };
         assert_eq!(m, "hi");
     }
 }

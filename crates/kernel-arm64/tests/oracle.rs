@@ -131,6 +131,8 @@ fn arm64_kernel_batch() {
     assert_eq!(c.xlated, jobs[0].insns, "nothing to rewrite in r0 = 42; exit");
     assert!(!c.jited.is_empty() && c.jited.len() % 4 == 0, "jited image: {} bytes", c.jited.len());
     assert_eq!(c.jited_func_lens.iter().sum::<u32>() as usize, c.jited.len());
+    assert_eq!(c.jited_ksyms.len(), c.jited_func_lens.len());
+    assert!(c.jited_ksyms.iter().all(|&a| a >= 0xffff_0000_0000_0000 && a % 4 == 0), "ksyms {:x?}", c.jited_ksyms);
     let w = c.jited_words();
     // Linux 6.12 arch/arm64/net/bpf_jit_comp.c build_prologue(): [bti jc when
     // CONFIG_ARM64_BTI_KERNEL], mov x9, lr; nop (the patchable entry for trampolines);
