@@ -7,7 +7,8 @@
  * the result of each BPF_PROG_TEST_RUN on the console, then powers the machine off.
  * Built static with aarch64-linux-gnu-gcc by scripts/arm64-kernel.sh.
  *
- * Batch: "KOPSBAT1", u32 njobs, then njobs jobs. A "bytes" field is u32 length + data.
+ * Batch: "KOPSBAT1", u32 njobs, u32 nsyms, nsyms kernel symbol names (bytes) to look up in
+ * /proc/kallsyms, then njobs jobs. A "bytes" field is u32 length + data.
  *   job:  u32 prog_type, expected_attach_type, prog_flags, log_level, kern_version, flags
  *         (bit 0: dump every map after the runs); bytes name, license, insns (8-byte
  *         slots; map references as ld_imm64 src=PSEUDO_MAP_IDX(_VALUE), imm = map index),
@@ -19,7 +20,7 @@
  *   run:  bytes data_in, ctx_in; u32 data_out capacity, ctx_out capacity, repeat, flags.
  *
  * Output: lines "KOPS <what> <job> ..." (binary fields in hex, "-" when empty):
- *   KOPS begin <njobs> <release> | job <j> | btf <j> ok|err <errno> <log>
+ *   KOPS begin <njobs> <release> <ncpus> | sym <name> <hex address> | job <j> | btf <j> ok|err <errno> <log>
  *   map <j> <m> ok|err <errno> | load <j> ok|err <errno> | log <j> <log>
  *   info <j> <verified_insns> <nr_jited_ksyms> | xlated <j> <hex> | jited <j> <hex>
  *   funclens <j> <n,n,...|-> | ksyms <j> <hex address,...|-> (of each jited function) | run <j> <r> ok <retval> <data_out> <ctx_out> | run <j> <r> err <errno>
@@ -528,6 +529,30 @@ static void run_job(uint32_t j, int ncpus)
 	fflush(out);
 }
 
+/* Prints "KOPS sym <name> <address>" for each of the names found in /proc/kallsyms. */
+static void lookup_symbols(const struct bytes *syms, uint32_t n)
+{
+	FILE *f = fopen("/proc/kallsyms", "r");
+	char line[1024];
+	uint32_t found = 0;
+	if (!f)
+		return;
+	while (found < n && fgets(line, sizeof line, f)) {
+		unsigned long long addr;
+		char type, name[512];
+		if (sscanf(line, "%llx %c %511s", &addr, &type, name) != 3)
+			continue;
+		size_t len = strlen(name);
+		for (uint32_t i = 0; i < n; i++) {
+			if (syms[i].n == len && memcmp(syms[i].p, name, len) == 0) {
+				fprintf(out, "KOPS sym %s %llx\n", name, addr);
+				found++;
+			}
+		}
+	}
+	fclose(f);
+}
+
 int main(void)
 {
 	mkdir("/dev", 0755);
@@ -582,10 +607,18 @@ int main(void)
 		fatal("/jobs.bin is not a Kops batch (bad magic)");
 	cur += 8;
 	uint32_t njobs = u32();
+	uint32_t nsyms = u32();
+	struct bytes syms[64];
+	if (nsyms > 64)
+		fatal("%u symbols asked for (at most 64)", nsyms);
+	for (uint32_t i = 0; i < nsyms; i++)
+		syms[i] = bytes();
 	struct utsname u;
 	uname(&u);
 	int ncpus = possible_cpus();
 	fprintf(out, "\nKOPS begin %u %s %d\n", njobs, u.release, ncpus);
+	if (nsyms)
+		lookup_symbols(syms, nsyms);
 	for (uint32_t j = 0; j < njobs; j++)
 		run_job(j, ncpus);
 	fprintf(out, "KOPS end\n");

@@ -280,10 +280,24 @@ impl Writer {
     }
 }
 
-/// The batch file for `jobs` (each checked first; the error names the job).
-pub fn encode(jobs: &[Job]) -> Result<Vec<u8>, String> {
+/// The loader's limit on kernel symbols looked up per batch.
+pub const MAX_SYMBOLS: usize = 64;
+
+/// The batch file for `jobs` (each checked first; the error names the job), with the
+/// kernel symbols whose addresses the loader reports.
+pub fn encode(jobs: &[Job], symbols: &[String]) -> Result<Vec<u8>, String> {
     let mut w = Writer(b"KOPSBAT1".to_vec());
     w.len(jobs.len())?;
+    if symbols.len() > MAX_SYMBOLS {
+        return Err(format!("{} kernel symbols asked for (the loader looks up at most {MAX_SYMBOLS})", symbols.len()));
+    }
+    w.len(symbols.len())?;
+    for s in symbols {
+        if s.is_empty() || s.len() > 500 || s.bytes().any(|b| b.is_ascii_whitespace() || b == 0) {
+            return Err(format!("`{s}` is not a kernel symbol name"));
+        }
+        w.bytes(s.as_bytes())?;
+    }
     for (i, j) in jobs.iter().enumerate() {
         j.check().map_err(|e| format!("job {i}: {e}"))?;
         for v in [j.prog_type, j.expected_attach_type, j.prog_flags, j.log_level, j.kern_version, j.dump_maps as u32] {

@@ -30,9 +30,10 @@ mod job;
 mod outcome;
 
 pub use btf::object_btf;
-pub use job::{encode, Job, JobMap, Run, MAX_INSNS, MAX_MAPS};
+pub use job::{encode, Job, JobMap, Run, MAX_INSNS, MAX_MAPS, MAX_SYMBOLS};
 pub use outcome::{errno_name, Outcome, RunResult, Verdict};
 
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -77,6 +78,9 @@ pub struct Report {
     pub boot: Duration,
     /// From starting qemu to its exit.
     pub total: Duration,
+    /// Addresses of the kernel symbols asked for ([`Oracle::symbols`]) that the guest's
+    /// /proc/kallsyms has.
+    pub symbols: BTreeMap<String, u64>,
     /// Everything the console showed.
     pub console: String,
 }
@@ -96,6 +100,10 @@ pub struct Oracle {
     pub timeout: Option<Duration>,
     /// Guest memory, in MiB.
     pub memory_mib: u32,
+    /// Kernel symbols whose addresses each batch reports ([`Report::symbols`]). By
+    /// default `__bpf_call_base`: the xlated image gives helper calls as offsets from it,
+    /// the jited image as absolute addresses.
+    pub symbols: Vec<String>,
 }
 
 /// The cache `scripts/arm64-kernel.sh` fills: `$KOPS_ARM64_CACHE`, else
@@ -153,6 +161,7 @@ impl Oracle {
             package: read("PACKAGE")?,
             timeout: None,
             memory_mib: 1024,
+            symbols: vec!["__bpf_call_base".to_string()],
         })
     }
 
@@ -173,7 +182,7 @@ impl Oracle {
 
     /// Like [`Oracle::run`], with the boot and total times and the console.
     pub fn run_report(&self, jobs: &[Job]) -> Result<Report, Error> {
-        let batch = encode(jobs).map_err(Error::Job)?;
+        let batch = encode(jobs, &self.symbols).map_err(Error::Job)?;
         let loader = std::fs::read(&self.loader)
             .map_err(|err| Error::Io { what: format!("reading {}", self.loader.display()), err })?;
         let initrd = cpio::initramfs(&loader, &batch).map_err(Error::Job)?;
@@ -191,7 +200,9 @@ impl Oracle {
             }
         };
         match outcome::parse(&console, jobs) {
-            Ok(outcome::Parsed::Done(outcomes)) => Ok(Report { outcomes, boot: boot.unwrap_or(total), total, console }),
+            Ok(outcome::Parsed::Done(outcomes, symbols)) => {
+                Ok(Report { outcomes, boot: boot.unwrap_or(total), total, symbols, console })
+            }
             Ok(outcome::Parsed::Fatal(message)) => Err(Error::Loader { message, tail }),
             Ok(outcome::Parsed::Incomplete { started, jobs_done }) if timed_out => {
                 Err(Error::Timeout { secs: self.limit(jobs.len()).as_secs(), stage: stage(started, jobs_done), tail })

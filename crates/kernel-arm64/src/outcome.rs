@@ -1,5 +1,7 @@
 //! What the guest said about each job: the console lines `KOPS ...` of the loader, parsed.
 
+use std::collections::BTreeMap;
+
 use kops_isa::Insn;
 
 use crate::job::Job;
@@ -130,8 +132,8 @@ fn text(s: &str) -> Result<String, String> {
 
 /// What the console shows, parsed.
 pub(crate) enum Parsed {
-    /// `KOPS end` reached.
-    Done(Vec<Outcome>),
+    /// `KOPS end` reached: the outcomes, and the kernel symbols found.
+    Done(Vec<Outcome>, BTreeMap<String, u64>),
     /// The loader stopped with a message (`KOPS fatal`).
     Fatal(String),
     /// The console stops before `KOPS end`: how many jobs were finished, and whether the
@@ -150,6 +152,7 @@ pub(crate) fn parse(console: &str, jobs: &[Job]) -> Result<Parsed, String> {
     let mut outs: Vec<Outcome> = jobs.iter().map(|j| Outcome::new(j.name.clone())).collect();
     let mut started = false;
     let mut done = 0usize;
+    let mut symbols = BTreeMap::new();
     for (lineno, raw) in console.lines().enumerate() {
         let line = raw.trim_end_matches('\r');
         let Some(rest) = line.strip_prefix("KOPS ") else { continue };
@@ -164,7 +167,13 @@ pub(crate) fn parse(console: &str, jobs: &[Job]) -> Result<Parsed, String> {
                 started = true;
                 continue;
             }
-            "end" => return Ok(Parsed::Done(outs)),
+            "end" => return Ok(Parsed::Done(outs, symbols)),
+            "sym" => {
+                let name = f.get(1).ok_or_else(|| bad("missing symbol name".into()))?;
+                let addr = f.get(2).and_then(|a| u64::from_str_radix(a, 16).ok()).ok_or_else(|| bad("bad address".into()))?;
+                symbols.entry(name.to_string()).or_insert(addr);
+                continue;
+            }
             "fatal" => return Ok(Parsed::Fatal(text(f.get(1).copied().unwrap_or("-")).map_err(bad)?)),
             _ => {}
         }
@@ -265,11 +274,12 @@ mod tests {
 
     #[test]
     fn parses_a_batch() {
-        let console = "boot noise\r\n\nKOPS begin 2 6.12 1\nKOPS job 0\nKOPS load 0 ok\nKOPS info 0 2 1\n\
+        let console = "boot noise\r\n\nKOPS begin 2 6.12 1\nKOPS sym __bpf_call_base ffff80008001a2b0\nKOPS job 0\nKOPS load 0 ok\nKOPS info 0 2 1\n\
             KOPS xlated 0 b70000002a0000009500000000000000\nKOPS jited 0 c9030091\nKOPS funclens 0 4\nKOPS ksyms 0 ffff800080001000\n\
             KOPS run 0 0 ok 42 0000 -\nKOPS done 0\nKOPS job 1\nKOPS load 1 err 13\n\
             KOPS log 1 303a20657869740a52302021726561645f6f6b0a70726f63657373656420310a\nKOPS done 1\nKOPS end\n";
-        let Parsed::Done(o) = parse(console, &jobs(2)).unwrap() else { panic!() };
+        let Parsed::Done(o, syms) = parse(console, &jobs(2)).unwrap() else { panic!() };
+        assert_eq!(syms["__bpf_call_base"], 0xffff80008001a2b0);
         assert!(o[0].accepted());
         assert_eq!(o[0].xlated.len(), 2);
         assert_eq!(o[0].jited_words(), [0x910003c9]);

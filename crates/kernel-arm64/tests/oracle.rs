@@ -118,6 +118,8 @@ fn arm64_kernel_batch() {
         jobs.len(),
         report.total.as_secs_f64()
     );
+    let call_base = report.symbols.get("__bpf_call_base").copied();
+    assert!(call_base.is_some_and(|a| a >= 0xffff_0000_0000_0000), "symbols: {:x?}", report.symbols);
     let out = &report.outcomes;
     assert_eq!(out.len(), jobs.len());
 
