@@ -16,7 +16,9 @@
  *         u32 nmaps, maps; u32 nruns, runs.
  *   map:  u32 type, key_size, value_size, max_entries, flags, btf_key_type_id,
  *         btf_value_type_id, freeze; u64 map_extra; u32 inner type (0: none), key_size,
- *         value_size, max_entries, flags; bytes name; u32 nentries, (bytes key, bytes value)*.
+ *         value_size, max_entries, flags; bytes name; u32 nentries, (bytes key, bytes value)*;
+ *         u32 nslots, (bytes key, u32 map index)*: map-in-map elements set to another map of
+ *         the job, once all maps exist.
  *   run:  bytes data_in, ctx_in; u32 data_out capacity, ctx_out capacity, repeat, flags.
  *
  * Output: lines "KOPS <what> <job> ..." (binary fields in hex, "-" when empty):
@@ -157,6 +159,7 @@ static int is_percpu(uint32_t t)
 }
 
 #define MAX_MAPS 256
+#define MAX_SLOTS 1024
 
 static char *logbuf;
 static size_t logcap = 1 << 20;
@@ -225,6 +228,11 @@ static void run_job(uint32_t j, int ncpus)
 
 	uint32_t nmaps = u32();
 	int maps_ok = 1;
+	struct {
+		uint32_t map, target;
+		struct bytes key;
+	} slots[MAX_SLOTS];
+	uint32_t nslots = 0;
 	if (nmaps > MAX_MAPS)
 		fatal("job %u declares %u maps (at most %d)", j, nmaps, MAX_MAPS);
 	for (uint32_t m = 0; m < nmaps; m++) {
@@ -289,6 +297,15 @@ static void run_job(uint32_t j, int ncpus)
 					err = errno;
 			}
 		}
+		uint32_t ns = u32();
+		for (uint32_t i = 0; i < ns; i++) {
+			if (nslots == MAX_SLOTS)
+				fatal("job %u sets more than %d map-in-map slots", j, MAX_SLOTS);
+			slots[nslots].map = m;
+			slots[nslots].key = bytes();
+			slots[nslots].target = u32();
+			nslots++;
+		}
 		if (fd >= 0 && !err && freeze) {
 			memset(&a, 0, sizeof a);
 			a.map_fd = fd;
@@ -309,6 +326,22 @@ static void run_job(uint32_t j, int ncpus)
 		key_sizes[nmap_fds] = ks;
 		value_sizes[nmap_fds] = vs;
 		nmap_fds++;
+	}
+
+	for (uint32_t i = 0; i < nslots && maps_ok; i++) {
+		uint32_t m = slots[i].map, t = slots[i].target;
+		union bpf_attr a;
+		if (t >= (uint32_t)nmap_fds)
+			fatal("job %u: a slot of map %u names map %u, which the job does not have", j, m, t);
+		uint32_t inner = map_fds[t];
+		memset(&a, 0, sizeof a);
+		a.map_fd = map_fds[m];
+		a.key = (uint64_t)(uintptr_t)slots[i].key.p;
+		a.value = (uint64_t)(uintptr_t)&inner;
+		if (sys_bpf(BPF_MAP_UPDATE_ELEM, &a) < 0) {
+			fprintf(out, "KOPS map %u %u err %d\n", j, m, errno);
+			maps_ok = 0;
+		}
 	}
 
 	if (maps_ok) {

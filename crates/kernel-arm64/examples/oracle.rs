@@ -110,7 +110,7 @@ fn run() -> Result<ExitCode, String> {
                     print!("{}", disassemble(&o.jited));
                 }
             }
-            Verdict::Rejected { errno, message } => {
+            Verdict::Rejected { errno, message, .. } => {
                 rejected += 1;
                 println!("{what}: rejected ({}): {message}", errno_name(*errno));
                 if show_log {

@@ -9,6 +9,8 @@ use kops_object::{map_type, FuncInfo, LineInfo, MapDef, MapOrigin, Object, Progr
 const BPF_F_RDONLY_PROG: u32 = 1 << 7;
 /// The loader's limit on maps per job.
 pub const MAX_MAPS: usize = 256;
+/// The loader's limit on map-in-map slots per job.
+pub const MAX_SLOTS: usize = 1024;
 /// The kernel's limit on instructions per program (`BPF_COMPLEXITY_LIMIT_INSNS`).
 pub const MAX_INSNS: usize = 1_000_000;
 
@@ -33,6 +35,9 @@ pub struct JobMap {
     /// Elements written after creation: (key, value). Values of per-CPU maps hold one
     /// 8-byte-aligned slot per possible CPU of the guest (it has one CPU).
     pub entries: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Map-in-map elements set, once every map of the job exists, to another map of the
+    /// job: (key, index in [`Job::maps`]).
+    pub slots: Vec<(Vec<u8>, usize)>,
     /// BPF_MAP_FREEZE after the entries are written (`.rodata`).
     pub freeze: bool,
 }
@@ -52,14 +57,15 @@ impl JobMap {
             btf_value_type_id: 0,
             inner: None,
             entries: Vec::new(),
+            slots: Vec::new(),
             freeze: false,
         }
     }
 
     /// The map as libbpf would create it from an object's definition: global data gets
     /// its initial contents as element 0, `.rodata` is read-only for programs and frozen.
-    /// Initial slots of program arrays and map-in-map (`values = {...}`) are not filled:
-    /// the guest has no other programs or maps to put there.
+    /// Initial slots (`values = {...}`) are left to [`Job::from_program`], which knows the
+    /// other maps; those of program arrays stay empty (the guest loads one program per job).
     pub fn from_def(def: &MapDef) -> Result<JobMap, String> {
         let mut m = JobMap::new(def.name.clone(), def.map_type, def.key_size, def.value_size, def.max_entries);
         m.flags = def.flags;
@@ -198,6 +204,18 @@ impl Job {
             .map(JobMap::from_def)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| format!("{}: {e}", obj.path))?;
+        let mut maps = maps;
+        for (m, def) in maps.iter_mut().zip(&obj.maps) {
+            if !map_type::is_map_in_map(def.map_type) {
+                continue;
+            }
+            for (slot, name) in &def.init_slots {
+                let target = obj.maps.iter().position(|d| &d.name == name).ok_or_else(|| {
+                    format!("{}: map `{}`: slot {slot} names `{name}`, which is not a map of the object", obj.path, def.name)
+                })?;
+                m.slots.push((slot.to_le_bytes().to_vec(), target));
+            }
+        }
         let mut job = Job::new(prog.name.clone(), prog.prog_type_id, prog.insns.clone());
         job.expected_attach_type = prog.expected_attach_type;
         job.license = obj.license.clone();
@@ -236,7 +254,18 @@ impl Job {
         if self.maps.len() > MAX_MAPS {
             return Err(format!("program `{n}` has {} maps (the loader creates at most {MAX_MAPS})", self.maps.len()));
         }
+        let slots: usize = self.maps.iter().map(|m| m.slots.len()).sum();
+        if slots > MAX_SLOTS {
+            return Err(format!("program `{n}` sets {slots} map-in-map slots (the loader sets at most {MAX_SLOTS})"));
+        }
         for m in &self.maps {
+            if let Some((_, t)) = m.slots.iter().find(|(k, t)| *t >= self.maps.len() || k.len() != m.key_size as usize) {
+                return Err(format!(
+                    "program `{n}`, map `{}`: a slot names map {t} (the job has {}) or has a key of the wrong size",
+                    m.name,
+                    self.maps.len()
+                ));
+            }
             let per_cpu = matches!(
                 m.map_type,
                 map_type::PERCPU_ARRAY | map_type::PERCPU_HASH | map_type::LRU_PERCPU_HASH
@@ -336,6 +365,11 @@ pub fn encode(jobs: &[Job], symbols: &[String]) -> Result<Vec<u8>, String> {
             for (k, v) in &m.entries {
                 w.bytes(k)?;
                 w.bytes(v)?;
+            }
+            w.len(m.slots.len())?;
+            for (k, t) in &m.slots {
+                w.bytes(k)?;
+                w.len(*t)?;
             }
         }
         w.len(j.runs.len())?;

@@ -30,7 +30,7 @@ mod job;
 mod outcome;
 
 pub use btf::object_btf;
-pub use job::{encode, Job, JobMap, Run, MAX_INSNS, MAX_MAPS, MAX_SYMBOLS};
+pub use job::{encode, Job, JobMap, Run, MAX_INSNS, MAX_MAPS, MAX_SLOTS, MAX_SYMBOLS};
 pub use outcome::{errno_name, Outcome, RunResult, Verdict};
 
 use std::collections::BTreeMap;

@@ -10,9 +10,10 @@ use crate::job::Job;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     Accepted,
-    /// BPF_PROG_LOAD failed: `errno` and the verifier's last message (the full log is in
-    /// [`Outcome::log`]).
-    Rejected { errno: i32, message: String },
+    /// BPF_PROG_LOAD failed: `errno`, the verifier's message and the instruction it points
+    /// at, read from the log as `kops_kernel::parse_log` reads the host's (the full log is
+    /// in [`Outcome::log`]).
+    Rejected { errno: i32, message: String, insn: Option<usize> },
     /// The program was not given to the verifier: a map could not be created.
     NotLoaded { reason: String },
 }
@@ -102,17 +103,6 @@ pub fn errno_name(e: i32) -> String {
     format!("{name} ({e})")
 }
 
-/// The verifier's reason: the last non-empty line before its statistics.
-fn last_message(log: &str) -> String {
-    log.lines()
-        .rev()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with("processed ") && !l.starts_with("verification time"))
-        .find(|_| true)
-        .unwrap_or("")
-        .to_string()
-}
-
 fn unhex(s: &str) -> Result<Vec<u8>, String> {
     if s == "-" {
         return Ok(Vec::new());
@@ -196,12 +186,16 @@ pub(crate) fn parse(console: &str, jobs: &[Job]) -> Result<Parsed, String> {
             "load" if field(2)? == "ok" => o.verdict = Verdict::Accepted,
             "load" => {
                 let e: i32 = num(f.get(3), "errno").map_err(bad)?;
-                o.verdict = Verdict::Rejected { errno: e, message: String::new() };
+                o.verdict = Verdict::Rejected { errno: e, message: format!("{} (the verifier log is empty)", errno_name(e)), insn: None };
             }
             "log" => {
                 o.log = text(field(2)?).map_err(bad)?;
-                if let Verdict::Rejected { message, .. } = &mut o.verdict {
-                    *message = last_message(&o.log);
+                if let Verdict::Rejected { message, insn, .. } = &mut o.verdict {
+                    let m = kops_kernel::parse_log(&o.log);
+                    if !m.message.is_empty() {
+                        *message = m.message;
+                    }
+                    *insn = m.insn;
                 }
             }
             "info" => o.verified_insns = num(f.get(2), "verified_insns").map_err(bad)?,
@@ -277,7 +271,7 @@ mod tests {
         let console = "boot noise\r\n\nKOPS begin 2 6.12 1\nKOPS sym __bpf_call_base ffff80008001a2b0\nKOPS job 0\nKOPS load 0 ok\nKOPS info 0 2 1\n\
             KOPS xlated 0 b70000002a0000009500000000000000\nKOPS jited 0 c9030091\nKOPS funclens 0 4\nKOPS ksyms 0 ffff800080001000\n\
             KOPS run 0 0 ok 42 0000 -\nKOPS done 0\nKOPS job 1\nKOPS load 1 err 13\n\
-            KOPS log 1 303a20657869740a52302021726561645f6f6b0a70726f63657373656420310a\nKOPS done 1\nKOPS end\n";
+            KOPS log 1 303a2052313d6374782829205231303d6670300a303a202839352920657869740a52302021726561645f6f6b0a70726f636573736564203120696e736e7320286c696d6974203130303030303029206d61785f7374617465735f7065725f696e736e203020746f74616c5f7374617465732030207065616b5f7374617465732030206d61726b5f7265616420300a\nKOPS done 1\nKOPS end\n";
         let Parsed::Done(o, syms) = parse(console, &jobs(2)).unwrap() else { panic!() };
         assert_eq!(syms["__bpf_call_base"], 0xffff80008001a2b0);
         assert!(o[0].accepted());
@@ -285,7 +279,7 @@ mod tests {
         assert_eq!(o[0].jited_words(), [0x910003c9]);
         assert_eq!(o[0].jited_ksyms, [0xffff800080001000]);
         assert_eq!(o[0].runs, [Ok(RunResult { retval: 42, data_out: vec![0, 0], ctx_out: vec![] })]);
-        assert_eq!(o[1].verdict, Verdict::Rejected { errno: 13, message: "R0 !read_ok".into() });
+        assert_eq!(o[1].verdict, Verdict::Rejected { errno: 13, message: "R0 !read_ok".into(), insn: Some(0) });
     }
 
     #[test]

@@ -158,7 +158,7 @@ fn arm64_kernel_batch() {
     // 2. A rejection: the verdict and the verifier's reason.
     let j = &out[1];
     match &j.verdict {
-        Verdict::Rejected { errno, message } => {
+        Verdict::Rejected { errno, message, .. } => {
             assert_eq!(*errno, EACCES);
             assert!(message.contains("R0 !read_ok"), "message: {message}");
         }
@@ -187,7 +187,7 @@ fn arm64_kernel_batch() {
     assert_eq!(ok.verdict, Verdict::Accepted, "log: {}", ok.log);
     assert_eq!(ok.runs[0].as_ref().map(|r| r.retval), Ok(XDP_PASS));
     match &bad.verdict {
-        Verdict::Rejected { errno, message } => {
+        Verdict::Rejected { errno, message, .. } => {
             assert_eq!(*errno, EACCES);
             assert!(message.contains("outside of the packet"), "message: {message}");
         }
