@@ -227,3 +227,24 @@ fn bad_jobs_are_errors_before_any_boot() {
         other => panic!("expected a job error, got {other:?}"),
     }
 }
+
+#[test]
+fn a_guest_whose_init_cannot_run_stops_early_with_the_console() {
+    let Some(mut oracle) = oracle() else { return };
+    // Not an arm64 executable: the kernel cannot run /init, finds no root file system
+    // either, and panics (panic=-1 and -no-reboot make qemu exit).
+    let bogus = std::env::temp_dir().join(format!("kops-arm64-bogus-init-{}", std::process::id()));
+    std::fs::write(&bogus, b"#!/nonexistent\n").expect("writing a file in the temp dir");
+    oracle.loader = bogus.clone();
+    let r = oracle.run(&[Job::new("ret0", XDP, vec![Insn::mov64_imm(0, 0), Insn::exit()])]);
+    let _ = std::fs::remove_file(&bogus);
+    match r {
+        Err(e @ Error::Incomplete { .. }) => {
+            let msg = e.to_string();
+            println!("{msg}");
+            assert!(msg.contains("never started"), "{msg}");
+            assert!(msg.contains("init") || msg.contains("panic"), "the console tail explains nothing: {msg}");
+        }
+        other => panic!("expected an early stop, got {other:?}"),
+    }
+}
