@@ -107,7 +107,19 @@ fn arm64_kernel_batch() {
         let p = obj.program(name).unwrap_or_else(|| panic!("no program `{name}` in {path}"));
         Job::from_program(&obj, p).unwrap_or_else(|e| panic!("{e}")).with_btf(btf.clone()).with_run(Run::packet(vec![0u8; 64]))
     };
-    let jobs = [constant, rejected, with_map, from_obj("ok"), from_obj("bad")];
+    // An atomic add on the stack: -cpu max has LSE atomics, so the JIT uses them.
+    let atomic = Job::new(
+        "atomic",
+        XDP,
+        asm("mov %r1, 5
+             stxdw [%r10-8], %r1
+             mov %r2, 7
+             lock add [%r10-8], %r2
+             ldxdw %r0, [%r10-8]
+             exit"),
+    )
+    .with_run(Run::packet(vec![0u8; 64]));
+    let jobs = [constant, rejected, with_map, from_obj("ok"), from_obj("bad"), atomic];
 
     let report = oracle.run_report(&jobs).unwrap_or_else(|e| panic!("{e}"));
     println!(
@@ -193,6 +205,13 @@ fn arm64_kernel_batch() {
         }
         v => panic!("expected a rejection, got {v:?}"),
     }
+
+    // 5. LSE: LDADD Xs, XZR, [Xn] (STADD), 64-bit, no acquire/release: size=11 111000
+    // A=0 R=0 1 Rs o3=0 opc=000 00 Rn Rt=11111.
+    let a = &out[5];
+    assert_eq!(a.runs[0].as_ref().map(|r| r.retval), Ok(12), "log: {}", a.log);
+    let w = a.jited_words();
+    assert!(w.iter().any(|&x| x & 0xffe0_fc1f == 0xf820_001f), "no 64-bit STADD in {w:08x?}");
     let _ = XDP_DROP;
 }
 
