@@ -70,7 +70,9 @@ fn run() -> Result<bool, String> {
     for a in std::env::args().skip(1) {
         match a.as_str() {
             "--all" => all = true,
-            s if s.starts_with('-') => return Err(format!("unknown option `{s}` (usage: crosscheck FILE.o... [--all])")),
+            s if s.starts_with('-') => {
+                return Err(format!("unknown option `{s}` (usage: crosscheck FILE.o... [--all])"))
+            }
             _ => files.push(a),
         }
     }
@@ -106,7 +108,10 @@ fn run() -> Result<bool, String> {
     for ((name, h), o) in names.iter().zip(&hosts).zip(&out) {
         let a = arm64(o);
         // An empty verifier log is worded differently by the two layers.
-        let same = a == *h || (a.contains("the verifier log is empty") && h.contains("the verifier log is empty") && a[..a.find(':').unwrap_or(0)] == h[..h.find(':').unwrap_or(0)]);
+        let same = a == *h
+            || (a.contains("the verifier log is empty")
+                && h.contains("the verifier log is empty")
+                && a[..a.find(':').unwrap_or(0)] == h[..h.find(':').unwrap_or(0)]);
         if !same {
             differ += 1;
             println!("{name}: DIFFER\n  x86-64 (host): {h}\n  arm64 {}: {a}", oracle.release);

@@ -100,7 +100,11 @@ fn run() -> Result<ExitCode, String> {
                     Some(Err(e)) => format!("test run: {}", errno_name(*e)),
                     None => "not run".into(),
                 };
-                let funcs = if o.jited_func_lens.len() > 1 { format!(" in {} functions", o.jited_func_lens.len()) } else { String::new() };
+                let funcs = if o.jited_func_lens.len() > 1 {
+                    format!(" in {} functions", o.jited_func_lens.len())
+                } else {
+                    String::new()
+                };
                 println!(
                     "{what}: accepted, {} BPF -> {} arm64 instructions{funcs}, {run}",
                     o.xlated.len(),
@@ -123,7 +127,10 @@ fn run() -> Result<ExitCode, String> {
             }
         }
     }
-    println!("{} programs: {accepted} accepted, {rejected} refused, {skipped} not loaded", accepted + rejected + skipped);
+    println!(
+        "{} programs: {accepted} accepted, {rejected} refused, {skipped} not loaded",
+        accepted + rejected + skipped
+    );
     Ok(if rejected + skipped == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 

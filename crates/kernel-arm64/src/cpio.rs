@@ -94,7 +94,9 @@ mod tests {
         let mut names = Vec::new();
         while at < a.len() {
             assert_eq!(&a[at..at + 6], b"070701", "header at {at}");
-            let field = |i: usize| u32::from_str_radix(std::str::from_utf8(&a[at + 6 + 8 * i..at + 14 + 8 * i]).unwrap(), 16).unwrap();
+            let field = |i: usize| {
+                u32::from_str_radix(std::str::from_utf8(&a[at + 6 + 8 * i..at + 14 + 8 * i]).unwrap(), 16).unwrap()
+            };
             let (size, namesize) = (field(6) as usize, field(11) as usize);
             let name = std::str::from_utf8(&a[at + 110..at + 110 + namesize - 1]).unwrap().to_string();
             at = (at + 110 + namesize).div_ceil(4) * 4;

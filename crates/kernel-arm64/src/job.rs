@@ -211,7 +211,10 @@ impl Job {
             }
             for (slot, name) in &def.init_slots {
                 let target = obj.maps.iter().position(|d| &d.name == name).ok_or_else(|| {
-                    format!("{}: map `{}`: slot {slot} names `{name}`, which is not a map of the object", obj.path, def.name)
+                    format!(
+                        "{}: map `{}`: slot {slot} names `{name}`, which is not a map of the object",
+                        obj.path, def.name
+                    )
                 })?;
                 m.slots.push((slot.to_le_bytes().to_vec(), target));
             }
@@ -249,7 +252,10 @@ impl Job {
             return Err(format!("program `{n}` has no instructions"));
         }
         if self.insns.len() > MAX_INSNS {
-            return Err(format!("program `{n}` has {} instructions (the kernel takes at most {MAX_INSNS})", self.insns.len()));
+            return Err(format!(
+                "program `{n}` has {} instructions (the kernel takes at most {MAX_INSNS})",
+                self.insns.len()
+            ));
         }
         if self.maps.len() > MAX_MAPS {
             return Err(format!("program `{n}` has {} maps (the loader creates at most {MAX_MAPS})", self.maps.len()));
@@ -259,17 +265,16 @@ impl Job {
             return Err(format!("program `{n}` sets {slots} map-in-map slots (the loader sets at most {MAX_SLOTS})"));
         }
         for m in &self.maps {
-            if let Some((_, t)) = m.slots.iter().find(|(k, t)| *t >= self.maps.len() || k.len() != m.key_size as usize) {
+            if let Some((_, t)) = m.slots.iter().find(|(k, t)| *t >= self.maps.len() || k.len() != m.key_size as usize)
+            {
                 return Err(format!(
                     "program `{n}`, map `{}`: a slot names map {t} (the job has {}) or has a key of the wrong size",
                     m.name,
                     self.maps.len()
                 ));
             }
-            let per_cpu = matches!(
-                m.map_type,
-                map_type::PERCPU_ARRAY | map_type::PERCPU_HASH | map_type::LRU_PERCPU_HASH
-            );
+            let per_cpu =
+                matches!(m.map_type, map_type::PERCPU_ARRAY | map_type::PERCPU_HASH | map_type::LRU_PERCPU_HASH);
             let value_len = if per_cpu { (m.value_size as usize).div_ceil(8) * 8 } else { m.value_size as usize };
             for (k, v) in &m.entries {
                 if k.len() != m.key_size as usize || v.len() != value_len {
@@ -352,7 +357,16 @@ pub fn encode(jobs: &[Job], symbols: &[String]) -> Result<Vec<u8>, String> {
         w.bytes(&linfo)?;
         w.len(j.maps.len())?;
         for m in &j.maps {
-            for v in [m.map_type, m.key_size, m.value_size, m.max_entries, m.flags, m.btf_key_type_id, m.btf_value_type_id, m.freeze as u32] {
+            for v in [
+                m.map_type,
+                m.key_size,
+                m.value_size,
+                m.max_entries,
+                m.flags,
+                m.btf_key_type_id,
+                m.btf_value_type_id,
+                m.freeze as u32,
+            ] {
                 w.u32(v);
             }
             w.u64(m.map_extra);

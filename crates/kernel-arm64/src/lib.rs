@@ -223,7 +223,11 @@ impl Oracle {
 
     /// Boots the guest; returns the console (with qemu's own stderr after it), the exit
     /// status, the time to the loader's first line, the total time and whether it timed out.
-    fn boot(&self, initrd: &Path, limit: Duration) -> Result<(String, String, Option<Duration>, Duration, bool), Error> {
+    fn boot(
+        &self,
+        initrd: &Path,
+        limit: Duration,
+    ) -> Result<(String, String, Option<Duration>, Duration, bool), Error> {
         let start = Instant::now();
         let mut child = Command::new(&self.qemu)
             .args(["-M", "virt", "-cpu"])
@@ -290,7 +294,8 @@ impl Oracle {
         let total = start.elapsed();
         let _ = out_h.join();
         let _ = err_h.join();
-        let take = |b: Arc<Mutex<Vec<u8>>>| b.lock().map(|v| String::from_utf8_lossy(&v).into_owned()).unwrap_or_default();
+        let take =
+            |b: Arc<Mutex<Vec<u8>>>| b.lock().map(|v| String::from_utf8_lossy(&v).into_owned()).unwrap_or_default();
         let mut console = take(out);
         let stderr = take(err);
         if !stderr.trim().is_empty() {
@@ -323,7 +328,8 @@ impl TempDir {
     fn new() -> Result<TempDir, Error> {
         use std::sync::atomic::{AtomicU32, Ordering};
         static N: AtomicU32 = AtomicU32::new(0);
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
         let p = std::env::temp_dir().join(format!(
             "kops-arm64-{}-{}-{nanos}",
             std::process::id(),

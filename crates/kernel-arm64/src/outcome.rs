@@ -13,9 +13,15 @@ pub enum Verdict {
     /// BPF_PROG_LOAD failed: `errno`, the verifier's message and the instruction it points
     /// at, read from the log as `kops_kernel::parse_log` reads the host's (the full log is
     /// in [`Outcome::log`]).
-    Rejected { errno: i32, message: String, insn: Option<usize> },
+    Rejected {
+        errno: i32,
+        message: String,
+        insn: Option<usize>,
+    },
     /// The program was not given to the verifier: a map could not be created.
-    NotLoaded { reason: String },
+    NotLoaded {
+        reason: String,
+    },
 }
 
 /// Result of one BPF_PROG_TEST_RUN.
@@ -160,7 +166,8 @@ pub(crate) fn parse(console: &str, jobs: &[Job]) -> Result<Parsed, String> {
             "end" => return Ok(Parsed::Done(outs, symbols)),
             "sym" => {
                 let name = f.get(1).ok_or_else(|| bad("missing symbol name".into()))?;
-                let addr = f.get(2).and_then(|a| u64::from_str_radix(a, 16).ok()).ok_or_else(|| bad("bad address".into()))?;
+                let addr =
+                    f.get(2).and_then(|a| u64::from_str_radix(a, 16).ok()).ok_or_else(|| bad("bad address".into()))?;
                 symbols.entry(name.to_string()).or_insert(addr);
                 continue;
             }
@@ -180,13 +187,18 @@ pub(crate) fn parse(console: &str, jobs: &[Job]) -> Result<Parsed, String> {
                 let m: usize = num(f.get(2), "map index").map_err(bad)?;
                 let e: i32 = num(f.get(4), "errno").map_err(bad)?;
                 let name = jobs.get(j).and_then(|job| job.maps.get(m)).map(|x| x.name.as_str()).unwrap_or("?");
-                o.verdict = Verdict::NotLoaded { reason: format!("creating map {m} (`{name}`) failed: {}", errno_name(e)) };
+                o.verdict =
+                    Verdict::NotLoaded { reason: format!("creating map {m} (`{name}`) failed: {}", errno_name(e)) };
             }
             "map" => {}
             "load" if field(2)? == "ok" => o.verdict = Verdict::Accepted,
             "load" => {
                 let e: i32 = num(f.get(3), "errno").map_err(bad)?;
-                o.verdict = Verdict::Rejected { errno: e, message: format!("{} (the verifier log is empty)", errno_name(e)), insn: None };
+                o.verdict = Verdict::Rejected {
+                    errno: e,
+                    message: format!("{} (the verifier log is empty)", errno_name(e)),
+                    insn: None,
+                };
             }
             "log" => {
                 o.log = text(field(2)?).map_err(bad)?;
@@ -204,7 +216,8 @@ pub(crate) fn parse(console: &str, jobs: &[Job]) -> Result<Parsed, String> {
                 return Err(bad(format!("BPF_OBJ_GET_INFO_BY_FD failed: {}", errno_name(e))));
             }
             "xlated" => {
-                o.xlated = kops_isa::slots_from_bytes(&unhex(field(2)?).map_err(bad)?).map_err(|e| bad(e.to_string()))?
+                o.xlated =
+                    kops_isa::slots_from_bytes(&unhex(field(2)?).map_err(bad)?).map_err(|e| bad(e.to_string()))?
             }
             "jited" => o.jited = unhex(field(2)?).map_err(bad)?,
             "funclens" if field(2)? == "-" => {}
@@ -284,7 +297,12 @@ mod tests {
 
     #[test]
     fn bad_lines_are_errors() {
-        for c in ["KOPS begin 1\nKOPS jited 0 abc\n", "KOPS begin 1\nKOPS run 7 0 ok 1 - -\n", "KOPS begin 3\n", "KOPS zzz 0\n"] {
+        for c in [
+            "KOPS begin 1\nKOPS jited 0 abc\n",
+            "KOPS begin 1\nKOPS run 7 0 ok 1 - -\n",
+            "KOPS begin 3\n",
+            "KOPS zzz 0\n",
+        ] {
             assert!(parse(c, &jobs(1)).is_err(), "{c}");
         }
         let Parsed::Incomplete { started: true, jobs_done: 0 } = parse("KOPS begin 1\nKOPS job 0\n", &jobs(1)).unwrap()

@@ -45,8 +45,7 @@ const LR: u32 = 30;
 /// The XDP program with a map: adds the packet's byte 12 to element 0 of an array map
 /// (8-byte values) and passes the packet; drops packets shorter than 14 bytes.
 fn map_program() -> Vec<Insn> {
-    let mut p = asm(
-        "mov %r6, %r1
+    let mut p = asm("mov %r6, %r1
          ldxw %r2, [%r6+0]
          ldxw %r3, [%r6+4]
          mov %r4, %r2
@@ -66,8 +65,7 @@ fn map_program() -> Vec<Insn> {
          exit
          drop:
          mov %r0, 1
-         exit",
-    );
+         exit");
     // `lddw %r1, 0` is the map reference: map 0 of the job (fd_array form).
     let at = p.iter().position(|i| i.is_ld_imm64()).expect("the program has an ld_imm64");
     p[at].src = op::PSEUDO_MAP_IDX;
@@ -87,7 +85,8 @@ fn oracle() -> Option<Oracle> {
 #[test]
 fn arm64_kernel_batch() {
     let Some(oracle) = oracle() else { return };
-    let constant = Job::new("ret42", XDP, vec![Insn::mov64_imm(0, 42), Insn::exit()]).with_run(Run::packet(vec![0u8; 64]));
+    let constant =
+        Job::new("ret42", XDP, vec![Insn::mov64_imm(0, 42), Insn::exit()]).with_run(Run::packet(vec![0u8; 64]));
     // r0 is never written: the verifier refuses the exit.
     let rejected = Job::new("no_r0", XDP, vec![Insn::exit()]);
     let mut counter = JobMap::new("counter", map_type::ARRAY, 4, 8, 4);
@@ -105,7 +104,10 @@ fn arm64_kernel_batch() {
     let btf = object_btf(&obj).unwrap_or_else(|e| panic!("{e}")).expect("reject.bpf.o has BTF");
     let from_obj = |name: &str| {
         let p = obj.program(name).unwrap_or_else(|| panic!("no program `{name}` in {path}"));
-        Job::from_program(&obj, p).unwrap_or_else(|e| panic!("{e}")).with_btf(btf.clone()).with_run(Run::packet(vec![0u8; 64]))
+        Job::from_program(&obj, p)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .with_btf(btf.clone())
+            .with_run(Run::packet(vec![0u8; 64]))
     };
     // An atomic add on the stack: -cpu max has LSE atomics, so the JIT uses them.
     let atomic = Job::new(
