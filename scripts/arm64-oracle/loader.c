@@ -25,7 +25,8 @@
  *   KOPS begin <njobs> <release> <ncpus> | sym <name> <hex address> | job <j> | btf <j> ok|err <errno> <log>
  *   map <j> <m> ok|err <errno> | load <j> ok|err <errno> | log <j> <log>
  *   info <j> <verified_insns> <nr_jited_ksyms> | xlated <j> <hex> | jited <j> <hex>
- *   funclens <j> <n,n,...|-> | ksyms <j> <hex address,...|-> (of each jited function) | run <j> <r> ok <retval> <data_out> <ctx_out> | run <j> <r> err <errno>
+ *   funclens <j> <n,n,...|-> | ksyms <j> <hex address,...|-> (of each jited function) |
+ *   lines <j> <xlated insn:hex address,...|-> (line info records, with BTF) | run <j> <r> ok <retval> <data_out> <ctx_out> | run <j> <r> err <errno>
  *   dump <j> <m> <key> <value> | dumperr <j> <m> <errno> | done <j> | end | fatal <message>
  */
 #define _GNU_SOURCE
@@ -408,10 +409,15 @@ static void run_job(uint32_t j, int ncpus)
 		} else {
 			uint32_t xl = info.xlated_prog_len, jl = info.jited_prog_len;
 			uint32_t nfl = info.nr_jited_func_lens, nks = info.nr_jited_ksyms;
+			uint32_t nli = info.nr_line_info, njli = info.nr_jited_line_info;
+			if (njli != nli)
+				nli = njli = 0; /* only pairs are of use */
 			uint8_t *xb = malloc(xl + 1), *jb = malloc(jl + 1);
 			uint32_t *fl = malloc(sizeof(uint32_t) * (nfl + 1));
 			uint64_t *ks = malloc(sizeof(uint64_t) * (nks + 1));
-			if (!xb || !jb || !fl || !ks)
+			struct bpf_line_info *li = malloc(sizeof(*li) * (nli + 1));
+			uint64_t *jli = malloc(sizeof(uint64_t) * (njli + 1));
+			if (!xb || !jb || !fl || !ks || !li || !jli)
 				fatal("out of memory for the images of job %u", j);
 			memset(&info, 0, sizeof info);
 			info.xlated_prog_len = xl;
@@ -422,6 +428,14 @@ static void run_job(uint32_t j, int ncpus)
 			info.jited_func_lens = (uint64_t)(uintptr_t)fl;
 			info.nr_jited_ksyms = nks;
 			info.jited_ksyms = (uint64_t)(uintptr_t)ks;
+			if (nli) {
+				info.nr_line_info = nli;
+				info.line_info_rec_size = sizeof(*li);
+				info.line_info = (uint64_t)(uintptr_t)li;
+				info.nr_jited_line_info = njli;
+				info.jited_line_info_rec_size = sizeof(uint64_t);
+				info.jited_line_info = (uint64_t)(uintptr_t)jli;
+			}
 			memset(&a, 0, sizeof a);
 			a.info.bpf_fd = prog_fd;
 			a.info.info_len = sizeof info;
@@ -447,6 +461,13 @@ static void run_job(uint32_t j, int ncpus)
 					fputc('-', out);
 				for (uint32_t i = 0; i < nfl; i++)
 					fprintf(out, i ? ",%u" : "%u", fl[i]);
+				fprintf(out, "\nKOPS lines %u ", j);
+				if (!nli || info.nr_line_info < nli || info.nr_jited_line_info < njli)
+					fputc('-', out);
+				else
+					for (uint32_t i = 0; i < nli; i++)
+						fprintf(out, i ? ",%u:%llx" : "%u:%llx", li[i].insn_off,
+							(unsigned long long)jli[i]);
 				fprintf(out, "\nKOPS ksyms %u ", j);
 				if (!nks)
 					fputc('-', out);
@@ -458,6 +479,8 @@ static void run_job(uint32_t j, int ncpus)
 			free(jb);
 			free(fl);
 			free(ks);
+			free(li);
+			free(jli);
 		}
 	}
 

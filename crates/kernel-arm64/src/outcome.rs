@@ -55,6 +55,10 @@ pub struct Outcome {
     /// Kernel address of each jited function (the guest runs with `kptr_restrict=0`):
     /// what pc-relative branches and calls in the image are relative to.
     pub jited_ksyms: Vec<u64>,
+    /// With BTF line info: (xlated instruction, kernel address of its native code) for
+    /// each line info record, as `BPF_OBJ_GET_INFO_BY_FD` pairs `line_info` with
+    /// `jited_line_info`.
+    pub jited_lines: Vec<(u32, u64)>,
     /// One per [`crate::Run`] of the job: the result or the errno of BPF_PROG_TEST_RUN.
     /// Empty when the program was not loaded.
     pub runs: Vec<Result<RunResult, i32>>,
@@ -75,6 +79,7 @@ impl Outcome {
             jited: Vec::new(),
             jited_func_lens: Vec::new(),
             jited_ksyms: Vec::new(),
+            jited_lines: Vec::new(),
             runs: Vec::new(),
             dumps: Vec::new(),
         }
@@ -227,6 +232,19 @@ pub(crate) fn parse(console: &str, jobs: &[Job]) -> Result<Parsed, String> {
                     .map(|s| s.parse().map_err(|_| bad(format!("bad length `{s}`"))))
                     .collect::<Result<_, _>>()?
             }
+            "lines" if field(2)? == "-" => {}
+            "lines" => {
+                o.jited_lines = field(2)?
+                    .split(',')
+                    .map(|s| {
+                        let (i, a) = s.split_once(':').ok_or_else(|| bad(format!("bad line record `{s}`")))?;
+                        match (i.parse(), u64::from_str_radix(a, 16)) {
+                            (Ok(i), Ok(a)) => Ok((i, a)),
+                            _ => Err(bad(format!("bad line record `{s}`"))),
+                        }
+                    })
+                    .collect::<Result<_, _>>()?
+            }
             "ksyms" if field(2)? == "-" => {}
             "ksyms" => {
                 o.jited_ksyms = field(2)?
@@ -282,7 +300,7 @@ mod tests {
     #[test]
     fn parses_a_batch() {
         let console = "boot noise\r\n\nKOPS begin 2 6.12 1\nKOPS sym __bpf_call_base ffff80008001a2b0\nKOPS job 0\nKOPS load 0 ok\nKOPS info 0 2 1\n\
-            KOPS xlated 0 b70000002a0000009500000000000000\nKOPS jited 0 c9030091\nKOPS funclens 0 4\nKOPS ksyms 0 ffff800080001000\n\
+            KOPS xlated 0 b70000002a0000009500000000000000\nKOPS jited 0 c9030091\nKOPS funclens 0 4\nKOPS lines 0 0:ffff800080001000,1:ffff800080001024\nKOPS ksyms 0 ffff800080001000\n\
             KOPS run 0 0 ok 42 0000 -\nKOPS done 0\nKOPS job 1\nKOPS load 1 err 13\n\
             KOPS log 1 303a2052313d6374782829205231303d6670300a303a202839352920657869740a52302021726561645f6f6b0a70726f636573736564203120696e736e7320286c696d6974203130303030303029206d61785f7374617465735f7065725f696e736e203020746f74616c5f7374617465732030207065616b5f7374617465732030206d61726b5f7265616420300a\nKOPS done 1\nKOPS end\n";
         let Parsed::Done(o, syms) = parse(console, &jobs(2)).unwrap() else { panic!() };
@@ -291,6 +309,7 @@ mod tests {
         assert_eq!(o[0].xlated.len(), 2);
         assert_eq!(o[0].jited_words(), [0x910003c9]);
         assert_eq!(o[0].jited_ksyms, [0xffff800080001000]);
+        assert_eq!(o[0].jited_lines, [(0, 0xffff800080001000), (1, 0xffff800080001024)]);
         assert_eq!(o[0].runs, [Ok(RunResult { retval: 42, data_out: vec![0, 0], ctx_out: vec![] })]);
         assert_eq!(o[1].verdict, Verdict::Rejected { errno: 13, message: "R0 !read_ok".into(), insn: Some(0) });
     }

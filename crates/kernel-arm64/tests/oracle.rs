@@ -198,6 +198,10 @@ fn arm64_kernel_batch() {
     // 4. The object's programs, loaded with their BTF.
     let (ok, bad) = (&out[3], &out[4]);
     assert_eq!(ok.btf_error, None);
+    // With BTF line info, each line record maps to an address inside the image.
+    let (base, len) = (ok.jited_ksyms[0], ok.jited.len() as u64);
+    assert!(!ok.jited_lines.is_empty(), "no jited line info");
+    assert!(ok.jited_lines.iter().all(|&(i, a)| (i as usize) < ok.xlated.len() && a >= base && a < base + len));
     assert_eq!(ok.verdict, Verdict::Accepted, "log: {}", ok.log);
     assert_eq!(ok.runs[0].as_ref().map(|r| r.retval), Ok(XDP_PASS));
     match &bad.verdict {
