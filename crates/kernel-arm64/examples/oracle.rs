@@ -116,7 +116,7 @@ fn run() -> Result<ExitCode, String> {
             }
             Verdict::Rejected { errno, message, .. } => {
                 rejected += 1;
-                println!("{what}: rejected ({}): {message}", errno_name(*errno));
+                println!("{what}: rejected ({}): {}", errno_name(*errno), message.lines().collect::<Vec<_>>().join("; "));
                 if show_log {
                     println!("{}", o.log);
                 }
