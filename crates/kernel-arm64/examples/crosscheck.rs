@@ -1,6 +1,6 @@
 //! The host's x86-64 kernel next to the arm64 oracle: loads every program of the given
 //! objects in both (the same maps, BTF and instructions), test-runs each on a 64-byte zero
-//! packet, and prints the programs on which verdict or return value differ.
+//! packet, and prints the programs on which verdict, return value or output packet differ.
 //!
 //!     cargo run --release -p kops-kernel-arm64 --example crosscheck -- FILE.o... [--all]
 //!
@@ -37,7 +37,7 @@ fn host(obj: &Object, p: &kops_object::Program, packet: &[u8]) -> String {
     };
     match kops_kernel::load_object_program(obj, p, &p.insns, &maps, btf.as_ref(), 0) {
         Ok(l) => match l.test_run(&TestRun { data_in: Some(packet), ..TestRun::default() }) {
-            Ok(t) => format!("accepted, retval {}", t.retval),
+            Ok(t) => format!("accepted, retval {}, {}", t.retval, packet_digest(&t.data_out)),
             Err(kops_kernel::KernelError::Sys { err, .. }) => {
                 format!("accepted, test run: {}", errno_name(err.raw_os_error().unwrap_or(0)))
             }
@@ -50,10 +50,16 @@ fn host(obj: &Object, p: &kops_object::Program, packet: &[u8]) -> String {
     }
 }
 
+/// The output packet in a few characters: length and an FNV-1a hash.
+fn packet_digest(p: &[u8]) -> String {
+    let h = p.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+    format!("packet out {} bytes #{:016x}", p.len(), h)
+}
+
 fn arm64(o: &Outcome) -> String {
     match &o.verdict {
         Verdict::Accepted => match o.runs.first() {
-            Some(Ok(r)) => format!("accepted, retval {}", r.retval),
+            Some(Ok(r)) => format!("accepted, retval {}, {}", r.retval, packet_digest(&r.data_out)),
             Some(Err(e)) => format!("accepted, test run: {}", errno_name(*e)),
             None => "accepted, not run".into(),
         },
