@@ -27,7 +27,7 @@
  *   info <j> <verified_insns> <nr_jited_ksyms> | xlated <j> <hex> | jited <j> <hex>
  *   funclens <j> <n,n,...|-> | ksyms <j> <hex address,...|-> (of each jited function) |
  *   lines <j> <xlated insn:hex address,...|-> (line info records, with BTF) | run <j> <r> ok <retval> <data_out> <ctx_out> | run <j> <r> err <errno>
- *   dump <j> <m> <key> <value> | dumperr <j> <m> <errno> | done <j> | end | fatal <message>
+ *   dump <j> <m> <key> <value> | time <j> <load us> <runs us> <job us> | dumperr <j> <m> <errno> | done <j> | end | fatal <message>
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -45,9 +45,17 @@
 #include <sys/syscall.h>
 #include <sys/utsname.h>
 #include <termios.h>
+#include <time.h>
 #include <unistd.h>
 
 static FILE *out;
+
+static uint64_t now_us(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000000 + t.tv_nsec / 1000;
+}
 
 static void finish(void)
 {
@@ -197,6 +205,7 @@ static void run_job(uint32_t j, int ncpus)
 	int btf_fd = -1, prog_fd = -1;
 	char namebuf[BPF_OBJ_NAME_LEN] = {0}, lic[128] = {0};
 
+	uint64_t t0 = now_us(), t_load = 0, t_runs = 0;
 	fprintf(out, "KOPS job %u\n", j);
 	memcpy(namebuf, name.p, name.n < BPF_OBJ_NAME_LEN - 1 ? name.n : BPF_OBJ_NAME_LEN - 1);
 	memcpy(lic, license.p, license.n < sizeof lic - 1 ? license.n : sizeof lic - 1);
@@ -375,7 +384,9 @@ static void run_job(uint32_t j, int ncpus)
 				a.line_info_rec_size = 16;
 			}
 		}
+		uint64_t t1 = now_us();
 		prog_fd = load_prog(&a, log_level);
+		t_load = now_us() - t1;
 		if (prog_fd < 0 && (log_level & 3) == 0) {
 			int e = -prog_fd;
 			union bpf_attr b = a;
@@ -485,6 +496,7 @@ static void run_job(uint32_t j, int ncpus)
 	}
 
 	uint32_t nruns = u32();
+	uint64_t t2 = now_us();
 	for (uint32_t r = 0; r < nruns; r++) {
 		struct bytes din = bytes(), cin = bytes();
 		uint32_t dcap = u32(), ccap = u32(), repeat = u32(), rflags = u32();
@@ -529,6 +541,7 @@ static void run_job(uint32_t j, int ncpus)
 		free(cout);
 	}
 
+	t_runs = now_us() - t2;
 	if (prog_fd >= 0 && (flags & 1)) {
 		for (int m = 0; m < nmap_fds; m++) {
 			int fd = map_fds[m];
@@ -581,6 +594,8 @@ static void run_job(uint32_t j, int ncpus)
 			close(map_fds[m]);
 	if (btf_fd >= 0)
 		close(btf_fd);
+	fprintf(out, "KOPS time %u %llu %llu %llu\n", j, (unsigned long long)t_load,
+		(unsigned long long)t_runs, (unsigned long long)(now_us() - t0));
 	fprintf(out, "KOPS done %u\n", j);
 	fflush(out);
 }

@@ -106,9 +106,10 @@ fn run() -> Result<ExitCode, String> {
                     String::new()
                 };
                 println!(
-                    "{what}: accepted, {} BPF -> {} arm64 instructions{funcs}, {run}",
+                    "{what}: accepted, {} BPF -> {} arm64 instructions{funcs}, {run} (guest: load {} ms)",
                     o.xlated.len(),
-                    o.jited.len() / 4
+                    o.jited.len() / 4,
+                    o.load_time.as_millis()
                 );
                 if objdump {
                     print!("{}", disassemble(&o.jited));

@@ -1,6 +1,7 @@
 //! What the guest said about each job: the console lines `KOPS ...` of the loader, parsed.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use kops_isa::Insn;
 
@@ -62,6 +63,13 @@ pub struct Outcome {
     /// One per [`crate::Run`] of the job: the result or the errno of BPF_PROG_TEST_RUN.
     /// Empty when the program was not loaded.
     pub runs: Vec<Result<RunResult, i32>>,
+    /// Guest time of BPF_PROG_LOAD (the verifier and the JIT; the first load only when a
+    /// rejection was loaded again for its log), of the test runs, and of the whole job, as
+    /// the guest's monotonic clock saw them under emulation: they show where a batch spends
+    /// its time, nothing about arm64 speed.
+    pub load_time: Duration,
+    pub runs_time: Duration,
+    pub job_time: Duration,
     /// With [`crate::Job::dump_maps`]: every element of every map after the runs, as
     /// (map index, key, value).
     pub dumps: Vec<(usize, Vec<u8>, Vec<u8>)>,
@@ -81,6 +89,9 @@ impl Outcome {
             jited_ksyms: Vec::new(),
             jited_lines: Vec::new(),
             runs: Vec::new(),
+            load_time: Duration::ZERO,
+            runs_time: Duration::ZERO,
+            job_time: Duration::ZERO,
             dumps: Vec::new(),
         }
     }
@@ -269,6 +280,12 @@ pub(crate) fn parse(console: &str, jobs: &[Job]) -> Result<Parsed, String> {
                 let m: usize = num(f.get(2), "map index").map_err(bad)?;
                 let e: i32 = num(f.get(3), "errno").map_err(bad)?;
                 return Err(bad(format!("reading map {m} back failed: {}", errno_name(e))));
+            }
+            "time" => {
+                let us = |i: usize, what: &str| num::<u64>(f.get(i), what).map(Duration::from_micros).map_err(bad);
+                o.load_time = us(2, "load time")?;
+                o.runs_time = us(3, "run time")?;
+                o.job_time = us(4, "job time")?;
             }
             "done" => done = j + 1,
             other => return Err(bad(format!("unknown record `{other}`"))),
