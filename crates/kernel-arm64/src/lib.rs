@@ -83,6 +83,9 @@ pub struct Report {
     pub symbols: BTreeMap<String, u64>,
     /// Everything the console showed.
     pub console: String,
+    /// The outcomes come from [`Oracle::results`], not from a boot (`boot` and `total`
+    /// are then zero).
+    pub cached: bool,
 }
 
 /// The arm64 kernel, the loader and qemu, found on this machine.
@@ -110,6 +113,11 @@ pub struct Oracle {
     /// default `__bpf_call_base`: the xlated image gives helper calls as offsets from it,
     /// the jited image as absolute addresses.
     pub symbols: Vec<String>,
+    /// A directory of earlier results (`$KOPS_ARM64_RESULTS` by default, else none): a
+    /// batch identical to one run before (same jobs, symbols, loader, kernel package, CPU
+    /// and memory) is answered from it without booting. Programs whose result depends on
+    /// the machine (random numbers, time) then repeat their first answer.
+    pub results: Option<PathBuf>,
 }
 
 /// The cache `scripts/arm64-kernel.sh` fills: `$KOPS_ARM64_CACHE`, else
@@ -169,6 +177,7 @@ impl Oracle {
             memory_mib: 1024,
             cpu: "max,pauth-impdef=on".to_string(),
             symbols: vec!["__bpf_call_base".to_string()],
+            results: std::env::var_os("KOPS_ARM64_RESULTS").filter(|d| !d.is_empty()).map(PathBuf::from),
         })
     }
 
@@ -193,6 +202,13 @@ impl Oracle {
         let loader = std::fs::read(&self.loader)
             .map_err(|err| Error::Io { what: format!("reading {}", self.loader.display()), err })?;
         let initrd = cpio::initramfs(&loader, &batch).map_err(Error::Job)?;
+        let cached = self.results.as_ref().map(|d| d.join(format!("{}.console", self.result_key(&initrd))));
+        if let Some(console) = cached.as_ref().and_then(|p| std::fs::read_to_string(p).ok()) {
+            if let Ok(outcome::Parsed::Done(outcomes, symbols)) = outcome::parse(&console, jobs) {
+                let zero = Duration::ZERO;
+                return Ok(Report { outcomes, boot: zero, total: zero, symbols, console, cached: true });
+            }
+        }
         let dir = TempDir::new()?;
         let initrd_path = dir.0.join("initrd.cpio");
         std::fs::write(&initrd_path, &initrd)
@@ -208,7 +224,10 @@ impl Oracle {
         };
         match outcome::parse(&console, jobs) {
             Ok(outcome::Parsed::Done(outcomes, symbols)) => {
-                Ok(Report { outcomes, boot: boot.unwrap_or(total), total, symbols, console })
+                if let Some(path) = &cached {
+                    store(path, &console);
+                }
+                Ok(Report { outcomes, boot: boot.unwrap_or(total), total, symbols, console, cached: false })
             }
             Ok(outcome::Parsed::Fatal(message)) => Err(Error::Loader { message, tail }),
             Ok(outcome::Parsed::Incomplete { started, jobs_done }) if timed_out => {
@@ -219,6 +238,20 @@ impl Oracle {
             }
             Err(msg) => Err(Error::Parse { msg, tail }),
         }
+    }
+
+    /// What a batch's result depends on, hashed: the initramfs (loader, jobs, symbols), the
+    /// kernel package and qemu's machine settings.
+    fn result_key(&self, initrd: &[u8]) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(b"kops-arm64-results-1\0");
+        for part in [self.package.as_bytes(), self.release.as_bytes(), self.cpu.as_bytes(), &self.memory_mib.to_le_bytes()] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part);
+        }
+        h.update(initrd);
+        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
     }
 
     /// Boots the guest; returns the console (with qemu's own stderr after it), the exit
@@ -303,6 +336,19 @@ impl Oracle {
             console.push_str(&stderr);
         }
         Ok((console, status, boot, total, timed_out))
+    }
+}
+
+/// Keeps a finished batch's console for [`Oracle::results`]; a failure to write only
+/// costs a boot next time.
+fn store(path: &Path, console: &str) {
+    let Some(dir) = path.parent() else { return };
+    if std::fs::create_dir_all(dir).is_err() {
+        return;
+    }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    if std::fs::write(&tmp, console).is_ok() && std::fs::rename(&tmp, path).is_err() {
+        let _ = std::fs::remove_file(&tmp);
     }
 }
 

@@ -123,7 +123,16 @@ fn arm64_kernel_batch() {
     .with_run(Run::packet(vec![0u8; 64]));
     let jobs = [constant, rejected, with_map, from_obj("ok"), from_obj("bad"), atomic];
 
+    let results = std::env::temp_dir().join(format!("kops-arm64-results-{}", std::process::id()));
+    let mut oracle = oracle;
+    oracle.results = Some(results.clone());
     let report = oracle.run_report(&jobs).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!report.cached);
+    // The same batch again: answered from the results directory, without a boot.
+    let again = oracle.run_report(&jobs).unwrap_or_else(|e| panic!("{e}"));
+    let _ = std::fs::remove_dir_all(&results);
+    assert!(again.cached);
+    assert_eq!(again.outcomes, report.outcomes);
     println!(
         "arm64 kernel {} ({}): boot {:.1} s, batch of {} jobs {:.1} s",
         oracle.release,
@@ -226,6 +235,7 @@ fn a_guest_that_does_not_finish_is_a_timeout_with_the_console() {
     let Some(mut oracle) = oracle() else { return };
     // No kernel gets to /init within a second under TCG.
     oracle.timeout = Some(std::time::Duration::from_secs(1));
+    oracle.results = None;
     match oracle.run(&[Job::new("ret0", XDP, vec![Insn::mov64_imm(0, 0), Insn::exit()])]) {
         Err(e @ Error::Timeout { .. }) => {
             let msg = e.to_string();
@@ -261,6 +271,7 @@ fn a_guest_whose_init_cannot_run_stops_early_with_the_console() {
     let bogus = std::env::temp_dir().join(format!("kops-arm64-bogus-init-{}", std::process::id()));
     std::fs::write(&bogus, b"#!/nonexistent\n").expect("writing a file in the temp dir");
     oracle.loader = bogus.clone();
+    oracle.results = None;
     let r = oracle.run(&[Job::new("ret0", XDP, vec![Insn::mov64_imm(0, 0), Insn::exit()])]);
     let _ = std::fs::remove_file(&bogus);
     match r {
