@@ -10,24 +10,32 @@
  * Batch: "KOPSBAT1", u32 njobs, u32 nsyms, nsyms kernel symbol names (bytes) to look up in
  * /proc/kallsyms, then njobs jobs. A "bytes" field is u32 length + data.
  *   job:  u32 prog_type, expected_attach_type, prog_flags, log_level, kern_version, flags
- *         (bit 0: dump every map after the runs); bytes name, license, insns (8-byte
- *         slots; map references as ld_imm64 src=PSEUDO_MAP_IDX(_VALUE), imm = map index),
- *         btf (empty: none), func_info (8-byte records), line_info (16-byte records);
- *         u32 nmaps, maps; u32 nruns, runs.
+ *         (bit 0: read every map back after the runs; bit 1: after each run, read back
+ *         the maps' non-zero elements and put the maps back as created);
+ *         bytes name, license, insns (8-byte slots; map references as ld_imm64
+ *         src=PSEUDO_MAP_IDX(_VALUE), imm = map index), btf (empty: none), func_info
+ *         (8-byte records), line_info (16-byte records); u32 nmaps, maps; u32 nruns, runs.
  *   map:  u32 type, key_size, value_size, max_entries, flags, btf_key_type_id,
  *         btf_value_type_id, freeze; u64 map_extra; u32 inner type (0: none), key_size,
- *         value_size, max_entries, flags; bytes name; u32 nentries, (bytes key, bytes value)*;
- *         u32 nslots, (bytes key, u32 map index)*: map-in-map elements set to another map of
- *         the job, once all maps exist.
+ *         value_size, max_entries, flags; bytes name; u32 nentries, (bytes key, bytes
+ *         value)*; u32 nslots, (bytes key, u32 map index)*: map-in-map elements set to
+ *         another map of the job, once all maps exist.
  *   run:  bytes data_in, ctx_in; u32 data_out capacity, ctx_out capacity, repeat, flags.
  *
- * Output: lines "KOPS <what> <job> ..." (binary fields in hex, "-" when empty):
- *   KOPS begin <njobs> <release> <ncpus> | sym <name> <hex address> | job <j> | btf <j> ok|err <errno> <log>
- *   map <j> <m> ok|err <errno> | load <j> ok|err <errno> | log <j> <log>
- *   info <j> <verified_insns> <nr_jited_ksyms> | xlated <j> <hex> | jited <j> <hex>
- *   funclens <j> <n,n,...|-> | ksyms <j> <hex address,...|-> (of each jited function) |
- *   lines <j> <xlated insn:hex address,...|-> (line info records, with BTF) | run <j> <r> ok <retval> <data_out> <ctx_out> | run <j> <r> err <errno>
- *   dump <j> <m> <key> <value> | time <j> <load us> <runs us> <job us> | dumperr <j> <m> <errno> | done <j> | end | fatal <message>
+ * Output: lines "KOPS <record> ...", binary fields in hex ("-" when empty), <j> the job:
+ *   begin <njobs> <release> <ncpus>      sym <name> <hex address>
+ *   job <j>                              btf <j> ok | btf <j> err <errno> <log>
+ *   map <j> <m> ok | map <j> <m> err <errno>
+ *   load <j> ok | load <j> err <errno>   log <j> <log>
+ *   info <j> <verified_insns> <nr_jited_ksyms>
+ *   xlated <j> <insns>                   jited <j> <image>
+ *   funclens <j> <n,n,...>               ksyms <j> <hex address,...> (each jited function)
+ *   lines <j> <xlated insn:hex address,...> (BTF line info records)
+ *   run <j> <r> ok <retval> <data_out> <ctx_out> | run <j> <r> err <errno>
+ *   rdump <j> <r> <m> <key> <value>      (after run r, flag bit 1)
+ *   dump <j> <m> <key> <value>           (after the runs, flag bit 0)
+ *   dumperr <j> <r or -1> <m> <errno>    time <j> <load us> <runs us> <job us>
+ *   done <j>                             end                  fatal <message>
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -194,6 +202,217 @@ static int load_prog(union bpf_attr *a, uint32_t level)
 	}
 }
 
+/* What the loader keeps of a job's map: its fd, shape and initial entries (key, value
+ * pairs pointing into the batch). */
+struct jmap {
+	int fd;
+	uint32_t type, ks, vs, max, freeze, nent;
+	struct bytes *ent;
+};
+
+static int is_array_map(uint32_t t)
+{
+	return t == BPF_MAP_TYPE_ARRAY || t == BPF_MAP_TYPE_PERCPU_ARRAY;
+}
+
+static int is_keyed_map(uint32_t t)
+{
+	return t == BPF_MAP_TYPE_HASH || t == BPF_MAP_TYPE_PERCPU_HASH || t == BPF_MAP_TYPE_LRU_HASH ||
+	       t == BPF_MAP_TYPE_LRU_PERCPU_HASH || t == BPF_MAP_TYPE_LPM_TRIE;
+}
+
+static int is_queue_map(uint32_t t)
+{
+	return t == BPF_MAP_TYPE_QUEUE || t == BPF_MAP_TYPE_STACK;
+}
+
+static int all_zero(const uint8_t *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (p[i])
+			return 0;
+	return 1;
+}
+
+/* One element read back: "dump <j> <m> <key> <value>" after the runs (run < 0), else
+ * "rdump <j> <run> <m> <key> <value>". */
+static void print_elem(uint32_t j, int run, int m, const void *k, size_t kn, const void *v, size_t vn)
+{
+	if (run < 0)
+		fprintf(out, "KOPS dump %u %d ", j, m);
+	else
+		fprintf(out, "KOPS rdump %u %d %d ", j, run, m);
+	hex(k, kn);
+	fputc(' ', out);
+	hex(v, vn);
+	fputc('\n', out);
+}
+
+static void dump_error(uint32_t j, int run, int m, int e)
+{
+	fprintf(out, "KOPS dumperr %u %d %d %d\n", j, run, m, e);
+}
+
+static int map_update(int fd, const void *k, const void *v)
+{
+	union bpf_attr a;
+	memset(&a, 0, sizeof a);
+	a.map_fd = fd;
+	a.key = (uint64_t)(uintptr_t)k;
+	a.value = (uint64_t)(uintptr_t)v;
+	return sys_bpf(BPF_MAP_UPDATE_ELEM, &a) < 0 ? errno : 0;
+}
+
+/* Reads map m back (arrays, hashes, LPM tries, queues and stacks; other types hold kernel
+ * objects or cannot be listed and are left out). With nonzero, array elements that are
+ * all zero are left out. With reset, the map is then put back as the job created it:
+ * the elements read are zeroed (arrays) or deleted (hashes), queues are left empty (they
+ * are read by popping), and the job's initial entries are written again. */
+static void read_map(uint32_t j, int run, int m, struct jmap *jm, int ncpus, int nonzero, int reset)
+{
+	size_t vsz = is_percpu(jm->type) ? (size_t)((jm->vs + 7) & ~7u) * ncpus : jm->vs;
+	union bpf_attr a;
+	if (jm->fd < 0)
+		return;
+	if (is_array_map(jm->type)) {
+		/* BPF_MAP_LOOKUP_BATCH in chunks; per-index lookups where batches are refused */
+		uint32_t chunk = jm->max < 4096 ? (jm->max ? jm->max : 1) : 4096;
+		uint8_t *keys = malloc((size_t)chunk * 4), *vals = malloc((size_t)chunk * vsz + 1);
+		uint8_t *zero = calloc(1, vsz + 1);
+		uint32_t in = 0, outb = 0, seen = 0;
+		int first = 1, batch_ok = 1;
+		if (!keys || !vals || !zero)
+			fatal("out of memory reading map %d of job %u", m, j);
+		while (seen < jm->max) {
+			uint32_t count = chunk, done = 0;
+			if (batch_ok) {
+				memset(&a, 0, sizeof a);
+				a.batch.map_fd = jm->fd;
+				a.batch.in_batch = first ? 0 : (uint64_t)(uintptr_t)&in;
+				a.batch.out_batch = (uint64_t)(uintptr_t)&outb;
+				a.batch.keys = (uint64_t)(uintptr_t)keys;
+				a.batch.values = (uint64_t)(uintptr_t)vals;
+				a.batch.count = chunk;
+				if (sys_bpf(BPF_MAP_LOOKUP_BATCH, &a) < 0) {
+					if (errno == ENOENT) {
+						done = 1;
+					} else if (first) {
+						batch_ok = 0;
+						continue;
+					} else {
+						dump_error(j, run, m, errno);
+						break;
+					}
+				}
+				count = a.batch.count;
+				in = outb;
+			} else {
+				count = jm->max - seen < chunk ? jm->max - seen : chunk;
+				for (uint32_t i = 0; i < count; i++) {
+					uint32_t idx = seen + i;
+					memcpy(keys + 4 * i, &idx, 4);
+					memset(&a, 0, sizeof a);
+					a.map_fd = jm->fd;
+					a.key = (uint64_t)(uintptr_t)&idx;
+					a.value = (uint64_t)(uintptr_t)(vals + vsz * i);
+					if (sys_bpf(BPF_MAP_LOOKUP_ELEM, &a) < 0) {
+						dump_error(j, run, m, errno);
+						count = i;
+						done = 1;
+						break;
+					}
+				}
+			}
+			first = 0;
+			for (uint32_t i = 0; i < count; i++) {
+				uint8_t *v = vals + vsz * i;
+				if (nonzero && all_zero(v, vsz))
+					continue;
+				print_elem(j, run, m, keys + 4 * i, 4, v, vsz);
+				if (reset) {
+					int e = map_update(jm->fd, keys + 4 * i, zero);
+					if (e)
+						dump_error(j, run, m, e);
+				}
+			}
+			seen += count;
+			if (done || count == 0)
+				break;
+		}
+		free(keys);
+		free(vals);
+		free(zero);
+	} else if (is_keyed_map(jm->type)) {
+		size_t cap = 64, n = 0, ks = jm->ks ? jm->ks : 1;
+		uint8_t *keys = malloc(cap * ks), *val = malloc(vsz + 1);
+		if (!keys || !val)
+			fatal("out of memory reading map %d of job %u", m, j);
+		for (;;) {
+			if (n == cap) {
+				cap *= 2;
+				keys = realloc(keys, cap * ks);
+				if (!keys)
+					fatal("out of memory reading map %d of job %u", m, j);
+			}
+			memset(&a, 0, sizeof a);
+			a.map_fd = jm->fd;
+			a.key = n ? (uint64_t)(uintptr_t)(keys + (n - 1) * ks) : 0;
+			a.next_key = (uint64_t)(uintptr_t)(keys + n * ks);
+			if (sys_bpf(BPF_MAP_GET_NEXT_KEY, &a) < 0) {
+				if (errno != ENOENT)
+					dump_error(j, run, m, errno);
+				break;
+			}
+			n++;
+		}
+		for (size_t i = 0; i < n; i++) {
+			memset(&a, 0, sizeof a);
+			a.map_fd = jm->fd;
+			a.key = (uint64_t)(uintptr_t)(keys + i * ks);
+			a.value = (uint64_t)(uintptr_t)val;
+			if (sys_bpf(BPF_MAP_LOOKUP_ELEM, &a) < 0) {
+				if (errno != ENOENT)
+					dump_error(j, run, m, errno);
+				continue;
+			}
+			print_elem(j, run, m, keys + i * ks, jm->ks, val, vsz);
+		}
+		for (size_t i = 0; reset && i < n; i++) {
+			memset(&a, 0, sizeof a);
+			a.map_fd = jm->fd;
+			a.key = (uint64_t)(uintptr_t)(keys + i * ks);
+			if (sys_bpf(BPF_MAP_DELETE_ELEM, &a) < 0 && errno != ENOENT)
+				dump_error(j, run, m, errno);
+		}
+		free(keys);
+		free(val);
+	} else if (is_queue_map(jm->type)) {
+		uint8_t *val = malloc(vsz + 1);
+		if (!val)
+			fatal("out of memory reading map %d of job %u", m, j);
+		for (uint32_t i = 0;; i++) {
+			memset(&a, 0, sizeof a);
+			a.map_fd = jm->fd;
+			a.value = (uint64_t)(uintptr_t)val;
+			if (sys_bpf(BPF_MAP_LOOKUP_AND_DELETE_ELEM, &a) < 0) {
+				if (errno != ENOENT)
+					dump_error(j, run, m, errno);
+				break;
+			}
+			print_elem(j, run, m, &i, 4, val, vsz);
+		}
+		free(val);
+	} else {
+		return;
+	}
+	for (uint32_t e = 0; reset && e < jm->nent; e++) {
+		const void *k = is_queue_map(jm->type) ? NULL : jm->ent[2 * e].p;
+		int err = map_update(jm->fd, k, jm->ent[2 * e + 1].p);
+		if (err)
+			dump_error(j, run, m, err);
+	}
+}
+
 static void run_job(uint32_t j, int ncpus)
 {
 	uint32_t prog_type = u32(), attach = u32(), prog_flags = u32(), log_level = u32();
@@ -201,7 +420,7 @@ static void run_job(uint32_t j, int ncpus)
 	struct bytes name = bytes(), license = bytes(), insns = bytes(), btf = bytes();
 	struct bytes finfo = bytes(), linfo = bytes();
 	int map_fds[MAX_MAPS], nmap_fds = 0;
-	uint32_t map_types[MAX_MAPS], key_sizes[MAX_MAPS], value_sizes[MAX_MAPS];
+	static struct jmap maps[MAX_MAPS];
 	int btf_fd = -1, prog_fd = -1;
 	char namebuf[BPF_OBJ_NAME_LEN] = {0}, lic[128] = {0};
 
@@ -253,6 +472,16 @@ static void run_job(uint32_t j, int ncpus)
 		struct bytes mname = bytes();
 		uint32_t nent = u32();
 		int inner = -1, fd = -1, err = 0;
+		struct jmap *jm = &maps[m];
+		jm->type = type;
+		jm->ks = ks;
+		jm->vs = vs;
+		jm->max = max;
+		jm->freeze = freeze;
+		jm->nent = nent;
+		jm->ent = nent ? calloc(2 * (size_t)nent, sizeof(struct bytes)) : NULL;
+		if (nent && !jm->ent)
+			fatal("out of memory for the entries of map %u of job %u", m, j);
 		union bpf_attr a;
 		if (itype) {
 			memset(&a, 0, sizeof a);
@@ -298,6 +527,8 @@ static void run_job(uint32_t j, int ncpus)
 			close(inner);
 		for (uint32_t e = 0; e < nent; e++) {
 			struct bytes k = bytes(), v = bytes();
+			jm->ent[2 * e] = k;
+			jm->ent[2 * e + 1] = v;
 			if (fd >= 0 && !err) {
 				memset(&a, 0, sizeof a);
 				a.map_fd = fd;
@@ -332,9 +563,7 @@ static void run_job(uint32_t j, int ncpus)
 			fprintf(out, "KOPS map %u %u ok\n", j, m);
 		}
 		map_fds[nmap_fds] = fd;
-		map_types[nmap_fds] = type;
-		key_sizes[nmap_fds] = ks;
-		value_sizes[nmap_fds] = vs;
+		jm->fd = fd;
 		nmap_fds++;
 	}
 
@@ -536,62 +765,28 @@ static void run_job(uint32_t j, int ncpus)
 			fputc(' ', out);
 			hex(cout, cn);
 			fputc('\n', out);
+			if (flags & 2)
+				for (int m = 0; m < nmap_fds; m++)
+					if (!maps[m].freeze)
+						read_map(j, (int)r, m, &maps[m], ncpus, 1, 1);
 		}
 		free(dout);
 		free(cout);
 	}
 
 	t_runs = now_us() - t2;
-	if (prog_fd >= 0 && (flags & 1)) {
-		for (int m = 0; m < nmap_fds; m++) {
-			int fd = map_fds[m];
-			if (fd < 0)
-				continue;
-			size_t vsz = is_percpu(map_types[m]) ? (size_t)((value_sizes[m] + 7) & ~7u) * ncpus
-							     : value_sizes[m];
-			uint8_t *key = calloc(1, key_sizes[m] + 1), *next = calloc(1, key_sizes[m] + 1);
-			uint8_t *val = calloc(1, vsz + 1);
-			if (!key || !next || !val)
-				fatal("out of memory dumping map %d of job %u", m, j);
-			union bpf_attr a;
-			int first = 1;
-			for (;;) {
-				memset(&a, 0, sizeof a);
-				a.map_fd = fd;
-				a.key = first ? 0 : (uint64_t)(uintptr_t)key;
-				a.next_key = (uint64_t)(uintptr_t)next;
-				if (sys_bpf(BPF_MAP_GET_NEXT_KEY, &a) < 0) {
-					if (errno != ENOENT)
-						fprintf(out, "KOPS dumperr %u %d %d\n", j, m, errno);
-					break;
-				}
-				first = 0;
-				memcpy(key, next, key_sizes[m]);
-				memset(&a, 0, sizeof a);
-				a.map_fd = fd;
-				a.key = (uint64_t)(uintptr_t)key;
-				a.value = (uint64_t)(uintptr_t)val;
-				if (sys_bpf(BPF_MAP_LOOKUP_ELEM, &a) < 0) {
-					fprintf(out, "KOPS dumperr %u %d %d\n", j, m, errno);
-					break;
-				}
-				fprintf(out, "KOPS dump %u %d ", j, m);
-				hex(key, key_sizes[m]);
-				fputc(' ', out);
-				hex(val, vsz);
-				fputc('\n', out);
-			}
-			free(key);
-			free(next);
-			free(val);
-		}
-	}
+	if (prog_fd >= 0 && (flags & 1))
+		for (int m = 0; m < nmap_fds; m++)
+			read_map(j, -1, m, &maps[m], ncpus, 0, 0);
 
 	if (prog_fd >= 0)
 		close(prog_fd);
-	for (int m = 0; m < nmap_fds; m++)
+	for (int m = 0; m < nmap_fds; m++) {
 		if (map_fds[m] >= 0)
 			close(map_fds[m]);
+		free(maps[m].ent);
+		maps[m].ent = NULL;
+	}
 	if (btf_fd >= 0)
 		close(btf_fd);
 	fprintf(out, "KOPS time %u %llu %llu %llu\n", j, (unsigned long long)t_load,

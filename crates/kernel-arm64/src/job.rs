@@ -159,6 +159,11 @@ pub struct Job {
     pub runs: Vec<Run>,
     /// Read every map back after the runs ([`crate::Outcome::dumps`]).
     pub dump_maps: bool,
+    /// Each run starts from the maps as created: after each run the loader reads back the
+    /// maps' non-zero elements ([`crate::RunResult::maps`]; frozen maps and maps that hold
+    /// kernel objects are left out, queues and stacks are read by popping) and puts the
+    /// maps back as the job created them, as `kops diff` does on the host kernel.
+    pub isolate_runs: bool,
 }
 
 impl Job {
@@ -179,6 +184,7 @@ impl Job {
             line_info: Vec::new(),
             runs: Vec::new(),
             dump_maps: false,
+            isolate_runs: false,
         }
     }
 
@@ -334,7 +340,7 @@ pub fn encode(jobs: &[Job], symbols: &[String]) -> Result<Vec<u8>, String> {
     }
     for (i, j) in jobs.iter().enumerate() {
         j.check().map_err(|e| format!("job {i}: {e}"))?;
-        for v in [j.prog_type, j.expected_attach_type, j.prog_flags, j.log_level, j.kern_version, j.dump_maps as u32] {
+        for v in [j.prog_type, j.expected_attach_type, j.prog_flags, j.log_level, j.kern_version, j.dump_maps as u32 | (j.isolate_runs as u32) << 1] {
             w.u32(v);
         }
         w.bytes(j.name.as_bytes())?;

@@ -32,6 +32,9 @@ pub struct RunResult {
     pub retval: u32,
     pub data_out: Vec<u8>,
     pub ctx_out: Vec<u8>,
+    /// With [`crate::Job::isolate_runs`]: the maps' non-zero elements after this run, as
+    /// (map index, key, value), in the loader's reading order.
+    pub maps: Vec<(usize, Vec<u8>, Vec<u8>)>,
 }
 
 /// One job's outcome, in the order of the jobs given.
@@ -73,6 +76,9 @@ pub struct Outcome {
     /// With [`crate::Job::dump_maps`]: every element of every map after the runs, as
     /// (map index, key, value).
     pub dumps: Vec<(usize, Vec<u8>, Vec<u8>)>,
+    /// Failures while reading maps back or putting them back: (run, or None after the
+    /// runs; map index; errno).
+    pub map_errors: Vec<(Option<usize>, usize, i32)>,
 }
 
 impl Outcome {
@@ -93,6 +99,7 @@ impl Outcome {
             runs_time: Duration::ZERO,
             job_time: Duration::ZERO,
             dumps: Vec::new(),
+            map_errors: Vec::new(),
         }
     }
 
@@ -268,6 +275,7 @@ pub(crate) fn parse(console: &str, jobs: &[Job]) -> Result<Parsed, String> {
                     retval: num(f.get(4), "retval").map_err(bad)?,
                     data_out: unhex(field(5)?).map_err(bad)?,
                     ctx_out: unhex(field(6)?).map_err(bad)?,
+                    maps: Vec::new(),
                 };
                 o.runs.push(Ok(r));
             }
@@ -276,10 +284,20 @@ pub(crate) fn parse(console: &str, jobs: &[Job]) -> Result<Parsed, String> {
                 let m: usize = num(f.get(2), "map index").map_err(bad)?;
                 o.dumps.push((m, unhex(field(3)?).map_err(bad)?, unhex(field(4)?).map_err(bad)?));
             }
+            "rdump" => {
+                let r: usize = num(f.get(2), "run index").map_err(bad)?;
+                let m: usize = num(f.get(3), "map index").map_err(bad)?;
+                let elem = (m, unhex(field(4)?).map_err(bad)?, unhex(field(5)?).map_err(bad)?);
+                match o.runs.get_mut(r) {
+                    Some(Ok(run)) => run.maps.push(elem),
+                    _ => return Err(bad(format!("maps of run {r}, which did not run"))),
+                }
+            }
             "dumperr" => {
-                let m: usize = num(f.get(2), "map index").map_err(bad)?;
-                let e: i32 = num(f.get(3), "errno").map_err(bad)?;
-                return Err(bad(format!("reading map {m} back failed: {}", errno_name(e))));
+                let r: i64 = num(f.get(2), "run index").map_err(bad)?;
+                let m: usize = num(f.get(3), "map index").map_err(bad)?;
+                let e: i32 = num(f.get(4), "errno").map_err(bad)?;
+                o.map_errors.push((usize::try_from(r).ok(), m, e));
             }
             "time" => {
                 let us = |i: usize, what: &str| num::<u64>(f.get(i), what).map(Duration::from_micros).map_err(bad);
@@ -318,7 +336,7 @@ mod tests {
     fn parses_a_batch() {
         let console = "boot noise\r\n\nKOPS begin 2 6.12 1\nKOPS sym __bpf_call_base ffff80008001a2b0\nKOPS job 0\nKOPS load 0 ok\nKOPS info 0 2 1\n\
             KOPS xlated 0 b70000002a0000009500000000000000\nKOPS jited 0 c9030091\nKOPS funclens 0 4\nKOPS lines 0 0:ffff800080001000,1:ffff800080001024\nKOPS ksyms 0 ffff800080001000\n\
-            KOPS run 0 0 ok 42 0000 -\nKOPS done 0\nKOPS job 1\nKOPS load 1 err 13\n\
+            KOPS run 0 0 ok 42 0000 -\nKOPS rdump 0 0 1 00000000 07\nKOPS dumperr 0 -1 2 1\nKOPS done 0\nKOPS job 1\nKOPS load 1 err 13\n\
             KOPS log 1 303a2052313d6374782829205231303d6670300a303a202839352920657869740a52302021726561645f6f6b0a70726f636573736564203120696e736e7320286c696d6974203130303030303029206d61785f7374617465735f7065725f696e736e203020746f74616c5f7374617465732030207065616b5f7374617465732030206d61726b5f7265616420300a\nKOPS done 1\nKOPS end\n";
         let Parsed::Done(o, syms) = parse(console, &jobs(2)).unwrap() else { panic!() };
         assert_eq!(syms["__bpf_call_base"], 0xffff80008001a2b0);
@@ -327,7 +345,11 @@ mod tests {
         assert_eq!(o[0].jited_words(), [0x910003c9]);
         assert_eq!(o[0].jited_ksyms, [0xffff800080001000]);
         assert_eq!(o[0].jited_lines, [(0, 0xffff800080001000), (1, 0xffff800080001024)]);
-        assert_eq!(o[0].runs, [Ok(RunResult { retval: 42, data_out: vec![0, 0], ctx_out: vec![] })]);
+        assert_eq!(
+            o[0].runs,
+            [Ok(RunResult { retval: 42, data_out: vec![0, 0], ctx_out: vec![], maps: vec![(1, vec![0; 4], vec![7])] })]
+        );
+        assert_eq!(o[0].map_errors, [(None, 2, 1)]);
         assert_eq!(o[1].verdict, Verdict::Rejected { errno: 13, message: "R0 !read_ok".into(), insn: Some(0) });
     }
 

@@ -121,7 +121,16 @@ fn arm64_kernel_batch() {
              exit"),
     )
     .with_run(Run::packet(vec![0u8; 64]));
-    let jobs = [constant, rejected, with_map, from_obj("ok"), from_obj("bad"), atomic];
+    // The map program again, each run from the maps as created: run 1 does not see run 0's
+    // update.
+    let mut isolated = with_map.clone();
+    isolated.name = "xdp_isolated".into();
+    isolated.dump_maps = false;
+    isolated.isolate_runs = true;
+    let mut packet5 = packet.clone();
+    packet5[12] = 5;
+    isolated.runs = vec![Run::packet(packet.clone()), Run::packet(packet5)];
+    let jobs = [constant, rejected, with_map, from_obj("ok"), from_obj("bad"), atomic, isolated];
 
     let results = std::env::temp_dir().join(format!("kops-arm64-results-{}", std::process::id()));
     let mut oracle = oracle;
@@ -227,6 +236,15 @@ fn arm64_kernel_batch() {
     assert_eq!(a.runs[0].as_ref().map(|r| r.retval), Ok(12), "log: {}", a.log);
     let w = a.jited_words();
     assert!(w.iter().any(|&x| x & 0xffe0_fc1f == 0xf820_001f), "no 64-bit STADD in {w:08x?}");
+
+    // 6. Isolated runs: each sees element 0 at its initial 1000, and reports the maps'
+    // non-zero elements after it.
+    let i = &out[6];
+    let maps_after = |r: usize| i.runs[r].as_ref().map(|x| x.maps.clone()).unwrap_or_else(|e| panic!("run {r}: {e}"));
+    let elem0 = |v: u64| vec![(0usize, 0u32.to_le_bytes().to_vec(), v.to_le_bytes().to_vec())];
+    assert_eq!(maps_after(0), elem0(1008));
+    assert_eq!(maps_after(1), elem0(1005));
+    assert!(i.map_errors.is_empty(), "{:?}", i.map_errors);
     let _ = XDP_DROP;
 }
 
