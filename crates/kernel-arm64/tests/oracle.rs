@@ -130,7 +130,37 @@ fn arm64_kernel_batch() {
     let mut packet5 = packet.clone();
     packet5[12] = 5;
     isolated.runs = vec![Run::packet(packet.clone()), Run::packet(packet5)];
-    let jobs = [constant, rejected, with_map, from_obj("ok"), from_obj("bad"), atomic, isolated];
+    // A hash map keyed by the packet's byte 12, isolated runs: run 1 no longer sees run 0's key.
+    let mut hash_prog = asm("ldxw %r2, [%r1+0]
+         ldxw %r3, [%r1+4]
+         mov %r4, %r2
+         add %r4, 14
+         jgt %r4, %r3, out
+         ldxb %r6, [%r2+12]
+         stxw [%r10-4], %r6
+         stdw [%r10-16], 1
+         lddw %r1, 0
+         mov %r2, %r10
+         add %r2, -4
+         mov %r3, %r10
+         add %r3, -16
+         mov %r4, 0
+         call 2
+         out:
+         mov %r0, 2
+         exit");
+    let at = hash_prog.iter().position(|i| i.is_ld_imm64()).expect("the program has an ld_imm64");
+    hash_prog[at].src = op::PSEUDO_MAP_IDX;
+    let mut hashed = Job::new("xdp_hash", XDP, hash_prog)
+        .with_map(JobMap::new("seen", map_type::HASH, 4, 8, 16))
+        .with_run(Run::packet(packet.clone()))
+        .with_run(Run::packet({
+            let mut p = packet.clone();
+            p[12] = 5;
+            p
+        }));
+    hashed.isolate_runs = true;
+    let jobs = [constant, rejected, with_map, from_obj("ok"), from_obj("bad"), atomic, isolated, hashed];
 
     let results = std::env::temp_dir().join(format!("kops-arm64-results-{}", std::process::id()));
     let mut oracle = oracle;
@@ -245,6 +275,12 @@ fn arm64_kernel_batch() {
     assert_eq!(maps_after(0), elem0(1008));
     assert_eq!(maps_after(1), elem0(1005));
     assert!(i.map_errors.is_empty(), "{:?}", i.map_errors);
+    let h = &out[7];
+    assert_eq!(h.verdict, Verdict::Accepted, "log: {}", h.log);
+    for (r, key) in [(0usize, 8u32), (1, 5)] {
+        let maps = h.runs[r].as_ref().map(|x| x.maps.clone()).unwrap_or_else(|e| panic!("run {r}: {e}"));
+        assert_eq!(maps, vec![(0usize, key.to_le_bytes().to_vec(), 1u64.to_le_bytes().to_vec())], "run {r}");
+    }
     let _ = XDP_DROP;
 }
 
