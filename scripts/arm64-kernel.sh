@@ -7,8 +7,8 @@
 #
 # - apt-installs qemu-system-arm (qemu-system-aarch64), gcc-aarch64-linux-gnu and
 #   libc6-dev-arm64-cross on the host when missing;
-# - downloads the newest Debian arm64 kernel image package reachable from bookworm,
-#   bookworm-backports and bookworm-security with a private apt state (the host's dpkg
+# - downloads the newest Debian arm64 kernel image package of the bookworm line (bookworm,
+#   bookworm-backports, bookworm-security: Linux 6.12.x) with a private apt state (the host's dpkg
 #   configuration is not changed: no foreign architecture is added), and extracts its
 #   Image (Debian's arm64 vmlinuz is an uncompressed Image with an EFI stub, which
 #   qemu -kernel boots as is). BPF, the BPF JIT and BPF_PROG_TEST_RUN are built in: no
@@ -59,13 +59,12 @@ EOF
     apt-get "${O[@]}" update -q >/dev/null
     PKG=${KOPS_ARM64_KERNEL_PKG:-}
     if [ -z "$PKG" ]; then
-        # The newest version of the metapackage in any suite, and the image it depends on.
-        META=$(apt-cache "${O[@]}" madison linux-image-arm64 | awk -F'|' '{gsub(/ /,"",$2); print $2}' \
-               | sort -V | tail -1)
-        [ -n "$META" ] || { echo "arm64-kernel: no linux-image-arm64 in the arm64 package lists" >&2; exit 1; }
-        PKG=$(apt-cache "${O[@]}" depends "linux-image-arm64=$META" \
-              | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
-        [ -n "$PKG" ] || { echo "arm64-kernel: linux-image-arm64 $META names no kernel image" >&2; exit 1; }
+        # The newest generic arm64 image of the bookworm line (its own -security and
+        # -backports included): 6.12.x, the line of the host's linux-source-6.12, which
+        # scripts/corpus.sh installs and the arm64 JIT follows.
+        PKG=$(apt-cache "${O[@]}" pkgnames linux-image- | grep -E '^linux-image-[0-9][0-9.]*\+deb12-arm64$' \
+              | sort -V | tail -1)
+        [ -n "$PKG" ] || { echo "arm64-kernel: no linux-image-*+deb12-arm64 in the arm64 package lists" >&2; exit 1; }
     fi
     VER=$(apt-cache "${O[@]}" show "$PKG" | awk '/^Version:/ {print $2}' | sort -V | tail -1)
     if [ "$(cat "$CACHE/PACKAGE" 2>/dev/null)" != "$PKG $VER" ] || [ ! -s "$CACHE/Image" ]; then

@@ -94,7 +94,7 @@ pub struct Oracle {
     pub qemu: PathBuf,
     pub image: PathBuf,
     pub loader: PathBuf,
-    /// The kernel release (`uname -r` in the guest), e.g. `6.12.95+deb12-arm64`.
+    /// The kernel release (`uname -r` in the guest), e.g. `6.12.118+deb12-arm64`.
     pub release: String,
     /// The Debian package and version the kernel came from.
     pub package: String,
