@@ -117,7 +117,11 @@ fn run() -> Result<ExitCode, String> {
             }
             Verdict::Rejected { errno, message, .. } => {
                 rejected += 1;
-                println!("{what}: rejected ({}): {}", errno_name(*errno), message.lines().collect::<Vec<_>>().join("; "));
+                println!(
+                    "{what}: rejected ({}): {}",
+                    errno_name(*errno),
+                    message.lines().collect::<Vec<_>>().join("; ")
+                );
                 if show_log {
                     println!("{}", o.log);
                 }

@@ -340,7 +340,14 @@ pub fn encode(jobs: &[Job], symbols: &[String]) -> Result<Vec<u8>, String> {
     }
     for (i, j) in jobs.iter().enumerate() {
         j.check().map_err(|e| format!("job {i}: {e}"))?;
-        for v in [j.prog_type, j.expected_attach_type, j.prog_flags, j.log_level, j.kern_version, j.dump_maps as u32 | (j.isolate_runs as u32) << 1] {
+        for v in [
+            j.prog_type,
+            j.expected_attach_type,
+            j.prog_flags,
+            j.log_level,
+            j.kern_version,
+            j.dump_maps as u32 | (j.isolate_runs as u32) << 1,
+        ] {
             w.u32(v);
         }
         w.bytes(j.name.as_bytes())?;

@@ -246,7 +246,9 @@ impl Oracle {
         use sha2::{Digest, Sha256};
         let mut h = Sha256::new();
         h.update(b"kops-arm64-results-1\0");
-        for part in [self.package.as_bytes(), self.release.as_bytes(), self.cpu.as_bytes(), &self.memory_mib.to_le_bytes()] {
+        for part in
+            [self.package.as_bytes(), self.release.as_bytes(), self.cpu.as_bytes(), &self.memory_mib.to_le_bytes()]
+        {
             h.update((part.len() as u64).to_le_bytes());
             h.update(part);
         }

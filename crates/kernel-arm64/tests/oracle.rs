@@ -38,6 +38,27 @@ fn movz64(rd: u32, imm16: u32) -> u32 {
 fn ret(rn: u32) -> u32 {
     0xd65f_0000 | rn << 5
 }
+/// The values x10 holds at each `blr x10`, following MOVZ/MOVN/MOVK (64-bit) into x10.
+fn blr_x10_targets(words: &[u32]) -> Vec<u64> {
+    let mut x10 = 0u64;
+    let mut out = Vec::new();
+    for &w in words {
+        let (imm, shift) = (((w >> 5) & 0xffff) as u64, ((w >> 21) & 3) * 16);
+        if w & 0x1f == 10 {
+            match w & 0xff80_0000 {
+                0xd280_0000 => x10 = imm << shift,                              // MOVZ
+                0x9280_0000 => x10 = !(imm << shift),                           // MOVN
+                0xf280_0000 => x10 = (x10 & !(0xffff << shift)) | imm << shift, // MOVK
+                _ => {}
+            }
+        }
+        if w == 0xd63f_0140 {
+            out.push(x10); // BLR x10
+        }
+    }
+    out
+}
+
 const SP: u32 = 31;
 const FP: u32 = 29;
 const LR: u32 = 30;
@@ -277,6 +298,11 @@ fn arm64_kernel_batch() {
     assert!(i.map_errors.is_empty(), "{:?}", i.map_errors);
     let h = &out[7];
     assert_eq!(h.verdict, Verdict::Accepted, "log: {}", h.log);
+    // The helper call: the xlated `call` holds the helper's offset from __bpf_call_base;
+    // the JIT builds the absolute address in x10 (movz/movn, movk) and calls it with blr.
+    let call = h.xlated.iter().find(|i| i.is_helper_call()).expect("an xlated helper call");
+    let target = call_base.expect("__bpf_call_base").wrapping_add(call.imm as i64 as u64);
+    assert!(blr_x10_targets(&h.jited_words()).contains(&target), "no blr to {target:#x} in {:08x?}", h.jited_words());
     for (r, key) in [(0usize, 8u32), (1, 5)] {
         let maps = h.runs[r].as_ref().map(|x| x.maps.clone()).unwrap_or_else(|e| panic!("run {r}: {e}"));
         assert_eq!(maps, vec![(0usize, key.to_le_bytes().to_vec(), 1u64.to_le_bytes().to_vec())], "run {r}");
