@@ -219,7 +219,7 @@ impl Oracle {
             if started {
                 format!("{done} of {} jobs done", jobs.len())
             } else {
-                "the loader never started: the kernel did not finish booting".to_string()
+                "the loader never started: the kernel did not boot to /init, or /init could not run".to_string()
             }
         };
         match outcome::parse(&console, jobs) {
