@@ -149,6 +149,8 @@ pub struct Job {
     /// Empty: "GPL".
     pub license: String,
     /// Map references as `ld_imm64 src=PSEUDO_MAP_IDX(_VALUE), imm = index into maps`.
+    /// A caller that changes them (lowering kinsn sites, ...) fixes `func_info` and
+    /// `line_info` up or clears them, as `kops_kernel::load_object_program` drops them.
     pub insns: Vec<Insn>,
     pub maps: Vec<JobMap>,
     /// Raw BTF ready for BPF_BTF_LOAD (DATASECs fixed up), with the program's func and
@@ -265,6 +267,18 @@ impl Job {
         }
         if self.maps.len() > MAX_MAPS {
             return Err(format!("program `{n}` has {} maps (the loader creates at most {MAX_MAPS})", self.maps.len()));
+        }
+        if let Some(off) = self
+            .func_info
+            .iter()
+            .map(|f| f.insn_off)
+            .chain(self.line_info.iter().map(|l| l.insn_off))
+            .find(|&o| o as usize >= self.insns.len())
+        {
+            return Err(format!(
+                "program `{n}`: func or line info names instruction {off} of {} (stale after the instructions changed?)",
+                self.insns.len()
+            ));
         }
         let slots: usize = self.maps.iter().map(|m| m.slots.len()).sum();
         if slots > MAX_SLOTS {
