@@ -268,12 +268,14 @@ impl Job {
         if self.maps.len() > MAX_MAPS {
             return Err(format!("program `{n}` has {} maps (the loader creates at most {MAX_MAPS})", self.maps.len()));
         }
+        // (Without BTF they are not given to the kernel.)
         if let Some(off) = self
             .func_info
             .iter()
             .map(|f| f.insn_off)
             .chain(self.line_info.iter().map(|l| l.insn_off))
             .find(|&o| o as usize >= self.insns.len())
+            .filter(|_| self.btf.is_some())
         {
             return Err(format!(
                 "program `{n}`: func or line info names instruction {off} of {} (stale after the instructions changed?)",
