@@ -51,8 +51,21 @@ fn run() -> Result<ExitCode, String> {
     let mut jobs = Vec::new();
     let mut skipped = 0;
     for f in &files {
-        let mut obj = Object::load(f).map_err(|e| e.to_string())?;
-        obj.resolve_prog_types(ty.as_deref(), None).map_err(|e| e.to_string())?;
+        // An object that cannot be read, or whose programs have no type, is reported and
+        // left out; the others still run.
+        let mut obj = match Object::load(f) {
+            Ok(o) => o,
+            Err(e) => {
+                println!("{f}: not loaded: {e}");
+                skipped += 1;
+                continue;
+            }
+        };
+        if let Err(e) = obj.resolve_prog_types(ty.as_deref(), None) {
+            println!("{f}: not loaded: {e}");
+            skipped += obj.programs.len().max(1);
+            continue;
+        }
         let btf = match object_btf(&obj) {
             Ok(b) => b,
             Err(e) => {
@@ -76,6 +89,10 @@ fn run() -> Result<ExitCode, String> {
         }
     }
     let batch: Vec<Job> = jobs.iter().map(|(_, _, j)| j.clone()).collect();
+    if batch.is_empty() {
+        println!("no program to load");
+        return Ok(ExitCode::FAILURE);
+    }
     let report = oracle.run_report(&batch).map_err(|e| e.to_string())?;
     println!(
         "arm64 kernel {} ({}): boot {:.1} s, {} programs in {:.1} s",
