@@ -67,6 +67,7 @@ fn arm64(o: &Outcome) -> String {
             format!("rejected ({}): {}", errno_name(*errno), message.lines().next().unwrap_or(""))
         }
         Verdict::NotLoaded { reason } => format!("not loaded: {reason}"),
+        Verdict::Crashed { reason } => format!("crashed: {reason}"),
     }
 }
 
@@ -109,7 +110,7 @@ fn run() -> Result<bool, String> {
             names.push(format!("{f} {}", p.name));
         }
     }
-    let out = oracle.run(&jobs).map_err(|e| e.to_string())?;
+    let out = oracle.run_resuming(&jobs).map(|r| r.outcomes).map_err(|e| e.to_string())?;
     let mut differ = 0;
     for ((name, h), o) in names.iter().zip(&hosts).zip(&out) {
         let a = arm64(o);

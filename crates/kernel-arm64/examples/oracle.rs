@@ -93,7 +93,7 @@ fn run() -> Result<ExitCode, String> {
         println!("no program to load");
         return Ok(ExitCode::FAILURE);
     }
-    let report = oracle.run_report(&batch).map_err(|e| e.to_string())?;
+    let report = oracle.run_resuming(&batch).map_err(|e| e.to_string())?;
     println!(
         "arm64 kernel {} ({}): boot {:.1} s, {} programs in {:.1} s",
         oracle.release,
@@ -146,6 +146,10 @@ fn run() -> Result<ExitCode, String> {
             Verdict::NotLoaded { reason } => {
                 rejected += 1;
                 println!("{what}: not loaded: {reason}");
+            }
+            Verdict::Crashed { reason } => {
+                rejected += 1;
+                println!("{what}: CRASHED: {reason}");
             }
         }
     }

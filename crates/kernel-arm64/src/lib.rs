@@ -56,15 +56,18 @@ pub enum Error {
     /// qemu could not be started.
     #[error("cannot start {qemu}: {err}")]
     Spawn { qemu: String, err: std::io::Error },
-    /// The guest did not finish in time.
-    #[error("the arm64 guest did not finish within {secs} s ({stage}); console tail:\n{tail}")]
-    Timeout { secs: u64, stage: String, tail: String },
+    /// The guest did not finish in time ([`Oracle::timeout`]), or wrote nothing for
+    /// [`Oracle::stall`]: `why` says which. `done` holds the outcomes of the jobs finished
+    /// before (the first ones of the batch); `started` whether the loader ran at all.
+    #[error("the arm64 guest {why} ({stage}); console tail:\n{tail}")]
+    Timeout { why: String, stage: String, tail: String, started: bool, done: Vec<Outcome> },
     /// The loader stopped with a message.
     #[error("the loader in the arm64 guest failed: {message}; console tail:\n{tail}")]
     Loader { message: String, tail: String },
-    /// qemu exited before the loader finished the batch (kernel panic, qemu error, ...).
+    /// qemu exited before the loader finished the batch (kernel panic, qemu error, ...);
+    /// `done` and `started` as for [`Error::Timeout`].
     #[error("the arm64 guest stopped early ({stage}, qemu {status}); console tail:\n{tail}")]
-    Incomplete { stage: String, status: String, tail: String },
+    Incomplete { stage: String, status: String, tail: String, started: bool, done: Vec<Outcome> },
     /// A console line of the loader could not be read.
     #[error("unreadable loader output: {msg}; console tail:\n{tail}")]
     Parse { msg: String, tail: String },
@@ -98,9 +101,14 @@ pub struct Oracle {
     pub release: String,
     /// The Debian package and version the kernel came from.
     pub package: String,
-    /// Time limit of one batch; `None`: 120 s plus 1 s per 2 jobs (`KOPS_ARM64_TIMEOUT`
-    /// in seconds overrides).
+    /// Time limit of one batch; `None`: 120 s plus 2 s per job (`KOPS_ARM64_TIMEOUT` in
+    /// seconds overrides). Under emulation the verifier takes 0.01-10 s per program (the
+    /// corpus of scripts/corpus.sh: 0.9 s on average).
     pub timeout: Option<Duration>,
+    /// The guest is given up when, once the loader started, the console stays silent this
+    /// long (the loader prints as it goes; one verification can take minutes under
+    /// emulation): 600 s by default (`KOPS_ARM64_STALL` in seconds).
+    pub stall: Duration,
     /// Guest memory, in MiB.
     pub memory_mib: u32,
     /// qemu's `-cpu`: `max,pauth-impdef=on` by default. `max` gives the JIT every feature
@@ -174,6 +182,9 @@ impl Oracle {
             release: read("VERSION")?,
             package: read("PACKAGE")?,
             timeout: None,
+            stall: Duration::from_secs(
+                std::env::var("KOPS_ARM64_STALL").ok().and_then(|s| s.parse().ok()).unwrap_or(600),
+            ),
             memory_mib: 1024,
             cpu: "max,pauth-impdef=on".to_string(),
             symbols: vec!["__bpf_call_base".to_string()],
@@ -188,7 +199,7 @@ impl Oracle {
         if let Some(s) = std::env::var("KOPS_ARM64_TIMEOUT").ok().and_then(|s| s.parse::<u64>().ok()) {
             return Duration::from_secs(s);
         }
-        Duration::from_secs(120 + jobs as u64 / 2)
+        Duration::from_secs(120 + 2 * jobs as u64)
     }
 
     /// Runs a batch in one boot; the outcomes are in the order of `jobs`.
@@ -230,14 +241,61 @@ impl Oracle {
                 Ok(Report { outcomes, boot: boot.unwrap_or(total), total, symbols, console, cached: false })
             }
             Ok(outcome::Parsed::Fatal(message)) => Err(Error::Loader { message, tail }),
-            Ok(outcome::Parsed::Incomplete { started, jobs_done }) if timed_out => {
-                Err(Error::Timeout { secs: self.limit(jobs.len()).as_secs(), stage: stage(started, jobs_done), tail })
-            }
-            Ok(outcome::Parsed::Incomplete { started, jobs_done }) => {
-                Err(Error::Incomplete { stage: stage(started, jobs_done), status, tail })
-            }
+            Ok(outcome::Parsed::Incomplete { started, done }) => match timed_out {
+                Some(why) => Err(Error::Timeout { why, stage: stage(started, done.len()), tail, started, done }),
+                None => Err(Error::Incomplete { stage: stage(started, done.len()), status, tail, started, done }),
+            },
             Err(msg) => Err(Error::Parse { msg, tail }),
         }
+    }
+
+    /// Like [`Oracle::run_report`], but a guest that stops or hangs in the middle of the
+    /// batch does not lose it: the job it stopped in gets [`Verdict::Crashed`] (with the
+    /// console's last lines), and the jobs after it run in a new boot. An error only when
+    /// a boot does not get to the loader at all, or for the reasons `run_report` has
+    /// besides. `boot` is the first boot's; `total` sums every boot.
+    pub fn run_resuming(&self, jobs: &[Job]) -> Result<Report, Error> {
+        let mut outcomes = Vec::with_capacity(jobs.len());
+        let mut first_boot = None;
+        let mut total = Duration::ZERO;
+        let mut console = String::new();
+        let mut symbols = BTreeMap::new();
+        let mut cached = true;
+        while outcomes.len() < jobs.len() {
+            let rest = &jobs[outcomes.len()..];
+            let started = Instant::now();
+            let (done, why, tail) = match self.run_report(rest) {
+                Ok(r) => {
+                    first_boot.get_or_insert(r.boot);
+                    total += r.total;
+                    console.push_str(&r.console);
+                    symbols = r.symbols;
+                    cached &= r.cached;
+                    outcomes.extend(r.outcomes);
+                    break;
+                }
+                Err(Error::Timeout { why, tail, started: true, done, .. }) => (done, format!("the guest {why}"), tail),
+                Err(Error::Incomplete { status, tail, started: true, done, .. }) => {
+                    (done, format!("the guest stopped (qemu {status})"), tail)
+                }
+                Err(e) => return Err(e),
+            };
+            cached = false;
+            first_boot.get_or_insert(started.elapsed());
+            total += started.elapsed();
+            console.push_str(&tail);
+            console.push('\n');
+            outcomes.extend(done);
+            if let Some(job) = jobs.get(outcomes.len()) {
+                let last: Vec<&str> = tail.lines().rev().filter(|l| !l.trim().is_empty()).take(3).collect();
+                let reason = format!(
+                    "{why} while running this job; last console lines: {}",
+                    last.into_iter().rev().collect::<Vec<_>>().join(" | ")
+                );
+                outcomes.push(Outcome::crashed(job.name.clone(), reason));
+            }
+        }
+        Ok(Report { outcomes, boot: first_boot.unwrap_or_default(), total, symbols, console, cached })
     }
 
     /// What a batch's result depends on, hashed: the initramfs (loader, jobs, symbols), the
@@ -257,12 +315,14 @@ impl Oracle {
     }
 
     /// Boots the guest; returns the console (with qemu's own stderr after it), the exit
-    /// status, the time to the loader's first line, the total time and whether it timed out.
+    /// status, the time to the loader's first line, the total time and, when it was
+    /// stopped, why.
+    #[allow(clippy::type_complexity)]
     fn boot(
         &self,
         initrd: &Path,
         limit: Duration,
-    ) -> Result<(String, String, Option<Duration>, Duration, bool), Error> {
+    ) -> Result<(String, String, Option<Duration>, Duration, Option<String>), Error> {
         let start = Instant::now();
         let mut child = Command::new(&self.qemu)
             .args(["-M", "virt", "-cpu"])
@@ -300,21 +360,32 @@ impl Oracle {
         let (err, err_h) = collect(child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
         let mut boot = None;
         let mut seen = 0usize;
-        let mut timed_out = false;
+        let mut last_output = Instant::now();
+        let mut timed_out = None;
         let status = loop {
-            if boot.is_none() {
-                if let Ok(v) = out.lock() {
+            if let Ok(v) = out.lock() {
+                if boot.is_none() {
                     let from = seen.saturating_sub(16);
                     if v[from..].windows(10).any(|w| w == b"KOPS begin") {
                         boot = Some(start.elapsed());
                     }
-                    seen = v.len();
                 }
+                if v.len() != seen {
+                    last_output = Instant::now();
+                }
+                seen = v.len();
             }
+            let stop = if start.elapsed() > limit {
+                Some(format!("did not finish within {} s", limit.as_secs()))
+            } else if boot.is_some() && last_output.elapsed() > self.stall {
+                Some(format!("wrote nothing for {} s", self.stall.as_secs()))
+            } else {
+                None
+            };
             match child.try_wait() {
                 Ok(Some(s)) => break s.to_string(),
-                Ok(None) if start.elapsed() > limit => {
-                    timed_out = true;
+                Ok(None) if stop.is_some() => {
+                    timed_out = stop;
                     let _ = child.kill();
                     break child.wait().map(|s| s.to_string()).unwrap_or_else(|e| format!("not reaped: {e}"));
                 }

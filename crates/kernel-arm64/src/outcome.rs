@@ -23,6 +23,12 @@ pub enum Verdict {
     NotLoaded {
         reason: String,
     },
+    /// The guest stopped or hung while running this job ([`crate::Oracle::run_resuming`]):
+    /// a kernel panic, a hang, or the batch's time running out; `reason` says which, with
+    /// the console's last lines.
+    Crashed {
+        reason: String,
+    },
 }
 
 /// Result of one BPF_PROG_TEST_RUN.
@@ -103,6 +109,12 @@ impl Outcome {
         }
     }
 
+    pub(crate) fn crashed(name: String, reason: String) -> Outcome {
+        let mut o = Outcome::new(name);
+        o.verdict = Verdict::Crashed { reason };
+        o
+    }
+
     pub fn accepted(&self) -> bool {
         self.verdict == Verdict::Accepted
     }
@@ -155,9 +167,9 @@ pub(crate) enum Parsed {
     Done(Vec<Outcome>, BTreeMap<String, u64>),
     /// The loader stopped with a message (`KOPS fatal`).
     Fatal(String),
-    /// The console stops before `KOPS end`: how many jobs were finished, and whether the
-    /// loader started at all.
-    Incomplete { started: bool, jobs_done: usize },
+    /// The console stops before `KOPS end`: whether the loader started at all, and the
+    /// outcomes of the jobs it finished (the first ones of the batch).
+    Incomplete { started: bool, done: Vec<Outcome> },
 }
 
 fn num<T: std::str::FromStr>(f: Option<&&str>, what: &str) -> Result<T, String> {
@@ -309,7 +321,8 @@ pub(crate) fn parse(console: &str, jobs: &[Job]) -> Result<Parsed, String> {
             other => return Err(bad(format!("unknown record `{other}`"))),
         }
     }
-    Ok(Parsed::Incomplete { started, jobs_done: done })
+    outs.truncate(done);
+    Ok(Parsed::Incomplete { started, done: outs })
 }
 
 fn shorten(s: &str) -> String {
@@ -363,10 +376,14 @@ mod tests {
         ] {
             assert!(parse(c, &jobs(1)).is_err(), "{c}");
         }
-        let Parsed::Incomplete { started: true, jobs_done: 0 } = parse("KOPS begin 1\nKOPS job 0\n", &jobs(1)).unwrap()
-        else {
+        let Parsed::Incomplete { started: true, done } = parse("KOPS begin 1\nKOPS job 0\n", &jobs(1)).unwrap() else {
             panic!()
         };
+        assert!(done.is_empty());
+        let two = "KOPS begin 2\nKOPS job 0\nKOPS load 0 ok\nKOPS done 0\nKOPS job 1\n";
+        let Parsed::Incomplete { started: true, done } = parse(two, &jobs(2)).unwrap() else { panic!() };
+        assert_eq!(done.len(), 1);
+        assert!(done[0].accepted());
         let Parsed::Fatal(m) = parse("KOPS fatal 6869\n", &jobs(1)).unwrap() else { panic!() };
         assert_eq!(m, "hi");
     }

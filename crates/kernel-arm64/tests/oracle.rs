@@ -369,3 +369,29 @@ fn a_guest_whose_init_cannot_run_stops_early_with_the_console() {
         other => panic!("expected an early stop, got {other:?}"),
     }
 }
+
+#[test]
+fn a_job_that_hangs_the_guest_is_crashed_and_the_rest_run_in_a_new_boot() {
+    let Some(mut oracle) = oracle() else { return };
+    oracle.results = None;
+    // Job 1 runs its program 4 billion times: the console stays silent, the guest is given
+    // up after 3 s, and job 2 runs in a second boot.
+    oracle.stall = std::time::Duration::from_secs(3);
+    let ret = |name: &str, v: i32| Job::new(name, XDP, vec![Insn::mov64_imm(0, v), Insn::exit()]);
+    let mut forever = Run::packet(vec![0u8; 64]);
+    forever.repeat = u32::MAX;
+    let jobs = [
+        ret("first", 1).with_run(Run::packet(vec![0u8; 64])),
+        ret("hangs", 2).with_run(forever),
+        ret("third", 3).with_run(Run::packet(vec![0u8; 64])),
+    ];
+    let r = oracle.run_resuming(&jobs).unwrap_or_else(|e| panic!("{e}"));
+    let retval = |i: usize| r.outcomes[i].runs.first().and_then(|x| x.as_ref().ok()).map(|x| x.retval);
+    assert_eq!(r.outcomes.len(), 3);
+    assert_eq!(retval(0), Some(1));
+    match &r.outcomes[1].verdict {
+        Verdict::Crashed { reason } => assert!(reason.contains("wrote nothing for 3 s"), "{reason}"),
+        v => panic!("expected a crash, got {v:?}"),
+    }
+    assert_eq!(retval(2), Some(3));
+}
