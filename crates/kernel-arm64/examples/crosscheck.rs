@@ -91,8 +91,20 @@ fn run() -> Result<bool, String> {
     let packet = [0u8; 64];
     let (mut names, mut hosts, mut jobs) = (Vec::new(), Vec::new(), Vec::new());
     for f in &files {
-        let obj = Object::load(f).map_err(|e| e.to_string())?;
-        let btf = object_btf(&obj)?;
+        let obj = match Object::load(f) {
+            Ok(o) => o,
+            Err(e) => {
+                println!("{f}: left out: {e}");
+                continue;
+            }
+        };
+        let btf = match object_btf(&obj) {
+            Ok(b) => b,
+            Err(e) => {
+                println!("{f}: left out: {e}");
+                continue;
+            }
+        };
         for p in &obj.programs {
             let job = match Job::from_program(&obj, p) {
                 Ok(j) => j,
