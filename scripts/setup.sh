@@ -22,3 +22,6 @@ fi
 cargo fuzz --version >/dev/null 2>&1 || cargo install cargo-fuzz --locked
 # bpffs, for tests that pin programs.
 mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf 2>/dev/null || true
+# The arm64 kernel oracle (crates/kernel-arm64): qemu-system-aarch64, the cross compiler,
+# Debian's arm64 kernel and the static loader, cached in target/arm64-oracle (once).
+"$(dirname "$0")/arm64-kernel.sh" || echo "setup: the arm64 kernel oracle could not be prepared (above); its tests print SKIPPED, and fail under KOPS_REQUIRE_KERNEL=1" >&2
