@@ -61,7 +61,7 @@ fn run() -> Result<ExitCode, String> {
                 continue;
             }
         };
-        if let Err(e) = obj.resolve_prog_types(ty.as_deref(), None) {
+        if let Err(e) = obj.resolve_prog_types(ty.as_deref()) {
             println!("{f}: not loaded: {e}");
             skipped += obj.programs.len().max(1);
             continue;
