@@ -90,27 +90,6 @@ pub extern "C" fn tail_lookup(map: u64, index: u64) -> u64 {
 /// value of `size` bytes at `off` from the skb data (negative offsets address the network
 /// / link-layer header, `SKF_NET_OFF` / `SKF_LL_OFF`); bit 63 set when out of range.
 pub extern "C" fn ld_abs(size: u64, off: i64) -> u64 {
-    const FAIL: u64 = 1 << 63;
-    let Some((c, head, tc)) = SKB_RUN.with(|s| s.get()) else { return FAIL };
-    // SAFETY: `c` is the run's skb context structure (alive for the run).
-    let rd = |o: usize| unsafe { std::ptr::read_unaligned((c + o as u64) as *const u64) };
-    let (data, end) = (rd(kops_vm::ctx::SKB_DATA), rd(kops_vm::ctx::SKB_DATA_END));
-    const SKF_NET_OFF: i64 = -0x10_0000;
-    const SKF_LL_OFF: i64 = -0x20_0000;
-    let (net, mac) = if tc { (data + 14, data) } else { (data, data.wrapping_sub(14)) };
-    let addr = if off >= 0 {
-        data.wrapping_add(off as u64)
-    } else if off >= SKF_NET_OFF {
-        net.wrapping_add((off - SKF_NET_OFF) as u64)
-    } else if off >= SKF_LL_OFF {
-        mac.wrapping_add((off - SKF_LL_OFF) as u64)
-    } else {
-        return FAIL;
-    };
-    if addr < head || addr > end || addr.wrapping_add(size) > end || !matches!(size, 1 | 2 | 4) {
-        return FAIL;
-    }
-    // SAFETY: [addr, addr + size) lies inside the run's packet buffer (checked above).
-    let b = unsafe { std::slice::from_raw_parts(addr as *const u8, size as usize) };
-    b.iter().fold(0u64, |v, x| v << 8 | *x as u64)
+    let Some((c, head, tc)) = SKB_RUN.with(|s| s.get()) else { return 1 << 63 };
+    kops_vm::ctx::legacy_packet_load(c, head, tc, size, off).unwrap_or(1 << 63)
 }

@@ -175,30 +175,8 @@ thread_local! {
 /// address the network (`SKF_NET_OFF`) or link-layer (`SKF_LL_OFF`) header; bit 63 set
 /// when out of range.
 extern "C" fn ld_abs(size: u64, off: u64, _: u64, _: u64, _: u64) -> u64 {
-    const FAIL: u64 = 1 << 63;
-    const SKF_NET_OFF: i64 = -0x10_0000;
-    const SKF_LL_OFF: i64 = -0x20_0000;
-    let off = off as i64;
-    let Some((c, head, tc)) = SKB_RUN.with(|s| s.get()) else { return FAIL };
-    // SAFETY: `c` is the run's `__sk_buff` (alive for the run).
-    let rd = |o: usize| unsafe { std::ptr::read_unaligned((c + o as u64) as *const u64) };
-    let (data, end) = (rd(kops_vm::ctx::SKB_DATA), rd(kops_vm::ctx::SKB_DATA_END));
-    let (net, mac) = if tc { (data + 14, data) } else { (data, data.wrapping_sub(14)) };
-    let addr = if off >= 0 {
-        data.wrapping_add(off as u64)
-    } else if off >= SKF_NET_OFF {
-        net.wrapping_add((off - SKF_NET_OFF) as u64)
-    } else if off >= SKF_LL_OFF {
-        mac.wrapping_add((off - SKF_LL_OFF) as u64)
-    } else {
-        return FAIL;
-    };
-    if addr < head || addr > end || addr.wrapping_add(size) > end || !matches!(size, 1 | 2 | 4) {
-        return FAIL;
-    }
-    // SAFETY: [addr, addr + size) lies inside the run's packet (checked above).
-    let b = unsafe { std::slice::from_raw_parts(addr as *const u8, size as usize) };
-    b.iter().fold(0u64, |v, x| v << 8 | *x as u64)
+    let Some((c, head, tc)) = SKB_RUN.with(|s| s.get()) else { return 1 << 63 };
+    kops_vm::ctx::legacy_packet_load(c, head, tc, size, off as i64).unwrap_or(1 << 63)
 }
 
 /// Entry of slot `index` of program array `map` (0: none), for the JIT's tail calls.

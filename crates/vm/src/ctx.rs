@@ -833,3 +833,33 @@ mod tests {
         }
     }
 }
+
+/// `LD_ABS`/`LD_IND` for the native engines, with the interpreter's (the kernel's)
+/// semantics: the big-endian value of `size` bytes at `off` from the data of the skb
+/// context at `skb` (negative offsets address the network header, `SKF_NET_OFF`, or the
+/// link-layer header, `SKF_LL_OFF`), or None when out of range. `head` is the start of the
+/// run's packet buffer; `tc`: data starts at the Ethernet header (else at the network
+/// header, as for socket filters).
+pub fn legacy_packet_load(skb: u64, head: u64, tc: bool, size: u64, off: i64) -> Option<u64> {
+    const SKF_NET_OFF: i64 = -0x10_0000;
+    const SKF_LL_OFF: i64 = -0x20_0000;
+    // SAFETY: `skb` is the run's skb context structure (alive for the run).
+    let rd = |o: usize| unsafe { std::ptr::read_unaligned((skb + o as u64) as *const u64) };
+    let (data, end) = (rd(SKB_DATA), rd(SKB_DATA_END));
+    let (net, mac) = if tc { (data + 14, data) } else { (data, data.wrapping_sub(14)) };
+    let addr = if off >= 0 {
+        data.wrapping_add(off as u64)
+    } else if off >= SKF_NET_OFF {
+        net.wrapping_add((off - SKF_NET_OFF) as u64)
+    } else if off >= SKF_LL_OFF {
+        mac.wrapping_add((off - SKF_LL_OFF) as u64)
+    } else {
+        return None;
+    };
+    if addr < head || addr > end || addr.wrapping_add(size) > end || !matches!(size, 1 | 2 | 4) {
+        return None;
+    }
+    // SAFETY: [addr, addr + size) lies inside the run's packet buffer (checked above).
+    let b = unsafe { std::slice::from_raw_parts(addr as *const u8, size as usize) };
+    Some(b.iter().fold(0u64, |v, x| v << 8 | *x as u64))
+}
