@@ -67,19 +67,7 @@ pub extern "C" fn tail_lookup(map: u64, index: u64) -> u64 {
     if TAIL_COUNT.with(|c| c.get()) >= kops_vm::MAX_TAIL_CALLS {
         return 0;
     }
-    let entry = TAIL_MAPS.with(|t| {
-        for &(m, table, max) in t.borrow().iter() {
-            if m == map {
-                if index >= max || table == 0 {
-                    return 0;
-                }
-                // SAFETY: `table` is the map's slot array of `max` u64 entries, alive for
-                // the run (the Vm owns the map); index < max.
-                return unsafe { std::ptr::read((table + index * 8) as *const u64) };
-            }
-        }
-        0
-    });
+    let entry = TAIL_MAPS.with(|t| kops_vm::jit_engine::prog_array_entry(&t.borrow(), map, index));
     if entry != 0 {
         TAIL_COUNT.with(|c| c.set(c.get() + 1));
     }

@@ -181,19 +181,7 @@ extern "C" fn ld_abs(size: u64, off: u64, _: u64, _: u64, _: u64) -> u64 {
 
 /// Entry of slot `index` of program array `map` (0: none), for the JIT's tail calls.
 extern "C" fn tail_lookup(map: u64, index: u64, _: u64, _: u64, _: u64) -> u64 {
-    TAIL_MAPS.with(|t| {
-        for &(m, table, max) in t.borrow().iter() {
-            if m == map {
-                if index >= max || table == 0 {
-                    return 0;
-                }
-                // SAFETY: `table` is the map's slot array of `max` u64 entries, alive for
-                // the run (the Vm owns the map).
-                return unsafe { *((table + index * 8) as *const u64) };
-            }
-        }
-        0
-    })
+    TAIL_MAPS.with(|t| kops_vm::jit_engine::prog_array_entry(&t.borrow(), map, index))
 }
 
 impl Engine for Arm64EmuEngine {

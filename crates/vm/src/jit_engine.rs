@@ -78,19 +78,24 @@ pub extern "C" fn ld_abs(size: u64, off: i64) -> u64 {
 /// the map is not a program array of this run, the index is out of range or the slot is
 /// empty (the tail call then falls through, as in the kernel).
 pub extern "C" fn tail_lookup(map: u64, index: u64) -> u64 {
-    TAIL_MAPS.with(|t| {
-        for &(m, table, max) in t.borrow().iter() {
-            if m == map {
-                if index >= max || table == 0 {
-                    return 0;
-                }
-                // SAFETY: `table` is the map's slot array of `max` u64 entries, alive for
-                // the run (the Vm owns the map).
-                return unsafe { *((table + index * 8) as *const u64) };
+    TAIL_MAPS.with(|t| prog_array_entry(&t.borrow(), map, index))
+}
+
+/// Native entry of slot `index` of program array `map` among `tables` (the run's program
+/// arrays: map address, slot table, max_entries), 0 when there is none: what every native
+/// engine's tail-call lookup returns.
+pub fn prog_array_entry(tables: &[(u64, u64, u64)], map: u64, index: u64) -> u64 {
+    for &(m, table, max) in tables {
+        if m == map {
+            if index >= max || table == 0 {
+                return 0;
             }
+            // SAFETY: `table` is the map's slot array of `max` u64 entries, alive for the
+            // run (the Vm owns the map); index < max.
+            return unsafe { *((table + index * 8) as *const u64) };
         }
-        0
-    })
+    }
+    0
 }
 
 impl Engine for JitEngine {
