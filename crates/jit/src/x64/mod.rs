@@ -344,6 +344,12 @@ pub(crate) fn compile_regions(insns: &[Insn], regions: &[NativeRegion], opts: &J
             f.tail_call_reachable = t;
         }
     }
+    // bpf_throw calls the callback without a tail-call counter pointer in rax.
+    if let Some(cb) = exception_cb {
+        if funcs.iter().any(|f| f.start == cb && f.tail_call_reachable) {
+            return Err(JitError::Unsupported { pc: orig[cb], what: "an exception callback that can reach a tail call".into() });
+        }
+    }
     let p = Program {
         insns: &prog_insns,
         native,
